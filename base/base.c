@@ -1,0 +1,145 @@
+/* base.c: status names, error filling, the log callback, small file helpers. */
+#define _GNU_SOURCE
+#include "base.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+const char *sq_status_name(sq_status s) {
+    switch (s) {
+    case SQ_OK: return "ok";
+    case SQ_ERR_IO: return "I/O error";
+    case SQ_ERR_FORMAT: return "format error";
+    case SQ_ERR_NOMEM: return "out of memory";
+    case SQ_ERR_ARG: return "bad argument";
+    case SQ_ERR_UNSUPPORTED: return "unsupported";
+    case SQ_ERR_NUMERIC: return "numeric error";
+    case SQ_ERR_DEVICE: return "device unavailable";
+    case SQ_ERR_INTERNAL: return "internal error";
+    }
+    return "unknown status";
+}
+
+sq_status sq_fail(sq_err *err, sq_status code, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+        err->code = code;
+        /* one line: newlines in a message (from a file name, say) become spaces */
+        for (char *p = err->msg; *p; p++)
+            if (*p == '\n' || *p == '\r') *p = ' ';
+    }
+    return code;
+}
+
+static void log_stderr(sq_log_level level, const char *msg, void *user) {
+    (void)user;
+    static const char *tag[] = {"debug", "info", "warning", "error"};
+    fprintf(stderr, "spotq: %s: %s\n", tag[level], msg);
+}
+
+static sq_log_fn g_log_fn = log_stderr;
+static void *g_log_user;
+static sq_log_level g_log_min = SQ_LOG_INFO;
+
+void sq_log_set(sq_log_fn fn, void *user, sq_log_level min_level) {
+    g_log_fn = fn ? fn : log_stderr;
+    g_log_user = user;
+    g_log_min = min_level;
+}
+
+void sq_log(sq_log_level level, const char *fmt, ...) {
+    if (level < g_log_min) return;
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    g_log_fn(level, buf, g_log_user);
+}
+
+void *sq_malloc(size_t n, sq_err *err) {
+    void *p = malloc(n ? n : 1);
+    if (!p) sq_fail(err, SQ_ERR_NOMEM, "out of memory allocating %zu bytes", n);
+    return p;
+}
+
+void *sq_calloc(size_t count, size_t size, sq_err *err) {
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p) sq_fail(err, SQ_ERR_NOMEM, "out of memory allocating %zu x %zu bytes", count, size);
+    return p;
+}
+
+char *sq_strdup(const char *s, sq_err *err) {
+    size_t n = strlen(s) + 1;
+    char *p = sq_malloc(n, err);
+    if (p) memcpy(p, s, n);
+    return p;
+}
+
+sq_status sq_read_file(const char *path, char **out, size_t *len, sq_err *err) {
+    *out = NULL;
+    if (len) *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return sq_fail(err, SQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return sq_fail(err, SQ_ERR_IO, "%s: not a regular file", path);
+    }
+    size_t n = (size_t)st.st_size;
+    char *buf = sq_malloc(n + 1, err);
+    if (!buf) { fclose(f); return SQ_ERR_NOMEM; }
+    if (n && fread(buf, 1, n, f) != n) {
+        free(buf);
+        fclose(f);
+        return sq_fail(err, SQ_ERR_IO, "%s: short read", path);
+    }
+    fclose(f);
+    buf[n] = 0;
+    *out = buf;
+    if (len) *len = n;
+    return SQ_OK;
+}
+
+sq_status sq_path_join(char *out, size_t cap, const char *dir, const char *name, sq_err *err) {
+    size_t dl = strlen(dir);
+    int need_slash = dl > 0 && dir[dl - 1] != '/';
+    int n = snprintf(out, cap, "%s%s%s", dir, need_slash ? "/" : "", name);
+    if (n < 0 || (size_t)n >= cap) return sq_fail(err, SQ_ERR_ARG, "%s: path too long", dir);
+    return SQ_OK;
+}
+
+bool sq_is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+bool sq_utf8_valid(const char *str, size_t n) {
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        if (c < 0x80) { i++; continue; }
+        int len;
+        uint32_t cp, min;
+        if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; min = 0x80; }
+        else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; min = 0x800; }
+        else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; min = 0x10000; }
+        else return false;
+        if (n - i < (size_t)len) return false;
+        for (int k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80) return false;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+        i += (size_t)len;
+    }
+    return true;
+}

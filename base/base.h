@@ -1,0 +1,68 @@
+/* base.h: what every spotq module shares: status codes, error messages, logging, checked arithmetic. */
+#ifndef SQ_BASE_H
+#define SQ_BASE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#define SQ_VERSION "0.1.0"
+
+/* Status codes: negative, fixed values. SQ_OK is zero. */
+typedef enum {
+    SQ_OK = 0,
+    SQ_ERR_IO = -1,          /* a file could not be opened, read, written or renamed */
+    SQ_ERR_FORMAT = -2,      /* a file's contents are malformed or lie about themselves */
+    SQ_ERR_NOMEM = -3,       /* an allocation failed */
+    SQ_ERR_ARG = -4,         /* a caller passed a bad argument or option */
+    SQ_ERR_UNSUPPORTED = -5, /* valid input that spotq does not handle (yet) */
+    SQ_ERR_NUMERIC = -6,     /* NaN/Inf or a failed factorisation */
+    SQ_ERR_DEVICE = -7,      /* the requested device backend is not available */
+    SQ_ERR_INTERNAL = -8,    /* a broken invariant */
+} sq_status;
+
+const char *sq_status_name(sq_status s);
+
+/* An error: the status and one line of text naming the file and the problem.
+ * Every function that can fail takes an sq_err * (which may be NULL) and fills it. */
+typedef struct {
+    sq_status code;
+    char msg[512];
+} sq_err;
+
+/* Fills err (if not NULL) and returns code. Formats like printf. */
+sq_status sq_fail(sq_err *err, sq_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Logging: the library prints only through this callback (default: stderr, level >= INFO). */
+typedef enum { SQ_LOG_DEBUG = 0, SQ_LOG_INFO = 1, SQ_LOG_WARN = 2, SQ_LOG_ERROR = 3 } sq_log_level;
+typedef void (*sq_log_fn)(sq_log_level level, const char *msg, void *user);
+void sq_log_set(sq_log_fn fn, void *user, sq_log_level min_level);
+void sq_log(sq_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Checked arithmetic for sizes that a file controls: return false on overflow. */
+static inline bool sq_mul_i64(int64_t a, int64_t b, int64_t *out) {
+    return !__builtin_mul_overflow(a, b, out);
+}
+static inline bool sq_add_i64(int64_t a, int64_t b, int64_t *out) {
+    return !__builtin_add_overflow(a, b, out);
+}
+
+/* Allocation helpers that never return NULL silently: they fill err on failure. */
+void *sq_malloc(size_t n, sq_err *err);
+void *sq_calloc(size_t count, size_t size, sq_err *err);
+char *sq_strdup(const char *s, sq_err *err);
+
+/* Reads a whole file into a NUL-terminated buffer (caller frees). */
+sq_status sq_read_file(const char *path, char **out /* OUT */, size_t *len /* OUT */, sq_err *err);
+
+/* Joins dir and name into out (capacity cap). Returns SQ_ERR_ARG if it does not fit. */
+sq_status sq_path_join(char *out, size_t cap, const char *dir, const char *name, sq_err *err);
+
+/* True when path exists and is a directory. */
+bool sq_is_dir(const char *path);
+
+/* Validates UTF-8 (no overlongs, no surrogates, max U+10FFFF). */
+bool sq_utf8_valid(const char *s, size_t n);
+
+#endif

@@ -1,0 +1,61 @@
+/* config.h: a Hugging Face config.json turned into a model description. */
+#ifndef SQ_CONFIG_H
+#define SQ_CONFIG_H
+
+#include "../base/base.h"
+
+typedef enum {
+    SQ_ARCH_LLAMA, SQ_ARCH_MISTRAL, SQ_ARCH_QWEN2, SQ_ARCH_MIXTRAL, SQ_ARCH_QWEN2_MOE, SQ_ARCH_QWEN3_MOE,
+    SQ_ARCH_COUNT
+} sq_arch;
+
+typedef enum { SQ_ROPE_NONE, SQ_ROPE_LLAMA3, SQ_ROPE_LINEAR } sq_rope_type;
+
+typedef enum { SQ_QM_NONE, SQ_QM_GPTQ, SQ_QM_AWQ, SQ_QM_COMPRESSED_TENSORS, SQ_QM_FP8, SQ_QM_OTHER } sq_quant_method;
+
+typedef struct {
+    sq_arch arch;
+    char model_type[32];
+    int hidden;              /* hidden_size */
+    int intermediate;        /* intermediate_size (dense FFN width) */
+    int n_layers;
+    int n_heads;
+    int n_kv_heads;
+    int head_dim;            /* head_dim, or hidden / n_heads when absent */
+    int vocab;
+    int max_pos;             /* max_position_embeddings */
+    float norm_eps;          /* rms_norm_eps */
+    double rope_theta;
+    struct {
+        sq_rope_type type;
+        double factor, low_freq_factor, high_freq_factor;
+        int original_max_pos;
+    } rope_scaling;
+    bool tied_embeddings;
+    bool attn_bias;          /* q/k/v biases (qwen2 always; llama attention_bias) */
+    bool mlp_bias;
+    int bos_id, eos_id;      /* -1 when absent; eos_id is the first when config lists several */
+    int n_eos;
+    int eos_ids[8];
+    /* MoE (n_experts == 0 for dense models) */
+    int n_experts;           /* num_local_experts (mixtral) / num_experts (qwen) */
+    int n_experts_per_tok;
+    int moe_intermediate;    /* moe_intermediate_size (qwen), else intermediate */
+    int shared_expert_intermediate; /* shared_expert_intermediate_size (qwen2_moe), 0 if none */
+    bool norm_topk_prob;
+    int decoder_sparse_step; /* qwen MoE: every Nth layer is sparse (1 = all) */
+    /* An existing quantization_config */
+    sq_quant_method quant_method;
+    char quant_method_name[32];
+    int quant_bits, quant_group_size;
+    bool quant_sym, quant_desc_act;
+} sq_config;
+
+const char *sq_arch_name(sq_arch a);
+
+/* Parses config.json text (path is for messages). */
+sq_status sq_config_parse(sq_config *cfg /* OUT */, const char *json, size_t len, const char *path, sq_err *err);
+/* Reads and parses a config.json file. */
+sq_status sq_config_load(sq_config *cfg /* OUT */, const char *path, sq_err *err);
+
+#endif
