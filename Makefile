@@ -52,29 +52,35 @@ all: $(BIN) spotq
 spotq: $(BIN)
 	@ln -sf $(BIN) spotq
 
-$(LIB): $(LIB_OBJ) $(CUDA_OBJ)
+$(LIB): $(LIB_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	@ar rcs $@ $^
 
-$(BIN): $(CMD_OBJ) $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $(CMD_OBJ) -Wl,--whole-archive $(LIB) -Wl,--no-whole-archive $(LDLIBS)
+# The CUDA objects are linked by name: the library only refers to them weakly.
+$(BIN): $(CMD_OBJ) $(LIB) $(CUDA_OBJ)
+	@echo "LD $@"
+	@$(CC) $(LDFLAGS) -o $@ $(CMD_OBJ) $(CUDA_OBJ) $(LIB) $(LDLIBS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	@echo "CC $<"
+	@$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/%.o: %.cu kernels/backend.h base/base.h
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVFLAGS) -c -o $@ $<
+	@echo "NVCC $<"
+	@$(NVCC) $(NVFLAGS) -c -o $@ $<
 
-$(BUILD)/tests/%: tests/unit/%.c tests/unit/check.h $(LIB)
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/check.h $(LIB) $(CUDA_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -Wl,--whole-archive $(LIB) -Wl,--no-whole-archive $(LDLIBS)
+	@echo "CC $<"
+	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(CUDA_OBJ) $(LIB) $(LDLIBS)
 
 # The fuzz targets replayed over their saved corpora by a plain driver (no libFuzzer needed).
 $(BUILD)/tests/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< tests/fuzz/replay.c $(LIB) $(LDLIBS)
+	@echo "CC $<"
+	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< tests/fuzz/replay.c $(LIB) $(LDLIBS)
 
 test: $(BIN) $(TESTS) $(REPLAY)
 	@BUILD=$(BUILD) sh tests/run.sh

@@ -1,5 +1,4 @@
 /* base.c: status names, error filling, the log callback, small file helpers. */
-#define _GNU_SOURCE
 #include "base.h"
 
 #include <errno.h>

@@ -1,5 +1,4 @@
 /* backend_cpu.c: the CPU backend (OpenBLAS + LAPACK), the reference for every other backend. */
-#define _GNU_SOURCE
 #include "../backend.h"
 
 #include <stdio.h>

@@ -1,0 +1,90 @@
+/* args.c: long-option parsing shared by every command; --help is handled here, once. */
+#include "cmd.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void sq_args_print_help(FILE *f, const char *cmd, const char *usage, const sq_opt *opts) {
+    fprintf(f, "usage: spotq %s %s\n", cmd, usage);
+    if (!opts || !opts[0].name) return;
+    fprintf(f, "\noptions:\n");
+    for (const sq_opt *o = opts; o->name; o++) {
+        const char *arg = o->type == 's' ? " ARG" : o->type == 'i' ? " N" : o->type == 'd' ? " X" : "";
+        char left[64];
+        snprintf(left, sizeof left, "%s%s", o->name, arg);
+        fprintf(f, "  %-22s %s\n", left, o->help);
+    }
+    fprintf(f, "  %-22s %s\n", "--help", "show this help");
+}
+
+static int usage_error(const char *cmd, const char *fmt, const char *a, const char *b) {
+    fprintf(stderr, "spotq %s: ", cmd);
+    fprintf(stderr, fmt, a, b);
+    fprintf(stderr, " (see spotq %s --help)\n", cmd);
+    return SQ_EXIT_USAGE;
+}
+
+static int set_value(const char *cmd, const sq_opt *o, const char *v) {
+    char *end;
+    errno = 0;
+    switch (o->type) {
+    case 's': *(const char **)o->dest = v; return 0;
+    case 'i': {
+        long x = strtol(v, &end, 10);
+        if (errno || *end || end == v || x < -2147483647L || x > 2147483647L)
+            return usage_error(cmd, "%s expects an integer, got '%s'", o->name, v);
+        *(int *)o->dest = (int)x;
+        return 0;
+    }
+    case 'd': {
+        double x = strtod(v, &end);
+        if (errno || *end || end == v) return usage_error(cmd, "%s expects a number, got '%s'", o->name, v);
+        *(double *)o->dest = x;
+        return 0;
+    }
+    }
+    return usage_error(cmd, "%s%s: internal option type error", o->name, "");
+}
+
+int sq_args_parse(const char *cmd, const char *usage, int argc, char **argv, const sq_opt *opts, const char **pos, int max_pos,
+                  int min_pos, int *npos) {
+    *npos = 0;
+    int only_pos = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (only_pos || a[0] != '-' || a[1] == 0) {
+            if (*npos >= max_pos) return usage_error(cmd, "unexpected argument '%s'%s", a, "");
+            pos[(*npos)++] = a;
+            continue;
+        }
+        if (strcmp(a, "--") == 0) { only_pos = 1; continue; }
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            sq_args_print_help(stdout, cmd, usage, opts);
+            return -1;
+        }
+        const char *eq = strchr(a, '=');
+        size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
+        const sq_opt *o = NULL;
+        for (const sq_opt *p = opts; p && p->name; p++)
+            if (strlen(p->name) == nlen && strncmp(p->name, a, nlen) == 0) { o = p; break; }
+        if (!o) return usage_error(cmd, "unknown option '%s'%s", a, "");
+        if (o->type == 'f') {
+            if (eq) return usage_error(cmd, "%s takes no value%s", o->name, "");
+            *(bool *)o->dest = true;
+            continue;
+        }
+        const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        if (!v) return usage_error(cmd, "%s needs a value%s", o->name, "");
+        int r = set_value(cmd, o, v);
+        if (r) return r;
+    }
+    if (*npos < min_pos) return usage_error(cmd, "missing argument: usage: spotq %s %s", cmd, usage);
+    return 0;
+}
+
+int sq_cmd_fail(const sq_err *err) {
+    fprintf(stderr, "spotq: error: %s\n", err->msg);
+    return err->code == SQ_ERR_ARG ? SQ_EXIT_USAGE : SQ_EXIT_FAIL;
+}

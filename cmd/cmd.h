@@ -1,0 +1,38 @@
+/* cmd.h: the spotq command table, option parsing, and the exit codes of SPEC.md. */
+#ifndef SQ_CMD_H
+#define SQ_CMD_H
+
+#include <stdio.h>
+
+#include "../base/base.h"
+
+enum { SQ_EXIT_OK = 0, SQ_EXIT_FAIL = 1, SQ_EXIT_USAGE = 2, SQ_EXIT_GATE = 3 };
+
+/* One option of a command. type: 'f' flag (bool), 's' string, 'i' int, 'd' double. */
+typedef struct {
+    const char *name;   /* "--json" */
+    char type;
+    void *dest;         /* bool *, const char **, int *, double * */
+    const char *help;   /* one line; the default is stated here */
+} sq_opt;
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} sq_cmd;
+
+/* Parses argv[1..] of a command. Positional arguments go to pos (at most max_pos). Handles --help
+ * (prints usage and the options, returns -1: the caller exits 0). On a usage error prints one line
+ * and returns SQ_EXIT_USAGE. Returns 0 otherwise. */
+int sq_args_parse(const char *cmd, const char *usage, int argc, char **argv, const sq_opt *opts, const char **pos, int max_pos,
+                  int min_pos, int *npos);
+void sq_args_print_help(FILE *f, const char *cmd, const char *usage, const sq_opt *opts);
+
+/* Prints "spotq: error: MSG" and returns SQ_EXIT_FAIL (or SQ_EXIT_USAGE for SQ_ERR_ARG). */
+int sq_cmd_fail(const sq_err *err);
+
+int cmd_inspect(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+
+#endif

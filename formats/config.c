@@ -1,0 +1,223 @@
+/* config.c: config.json -> sq_config for the llama, mistral, qwen2 and MoE families. */
+#include "config.h"
+
+#include <cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct { const char *model_type; sq_arch arch; } arch_table[] = {
+    {"llama", SQ_ARCH_LLAMA},       {"mistral", SQ_ARCH_MISTRAL},     {"qwen2", SQ_ARCH_QWEN2},
+    {"mixtral", SQ_ARCH_MIXTRAL},   {"qwen2_moe", SQ_ARCH_QWEN2_MOE}, {"qwen3_moe", SQ_ARCH_QWEN3_MOE},
+};
+
+const char *sq_arch_name(sq_arch a) {
+    for (size_t i = 0; i < sizeof arch_table / sizeof *arch_table; i++)
+        if (arch_table[i].arch == a) return arch_table[i].model_type;
+    return "unknown";
+}
+
+/* Field readers: each fails with a message naming the file and the key. */
+typedef struct {
+    const cJSON *root;
+    const char *path;
+    sq_err *err;
+    sq_status status;
+} reader;
+
+static const cJSON *get(reader *r, const char *key) { return cJSON_GetObjectItemCaseSensitive(r->root, key); }
+
+static int get_int(reader *r, const char *key, int required, int dflt, int min) {
+    const cJSON *v = get(r, key);
+    if (!v || cJSON_IsNull(v)) {
+        if (required && !r->status) r->status = sq_fail(r->err, SQ_ERR_FORMAT, "%s: missing field '%s'", r->path, key);
+        return dflt;
+    }
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < min || v->valuedouble > 1e9) {
+        if (!r->status) r->status = sq_fail(r->err, SQ_ERR_FORMAT, "%s: field '%s' must be an integer >= %d", r->path, key, min);
+        return dflt;
+    }
+    return (int)v->valuedouble;
+}
+
+static double get_num(reader *r, const cJSON *obj, const char *key, int required, double dflt) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!v || cJSON_IsNull(v)) {
+        if (required && !r->status) r->status = sq_fail(r->err, SQ_ERR_FORMAT, "%s: missing field '%s'", r->path, key);
+        return dflt;
+    }
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) {
+        if (!r->status) r->status = sq_fail(r->err, SQ_ERR_FORMAT, "%s: field '%s' must be a number", r->path, key);
+        return dflt;
+    }
+    return v->valuedouble;
+}
+
+static bool get_bool(reader *r, const cJSON *obj, const char *key, bool dflt) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!v || cJSON_IsNull(v)) return dflt;
+    if (!cJSON_IsBool(v)) {
+        if (!r->status) r->status = sq_fail(r->err, SQ_ERR_FORMAT, "%s: field '%s' must be true or false", r->path, key);
+        return dflt;
+    }
+    return cJSON_IsTrue(v);
+}
+
+static void parse_rope_scaling(reader *r, sq_config *c) {
+    const cJSON *rs = get(r, "rope_scaling");
+    c->rope_scaling.type = SQ_ROPE_NONE;
+    if (!rs || cJSON_IsNull(rs)) return;
+    if (!cJSON_IsObject(rs)) {
+        r->status = sq_fail(r->err, SQ_ERR_FORMAT, "%s: rope_scaling must be an object or null", r->path);
+        return;
+    }
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
+    if (!cJSON_IsString(t)) t = cJSON_GetObjectItemCaseSensitive(rs, "type");
+    if (!cJSON_IsString(t)) {
+        r->status = sq_fail(r->err, SQ_ERR_FORMAT, "%s: rope_scaling has no rope_type", r->path);
+        return;
+    }
+    if (strcmp(t->valuestring, "default") == 0) return;
+    if (strcmp(t->valuestring, "llama3") == 0) {
+        c->rope_scaling.type = SQ_ROPE_LLAMA3;
+        c->rope_scaling.factor = get_num(r, rs, "factor", 1, 1);
+        c->rope_scaling.low_freq_factor = get_num(r, rs, "low_freq_factor", 1, 1);
+        c->rope_scaling.high_freq_factor = get_num(r, rs, "high_freq_factor", 1, 4);
+        c->rope_scaling.original_max_pos = (int)get_num(r, rs, "original_max_position_embeddings", 1, 8192);
+    } else if (strcmp(t->valuestring, "linear") == 0) {
+        c->rope_scaling.type = SQ_ROPE_LINEAR;
+        c->rope_scaling.factor = get_num(r, rs, "factor", 1, 1);
+    } else if (!r->status)
+        r->status = sq_fail(r->err, SQ_ERR_UNSUPPORTED, "%s: rope_scaling type '%s' is not supported (llama3, linear)", r->path,
+                            t->valuestring);
+    if (!r->status && !(c->rope_scaling.factor > 0))
+        r->status = sq_fail(r->err, SQ_ERR_FORMAT, "%s: rope_scaling factor must be positive", r->path);
+}
+
+static void parse_token_ids(reader *r, sq_config *c) {
+    c->bos_id = get_int(r, "bos_token_id", 0, -1, 0);
+    const cJSON *e = get(r, "eos_token_id");
+    c->eos_id = -1;
+    c->n_eos = 0;
+    if (cJSON_IsArray(e)) {
+        for (const cJSON *x = e->child; x && c->n_eos < 8; x = x->next)
+            if (cJSON_IsNumber(x) && x->valuedouble >= 0) c->eos_ids[c->n_eos++] = (int)x->valuedouble;
+        if (c->n_eos) c->eos_id = c->eos_ids[0];
+    } else {
+        c->eos_id = get_int(r, "eos_token_id", 0, -1, 0);
+        if (c->eos_id >= 0) c->eos_ids[c->n_eos++] = c->eos_id;
+    }
+}
+
+static void parse_quant(reader *r, sq_config *c) {
+    const cJSON *q = get(r, "quantization_config");
+    c->quant_method = SQ_QM_NONE;
+    if (!q || cJSON_IsNull(q)) return;
+    const cJSON *m = cJSON_IsObject(q) ? cJSON_GetObjectItemCaseSensitive(q, "quant_method") : NULL;
+    if (!cJSON_IsString(m)) {
+        r->status = sq_fail(r->err, SQ_ERR_FORMAT, "%s: quantization_config has no quant_method", r->path);
+        return;
+    }
+    snprintf(c->quant_method_name, sizeof c->quant_method_name, "%s", m->valuestring);
+    const char *name = m->valuestring;
+    c->quant_method = !strcmp(name, "gptq") ? SQ_QM_GPTQ
+                      : !strcmp(name, "awq") ? SQ_QM_AWQ
+                      : !strcmp(name, "compressed-tensors") ? SQ_QM_COMPRESSED_TENSORS
+                      : !strcmp(name, "fp8") ? SQ_QM_FP8
+                      : SQ_QM_OTHER;
+    reader qr = {q, r->path, r->err, SQ_OK};
+    c->quant_bits = get_int(&qr, "bits", 0, 0, 1);
+    if (!c->quant_bits) c->quant_bits = get_int(&qr, "w_bit", 0, 0, 1);
+    c->quant_group_size = get_int(&qr, "group_size", 0, 0, -1);
+    if (!c->quant_group_size) c->quant_group_size = get_int(&qr, "q_group_size", 0, 0, -1);
+    c->quant_sym = get_bool(&qr, q, "sym", false);
+    c->quant_desc_act = get_bool(&qr, q, "desc_act", false);
+    if (qr.status && !r->status) r->status = qr.status;
+}
+
+sq_status sq_config_parse(sq_config *c, const char *json, size_t len, const char *path, sq_err *err) {
+    memset(c, 0, sizeof *c);
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    if (!root) return sq_fail(err, SQ_ERR_FORMAT, "%s: not valid JSON", path);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return sq_fail(err, SQ_ERR_FORMAT, "%s: not a JSON object", path);
+    }
+    reader r = {root, path, err, SQ_OK};
+    const cJSON *mt = get(&r, "model_type");
+    if (!cJSON_IsString(mt)) {
+        cJSON_Delete(root);
+        return sq_fail(err, SQ_ERR_FORMAT, "%s: missing field 'model_type'", path);
+    }
+    size_t k = 0, n = sizeof arch_table / sizeof *arch_table;
+    while (k < n && strcmp(arch_table[k].model_type, mt->valuestring)) k++;
+    if (k == n) {
+        sq_status s = sq_fail(err, SQ_ERR_UNSUPPORTED,
+                              "%s: unknown architecture '%.64s' (spotq supports llama, mistral, qwen2, mixtral, qwen2_moe, qwen3_moe)",
+                              path, mt->valuestring);
+        cJSON_Delete(root);
+        return s;
+    }
+    c->arch = arch_table[k].arch;
+    snprintf(c->model_type, sizeof c->model_type, "%s", mt->valuestring);
+
+    c->hidden = get_int(&r, "hidden_size", 1, 0, 1);
+    c->n_layers = get_int(&r, "num_hidden_layers", 1, 0, 1);
+    c->n_heads = get_int(&r, "num_attention_heads", 1, 0, 1);
+    c->n_kv_heads = get_int(&r, "num_key_value_heads", 0, c->n_heads, 1);
+    c->vocab = get_int(&r, "vocab_size", 1, 0, 1);
+    c->max_pos = get_int(&r, "max_position_embeddings", 0, 2048, 1);
+    c->head_dim = get_int(&r, "head_dim", 0, 0, 1);
+    if (!c->head_dim && c->n_heads) c->head_dim = c->hidden / c->n_heads;
+    c->norm_eps = (float)get_num(&r, root, "rms_norm_eps", 1, 1e-6);
+    c->rope_theta = get_num(&r, root, "rope_theta", 0, 10000.0);
+    parse_rope_scaling(&r, c);
+    c->tied_embeddings = get_bool(&r, root, "tie_word_embeddings", false);
+    c->attn_bias = c->arch == SQ_ARCH_QWEN2 || c->arch == SQ_ARCH_QWEN2_MOE || get_bool(&r, root, "attention_bias", false);
+    c->mlp_bias = get_bool(&r, root, "mlp_bias", false);
+    parse_token_ids(&r, c);
+
+    bool moe = c->arch == SQ_ARCH_MIXTRAL || c->arch == SQ_ARCH_QWEN2_MOE || c->arch == SQ_ARCH_QWEN3_MOE;
+    bool dense_ffn_needed = !moe || c->arch == SQ_ARCH_MIXTRAL;
+    c->intermediate = get_int(&r, "intermediate_size", dense_ffn_needed, 0, 1);
+    c->decoder_sparse_step = 1;
+    if (moe) {
+        c->n_experts = c->arch == SQ_ARCH_MIXTRAL ? get_int(&r, "num_local_experts", 1, 0, 1) : get_int(&r, "num_experts", 1, 0, 1);
+        c->n_experts_per_tok = get_int(&r, "num_experts_per_tok", 1, 0, 1);
+        c->moe_intermediate = c->arch == SQ_ARCH_MIXTRAL ? c->intermediate : get_int(&r, "moe_intermediate_size", 1, 0, 1);
+        c->shared_expert_intermediate = c->arch == SQ_ARCH_QWEN2_MOE ? get_int(&r, "shared_expert_intermediate_size", 0, 0, 0) : 0;
+        /* Mixtral always renormalises its top-k weights; Qwen reads the flag (default false). */
+        c->norm_topk_prob = c->arch == SQ_ARCH_MIXTRAL ? true : get_bool(&r, root, "norm_topk_prob", false);
+        if (c->arch != SQ_ARCH_MIXTRAL) c->decoder_sparse_step = get_int(&r, "decoder_sparse_step", 0, 1, 1);
+        if (!r.status && c->n_experts_per_tok > c->n_experts)
+            r.status = sq_fail(err, SQ_ERR_FORMAT, "%s: num_experts_per_tok %d exceeds the %d experts", path, c->n_experts_per_tok,
+                               c->n_experts);
+    }
+    parse_quant(&r, c);
+    if (!r.status) {
+        if (c->n_kv_heads > c->n_heads || c->n_heads % c->n_kv_heads)
+            r.status = sq_fail(err, SQ_ERR_FORMAT, "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d", path,
+                               c->n_heads, c->n_kv_heads);
+        else if (!(c->norm_eps > 0))
+            r.status = sq_fail(err, SQ_ERR_FORMAT, "%s: rms_norm_eps must be positive", path);
+        else if (!(c->rope_theta > 0))
+            r.status = sq_fail(err, SQ_ERR_FORMAT, "%s: rope_theta must be positive", path);
+        else if (c->head_dim % 2)
+            r.status = sq_fail(err, SQ_ERR_FORMAT, "%s: head_dim %d must be even for RoPE", path, c->head_dim);
+        else if (c->bos_id >= c->vocab || c->eos_id >= c->vocab)
+            r.status = sq_fail(err, SQ_ERR_FORMAT, "%s: bos/eos token id outside the vocabulary of %d", path, c->vocab);
+    }
+    cJSON_Delete(root);
+    return r.status;
+}
+
+sq_status sq_config_load(sq_config *c, const char *path, sq_err *err) {
+    char *text;
+    size_t len;
+    sq_status s = sq_read_file(path, &text, &len, err);
+    if (s) return s;
+    s = sq_config_parse(c, text, len, path, err);
+    free(text);
+    return s;
+}
