@@ -91,12 +91,22 @@ debug:
 test-debug:
 	$(MAKE) MODE=debug CUDA=0 test
 
-# libFuzzer builds: make fuzz, then build/fuzz/fuzz_NAME tests/fuzz/corpus/NAME -max_total_time=600
-FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined $(PKG_CFLAGS)
+# libFuzzer builds: make fuzz, then build/fuzz/fuzz_NAME -max_total_time=600 tests/fuzz/corpus/NAME
+# (the library is rebuilt with clang and coverage instrumentation into its own archive).
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer-no-link,address,undefined $(PKG_CFLAGS)
+FUZZ_LIB    := build/fuzz/libspotq.a
+FUZZ_OBJ    := $(LIB_SRC:%.c=build/fuzz/obj/%.o)
 fuzz: $(FUZZ_SRC:tests/fuzz/fuzz_%.c=build/fuzz/fuzz_%)
-build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRC)
+build/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(FUZZCC) $(FUZZ_FLAGS) -o $@ $< $(LIB_SRC) $(LDLIBS)
+	@echo "FUZZCC $<"
+	@$(FUZZCC) $(FUZZ_CFLAGS) -c -o $@ $<
+$(FUZZ_LIB): $(FUZZ_OBJ)
+	@rm -f $@
+	@ar rcs $@ $^
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB)
+	@echo "FUZZLD $@"
+	@$(FUZZCC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIB) $(LDLIBS)
 
 bench: $(BIN)
 	@sh bench/run.sh $(BIN)

@@ -49,11 +49,12 @@ int sq_dtype_is_float(sq_dtype t) {
 }
 
 /* ---- scalar conversions, on bit patterns ----
- * Integer code throughout, so the answers do not depend on the FPU's rounding mode or on
- * flush-to-zero. The one exception is the widening of a narrow subnormal: its mantissa m (a small
- * integer) times a power of two, which is exact on any IEEE machine and neither reads nor yields
- * an f32 subnormal. Every NaN these functions return is quiet and keeps the input's sign. The
- * helpers use selects rather than branches so that the bulk loops below vectorise. */
+ * Integer code only, so the answers depend neither on the FPU's rounding mode nor on flush-to-zero
+ * (and, with no float operation that might trap, the compiler may evaluate every path and select).
+ * Every NaN these functions return is quiet and keeps the input's sign. The helpers use selects
+ * rather than branches, and no bool arithmetic, so that the bulk loops below vectorise. The narrowing
+ * ones return their code in a uint32_t for the same reason: with a uint8_t result GCC 12 demotes
+ * the sign shift to an 8-bit vector shift, which x86 lacks, and gives up. */
 
 static inline uint32_t f32_bits(float f) {
     uint32_t u;
@@ -73,14 +74,21 @@ static inline uint32_t f16_widen(uint16_t h) {
     uint32_t em = h & 0x7FFFu;
     uint32_t normal = (em << 13) + ((127u - 15u) << 23);
     uint32_t special = (em << 13) | 0x7F800000u | (em > 0x7C00u ? 0x00400000u : 0u);
-    uint32_t sub = f32_bits((float)(int32_t)em * 0x1p-24f); /* em < 0x400 here; 0 stays +0 */
+    /* Subnormal (em < 0x400): em * 2^-24. Shift em up until bit 10 is set, by 8, 4, 2, 1 as
+     * needed (a branch-free leading-zero count); each step taken halves the exponent. */
+    uint32_t m = em, s = 0;
+    s += m < 0x008u ? 8u : 0u, m = m < 0x008u ? m << 8 : m;
+    s += m < 0x080u ? 4u : 0u, m = m < 0x080u ? m << 4 : m;
+    s += m < 0x200u ? 2u : 0u, m = m < 0x200u ? m << 2 : m;
+    s += m < 0x400u ? 1u : 0u, m = m < 0x400u ? m << 1 : m;
+    uint32_t sub = em == 0 ? 0u : ((113u - s) << 23) | ((m & 0x3FFu) << 13);
     uint32_t r = em < 0x0400u ? sub : em >= 0x7C00u ? special : normal;
     return sign | r;
 }
 
 /* f32 -> F16, round to nearest even. |x| >= 65520 (the midpoint above 65504) gives Inf.
  * NaN: sign | 0x7E00 | the top 9 payload bits (quieted). */
-static inline uint16_t f16_narrow(uint32_t x) {
+static inline uint32_t f16_narrow(uint32_t x) {
     uint32_t sign = (x >> 16) & 0x8000u;
     uint32_t a = x & 0x7FFFFFFFu;
     /* Normal result: rebias, then round away the 13 low bits (a carry may step the exponent). */
@@ -96,7 +104,7 @@ static inline uint16_t f16_narrow(uint32_t x) {
     uint32_t r = a < 0x38800000u ? q : n;
     r = a >= 0x477FF000u ? 0x7C00u : r;
     r = a > 0x7F800000u ? 0x7E00u | ((a >> 13) & 0x1FFu) : r;
-    return (uint16_t)(sign | r);
+    return sign | r;
 }
 
 /* BF16 -> f32: the top half of an f32. A signalling NaN is quieted like F16's. */
@@ -107,10 +115,10 @@ static inline uint32_t bf16_widen(uint16_t h) {
 
 /* f32 -> BF16, round to nearest even; overflow carries into Inf by itself.
  * NaN: the top half with the quiet bit set (sign and top payload bits kept). */
-static inline uint16_t bf16_narrow(uint32_t x) {
+static inline uint32_t bf16_narrow(uint32_t x) {
     uint32_t r = (x + 0x7FFFu + ((x >> 16) & 1u)) >> 16;
     r = (x & 0x7FFFFFFFu) > 0x7F800000u ? (x >> 16) | 0x0040u : r;
-    return (uint16_t)r;
+    return r;
 }
 
 /* E4M3 (fn) -> f32. S.1111.111 is NaN (sign | 0x7FC00000); there is no Inf. */
@@ -118,14 +126,18 @@ static inline uint32_t e4m3_widen(uint8_t b) {
     uint32_t sign = (uint32_t)(b & 0x80u) << 24;
     uint32_t em = b & 0x7Fu;
     uint32_t normal = (em << 20) + ((127u - 7u) << 23);
-    uint32_t sub = f32_bits((float)(int32_t)em * 0x1p-9f); /* em < 8 here */
+    /* Subnormal (em < 8): em * 2^-9, normalised like F16's above (bit 3 is the implicit one). */
+    uint32_t m = em, s = 0;
+    s += m < 0x4u ? 2u : 0u, m = m < 0x4u ? m << 2 : m;
+    s += m < 0x8u ? 1u : 0u, m = m < 0x8u ? m << 1 : m;
+    uint32_t sub = em == 0 ? 0u : ((121u - s) << 23) | ((m & 0x7u) << 20);
     uint32_t r = em < 0x08u ? sub : em == 0x7Fu ? 0x7FC00000u : normal;
     return sign | r;
 }
 
 /* f32 -> E4M3 (fn), round to nearest even, saturating: |x| > 448 (Inf too) gives +-448 (0x7E);
  * NaN gives 0x7F | sign. */
-static inline uint8_t e4m3_narrow(uint32_t x) {
+static inline uint32_t e4m3_narrow(uint32_t x) {
     uint32_t sign = (x >> 24) & 0x80u;
     uint32_t a = x & 0x7FFFFFFFu;
     uint32_t n = a - ((127u - 7u) << 23);
@@ -138,15 +150,15 @@ static inline uint8_t e4m3_narrow(uint32_t x) {
     uint32_t r = a < 0x3C800000u ? q : n;
     r = a > 0x43E00000u ? 0x7Eu : r;
     r = a > 0x7F800000u ? 0x7Fu : r;
-    return (uint8_t)(sign | r);
+    return sign | r;
 }
 
 float sq_f16_to_f32(uint16_t h) { return bits_f32(f16_widen(h)); }
-uint16_t sq_f32_to_f16(float f) { return f16_narrow(f32_bits(f)); }
+uint16_t sq_f32_to_f16(float f) { return (uint16_t)f16_narrow(f32_bits(f)); }
 float sq_bf16_to_f32(uint16_t h) { return bits_f32(bf16_widen(h)); }
-uint16_t sq_f32_to_bf16(float f) { return bf16_narrow(f32_bits(f)); }
+uint16_t sq_f32_to_bf16(float f) { return (uint16_t)bf16_narrow(f32_bits(f)); }
 float sq_e4m3_to_f32(uint8_t b) { return bits_f32(e4m3_widen(b)); }
-uint8_t sq_f32_to_e4m3(float f) { return e4m3_narrow(f32_bits(f)); }
+uint8_t sq_f32_to_e4m3(float f) { return (uint8_t)e4m3_narrow(f32_bits(f)); }
 
 /* ---- bulk conversions ----
  * The narrow side may sit at any byte offset (safetensors data need not be aligned) and the float
@@ -181,12 +193,12 @@ enum { BLOCK = 64 };
         size_t i_ = 0;                                                                            \
         for (; i_ + BLOCK <= n; i_ += BLOCK) {                                                    \
             memcpy(in_, src + i_, sizeof in_);                                                    \
-            for (int j_ = 0; j_ < BLOCK; j_++) out_[j_] = NARROW(in_[j_]);                        \
+            for (int j_ = 0; j_ < BLOCK; j_++) out_[j_] = (OUT_T)NARROW(in_[j_]);                 \
             memcpy(p + i_ * sizeof(OUT_T), out_, sizeof out_);                                    \
         }                                                                                         \
         for (; i_ < n; i_++) {                                                                    \
             memcpy(in_, src + i_, 4);                                                             \
-            out_[0] = NARROW(in_[0]);                                                             \
+            out_[0] = (OUT_T)NARROW(in_[0]);                                                      \
             memcpy(p + i_ * sizeof(OUT_T), out_, sizeof(OUT_T));                                  \
         }                                                                                         \
     } while (0)
@@ -205,6 +217,7 @@ static inline uint32_t e5m2_widen(uint8_t b) { return f16_widen((uint16_t)(b << 
 
 void sq_dtype_to_f32(sq_dtype t, const void *src, float *dst, size_t n) {
     const unsigned char *p = src;
+    if (n == 0) return; /* src and dst may then be NULL, which memcpy does not allow */
     switch (t) {
     case SQ_DT_F32: memmove(dst, src, n * 4); break;
     case SQ_DT_F16: WIDEN_LOOP(uint16_t, f16_widen); break;
@@ -228,6 +241,7 @@ void sq_dtype_to_f32(sq_dtype t, const void *src, float *dst, size_t n) {
 
 void sq_dtype_from_f32(sq_dtype t, const float *src, void *dst, size_t n) {
     unsigned char *p = dst;
+    if (n == 0) return;
     switch (t) {
     case SQ_DT_F32: memmove(dst, src, n * 4); break;
     case SQ_DT_F16: NARROW_LOOP(uint16_t, f16_narrow); break;

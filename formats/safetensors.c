@@ -140,6 +140,23 @@ sq_status sq_st_parse_header(const char *json, size_t len, int64_t data_len, con
         if (!(t->name = sq_strdup(item->string, err))) { s = SQ_ERR_NOMEM; goto done_tmp; }
         h->count++;
     }
+    /* Names sorted for lookup and checked unique first; begin[] and ends[] travel with their tensor. */
+    for (int64_t i = 0; i < h->count; i++) {
+        h->tensors[i].data = (const void *)(intptr_t)h->begin[i];
+        h->tensors[i].shard = (int)i; /* original index, to carry ends[] too */
+    }
+    qsort(h->tensors, (size_t)h->count, sizeof *h->tensors, cmp_tensor_name);
+    for (int64_t i = 0; i < h->count; i++) {
+        h->begin[i] = (int64_t)(intptr_t)h->tensors[i].data;
+        order[i] = ends[h->tensors[i].shard];
+        h->tensors[i].data = NULL;
+        h->tensors[i].shard = 0;
+        if (i && strcmp(h->tensors[i].name, h->tensors[i - 1].name) == 0) {
+            s = sq_fail(err, SQ_ERR_FORMAT, "%s: duplicate tensor name '%s'", path, h->tensors[i].name);
+            goto done_tmp;
+        }
+    }
+    memcpy(ends, order, (size_t)h->count * sizeof *ends);
     /* Offsets: sorted by start, they must tile the data section exactly, as the reference loader demands. */
     for (int64_t i = 0; i < h->count; i++) order[i] = i;
     qsort_r(order, (size_t)h->count, sizeof *order, cmp_by_begin, h->begin);
@@ -162,17 +179,6 @@ sq_status sq_st_parse_header(const char *json, size_t len, int64_t data_len, con
         s = sq_fail(err, SQ_ERR_FORMAT, "%s: tensors cover %lld bytes but the data section has %lld", path, (long long)pos,
                     (long long)data_len);
         goto done_tmp;
-    }
-    /* Names sorted for lookup; begin[] travels with its tensor, so sort pairs. */
-    for (int64_t i = 0; i < h->count; i++) h->tensors[i].data = (const void *)(intptr_t)h->begin[i];
-    qsort(h->tensors, (size_t)h->count, sizeof *h->tensors, cmp_tensor_name);
-    for (int64_t i = 0; i < h->count; i++) {
-        h->begin[i] = (int64_t)(intptr_t)h->tensors[i].data;
-        h->tensors[i].data = NULL;
-        if (i && strcmp(h->tensors[i].name, h->tensors[i - 1].name) == 0) {
-            s = sq_fail(err, SQ_ERR_FORMAT, "%s: duplicate tensor name '%s'", path, h->tensors[i].name);
-            goto done_tmp;
-        }
     }
 done_tmp:
     free(ends);

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""gen_bad.py: writes the bad-input corpus: one tiny model directory per defect, each with `cmd` (the
+spotq arguments, MODEL being the case's directory) and `expect` (the one stderr line spotq must print,
+with exit code 1). Run from anywhere: python3 tests/bad/gen_bad.py. Needs numpy only."""
+import json, os, shutil, struct
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REL = 'tests/bad'   # how the test script names the cases (it runs from the repo root)
+
+CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 8, "intermediate_size": 16,
+          "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 16,
+          "max_position_embeddings": 32, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": True,
+          "bos_token_id": 1, "eos_token_id": 2}
+
+def tensors(cfg=CONFIG):
+    h, f, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    hd = h // cfg["num_attention_heads"]; kv = cfg["num_key_value_heads"] * hd
+    rng = np.random.default_rng(0)
+    t = {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,)}
+    p = "model.layers.0."
+    t.update({p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
+              p + "self_attn.q_proj.weight": (h, h), p + "self_attn.k_proj.weight": (kv, h),
+              p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, h),
+              p + "mlp.gate_proj.weight": (f, h), p + "mlp.up_proj.weight": (f, h), p + "mlp.down_proj.weight": (h, f)})
+    return {k: rng.standard_normal(s).astype(np.float32) for k, s in sorted(t.items())}
+
+def encode(ts, dtypes=None):
+    """(header dict, data bytes) for a dict of arrays, offsets tiling the data in order."""
+    hdr, data = {}, b""
+    for k, a in ts.items():
+        b = a.tobytes()
+        hdr[k] = {"dtype": (dtypes or {}).get(k, "F32"), "shape": list(a.shape), "data_offsets": [len(data), len(data) + len(b)]}
+        data += b
+    return hdr, data
+
+def pack(hdr, data, header_bytes=None):
+    h = header_bytes if header_bytes is not None else json.dumps(hdr).encode()
+    return struct.pack("<Q", len(h)) + h + data
+
+cases = {}
+
+def case(name, cmd, expect, files):
+    cases[name] = (cmd, expect, files)
+
+def model_files(st_bytes, config=CONFIG):
+    return {"config.json": json.dumps(config, indent=1).encode(), "model.safetensors": st_bytes}
+
+good_hdr, good_data = encode(tensors())
+good = pack(good_hdr, good_data)
+P = lambda n: f"{REL}/{n}/model.safetensors"
+
+first_past = next(k for k, v in good_hdr.items() if v["data_offsets"][1] > len(good_data) - 100)  # header order
+case("truncated-data", "inspect", f"{P('truncated-data')}: tensor '{first_past}': data_offsets end {good_hdr[first_past]['data_offsets'][1]} is past the data ({len(good_data) - 100} bytes)",
+     model_files(good[:-100]))
+case("header-past-end", "inspect", f"{P('header-past-end')}: header length 1000000 is past the end of the file ({len(good)} bytes)",
+     model_files(struct.pack("<Q", 1000000) + good[8:]))
+case("too-short", "inspect", f"{P('too-short')}: 5 bytes, too short for a safetensors header", model_files(b"\x01\x02\x03\x04\x05"))
+
+h = json.loads(json.dumps(good_hdr)); h["model.norm.weight"]["data_offsets"][0] = -4
+case("negative-offset", "inspect", f"{P('negative-offset')}: tensor 'model.norm.weight': data_offsets must be two non-negative integers",
+     model_files(pack(h, good_data)))
+
+h = json.loads(json.dumps(good_hdr)); a, b = h["model.layers.0.self_attn.v_proj.weight"]["data_offsets"]
+h["model.layers.0.self_attn.v_proj.weight"]["data_offsets"] = [a - 4, b - 4]
+first_after = min((v["data_offsets"][0], k) for k, v in good_hdr.items() if v["data_offsets"][0] >= b)
+case("overlapping-offsets", "inspect", f"{P('overlapping-offsets')}: tensor 'model.layers.0.self_attn.v_proj.weight' overlaps the tensor before it (starts at {a - 4}, previous ends at {a})",
+     model_files(pack(h, good_data)))
+
+h = json.loads(json.dumps(good_hdr)); h["model.norm.weight"]["shape"] = [9]
+case("shape-size-mismatch", "inspect", f"{P('shape-size-mismatch')}: tensor 'model.norm.weight': 32 bytes in data_offsets but F32 x 9 elements needs 36",
+     model_files(pack(h, good_data)))
+
+h = json.loads(json.dumps(good_hdr)); h["model.norm.weight"]["shape"] = [4294967296, 4294967296, 4]
+case("huge-shape", "inspect", f"{P('huge-shape')}: tensor 'model.norm.weight': shape product overflows", model_files(pack(h, good_data)))
+
+hb = json.dumps(good_hdr).encode()[:-7]
+case("invalid-json-header", "inspect", f"{P('invalid-json-header')}: header is not valid JSON", model_files(pack(None, good_data, hb)))
+
+hb = json.dumps(good_hdr).replace('"model.norm.weight"', '"model.norm.\xff"').encode('latin-1')
+case("non-utf8-name", "inspect", f"{P('non-utf8-name')}: header is not valid UTF-8", model_files(pack(None, good_data, hb)))
+
+hb = json.dumps(good_hdr)
+dup = '"model.norm.weight": ' + json.dumps(good_hdr["model.norm.weight"])
+hb = hb[:-1] + ", " + dup + "}"
+case("duplicate-name", "inspect", f"{P('duplicate-name')}: duplicate tensor name 'model.norm.weight'", model_files(pack(None, good_data, hb.encode())))
+
+case("missing-config", "inspect", f"{REL}/missing-config/config.json: missing config.json (needed beside the weights)", {"model.safetensors": good})
+case("missing-weights", "inspect", f"{REL}/missing-weights: no model.safetensors or model.safetensors.index.json in this directory",
+     {"config.json": json.dumps(CONFIG).encode()})
+case("missing-tokenizer", "tokenize", f"{REL}/missing-tokenizer/tokenizer.json: cannot open: No such file or directory", model_files(good))
+
+case("invalid-json-config", "inspect", f"{REL}/invalid-json-config/config.json: not valid JSON",
+     {"config.json": b'{"model_type": "llama", "hidden_size": 8,', "model.safetensors": good})
+cfg = dict(CONFIG); cfg["model_type"] = "gpt_neox"
+case("unknown-architecture", "inspect",
+     f"{REL}/unknown-architecture/config.json: unknown architecture 'gpt_neox' (spotq supports llama, mistral, qwen2, mixtral, qwen2_moe, qwen3_moe)",
+     model_files(good, cfg))
+cfg = dict(CONFIG); del cfg["num_attention_heads"]
+case("config-missing-field", "inspect", f"{REL}/config-missing-field/config.json: missing field 'num_attention_heads'", model_files(good, cfg))
+
+ts = tensors(); ts["model.layers.0.mlp.up_proj.weight"] = ts["model.layers.0.mlp.up_proj.weight"].view(np.int32)
+hh, dd = encode(ts, {"model.layers.0.mlp.up_proj.weight": "I32"})
+case("wrong-dtype", "inspect", f"{P('wrong-dtype')}: tensor 'model.layers.0.mlp.up_proj.weight' has dtype I32 (expected F32, F16 or BF16)",
+     model_files(pack(hh, dd)))
+ts = tensors(); ts["model.layers.0.mlp.up_proj.weight"] = ts["model.layers.0.mlp.up_proj.weight"].T.copy()
+hh, dd = encode(ts)
+case("wrong-shape", "inspect", f"{P('wrong-shape')}: tensor 'model.layers.0.mlp.up_proj.weight' has shape [8, 16], config.json implies [16, 8]",
+     model_files(pack(hh, dd)))
+ts = tensors(); del ts["model.layers.0.self_attn.k_proj.weight"]
+hh, dd = encode(ts)
+case("missing-tensor", "inspect", f"{P('missing-tensor')}: missing tensor 'model.layers.0.self_attn.k_proj.weight' (needed by llama)",
+     model_files(pack(hh, dd)))
+case("unknown-dtype", "inspect", f"{P('unknown-dtype')}: tensor 'model.norm.weight': unknown dtype 'F12'",
+     model_files(pack(dict(good_hdr, **{"model.norm.weight": dict(good_hdr["model.norm.weight"], dtype="F12")}), good_data)))
+case("gap-in-data", "inspect", f"{P('gap-in-data')}: tensors cover {len(good_data)} bytes but the data section has {len(good_data) + 16}",
+     model_files(pack(good_hdr, good_data + bytes(16))))
+case("missing-model", "inspect", f"{REL}/missing-model/nothing-here: no such file or directory", {})
+case("index-bad-shard", "inspect", f"{REL}/index-bad-shard/model.safetensors.index.json: weight_map entry 'x' is not a file name in the index's directory",
+     {"config.json": json.dumps(CONFIG).encode(), "model.safetensors.index.json": b'{"weight_map": {"x": "../../../etc/passwd"}}'})
+
+for d in os.listdir(HERE):
+    if os.path.isdir(os.path.join(HERE, d)):
+        shutil.rmtree(os.path.join(HERE, d))
+for name, (cmd, expect, files) in sorted(cases.items()):
+    d = os.path.join(HERE, name)
+    os.makedirs(d)
+    for fn, data in files.items():
+        open(os.path.join(d, fn), "wb").write(data)
+    model = f"{REL}/{name}" + ("/nothing-here" if name == "missing-model" else "")
+    open(os.path.join(d, "cmd"), "w").write(f"{cmd} {model}\n")
+    open(os.path.join(d, "expect"), "w").write(f"spotq: error: {expect}\n")
+print(f"wrote {len(cases)} cases")
