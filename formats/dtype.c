@@ -205,7 +205,7 @@ enum { BLOCK = 64 };
 
 static inline uint32_t e5m2_widen(uint8_t b) { return f16_widen((uint16_t)(b << 8)); }
 
-/* Exact and by value: double -> float rounds to nearest (even), ints to the nearest float. */
+/* By value: double -> float and wide ints -> float round to nearest (even), the rest are exact. */
 #define CAST_LOOP(IN_T)                                                                           \
     do {                                                                                          \
         for (size_t i_ = 0; i_ < n; i_++) {                                                       \

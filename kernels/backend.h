@@ -1,20 +1,72 @@
 /* backend.h: the compute backend interface. The CPU backend is the reference; CUDA is optional and
- * linked in only by `make CUDA=1` (its constructor then replaces the weak NULL below). */
+ * linked in only by `make CUDA=1` (its constructor then replaces the weak NULL below).
+ *
+ * A backend is a table of function pointers: a device query, an execution context (threads,
+ * scratch), and the numeric kernels the runtime is built from. A backend may leave the kernels NULL
+ * (the runtime then refuses to run on it). All pointers given to the kernels are host memory. */
 #ifndef SQ_BACKEND_H
 #define SQ_BACKEND_H
 
 #include "../base/base.h"
+#include "../formats/dtype.h"
+
+/* A weight matrix as the kernels read it: row-major (rows, cols), in the checkpoint's dtype.
+ * data aliases the checkpoint's mmap and is never owned or copied whole; a kernel converts rows or
+ * tiles to float as it goes. Quantised layouts will add kinds here. */
+typedef struct {
+    sq_dtype dtype;          /* F32, F16 or BF16 */
+    int64_t rows, cols;
+    const void *data;        /* (rows, cols) */
+} sq_wmat;
+
+/* Causal grouped-query attention of n new queries at positions pos0 .. pos0+n-1 over the keys and
+ * values of positions 0 .. pos0+n-1. Query head h reads KV head h / (n_heads / n_kv_heads). */
+typedef struct {
+    const float *q;          /* (n, n_heads * head_dim), RoPE applied */
+    const float *k, *v;      /* (pos0 + n, kv_stride): this layer's cache; KV head g at column g * head_dim */
+    float *out;              /* (n, n_heads * head_dim) */
+    int n, pos0;
+    int n_heads, n_kv_heads, head_dim, kv_stride;
+    float scale;             /* applied to q.k, usually 1 / sqrt(head_dim) */
+} sq_attn;
+
+/* An execution context: worker threads and per-thread scratch. One per process is enough; models
+ * share it. Kernels on one context must not be called from two threads at once. */
+typedef struct sq_kctx sq_kctx;
 
 typedef struct sq_backend_i {
-    const char *name;                  /* "cpu", "cuda" */
+    const char *name;                  /* "cpu", "cpu-ref", "cuda" */
     /* Describes the device in one line (model, memory); fails when none is usable. */
     sq_status (*query)(char *desc /* OUT */, size_t cap, sq_err *err);
+
+    /* Execution context with `threads` threads (the caller's included; <= 0: one per online CPU). */
+    sq_status (*ctx_new)(sq_kctx **out /* OUT */, int threads, sq_err *err);
+    void (*ctx_free)(sq_kctx *c); /* NULL is fine */
+    int (*ctx_threads)(const sq_kctx *c);
+
+    /* y (n, w->rows) = x (n, w->cols) . W^T + bias (w->rows, or NULL). x and y do not overlap. */
+    sq_status (*matmul)(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
+    /* out (n, w->cols) = rows ids[0..n) of w, as float. Ids are in range (the caller checks). */
+    void (*embed)(sq_kctx *c, const sq_wmat *w, const int *ids, int n, float *out);
+    /* y (n, d) = x (n, d) / sqrt(mean(x^2) + eps) * g (d). y may equal x. */
+    void (*rmsnorm)(sq_kctx *c, const float *x, const float *g, float eps, float *y, int n, int d);
+    /* Rotates, in place, n rows of x (row stride `stride`) holding n_heads heads of head_dim, in the
+     * rotate-half layout (pairs i, i + head_dim/2); cos and sin are (n, head_dim / 2). */
+    void (*rope)(sq_kctx *c, float *x, int n, int stride, int n_heads, int head_dim, const float *cos, const float *sin);
+    sq_status (*attention)(sq_kctx *c, const sq_attn *a, sq_err *err);
+    /* out (m) = silu(gate) * up; out may equal gate. */
+    void (*swiglu)(sq_kctx *c, const float *gate, const float *up, float *out, int64_t m);
+    /* y (m) += x (m) */
+    void (*add)(sq_kctx *c, float *y, const float *x, int64_t m);
 } sq_backend_i;
 
 const sq_backend_i *sq_backend_cpu(void);
+/* The CPU backend's scalar reference kernels, one thread, no BLAS: what every fast kernel and every
+ * other backend is tested against. */
+const sq_backend_i *sq_backend_cpu_ref(void);
 /* NULL when spotq was built without CUDA. */
 const sq_backend_i *sq_backend_cuda(void);
-/* By name: "cpu" or "cuda". Fails with a clear message when unknown, not built, or no device. */
+/* By name: "cpu", "cpu-ref" or "cuda". Fails with a clear message when unknown, not built, or no device. */
 sq_status sq_backend_get(const char *name, const sq_backend_i **out /* OUT */, sq_err *err);
 
 #endif

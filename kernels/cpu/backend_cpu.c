@@ -1,19 +1,107 @@
-/* backend_cpu.c: the CPU backend (OpenBLAS + LAPACK), the reference for every other backend. */
-#include "../backend.h"
+/* backend_cpu.c: the CPU backend (OpenBLAS + LAPACK), the reference for every other backend: its
+ * execution context and its two kernel tables, the fast one and the scalar reference. */
+#include "cpu.h"
 
+#include <cblas.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
+
+bool sq_cpu_has_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+}
 
 static sq_status cpu_query(char *desc, size_t cap, sq_err *err) {
     (void)err;
     long n = sysconf(_SC_NPROCESSORS_ONLN);
-    snprintf(desc, cap, "cpu: %ld cores", n);
+    snprintf(desc, cap, "cpu: %ld cores%s", n, sq_cpu_has_avx2() ? ", avx2" : " (no avx2: scalar kernels)");
+    return SQ_OK;
+}
+
+/* Threads: spotq's own pool runs every kernel; OpenBLAS is called from each pool thread on that
+ * thread's share of the work and must not start threads of its own (two thread pools on the same
+ * cores spin against each other). */
+sq_status sq_cpu_ctx_new(sq_kctx **out, int threads, sq_err *err) {
+    *out = NULL;
+    if (threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = n > 0 ? (int)n : 1;
+    }
+    if (threads > 256) return sq_fail(err, SQ_ERR_ARG, "--threads %d: at most 256", threads);
+    openblas_set_num_threads(1);
+    sq_kctx *c = sq_calloc(1, sizeof *c, err);
+    if (!c) return SQ_ERR_NOMEM;
+    c->threads = threads;
+    c->scratch = sq_calloc((size_t)threads, sizeof *c->scratch, err);
+    c->scratch_cap = sq_calloc((size_t)threads, sizeof *c->scratch_cap, err);
+    sq_status s = c->scratch && c->scratch_cap ? sq_pool_new(&c->pool, threads, err) : SQ_ERR_NOMEM;
+    if (s) {
+        sq_cpu_ctx_free(c);
+        return s;
+    }
+    *out = c;
+    return SQ_OK;
+}
+
+sq_status sq_cpu_ctx_new_ref(sq_kctx **out, int threads, sq_err *err) { return sq_cpu_ctx_new(out, 1, err); }
+
+void sq_cpu_ctx_free(sq_kctx *c) {
+    if (!c) return;
+    sq_pool_free(c->pool);
+    for (int i = 0; c->scratch && i < c->threads; i++) free(c->scratch[i]);
+    free(c->scratch);
+    free(c->scratch_cap);
+    free(c);
+}
+
+int sq_cpu_ctx_threads(const sq_kctx *c) { return c->threads; }
+
+sq_status sq_kctx_reserve(sq_kctx *c, size_t n, sq_err *err) {
+    for (int i = 0; i < c->threads; i++) {
+        if (c->scratch_cap[i] >= n) continue;
+        size_t cap = n < 4096 ? 4096 : n + n / 4;
+        size_t bytes = (cap * sizeof(float) + 63) / 64 * 64;
+        float *p = aligned_alloc(64, bytes);
+        if (!p) return sq_fail(err, SQ_ERR_NOMEM, "out of memory for %zu bytes of kernel scratch", bytes);
+        free(c->scratch[i]);
+        c->scratch[i] = p;
+        c->scratch_cap[i] = cap;
+    }
     return SQ_OK;
 }
 
 static const sq_backend_i cpu_backend = {
     .name = "cpu",
     .query = cpu_query,
+    .ctx_new = sq_cpu_ctx_new,
+    .ctx_free = sq_cpu_ctx_free,
+    .ctx_threads = sq_cpu_ctx_threads,
+    .matmul = sq_cpu_matmul,
+    .embed = sq_cpu_embed,
+    .rmsnorm = sq_cpu_rmsnorm,
+    .rope = sq_cpu_rope,
+    .attention = sq_cpu_attention,
+    .swiglu = sq_cpu_swiglu,
+    .add = sq_cpu_add,
 };
 
-const sq_backend_i *sq_backend_cpu(void) { return &cpu_backend; }
+static const sq_backend_i cpu_ref_backend = {
+    .name = "cpu-ref",
+    .query = cpu_query,
+    .ctx_new = sq_cpu_ctx_new_ref,
+    .ctx_free = sq_cpu_ctx_free,
+    .ctx_threads = sq_cpu_ctx_threads,
+    .matmul = sq_cpu_matmul_ref,
+    .embed = sq_cpu_embed_ref,
+    .rmsnorm = sq_cpu_rmsnorm_ref,
+    .rope = sq_cpu_rope_ref,
+    .attention = sq_cpu_attention_ref,
+    .swiglu = sq_cpu_swiglu_ref,
+    .add = sq_cpu_add_ref,
+};
+
+/* Without AVX2/FMA/F16C the fast kernels cannot run: "cpu" is then the reference table. */
+const sq_backend_i *sq_backend_cpu(void) { return sq_cpu_has_avx2() ? &cpu_backend : &cpu_ref_backend; }
+const sq_backend_i *sq_backend_cpu_ref(void) { return &cpu_ref_backend; }

@@ -1,0 +1,77 @@
+/* cpu.h: the CPU backend's private interface: its thread pool, its execution context, and every
+ * kernel in two versions, the scalar reference (_ref) and the fast one (OpenBLAS, AVX2, threads).
+ * backend_cpu.c puts them in the two backend tables; tests/unit/test_kernels.c holds each fast
+ * kernel to its reference. */
+#ifndef SQ_KERNELS_CPU_H
+#define SQ_KERNELS_CPU_H
+
+#include "../backend.h"
+
+/* The fast kernels use AVX2, FMA and F16C, enabled per function so that the library still compiles
+ * (and runs the reference kernels) where the compiler is not told to target x86-64-v3. */
+#define SQ_AVX2 __attribute__((target("avx2,fma,f16c")))
+bool sq_cpu_has_avx2(void);
+
+/* ---------------------------------------------------------------- thread pool */
+
+/* A fixed set of threads that run one function together: fn(arg, ith, nth) on every thread
+ * (ith 0 is the caller). Idle workers spin briefly (a decode step dispatches dozens of kernels a
+ * token), then sleep. */
+typedef struct sq_pool sq_pool;
+typedef void (*sq_pool_fn)(void *arg, int ith, int nth);
+sq_status sq_pool_new(sq_pool **out /* OUT */, int threads, sq_err *err);
+void sq_pool_free(sq_pool *p); /* NULL is fine */
+int sq_pool_threads(const sq_pool *p);
+void sq_pool_run(sq_pool *p, sq_pool_fn fn, void *arg);
+
+/* The part [*lo, *hi) of 0..n that thread ith of nth takes, boundaries rounded to multiples of align. */
+static inline void sq_split(int64_t n, int ith, int nth, int64_t align, int64_t *lo, int64_t *hi) {
+    int64_t blocks = (n + align - 1) / align;
+    int64_t b0 = blocks * ith / nth, b1 = blocks * (ith + 1) / nth;
+    *lo = b0 * align < n ? b0 * align : n;
+    *hi = b1 * align < n ? b1 * align : n;
+}
+
+/* ---------------------------------------------------------------- execution context */
+
+struct sq_kctx {
+    sq_pool *pool;
+    int threads;
+    /* Per-thread scratch (float), grown by sq_kctx_reserve from the calling thread only. */
+    float **scratch;
+    size_t *scratch_cap;         /* in floats */
+};
+sq_status sq_cpu_ctx_new(sq_kctx **out, int threads, sq_err *err);
+sq_status sq_cpu_ctx_new_ref(sq_kctx **out, int threads, sq_err *err); /* always one thread */
+void sq_cpu_ctx_free(sq_kctx *c);
+int sq_cpu_ctx_threads(const sq_kctx *c);
+/* Makes every thread's scratch hold at least n floats. */
+sq_status sq_kctx_reserve(sq_kctx *c, size_t n, sq_err *err);
+
+/* ---------------------------------------------------------------- kernels (see backend.h) */
+
+sq_status sq_cpu_matmul(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
+sq_status sq_cpu_matmul_ref(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
+void sq_cpu_embed(sq_kctx *c, const sq_wmat *w, const int *ids, int n, float *out);
+void sq_cpu_embed_ref(sq_kctx *c, const sq_wmat *w, const int *ids, int n, float *out);
+void sq_cpu_rmsnorm(sq_kctx *c, const float *x, const float *g, float eps, float *y, int n, int d);
+void sq_cpu_rmsnorm_ref(sq_kctx *c, const float *x, const float *g, float eps, float *y, int n, int d);
+void sq_cpu_rope(sq_kctx *c, float *x, int n, int stride, int n_heads, int head_dim, const float *cos, const float *sin);
+void sq_cpu_rope_ref(sq_kctx *c, float *x, int n, int stride, int n_heads, int head_dim, const float *cos, const float *sin);
+sq_status sq_cpu_attention(sq_kctx *c, const sq_attn *a, sq_err *err);
+sq_status sq_cpu_attention_ref(sq_kctx *c, const sq_attn *a, sq_err *err);
+void sq_cpu_swiglu(sq_kctx *c, const float *gate, const float *up, float *out, int64_t m);
+void sq_cpu_swiglu_ref(sq_kctx *c, const float *gate, const float *up, float *out, int64_t m);
+void sq_cpu_add(sq_kctx *c, float *y, const float *x, int64_t m);
+void sq_cpu_add_ref(sq_kctx *c, float *y, const float *x, int64_t m);
+
+/* ---------------------------------------------------------------- building blocks */
+
+/* Row r of a weight matrix as float (n = w->cols values). */
+void sq_cpu_row_to_f32(const sq_wmat *w, int64_t r, float *dst);
+/* Dot products of row r of w with x: the fast AVX2 version and the scalar reference. */
+float sq_cpu_dot_row(const sq_wmat *w, int64_t r, const float *x);
+/* exp(x) for a vector of floats, AVX2 (relative error < 2e-7 over the float range; -inf -> 0). */
+void sq_cpu_vexp(float *x, int64_t n);
+
+#endif

@@ -1,0 +1,217 @@
+/* gptq.c: GPTQ (Frantar et al.) on one matrix, following IST-DASLab's reference step for step,
+ * with the Hessian handled through BLAS and LAPACK; and the Hessian accumulator. */
+#include <cblas.h>
+#include <lapacke.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quant_internal.h"
+
+/* ---------------------------------------------------------------- Hessian */
+
+sq_status sq_hessian_init(sq_hessian *hs, int64_t k, sq_err *err) {
+    hs->k = k;
+    hs->tokens = 0;
+    hs->h = sq_calloc((size_t)(k * k), sizeof *hs->h, err);
+    return hs->h ? SQ_OK : SQ_ERR_NOMEM;
+}
+
+void sq_hessian_free(sq_hessian *hs) {
+    if (!hs) return;
+    free(hs->h);
+    hs->h = NULL;
+}
+
+void sq_hessian_add(sq_hessian *hs, const float *x, int64_t t) {
+    if (t <= 0) return;
+    /* Running mean, as the reference: H *= n/(n+t); H += (2/(n+t)) X^T X. */
+    int64_t total = hs->tokens + t;
+    float keep = (float)((double)hs->tokens / (double)total);
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)hs->k, (int)t, (float)(2.0 / (double)total), x, (int)hs->k, keep,
+                hs->h, (int)hs->k);
+    hs->tokens = total;
+}
+
+void sq_hessian_finish(sq_hessian *hs) {
+    int64_t k = hs->k;
+    for (int64_t i = 0; i < k; i++)
+        for (int64_t j = 0; j < i; j++) hs->h[i * k + j] = hs->h[j * k + i];
+}
+
+double sq_quant_output_error(const float *w, const float *q, const float *h, int64_t n, int64_t k) {
+    /* ||D X^T||^2 / ||W X^T||^2 = tr(D H D^T) / tr(W H W^T); both share the factor T/2. */
+    float *d = malloc((size_t)(n * k) * sizeof *d), *dh = malloc((size_t)(n * k) * sizeof *dh);
+    if (!d || !dh) { free(d); free(dh); return NAN; }
+    double num = 0, den = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int64_t i = 0; i < n * k; i++) d[i] = pass ? w[i] : w[i] - q[i];
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)k, (int)k, 1.0f, d, (int)k, h, (int)k, 0.0f, dh, (int)k);
+        double acc = 0;
+        for (int64_t i = 0; i < n * k; i++) acc += (double)d[i] * dh[i];
+        if (pass) den = acc; else num = acc;
+    }
+    free(d);
+    free(dh);
+    if (den <= 0) return num <= 0 ? 0.0 : INFINITY;
+    return sqrt(fmax(num, 0.0) / den);
+}
+
+/* ---------------------------------------------------------------- GPTQ */
+
+typedef struct { float diag; int64_t idx; } diag_item;
+
+static int cmp_diag_desc(const void *a, const void *b) {
+    const diag_item *x = a, *y = b;
+    if (x->diag != y->diag) return x->diag < y->diag ? 1 : -1;
+    return (x->idx > y->idx) - (x->idx < y->idx); /* stable, like torch.argsort(stable) */
+}
+
+/* Grid of rows [c0, c1) of wt ([K, N]: column c of W is row c) into scale/zero [N]. */
+static void group_grid(const float *wt, int64_t n, int64_t c0, int64_t c1, const sq_qparams *p, float *scale, int32_t *zero) {
+    for (int64_t r = 0; r < n; r++) {
+        float lo = wt[c0 * n + r], hi = lo;
+        for (int64_t c = c0 + 1; c < c1; c++) { lo = fminf(lo, wt[c * n + r]); hi = fmaxf(hi, wt[c * n + r]); }
+        sq_grid_params(lo, hi, p->bits, p->sym, &scale[r], &zero[r]);
+    }
+}
+
+/* U = upper Cholesky factor of (H + damp I)^-1; returns false when H will not factor. */
+static bool inverse_factor(const float *hp, float *u, int64_t k, double damp_frac) {
+    double mean = 0;
+    for (int64_t i = 0; i < k; i++) mean += hp[i * k + i];
+    mean /= (double)k;
+    memcpy(u, hp, (size_t)(k * k) * sizeof *u);
+    for (int64_t i = 0; i < k; i++) u[i * k + i] += (float)(damp_frac * mean);
+    if (LAPACKE_spotrf(LAPACK_ROW_MAJOR, 'L', (int)k, u, (int)k) != 0) return false;
+    if (LAPACKE_spotri(LAPACK_ROW_MAJOR, 'L', (int)k, u, (int)k) != 0) return false;
+    for (int64_t i = 0; i < k; i++)
+        for (int64_t j = i + 1; j < k; j++) u[i * k + j] = u[j * k + i];
+    if (LAPACKE_spotrf(LAPACK_ROW_MAJOR, 'U', (int)k, u, (int)k) != 0) return false;
+    for (int64_t i = 0; i < k * k; i++)
+        if (!isfinite(u[i]) && (i % k) >= (i / k)) return false;
+    return true;
+}
+
+sq_status sq_quant_gptq(const float *w, const float *h, int64_t n, int64_t k, const sq_qparams *p, sq_qmatrix *out, sq_err *err) {
+    sq_status s = sq_qmatrix_alloc(out, n, k, p->bits, p->group_size, err);
+    if (s) return s;
+    int64_t gs = p->group_size > 0 ? p->group_size : k;
+    int64_t bs = p->block_size > 0 ? p->block_size : 128;
+    int maxq = (1 << p->bits) - 1;
+    float *wt = malloc((size_t)(n * k) * sizeof *wt);    /* [K, N] W transposed, permuted */
+    float *hp = malloc((size_t)(k * k) * sizeof *hp);    /* [K, K] H permuted */
+    float *u = malloc((size_t)(k * k) * sizeof *u);      /* [K, K] upper factor of H^-1 */
+    float *w1 = malloc((size_t)(bs * n) * sizeof *w1);   /* [B, N] the block being quantised */
+    float *e1 = malloc((size_t)(bs * n) * sizeof *e1);   /* [B, N] its scaled errors */
+    int64_t *perm = malloc((size_t)k * sizeof *perm);
+    diag_item *items = malloc((size_t)k * sizeof *items);
+    float *sscale = NULL;
+    int32_t *szero = NULL;
+    if (!wt || !hp || !u || !w1 || !e1 || !perm || !items) { s = sq_fail(err, SQ_ERR_NOMEM, "GPTQ: out of memory (K=%lld)", (long long)k); goto done; }
+
+    /* Dead inputs (no calibration signal): H[d,d] = 1, W[:,d] = 0. u holds the fixed H for now. */
+    memcpy(u, h, (size_t)(k * k) * sizeof *u);
+    for (int64_t c = 0; c < k; c++) {
+        bool dead = h[c * k + c] == 0;
+        if (dead) u[c * k + c] = 1.0f;
+        for (int64_t r = 0; r < n; r++) wt[c * n + r] = dead ? 0.0f : w[r * k + c];
+    }
+
+    /* Static groups: every grid from the original (dead-zeroed) W, before any update or permutation. */
+    if (p->static_groups && p->group_size > 0) {
+        sscale = malloc((size_t)(out->n_groups * n) * sizeof *sscale);
+        szero = malloc((size_t)(out->n_groups * n) * sizeof *szero);
+        if (!sscale || !szero) { s = sq_fail(err, SQ_ERR_NOMEM, "GPTQ: out of memory"); goto done; }
+        for (int64_t g = 0; g < out->n_groups; g++)
+            group_grid(wt, n, g * gs, (g + 1) * gs < k ? (g + 1) * gs : k, p, sscale + g * n, szero + g * n);
+    }
+
+    for (int64_t c = 0; c < k; c++) { items[c].diag = u[c * k + c]; items[c].idx = c; }
+    if (p->act_order) qsort(items, (size_t)k, sizeof *items, cmp_diag_desc);
+    for (int64_t c = 0; c < k; c++) perm[c] = items[c].idx;
+    for (int64_t i = 0; i < k; i++)
+        for (int64_t j = 0; j < k; j++) hp[i * k + j] = u[perm[i] * k + perm[j]];
+    /* wt rows permuted the same way. */
+    {
+        float *tmp = malloc((size_t)(n * k) * sizeof *tmp);
+        if (!tmp) { s = sq_fail(err, SQ_ERR_NOMEM, "GPTQ: out of memory"); goto done; }
+        for (int64_t c = 0; c < k; c++) memcpy(tmp + c * n, wt + perm[c] * n, (size_t)n * sizeof *tmp);
+        free(wt);
+        wt = tmp;
+    }
+
+    double damp = p->damp;
+    bool ok = false;
+    for (int attempt = 0; attempt < 4 && !ok; attempt++, damp *= 10) ok = inverse_factor(hp, u, k, damp);
+    if (!ok) {
+        sq_log(SQ_LOG_WARN, "GPTQ: Hessian [%lld x %lld] will not factor even with damping %.3g; using RTN for this matrix",
+               (long long)k, (long long)k, damp / 10);
+        sq_qmatrix_free(out);
+        s = sq_quant_rtn(w, n, k, p, out, err);
+        if (!s) out->fallback = 1;
+        goto done;
+    }
+    out->damp_used = damp / 10;
+
+    /* Per-channel (group_size -1): one grid from the whole, not yet updated, W. */
+    float *gscale = out->scale, *cur_scale = NULL;
+    int32_t *cur_zero = NULL;
+    if (p->group_size <= 0) {
+        group_grid(wt, n, 0, k, p, gscale, out->zero);
+        cur_scale = gscale;
+        cur_zero = out->zero;
+    }
+    for (int64_t i1 = 0; i1 < k; i1 += bs) {
+        int64_t i2 = i1 + bs < k ? i1 + bs : k, cnt = i2 - i1;
+        memcpy(w1, wt + i1 * n, (size_t)(cnt * n) * sizeof *w1);
+        for (int64_t i = 0; i < cnt; i++) {
+            int64_t col = i1 + i;
+            if (p->group_size > 0) {
+                int64_t g;
+                if (p->static_groups) {
+                    g = perm[col] / gs;
+                    cur_scale = sscale + g * n;
+                    cur_zero = szero + g * n;
+                } else {
+                    g = col / gs;
+                    cur_scale = out->scale + g * n;
+                    cur_zero = out->zero + g * n;
+                    /* The reference reads W here, not the block copy: in-block updates are not seen. */
+                    if (col % gs == 0) group_grid(wt, n, col, col + gs < k ? col + gs : k, p, cur_scale, cur_zero);
+                }
+                out->g_idx[perm[col]] = (int32_t)g;
+            }
+            float d = u[col * k + col];
+            float *wc = w1 + i * n, *ec = e1 + i * n;
+            uint8_t *qc = out->q + perm[col] * n;
+            for (int64_t r = 0; r < n; r++) {
+                uint8_t q = sq_grid_quant(wc[r], cur_scale[r], cur_zero[r], maxq);
+                qc[r] = q;
+                float dq = cur_scale[r] * (float)((int32_t)q - cur_zero[r]);
+                ec[r] = (wc[r] - dq) / d;
+            }
+            for (int64_t j = i + 1; j < cnt; j++) cblas_saxpy((int)n, -u[col * k + i1 + j], ec, 1, w1 + j * n, 1);
+        }
+        if (i2 < k)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(k - i2), (int)n, (int)cnt, -1.0f, u + i1 * k + i2, (int)k, e1,
+                        (int)n, 1.0f, wt + i2 * n, (int)n);
+    }
+    if (p->static_groups && p->group_size > 0) {
+        memcpy(out->scale, sscale, (size_t)(out->n_groups * n) * sizeof *sscale);
+        memcpy(out->zero, szero, (size_t)(out->n_groups * n) * sizeof *szero);
+        for (int64_t c = 0; c < k; c++) out->g_idx[c] = (int32_t)(c / gs);
+    }
+done:
+    free(wt);
+    free(hp);
+    free(u);
+    free(w1);
+    free(e1);
+    free(perm);
+    free(items);
+    free(sscale);
+    free(szero);
+    if (s) sq_qmatrix_free(out);
+    return s;
+}

@@ -1,0 +1,67 @@
+/* quant.h: weight quantisation of one linear layer: RTN and GPTQ, into a format-neutral integer form
+ * that the packers in formats/ turn into GPTQ, AWQ or compressed-tensors tensors.
+ *
+ * Layout: W is [N, K] row-major (PyTorch's [out_features, in_features]). */
+#ifndef SQ_QUANT_H
+#define SQ_QUANT_H
+
+#include "../base/base.h"
+
+typedef struct {
+    int bits;            /* 4 or 8 */
+    int group_size;      /* -1: one group of K */
+    bool sym;
+    bool act_order;      /* GPTQ: columns in descending diag(H) */
+    bool static_groups;  /* GPTQ: group grids fixed from the original W before any update */
+    double damp;         /* GPTQ: fraction of mean(diag H) added to the diagonal */
+    int block_size;      /* GPTQ lazy-batch width (128) */
+} sq_qparams;
+
+/* A quantised matrix. W[n,k] ~= scale[g_idx[k]*N + n] * (q[k*N + n] - zero[g_idx[k]*N + n]). */
+typedef struct {
+    int64_t n, k;        /* out_features, in_features */
+    int bits, group_size, n_groups;
+    uint8_t *q;          /* [K, N] codes in 0 .. 2^bits - 1 */
+    float *scale;        /* [n_groups, N], each exactly representable in fp16 */
+    int32_t *zero;       /* [n_groups, N], 1 .. 2^bits - 1 (never 0: GPTQ v1 loaders disagree on it) */
+    int32_t *g_idx;      /* [K] group of each input column */
+    int fallback;        /* GPTQ: 0, or 1 when the Hessian would not factor and RTN was used */
+    double damp_used;    /* GPTQ: the damping fraction that factored */
+} sq_qmatrix;
+
+sq_status sq_qmatrix_alloc(sq_qmatrix *m /* OUT */, int64_t n, int64_t k, int bits, int group_size, sq_err *err);
+void sq_qmatrix_free(sq_qmatrix *m);
+/* Dequantised W into out [N, K]. */
+void sq_qmatrix_dequant(const sq_qmatrix *m, float *out);
+
+/* True when a K-column matrix can be packed at these settings (K multiple of the group size and of
+ * 32/bits); otherwise the matrix stays in full precision. */
+bool sq_quant_fits(int64_t n, int64_t k, const sq_qparams *p);
+
+/* Round-to-nearest of W [N, K]. */
+sq_status sq_quant_rtn(const float *w, int64_t n, int64_t k, const sq_qparams *p, sq_qmatrix *out /* OUT */, sq_err *err);
+
+/* GPTQ of W [N, K] with the Hessian H [K, K] (2/T sum x x^T over T calibration tokens, row-major,
+ * symmetric; not modified), as IST-DASLab's reference does it. A Hessian that will not factor gets its
+ * damping raised tenfold, up to three times, then RTN (out->fallback = 1), with a warning through sq_log. */
+sq_status sq_quant_gptq(const float *w, const float *h, int64_t n, int64_t k, const sq_qparams *p, sq_qmatrix *out /* OUT */,
+                        sq_err *err);
+
+/* Hessian accumulator: H = 2/T * sum over tokens of x x^T, kept as a running mean like the reference. */
+typedef struct {
+    int64_t k;
+    int64_t tokens;
+    float *h;            /* [K, K] */
+} sq_hessian;
+sq_status sq_hessian_init(sq_hessian *hs, int64_t k, sq_err *err);
+/* Adds T tokens x [T, K] (row-major). Only the upper triangle is kept up to date... */
+void sq_hessian_add(sq_hessian *hs, const float *x, int64_t t);
+/* ...until this fills the lower one, making h the full symmetric matrix. */
+void sq_hessian_finish(sq_hessian *hs);
+void sq_hessian_free(sq_hessian *hs);
+
+/* ||W X^T - Q X^T||_F / ||W X^T||_F over the calibration inputs, computed from H (no X needed):
+ * tr(D H D^T) / tr(W H W^T) with D = W - Q, square-rooted. */
+double sq_quant_output_error(const float *w, const float *q, const float *h, int64_t n, int64_t k);
+
+#endif
