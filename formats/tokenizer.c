@@ -1,6 +1,7 @@
 /* tokenizer.c: Hugging Face tokenizer.json (BPE models) read with cJSON; encode and decode as the `tokenizers` library does, with PCRE2 in place of its Oniguruma regexes. */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "tokenizer.h"
+#include "unicode_nfc.h"
 
 #include <cJSON.h>
 #include <limits.h>
@@ -271,24 +272,36 @@ static bool is_ws(uint32_t c) {
            (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
-/* Code points that NFC leaves alone whatever surrounds them: no decomposition that NFC keeps, combining
- * class 0, and never the second half of a composition. spotq has no normalisation tables, so the NFC
- * normalizer (Qwen2's) works on text made only of these, which covers Latin, Greek, Cyrillic, CJK,
- * kana, Hangul syllables, common punctuation and emoji; anything else is refused, not guessed. */
-static bool nfc_inert(uint32_t c) {
-    static const uint32_t r[][2] = {
-        {0x0000, 0x02FF}, {0x0370, 0x0373}, {0x0375, 0x037D}, {0x037F, 0x0386}, {0x0388, 0x03FF},
-        {0x0400, 0x0482}, {0x048A, 0x052F}, {0x0531, 0x058A}, {0x05D0, 0x05EA}, {0x05F0, 0x05F4},
-        {0x0600, 0x064A}, {0x0660, 0x066F}, {0x0671, 0x06D5}, {0x06EE, 0x06FF}, {0x1E00, 0x1EFF},
-        {0x2002, 0x200F}, {0x2010, 0x2027}, {0x2030, 0x205E}, {0x20A0, 0x20C0}, {0x2190, 0x2328},
-        {0x232B, 0x23FF}, {0x2460, 0x27BF}, {0x2E80, 0x2FDF}, {0x3000, 0x3029}, {0x3030, 0x303F},
-        {0x3041, 0x3096}, {0x309B, 0x30FF}, {0x3105, 0x312F}, {0x3131, 0x318E}, {0x31F0, 0x33FF},
-        {0x3400, 0x4DBF}, {0x4E00, 0x9FFF}, {0xAC00, 0xD7A3}, {0xE000, 0xF8FF}, {0xFE00, 0xFE0F},
-        {0xFE30, 0xFE4F}, {0xFF01, 0xFFEF}, {0x1F000, 0x1FAFF}, {0x20000, 0x2A6DF},
-    };
-    for (size_t i = 0; i < sizeof r / sizeof r[0]; i++)
-        if (c >= r[i][0] && c <= r[i][1]) return true;
-    return false;
+/* Index of the range holding c in a sorted table of {first, last, ...} rows, or -1. */
+static long range_find(const uint32_t *rows, size_t n_rows, size_t stride, uint32_t c) {
+    size_t lo = 0, hi = n_rows;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (c < rows[mid * stride]) hi = mid;
+        else if (c > rows[mid * stride + 1]) lo = mid + 1;
+        else return (long)mid;
+    }
+    return -1;
+}
+
+/* UAX #15's NFC quick check: true when NFC certainly leaves s unchanged (every character NFC_QC=Yes
+ * and combining marks in canonical order). spotq carries no composition tables, so the NFC normalizer
+ * (Qwen2's) accepts such text as it is and refuses the rest rather than guess. *bad gets the culprit. */
+static bool nfc_quick_yes(const char *s, size_t n, uint32_t *bad) {
+    unsigned last_ccc = 0;
+    for (size_t p = 0, adv; p < n; p += adv) {
+        uint32_t c = u8dec(s + p, n - p, &adv);
+        if (c < 0x300) { last_ccc = 0; continue; }
+        long k = range_find(&nfc_ccc_runs[0][0], sizeof nfc_ccc_runs / sizeof nfc_ccc_runs[0], 3, c);
+        unsigned ccc = k < 0 ? 0 : nfc_ccc_runs[k][2];
+        if ((ccc && last_ccc > ccc) ||
+            range_find(&nfc_qc_not_yes[0][0], sizeof nfc_qc_not_yes / sizeof nfc_qc_not_yes[0], 2, c) >= 0) {
+            *bad = c;
+            return false;
+        }
+        last_ccc = ccc;
+    }
+    return true;
 }
 
 /* ---------------------------------------------------------------- the tokenizer */
@@ -652,17 +665,14 @@ static sq_status normalize(enc *c, const char *s, size_t n) {
             c->a.p[c->a.n] = 0;
             break;
         }
-        case NORM_NFC:
-            for (size_t p = 0; p < c->a.n;) {
-                size_t adv;
-                uint32_t cp = u8dec(c->a.p + p, c->a.n - p, &adv);
-                if (!nfc_inert(cp))
-                    return sq_fail(c->err, SQ_ERR_UNSUPPORTED,
-                                   "%s: NFC normalizer: text holds U+%04X, which may need Unicode normalisation; "
-                                   "spotq only handles text that NFC leaves unchanged", t->path, (unsigned)cp);
-                p += adv;
-            }
+        case NORM_NFC: {
+            uint32_t bad;
+            if (!nfc_quick_yes(c->a.p, c->a.n, &bad))
+                return sq_fail(c->err, SQ_ERR_UNSUPPORTED,
+                               "%s: NFC normalizer: the text holds U+%04X, which NFC may change; spotq only "
+                               "handles text that NFC leaves as it is", t->path, (unsigned)bad);
             break;
+        }
         }
     }
     return SQ_OK;

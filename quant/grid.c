@@ -31,44 +31,6 @@ void sq_grid_params(float xmin, float xmax, int bits, bool sym, float *scale, in
     *zero = z;
 }
 
-sq_status sq_qmatrix_alloc(sq_qmatrix *m, int64_t n, int64_t k, int bits, int group_size, sq_err *err) {
-    memset(m, 0, sizeof *m);
-    int gs = group_size > 0 ? group_size : (int)k;
-    m->n = n;
-    m->k = k;
-    m->bits = bits;
-    m->group_size = group_size;
-    m->n_groups = (int)((k + gs - 1) / gs);
-    m->q = sq_malloc((size_t)(n * k), err);
-    m->scale = sq_calloc((size_t)m->n_groups * (size_t)n, sizeof *m->scale, err);
-    m->zero = sq_calloc((size_t)m->n_groups * (size_t)n, sizeof *m->zero, err);
-    m->g_idx = sq_calloc((size_t)k, sizeof *m->g_idx, err);
-    if (!m->q || !m->scale || !m->zero || !m->g_idx) {
-        sq_qmatrix_free(m);
-        return SQ_ERR_NOMEM;
-    }
-    return SQ_OK;
-}
-
-void sq_qmatrix_free(sq_qmatrix *m) {
-    if (!m) return;
-    free(m->q);
-    free(m->scale);
-    free(m->zero);
-    free(m->g_idx);
-    memset(m, 0, sizeof *m);
-}
-
-void sq_qmatrix_dequant(const sq_qmatrix *m, float *out) {
-    for (int64_t c = 0; c < m->k; c++) {
-        int64_t g = m->g_idx[c];
-        const float *s = m->scale + g * m->n;
-        const int32_t *z = m->zero + g * m->n;
-        const uint8_t *q = m->q + c * m->n;
-        for (int64_t r = 0; r < m->n; r++) out[r * m->k + c] = s[r] * (float)((int32_t)q[r] - z[r]);
-    }
-}
-
 bool sq_quant_fits(int64_t n, int64_t k, const sq_qparams *p) {
     int pack = 32 / p->bits;
     if (k % pack || n % pack) return false;

@@ -5,7 +5,7 @@
 #ifndef SQ_QUANT_H
 #define SQ_QUANT_H
 
-#include "../base/base.h"
+#include "../formats/qpack.h"
 
 typedef struct {
     int bits;            /* 4 or 8 */
@@ -16,23 +16,6 @@ typedef struct {
     double damp;         /* GPTQ: fraction of mean(diag H) added to the diagonal */
     int block_size;      /* GPTQ lazy-batch width (128) */
 } sq_qparams;
-
-/* A quantised matrix. W[n,k] ~= scale[g_idx[k]*N + n] * (q[k*N + n] - zero[g_idx[k]*N + n]). */
-typedef struct {
-    int64_t n, k;        /* out_features, in_features */
-    int bits, group_size, n_groups;
-    uint8_t *q;          /* [K, N] codes in 0 .. 2^bits - 1 */
-    float *scale;        /* [n_groups, N], each exactly representable in fp16 */
-    int32_t *zero;       /* [n_groups, N], 1 .. 2^bits - 1 (never 0: GPTQ v1 loaders disagree on it) */
-    int32_t *g_idx;      /* [K] group of each input column */
-    int fallback;        /* GPTQ: 0, or 1 when the Hessian would not factor and RTN was used */
-    double damp_used;    /* GPTQ: the damping fraction that factored */
-} sq_qmatrix;
-
-sq_status sq_qmatrix_alloc(sq_qmatrix *m /* OUT */, int64_t n, int64_t k, int bits, int group_size, sq_err *err);
-void sq_qmatrix_free(sq_qmatrix *m);
-/* Dequantised W into out [N, K]. */
-void sq_qmatrix_dequant(const sq_qmatrix *m, float *out);
 
 /* True when a K-column matrix can be packed at these settings (K multiple of the group size and of
  * 32/bits); otherwise the matrix stays in full precision. */

@@ -1,0 +1,189 @@
+/* forward.c: the forward pass: one code path for prefill, decode and a batched verify step, built
+ * from the backend's kernels. Tokens go through in chunks of at most max_batch; each layer appends
+ * the chunk's keys and values to the KV cache, then attends over everything cached so far. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+struct sq_state {
+    sq_model *m;
+    int max_ctx, max_batch;
+    int pos;                     /* positions held in the cache */
+    int n_out;                   /* tokens of the last sq_forward call (rows of out) */
+    float *kcache, *vcache;      /* (n_layers, max_ctx, kv_dim) */
+    float *cos, *sin;            /* (max_ctx, head_dim / 2) */
+    float *x;                    /* (max_batch, hidden) residual stream */
+    float *xn;                   /* (max_batch, hidden) normed input of a sub-block */
+    float *tmp;                  /* (max_batch, hidden) output of a sub-block */
+    float *q, *att;              /* (max_batch, q_dim) queries, attention output */
+    float *g, *u;                /* (max_batch, ffn_max) gate and up activations */
+    float *out;                  /* (max_ctx, hidden) final hidden states of the last call */
+};
+
+static float *alloc_f(int64_t a, int64_t b, sq_err *err) {
+    int64_t n;
+    if (!sq_mul_i64(a, b, &n) || !sq_mul_i64(n, (int64_t)sizeof(float), &n)) {
+        sq_fail(err, SQ_ERR_NOMEM, "state buffer of %lld x %lld floats is too large", (long long)a, (long long)b);
+        return NULL;
+    }
+    size_t bytes = ((size_t)n + 63) / 64 * 64;
+    float *p = aligned_alloc(64, bytes ? bytes : 64);
+    if (!p) sq_fail(err, SQ_ERR_NOMEM, "out of memory for a %lld-byte state buffer", (long long)n);
+    return p;
+}
+
+sq_status sq_state_new(sq_state **out, sq_model *m, int max_ctx, int max_batch, sq_err *err) {
+    *out = NULL;
+    const sq_config *c = &m->cfg;
+    if (max_ctx < 1) return sq_fail(err, SQ_ERR_ARG, "context length %d must be at least 1", max_ctx);
+    if (max_batch <= 0) max_batch = 512;
+    if (max_batch > max_ctx) max_batch = max_ctx;
+    sq_state *s = sq_calloc(1, sizeof *s, err);
+    if (!s) return SQ_ERR_NOMEM;
+    s->m = m;
+    s->max_ctx = max_ctx;
+    s->max_batch = max_batch;
+    int half = c->head_dim / 2;
+    int64_t cache = (int64_t)c->n_layers * max_ctx;
+    if (!(s->kcache = alloc_f(cache, m->kv_dim, err)) || !(s->vcache = alloc_f(cache, m->kv_dim, err)) ||
+        !(s->cos = alloc_f(max_ctx, half, err)) || !(s->sin = alloc_f(max_ctx, half, err)) ||
+        !(s->x = alloc_f(max_batch, c->hidden, err)) || !(s->xn = alloc_f(max_batch, c->hidden, err)) ||
+        !(s->tmp = alloc_f(max_batch, c->hidden, err)) || !(s->q = alloc_f(max_batch, m->q_dim, err)) ||
+        !(s->att = alloc_f(max_batch, m->q_dim, err)) || !(s->g = alloc_f(max_batch, m->ffn_max, err)) ||
+        !(s->u = alloc_f(max_batch, m->ffn_max, err)) || !(s->out = alloc_f(max_ctx, c->hidden, err))) {
+        sq_state_free(s);
+        return err ? err->code : SQ_ERR_NOMEM;
+    }
+    /* Angles in double: the float tables are then exact to rounding at any position. */
+    for (int p = 0; p < max_ctx; p++)
+        for (int i = 0; i < half; i++) {
+            double a = p * m->inv_freq[i];
+            s->cos[(int64_t)p * half + i] = (float)cos(a);
+            s->sin[(int64_t)p * half + i] = (float)sin(a);
+        }
+    *out = s;
+    return SQ_OK;
+}
+
+void sq_state_free(sq_state *s) {
+    if (!s) return;
+    free(s->kcache);
+    free(s->vcache);
+    free(s->cos);
+    free(s->sin);
+    free(s->x);
+    free(s->xn);
+    free(s->tmp);
+    free(s->q);
+    free(s->att);
+    free(s->g);
+    free(s->u);
+    free(s->out);
+    free(s);
+}
+
+int sq_state_pos(const sq_state *s) { return s->pos; }
+int sq_state_max_ctx(const sq_state *s) { return s->max_ctx; }
+
+sq_status sq_state_rewind(sq_state *s, int pos, sq_err *err) {
+    if (pos < 0 || pos > s->pos) return sq_fail(err, SQ_ERR_ARG, "cannot rewind to position %d (the state holds %d)", pos, s->pos);
+    s->pos = pos;
+    s->n_out = 0;
+    return SQ_OK;
+}
+
+/* The dense SwiGLU FFN of n tokens: xn (n, hidden) -> tmp (n, hidden). */
+static sq_status mlp(sq_state *s, const sq_mlp *p, int n, sq_err *err) {
+    const sq_backend_i *be = s->m->ex->be;
+    sq_kctx *kc = s->m->ex->kc;
+    sq_status st;
+    if ((st = be->matmul(kc, &p->gate, p->b_gate, s->xn, s->g, n, err))) return st;
+    if ((st = be->matmul(kc, &p->up, p->b_up, s->xn, s->u, n, err))) return st;
+    be->swiglu(kc, s->g, s->u, s->g, (int64_t)n * p->gate.rows);
+    return be->matmul(kc, &p->down, p->b_down, s->g, s->tmp, n, err);
+}
+
+/* The feed-forward half of a block; an MoE FFN becomes another case here. */
+static sq_status ffn(sq_state *s, const sq_ffn *f, int n, sq_err *err) {
+    switch (f->kind) {
+    case SQ_FFN_DENSE: return mlp(s, &f->mlp, n, err);
+    }
+    return sq_fail(err, SQ_ERR_INTERNAL, "unknown FFN kind %d", (int)f->kind);
+}
+
+/* Attention half of layer l for n tokens at positions pos .. pos+n-1: x += o_proj(attn(norm(x))). */
+static sq_status attention_block(sq_state *s, int l, int n, sq_err *err) {
+    const sq_model *m = s->m;
+    const sq_config *c = &m->cfg;
+    const sq_layer *L = &m->layers[l];
+    const sq_backend_i *be = m->ex->be;
+    sq_kctx *kc = m->ex->kc;
+    int half = c->head_dim / 2, pos = s->pos;
+    float *kl = s->kcache + (int64_t)l * s->max_ctx * m->kv_dim, *vl = s->vcache + (int64_t)l * s->max_ctx * m->kv_dim;
+    float *knew = kl + (int64_t)pos * m->kv_dim, *vnew = vl + (int64_t)pos * m->kv_dim;
+    sq_status st;
+    be->rmsnorm(kc, s->x, L->attn_norm, c->norm_eps, s->xn, n, c->hidden);
+    if ((st = be->matmul(kc, &L->wq, L->bq, s->xn, s->q, n, err))) return st;
+    if ((st = be->matmul(kc, &L->wk, L->bk, s->xn, knew, n, err))) return st;
+    if ((st = be->matmul(kc, &L->wv, L->bv, s->xn, vnew, n, err))) return st;
+    const float *cs = s->cos + (int64_t)pos * half, *sn = s->sin + (int64_t)pos * half;
+    be->rope(kc, s->q, n, m->q_dim, c->n_heads, c->head_dim, cs, sn);
+    be->rope(kc, knew, n, m->kv_dim, c->n_kv_heads, c->head_dim, cs, sn);
+    sq_attn a = {.q = s->q, .k = kl, .v = vl, .out = s->att, .n = n, .pos0 = pos, .n_heads = c->n_heads,
+                 .n_kv_heads = c->n_kv_heads, .head_dim = c->head_dim, .kv_stride = m->kv_dim,
+                 .scale = (float)(1.0 / sqrt((double)c->head_dim))};
+    if ((st = be->attention(kc, &a, err))) return st;
+    if ((st = be->matmul(kc, &L->wo, L->bo, s->att, s->tmp, n, err))) return st;
+    be->add(kc, s->x, s->tmp, (int64_t)n * c->hidden);
+    return SQ_OK;
+}
+
+/* One chunk of n <= max_batch tokens through every layer; its final hidden states go to out. */
+static sq_status forward_chunk(sq_state *s, const int *ids, int n, float *out, sq_err *err) {
+    const sq_model *m = s->m;
+    const sq_config *c = &m->cfg;
+    const sq_backend_i *be = m->ex->be;
+    sq_kctx *kc = m->ex->kc;
+    sq_status st;
+    be->embed(kc, &m->embed, ids, n, s->x);
+    for (int l = 0; l < c->n_layers; l++) {
+        if ((st = attention_block(s, l, n, err))) return st;
+        be->rmsnorm(kc, s->x, m->layers[l].ffn_norm, c->norm_eps, s->xn, n, c->hidden);
+        if ((st = ffn(s, &m->layers[l].ffn, n, err))) return st;
+        be->add(kc, s->x, s->tmp, (int64_t)n * c->hidden);
+    }
+    be->rmsnorm(kc, s->x, m->final_norm, c->norm_eps, out, n, c->hidden);
+    s->pos += n;
+    return SQ_OK;
+}
+
+sq_status sq_forward(sq_state *s, const int *ids, int n, sq_err *err) {
+    const sq_config *c = &s->m->cfg;
+    s->n_out = 0;
+    if (n < 1) return sq_fail(err, SQ_ERR_ARG, "forward: no tokens");
+    if (n > s->max_ctx - s->pos)
+        return sq_fail(err, SQ_ERR_ARG, "forward: %d more tokens do not fit the context of %d (%d used)", n, s->max_ctx, s->pos);
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= c->vocab)
+            return sq_fail(err, SQ_ERR_ARG, "token id %d (at %d) is outside the model's vocabulary of %d", ids[i], i, c->vocab);
+    for (int done = 0; done < n;) {
+        int b = n - done < s->max_batch ? n - done : s->max_batch;
+        sq_status st = forward_chunk(s, ids + done, b, s->out + (int64_t)done * c->hidden, err);
+        if (st) {
+            s->pos -= done; /* the cache holds nothing usable of this call */
+            return st;
+        }
+        done += b;
+    }
+    s->n_out = n;
+    return SQ_OK;
+}
+
+sq_status sq_logits(sq_state *s, int first, int count, float *out, sq_err *err) {
+    if (first < 0 || count < 1 || first > s->n_out - count)
+        return sq_fail(err, SQ_ERR_ARG, "logits of tokens %d..%d asked, the last forward ran %d", first, first + count - 1, s->n_out);
+    const sq_model *m = s->m;
+    return m->ex->be->matmul(m->ex->kc, &m->lm_head, NULL, s->out + (int64_t)first * m->cfg.hidden, out, count, err);
+}

@@ -1,0 +1,55 @@
+/* internal.h: the runtime's private structures, shared by model.c, forward.c and eval.c.
+ * Shapes use hidden = cfg.hidden, q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim,
+ * f = the FFN width. */
+#ifndef SQ_RUNTIME_INTERNAL_H
+#define SQ_RUNTIME_INTERNAL_H
+
+#include "runtime.h"
+
+struct sq_exec {
+    const sq_backend_i *be;
+    sq_kctx *kc;
+};
+
+/* A SwiGLU MLP: down(silu(gate x) * up x). */
+typedef struct {
+    sq_wmat gate, up;            /* (f, hidden) */
+    sq_wmat down;                /* (hidden, f) */
+    float *b_gate, *b_up;        /* (f), NULL unless mlp_bias */
+    float *b_down;               /* (hidden), NULL unless mlp_bias */
+} sq_mlp;
+
+/* The feed-forward half of a block. Only dense for now; an MoE FFN (router (n_experts, hidden),
+ * n_experts sq_mlp, an optional shared expert and its gate) becomes a second kind here, and
+ * forward.c's ffn() dispatches on it. */
+typedef enum { SQ_FFN_DENSE } sq_ffn_kind;
+typedef struct {
+    sq_ffn_kind kind;
+    sq_mlp mlp;
+} sq_ffn;
+
+typedef struct {
+    float *attn_norm;            /* (hidden) input_layernorm */
+    float *ffn_norm;             /* (hidden) post_attention_layernorm */
+    sq_wmat wq;                  /* (q_dim, hidden) */
+    sq_wmat wk, wv;              /* (kv_dim, hidden) */
+    sq_wmat wo;                  /* (hidden, q_dim) */
+    float *bq;                   /* (q_dim), NULL without attention bias */
+    float *bk, *bv;              /* (kv_dim), NULL without attention bias */
+    float *bo;                   /* (hidden), NULL unless the checkpoint has o_proj.bias */
+    sq_ffn ffn;
+} sq_layer;
+
+struct sq_model {
+    sq_ckpt *ck;                 /* owned */
+    sq_exec *ex;                 /* borrowed */
+    sq_config cfg;
+    int q_dim, kv_dim, ffn_max;  /* ffn_max: the widest FFN activation of any layer */
+    sq_wmat embed;               /* (vocab, hidden) */
+    sq_wmat lm_head;             /* (vocab, hidden); the embedding itself when tied */
+    float *final_norm;           /* (hidden) */
+    sq_layer *layers;            /* (n_layers) */
+    double *inv_freq;            /* (head_dim / 2) RoPE frequencies, scaling applied */
+};
+
+#endif

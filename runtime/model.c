@@ -1,0 +1,218 @@
+/* model.c: the execution context, and a checkpoint turned into weight views for the forward pass. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+sq_status sq_exec_new(sq_exec **out, const char *backend, int threads, sq_err *err) {
+    *out = NULL;
+    const sq_backend_i *be;
+    sq_status s = sq_backend_get(backend ? backend : "cpu", &be, err);
+    if (s) return s;
+    if (!be->ctx_new || !be->matmul || !be->attention)
+        return sq_fail(err, SQ_ERR_UNSUPPORTED, "backend %s has no runtime kernels yet", be->name);
+    sq_exec *ex = sq_calloc(1, sizeof *ex, err);
+    if (!ex) return SQ_ERR_NOMEM;
+    ex->be = be;
+    if ((s = be->ctx_new(&ex->kc, threads, err))) {
+        free(ex);
+        return s;
+    }
+    *out = ex;
+    return SQ_OK;
+}
+
+void sq_exec_free(sq_exec *ex) {
+    if (!ex) return;
+    ex->be->ctx_free(ex->kc);
+    free(ex);
+}
+
+int sq_exec_threads(const sq_exec *ex) { return ex->be->ctx_threads(ex->kc); }
+const char *sq_exec_backend(const sq_exec *ex) { return ex->be->name; }
+
+/* ---------------------------------------------------------------- weights */
+
+typedef struct {
+    sq_model *m;
+    sq_err *err;
+} loader;
+
+/* A tensor the architecture needs (sq_ckpt_open has checked its presence, dtype and shape). */
+static sq_status find(loader *ld, const char *name, const sq_tensor **t) {
+    *t = sq_st_find(ld->m->ck->st, name);
+    if (!*t) return sq_fail(ld->err, SQ_ERR_FORMAT, "%s: missing tensor '%s'", ld->m->ck->weights_path, name);
+    /* The kernels read elements in place: the data must be aligned to its element size. */
+    if ((uintptr_t)(*t)->data % (uintptr_t)sq_dtype_size((*t)->dtype))
+        return sq_fail(ld->err, SQ_ERR_UNSUPPORTED, "%s: tensor '%s' is not aligned to its %d-byte elements in the file",
+                       ld->m->ck->weights_path, name, sq_dtype_size((*t)->dtype));
+    return SQ_OK;
+}
+
+static sq_status mat(loader *ld, sq_wmat *w, const char *fmt, int l) {
+    char name[256];
+    snprintf(name, sizeof name, fmt, l);
+    const sq_tensor *t;
+    sq_status s = find(ld, name, &t);
+    if (s) return s;
+    if (t->ndim != 2) return sq_fail(ld->err, SQ_ERR_FORMAT, "%s: tensor '%s' is not a matrix", ld->m->ck->weights_path, name);
+    *w = (sq_wmat){t->dtype, t->shape[0], t->shape[1], t->data};
+    return SQ_OK;
+}
+
+/* A vector (norm weight or bias) as an owned float copy. optional: absent gives NULL. */
+static sq_status vec(loader *ld, float **out, int64_t len, bool optional, const char *fmt, int l) {
+    char name[256];
+    snprintf(name, sizeof name, fmt, l);
+    *out = NULL;
+    if (optional && !sq_st_find(ld->m->ck->st, name)) return SQ_OK;
+    const sq_tensor *t;
+    sq_status s = find(ld, name, &t);
+    if (s) return s;
+    if (t->numel != len || t->ndim != 1)
+        return sq_fail(ld->err, SQ_ERR_FORMAT, "%s: tensor '%s' has %lld elements, expected %lld", ld->m->ck->weights_path, name,
+                       (long long)t->numel, (long long)len);
+    if (t->dtype != SQ_DT_F32 && t->dtype != SQ_DT_F16 && t->dtype != SQ_DT_BF16)
+        return sq_fail(ld->err, SQ_ERR_FORMAT, "%s: tensor '%s' has dtype %s (expected F32, F16 or BF16)", ld->m->ck->weights_path,
+                       name, sq_dtype_name(t->dtype));
+    *out = sq_malloc((size_t)len * sizeof(float), ld->err);
+    if (!*out) return SQ_ERR_NOMEM;
+    sq_dtype_to_f32(t->dtype, t->data, *out, (size_t)len);
+    return SQ_OK;
+}
+
+static sq_status load_mlp(loader *ld, sq_mlp *mlp, const char *prefix, int l, int64_t f) {
+    const sq_config *c = &ld->m->cfg;
+    char fmt[192];
+    sq_status s;
+#define MLP_PART(field, part)                                                                      \
+    snprintf(fmt, sizeof fmt, "%s.%s", prefix, part);                                              \
+    if ((s = mat(ld, &mlp->field, fmt, l))) return s;
+    MLP_PART(gate, "gate_proj.weight")
+    MLP_PART(up, "up_proj.weight")
+    MLP_PART(down, "down_proj.weight")
+#undef MLP_PART
+    if (c->mlp_bias) {
+        snprintf(fmt, sizeof fmt, "%s.gate_proj.bias", prefix);
+        if ((s = vec(ld, &mlp->b_gate, f, false, fmt, l))) return s;
+        snprintf(fmt, sizeof fmt, "%s.up_proj.bias", prefix);
+        if ((s = vec(ld, &mlp->b_up, f, false, fmt, l))) return s;
+        snprintf(fmt, sizeof fmt, "%s.down_proj.bias", prefix);
+        if ((s = vec(ld, &mlp->b_down, c->hidden, false, fmt, l))) return s;
+    }
+    return SQ_OK;
+}
+
+static sq_status load_layer(loader *ld, int l) {
+    sq_model *m = ld->m;
+    const sq_config *c = &m->cfg;
+    sq_layer *L = &m->layers[l];
+    sq_status s;
+    if ((s = vec(ld, &L->attn_norm, c->hidden, false, "model.layers.%d.input_layernorm.weight", l))) return s;
+    if ((s = vec(ld, &L->ffn_norm, c->hidden, false, "model.layers.%d.post_attention_layernorm.weight", l))) return s;
+    if ((s = mat(ld, &L->wq, "model.layers.%d.self_attn.q_proj.weight", l))) return s;
+    if ((s = mat(ld, &L->wk, "model.layers.%d.self_attn.k_proj.weight", l))) return s;
+    if ((s = mat(ld, &L->wv, "model.layers.%d.self_attn.v_proj.weight", l))) return s;
+    if ((s = mat(ld, &L->wo, "model.layers.%d.self_attn.o_proj.weight", l))) return s;
+    bool bias = c->attn_bias;
+    if ((s = vec(ld, &L->bq, m->q_dim, !bias, "model.layers.%d.self_attn.q_proj.bias", l))) return s;
+    if ((s = vec(ld, &L->bk, m->kv_dim, !bias, "model.layers.%d.self_attn.k_proj.bias", l))) return s;
+    if ((s = vec(ld, &L->bv, m->kv_dim, !bias, "model.layers.%d.self_attn.v_proj.bias", l))) return s;
+    /* Llama with attention_bias also has an o_proj bias; Qwen2 has none. Used when present. */
+    if ((s = vec(ld, &L->bo, c->hidden, true, "model.layers.%d.self_attn.o_proj.bias", l))) return s;
+    L->ffn.kind = SQ_FFN_DENSE;
+    return load_mlp(ld, &L->ffn.mlp, "model.layers.%d.mlp", l, c->intermediate);
+}
+
+/* RoPE frequencies, in double: theta^(-2i/d), then the config's scaling (Llama 3: long wavelengths
+ * divided by factor, short ones kept, a smooth blend between; linear: all divided by factor). */
+static void rope_freqs(const sq_config *c, double *inv) {
+    int half = c->head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        double f = 1.0 / pow(c->rope_theta, (2.0 * i) / c->head_dim);
+        if (c->rope_scaling.type == SQ_ROPE_LINEAR) f /= c->rope_scaling.factor;
+        else if (c->rope_scaling.type == SQ_ROPE_LLAMA3) {
+            double factor = c->rope_scaling.factor, lo = c->rope_scaling.low_freq_factor, hi = c->rope_scaling.high_freq_factor;
+            double old = c->rope_scaling.original_max_pos;
+            double wavelen = 2 * M_PI / f;
+            if (wavelen > old / lo) f /= factor;
+            else if (wavelen >= old / hi) {
+                double smooth = (old / wavelen - lo) / (hi - lo);
+                f = (1 - smooth) * f / factor + smooth * f;
+            }
+        }
+        inv[i] = f;
+    }
+}
+
+sq_status sq_model_open(sq_model **out, const char *path, sq_exec *ex, sq_err *err) {
+    *out = NULL;
+    sq_model *m = sq_calloc(1, sizeof *m, err);
+    if (!m) return SQ_ERR_NOMEM;
+    m->ex = ex;
+    sq_status s = sq_ckpt_open(&m->ck, path, err);
+    if (s) goto fail;
+    m->cfg = m->ck->cfg;
+    const sq_config *c = &m->cfg;
+    if (c->n_experts > 0) {
+        s = sq_fail(err, SQ_ERR_UNSUPPORTED, "%s: %s is a mixture-of-experts model; the runtime runs dense models only so far",
+                    m->ck->config_path, c->model_type);
+        goto fail;
+    }
+    if (c->quant_method != SQ_QM_NONE) {
+        s = sq_fail(err, SQ_ERR_UNSUPPORTED, "%s: quantised checkpoints (%s) cannot be run yet", m->ck->config_path, c->quant_method_name);
+        goto fail;
+    }
+    m->q_dim = c->n_heads * c->head_dim;
+    m->kv_dim = c->n_kv_heads * c->head_dim;
+    m->ffn_max = c->intermediate;
+    loader ld = {m, err};
+    m->layers = sq_calloc((size_t)c->n_layers, sizeof *m->layers, err);
+    m->inv_freq = sq_calloc((size_t)c->head_dim / 2 + 1, sizeof *m->inv_freq, err);
+    if (!m->layers || !m->inv_freq) {
+        s = SQ_ERR_NOMEM;
+        goto fail;
+    }
+    if ((s = mat(&ld, &m->embed, "model.embed_tokens.weight", 0))) goto fail;
+    if (c->tied_embeddings) m->lm_head = m->embed;
+    else if ((s = mat(&ld, &m->lm_head, "lm_head.weight", 0))) goto fail;
+    if ((s = vec(&ld, &m->final_norm, c->hidden, false, "model.norm.weight", 0))) goto fail;
+    for (int l = 0; l < c->n_layers; l++)
+        if ((s = load_layer(&ld, l))) goto fail;
+    rope_freqs(c, m->inv_freq);
+    *out = m;
+    return SQ_OK;
+fail:
+    sq_model_close(m);
+    return s;
+}
+
+static void free_mlp(sq_mlp *p) {
+    free(p->b_gate);
+    free(p->b_up);
+    free(p->b_down);
+}
+
+void sq_model_close(sq_model *m) {
+    if (!m) return;
+    for (int l = 0; m->layers && l < m->cfg.n_layers; l++) {
+        sq_layer *L = &m->layers[l];
+        free(L->attn_norm);
+        free(L->ffn_norm);
+        free(L->bq);
+        free(L->bk);
+        free(L->bv);
+        free(L->bo);
+        free_mlp(&L->ffn.mlp);
+    }
+    free(m->layers);
+    free(m->final_norm);
+    free(m->inv_freq);
+    sq_ckpt_close(m->ck);
+    free(m);
+}
+
+const sq_config *sq_model_config(const sq_model *m) { return &m->cfg; }
+const sq_ckpt *sq_model_ckpt(const sq_model *m) { return m->ck; }

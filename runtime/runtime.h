@@ -1,0 +1,107 @@
+/* runtime.h: spotq's model runtime, the validator of everything spotq writes: a decoder-only
+ * transformer (llama, mistral, qwen2) run from the mmap'd checkpoint, perplexity and divergence
+ * evaluation, and token sampling.
+ *
+ * Objects and ownership:
+ *   sq_exec   a backend and its threads. Owns its kernel context. Shared by every model run on it;
+ *             must outlive them. Not for use from two threads at once.
+ *   sq_model  the weights of one checkpoint, as views into its mmap (the checkpoint is owned by the
+ *             model; only norms and biases are copied, as float). Borrows its sq_exec.
+ *   sq_state  one sequence being run on a model: KV cache, RoPE tables, activations, and the final
+ *             hidden states of the last sq_forward call. Borrows its model.
+ * Every create has a matching free that accepts NULL. */
+#ifndef SQ_RUNTIME_H
+#define SQ_RUNTIME_H
+
+#include "../formats/checkpoint.h"
+#include "../kernels/backend.h"
+
+/* ---------------------------------------------------------------- execution */
+
+typedef struct sq_exec sq_exec;
+/* backend: "cpu" (NULL means cpu), or "cpu-ref" (the scalar reference kernels, one thread).
+ * threads <= 0: one per online CPU. */
+sq_status sq_exec_new(sq_exec **out /* OUT */, const char *backend, int threads, sq_err *err);
+void sq_exec_free(sq_exec *ex);
+int sq_exec_threads(const sq_exec *ex);
+const char *sq_exec_backend(const sq_exec *ex);
+
+/* ---------------------------------------------------------------- model */
+
+typedef struct sq_model sq_model;
+/* Opens MODEL (a Hugging Face directory, or a .safetensors with config.json beside it), checks every
+ * tensor the architecture needs, and builds the weight views. No tokenizer is needed. */
+sq_status sq_model_open(sq_model **out /* OUT */, const char *path, sq_exec *ex, sq_err *err);
+void sq_model_close(sq_model *m);
+const sq_config *sq_model_config(const sq_model *m);
+const sq_ckpt *sq_model_ckpt(const sq_model *m);
+
+/* ---------------------------------------------------------------- running a sequence */
+
+typedef struct sq_state sq_state;
+/* A sequence of at most max_ctx positions. Prefill runs in chunks of at most max_batch tokens
+ * (<= 0: 512), which bounds the activation memory. */
+sq_status sq_state_new(sq_state **out /* OUT */, sq_model *m, int max_ctx, int max_batch, sq_err *err);
+void sq_state_free(sq_state *s);
+int sq_state_pos(const sq_state *s);     /* positions held in the KV cache */
+int sq_state_max_ctx(const sq_state *s);
+/* Forgets every position from pos on (0: start afresh). A speculative step rewinds to its last
+ * accepted token this way. */
+sq_status sq_state_rewind(sq_state *s, int pos, sq_err *err);
+
+/* Runs ids[0..n) at positions pos .. pos+n-1 and appends them to the KV cache. n == 1 is a decode
+ * step; n > 1 a prefill, or the batched verify step of speculative decoding. Afterwards the final
+ * (normed) hidden states of these n tokens are kept for sq_logits. Ids outside the vocabulary and
+ * a full context are errors. */
+sq_status sq_forward(sq_state *s, const int *ids, int n, sq_err *err);
+/* logits (count, vocab) of tokens first .. first+count-1 of the last sq_forward call. Computed on
+ * demand, so an eval can take them a few positions at a time. */
+sq_status sq_logits(sq_state *s, int first, int count, float *out /* OUT: (count, vocab) */, sq_err *err);
+
+/* ---------------------------------------------------------------- evaluation */
+
+typedef enum {
+    SQ_PPL_GPTQ,     /* every token of a window but the first is scored */
+    SQ_PPL_LLAMACPP, /* the window's first token replaced by BOS, only its second half scored */
+} sq_ppl_protocol;
+
+typedef struct {
+    int ctx;                     /* window length in tokens (>= 2) */
+    sq_ppl_protocol protocol;
+    int bos_id;                  /* SQ_PPL_LLAMACPP: the token put first in each window; -1 keeps it */
+    /* Called after each window (may be NULL). */
+    void (*progress)(void *user, int window, int n_windows, int64_t tokens_done, double seconds);
+    void *progress_user;
+} sq_eval_opts;
+
+typedef struct {
+    int64_t windows, scored;     /* windows evaluated, tokens scored in all */
+    int64_t tokens;              /* tokens run through the model (windows * ctx) */
+    double mean_nll, ppl;        /* ppl = exp(mean NLL) */
+    double seconds;
+    /* With a reference model: */
+    bool has_ref;
+    double ref_mean_nll, ref_ppl, ppl_ratio; /* ppl_ratio = ppl / ref_ppl */
+    /* KL(ref || model) per scored position, in nats: mean, median, 99th percentile (nearest rank), max */
+    double kld_mean, kld_median, kld_p99, kld_max;
+    double top1;                 /* fraction of scored positions where both models' argmax agree */
+} sq_eval_result;
+
+/* The perplexity protocol of SPEC.md over the token stream ids[0..n): non-overlapping windows of
+ * ctx tokens (the tail dropped), each run from position 0. With ref (may be NULL) also the
+ * divergence of ref's next-token distribution to m's. Fails when n < ctx or an id is out of range. */
+sq_status sq_eval_ppl(sq_model *m, sq_model *ref, const int *ids, int64_t n, const sq_eval_opts *o,
+                      sq_eval_result *r /* OUT */, sq_err *err);
+
+/* ---------------------------------------------------------------- sampling */
+
+typedef struct sq_sampler sq_sampler;
+/* temp <= 0: greedy (argmax). top_p in (0, 1]: nucleus sampling (1: off). seed: the generator's start. */
+sq_status sq_sampler_new(sq_sampler **out /* OUT */, int vocab, float temp, float top_p, uint64_t seed, sq_err *err);
+void sq_sampler_free(sq_sampler *s);
+/* Picks a token from logits (vocab). Greedy never modifies logits; sampling may. */
+int sq_sample(sq_sampler *s, float *logits);
+/* Index of the largest value (the first one on ties). */
+int sq_argmax(const float *x, int n);
+
+#endif
