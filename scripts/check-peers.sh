@@ -1,0 +1,17 @@
+#!/bin/sh
+# check-peers.sh: the checks that need Python, torch and the peers from PyPI (not part of `make test`,
+# which uses the golden files these write). Installs what it needs with pip.
+set -e
+cd "$(dirname "$0")/.."
+python3 -m pip install -q numpy safetensors ml_dtypes tokenizers sentencepiece torch transformers compressed-tensors
+BUILD=${BUILD:-build/release}
+make -s "$BUILD/tests/test_qpack"
+tmp=$(mktemp -d)
+"$BUILD/tests/test_qpack" --write "$tmp/spotq_packed.safetensors"
+cmp "$tmp/spotq_packed.safetensors" tests/fixtures/peers/spotq_packed.safetensors || {
+    echo "check-peers: spotq's packed tensors changed; review, then copy $tmp/spotq_packed.safetensors into tests/fixtures/peers"; exit 1; }
+rm -rf "$tmp"
+python3 scripts/check_peers.py
+for g in tests/fixtures/gen_*.py; do python3 "$g"; done
+git diff --stat --exit-code tests/fixtures || { echo "check-peers: regenerated fixtures differ from the committed ones"; exit 1; }
+echo "check-peers: all peer checks passed"
