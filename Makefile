@@ -112,7 +112,7 @@ bench: $(BIN)
 	@sh bench/run.sh $(BIN)
 
 fixtures:
-	python3 tests/fixtures/gen_all.py
+	for g in tests/fixtures/gen_*.py tests/bad/gen_bad.py; do python3 $$g || exit 1; done
 
 check-peers: $(BIN)
 	sh scripts/check-peers.sh

@@ -394,7 +394,7 @@ struct sq_tok {
     bool has_decoder;
     int bos;
     pcre2_code *gpt2_re; /* ByteLevel's split regex, compiled when a ByteLevel uses it */
-    pcre2_code *word_re; /* \w, for single_word added tokens */
+    pcre2_code *word_re; /* a word character, for single_word added tokens */
     pcre2_match_context *mctx;
     char b2u[256][2]; /* GPT-2 bytes -> unicode map, UTF-8 of each (all below U+0144: two bytes at most) */
     uint8_t b2u_len[256];
@@ -405,6 +405,71 @@ static const char GPT2_PATTERN[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
 /* ---------------------------------------------------------------- patterns */
+
+/* Character classes as Oniguruma (HF's regex engine) has them, in PCRE2 syntax without the brackets.
+ * Its \w is Alphabetic, marks, decimal digits and connectors plus ²³¹¼½¾ (from its Latin-1 table),
+ * where PCRE2 10.42's is letters, numbers and _ (and \b follows \w); its \s is White_Space, which PCRE2
+ * widens with U+180E. With these, the two engines agree on every code point of Unicode 14. */
+#define ONIG_W "\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\x{B2}\\x{B3}\\x{B9}\\x{BC}-\\x{BE}"
+#define ONIG_S "\\t-\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
+/* Rust's regex crate (HF's Whitespace pre-tokenizer and single_word test): \w with joiners, no ²³¹¼½¾. */
+#define RUST_W "\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}"
+
+/* Rewrites an Oniguruma pattern for PCRE2 where the two read the same text differently: \w \W \s \S
+ * \b \B (the classes above), \h \H (hex digits in Oniguruma, horizontal space in PCRE2) and \uHHHH. A negated
+ * class cannot go inside [...] in PCRE2 10.42, so \W \S \H there keep PCRE2's meaning. */
+static bool onig_to_pcre(const char *src, sbuf *out) {
+    bool in_class = false, ok = sb_add(out, "", 0);
+    size_t n = strlen(src);
+    for (size_t i = 0; ok && i < n;) {
+        char ch = src[i];
+        if (ch == '\\' && i + 1 < n) {
+            char e = src[i + 1];
+            const char *rep = NULL;
+            if (e == 'w') rep = in_class ? ONIG_W : "[" ONIG_W "]";
+            else if (e == 's') rep = in_class ? ONIG_S : "[" ONIG_S "]";
+            else if (e == 'h') rep = in_class ? "0-9a-fA-F" : "[0-9a-fA-F]";
+            else if (!in_class && e == 'W') rep = "[^" ONIG_W "]";
+            else if (!in_class && e == 'S') rep = "[^" ONIG_S "]";
+            else if (!in_class && e == 'H') rep = "[^0-9a-fA-F]";
+            else if (!in_class && e == 'b') rep = "(?:(?<=[" ONIG_W "])(?![" ONIG_W "])|(?<![" ONIG_W "])(?=[" ONIG_W "]))";
+            else if (!in_class && e == 'B') rep = "(?:(?<=[" ONIG_W "])(?=[" ONIG_W "])|(?<![" ONIG_W "])(?![" ONIG_W "]))";
+            if (rep) {
+                ok = sb_add(out, rep, strlen(rep));
+                i += 2;
+                continue;
+            }
+            if (e == 'u' && i + 6 <= n && strspn(src + i + 2, "0123456789abcdefABCDEF") >= 4) {
+                ok = sb_add(out, "\\x{", 3) && sb_add(out, src + i + 2, 4) && sb_add(out, "}", 1);
+                i += 6;
+                continue;
+            }
+            ok = sb_add(out, src + i, 2);
+            i += 2;
+            continue;
+        }
+        if (!in_class && ch == '[') {
+            in_class = true;
+            size_t k = i + 1;
+            if (k < n && src[k] == '^') k++;
+            if (k < n && src[k] == ']') k++; /* a ] first in a class is literal */
+            ok = sb_add(out, src + i, k - i);
+            i = k;
+            continue;
+        }
+        if (in_class && ch == '[' && i + 1 < n && src[i + 1] == ':') { /* [:alpha:] */
+            const char *e = strstr(src + i + 2, ":]");
+            size_t k = e ? (size_t)(e - src) + 2 : i + 1;
+            ok = sb_add(out, src + i, k - i);
+            i = k;
+            continue;
+        }
+        if (in_class && ch == ']') in_class = false;
+        ok = sb_add(out, &src[i], 1);
+        i++;
+    }
+    return ok;
+}
 
 static sq_status pat_compile(const sq_tok *t, pattern *p, const char *src, bool literal, const char *what, sq_err *err) {
     size_t len = strlen(src);
@@ -418,13 +483,23 @@ static sq_status pat_compile(const sq_tok *t, pattern *p, const char *src, bool 
     }
     int ec;
     PCRE2_SIZE eo;
+    sbuf pat = {0};
+    if (!literal) {
+        if (!onig_to_pcre(src, &pat)) {
+            free(pat.p);
+            return sq_fail(err, SQ_ERR_NOMEM, "%s: out of memory", t->path);
+        }
+        src = pat.p;
+        len = pat.n;
+    }
     /* MULTILINE: HF's Oniguruma uses Ruby syntax, where ^ and $ match at every line */
     uint32_t opts = literal ? PCRE2_UTF | PCRE2_LITERAL : PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE;
     p->re = pcre2_compile((PCRE2_SPTR)src, len, opts, &ec, &eo, NULL);
+    free(pat.p);
     if (!p->re) {
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(ec, msg, sizeof msg);
-        return sq_fail(err, SQ_ERR_FORMAT, "%s: %s: bad regex at offset %zu: %s", t->path, what, (size_t)eo, (char *)msg);
+        return sq_fail(err, SQ_ERR_FORMAT, "%s: %s: bad regex: %s", t->path, what, (char *)msg);
     }
     pcre2_jit_compile(p->re, PCRE2_JIT_COMPLETE); /* when JIT is unavailable the interpreter runs it */
     return SQ_OK;
@@ -1064,9 +1139,9 @@ static sq_status dec_apply(const sq_tok *t, const dec_op *op, const slist *in, s
                 rhi = q;
                 cut_r++;
             }
-            /* HF takes count - cut_l - cut_r chars after the left cut; when the cuts overlap that
-             * count wraps around and it keeps everything after the left cut */
-            if (cut_l + cut_r <= count) hi = rhi;
+            /* cuts that overlap (a token of content characters only, shorter than start + stop)
+             * make HF panic; an empty token is the sensible answer */
+            hi = cut_l + cut_r <= count ? rhi : lo;
             ok = sl_push(out, s + lo, hi - lo);
             break;
         }
@@ -1361,10 +1436,10 @@ static sq_status parse_pretokenizer(sq_tok *t, const cJSON *node, sq_err *err) {
     case 4: /* the matches of \w+|[^\w\s]+ are the words; the rest goes */
         op->behavior = B_REMOVED;
         op->invert = true;
-        return pat_compile(t, &op->pat, "\\w+|[^\\w\\s]+", false, "pre_tokenizer Whitespace", err);
-    default: /* WhitespaceSplit */
+        return pat_compile(t, &op->pat, "[" RUST_W "]+|[^" RUST_W ONIG_S "]+", false, "pre_tokenizer Whitespace", err);
+    default: /* WhitespaceSplit: char::is_whitespace */
         op->behavior = B_REMOVED;
-        return pat_compile(t, &op->pat, "\\s", false, "pre_tokenizer WhitespaceSplit", err);
+        return pat_compile(t, &op->pat, "[" ONIG_S "]", false, "pre_tokenizer WhitespaceSplit", err);
     }
 }
 
@@ -1600,42 +1675,26 @@ static sq_status parse_model(sq_tok *t, const cJSON *root, sq_err *err) {
     if (!jabsent(merges) && !cJSON_IsArray(merges)) return sq_fail(err, SQ_ERR_FORMAT, "%s: model \"merges\" is not a list", t->path);
     if (!jabsent(added) && !cJSON_IsArray(added)) return sq_fail(err, SQ_ERR_FORMAT, "%s: \"added_tokens\" is not a list", t->path);
 
-    /* ids first: the tables are indexed by id */
+    /* The model's ids, then the added tokens'. HF does not take an added token's id from the file: it
+     * gives it the id its text already has (an earlier added token's, or the model's), or else the next
+     * one after the model vocabulary and the added ids so far (warning when that differs from the
+     * file). Files HF wrote agree with that; for the others, the ids HF uses are what count. */
     size_t count = 0;
-    int max_id = -1;
+    int max_id = -1, max_added = -1;
     cJSON_ArrayForEach(x, vocab) {
-        if (!jint_ok(x, MAX_ID)) return sq_fail(err, SQ_ERR_FORMAT, "%s: vocab entry \"%s\": id out of range", t->path, x->string ? x->string : "");
-        if (!sq_utf8_valid(x->string, strlen(x->string))) return sq_fail(err, SQ_ERR_FORMAT, "%s: vocab entry %zu is not valid UTF-8", t->path, count);
+        if (!jint_ok(x, MAX_ID))
+            return sq_fail(err, SQ_ERR_FORMAT, "%s: vocab entry \"%s\": id out of range", t->path, x->string ? x->string : "");
+        size_t n = strlen(x->string);
+        if (!sq_utf8_valid(x->string, n)) return sq_fail(err, SQ_ERR_FORMAT, "%s: vocab entry %zu is not valid UTF-8", t->path, count);
+        if (!sm_put(&t->vocab, x->string, n, (int)x->valuedouble)) return sq_fail(err, SQ_ERR_NOMEM, "%s: out of memory", t->path);
         if ((int)x->valuedouble > max_id) max_id = (int)x->valuedouble;
         count++;
     }
     cJSON_ArrayForEach(x, added) {
-        const cJSON *id = jget(x, "id");
-        if (!jint_ok(id, MAX_ID)) return sq_fail(err, SQ_ERR_FORMAT, "%s: added token %zu: id missing or out of range", t->path, t->n_added);
-        if ((int)id->valuedouble > max_id) max_id = (int)id->valuedouble;
-        count++;
-    }
-    if (max_id < 0) return sq_fail(err, SQ_ERR_FORMAT, "%s: empty vocabulary", t->path);
-    if ((size_t)max_id > 2 * count + 4096) /* ids are dense in every real tokenizer */
-        return sq_fail(err, SQ_ERR_FORMAT, "%s: id %d is out of range for a vocabulary of %zu tokens", t->path, max_id, count);
-    t->n_ids = max_id + 1;
-    t->piece_off = malloc((size_t)t->n_ids * sizeof *t->piece_off);
-    t->flags = calloc((size_t)t->n_ids, 1);
-    if (!t->piece_off || !t->flags) return sq_fail(err, SQ_ERR_NOMEM, "%s: out of memory", t->path);
-
-    cJSON_ArrayForEach(x, vocab) {
-        int id = (int)x->valuedouble;
-        size_t n = strlen(x->string);
-        if (!sm_put(&t->vocab, x->string, n, id)) return sq_fail(err, SQ_ERR_NOMEM, "%s: out of memory", t->path);
-        if (t->flags[id] & F_PIECE) continue; /* two strings for one id: the first names it */
-        t->piece_off[id] = t->pieces.n;
-        if (!sb_add(&t->pieces, x->string, n + 1)) return sq_fail(err, SQ_ERR_NOMEM, "%s: out of memory", t->path);
-        t->flags[id] = F_PIECE;
-    }
-    cJSON_ArrayForEach(x, added) {
         added_tok *a = push_zeroed((void **)&t->added, &t->n_added, sizeof *a);
         if (!a) return sq_fail(err, SQ_ERR_NOMEM, "%s: out of memory", t->path);
-        a->id = (int)jget(x, "id")->valuedouble;
+        const cJSON *id = jget(x, "id");
+        if (!jint_ok(id, MAX_ID)) return sq_fail(err, SQ_ERR_FORMAT, "%s: added token %zu: id missing or out of range", t->path, t->n_added - 1);
         if ((st = jstr(t, x, "content", true, "added token", &s, err))) return st;
         if ((st = dup_str(t, s, &a->content, &a->len, err))) return st;
         a->match = a->content;
@@ -1646,9 +1705,33 @@ static sq_status parse_model(sq_tok *t, const cJSON *root, sq_err *err) {
             (st = jbool(t, x, "single_word", false, "added token", &a->single_word, err)) ||
             (st = jbool(t, x, "normalized", !a->special, "added token", &a->normalized, err)))
             return st;
+        a->id = sm_get(&t->added_map, a->content, a->len);
+        if (a->id < 0) a->id = sm_get(&t->vocab, a->content, a->len);
+        if (a->id < 0) a->id = max_added >= (int)t->vocab.n || t->vocab.n == 0 ? max_added + 1 : (int)t->vocab.n;
+        if (a->id >= MAX_ID) return sq_fail(err, SQ_ERR_FORMAT, "%s: added token %zu: id out of range", t->path, t->n_added - 1);
+        if (!sm_put(&t->added_map, a->content, a->len, a->id)) return sq_fail(err, SQ_ERR_NOMEM, "%s: out of memory", t->path);
+        if (a->id > max_added) max_added = a->id;
+        if (a->id > max_id) max_id = a->id;
+        count++;
+    }
+    if (max_id < 0) return sq_fail(err, SQ_ERR_FORMAT, "%s: empty vocabulary", t->path);
+    if ((size_t)max_id > 2 * count + 4096) /* ids are dense in every real tokenizer */
+        return sq_fail(err, SQ_ERR_FORMAT, "%s: id %d is out of range for a vocabulary of %zu tokens", t->path, max_id, count);
+    t->n_ids = max_id + 1;
+    t->piece_off = malloc((size_t)t->n_ids * sizeof *t->piece_off);
+    t->flags = calloc((size_t)t->n_ids, 1);
+    if (!t->piece_off || !t->flags) return sq_fail(err, SQ_ERR_NOMEM, "%s: out of memory", t->path);
+    cJSON_ArrayForEach(x, vocab) {
+        int id = (int)x->valuedouble;
+        if (t->flags[id] & F_PIECE) continue; /* two strings for one id: the first names it */
+        t->piece_off[id] = t->pieces.n;
+        if (!sb_add(&t->pieces, x->string, strlen(x->string) + 1)) return sq_fail(err, SQ_ERR_NOMEM, "%s: out of memory", t->path);
+        t->flags[id] = F_PIECE;
+    }
+    for (size_t i = 0; i < t->n_added; i++) {
+        const added_tok *a = &t->added[i];
         t->piece_off[a->id] = t->pieces.n;
-        if (!sb_add(&t->pieces, a->content, a->len + 1) || !sm_put(&t->added_map, a->content, a->len, a->id))
-            return sq_fail(err, SQ_ERR_NOMEM, "%s: out of memory", t->path);
+        if (!sb_add(&t->pieces, a->content, a->len + 1)) return sq_fail(err, SQ_ERR_NOMEM, "%s: out of memory", t->path);
         t->flags[a->id] = F_PIECE | F_ADDED | (a->special ? F_SPECIAL : 0);
     }
 
@@ -1728,6 +1811,9 @@ sq_status sq_tok_parse(sq_tok **out, const char *json, size_t len, const char *p
             a->match = c.a.p;
             a->match_len = c.a.n;
             c.a.p = NULL;
+            /* HF names the token by its normalised text too (id_to_token, decode) */
+            t->piece_off[a->id] = t->pieces.n;
+            if (!sb_add(&t->pieces, a->match, a->match_len + 1)) st = sq_fail(err, SQ_ERR_NOMEM, "%s: out of memory", path);
         } else if (ns != SQ_ERR_UNSUPPORTED) {
             st = ns;
         } /* text NFC would change: keep the content as it is */
@@ -1739,7 +1825,7 @@ sq_status sq_tok_parse(sq_tok **out, const char *json, size_t len, const char *p
     if ((st = build_set(t, &t->raw_set, false, err)) || (st = build_set(t, &t->norm_set, true, err))) goto done;
     if (single_word) {
         pattern p = {0};
-        st = pat_compile(t, &p, "\\w", false, "single_word", err);
+        st = pat_compile(t, &p, "[" RUST_W "]", false, "single_word", err);
         t->word_re = p.re;
     }
 done:

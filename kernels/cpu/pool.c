@@ -41,7 +41,7 @@ static void *worker(void *varg) {
     sq_pool *p = wa->p;
     int ith = wa->ith;
     free(wa);
-    unsigned seen = atomic_load_explicit(&p->gen, memory_order_acquire);
+    unsigned seen = 0; /* gen when the pool was made: a job may be posted before this thread runs */
     for (;;) {
         /* Spin, then sleep, until a new job (or quit). */
         int64_t t0 = 0;

@@ -131,7 +131,7 @@ static void test_consistency(sq_exec *ex) {
     CHECK_OK(sq_logits(a, 0, N, la, &err), &err);
     CHECK_OK(sq_forward(b, eval_ids, N, &err), &err);
     CHECK_OK(sq_logits(b, 0, N, lb, &err), &err);
-    CHECK(max_abs_diff(la, lb, (int64_t)N * VOCAB) < 1e-5, "chunked prefill (7 at a time) vs one prefill: %.3g",
+    CHECK(max_abs_diff(la, lb, (int64_t)N * VOCAB) < 1e-4, "chunked prefill (7 at a time) vs one prefill: %.3g",
           max_abs_diff(la, lb, (int64_t)N * VOCAB));
     CHECK_OK(sq_state_rewind(b, 0, &err), &err);
     double worst = 0;
