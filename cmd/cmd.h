@@ -34,5 +34,8 @@ int sq_cmd_fail(const sq_err *err);
 
 int cmd_inspect(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 #endif

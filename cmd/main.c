@@ -10,6 +10,9 @@ static int cmd_version(int argc, char **argv) { (void)argc; (void)argv; printf("
 static const sq_cmd commands[] = {
     {"inspect", cmd_inspect, "describe a checkpoint: architecture, tensors, parameters, size at each precision"},
     {"tokenize", cmd_tokenize, "token ids of a text as eval and calibration see them (or --decode ids)"},
+    {"eval", cmd_eval, "perplexity; with --ref, KL divergence, top-1 agreement, ppl ratio and quality gates"},
+    {"generate", cmd_generate, "continue a prompt, greedy or sampled"},
+    {"bench", cmd_bench, "prefill and decode tokens/s, peak memory"},
     {"help", cmd_help, "show help for spotq or a command"},
     {"version", cmd_version, "print the version"},
 };

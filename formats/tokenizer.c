@@ -1,10 +1,9 @@
-/* tokenizer.c: Hugging Face tokenizer.json (BPE models) read with cJSON; encode and decode as the `tokenizers` library does, with PCRE2 in place of its Oniguruma regexes. */
+/* tokenizer.c: tokenizer.json (BPE) encode and decode as Hugging Face `tokenizers` does, with PCRE2 for its regexes. */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "tokenizer.h"
 #include "unicode_nfc.h"
 
 #include <cJSON.h>
-#include <limits.h>
 #include <math.h>
 #include <pcre2.h>
 #include <stdio.h>
@@ -847,13 +846,17 @@ static sq_status pre_apply(enc *c, const pre_op *op, const plist *in, plist *out
 
 static bool cand_less(struct cand x, struct cand y) { return x.rank < y.rank || (x.rank == y.rank && x.pos < y.pos); }
 
-static void heap_push(struct cand *h, size_t *n, struct cand x) {
+/* Stale entries stay queued until popped, so the heap can outgrow the symbol count: it grows here. */
+static bool heap_push(enc *c, size_t *n, struct cand x) {
+    if (!grow((void **)&c->heap, &c->heap_cap, *n + 1, sizeof *c->heap)) return false;
+    struct cand *h = c->heap;
     size_t i = (*n)++;
     while (i > 0 && cand_less(x, h[(i - 1) / 2])) {
         h[i] = h[(i - 1) / 2];
         i = (i - 1) / 2;
     }
     h[i] = x;
+    return true;
 }
 
 static struct cand heap_pop(struct cand *h, size_t *n) {
@@ -943,10 +946,9 @@ static sq_status bpe_word(enc *c, const char *w, size_t n, ivec *ids) {
     struct sym *y = c->sym;
 
     size_t nh = 0;
-    if (!grow((void **)&c->heap, &c->heap_cap, ns, sizeof *c->heap)) return NOMEM(c);
     for (size_t i = 0; i + 1 < ns; i++) {
         const pm_slot *m = pm_get(&t->merges, y[i].id, y[i + 1].id);
-        if (m) heap_push(c->heap, &nh, (struct cand){m->rank, (int32_t)i, m->id});
+        if (m && !heap_push(c, &nh, (struct cand){m->rank, (int32_t)i, m->id})) return NOMEM(c);
     }
     while (nh) {
         struct cand top = heap_pop(c->heap, &nh);
@@ -960,14 +962,13 @@ static sq_status bpe_word(enc *c, const char *w, size_t n, ivec *ids) {
         l->next = r->next;
         r->len = 0;
         if (l->next >= 0) y[l->next].prev = top.pos;
-        /* each merge removes a symbol and queues at most two pairs, so ns slots always suffice */
         if (l->prev >= 0) {
             const pm_slot *pm = pm_get(&t->merges, y[l->prev].id, l->id);
-            if (pm) heap_push(c->heap, &nh, (struct cand){pm->rank, l->prev, pm->id});
+            if (pm && !heap_push(c, &nh, (struct cand){pm->rank, l->prev, pm->id})) return NOMEM(c);
         }
         if (l->next >= 0) {
             const pm_slot *pm = pm_get(&t->merges, l->id, y[l->next].id);
-            if (pm) heap_push(c->heap, &nh, (struct cand){pm->rank, top.pos, pm->id});
+            if (pm && !heap_push(c, &nh, (struct cand){pm->rank, top.pos, pm->id})) return NOMEM(c);
         }
     }
     for (int i = 0; i >= 0; i = y[i].next)

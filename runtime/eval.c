@@ -47,15 +47,15 @@ sq_status sq_eval_ppl(sq_model *m, sq_model *ref, const int *ids, int64_t n, con
     int ctx = o->ctx, vocab = c->vocab;
     if (ctx < 2) return sq_fail(err, SQ_ERR_ARG, "--ctx %d: a window needs at least 2 tokens", ctx);
     if (n < ctx)
-        return sq_fail(err, SQ_ERR_ARG, "the data has %lld tokens, too few for one window of --ctx %d", (long long)n, ctx);
+        return sq_fail(err, SQ_ERR_FORMAT, "the data has %lld tokens, too few for one window of --ctx %d", (long long)n, ctx);
     if (ref && ref->cfg.vocab != vocab)
-        return sq_fail(err, SQ_ERR_ARG, "--ref has a vocabulary of %d, the model %d: their distributions cannot be compared",
+        return sq_fail(err, SQ_ERR_FORMAT, "--ref has a vocabulary of %d, the model %d: their distributions cannot be compared",
                        ref->cfg.vocab, vocab);
     for (int64_t i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= vocab)
-            return sq_fail(err, SQ_ERR_ARG, "token id %d (at %lld) is outside the model's vocabulary of %d", ids[i], (long long)i, vocab);
+            return sq_fail(err, SQ_ERR_FORMAT, "token id %d (at %lld) is outside the model's vocabulary of %d", ids[i], (long long)i, vocab);
     if (o->protocol == SQ_PPL_LLAMACPP && o->bos_id >= vocab)
-        return sq_fail(err, SQ_ERR_ARG, "BOS id %d is outside the model's vocabulary of %d", o->bos_id, vocab);
+        return sq_fail(err, SQ_ERR_FORMAT, "BOS id %d is outside the model's vocabulary of %d", o->bos_id, vocab);
 
     int64_t windows = n / ctx;
     int first = o->protocol == SQ_PPL_LLAMACPP ? ctx / 2 : 0; /* first scoring position: its logits predict token first+1 */

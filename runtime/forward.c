@@ -167,7 +167,7 @@ sq_status sq_forward(sq_state *s, const int *ids, int n, sq_err *err) {
         return sq_fail(err, SQ_ERR_ARG, "forward: %d more tokens do not fit the context of %d (%d used)", n, s->max_ctx, s->pos);
     for (int i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= c->vocab)
-            return sq_fail(err, SQ_ERR_ARG, "token id %d (at %d) is outside the model's vocabulary of %d", ids[i], i, c->vocab);
+            return sq_fail(err, SQ_ERR_FORMAT, "token id %d (at %d) is outside the model's vocabulary of %d", ids[i], i, c->vocab);
     for (int done = 0; done < n;) {
         int b = n - done < s->max_batch ? n - done : s->max_batch;
         sq_status st = forward_chunk(s, ids + done, b, s->out + (int64_t)done * c->hidden, err);

@@ -98,6 +98,6 @@ sq_status sq_cpu_attention(sq_kctx *c, const sq_attn *a, sq_err *err) {
     sq_status s = sq_kctx_reserve(c, (size_t)(gemm ? nk * a->n : nk), err);
     if (s) return s;
     att_job j = {c, a};
-    sq_pool_run(c->pool, gemm ? att_heads : att_pairs, &j);
+    sq_pool_run_work(c->pool, gemm ? att_heads : att_pairs, &j, (int64_t)a->n * a->n_heads * nk * a->head_dim);
     return SQ_OK;
 }

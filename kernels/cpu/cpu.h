@@ -23,6 +23,14 @@ sq_status sq_pool_new(sq_pool **out /* OUT */, int threads, sq_err *err);
 void sq_pool_free(sq_pool *p); /* NULL is fine */
 int sq_pool_threads(const sq_pool *p);
 void sq_pool_run(sq_pool *p, sq_pool_fn fn, void *arg);
+/* Below this many multiply-adds a kernel runs on the calling thread alone: waking the others would
+ * cost more than it saves (and on a loaded machine, much more). */
+#define SQ_PAR_MIN_WORK (1 << 16)
+/* sq_pool_run when work is worth the threads, else fn on the caller alone. */
+static inline void sq_pool_run_work(sq_pool *p, sq_pool_fn fn, void *arg, int64_t work) {
+    if (work < SQ_PAR_MIN_WORK) fn(arg, 0, 1);
+    else sq_pool_run(p, fn, arg);
+}
 
 /* The part [*lo, *hi) of 0..n that thread ith of nth takes, boundaries rounded to multiples of align. */
 static inline void sq_split(int64_t n, int ith, int nth, int64_t align, int64_t *lo, int64_t *hi) {

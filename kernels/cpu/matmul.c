@@ -71,6 +71,41 @@ SQ_AVX2 float sq_cpu_dot_row(const sq_wmat *w, int64_t r, const float *x) {
     }
 }
 
+/* Four rows against one x at once: four weight streams in flight keep more memory requests going
+ * than one (the GEMV is bound by memory, not arithmetic). out[i] = row r+i . x. */
+#define DOT4_BODY(T, LOAD, SCALAR)                                                                 \
+    const T *p0 = (const T *)w->data + r * k, *p1 = p0 + k, *p2 = p1 + k, *p3 = p2 + k;            \
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0; \
+    int64_t i = 0;                                                                                 \
+    for (; i + 16 <= k; i += 16) {                                                                 \
+        __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);                       \
+        a0 = _mm256_fmadd_ps(LOAD(p0 + i), x0, a0);                                                \
+        a1 = _mm256_fmadd_ps(LOAD(p1 + i), x0, a1);                                                \
+        a2 = _mm256_fmadd_ps(LOAD(p2 + i), x0, a2);                                                \
+        a3 = _mm256_fmadd_ps(LOAD(p3 + i), x0, a3);                                                \
+        b0 = _mm256_fmadd_ps(LOAD(p0 + i + 8), x1, b0);                                            \
+        b1 = _mm256_fmadd_ps(LOAD(p1 + i + 8), x1, b1);                                            \
+        b2 = _mm256_fmadd_ps(LOAD(p2 + i + 8), x1, b2);                                            \
+        b3 = _mm256_fmadd_ps(LOAD(p3 + i + 8), x1, b3);                                            \
+    }                                                                                              \
+    float s0 = sq_hsum8(_mm256_add_ps(a0, b0)), s1 = sq_hsum8(_mm256_add_ps(a1, b1));              \
+    float s2 = sq_hsum8(_mm256_add_ps(a2, b2)), s3 = sq_hsum8(_mm256_add_ps(a3, b3));              \
+    for (; i < k; i++) {                                                                           \
+        s0 += SCALAR(p0[i]) * x[i];                                                                \
+        s1 += SCALAR(p1[i]) * x[i];                                                                \
+        s2 += SCALAR(p2[i]) * x[i];                                                                \
+        s3 += SCALAR(p3[i]) * x[i];                                                                \
+    }                                                                                              \
+    out[0] = s0;                                                                                   \
+    out[1] = s1;                                                                                   \
+    out[2] = s2;                                                                                   \
+    out[3] = s3;
+
+#define F32_SCALAR(v) (v)
+SQ_AVX2 static void dot4_f32(const sq_wmat *w, int64_t r, int64_t k, const float *x, float *out) { DOT4_BODY(float, _mm256_loadu_ps, F32_SCALAR) }
+SQ_AVX2 static void dot4_f16(const sq_wmat *w, int64_t r, int64_t k, const float *x, float *out) { DOT4_BODY(uint16_t, sq_load_f16, sq_f16_to_f32) }
+SQ_AVX2 static void dot4_bf16(const sq_wmat *w, int64_t r, int64_t k, const float *x, float *out) { DOT4_BODY(uint16_t, sq_load_bf16, sq_bf16_to_f32) }
+
 /* Rows r0 .. r0+m-1 of w as floats into dst (m, cols). */
 SQ_AVX2 static void rows_to_f32(const sq_wmat *w, int64_t r0, int64_t m, float *dst) {
     int64_t n = m * w->cols, i = 0;
@@ -108,10 +143,19 @@ static void add_bias(const mm_job *j, int64_t lo, int64_t hi) {
 static void mm_gemv(void *arg, int ith, int nth) {
     const mm_job *j = arg;
     const sq_wmat *w = j->w;
-    int64_t lo, hi;
-    sq_split(w->rows, ith, nth, ROW_ALIGN, &lo, &hi);
-    for (int64_t r = lo; r < hi; r++)
-        for (int t = 0; t < j->n; t++) j->y[(int64_t)t * w->rows + r] = sq_cpu_dot_row(w, r, j->x + (int64_t)t * w->cols);
+    int64_t lo, hi, k = w->cols, rows = w->rows;
+    sq_split(rows, ith, nth, ROW_ALIGN, &lo, &hi);
+    void (*dot4)(const sq_wmat *, int64_t, int64_t, const float *, float *) =
+        w->dtype == SQ_DT_F32 ? dot4_f32 : w->dtype == SQ_DT_F16 ? dot4_f16 : dot4_bf16;
+    int64_t r = lo;
+    float out[4];
+    for (; r + 4 <= hi; r += 4)
+        for (int t = 0; t < j->n; t++) { /* the 4 rows stay in L1 for the other tokens */
+            dot4(w, r, k, j->x + t * k, out);
+            memcpy(j->y + t * rows + r, out, sizeof out);
+        }
+    for (; r < hi; r++)
+        for (int t = 0; t < j->n; t++) j->y[t * rows + r] = sq_cpu_dot_row(w, r, j->x + t * k);
     add_bias(j, lo, hi);
 }
 
@@ -142,8 +186,9 @@ sq_status sq_cpu_matmul(sq_kctx *c, const sq_wmat *w, const float *bias, const f
         return sq_fail(err, SQ_ERR_UNSUPPORTED, "matmul: a %lld x %lld matrix is too large for BLAS", (long long)w->rows, (long long)w->cols);
     if (n <= 0 || w->rows == 0) return SQ_OK;
     mm_job j = {c, w, bias, x, y, n, 0};
+    int64_t work = (int64_t)n * w->rows * w->cols;
     if (n <= GEMV_MAX_N) {
-        sq_pool_run(c->pool, mm_gemv, &j);
+        sq_pool_run_work(c->pool, mm_gemv, &j, work);
         return SQ_OK;
     }
     if (w->dtype != SQ_DT_F32) {
@@ -153,7 +198,7 @@ sq_status sq_cpu_matmul(sq_kctx *c, const sq_wmat *w, const float *bias, const f
         sq_status s = sq_kctx_reserve(c, (size_t)(tr * w->cols), err);
         if (s) return s;
     }
-    sq_pool_run(c->pool, mm_gemm, &j);
+    sq_pool_run_work(c->pool, mm_gemm, &j, work);
     return SQ_OK;
 }
 

@@ -12,6 +12,8 @@
 /* How long an idle worker spins before it sleeps. A decode step dispatches a kernel every few tens
  * of microseconds, so a worker that slept between them would pay a wake-up each time. */
 #define SPIN_NS 2000000LL
+/* Busy-wait iterations (a pause each, ~ a microsecond in all) before a waiting thread starts yielding. */
+#define SPIN_PAUSES 1024
 
 struct sq_pool {
     int threads;
@@ -46,16 +48,19 @@ static void *worker(void *varg) {
         /* Spin, then sleep, until a new job (or quit). */
         int64_t t0 = 0;
         for (unsigned i = 0; atomic_load_explicit(&p->gen, memory_order_acquire) == seen && !atomic_load(&p->quit); i++) {
-            _mm_pause();
-            if ((i & 255) == 255) {
-                if (!t0) t0 = now_ns();
-                else if (now_ns() - t0 > SPIN_NS) {
-                    pthread_mutex_lock(&p->mu);
-                    while (atomic_load(&p->gen) == seen && !atomic_load(&p->quit)) pthread_cond_wait(&p->cv, &p->mu);
-                    pthread_mutex_unlock(&p->mu);
-                    break;
-                }
-                if ((i & 4095) == 4095) sched_yield(); /* be polite when there are more threads than cores */
+            if (i < SPIN_PAUSES) {
+                _mm_pause();
+                continue;
+            }
+            /* Past the first spins, give the core away on every check (there may be more threads than
+             * cores, or other processes), and sleep once SPIN_NS have gone by. */
+            sched_yield();
+            if (!t0) t0 = now_ns();
+            else if ((i & 15) == 0 && now_ns() - t0 > SPIN_NS) {
+                pthread_mutex_lock(&p->mu);
+                while (atomic_load(&p->gen) == seen && !atomic_load(&p->quit)) pthread_cond_wait(&p->cv, &p->mu);
+                pthread_mutex_unlock(&p->mu);
+                break;
             }
         }
         if (atomic_load(&p->quit)) return NULL;
@@ -121,7 +126,7 @@ void sq_pool_run(sq_pool *p, sq_pool_fn fn, void *arg) {
     pthread_mutex_unlock(&p->mu);
     fn(arg, 0, p->threads);
     for (unsigned i = 0; atomic_load_explicit(&p->pending, memory_order_acquire) > 0; i++) {
-        _mm_pause();
-        if ((i & 4095) == 4095) sched_yield();
+        if (i < SPIN_PAUSES) _mm_pause();
+        else sched_yield();
     }
 }

@@ -235,7 +235,7 @@ static void test_bad_input(sq_exec *ex) {
     CHECK_OK(sq_model_open(&m, MODEL, ex, &err), &err);
     CHECK_OK(sq_state_new(&s, m, 8, 0, &err), &err);
     int bad[2] = {1, VOCAB};
-    CHECK(sq_forward(s, bad, 2, &err) == SQ_ERR_ARG && strstr(err.msg, "vocabulary"), "id out of range: %s", err.msg);
+    CHECK(sq_forward(s, bad, 2, &err) == SQ_ERR_FORMAT && strstr(err.msg, "vocabulary"), "id out of range: %s", err.msg);
     CHECK(sq_state_pos(s) == 0, "a refused forward leaves the state alone");
     int ids[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
     CHECK(sq_forward(s, ids, 9, &err) == SQ_ERR_ARG && strstr(err.msg, "context"), "context full: %s", err.msg);
@@ -244,10 +244,10 @@ static void test_bad_input(sq_exec *ex) {
     CHECK(sq_logits(s, 0, 1, lg, &err) == SQ_ERR_ARG, "logits before any forward");
     sq_eval_opts o = {.ctx = 256, .protocol = SQ_PPL_GPTQ, .bos_id = 1};
     sq_eval_result r;
-    CHECK(sq_eval_ppl(m, NULL, eval_ids, 200, &o, &r, &err) == SQ_ERR_ARG && strstr(err.msg, "too few"), "data too short: %s", err.msg);
+    CHECK(sq_eval_ppl(m, NULL, eval_ids, 200, &o, &r, &err) == SQ_ERR_FORMAT && strstr(err.msg, "too few"), "data too short: %s", err.msg);
     int oob[300];
     for (int i = 0; i < 300; i++) oob[i] = i == 77 ? -5 : 1;
-    CHECK(sq_eval_ppl(m, NULL, oob, 300, &o, &r, &err) == SQ_ERR_ARG && strstr(err.msg, "-5"), "eval: id out of range: %s", err.msg);
+    CHECK(sq_eval_ppl(m, NULL, oob, 300, &o, &r, &err) == SQ_ERR_FORMAT && strstr(err.msg, "-5"), "eval: id out of range: %s", err.msg);
     CHECK(sq_model_open(&m, "models/nonexistent", ex, &err) != SQ_OK && strstr(err.msg, "nonexistent"), "missing model: %s", err.msg);
     sq_state_free(s);
     sq_model_close(m);

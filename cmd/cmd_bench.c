@@ -1,0 +1,140 @@
+/* cmd_bench.c: `spotq bench MODEL`: prefill and decode tokens/s, and peak memory. */
+#include <cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "../runtime/runtime.h"
+#include "cmd.h"
+
+static const char *USAGE =
+    "MODEL [--prompt-len N] [--gen N] [--reps N] [--threads N] [--json]\n\n"
+    "Times a prefill of --prompt-len tokens (through the last position's logits) and then --gen decode\n"
+    "steps (one token each, greedy), after one untimed warm-up; reports the median of --reps runs and\n"
+    "the peak resident memory (the mmap'd weights included). The tokens are synthetic: no tokenizer\n"
+    "is needed.";
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* One run: seconds of the prefill and of the decode steps. */
+static sq_status run_once(sq_state *s, const int *prompt, int np, int gen, float *logits, int vocab, double *tp, double *td, sq_err *err) {
+    sq_status st;
+    if ((st = sq_state_rewind(s, 0, err))) return st;
+    double t0 = now_s();
+    if ((st = sq_forward(s, prompt, np, err)) || (st = sq_logits(s, np - 1, 1, logits, err))) return st;
+    double t1 = now_s();
+    for (int i = 0; i < gen; i++) {
+        int t = sq_argmax(logits, vocab);
+        if ((st = sq_forward(s, &t, 1, err)) || (st = sq_logits(s, 0, 1, logits, err))) return st;
+    }
+    *tp = t1 - t0;
+    *td = now_s() - t1;
+    return SQ_OK;
+}
+
+int cmd_bench(int argc, char **argv) {
+    int prompt_len = 256, gen = 64, reps = 3, threads = 0;
+    bool json = false;
+    const char *device = "cpu";
+    const sq_opt opts[] = {
+        {"--prompt-len", 'i', &prompt_len, "prompt tokens of the prefill (default 256)"},
+        {"--gen", 'i', &gen, "decode steps after it (default 64)"},
+        {"--reps", 'i', &reps, "timed runs; the median is reported (default 3)"},
+        {"--threads", 'i', &threads, "threads (default: one per CPU)"},
+        {"--device", 's', &device, "cpu (default) or cpu-ref"},
+        {"--json", 'f', &json, "print JSON instead of text"},
+        {0}};
+    const char *pos[1];
+    int npos;
+    int r = sq_args_parse("bench", USAGE, argc, argv, opts, pos, 1, 1, &npos);
+    if (r) return r < 0 ? 0 : r;
+    if (prompt_len < 1 || gen < 0 || reps < 1 || threads < 0) {
+        fprintf(stderr, "spotq bench: --prompt-len and --reps must be positive, --gen and --threads not negative\n");
+        return SQ_EXIT_USAGE;
+    }
+    sq_err err = {0};
+    sq_exec *ex = NULL;
+    sq_model *m = NULL;
+    sq_state *s = NULL;
+    int *prompt = NULL, rc = SQ_EXIT_FAIL;
+    float *logits = NULL;
+    double *tp = NULL, *td = NULL;
+    if (sq_exec_new(&ex, device, threads, &err) || sq_model_open(&m, pos[0], ex, &err)) goto fail;
+    const sq_config *cfg = sq_model_config(m);
+    if (prompt_len + gen > cfg->max_pos)
+        sq_log(SQ_LOG_WARN, "--prompt-len + --gen = %d is beyond the model's %d positions (timed anyway)", prompt_len + gen, cfg->max_pos);
+    if (sq_state_new(&s, m, prompt_len + gen, 0, &err)) goto fail;
+    prompt = malloc((size_t)prompt_len * sizeof *prompt);
+    logits = malloc((size_t)cfg->vocab * sizeof *logits);
+    tp = calloc((size_t)reps, sizeof *tp);
+    td = calloc((size_t)reps, sizeof *td);
+    if (!prompt || !logits || !tp || !td) {
+        sq_fail(&err, SQ_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    for (int i = 0; i < prompt_len; i++) prompt[i] = (int)(((int64_t)i * 7919 + 11) % cfg->vocab);
+    if (cfg->bos_id >= 0) prompt[0] = cfg->bos_id;
+    double wp, wd;
+    if (run_once(s, prompt, prompt_len, gen < 4 ? gen : 4, logits, cfg->vocab, &wp, &wd, &err)) goto fail; /* warm-up: pages in the weights */
+    for (int i = 0; i < reps; i++)
+        if (run_once(s, prompt, prompt_len, gen, logits, cfg->vocab, &tp[i], &td[i], &err)) goto fail;
+    qsort(tp, (size_t)reps, sizeof *tp, cmp_double);
+    qsort(td, (size_t)reps, sizeof *td, cmp_double);
+    double p = tp[reps / 2], d = td[reps / 2];
+    double prefill_rate = p > 0 ? prompt_len / p : 0, decode_rate = d > 0 && gen ? gen / d : 0;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double rss_mib = (double)ru.ru_maxrss / 1024.0;
+    const sq_tensor *e = sq_st_find(sq_model_ckpt(m)->st, "model.layers.0.self_attn.q_proj.weight");
+    const char *dt = e ? sq_dtype_name(e->dtype) : "?";
+    int nthreads = sq_exec_threads(ex);
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "model", pos[0]);
+        cJSON_AddStringToObject(o, "architecture", sq_arch_name(cfg->arch));
+        cJSON_AddStringToObject(o, "weights_dtype", dt);
+        cJSON_AddNumberToObject(o, "threads", nthreads);
+        cJSON_AddNumberToObject(o, "prompt_len", prompt_len);
+        cJSON_AddNumberToObject(o, "gen", gen);
+        cJSON_AddNumberToObject(o, "reps", reps);
+        cJSON_AddNumberToObject(o, "prefill_tokens_per_second", prefill_rate);
+        cJSON_AddNumberToObject(o, "decode_tokens_per_second", decode_rate);
+        cJSON_AddNumberToObject(o, "prefill_seconds", p);
+        cJSON_AddNumberToObject(o, "decode_seconds", d);
+        cJSON_AddNumberToObject(o, "peak_rss_mib", rss_mib);
+        char *txt = cJSON_Print(o);
+        cJSON_Delete(o);
+        if (txt) printf("%s\n", txt);
+        free(txt);
+    } else {
+        printf("model:     %s (%s, %d layers, hidden %d, %s weights)\n", pos[0], sq_arch_name(cfg->arch), cfg->n_layers, cfg->hidden, dt);
+        printf("threads:   %d\n", nthreads);
+        printf("prefill:   %8.1f tokens/s  (%d tokens in %.3f s, median of %d)\n", prefill_rate, prompt_len, p, reps);
+        printf("decode:    %8.1f tokens/s  (%d tokens in %.3f s, after %d of prompt)\n", decode_rate, gen, d, prompt_len);
+        printf("peak RSS:  %.1f MiB\n", rss_mib);
+    }
+    rc = 0;
+    goto done;
+fail:
+    rc = sq_cmd_fail(&err);
+done:
+    free(prompt);
+    free(logits);
+    free(tp);
+    free(td);
+    sq_state_free(s);
+    sq_model_close(m);
+    sq_exec_free(ex);
+    return rc;
+}

@@ -1,0 +1,19 @@
+#!/bin/sh
+# bench.sh: `spotq bench` reports positive prefill and decode rates and the peak RSS, as text and JSON,
+# on a model without tokenizer.json too.
+set -e
+fail() { echo "bench: $*"; exit 1; }
+out=$($SPOTQ bench models/stories260K --prompt-len 32 --gen 8 --reps 1 --json)
+for k in prefill_tokens_per_second decode_tokens_per_second peak_rss_mib; do
+    v=$(echo "$out" | awk -F'[:,]' -v k="\"$k\"" '$1 ~ k { gsub(/[ \t]/, "", $2); print $2 }')
+    awk -v v="$v" 'BEGIN { exit !(v > 0) }' || fail "$k = '$v': $out"
+done
+echo "$out" | grep -qF '"weights_dtype":	"F32"' || fail "dtype: $out"
+out=$($SPOTQ bench tests/fixtures/runtime/llama_bf16 --prompt-len 16 --gen 4 --reps 1 --threads 1)
+echo "$out" | grep -qE "^prefill: +[0-9.]+ tokens/s +\(16 tokens" || fail "text: $out"
+echo "$out" | grep -qF "BF16 weights" || fail "text dtype: $out"
+echo "$out" | grep -qE "^peak RSS: +[0-9.]+ MiB" || fail "text rss: $out"
+set +e
+$SPOTQ bench models/stories260K --prompt-len 0 2>/dev/null
+[ $? -eq 2 ] || fail "--prompt-len 0 is a usage error"
+exit 0
