@@ -20,8 +20,8 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter -Werror=implicit-function-declaration
 CFLAGS_release := -O2 -march=x86-64-v3 -mtune=native
-CFLAGS_debug   := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
-LDFLAGS_debug  := -fsanitize=address,undefined
+CFLAGS_debug   := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=undefined,float-cast-overflow
+LDFLAGS_debug  := -fsanitize=address,undefined,float-cast-overflow
 CFLAGS  += -std=c11 -D_GNU_SOURCE -pthread $(WARN) $(CFLAGS_$(MODE)) $(PKG_CFLAGS) -MMD -MP
 LDLIBS  += $(PKG_LIBS) -llapacke -lm -pthread
 LDFLAGS += $(LDFLAGS_$(MODE))
@@ -93,7 +93,7 @@ test-debug:
 
 # libFuzzer builds: make fuzz, then build/fuzz/fuzz_NAME -max_total_time=600 tests/fuzz/corpus/NAME
 # (the library is rebuilt with clang and coverage instrumentation into its own archive).
-FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer-no-link,address,undefined $(PKG_CFLAGS)
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all $(PKG_CFLAGS)
 FUZZ_LIB    := build/fuzz/libspotq.a
 FUZZ_OBJ    := $(LIB_SRC:%.c=build/fuzz/obj/%.o)
 fuzz: $(FUZZ_SRC:tests/fuzz/fuzz_%.c=build/fuzz/fuzz_%)

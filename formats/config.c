@@ -84,7 +84,10 @@ static void parse_rope_scaling(reader *r, sq_config *c) {
         c->rope_scaling.factor = get_num(r, rs, "factor", 1, 1);
         c->rope_scaling.low_freq_factor = get_num(r, rs, "low_freq_factor", 1, 1);
         c->rope_scaling.high_freq_factor = get_num(r, rs, "high_freq_factor", 1, 4);
-        c->rope_scaling.original_max_pos = (int)get_num(r, rs, "original_max_position_embeddings", 1, 8192);
+        double omax = get_num(r, rs, "original_max_position_embeddings", 1, 8192);
+        if (!r->status && !(omax >= 1 && omax <= 1e9))
+            r->status = sq_fail(r->err, SQ_ERR_FORMAT, "%s: rope_scaling original_max_position_embeddings out of range", r->path);
+        c->rope_scaling.original_max_pos = r->status ? 0 : (int)omax;
     } else if (strcmp(t->valuestring, "linear") == 0) {
         c->rope_scaling.type = SQ_ROPE_LINEAR;
         c->rope_scaling.factor = get_num(r, rs, "factor", 1, 1);
@@ -101,8 +104,13 @@ static void parse_token_ids(reader *r, sq_config *c) {
     c->eos_id = -1;
     c->n_eos = 0;
     if (cJSON_IsArray(e)) {
-        for (const cJSON *x = e->child; x && c->n_eos < 8; x = x->next)
-            if (cJSON_IsNumber(x) && x->valuedouble >= 0) c->eos_ids[c->n_eos++] = (int)x->valuedouble;
+        for (const cJSON *x = e->child; x && c->n_eos < 8; x = x->next) {
+            if (!cJSON_IsNumber(x) || !(x->valuedouble >= 0 && x->valuedouble <= 1e9) || x->valuedouble != floor(x->valuedouble)) {
+                if (!r->status) r->status = sq_fail(r->err, SQ_ERR_FORMAT, "%s: eos_token_id entries must be integers >= 0", r->path);
+                return;
+            }
+            c->eos_ids[c->n_eos++] = (int)x->valuedouble;
+        }
         if (c->n_eos) c->eos_id = c->eos_ids[0];
     } else {
         c->eos_id = get_int(r, "eos_token_id", 0, -1, 0);

@@ -365,7 +365,7 @@ typedef struct {
     size_t first[257]; /* idx[first[b] .. first[b+1]) start with byte b */
 } match_set;
 
-enum { F_PIECE = 1, F_ADDED = 2, F_SPECIAL = 4 };
+enum { F_PIECE = 1, F_SPECIAL = 2 }; /* an id with a string; a special added token */
 
 struct sq_tok {
     char *path; /* for messages */
@@ -1733,7 +1733,7 @@ static sq_status parse_model(sq_tok *t, const cJSON *root, sq_err *err) {
         const added_tok *a = &t->added[i];
         t->piece_off[a->id] = t->pieces.n;
         if (!sb_add(&t->pieces, a->content, a->len + 1)) return sq_fail(err, SQ_ERR_NOMEM, "%s: out of memory", t->path);
-        t->flags[a->id] = F_PIECE | F_ADDED | (a->special ? F_SPECIAL : 0);
+        t->flags[a->id] = F_PIECE | (a->special ? F_SPECIAL : 0);
     }
 
     /* BPE options */

@@ -222,7 +222,9 @@ static void test_sampling(void) {
         only &= sq_sample(p, w) == 1;
     }
     CHECK(only, "top-p 0.3 keeps only the most likely token here");
-    CHECK(sq_sampler_new(&g, 8, 1.0f, 0.0f, 1, &err) == SQ_ERR_ARG, "top-p 0 refused");
+    sq_sampler *bad;
+    CHECK(sq_sampler_new(&bad, 8, 1.0f, 0.0f, 1, &err) == SQ_ERR_ARG && bad == NULL, "top-p 0 refused");
+    sq_sampler_free(g);
     sq_sampler_free(a);
     sq_sampler_free(b);
     sq_sampler_free(p);
@@ -248,7 +250,8 @@ static void test_bad_input(sq_exec *ex) {
     int oob[300];
     for (int i = 0; i < 300; i++) oob[i] = i == 77 ? -5 : 1;
     CHECK(sq_eval_ppl(m, NULL, oob, 300, &o, &r, &err) == SQ_ERR_FORMAT && strstr(err.msg, "-5"), "eval: id out of range: %s", err.msg);
-    CHECK(sq_model_open(&m, "models/nonexistent", ex, &err) != SQ_OK && strstr(err.msg, "nonexistent"), "missing model: %s", err.msg);
+    sq_model *none;
+    CHECK(sq_model_open(&none, "models/nonexistent", ex, &err) != SQ_OK && strstr(err.msg, "nonexistent"), "missing model: %s", err.msg);
     sq_state_free(s);
     sq_model_close(m);
 }

@@ -47,6 +47,11 @@ static void show_ids(const char *label, const int *ids, int64_t n) {
     fprintf(stderr, n > 40 ? " ...\n" : "\n");
 }
 
+static void set_key(cJSON *obj, const cJSON *x) {
+    cJSON *dup = cJSON_Duplicate(x, true);
+    if (!cJSON_ReplaceItemInObjectCaseSensitive(obj, x->string, dup)) cJSON_AddItemToObject(obj, x->string, dup);
+}
+
 /* A variant: its base tokenizer.json with top-level keys and model keys replaced. */
 static sq_tok *load_variant(const cJSON *v) {
     const char *name = cJSON_GetObjectItem(v, "name")->valuestring;
@@ -58,11 +63,9 @@ static sq_tok *load_variant(const cJSON *v) {
     CHECK(root != NULL, "%s: base does not parse", name);
     if (!root) return NULL;
     const cJSON *x;
-    cJSON_ArrayForEach(x, cJSON_GetObjectItem(v, "override"))
-        cJSON_ReplaceItemInObjectCaseSensitive(root, x->string, cJSON_Duplicate(x, true));
+    cJSON_ArrayForEach(x, cJSON_GetObjectItem(v, "override")) set_key(root, x);
     cJSON *model = cJSON_GetObjectItem(root, "model");
-    cJSON_ArrayForEach(x, cJSON_GetObjectItem(v, "model"))
-        cJSON_ReplaceItemInObjectCaseSensitive(model, x->string, cJSON_Duplicate(x, true));
+    cJSON_ArrayForEach(x, cJSON_GetObjectItem(v, "model")) set_key(model, x);
     char *json = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     sq_tok *t = NULL;
