@@ -427,13 +427,22 @@ typedef struct {
     sq_dtype dtype;
     int ndim;
     int64_t shape[SQ_MAX_DIMS];
-    int64_t begin, end;
+    int64_t begin, end;      /* within its size class until finish, then in the file's data section */
 } stw_entry;
 
+/* Tensors are kept in four streams by element size (8, 4, 2, 1 bytes) and laid out largest first,
+ * as the reference writer orders them: every tensor then sits aligned to its element size, so
+ * readers can use the data in place. */
+#define STW_CLASSES 4
+static int size_class(sq_dtype t) {
+    int sz = sq_dtype_size(t);
+    return sz >= 8 ? 0 : sz == 4 ? 1 : sz == 2 ? 2 : 3;
+}
+
 struct sq_stw {
-    char *path, *tmp_path, *data_path;
-    FILE *data;              /* tensor bytes, appended as they come */
-    int64_t pos;
+    char *path, *tmp_path, *data_path[STW_CLASSES];
+    FILE *data[STW_CLASSES];  /* tensor bytes of each size class, appended as they come */
+    int64_t pos[STW_CLASSES];
     stw_entry *entries;
     int64_t n, cap;
     char **meta_kv;          /* key, value, key, value, ... */
@@ -447,15 +456,17 @@ sq_status sq_stw_open(sq_stw **out, const char *path, sq_err *err) {
     size_t n = strlen(path) + 64;
     w->path = sq_strdup(path, err);
     w->tmp_path = sq_malloc(n, err);
-    w->data_path = sq_malloc(n, err);
-    if (!w->path || !w->tmp_path || !w->data_path) { sq_stw_abort(w); return SQ_ERR_NOMEM; }
+    if (!w->path || !w->tmp_path) { sq_stw_abort(w); return SQ_ERR_NOMEM; }
     snprintf(w->tmp_path, n, "%s.tmp-%d", path, (int)getpid());
-    snprintf(w->data_path, n, "%s.data-%d", path, (int)getpid());
-    w->data = fopen(w->data_path, "w+b");
-    if (!w->data) {
-        sq_status s = sq_fail(err, SQ_ERR_IO, "%s: cannot create: %s", w->data_path, strerror(errno));
-        sq_stw_abort(w);
-        return s;
+    for (int c = 0; c < STW_CLASSES; c++) {
+        if (!(w->data_path[c] = sq_malloc(n, err))) { sq_stw_abort(w); return SQ_ERR_NOMEM; }
+        snprintf(w->data_path[c], n, "%s.data%d-%d", path, c, (int)getpid());
+        w->data[c] = fopen(w->data_path[c], "w+b");
+        if (!w->data[c]) {
+            sq_status s = sq_fail(err, SQ_ERR_IO, "%s: cannot create: %s", w->data_path[c], strerror(errno));
+            sq_stw_abort(w);
+            return s;
+        }
     }
     *out = w;
     return SQ_OK;
@@ -463,8 +474,11 @@ sq_status sq_stw_open(sq_stw **out, const char *path, sq_err *err) {
 
 void sq_stw_abort(sq_stw *w) {
     if (!w) return;
-    if (w->data) fclose(w->data);
-    if (w->data_path) unlink(w->data_path);
+    for (int c = 0; c < STW_CLASSES; c++) {
+        if (w->data[c]) fclose(w->data[c]);
+        if (w->data_path[c]) unlink(w->data_path[c]);
+        free(w->data_path[c]);
+    }
     if (w->tmp_path) unlink(w->tmp_path);
     for (int64_t i = 0; i < w->n; i++) free(w->entries[i].name);
     for (int64_t i = 0; i < 2 * w->nmeta; i++) free(w->meta_kv[i]);
@@ -472,7 +486,6 @@ void sq_stw_abort(sq_stw *w) {
     free(w->meta_kv);
     free(w->path);
     free(w->tmp_path);
-    free(w->data_path);
     free(w);
 }
 
@@ -500,13 +513,14 @@ sq_status sq_stw_add(sq_stw *w, const char *name, sq_dtype dtype, int ndim, cons
     e->dtype = dtype;
     e->ndim = ndim;
     for (int k = 0; k < ndim; k++) e->shape[k] = shape[k];
-    e->begin = w->pos;
-    e->end = w->pos + nbytes;
-    if (nbytes && fwrite(data, 1, (size_t)nbytes, w->data) != (size_t)nbytes) {
+    int c = size_class(dtype);
+    e->begin = w->pos[c];
+    e->end = w->pos[c] + nbytes;
+    if (nbytes && fwrite(data, 1, (size_t)nbytes, w->data[c]) != (size_t)nbytes) {
         free(e->name);
-        return sq_fail(err, SQ_ERR_IO, "%s: write failed: %s", w->data_path, strerror(errno));
+        return sq_fail(err, SQ_ERR_IO, "%s: write failed: %s", w->data_path[c], strerror(errno));
     }
-    w->pos += nbytes;
+    w->pos[c] += nbytes;
     w->n++;
     return SQ_OK;
 }
@@ -557,6 +571,13 @@ sq_status sq_stw_finish(sq_stw *w, sq_err *err) {
     sbuf b = {0};
     FILE *out = NULL;
     char num[64];
+    int64_t base[STW_CLASSES] = {0};
+    for (int c = 1; c < STW_CLASSES; c++) base[c] = base[c - 1] + w->pos[c - 1];
+    for (int64_t i = 0; i < w->n; i++) {
+        int c = size_class(w->entries[i].dtype);
+        w->entries[i].begin += base[c];
+        w->entries[i].end += base[c];
+    }
     sb_str(&b, "{");
     if (w->nmeta) {
         sb_str(&b, "\"__metadata__\":{");
@@ -585,7 +606,6 @@ sq_status sq_stw_finish(sq_stw *w, sq_err *err) {
     sb_str(&b, "}");
     while (b.n % 8) sb_str(&b, " "); /* keeps every tensor 8-byte aligned */
     if (b.oom) { s = sq_fail(err, SQ_ERR_NOMEM, "out of memory building the header"); goto done; }
-    if (fflush(w->data) != 0) { s = sq_fail(err, SQ_ERR_IO, "%s: write failed: %s", w->data_path, strerror(errno)); goto done; }
     out = fopen(w->tmp_path, "wb");
     if (!out) { s = sq_fail(err, SQ_ERR_IO, "%s: cannot create: %s", w->tmp_path, strerror(errno)); goto done; }
     unsigned char len8[8];
@@ -594,15 +614,18 @@ sq_status sq_stw_finish(sq_stw *w, sq_err *err) {
         s = sq_fail(err, SQ_ERR_IO, "%s: write failed: %s", w->tmp_path, strerror(errno));
         goto done;
     }
-    rewind(w->data);
-    char buf[1 << 16];
-    size_t got;
-    while ((got = fread(buf, 1, sizeof buf, w->data)) > 0)
-        if (fwrite(buf, 1, got, out) != got) {
-            s = sq_fail(err, SQ_ERR_IO, "%s: write failed: %s", w->tmp_path, strerror(errno));
-            goto done;
-        }
-    if (ferror(w->data)) { s = sq_fail(err, SQ_ERR_IO, "%s: read failed", w->data_path); goto done; }
+    for (int c = 0; c < STW_CLASSES; c++) {
+        if (fflush(w->data[c]) != 0) { s = sq_fail(err, SQ_ERR_IO, "%s: write failed: %s", w->data_path[c], strerror(errno)); goto done; }
+        rewind(w->data[c]);
+        char buf[1 << 16];
+        size_t got;
+        while ((got = fread(buf, 1, sizeof buf, w->data[c])) > 0)
+            if (fwrite(buf, 1, got, out) != got) {
+                s = sq_fail(err, SQ_ERR_IO, "%s: write failed: %s", w->tmp_path, strerror(errno));
+                goto done;
+            }
+        if (ferror(w->data[c])) { s = sq_fail(err, SQ_ERR_IO, "%s: read failed", w->data_path[c]); goto done; }
+    }
     if (fflush(out) != 0 || fsync(fileno(out)) != 0) {
         s = sq_fail(err, SQ_ERR_IO, "%s: write failed: %s", w->tmp_path, strerror(errno));
         goto done;

@@ -84,6 +84,11 @@ static void test_roundtrip(void) {
     CHECK(t && t->numel == 0 && t->nbytes == 0, "empty");
     t = sq_st_find(st, "scalar");
     CHECK(t && t->ndim == 0 && t->numel == 1 && *(const float *)t->data == 1.0f, "scalar");
+    /* the writer lays tensors out largest element first: each is aligned to its element size */
+    for (int64_t i = 0; i < sq_st_count(st); i++) {
+        t = sq_st_get(st, i);
+        CHECK(!t->data || (uintptr_t)t->data % (uintptr_t)sq_dtype_size(t->dtype) == 0, "%s misaligned", t->name);
+    }
     CHECK(sq_st_meta(st, "format") && strcmp(sq_st_meta(st, "format"), "pt") == 0, "metadata");
     sq_st_close(st);
 
