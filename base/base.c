@@ -88,17 +88,26 @@ sq_status sq_read_file(const char *path, char **out, size_t *len, sq_err *err) {
     FILE *f = fopen(path, "rb");
     if (!f) return sq_fail(err, SQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fileno(f), &st) != 0 || S_ISDIR(st.st_mode)) {
         fclose(f);
-        return sq_fail(err, SQ_ERR_IO, "%s: not a regular file", path);
+        return sq_fail(err, SQ_ERR_IO, "%s: is a directory, not a file", path);
     }
-    size_t n = (size_t)st.st_size;
-    char *buf = sq_malloc(n + 1, err);
+    /* Regular files are read in one go; pipes and devices until EOF. */
+    size_t cap = S_ISREG(st.st_mode) ? (size_t)st.st_size + 1 : 1 << 16, n = 0;
+    char *buf = sq_malloc(cap, err);
     if (!buf) { fclose(f); return SQ_ERR_NOMEM; }
-    if (n && fread(buf, 1, n, f) != n) {
+    for (;;) {
+        n += fread(buf + n, 1, cap - n - 1, f);
+        if (n < cap - 1) break;
+        char *g = realloc(buf, cap * 2);
+        if (!g) { free(buf); fclose(f); return sq_fail(err, SQ_ERR_NOMEM, "%s: out of memory reading it", path); }
+        buf = g;
+        cap *= 2;
+    }
+    if (ferror(f)) {
         free(buf);
         fclose(f);
-        return sq_fail(err, SQ_ERR_IO, "%s: short read", path);
+        return sq_fail(err, SQ_ERR_IO, "%s: read failed", path);
     }
     fclose(f);
     buf[n] = 0;

@@ -7,24 +7,7 @@
 #include <string.h>
 
 sq_status sq_text_read(const char *path, char **text, size_t *len, sq_err *err) {
-    if (strcmp(path, "-") != 0) return sq_read_file(path, text, len, err);
-    size_t cap = 1 << 16, n = 0;
-    char *buf = sq_malloc(cap, err);
-    if (!buf) return SQ_ERR_NOMEM;
-    size_t got;
-    while ((got = fread(buf + n, 1, cap - n - 1, stdin)) > 0) {
-        n += got;
-        if (cap - n - 1 == 0) {
-            char *g = realloc(buf, cap * 2);
-            if (!g) { free(buf); return sq_fail(err, SQ_ERR_NOMEM, "out of memory reading standard input"); }
-            buf = g;
-            cap *= 2;
-        }
-    }
-    buf[n] = 0;
-    *text = buf;
-    *len = n;
-    return SQ_OK;
+    return sq_read_file(strcmp(path, "-") == 0 ? "/dev/stdin" : path, text, len, err);
 }
 
 /* Appends BOS (if any) and the encoding of one document to the stream. */
