@@ -11,7 +11,7 @@ void sq_args_print_help(FILE *f, const char *cmd, const char *usage, const sq_op
     if (!opts || !opts[0].name) return;
     fprintf(f, "\noptions:\n");
     for (const sq_opt *o = opts; o->name; o++) {
-        const char *arg = o->type == 's' ? " ARG" : o->type == 'i' ? " N" : o->type == 'd' ? " X" : "";
+        const char *arg = o->type == 's' || o->type == 'l' ? " ARG" : o->type == 'i' ? " N" : o->type == 'd' ? " X" : "";
         char left[64];
         snprintf(left, sizeof left, "%s%s", o->name, arg);
         fprintf(f, "  %-22s %s\n", left, o->help);
@@ -31,6 +31,12 @@ static int set_value(const char *cmd, const sq_opt *o, const char *v) {
     errno = 0;
     switch (o->type) {
     case 's': *(const char **)o->dest = v; return 0;
+    case 'l': {
+        sq_optlist *l = o->dest;
+        if (l->n == (int)(sizeof l->v / sizeof *l->v)) return usage_error(cmd, "%s given too many times%s", o->name, "");
+        l->v[l->n++] = v;
+        return 0;
+    }
     case 'i': {
         long x = strtol(v, &end, 10);
         if (errno || *end || end == v || x < -2147483647L || x > 2147483647L)
@@ -70,9 +76,9 @@ int sq_args_parse(const char *cmd, const char *usage, int argc, char **argv, con
         for (const sq_opt *p = opts; p && p->name; p++)
             if (strlen(p->name) == nlen && strncmp(p->name, a, nlen) == 0) { o = p; break; }
         if (!o) return usage_error(cmd, "unknown option '%s'%s", a, "");
-        if (o->type == 'f') {
+        if (o->type == 'f' || o->type == 'n') {
             if (eq) return usage_error(cmd, "%s takes no value%s", o->name, "");
-            *(bool *)o->dest = true;
+            *(bool *)o->dest = o->type == 'f';
             continue;
         }
         const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);

@@ -8,7 +8,13 @@
 
 enum { SQ_EXIT_OK = 0, SQ_EXIT_FAIL = 1, SQ_EXIT_USAGE = 2, SQ_EXIT_GATE = 3 };
 
-/* One option of a command. type: 'f' flag (bool), 's' string, 'i' int, 'd' double. */
+/* One option of a command. type: 'f' flag (bool), 's' string, 'i' int, 'd' double, 'l' a repeatable
+ * string collected into an sq_optlist, 'n' a flag that sets a bool to false. */
+typedef struct {
+    const char *v[64];
+    int n;
+} sq_optlist;
+
 typedef struct {
     const char *name;   /* "--json" */
     char type;
@@ -33,6 +39,7 @@ void sq_args_print_help(FILE *f, const char *cmd, const char *usage, const sq_op
 int sq_cmd_fail(const sq_err *err);
 
 int cmd_inspect(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_generate(int argc, char **argv);

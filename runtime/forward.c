@@ -20,7 +20,12 @@ struct sq_state {
     float *q, *att;              /* (max_batch, q_dim) queries, attention output */
     float *g, *u;                /* (max_batch, ffn_max) gate and up activations */
     float *out;                  /* (max_ctx, hidden) final hidden states of the last call */
+    sq_tap_fn tap;               /* calibration: sees the input of each linear site (NULL: none) */
+    void *tap_user;
 };
+
+#define TAP(s, site, x, n, dim) \
+    do { if ((s)->tap) (s)->tap((s)->tap_user, (site), (x), (n), (dim)); } while (0)
 
 static float *alloc_f(int64_t a, int64_t b, sq_err *err) {
     int64_t n;
@@ -99,9 +104,11 @@ static sq_status mlp(sq_state *s, const sq_mlp *p, int n, sq_err *err) {
     const sq_backend_i *be = s->m->ex->be;
     sq_kctx *kc = s->m->ex->kc;
     sq_status st;
+    TAP(s, SQ_SITE_GATEUP, s->xn, n, (int)p->gate.cols);
     if ((st = be->matmul(kc, &p->gate, p->b_gate, s->xn, s->g, n, err))) return st;
     if ((st = be->matmul(kc, &p->up, p->b_up, s->xn, s->u, n, err))) return st;
     be->swiglu(kc, s->g, s->u, s->g, (int64_t)n * p->gate.rows);
+    TAP(s, SQ_SITE_DOWN, s->g, n, (int)p->down.cols);
     return be->matmul(kc, &p->down, p->b_down, s->g, s->tmp, n, err);
 }
 
@@ -125,6 +132,7 @@ static sq_status attention_block(sq_state *s, int l, int n, sq_err *err) {
     float *knew = kl + (int64_t)pos * m->kv_dim, *vnew = vl + (int64_t)pos * m->kv_dim;
     sq_status st;
     be->rmsnorm(kc, s->x, L->attn_norm, c->norm_eps, s->xn, n, c->hidden);
+    TAP(s, SQ_SITE_QKV, s->xn, n, c->hidden);
     if ((st = be->matmul(kc, &L->wq, L->bq, s->xn, s->q, n, err))) return st;
     if ((st = be->matmul(kc, &L->wk, L->bk, s->xn, knew, n, err))) return st;
     if ((st = be->matmul(kc, &L->wv, L->bv, s->xn, vnew, n, err))) return st;
@@ -135,6 +143,7 @@ static sq_status attention_block(sq_state *s, int l, int n, sq_err *err) {
                  .n_kv_heads = c->n_kv_heads, .head_dim = c->head_dim, .kv_stride = m->kv_dim,
                  .scale = (float)(1.0 / sqrt((double)c->head_dim))};
     if ((st = be->attention(kc, &a, err))) return st;
+    TAP(s, SQ_SITE_O, s->att, n, m->q_dim);
     if ((st = be->matmul(kc, &L->wo, L->bo, s->att, s->tmp, n, err))) return st;
     be->add(kc, s->x, s->tmp, (int64_t)n * c->hidden);
     return SQ_OK;
@@ -186,4 +195,33 @@ sq_status sq_logits(sq_state *s, int first, int count, float *out, sq_err *err) 
         return sq_fail(err, SQ_ERR_ARG, "logits of tokens %d..%d asked, the last forward ran %d", first, first + count - 1, s->n_out);
     const sq_model *m = s->m;
     return m->ex->be->matmul(m->ex->kc, &m->lm_head, NULL, s->out + (int64_t)first * m->cfg.hidden, out, count, err);
+}
+
+/* ---------------------------------------------------------------- calibration support */
+
+sq_status sq_layer_forward(sq_state *s, int l, float *x, int n, sq_tap_fn tap, void *user, sq_err *err) {
+    const sq_model *m = s->m;
+    const sq_config *c = &m->cfg;
+    if (l < 0 || l >= c->n_layers) return sq_fail(err, SQ_ERR_ARG, "layer %d of %d", l, c->n_layers);
+    if (n < 1 || n > s->max_batch || n > s->max_ctx)
+        return sq_fail(err, SQ_ERR_ARG, "layer forward of %d tokens (the state holds %d)", n, s->max_batch);
+    const sq_backend_i *be = m->ex->be;
+    sq_kctx *kc = m->ex->kc;
+    s->pos = 0; /* one sequence from position 0; this layer's cache is rewritten */
+    s->n_out = 0;
+    s->tap = tap;
+    s->tap_user = user;
+    memcpy(s->x, x, (size_t)n * (size_t)c->hidden * sizeof *x);
+    sq_status st = attention_block(s, l, n, err);
+    if (!st) {
+        be->rmsnorm(kc, s->x, m->layers[l].ffn_norm, c->norm_eps, s->xn, n, c->hidden);
+        st = ffn(s, &m->layers[l].ffn, n, err);
+    }
+    if (!st) {
+        be->add(kc, s->x, s->tmp, (int64_t)n * c->hidden);
+        memcpy(x, s->x, (size_t)n * (size_t)c->hidden * sizeof *x);
+    }
+    s->tap = NULL;
+    s->tap_user = NULL;
+    return st;
 }

@@ -216,3 +216,42 @@ void sq_model_close(sq_model *m) {
 
 const sq_config *sq_model_config(const sq_model *m) { return &m->cfg; }
 const sq_ckpt *sq_model_ckpt(const sq_model *m) { return m->ck; }
+
+/* ---------------------------------------------------------------- calibration support */
+
+void sq_lin_name(const sq_config *c, int l, sq_lin which, char *buf, size_t cap) {
+    static const char *names[SQ_LIN_COUNT] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                                              "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"};
+    (void)c;
+    snprintf(buf, cap, "model.layers.%d.%s", l, names[which]);
+}
+
+static sq_wmat *linear_slot(sq_model *m, int l, sq_lin which) {
+    if (l < 0 || l >= m->cfg.n_layers) return NULL;
+    sq_layer *L = &m->layers[l];
+    if (L->ffn.kind != SQ_FFN_DENSE && which >= SQ_LIN_GATE) return NULL;
+    switch (which) {
+    case SQ_LIN_Q: return &L->wq;
+    case SQ_LIN_K: return &L->wk;
+    case SQ_LIN_V: return &L->wv;
+    case SQ_LIN_O: return &L->wo;
+    case SQ_LIN_GATE: return &L->ffn.mlp.gate;
+    case SQ_LIN_UP: return &L->ffn.mlp.up;
+    case SQ_LIN_DOWN: return &L->ffn.mlp.down;
+    default: return NULL;
+    }
+}
+
+const sq_wmat *sq_model_linear(const sq_model *m, int l, sq_lin which) { return linear_slot((sq_model *)m, l, which); }
+
+sq_status sq_model_set_linear(sq_model *m, int l, sq_lin which, const sq_wmat *w, sq_err *err) {
+    sq_wmat *slot = linear_slot(m, l, which);
+    if (!slot) return sq_fail(err, SQ_ERR_ARG, "layer %d has no linear %d", l, (int)which);
+    if (w->rows != slot->rows || w->cols != slot->cols)
+        return sq_fail(err, SQ_ERR_ARG, "layer %d linear %d: a [%lld, %lld] weight for a [%lld, %lld] slot", l, (int)which,
+                       (long long)w->rows, (long long)w->cols, (long long)slot->rows, (long long)slot->cols);
+    *slot = *w;
+    return SQ_OK;
+}
+
+void sq_model_embed(sq_model *m, const int *ids, int n, float *out) { m->ex->be->embed(m->ex->kc, &m->embed, ids, n, out); }

@@ -104,4 +104,28 @@ int sq_sample(sq_sampler *s, float *logits);
 /* Index of the largest value (the first one on ties). */
 int sq_argmax(const float *x, int n);
 
+/* ---------------------------------------------------------------- calibration support */
+
+/* The linear layers of a dense block, and the sites whose inputs calibration collects. */
+typedef enum { SQ_LIN_Q, SQ_LIN_K, SQ_LIN_V, SQ_LIN_O, SQ_LIN_GATE, SQ_LIN_UP, SQ_LIN_DOWN, SQ_LIN_COUNT } sq_lin;
+typedef enum {
+    SQ_SITE_QKV,    /* input_layernorm(x): input of q, k, v (n, hidden) */
+    SQ_SITE_O,      /* attention output: input of o_proj (n, q_dim) */
+    SQ_SITE_GATEUP, /* post_attention_layernorm(h): input of gate, up (n, hidden) */
+    SQ_SITE_DOWN,   /* silu(gate) * up: input of down_proj (n, f) */
+} sq_site;
+typedef void (*sq_tap_fn)(void *user, sq_site site, const float *x, int n, int dim);
+
+/* The module name of a linear ("model.layers.3.self_attn.q_proj", no ".weight"). */
+void sq_lin_name(const sq_config *c, int l, sq_lin which, char *buf, size_t cap);
+/* The weight the forward pass uses for a linear of layer l; NULL for an MoE layer. */
+const sq_wmat *sq_model_linear(const sq_model *m, int l, sq_lin which);
+/* Makes the forward pass use w (same shape; its data borrowed, must outlive every later use). */
+sq_status sq_model_set_linear(sq_model *m, int l, sq_lin which, const sq_wmat *w, sq_err *err);
+/* out (n, hidden) = the embeddings of ids (in range). */
+void sq_model_embed(sq_model *m, const int *ids, int n, float *out);
+/* Runs layer l alone on x (n, hidden), one sequence at positions 0 .. n-1, in place; tap (may be NULL)
+ * sees the input of each site. n <= the state's max_batch. */
+sq_status sq_layer_forward(sq_state *s, int l, float *x, int n, sq_tap_fn tap, void *user, sq_err *err);
+
 #endif

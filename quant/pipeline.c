@@ -434,6 +434,9 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
     if (!ck->tokenizer_path[0]) { s = sq_fail(err, SQ_ERR_IO, "%s: no tokenizer.json beside the model (needed for --calib)", o->model); goto done; }
     if ((s = sq_tok_load(&tok, ck->tokenizer_path, err))) goto done;
     if ((s = sq_text_tokens(tok, o->calib, false, &ids, &nids, err))) goto done;
+    sq_quantize_opts eff = *o; /* --seqlen 0: 2048, or the model's maximum if smaller */
+    if (eff.seqlen <= 0) eff.seqlen = r.c->max_pos < 2048 ? r.c->max_pos : 2048;
+    o = r.o = &eff;
     if ((s = sq_calib_windows(ids, nids, o->calib, o->nsamples, o->seqlen, o->seed, &r.win, err))) goto done;
     int64_t T = o->seqlen, H = r.c->hidden, ntok = (int64_t)o->nsamples * T;
     r.x = sq_malloc((size_t)(ntok * H) * sizeof *r.x, err);
