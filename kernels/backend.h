@@ -13,10 +13,25 @@
 /* A weight matrix as the kernels read it: row-major (rows, cols), in the checkpoint's dtype.
  * data aliases the checkpoint's mmap and is never owned or copied whole; a kernel converts rows or
  * tiles to float as it goes. Quantised layouts will add kinds here. */
+/* A quantised weight (INT4/INT8, per-group scales and zero points), as the kernels read it: the codes
+ * of each output row packed along the input dimension, least significant bits first (the layout of
+ * compressed-tensors' weight_packed), with the columns of each scale group contiguous.
+ * W[r, perm[j]] = scale[r, j / group_size] * (code(r, j) - zero[r, j / group_size]). */
 typedef struct {
-    sq_dtype dtype;          /* F32, F16 or BF16 */
+    int bits;                /* 4 or 8 */
+    int group_size;          /* columns per group (cols: one group) */
+    int64_t n_groups;        /* cols / group_size */
+    const uint32_t *codes;   /* (rows, cols * bits / 32) */
+    const float *scale;      /* (rows, n_groups) */
+    const float *zero;       /* (rows, n_groups) */
+    const int32_t *perm;     /* (cols) the input column of each packed column (act-order); NULL: identity */
+} sq_qweight;
+
+typedef struct {
+    sq_dtype dtype;          /* F32, F16 or BF16 (unused when q is set) */
     int64_t rows, cols;
     const void *data;        /* (rows, cols) */
+    const sq_qweight *q;     /* non-NULL: a quantised weight, data unused */
 } sq_wmat;
 
 /* Causal grouped-query attention of n new queries at positions pos0 .. pos0+n-1 over the keys and

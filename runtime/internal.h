@@ -50,6 +50,16 @@ struct sq_model {
     float *final_norm;           /* (hidden) */
     sq_layer *layers;            /* (n_layers) */
     double *inv_freq;            /* (head_dim / 2) RoPE frequencies, scaling applied */
+    sq_qweight **qweights;       /* owned: the repacked quantised linears (see qweight.c) */
+    int n_qweights;
 };
+
+/* qweight.c: when the checkpoint holds `weight_name` ("<module>.weight") in a quantised form (GPTQ v1:
+ * <module>.qweight/qzeros/scales/g_idx; compressed-tensors pack-quantized: <module>.weight_packed/
+ * weight_scale/weight_shape[/weight_zero_point/weight_g_idx]), repacks it for the kernels into an
+ * sq_qweight the model owns and points w at it; *found = false when there is none. rows and cols are
+ * the shape the architecture expects. */
+sq_status sq_rt_load_qlinear(sq_model *m, const char *weight_name, int64_t rows, int64_t cols, sq_wmat *w, bool *found, sq_err *err);
+void sq_rt_free_qweights(sq_model *m);
 
 #endif

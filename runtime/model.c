@@ -58,8 +58,27 @@ static sq_status mat(loader *ld, sq_wmat *w, const char *fmt, int l) {
     sq_status s = find(ld, name, &t);
     if (s) return s;
     if (t->ndim != 2) return sq_fail(ld->err, SQ_ERR_FORMAT, "%s: tensor '%s' is not a matrix", ld->m->ck->weights_path, name);
-    *w = (sq_wmat){t->dtype, t->shape[0], t->shape[1], t->data};
+    *w = (sq_wmat){.dtype = t->dtype, .rows = t->shape[0], .cols = t->shape[1], .data = t->data};
     return SQ_OK;
+}
+
+/* A linear layer's weight of the expected shape: quantised when the checkpoint holds it so, else dense. */
+static sq_status lin(loader *ld, sq_wmat *w, const char *fmt, int l, int64_t rows, int64_t cols) {
+    if (ld->m->cfg.quant_method != SQ_QM_NONE) {
+        char name[256];
+        snprintf(name, sizeof name, fmt, l);
+        bool found;
+        sq_status s = sq_rt_load_qlinear(ld->m, name, rows, cols, w, &found, ld->err);
+        if (s || found) return s;
+    }
+    sq_status s = mat(ld, w, fmt, l);
+    if (!s && (w->rows != rows || w->cols != cols)) {
+        char name[256];
+        snprintf(name, sizeof name, fmt, l);
+        s = sq_fail(ld->err, SQ_ERR_FORMAT, "%s: tensor '%s' has shape [%lld, %lld], config.json implies [%lld, %lld]",
+                    ld->m->ck->weights_path, name, (long long)w->rows, (long long)w->cols, (long long)rows, (long long)cols);
+    }
+    return s;
 }
 
 /* A vector (norm weight or bias) as an owned float copy. optional: absent gives NULL. */
@@ -87,12 +106,12 @@ static sq_status load_mlp(loader *ld, sq_mlp *mlp, const char *prefix, int l, in
     const sq_config *c = &ld->m->cfg;
     char fmt[192];
     sq_status s;
-#define MLP_PART(field, part)                                                                      \
+#define MLP_PART(field, part, rows, cols)                                                          \
     snprintf(fmt, sizeof fmt, "%s.%s", prefix, part);                                              \
-    if ((s = mat(ld, &mlp->field, fmt, l))) return s;
-    MLP_PART(gate, "gate_proj.weight")
-    MLP_PART(up, "up_proj.weight")
-    MLP_PART(down, "down_proj.weight")
+    if ((s = lin(ld, &mlp->field, fmt, l, rows, cols))) return s;
+    MLP_PART(gate, "gate_proj.weight", f, c->hidden)
+    MLP_PART(up, "up_proj.weight", f, c->hidden)
+    MLP_PART(down, "down_proj.weight", c->hidden, f)
 #undef MLP_PART
     if (c->mlp_bias) {
         snprintf(fmt, sizeof fmt, "%s.gate_proj.bias", prefix);
@@ -112,10 +131,10 @@ static sq_status load_layer(loader *ld, int l) {
     sq_status s;
     if ((s = vec(ld, &L->attn_norm, c->hidden, false, "model.layers.%d.input_layernorm.weight", l))) return s;
     if ((s = vec(ld, &L->ffn_norm, c->hidden, false, "model.layers.%d.post_attention_layernorm.weight", l))) return s;
-    if ((s = mat(ld, &L->wq, "model.layers.%d.self_attn.q_proj.weight", l))) return s;
-    if ((s = mat(ld, &L->wk, "model.layers.%d.self_attn.k_proj.weight", l))) return s;
-    if ((s = mat(ld, &L->wv, "model.layers.%d.self_attn.v_proj.weight", l))) return s;
-    if ((s = mat(ld, &L->wo, "model.layers.%d.self_attn.o_proj.weight", l))) return s;
+    if ((s = lin(ld, &L->wq, "model.layers.%d.self_attn.q_proj.weight", l, m->q_dim, c->hidden))) return s;
+    if ((s = lin(ld, &L->wk, "model.layers.%d.self_attn.k_proj.weight", l, m->kv_dim, c->hidden))) return s;
+    if ((s = lin(ld, &L->wv, "model.layers.%d.self_attn.v_proj.weight", l, m->kv_dim, c->hidden))) return s;
+    if ((s = lin(ld, &L->wo, "model.layers.%d.self_attn.o_proj.weight", l, c->hidden, m->q_dim))) return s;
     bool bias = c->attn_bias;
     if ((s = vec(ld, &L->bq, m->q_dim, !bias, "model.layers.%d.self_attn.q_proj.bias", l))) return s;
     if ((s = vec(ld, &L->bk, m->kv_dim, !bias, "model.layers.%d.self_attn.k_proj.bias", l))) return s;
@@ -161,8 +180,9 @@ sq_status sq_model_open(sq_model **out, const char *path, sq_exec *ex, sq_err *e
                     m->ck->config_path, c->model_type);
         goto fail;
     }
-    if (c->quant_method != SQ_QM_NONE) {
-        s = sq_fail(err, SQ_ERR_UNSUPPORTED, "%s: quantised checkpoints (%s) cannot be run yet", m->ck->config_path, c->quant_method_name);
+    if (c->quant_method != SQ_QM_NONE && c->quant_method != SQ_QM_GPTQ && c->quant_method != SQ_QM_COMPRESSED_TENSORS) {
+        s = sq_fail(err, SQ_ERR_UNSUPPORTED, "%s: quantised checkpoints (%s) cannot be run yet (gptq, compressed-tensors)",
+                    m->ck->config_path, c->quant_method_name);
         goto fail;
     }
     m->q_dim = c->n_heads * c->head_dim;
@@ -208,6 +228,7 @@ void sq_model_close(sq_model *m) {
         free_mlp(&L->ffn.mlp);
     }
     free(m->layers);
+    sq_rt_free_qweights(m);
     free(m->final_norm);
     free(m->inv_freq);
     sq_ckpt_close(m->ck);

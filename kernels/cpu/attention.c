@@ -1,6 +1,6 @@
 /* attention.c: causal grouped-query attention over the KV cache. Few queries (decode, a speculative
- * verify step): AVX2 dot products per (query, head), threads over the pairs. Many queries (prefill):
- * per head, scores Q.K^T and P.V as OpenBLAS sgemm calls, threads over the heads. */
+ * verify step): AVX2 dot products per (query, head), threads taking pairs as they come free. Many queries (prefill):
+ * per head, scores Q.K^T and P.V as OpenBLAS sgemm calls, threads taking heads. */
 #include <cblas.h>
 #include <math.h>
 
@@ -33,6 +33,7 @@ SQ_AVX2 static void softmax_row(float *s, int valid, int total) {
 typedef struct {
     sq_kctx *c;
     const sq_attn *a;
+    _Atomic int64_t next;        /* next (query, head) pair or head to take */
 } att_job;
 
 /* One query head of one token: scores, softmax, weighted sum of values. */
@@ -66,22 +67,21 @@ SQ_AVX2 static void attend_one(const sq_attn *a, int t, int h, float *s) {
 }
 
 static void att_pairs(void *arg, int ith, int nth) {
-    const att_job *j = arg;
+    att_job *j = arg;
     const sq_attn *a = j->a;
     int64_t lo, hi;
-    sq_split((int64_t)a->n * a->n_heads, ith, nth, 1, &lo, &hi);
-    for (int64_t p = lo; p < hi; p++) attend_one(a, (int)(p / a->n_heads), (int)(p % a->n_heads), j->c->scratch[ith]);
+    while (sq_chunk_next(&j->next, (int64_t)a->n * a->n_heads, 1, &lo, &hi))
+        attend_one(a, (int)(lo / a->n_heads), (int)(lo % a->n_heads), j->c->scratch[ith]);
 }
 
 static void att_heads(void *arg, int ith, int nth) {
-    const att_job *j = arg;
+    att_job *j = arg;
     const sq_attn *a = j->a;
     int hd = a->head_dim, nk = a->pos0 + a->n, group = a->n_heads / a->n_kv_heads;
     int qs = a->n_heads * hd;
     float *s = j->c->scratch[ith];
-    int64_t lo, hi;
-    sq_split(a->n_heads, ith, nth, 1, &lo, &hi);
-    for (int64_t h = lo; h < hi; h++) {
+    int64_t h, end;
+    while (sq_chunk_next(&j->next, a->n_heads, 1, &h, &end)) {
         int g = (int)h / group;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a->n, nk, hd, a->scale, a->q + h * hd, qs, a->k + (int64_t)g * hd,
                     a->kv_stride, 0.0f, s, nk);
@@ -97,7 +97,7 @@ sq_status sq_cpu_attention(sq_kctx *c, const sq_attn *a, sq_err *err) {
     bool gemm = a->n >= GEMM_MIN_N;
     sq_status s = sq_kctx_reserve(c, (size_t)(gemm ? nk * a->n : nk), err);
     if (s) return s;
-    att_job j = {c, a};
+    att_job j = {.c = c, .a = a};
     sq_pool_run_work(c->pool, gemm ? att_heads : att_pairs, &j, (int64_t)a->n * a->n_heads * nk * a->head_dim);
     return SQ_OK;
 }

@@ -5,6 +5,8 @@
 #ifndef SQ_KERNELS_CPU_H
 #define SQ_KERNELS_CPU_H
 
+#include <stdatomic.h>
+
 #include "../backend.h"
 
 /* The fast kernels use AVX2, FMA and F16C, enabled per function so that the library still compiles
@@ -40,6 +42,17 @@ static inline void sq_split(int64_t n, int ith, int nth, int64_t align, int64_t 
     *hi = b1 * align < n ? b1 * align : n;
 }
 
+/* Work handed out in chunks: each thread takes the next chunk [*lo, *hi) of 0..n (step items) until
+ * none are left. A thread that runs slowly (a busy core, another process) then takes fewer chunks
+ * instead of holding the others up, as a static split would. *next starts at 0. */
+static inline bool sq_chunk_next(_Atomic int64_t *next, int64_t n, int64_t step, int64_t *lo, int64_t *hi) {
+    int64_t c = atomic_fetch_add_explicit(next, 1, memory_order_relaxed);
+    if (c >= (n + step - 1) / step) return false;
+    *lo = c * step;
+    *hi = *lo + step < n ? *lo + step : n;
+    return true;
+}
+
 /* ---------------------------------------------------------------- execution context */
 
 struct sq_kctx {
@@ -58,6 +71,12 @@ sq_status sq_kctx_reserve(sq_kctx *c, size_t n, sq_err *err);
 
 /* ---------------------------------------------------------------- kernels (see backend.h) */
 
+/* Quantised weights (w->q set): dequantisation inside the dot product (GEMV), or per row tile into
+ * scratch for sgemm (prefill). sq_cpu_matmul and sq_cpu_matmul_ref dispatch to these. */
+sq_status sq_cpu_qmatmul(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
+sq_status sq_cpu_qmatmul_ref(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
+/* Row r of a quantised weight as floats, in packed (group-contiguous) column order. */
+void sq_cpu_qrow_to_f32(const sq_wmat *w, int64_t r, float *dst);
 sq_status sq_cpu_matmul(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
 sq_status sq_cpu_matmul_ref(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
 void sq_cpu_embed(sq_kctx *c, const sq_wmat *w, const int *ids, int n, float *out);

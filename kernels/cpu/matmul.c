@@ -1,7 +1,8 @@
 /* matmul.c: y = x . W^T for weights in F32, F16 or BF16, straight from the mmap.
  * A few rows of x (decode, a speculative verify step): a threaded AVX2 GEMV that streams each weight
- * row once. More rows (prefill): OpenBLAS sgemm on each thread's slice of W; F16/BF16 slices are
- * converted one tile of rows at a time into the thread's scratch, never the whole matrix. */
+ * row once. More rows (prefill): OpenBLAS sgemm on chunks of W's rows; F16/BF16 chunks are converted
+ * one tile at a time into the thread's scratch, never the whole matrix. Threads take chunks as they
+ * come free. */
 #include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,8 +11,10 @@
 
 /* Up to this many rows of x, the GEMV path: it reads W once for all of them. */
 #define GEMV_MAX_N 4
-/* Rows of W per thread slice boundary (keeps slices cache-line aligned in y). */
-#define ROW_ALIGN 16
+/* Rows of W per chunk of work: the GEMV's, and the F32 sgemm's (sgemm runs as fast on 128 rows of W
+ * at a time as on all of them). Multiples of 16 keep chunks cache-line aligned in y. */
+#define GEMV_CHUNK 64
+#define GEMM_CHUNK 128
 /* A converted tile holds about this many floats (rows * cols), at least TILE_MIN_ROWS rows. */
 #define TILE_FLOATS (1 << 18)
 #define TILE_MIN_ROWS 16
@@ -129,7 +132,8 @@ typedef struct {
     const float *bias, *x;
     float *y;
     int n;
-    int64_t tile_rows;
+    int64_t chunk;               /* rows of W per chunk (F16/BF16 sgemm: one converted tile) */
+    _Atomic int64_t next;        /* next chunk to take */
 } mm_job;
 
 static void add_bias(const mm_job *j, int64_t lo, int64_t hi) {
@@ -141,61 +145,60 @@ static void add_bias(const mm_job *j, int64_t lo, int64_t hi) {
 }
 
 static void mm_gemv(void *arg, int ith, int nth) {
-    const mm_job *j = arg;
+    mm_job *j = arg;
     const sq_wmat *w = j->w;
     int64_t lo, hi, k = w->cols, rows = w->rows;
-    sq_split(rows, ith, nth, ROW_ALIGN, &lo, &hi);
     void (*dot4)(const sq_wmat *, int64_t, int64_t, const float *, float *) =
         w->dtype == SQ_DT_F32 ? dot4_f32 : w->dtype == SQ_DT_F16 ? dot4_f16 : dot4_bf16;
-    int64_t r = lo;
     float out[4];
-    for (; r + 4 <= hi; r += 4)
-        for (int t = 0; t < j->n; t++) { /* the 4 rows stay in L1 for the other tokens */
-            dot4(w, r, k, j->x + t * k, out);
-            memcpy(j->y + t * rows + r, out, sizeof out);
-        }
-    for (; r < hi; r++)
-        for (int t = 0; t < j->n; t++) j->y[t * rows + r] = sq_cpu_dot_row(w, r, j->x + t * k);
-    add_bias(j, lo, hi);
+    while (sq_chunk_next(&j->next, rows, j->chunk, &lo, &hi)) {
+        int64_t r = lo;
+        for (; r + 4 <= hi; r += 4)
+            for (int t = 0; t < j->n; t++) { /* the 4 rows stay in L1 for the other tokens */
+                dot4(w, r, k, j->x + t * k, out);
+                memcpy(j->y + t * rows + r, out, sizeof out);
+            }
+        for (; r < hi; r++)
+            for (int t = 0; t < j->n; t++) j->y[t * rows + r] = sq_cpu_dot_row(w, r, j->x + t * k);
+        add_bias(j, lo, hi);
+    }
 }
 
 static void mm_gemm(void *arg, int ith, int nth) {
-    const mm_job *j = arg;
+    mm_job *j = arg;
     const sq_wmat *w = j->w;
     int64_t lo, hi, k = w->cols;
-    sq_split(w->rows, ith, nth, ROW_ALIGN, &lo, &hi);
-    if (lo < hi && w->dtype == SQ_DT_F32) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, (int)(hi - lo), (int)k, 1.0f, j->x, (int)k,
-                    (const float *)w->data + lo * k, (int)k, 0.0f, j->y + lo, (int)w->rows);
-    } else {
-        float *tile = j->c->scratch[ith];
-        for (int64_t r = lo; r < hi; r += j->tile_rows) {
-            int64_t m = hi - r < j->tile_rows ? hi - r : j->tile_rows;
-            rows_to_f32(w, r, m, tile);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, (int)m, (int)k, 1.0f, j->x, (int)k, tile, (int)k, 0.0f,
-                        j->y + r, (int)w->rows);
+    float *tile = j->c->scratch[ith];
+    while (sq_chunk_next(&j->next, w->rows, j->chunk, &lo, &hi)) {
+        const float *b = (const float *)w->data + lo * k;
+        if (w->dtype != SQ_DT_F32) {
+            rows_to_f32(w, lo, hi - lo, tile);
+            b = tile;
         }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, (int)(hi - lo), (int)k, 1.0f, j->x, (int)k, b, (int)k, 0.0f,
+                    j->y + lo, (int)w->rows);
+        add_bias(j, lo, hi);
     }
-    add_bias(j, lo, hi);
 }
 
 sq_status sq_cpu_matmul(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err) {
+    if (w->q) return sq_cpu_qmatmul(c, w, bias, x, y, n, err);
     if (w->dtype != SQ_DT_F32 && w->dtype != SQ_DT_F16 && w->dtype != SQ_DT_BF16)
         return sq_fail(err, SQ_ERR_UNSUPPORTED, "matmul: weight dtype %s is not supported by the CPU kernels", sq_dtype_name(w->dtype));
     if (w->rows > 0x7fffffff || w->cols > 0x7fffffff)
         return sq_fail(err, SQ_ERR_UNSUPPORTED, "matmul: a %lld x %lld matrix is too large for BLAS", (long long)w->rows, (long long)w->cols);
     if (n <= 0 || w->rows == 0) return SQ_OK;
-    mm_job j = {c, w, bias, x, y, n, 0};
+    mm_job j = {.c = c, .w = w, .bias = bias, .x = x, .y = y, .n = n, .chunk = GEMV_CHUNK};
     int64_t work = (int64_t)n * w->rows * w->cols;
     if (n <= GEMV_MAX_N) {
         sq_pool_run_work(c->pool, mm_gemv, &j, work);
         return SQ_OK;
     }
+    j.chunk = GEMM_CHUNK;
     if (w->dtype != SQ_DT_F32) {
         int64_t tr = TILE_FLOATS / (w->cols > 0 ? w->cols : 1);
-        tr = tr < TILE_MIN_ROWS ? TILE_MIN_ROWS : tr / TILE_MIN_ROWS * TILE_MIN_ROWS;
-        j.tile_rows = tr;
-        sq_status s = sq_kctx_reserve(c, (size_t)(tr * w->cols), err);
+        j.chunk = tr < TILE_MIN_ROWS ? TILE_MIN_ROWS : tr / TILE_MIN_ROWS * TILE_MIN_ROWS;
+        sq_status s = sq_kctx_reserve(c, (size_t)(j.chunk * w->cols), err);
         if (s) return s;
     }
     sq_pool_run_work(c->pool, mm_gemm, &j, work);

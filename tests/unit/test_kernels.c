@@ -44,7 +44,7 @@ static void test_matmul(sq_kctx *c) {
         for (int si = 0; si < 5; si++) {
             int64_t rows = shapes[si][0], cols = shapes[si][1];
             void *wd = make_weights(dts[d], rows, cols);
-            sq_wmat w = {dts[d], rows, cols, wd};
+            sq_wmat w = {.dtype = dts[d], .rows = rows, .cols = cols, .data = wd};
             float *bias = malloc((size_t)rows * sizeof *bias);
             fill(bias, rows, 1.0f);
             for (int ni = 0; ni < 5; ni++) {
@@ -67,7 +67,7 @@ static void test_matmul(sq_kctx *c) {
             free(wd);
         }
     float *x = calloc(4, sizeof *x), *y = calloc(4, sizeof *y);
-    sq_wmat bad = {SQ_DT_I8, 2, 2, x};
+    sq_wmat bad = {.dtype = SQ_DT_I8, .rows = 2, .cols = 2, .data = x};
     CHECK(sq_cpu_matmul(c, &bad, NULL, x, y, 1, &err) == SQ_ERR_UNSUPPORTED, "I8 weights refused");
     free(x);
     free(y);
@@ -80,7 +80,7 @@ static void test_embed(sq_kctx *c) {
     for (int i = 0; i < 70; i++) ids[i] = (i * 37) % 50;
     for (int d = 0; d < 3; d++) {
         void *wd = make_weights(dts[d], 50, 19);
-        sq_wmat w = {dts[d], 50, 19, wd};
+        sq_wmat w = {.dtype = dts[d], .rows = 50, .cols = 19, .data = wd};
         float a[70 * 19], b[70 * 19];
         sq_cpu_embed(c, &w, ids, 70, a);
         sq_cpu_embed_ref(c, &w, ids, 70, b);
