@@ -151,8 +151,8 @@ static sq_status quantize_linear(run *r, int l, sq_lin which, sq_err *err) {
     for (int64_t i = 0; i < n * k; i++)
         if (!isfinite(w[i])) {
             free(w); free(dq);
-            return sq_fail(err, SQ_ERR_NUMERIC, "%s: %s.weight has a NaN or Inf at [%lld, %lld]", r->o->model, rep->name,
-                           (long long)(i / k), (long long)(i % k));
+            return sq_fail(err, SQ_ERR_NUMERIC, "%s: tensor '%s.weight' has a NaN or Inf at element %lld", r->o->model, rep->name,
+                           (long long)i);
         }
     double t = now();
     sq_qmatrix q;
@@ -184,6 +184,20 @@ static sq_status quantize_linear(run *r, int l, sq_lin which, sq_err *err) {
     return SQ_OK;
 }
 
+/* NaN or Inf in a source tensor is an error naming it: never silent garbage in the output. */
+static sq_status check_finite(const run *r, const char *name, sq_dtype dt, const void *data, int64_t numel, sq_err *err) {
+    if (dt != SQ_DT_F32 && dt != SQ_DT_F16 && dt != SQ_DT_BF16) return SQ_OK;
+    float buf[4096];
+    for (int64_t i = 0; i < numel; i += 4096) {
+        int64_t m = numel - i < 4096 ? numel - i : 4096;
+        sq_dtype_to_f32(dt, (const char *)data + i * sq_dtype_size(dt), buf, (size_t)m);
+        for (int64_t j = 0; j < m; j++)
+            if (!isfinite(buf[j]))
+                return sq_fail(err, SQ_ERR_NUMERIC, "%s: tensor '%s' has a NaN or Inf at element %lld", r->o->model, name, (long long)(i + j));
+    }
+    return SQ_OK;
+}
+
 static sq_status keep_linear(run *r, int l, sq_lin which, const char *why, sq_err *err) {
     const sq_wmat *wm = sq_model_linear(r->m, l, which);
     lin_report *rep = &r->rep[r->nrep++];
@@ -193,6 +207,10 @@ static sq_status keep_linear(run *r, int l, sq_lin which, const char *why, sq_er
     rep->k = wm->cols;
     snprintf(rep->note, sizeof rep->note, "%s", why);
     r->n_weights_kept += wm->rows * wm->cols;
+    char wname[200];
+    snprintf(wname, sizeof wname, "%s.weight", rep->name);
+    sq_status s = check_finite(r, wname, wm->dtype, wm->data, wm->rows * wm->cols, err);
+    if (s) return s;
     return add_tensor(r, rep->name, "weight", wm->dtype, 2, wm->rows, wm->cols, wm->data, err);
 }
 
@@ -260,8 +278,10 @@ static sq_status copy_others(run *r, const sq_st *st, sq_err *err) {
                 linear = strncmp(t->name, name, nl) == 0 && strcmp(t->name + nl, ".weight") == 0;
             }
         if (linear) continue;
+        sq_status s = check_finite(r, t->name, t->dtype, t->data, t->numel, err);
+        if (s) return s;
         double t0 = now();
-        sq_status s = sq_stw_add(r->w, t->name, t->dtype, t->ndim, t->shape, t->data, err);
+        s = sq_stw_add(r->w, t->name, t->dtype, t->ndim, t->shape, t->data, err);
         r->t_write += now() - t0;
         if (s) return s;
     }
@@ -434,6 +454,12 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
     if (!ck->tokenizer_path[0]) { s = sq_fail(err, SQ_ERR_IO, "%s: no tokenizer.json beside the model (needed for --calib)", o->model); goto done; }
     if ((s = sq_tok_load(&tok, ck->tokenizer_path, err))) goto done;
     if ((s = sq_text_tokens(tok, o->calib, false, &ids, &nids, err))) goto done;
+    for (int64_t i = 0; i < nids; i++)
+        if (ids[i] < 0 || ids[i] >= r.c->vocab) {
+            s = sq_fail(err, SQ_ERR_FORMAT, "%s: token %d of the calibration text is outside the model's vocabulary of %d (%s)", o->calib,
+                        ids[i], r.c->vocab, ck->tokenizer_path);
+            goto done;
+        }
     sq_quantize_opts eff = *o; /* --seqlen 0: 2048, or the model's maximum if smaller */
     if (eff.seqlen <= 0) eff.seqlen = r.c->max_pos < 2048 ? r.c->max_pos : 2048;
     o = r.o = &eff;

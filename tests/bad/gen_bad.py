@@ -36,6 +36,8 @@ def encode(ts, dtypes=None):
 
 def pack(hdr, data, header_bytes=None):
     h = header_bytes if header_bytes is not None else json.dumps(hdr).encode()
+    if header_bytes is None:
+        h += b" " * (-len(h) % 8)   # writers pad the header so the data stays aligned
     return struct.pack("<Q", len(h)) + h + data
 
 cases = {}
@@ -119,6 +121,15 @@ case("missing-model", "inspect", f"{REL}/missing-model/nothing-here: no such fil
 case("index-bad-shard", "inspect", f"{REL}/index-bad-shard/model.safetensors.index.json: weight_map entry 'x' is not a file name in the index's directory",
      {"config.json": json.dumps(CONFIG).encode(), "model.safetensors.index.json": b'{"weight_map": {"x": "../../../etc/passwd"}}'})
 
+# NaN weights: quantize must name the tensor (a tiny model with the bundled tokenizer's vocabulary)
+cfg = dict(CONFIG); cfg["vocab_size"] = 512
+ts = tensors(cfg); ts["model.layers.0.mlp.up_proj.weight"][3, 5] = np.nan
+hh, dd = encode(ts)
+tok = open(os.path.join(HERE, "../../models/stories260K/tokenizer.json"), "rb").read()
+files = model_files(pack(hh, dd), cfg); files["tokenizer.json"] = tok
+case("nan-weights", "quantize", f"{REL}/nan-weights: tensor 'model.layers.0.mlp.up_proj.weight' has a NaN or Inf at element {3 * 8 + 5}", files)
+ARGS = {"nan-weights": " -o /tmp/spotq-bad-nan-out --method rtn --calib data/tinystories/calib.txt --nsamples 2 --seqlen 16 --force"}
+
 for d in os.listdir(HERE):
     if os.path.isdir(os.path.join(HERE, d)):
         shutil.rmtree(os.path.join(HERE, d))
@@ -128,6 +139,6 @@ for name, (cmd, expect, files) in sorted(cases.items()):
     for fn, data in files.items():
         open(os.path.join(d, fn), "wb").write(data)
     model = f"{REL}/{name}" + ("/nothing-here" if name == "missing-model" else "")
-    open(os.path.join(d, "cmd"), "w").write(f"{cmd} {model}\n")
+    open(os.path.join(d, "cmd"), "w").write(f"{cmd} {model}{ARGS.get(name, '')}\n")
     open(os.path.join(d, "expect"), "w").write(f"spotq: error: {expect}\n")
 print(f"wrote {len(cases)} cases")

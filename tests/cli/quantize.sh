@@ -1,0 +1,54 @@
+#!/bin/sh
+# quantize.sh: `spotq quantize` on the bundled model: GPTQ beats RTN (perplexity and every matrix's
+# output error), the output is the same whatever --threads, both formats load and give the same
+# model, odd matrices stay in full precision with a warning, OUT is kept unless --force, and an
+# interrupted run leaves nothing behind.
+set -e
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+M=models/stories260K
+C="--calib data/tinystories/calib.txt --nsamples 16 --seqlen 256 --bits 4 --group-size 32 --asym"
+$SPOTQ quantize $M -o $T/gptq --method gptq --act-order $C --threads 2 2>$T/log
+grep -q "stay in full precision" $T/log || { echo "no warning about the kept matrices"; cat $T/log; exit 1; }
+$SPOTQ quantize $M -o $T/gptq1 --method gptq --act-order $C --threads 1 2>/dev/null
+cmp $T/gptq/model.safetensors $T/gptq1/model.safetensors || { echo "output depends on --threads"; exit 1; }
+$SPOTQ quantize $M -o $T/rtn --method rtn $C 2>/dev/null
+for f in config.json spotq.json tokenizer.json tokenizer_config.json generation_config.json model.safetensors; do
+    [ -f $T/gptq/$f ] || { echo "missing $f"; exit 1; }
+done
+grep -q '"quant_method":	"gptq"' $T/gptq/config.json || { echo "config: quant_method"; exit 1; }
+grep -q '"desc_act":	true' $T/gptq/config.json || { echo "config: desc_act"; exit 1; }
+grep -q '"-:model\\\\.layers\\\\.0\\\\.mlp\\\\.down_proj"' $T/gptq/config.json || { echo "config: kept modules"; grep -n dynamic -A3 $T/gptq/config.json; exit 1; }
+# every quantised matrix: GPTQ's output error below RTN's (spotq.json holds both)
+n=$(grep -c '"error_rtn"' $T/gptq/spotq.json)
+[ "$n" -eq 20 ] || { echo "$n quantised matrices, want 20 (q, k, v, o of 5 layers)"; exit 1; }
+awk '/"error_rtn"/ { r = $2 + 0 } /"error":/ { if (!($2 + 0 < r)) bad++ } END { exit bad > 0 }' $T/gptq/spotq.json ||
+    { echo "GPTQ error not below RTN on some matrix"; exit 1; }
+ppl() { $SPOTQ eval "$1" --data data/tinystories/eval.txt --ctx 256 --json | sed -n 's/.*"ppl":[ \t]*\([0-9.e+-]*\).*/\1/p' | head -1; }
+fp=$(ppl $M); g=$(ppl $T/gptq); r=$(ppl $T/rtn)
+echo "fp $fp gptq $g rtn $r"
+awk -v g=$g -v r=$r -v f=$fp 'BEGIN { exit !(g < r && g > f && g < f * 1.05) }' || { echo "want fp < gptq < rtn (gptq within 5%)"; exit 1; }
+# the same quantised weights in both formats run identically
+$SPOTQ quantize $M -o $T/g2 --method gptq $C --format gptq 2>/dev/null
+$SPOTQ quantize $M -o $T/ct --method gptq $C --format compressed-tensors 2>/dev/null
+grep -q '"format":	"pack-quantized"' $T/ct/config.json || { echo "ct config"; exit 1; }
+[ "$(ppl $T/g2)" = "$(ppl $T/ct)" ] || { echo "gptq and compressed-tensors outputs differ"; exit 1; }
+# eval gates on the quantised output
+$SPOTQ eval $T/gptq --data data/tinystories/eval.txt --ctx 256 --ref $M --max-ppl-ratio 1.05 >/dev/null 2>&1 || { echo "gate 1.05 failed"; exit 1; }
+set +e
+$SPOTQ eval $T/rtn --data data/tinystories/eval.txt --ctx 256 --ref $M --max-ppl-ratio 1.001 >/dev/null 2>&1
+[ $? -eq 3 ] || { echo "gate 1.001 did not exit 3"; exit 1; }
+# OUT is kept without --force
+$SPOTQ quantize $M -o $T/rtn --method rtn $C 2>$T/err; rc=$?
+[ $rc -eq 2 ] && grep -q "already exists (use --force" $T/err || { echo "existing OUT: rc $rc"; cat $T/err; exit 1; }
+# an interrupted run leaves no OUT and no temporary directory
+$SPOTQ quantize $M -o $T/int --method gptq --calib data/tinystories/calib.txt --nsamples 256 --seqlen 512 2>/dev/null &
+pid=$!
+sleep 1
+kill -INT $pid
+wait $pid
+[ ! -e $T/int ] && [ -z "$(ls $T | grep spotq-tmp)" ] || { echo "interrupted run left files: $(ls $T)"; exit 1; }
+# too little calibration text is a clear error
+$SPOTQ quantize $M -o $T/x --method gptq --calib data/tinystories/calib.txt --seqlen 100000 2>$T/err; rc=$?
+[ $rc -ne 0 ] && grep -q "too short for --seqlen 100000" $T/err || { echo "short calib: $(cat $T/err)"; exit 1; }
+exit 0
