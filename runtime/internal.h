@@ -4,6 +4,7 @@
 #ifndef SQ_RUNTIME_INTERNAL_H
 #define SQ_RUNTIME_INTERNAL_H
 
+#include "../formats/qpack.h"
 #include "runtime.h"
 
 struct sq_exec {
@@ -61,5 +62,8 @@ struct sq_model {
  * the shape the architecture expects. */
 sq_status sq_rt_load_qlinear(sq_model *m, const char *weight_name, int64_t rows, int64_t cols, sq_wmat *w, bool *found, sq_err *err);
 void sq_rt_free_qweights(sq_model *m);
+/* A quantised matrix in the kernels' layout (what names it in errors); freed by sq_rt_qweight_free. */
+sq_status sq_rt_qweight_new(const sq_qmatrix *qm, const char *what, sq_qweight **out /* OUT */, sq_err *err);
+void sq_rt_qweight_free(sq_qweight *q); /* NULL is fine */
 
 #endif

@@ -32,7 +32,7 @@ static sq_status need(const sq_model *m, const char *module, const char *suffix,
     return SQ_OK;
 }
 
-static void free_qweight(sq_qweight *q) {
+void sq_rt_qweight_free(sq_qweight *q) {
     if (!q) return;
     free((void *)q->codes);
     free((void *)q->scale);
@@ -42,7 +42,7 @@ static void free_qweight(sq_qweight *q) {
 }
 
 void sq_rt_free_qweights(sq_model *m) {
-    for (int i = 0; i < m->n_qweights; i++) free_qweight(m->qweights[i]);
+    for (int i = 0; i < m->n_qweights; i++) sq_rt_qweight_free(m->qweights[i]);
     free(m->qweights);
     m->qweights = NULL;
     m->n_qweights = 0;
@@ -54,11 +54,11 @@ static int cmp_gcol(const void *a, const void *b) {
     return x->g != y->g ? (x->g > y->g) - (x->g < y->g) : (x->col > y->col) - (x->col < y->col);
 }
 
-/* qmatrix (codes [K, N]) -> the kernels' layout. */
-static sq_status repack(sq_model *m, const char *module, const sq_qmatrix *qm, sq_wmat *w, sq_err *err) {
+sq_status sq_rt_qweight_new(const sq_qmatrix *qm, const char *what, sq_qweight **out, sq_err *err) {
+    *out = NULL;
     int64_t N = qm->n, K = qm->k, G = qm->n_groups;
     int bits = qm->bits, per = 32 / bits;
-    if (K % G) return sq_fail(err, SQ_ERR_FORMAT, "%s: %s: %lld groups do not divide %lld columns", m->ck->weights_path, module, (long long)G, (long long)K);
+    if (K % G) return sq_fail(err, SQ_ERR_FORMAT, "%s: %lld groups do not divide %lld columns", what, (long long)G, (long long)K);
     int64_t gs = K / G;
     gcol *order = sq_malloc((size_t)K * sizeof *order, err);
     if (!order) return SQ_ERR_NOMEM;
@@ -71,20 +71,18 @@ static sq_status repack(sq_model *m, const char *module, const sq_qmatrix *qm, s
     for (int64_t j = 0; j < K; j++)
         if (order[j].g != j / gs) {
             free(order);
-            return sq_fail(err, SQ_ERR_UNSUPPORTED, "%s: %s: g_idx gives groups of unequal size (spotq runs %lld columns a group)",
-                           m->ck->weights_path, module, (long long)gs);
+            return sq_fail(err, SQ_ERR_UNSUPPORTED, "%s: g_idx gives groups of unequal size (spotq runs %lld columns a group)", what,
+                           (long long)gs);
         }
     sq_qweight *q = sq_calloc(1, sizeof *q, err);
     uint32_t *codes = q ? sq_calloc((size_t)(N * K / per), sizeof *codes, err) : NULL;
     float *scale = codes ? sq_malloc((size_t)(N * G) * sizeof *scale, err) : NULL;
     float *zero = scale ? sq_malloc((size_t)(N * G) * sizeof *zero, err) : NULL;
     int32_t *perm = identity || !zero ? NULL : sq_malloc((size_t)K * sizeof *perm, err);
-    sq_qweight **list = zero && (identity || perm) ? realloc(m->qweights, (size_t)(m->n_qweights + 1) * sizeof *list) : NULL;
-    if (!list) {
+    if (!zero || (!identity && !perm)) {
         free(order); free(codes); free(scale); free(zero); free(perm); free(q);
-        return sq_fail(err, SQ_ERR_NOMEM, "out of memory repacking %s", module);
+        return sq_fail(err, SQ_ERR_NOMEM, "out of memory repacking %s", what);
     }
-    m->qweights = list;
     for (int64_t r = 0; r < N; r++) {
         uint32_t *row = codes + r * (K / per);
         for (int64_t j = 0; j < K; j++) row[j / per] |= (uint32_t)qm->q[(int64_t)order[j].col * N + r] << (bits * (int)(j % per));
@@ -97,8 +95,22 @@ static sq_status repack(sq_model *m, const char *module, const sq_qmatrix *qm, s
         for (int64_t j = 0; j < K; j++) perm[j] = order[j].col;
     free(order);
     *q = (sq_qweight){.bits = bits, .group_size = (int)gs, .n_groups = G, .codes = codes, .scale = scale, .zero = zero, .perm = perm};
+    *out = q;
+    return SQ_OK;
+}
+
+/* qmatrix (codes [K, N]) -> the kernels' layout, owned by the model. */
+static sq_status repack(sq_model *m, const char *module, const sq_qmatrix *qm, sq_wmat *w, sq_err *err) {
+    char what[SQ_PATH_MAX + 300];
+    snprintf(what, sizeof what, "%s: %s", m->ck->weights_path, module);
+    sq_qweight **list = realloc(m->qweights, (size_t)(m->n_qweights + 1) * sizeof *list);
+    if (!list) return sq_fail(err, SQ_ERR_NOMEM, "out of memory repacking %s", module);
+    m->qweights = list;
+    sq_qweight *q;
+    sq_status s = sq_rt_qweight_new(qm, what, &q, err);
+    if (s) return s;
     m->qweights[m->n_qweights++] = q;
-    *w = (sq_wmat){.dtype = SQ_DT_F32, .rows = N, .cols = K, .data = NULL, .q = q};
+    *w = (sq_wmat){.dtype = SQ_DT_F32, .rows = qm->n, .cols = qm->k, .data = NULL, .q = q};
     return SQ_OK;
 }
 
