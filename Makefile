@@ -110,6 +110,7 @@ build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB)
 
 bench: $(BIN)
 	@sh bench/run.sh $(BIN)
+	@sh bench/quant.sh $(BIN)
 
 fixtures:
 	for g in tests/fixtures/gen_*.py tests/bad/gen_bad.py; do python3 $$g || exit 1; done

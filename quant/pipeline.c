@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "../calib/calib.h"
@@ -65,12 +66,13 @@ typedef struct {
     double packed_bytes;         /* bytes of every quantised tensor written (codes, scales, zeros, g_idx) */
 } run;
 
-static void tap(void *user, sq_site site, const float *x, int n, int dim) {
+static bool tap(void *user, sq_site site, const float *x, int n, int dim) {
     run *r = user;
-    if (site != r->want) return;
+    if (site != r->want) return false;
     double t = now();
     sq_hessian_add(&r->hs, x, n);
     r->t_hessian += now() - t;
+    return true; /* nothing after this site is needed */
 }
 
 /* Why a linear stays in full precision ("" when it is quantised). */
@@ -423,6 +425,9 @@ static sq_status write_report(run *r, sq_outdir *od, uint64_t calib_hash, int64_
     cJSON_AddNumberToObject(t, "quantize", r->t_quant);
     cJSON_AddNumberToObject(t, "write", r->t_write);
     cJSON_AddNumberToObject(t, "total", total);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    cJSON_AddNumberToObject(j, "peak_rss_mib", (double)ru.ru_maxrss / 1024.0);
     char *out = cJSON_Print(j);
     cJSON_Delete(j);
     if (!out) return sq_fail(err, SQ_ERR_NOMEM, "out of memory printing spotq.json");
@@ -502,6 +507,13 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
     if ((s = write_report(&r, od, sq_calib_hash(r.win, ntok), nids, now() - t0, err))) goto done;
     s = sq_outdir_commit(od, err);
     od = NULL;
+    if (!s) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        sq_log(SQ_LOG_INFO, "quantized %d of %d linear layers (%.2f bits per weight) in %.1f s: forward %.1f, hessian %.1f, %s %.1f, write %.1f; peak RSS %.0f MiB",
+               r.nrep - nkept, r.nrep, r.n_weights_q ? 8.0 * r.packed_bytes / (double)r.n_weights_q : 0.0, now() - t0, r.t_forward,
+               r.t_hessian, sq_method_name(o->method), r.t_quant, r.t_write, (double)ru.ru_maxrss / 1024.0);
+    }
 done:
     sq_stw_abort(r.w);
     sq_outdir_abort(od);

