@@ -1,0 +1,193 @@
+/* awq.c: AWQ's grid, scale search and clipping search on plain float matrices. */
+#include "awq.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../formats/dtype.h"
+
+static void awq_grid(float lo, float hi, int maxq, float *scale, float *zero) {
+    float s = fmaxf(hi - lo, 1e-5f) / (float)maxq;
+    float z = -nearbyintf(lo / s);
+    *scale = s;
+    *zero = z < 0 ? 0 : z > (float)maxq ? (float)maxq : z;
+}
+
+static float awq_fq(float x, float s, float z, int maxq) {
+    float q = nearbyintf(x / s) + z;
+    q = q < 0 ? 0 : q > (float)maxq ? (float)maxq : q;
+    return (q - z) * s;
+}
+
+void sq_awq_fake_quant(float *w, int64_t n, int64_t k, int gs, int bits) {
+    int maxq = (1 << bits) - 1;
+    if (gs <= 0) gs = (int)k;
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t c0 = 0; c0 < k; c0 += gs) {
+            float *g = w + r * k + c0;
+            float lo = g[0], hi = g[0];
+            for (int i = 1; i < gs; i++) { lo = fminf(lo, g[i]); hi = fmaxf(hi, g[i]); }
+            float s, z;
+            awq_grid(lo, hi, maxq, &s, &z);
+            for (int i = 0; i < gs; i++) g[i] = awq_fq(g[i], s, z, maxq);
+        }
+}
+
+sq_status sq_awq_quantize(const float *w, int64_t n, int64_t k, int gs, int bits, bool v1_safe, sq_qmatrix *out, sq_err *err) {
+    sq_status st = sq_qmatrix_alloc(out, n, k, bits, gs, err);
+    if (st) return st;
+    int maxq = (1 << bits) - 1;
+    int64_t g = gs > 0 ? gs : k;
+    for (int64_t c = 0; c < k; c++) out->g_idx[c] = (int32_t)(c / g);
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t gi = 0; gi < out->n_groups; gi++) {
+            const float *x = w + r * k + gi * g;
+            float lo = x[0], hi = x[0];
+            for (int64_t i = 1; i < g; i++) { lo = fminf(lo, x[i]); hi = fmaxf(hi, x[i]); }
+            float s, z;
+            awq_grid(lo, hi, maxq, &s, &z);
+            if (v1_safe && z == 0) { /* the group is >= 0 up to s/2: one step below 0 keeps it covered */
+                z = 1;
+                s = fmaxf(hi, 1e-5f) / (float)(maxq - 1);
+            }
+            /* the file's fp16 scale is what the codes (and the zero) are made with */
+            s = sq_f16_to_f32(sq_f32_to_f16(s));
+            if (!(s > 0)) s = 5.9604645e-08f;
+            if (!(v1_safe && z == 1)) {
+                z = -nearbyintf(lo / s);
+                z = z < 0 ? 0 : z > (float)maxq ? (float)maxq : z;
+                if (v1_safe && z == 0) z = 1;
+            }
+            out->scale[gi * n + r] = s;
+            out->zero[gi * n + r] = (int32_t)z;
+            for (int64_t i = 0; i < g; i++) {
+                float q = nearbyintf(x[i] / s) + z;
+                out->q[(gi * g + i) * n + r] = (uint8_t)(q < 0 ? 0 : q > (float)maxq ? (float)maxq : q);
+            }
+        }
+    return SQ_OK;
+}
+
+void sq_awq_w_mean(const float *const *ws, const int64_t *ns, int nl, int64_t k, int gs, float *w_mean) {
+    if (gs <= 0) gs = (int)k;
+    double *acc = calloc((size_t)k, sizeof *acc);
+    int64_t rows = 0;
+    if (!acc) return;
+    for (int li = 0; li < nl; li++) {
+        for (int64_t r = 0; r < ns[li]; r++)
+            for (int64_t c0 = 0; c0 < k; c0 += gs) {
+                const float *g = ws[li] + r * k + c0;
+                float mx = 0;
+                for (int i = 0; i < gs; i++) mx = fmaxf(mx, fabsf(g[i]));
+                for (int i = 0; i < gs; i++) acc[c0 + i] += fabsf(g[i]) / (mx + 1e-6f);
+            }
+        rows += ns[li];
+    }
+    for (int64_t c = 0; c < k; c++) w_mean[c] = (float)(acc[c] / (double)rows);
+    free(acc);
+}
+
+void sq_awq_scales(const float *x_mean, const float *w_mean, int64_t k, double alpha, bool duo, float *s) {
+    float mx = -INFINITY, mn = INFINITY;
+    for (int64_t c = 0; c < k; c++) {
+        float v = powf(x_mean[c], (float)alpha);
+        if (duo) v = v / (powf(w_mean[c], (float)(1.0 - alpha)) + 1e-4f);
+        v = fmaxf(v, 1e-4f);
+        s[c] = v;
+        mx = fmaxf(mx, v);
+        mn = fminf(mn, v);
+    }
+    float norm = sqrtf(mx * mn);
+    for (int64_t c = 0; c < k; c++) {
+        s[c] /= norm;
+        if (!isfinite(s[c])) s[c] = 1;
+    }
+}
+
+sq_status sq_awq_search(const float *const *ws, const int64_t *ns, int nl, int64_t k, const float *x_mean, const sq_awq_params *p,
+                        sq_awq_loss_fn loss, void *user, float *best_scales, double *best_alpha, double *best_loss, sq_err *err) {
+    float *w_mean = malloc((size_t)k * sizeof *w_mean), *s = malloc((size_t)k * sizeof *s);
+    float *tmp[8] = {0};
+    sq_status st = SQ_OK;
+    if (nl > 8) return sq_fail(err, SQ_ERR_INTERNAL, "AWQ: %d linears in one scale set", nl);
+    bool ok = w_mean && s;
+    for (int i = 0; i < nl && ok; i++) ok = (tmp[i] = malloc((size_t)(ns[i] * k) * sizeof(float))) != NULL;
+    if (!ok) { st = sq_fail(err, SQ_ERR_NOMEM, "AWQ: out of memory"); goto done; }
+    sq_awq_w_mean(ws, ns, nl, k, p->gs, w_mean);
+    *best_loss = INFINITY;
+    *best_alpha = -1;
+    for (int gi = 0; gi < 20; gi++) {
+        double alpha = gi / 20.0;
+        sq_awq_scales(x_mean, w_mean, k, alpha, p->duo, s);
+        for (int i = 0; i < nl; i++) {
+            for (int64_t r = 0; r < ns[i]; r++)
+                for (int64_t c = 0; c < k; c++) tmp[i][r * k + c] = ws[i][r * k + c] * s[c];
+            sq_awq_fake_quant(tmp[i], ns[i], k, p->gs, p->bits);
+            for (int64_t r = 0; r < ns[i]; r++)
+                for (int64_t c = 0; c < k; c++) tmp[i][r * k + c] /= s[c];
+        }
+        double l = loss(user, tmp);
+        if (!isfinite(l)) { st = sq_fail(err, SQ_ERR_NUMERIC, "AWQ: the scale search loss is not finite (alpha %.2f)", alpha); goto done; }
+        if (l < *best_loss) {
+            *best_loss = l;
+            *best_alpha = alpha;
+            memcpy(best_scales, s, (size_t)k * sizeof *s);
+        }
+    }
+done:
+    for (int i = 0; i < nl; i++) free(tmp[i]);
+    free(w_mean);
+    free(s);
+    return st;
+}
+
+sq_status sq_awq_clip(float *w, int64_t n, int64_t k, int gs, int bits, const float *x, int64_t t, float *max_val, sq_err *err) {
+    if (gs <= 0) gs = (int)k;
+    int64_t G = k / gs, step = t / 512 > 1 ? t / 512 : 1, nt = (t + step - 1) / step;
+    int maxq = (1 << bits) - 1;
+    float *q = malloc((size_t)gs * sizeof *q);
+    double *org = malloc((size_t)nt * sizeof *org);
+    if (!q || !org) { free(q); free(org); return sq_fail(err, SQ_ERR_NOMEM, "AWQ clip: out of memory"); }
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t g = 0; g < G; g++) {
+            float *wg = w + r * k + g * gs;
+            float amax = 0;
+            for (int i = 0; i < gs; i++) amax = fmaxf(amax, fabsf(wg[i]));
+            for (int64_t ti = 0; ti < nt; ti++) {
+                const float *xg = x + ti * step * k + g * gs;
+                float acc = 0;
+                for (int i = 0; i < gs; i++) acc += xg[i] * wg[i];
+                org[ti] = acc;
+            }
+            float best = amax;
+            double best_err = 1e9;
+            for (int is = 0; is < 10; is++) {
+                float mx = amax * (1.0f - (float)is / 20.0f), mn = -mx;
+                float lo = INFINITY, hi = -INFINITY;
+                for (int i = 0; i < gs; i++) {
+                    q[i] = fminf(fmaxf(wg[i], mn), mx);
+                    lo = fminf(lo, q[i]);
+                    hi = fmaxf(hi, q[i]);
+                }
+                float s, z;
+                awq_grid(lo, hi, maxq, &s, &z);
+                for (int i = 0; i < gs; i++) q[i] = awq_fq(q[i], s, z, maxq);
+                double e = 0;
+                for (int64_t ti = 0; ti < nt; ti++) {
+                    const float *xg = x + ti * step * k + g * gs;
+                    float acc = 0;
+                    for (int i = 0; i < gs; i++) acc += xg[i] * q[i];
+                    double d = (double)acc - org[ti];
+                    e += d * d;
+                }
+                e /= (double)nt;
+                if (e < best_err) { best_err = e; best = mx; }
+            }
+            for (int i = 0; i < gs; i++) wg[i] = fminf(fmaxf(wg[i], -best), best);
+            if (max_val) max_val[r * G + g] = best;
+        }
+    free(q);
+    free(org);
+    return SQ_OK;
+}
