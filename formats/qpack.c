@@ -143,3 +143,45 @@ sq_status sq_unpack_ct(sq_qmatrix *m, int64_t n, int64_t k, int bits, int group_
     }
     return SQ_OK;
 }
+
+static const int awq_order[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+
+void sq_pack_awq(const sq_qmatrix *m, int32_t *qweight, int32_t *qzeros, uint16_t *scales) {
+    int64_t n = m->n, k = m->k, w8 = n / 8;
+    for (int64_t c = 0; c < k; c++)
+        for (int64_t wc = 0; wc < w8; wc++) {
+            uint32_t v = 0;
+            for (int i = 0; i < 8; i++) v |= ((uint32_t)m->q[c * n + 8 * wc + awq_order[i]] & 15u) << (4 * i);
+            ((uint32_t *)qweight)[c * w8 + wc] = v;
+        }
+    for (int64_t g = 0; g < m->n_groups; g++) {
+        for (int64_t wc = 0; wc < w8; wc++) {
+            uint32_t v = 0;
+            for (int i = 0; i < 8; i++) v |= ((uint32_t)m->zero[g * n + 8 * wc + awq_order[i]] & 15u) << (4 * i);
+            ((uint32_t *)qzeros)[g * w8 + wc] = v;
+        }
+        for (int64_t r = 0; r < n; r++) scales[g * n + r] = sq_f32_to_f16(m->scale[g * n + r]);
+    }
+}
+
+sq_status sq_unpack_awq(sq_qmatrix *m, int64_t n, int64_t k, int group_size, const int32_t *qweight, const int32_t *qzeros,
+                        const uint16_t *scales, sq_err *err) {
+    sq_status s = check_unpack_args(n, k, 4, err);
+    if (s || (s = sq_qmatrix_alloc(m, n, k, 4, group_size, err))) return s;
+    int64_t w8 = n / 8, gs = group_size > 0 ? group_size : k;
+    for (int64_t c = 0; c < k; c++) {
+        m->g_idx[c] = (int32_t)(c / gs);
+        for (int64_t wc = 0; wc < w8; wc++) {
+            uint32_t v = ((const uint32_t *)qweight)[c * w8 + wc];
+            for (int i = 0; i < 8; i++) m->q[c * n + 8 * wc + awq_order[i]] = (uint8_t)((v >> (4 * i)) & 15u);
+        }
+    }
+    for (int64_t g = 0; g < m->n_groups; g++) {
+        for (int64_t wc = 0; wc < w8; wc++) {
+            uint32_t v = ((const uint32_t *)qzeros)[g * w8 + wc];
+            for (int i = 0; i < 8; i++) m->zero[g * n + 8 * wc + awq_order[i]] = (int32_t)((v >> (4 * i)) & 15u);
+        }
+        for (int64_t r = 0; r < n; r++) m->scale[g * n + r] = sq_f16_to_f32(scales[g * n + r]);
+    }
+    return SQ_OK;
+}

@@ -47,4 +47,14 @@ sq_status sq_unpack_ct(sq_qmatrix *m /* OUT, allocated here */, int64_t n, int64
                        const int32_t *weight_packed, const uint16_t *weight_scale, const int32_t *weight_zero_point /* NULL: sym */,
                        const int32_t *g_idx /* NULL: k / group_size */, sq_err *err);
 
+/* AWQ "GEMM" (quant_method "awq", version "gemm"), 4-bit only:
+ *   qweight int32 [K, N/8]  packed along N: nibble i (shift 4i) of word c holds column 8c + order[i],
+ *                           order = [0, 2, 4, 6, 1, 3, 5, 7]
+ *   qzeros  int32 [G, N/8]  the same packing, zeros as they are
+ *   scales  fp16  [G, N]
+ * Groups are in column order (g_idx = k / group_size). */
+void sq_pack_awq(const sq_qmatrix *m, int32_t *qweight, int32_t *qzeros, uint16_t *scales);
+sq_status sq_unpack_awq(sq_qmatrix *m /* OUT, allocated here */, int64_t n, int64_t k, int group_size, const int32_t *qweight,
+                        const int32_t *qzeros, const uint16_t *scales, sq_err *err);
+
 #endif

@@ -32,12 +32,25 @@ def autogptq_quantlinear():
     spec.loader.exec_module(mod)   # its CUDA extension is absent: the pure-torch path runs
     return mod.QuantLinear
 
+def autoawq_dequantize_gemm():
+    os.makedirs(PEERS, exist_ok=True)
+    src = glob.glob(os.path.join(PEERS, "autoawq-0.2.9/awq/utils/packing_utils.py"))
+    if not src:
+        subprocess.check_call([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", "autoawq==0.2.9", "-d", PEERS])
+        import tarfile
+        tarfile.open(glob.glob(os.path.join(PEERS, "autoawq-0.2.9.tar.gz"))[0]).extractall(PEERS)
+        src = glob.glob(os.path.join(PEERS, "autoawq-0.2.9/awq/utils/packing_utils.py"))
+    spec = importlib.util.spec_from_file_location("autoawq_packing_utils", src[0])
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.dequantize_gemm
+
 def main():
     packed = load_file(os.path.join(FIX, "spotq_packed.safetensors"))
     QuantLinear = autogptq_quantlinear()
     from compressed_tensors.compressors.pack_quantized.base import PackedQuantizationCompressor
     from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
-    configs = sorted({k.split(".")[0] for k in packed})
+    configs = sorted({k.split(".")[0] for k in packed if not k.startswith("awq_")})
     out, bad = {}, 0
     for name in configs:
         mine = packed[f"{name}.spotq_f16"]
@@ -69,6 +82,15 @@ def main():
             same = torch.equal(w.view(torch.int16), mine.view(torch.int16))
             print(f"{name}: compressed-tensors decompress {'==' if same else '!='} spotq")
             bad += not same
+    # AWQ GEMM: AutoAWQ's own dequantize_gemm (interleaved nibbles, zeros as they are)
+    dequantize_gemm = autoawq_dequantize_gemm()
+    name = "awq_b4_g32"
+    w = dequantize_gemm(packed[f"{name}.awq.qweight"], packed[f"{name}.awq.qzeros"], packed[f"{name}.awq.scales"], 4, 32)
+    w = w.to(torch.float16).t().contiguous()
+    out[f"{name}.autoawq_f16"] = w
+    same = torch.equal(w.view(torch.int16), packed[f"{name}.spotq_f16"].view(torch.int16))
+    print(f"{name}: AutoAWQ dequantize_gemm {'==' if same else '!='} spotq")
+    bad += not same
     save_file(out, os.path.join(FIX, "peer_dequant.safetensors"))
     print(f"{bad} mismatches")
     return 1 if bad else 0

@@ -3,6 +3,7 @@
  * (2) dequantise, through spotq's unpackers, to exactly the fp16 weights that the peers' own code
  * (AutoGPTQ's QuantLinear, compressed-tensors' decompressor; scripts/check_peers.py) read from that
  * file: tests/fixtures/peers/peer_dequant.safetensors. `test_qpack --write FILE` rewrites (1).
+ * The AWQ GEMM configuration is held to AutoAWQ's dequantize_gemm the same way.
  * Also: a GPTQ v1 writer never stores a zero of 0 (loaders disagree on it). */
 #include <math.h>
 #include <stdlib.h>
@@ -10,7 +11,7 @@
 
 #include "../../formats/dtype.h"
 #include "../../formats/safetensors.h"
-#include "../../quant/quant.h"
+#include "../../quant/awq.h"
 #include "check.h"
 
 static const int64_t N = 96, K = 256;
@@ -106,6 +107,62 @@ static void test_zero_never_zero(void) {
     sq_qmatrix_free(&m);
 }
 
+/* AWQ GEMM: the AWQ grid (zeros as they are, 0 allowed), interleaved nibbles packed along N. */
+static const char *AWQ = "awq_b4_g32";
+static void awq_tensors(const float *w, sq_qmatrix *m, int32_t **qw, int32_t **qz, uint16_t **sc) {
+    sq_err err = {0};
+    if (sq_awq_quantize(w, N, K, 32, 4, false, m, &err)) { fprintf(stderr, "%s\n", err.msg); exit(1); }
+    *qw = calloc((size_t)(K * N / 8), 4);
+    *qz = calloc((size_t)(K / 32 * N / 8), 4);
+    *sc = calloc((size_t)(K / 32 * N), 2);
+    sq_pack_awq(m, *qw, *qz, *sc);
+}
+
+static void write_awq(const float *w, sq_stw *out) {
+    sq_qmatrix m;
+    int32_t *qw, *qz;
+    uint16_t *sc;
+    awq_tensors(w, &m, &qw, &qz, &sc);
+    sq_err err = {0};
+    char key[64];
+    int64_t s1[2] = {K, N / 8}, s2[2] = {K / 32, N / 8}, s3[2] = {K / 32, N}, s4[2] = {N, K};
+    snprintf(key, sizeof key, "%s.awq.qweight", AWQ);
+    sq_stw_add(out, key, SQ_DT_I32, 2, s1, qw, &err);
+    snprintf(key, sizeof key, "%s.awq.qzeros", AWQ);
+    sq_stw_add(out, key, SQ_DT_I32, 2, s2, qz, &err);
+    snprintf(key, sizeof key, "%s.awq.scales", AWQ);
+    sq_stw_add(out, key, SQ_DT_F16, 2, s3, sc, &err);
+    uint16_t *mine = malloc((size_t)(N * K) * 2);
+    dequant_f16(&m, mine);
+    snprintf(key, sizeof key, "%s.spotq_f16", AWQ);
+    sq_stw_add(out, key, SQ_DT_F16, 2, s4, mine, &err);
+    free(mine); free(qw); free(qz); free(sc);
+    sq_qmatrix_free(&m);
+}
+
+static void test_awq(const float *w, const sq_st *golden, const sq_st *peer) {
+    sq_qmatrix m, u;
+    int32_t *qw, *qz;
+    uint16_t *sc;
+    awq_tensors(w, &m, &qw, &qz, &sc);
+    char key[64];
+    snprintf(key, sizeof key, "%s.awq.qweight", AWQ);
+    const sq_tensor *t = sq_st_find(golden, key);
+    CHECK(t && memcmp(t->data, qw, (size_t)(K * N / 8) * 4) == 0, "AWQ qweight bytes changed");
+    sq_err err = {0};
+    CHECK_OK(sq_unpack_awq(&u, N, K, 32, qw, qz, sc, &err), &err);
+    uint16_t *mine = malloc((size_t)(N * K) * 2), *theirs = malloc((size_t)(N * K) * 2);
+    dequant_f16(&m, mine);
+    dequant_f16(&u, theirs);
+    CHECK(memcmp(mine, theirs, (size_t)(N * K) * 2) == 0, "AWQ round trip");
+    snprintf(key, sizeof key, "%s.autoawq_f16", AWQ);
+    t = sq_st_find(peer, key);
+    CHECK(t && t->nbytes == N * K * 2 && memcmp(t->data, mine, (size_t)(N * K) * 2) == 0, "AWQ GEMM differs from AutoAWQ's dequantize_gemm");
+    free(mine); free(theirs); free(qw); free(qz); free(sc);
+    sq_qmatrix_free(&m);
+    sq_qmatrix_free(&u);
+}
+
 int main(int argc, char **argv) {
     sq_err err = {0};
     sq_st *fx = NULL, *golden = NULL, *peer = NULL;
@@ -168,12 +225,14 @@ int main(int argc, char **argv) {
     }
     free(mine);
     if (write) {
+        write_awq(w, out);
         if (sq_stw_finish(out, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
         printf("wrote %s\n", argv[2]);
         sq_st_close(fx);
         return 0;
     }
     test_zero_never_zero();
+    test_awq(w, golden, peer);
     sq_st_close(fx);
     sq_st_close(golden);
     sq_st_close(peer);
