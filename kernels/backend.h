@@ -27,11 +27,25 @@ typedef struct {
     const int32_t *perm;     /* (cols) the input column of each packed column (act-order); NULL: identity */
 } sq_qweight;
 
+/* An FP8 weight: the codes are the sq_wmat's data, E4M3 (rows, cols) read in place, and
+ * W[r, c] = e4m3(data[r, c]) * scale[per_channel ? r : 0]. The activations x the matmul multiplies
+ * by it are first put through E4M3 as a Hopper FP8 GEMM sees them (vLLM's quantisation kernels):
+ * x' = e4m3(clamp(x * (1/s), -448, 448)) * s, with s the static input_scale, or per token (row of x)
+ * max(max|x_t| / 448, 1 / (448 * 512)), or one such scale over all the rows of x; or x kept in float. */
+typedef enum { SQ_FP8_ACT_NONE, SQ_FP8_ACT_STATIC, SQ_FP8_ACT_DYNAMIC_TOKEN, SQ_FP8_ACT_DYNAMIC_TENSOR } sq_fp8_act;
 typedef struct {
-    sq_dtype dtype;          /* F32, F16 or BF16 (unused when q is set) */
+    const float *scale;      /* (rows) when per_channel, else (1) */
+    bool per_channel;
+    sq_fp8_act act;
+    float input_scale;       /* SQ_FP8_ACT_STATIC: s (> 0) */
+} sq_fp8weight;
+
+typedef struct {
+    sq_dtype dtype;          /* F32, F16 or BF16 (unused when q is set); F8_E4M3 when f8 is set */
     int64_t rows, cols;
     const void *data;        /* (rows, cols) */
     const sq_qweight *q;     /* non-NULL: a quantised weight, data unused */
+    const sq_fp8weight *f8;  /* non-NULL: an FP8 weight, data its E4M3 codes */
 } sq_wmat;
 
 /* Causal grouped-query attention of n new queries at positions pos0 .. pos0+n-1 over the keys and

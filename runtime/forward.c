@@ -127,8 +127,9 @@ static sq_status ffn(sq_state *s, const sq_ffn *f, int n, sq_err *err) {
     return sq_fail(err, SQ_ERR_INTERNAL, "unknown FFN kind %d", (int)f->kind);
 }
 
-/* Attention half of layer l for n tokens at positions pos .. pos+n-1: x += o_proj(attn(norm(x))). */
-static sq_status attention_block(sq_state *s, int l, int n, sq_err *err) {
+/* Attention of layer l on the normed input s->xn (n tokens at positions pos ..) into s->tmp (o_proj's
+ * output), appending to the KV cache. */
+static sq_status attention_core(sq_state *s, int l, int n, sq_err *err) {
     const sq_model *m = s->m;
     const sq_config *c = &m->cfg;
     const sq_layer *L = &m->layers[l];
@@ -138,8 +139,6 @@ static sq_status attention_block(sq_state *s, int l, int n, sq_err *err) {
     float *kl = s->kcache + (int64_t)l * s->max_ctx * m->kv_dim, *vl = s->vcache + (int64_t)l * s->max_ctx * m->kv_dim;
     float *knew = kl + (int64_t)pos * m->kv_dim, *vnew = vl + (int64_t)pos * m->kv_dim;
     sq_status st;
-    be->rmsnorm(kc, s->x, L->attn_norm, c->norm_eps, s->xn, n, c->hidden);
-    TAP(s, SQ_SITE_QKV, s->xn, n, c->hidden);
     if ((st = be->matmul(kc, &L->wq, L->bq, s->xn, s->q, n, err))) return st;
     if ((st = be->matmul(kc, &L->wk, L->bk, s->xn, knew, n, err))) return st;
     if ((st = be->matmul(kc, &L->wv, L->bv, s->xn, vnew, n, err))) return st;
@@ -151,7 +150,19 @@ static sq_status attention_block(sq_state *s, int l, int n, sq_err *err) {
                  .scale = (float)(1.0 / sqrt((double)c->head_dim))};
     if ((st = be->attention(kc, &a, err))) return st;
     TAP(s, SQ_SITE_O, s->att, n, m->q_dim);
-    if ((st = be->matmul(kc, &L->wo, L->bo, s->att, s->tmp, n, err))) return st;
+    return be->matmul(kc, &L->wo, L->bo, s->att, s->tmp, n, err);
+}
+
+/* Attention half of layer l for n tokens at positions pos .. pos+n-1: x += o_proj(attn(norm(x))). */
+static sq_status attention_block(sq_state *s, int l, int n, sq_err *err) {
+    const sq_model *m = s->m;
+    const sq_config *c = &m->cfg;
+    const sq_backend_i *be = m->ex->be;
+    sq_kctx *kc = m->ex->kc;
+    be->rmsnorm(kc, s->x, m->layers[l].attn_norm, c->norm_eps, s->xn, n, c->hidden);
+    TAP(s, SQ_SITE_QKV, s->xn, n, c->hidden);
+    sq_status st = attention_core(s, l, n, err);
+    if (st || s->stopped) return st;
     be->add(kc, s->x, s->tmp, (int64_t)n * c->hidden);
     return SQ_OK;
 }
@@ -232,5 +243,21 @@ sq_status sq_layer_forward(sq_state *s, int l, float *x, int n, sq_tap_fn tap, v
     s->tap = NULL;
     s->tap_user = NULL;
     s->stopped = false;
+    return st;
+}
+
+sq_status sq_layer_part(sq_state *s, int l, sq_layer_part_kind part, const float *xn, int n, float *out, sq_err *err) {
+    const sq_model *m = s->m;
+    const sq_config *c = &m->cfg;
+    if (l < 0 || l >= c->n_layers) return sq_fail(err, SQ_ERR_ARG, "layer %d of %d", l, c->n_layers);
+    if (n < 1 || n > s->max_batch || n > s->max_ctx)
+        return sq_fail(err, SQ_ERR_ARG, "layer part of %d tokens (the state holds %d)", n, s->max_batch);
+    s->pos = 0;
+    s->n_out = 0;
+    s->tap = NULL;
+    s->stopped = false;
+    memcpy(s->xn, xn, (size_t)n * (size_t)c->hidden * sizeof *xn);
+    sq_status st = part == SQ_PART_ATTENTION ? attention_core(s, l, n, err) : ffn(s, &m->layers[l].ffn, n, err);
+    if (!st) memcpy(out, s->tmp, (size_t)n * (size_t)c->hidden * sizeof *out);
     return st;
 }

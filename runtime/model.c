@@ -276,3 +276,23 @@ sq_status sq_model_set_linear(sq_model *m, int l, sq_lin which, const sq_wmat *w
 }
 
 void sq_model_embed(sq_model *m, const int *ids, int n, float *out) { m->ex->be->embed(m->ex->kc, &m->embed, ids, n, out); }
+
+float *sq_model_norm(sq_model *m, int l, int which) {
+    if (l < 0 || l >= m->cfg.n_layers) return NULL;
+    return which == 0 ? m->layers[l].attn_norm : m->layers[l].ffn_norm;
+}
+
+float *sq_model_bias(sq_model *m, int l, sq_lin which) {
+    if (l < 0 || l >= m->cfg.n_layers) return NULL;
+    sq_layer *L = &m->layers[l];
+    switch (which) {
+    case SQ_LIN_Q: return L->bq;
+    case SQ_LIN_K: return L->bk;
+    case SQ_LIN_V: return L->bv;
+    case SQ_LIN_O: return L->bo;
+    case SQ_LIN_GATE: return L->ffn.kind == SQ_FFN_DENSE ? L->ffn.mlp.b_gate : NULL;
+    case SQ_LIN_UP: return L->ffn.kind == SQ_FFN_DENSE ? L->ffn.mlp.b_up : NULL;
+    case SQ_LIN_DOWN: return L->ffn.kind == SQ_FFN_DENSE ? L->ffn.mlp.b_down : NULL;
+    default: return NULL;
+    }
+}

@@ -131,4 +131,15 @@ void sq_model_embed(sq_model *m, const int *ids, int n, float *out);
  * max_batch. */
 sq_status sq_layer_forward(sq_state *s, int l, float *x, int n, sq_tap_fn tap, void *user, sq_err *err);
 
+/* The attention (q, k, v, attention, o_proj) or the FFN of layer l alone, on an already normed input
+ * xn (n, hidden) of one sequence from position 0, into out (n, hidden), without the residual: the
+ * modules whose outputs AWQ's scale search compares. */
+typedef enum { SQ_PART_ATTENTION, SQ_PART_FFN } sq_layer_part_kind;
+sq_status sq_layer_part(sq_state *s, int l, sq_layer_part_kind part, const float *xn, int n, float *out /* OUT */, sq_err *err);
+/* The norm weights the forward pass uses (hidden floats, owned by the model, writable: AWQ folds its
+ * scales into them): which 0 = input_layernorm, 1 = post_attention_layernorm. */
+float *sq_model_norm(sq_model *m, int l, int which);
+/* The bias of a linear (its rows floats, owned by the model, writable), or NULL when it has none. */
+float *sq_model_bias(sq_model *m, int l, sq_lin which);
+
 #endif
