@@ -30,8 +30,44 @@ static void on_signal(int sig) {
     raise(sig);
 }
 
+/* --method fp8: the scheme, the activations, and the format that can hold them. vLLM's fp8 format has
+ * one weight scale per tensor and always quantises activations (static or dynamic); weight-only and
+ * per-channel checkpoints are compressed-tensors float-quantized. Returns an exit code, 0 when fine. */
+static int fp8_options(const char *scheme, const char *act, const char **format, sq_quantize_opts *o) {
+    if (!scheme || !strcmp(scheme, "tensor")) o->fp8_per_channel = false;
+    else if (!strcmp(scheme, "channel")) o->fp8_per_channel = true;
+    else {
+        fprintf(stderr, "spotq quantize: --fp8-scheme %s: use tensor or channel\n", scheme);
+        return SQ_EXIT_USAGE;
+    }
+    if (!act || !strcmp(act, "none")) o->act = SQ_ACT_NONE;
+    else if (!strcmp(act, "static")) o->act = SQ_ACT_STATIC;
+    else if (!strcmp(act, "dynamic")) o->act = SQ_ACT_DYNAMIC;
+    else {
+        fprintf(stderr, "spotq quantize: --act %s: use none, static or dynamic\n", act);
+        return SQ_EXIT_USAGE;
+    }
+    bool vllm_ok = !o->fp8_per_channel && o->act != SQ_ACT_NONE;
+    if (!*format) {
+        *format = vllm_ok ? "fp8" : "compressed-tensors";
+        if (!vllm_ok)
+            sq_log(SQ_LOG_INFO, "writing compressed-tensors float-quantized: vLLM's fp8 format has no %s form",
+                   o->fp8_per_channel ? "per-channel" : "weight-only (--act none)");
+    } else if (!strcmp(*format, "fp8") && !vllm_ok) {
+        fprintf(stderr, "spotq quantize: --format fp8 holds one weight scale per tensor and quantised activations (--act static or "
+                        "dynamic); use --format compressed-tensors for %s\n",
+                o->fp8_per_channel ? "per-channel scales" : "weight-only FP8");
+        return SQ_EXIT_USAGE;
+    } else if (strcmp(*format, "fp8") && strcmp(*format, "compressed-tensors")) {
+        fprintf(stderr, "spotq quantize: --method fp8 writes --format fp8 or compressed-tensors\n");
+        return SQ_EXIT_USAGE;
+    }
+    return 0;
+}
+
 int cmd_quantize(int argc, char **argv) {
-    const char *out = NULL, *method = NULL, *calib = NULL, *format = "gptq", *device = "cpu";
+    const char *out = NULL, *method = NULL, *calib = NULL, *format = NULL, *device = "cpu", *duo = "on", *clip = "on";
+    const char *fp8_scheme = NULL, *act_mode = NULL;
     int bits = 4, group = 128, nsamples = 128, seqlen = 0, seed = 0, threads = 0;
     double damp = 0.01;
     bool sym = true, asym = false, act = false, stat = false, force = false;
@@ -39,15 +75,19 @@ int cmd_quantize(int argc, char **argv) {
     const sq_opt opts[] = {
         {"-o", 's', &out, "output directory (required)"},
         {"--out", 's', &out, "same as -o"},
-        {"--method", 's', &method, "rtn or gptq (required)"},
+        {"--method", 's', &method, "rtn, gptq, awq, awq+gptq (AWQ's scales and clipping, then GPTQ) or fp8 (E4M3) (required)"},
         {"--calib", 's', &calib, "calibration text, .txt or .jsonl (required)"},
-        {"--format", 's', &format, "gptq (v1, default) or compressed-tensors (pack-quantized)"},
+        {"--format", 's', &format, "gptq (v1; default for rtn, gptq), awq (GEMM; default for awq), compressed-tensors, fp8 (vLLM's; default for fp8 where it fits)"},
         {"--bits", 'i', &bits, "4 or 8 (default 4)"},
         {"--group-size", 'i', &group, "columns per scale group, -1 for one per output channel (default 128)"},
         {"--sym", 'f', &sym, "symmetric grid, zero fixed at 2^(bits-1) (default)"},
         {"--asym", 'f', &asym, "asymmetric grid with a zero point per group"},
         {"--act-order", 'f', &act, "GPTQ: columns in descending Hessian diagonal (desc_act)"},
         {"--static-groups", 'f', &stat, "GPTQ: group grids fixed before the updates (g_idx stays k/g)"},
+        {"--awq-duo", 's', &duo, "AWQ: on (AutoAWQ's duo scaling, default) or off (llm-awq's x_mean^alpha)"},
+        {"--awq-clip", 's', &clip, "AWQ: on (default; the clipping search, never on q and k) or off"},
+        {"--fp8-scheme", 's', &fp8_scheme, "FP8: weight scales per tensor (default) or per channel (compressed-tensors only)"},
+        {"--act", 's', &act_mode, "FP8: activations none (weight-only, default), static (scales from calibration) or dynamic (per token)"},
         {"--damp", 'd', &damp, "GPTQ: damping as a fraction of mean(diag H) (default 0.01)"},
         {"--nsamples", 'i', &nsamples, "calibration windows (default 128)"},
         {"--seqlen", 'i', &seqlen, "tokens per window (default 2048, or the model's maximum if smaller)"},
@@ -69,29 +109,52 @@ int cmd_quantize(int argc, char **argv) {
                           .n_ignore = ignore.n, .progress = isatty(2)};
     if (!strcmp(method, "gptq")) o.method = SQ_METHOD_GPTQ;
     else if (!strcmp(method, "rtn")) o.method = SQ_METHOD_RTN;
-    else if (!strcmp(method, "awq") || !strcmp(method, "fp8")) {
-        sq_fail(&err, SQ_ERR_UNSUPPORTED, "--method %s is not implemented yet (rtn, gptq)", method);
-        return sq_cmd_fail(&err);
-    } else {
-        fprintf(stderr, "spotq quantize: --method %s: use rtn or gptq\n", method);
+    else if (!strcmp(method, "awq")) o.method = SQ_METHOD_AWQ;
+    else if (!strcmp(method, "awq+gptq")) o.method = SQ_METHOD_AWQ_GPTQ;
+    else if (!strcmp(method, "fp8")) o.method = SQ_METHOD_FP8;
+    else {
+        fprintf(stderr, "spotq quantize: --method %s: use rtn, gptq, awq, awq+gptq or fp8\n", method);
         return SQ_EXIT_USAGE;
     }
+    bool awq = o.method == SQ_METHOD_AWQ || o.method == SQ_METHOD_AWQ_GPTQ;
+    if (o.method == SQ_METHOD_FP8) {
+        int u = fp8_options(fp8_scheme, act_mode, &format, &o);
+        if (u) return u;
+    } else if (fp8_scheme || act_mode) {
+        fprintf(stderr, "spotq quantize: --fp8-scheme and --act apply to --method fp8\n");
+        return SQ_EXIT_USAGE;
+    }
+    if (!format) format = awq ? "awq" : "gptq";
     if (!strcmp(format, "gptq")) o.format = SQ_FORMAT_GPTQ;
     else if (!strcmp(format, "compressed-tensors")) o.format = SQ_FORMAT_CT;
+    else if (!strcmp(format, "awq")) o.format = SQ_FORMAT_AWQ;
+    else if (!strcmp(format, "fp8") && o.method == SQ_METHOD_FP8) o.format = SQ_FORMAT_FP8;
     else {
-        fprintf(stderr, "spotq quantize: --format %s: use gptq or compressed-tensors\n", format);
+        fprintf(stderr, "spotq quantize: --format %s: use gptq, awq or compressed-tensors\n", format);
         return SQ_EXIT_USAGE;
     }
+    if ((strcmp(duo, "on") && strcmp(duo, "off")) || (strcmp(clip, "on") && strcmp(clip, "off"))) {
+        fprintf(stderr, "spotq quantize: --awq-duo and --awq-clip take on or off\n");
+        return SQ_EXIT_USAGE;
+    }
+    o.awq_duo = !strcmp(duo, "on");
+    o.awq_clip = !strcmp(clip, "on");
+    if (o.format == SQ_FORMAT_AWQ && bits != 4) {
+        fprintf(stderr, "spotq quantize: --format awq is 4-bit only\n");
+        return SQ_EXIT_USAGE;
+    }
+    /* AWQ's grid has a zero point: it is asymmetric whatever --sym says */
+    if (awq && o.method == SQ_METHOD_AWQ) asym = true;
     if (strcmp(device, "cpu")) {
         const sq_backend_i *be;
         if (sq_backend_get(device, &be, &err)) return sq_cmd_fail(&err);
         sq_fail(&err, SQ_ERR_UNSUPPORTED, "--device %s: calibration runs on the CPU for now", device);
         return sq_cmd_fail(&err);
     }
-    /* compressed-tensors' decompressor has no g_idx: act-order there uses static groups */
-    if (o.format == SQ_FORMAT_CT && act && !stat) {
+    /* compressed-tensors' decompressor and AWQ GEMM have no g_idx: act-order there uses static groups */
+    if ((o.format == SQ_FORMAT_CT || o.format == SQ_FORMAT_AWQ) && act && !stat) {
         stat = true;
-        sq_log(SQ_LOG_INFO, "--format compressed-tensors with --act-order: using static groups (the format's decompressor reads no g_idx)");
+        sq_log(SQ_LOG_INFO, "--format %s with --act-order: using static groups (the format stores no g_idx)", format);
     }
     o.q = (sq_qparams){.bits = bits, .group_size = group, .sym = sym && !asym, .act_order = act, .static_groups = stat,
                        .damp = damp, .block_size = 128};

@@ -118,6 +118,37 @@ static void parse_token_ids(reader *r, sq_config *c) {
     }
 }
 
+/* The activation side of an FP8 config (vLLM's fp8, compressed-tensors' config groups) and
+ * compressed-tensors' format. */
+static void parse_quant_act(reader *r, const cJSON *q, sq_config *c) {
+    c->quant_act = SQ_QACT_NONE;
+    if (r->status) return;
+    if (c->quant_method == SQ_QM_FP8) {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(q, "activation_scheme");
+        if (cJSON_IsString(a) && !strcmp(a->valuestring, "static")) c->quant_act = SQ_QACT_STATIC;
+        else if (cJSON_IsString(a) && !strcmp(a->valuestring, "dynamic")) c->quant_act = SQ_QACT_DYNAMIC_TOKEN;
+        else r->status = sq_fail(r->err, SQ_ERR_FORMAT, "%s: quantization_config: activation_scheme must be \"static\" or \"dynamic\"", r->path);
+        return;
+    }
+    if (c->quant_method != SQ_QM_COMPRESSED_TENSORS) return;
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(q, "format");
+    if (cJSON_IsString(f)) snprintf(c->quant_format, sizeof c->quant_format, "%s", f->valuestring);
+    const cJSON *groups = cJSON_GetObjectItemCaseSensitive(q, "config_groups");
+    const cJSON *g0 = cJSON_IsObject(groups) ? groups->child : NULL;
+    const cJSON *ia = cJSON_IsObject(g0) ? cJSON_GetObjectItemCaseSensitive(g0, "input_activations") : NULL;
+    if (!ia || cJSON_IsNull(ia)) return;
+    if (!cJSON_IsObject(ia)) {
+        r->status = sq_fail(r->err, SQ_ERR_FORMAT, "%s: quantization_config: input_activations must be an object or null", r->path);
+        return;
+    }
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(ia, "strategy");
+    const cJSON *dy = cJSON_GetObjectItemCaseSensitive(ia, "dynamic"); /* true, false, or "local" (group scales) */
+    bool dynamic = cJSON_IsTrue(dy) || cJSON_IsString(dy);
+    if (!dynamic) c->quant_act = SQ_QACT_STATIC;
+    else if (cJSON_IsString(st) && !strcmp(st->valuestring, "tensor")) c->quant_act = SQ_QACT_DYNAMIC_TENSOR;
+    else c->quant_act = SQ_QACT_DYNAMIC_TOKEN;
+}
+
 static void parse_quant(reader *r, sq_config *c) {
     const cJSON *q = get(r, "quantization_config");
     c->quant_method = SQ_QM_NONE;
@@ -142,6 +173,7 @@ static void parse_quant(reader *r, sq_config *c) {
     c->quant_sym = get_bool(&qr, q, "sym", false);
     c->quant_desc_act = get_bool(&qr, q, "desc_act", false);
     if (qr.status && !r->status) r->status = qr.status;
+    parse_quant_act(r, q, c);
 }
 
 sq_status sq_config_parse(sq_config *c, const char *json, size_t len, const char *path, sq_err *err) {

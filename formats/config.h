@@ -12,6 +12,9 @@ typedef enum {
 typedef enum { SQ_ROPE_NONE, SQ_ROPE_LLAMA3, SQ_ROPE_LINEAR } sq_rope_type;
 
 typedef enum { SQ_QM_NONE, SQ_QM_GPTQ, SQ_QM_AWQ, SQ_QM_COMPRESSED_TENSORS, SQ_QM_FP8, SQ_QM_OTHER } sq_quant_method;
+/* How a checkpoint's activations are quantised at run time (FP8): not at all, with a stored input_scale,
+ * or with a scale computed per token or per tensor as they come. */
+typedef enum { SQ_QACT_NONE, SQ_QACT_STATIC, SQ_QACT_DYNAMIC_TOKEN, SQ_QACT_DYNAMIC_TENSOR } sq_quant_act;
 
 typedef struct {
     sq_arch arch;
@@ -49,6 +52,10 @@ typedef struct {
     char quant_method_name[32];
     int quant_bits, quant_group_size;
     bool quant_sym, quant_desc_act;
+    char quant_format[32];   /* compressed-tensors' format ("pack-quantized", "float-quantized"), else "" */
+    /* fp8: activation_scheme "static" or "dynamic" (vLLM runs dynamic per token on Hopper);
+     * compressed-tensors: the first config group's input_activations (null: none) */
+    sq_quant_act quant_act;
 } sq_config;
 
 const char *sq_arch_name(sq_arch a);

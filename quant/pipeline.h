@@ -5,8 +5,13 @@
 
 #include "quant.h"
 
-typedef enum { SQ_METHOD_RTN, SQ_METHOD_GPTQ } sq_method;
-typedef enum { SQ_FORMAT_GPTQ, SQ_FORMAT_CT } sq_format;
+/* SQ_METHOD_AWQ_GPTQ: AWQ's scales and clipping, then GPTQ on the scaled weights. */
+typedef enum { SQ_METHOD_RTN, SQ_METHOD_GPTQ, SQ_METHOD_AWQ, SQ_METHOD_AWQ_GPTQ, SQ_METHOD_FP8 } sq_method;
+/* SQ_FORMAT_CT: pack-quantized for integer methods, float-quantized for fp8. SQ_FORMAT_FP8: vLLM's fp8. */
+typedef enum { SQ_FORMAT_GPTQ, SQ_FORMAT_CT, SQ_FORMAT_AWQ, SQ_FORMAT_FP8 } sq_format;
+/* FP8 activations: kept in float (weight-only), a static per-tensor scale from calibration (max |x| at
+ * the linear's input / 448), or per-token scales computed at run time (nothing stored). */
+typedef enum { SQ_ACT_NONE, SQ_ACT_STATIC, SQ_ACT_DYNAMIC } sq_act;
 
 typedef struct {
     const char *model;           /* source checkpoint */
@@ -23,6 +28,10 @@ typedef struct {
     int n_ignore;
     const char *cmdline;         /* recorded in spotq.json */
     bool progress;               /* a progress line on stderr */
+    bool awq_duo;                /* AWQ: duo scaling (AutoAWQ's default); false: llm-awq's x_mean^alpha */
+    bool awq_clip;               /* AWQ: the clipping search (default on; never on q and k) */
+    bool fp8_per_channel;        /* fp8: one weight scale per output channel (compressed-tensors only); else per tensor */
+    sq_act act;                  /* fp8: activations (vLLM's fp8 format has no weight-only form: static or dynamic) */
 } sq_quantize_opts;
 
 sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err);

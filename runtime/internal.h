@@ -53,6 +53,8 @@ struct sq_model {
     double *inv_freq;            /* (head_dim / 2) RoPE frequencies, scaling applied */
     sq_qweight **qweights;       /* owned: the repacked quantised linears (see qweight.c) */
     int n_qweights;
+    sq_fp8weight **fp8;          /* owned: the scales of the FP8 linears (see fp8.c) */
+    int n_fp8;
 };
 
 /* qweight.c: when the checkpoint holds `weight_name` ("<module>.weight") in a quantised form (GPTQ v1:
@@ -65,5 +67,11 @@ void sq_rt_free_qweights(sq_model *m);
 /* A quantised matrix in the kernels' layout (what names it in errors); freed by sq_rt_qweight_free. */
 sq_status sq_rt_qweight_new(const sq_qmatrix *qm, const char *what, sq_qweight **out /* OUT */, sq_err *err);
 void sq_rt_qweight_free(sq_qweight *q); /* NULL is fine */
+
+/* fp8.c: `<module>.weight` in F8_E4M3 (vLLM's fp8: weight_scale one F32; compressed-tensors
+ * float-quantized: weight_scale [1] or [N, 1]; input_scale when config.json asks for static activation
+ * scales) as an FP8 weight whose codes alias the mmap and whose scales the model owns. */
+sq_status sq_rt_load_fp8(sq_model *m, const char *module, int64_t rows, int64_t cols, sq_wmat *w, sq_err *err);
+void sq_rt_free_fp8(sq_model *m);
 
 #endif

@@ -180,8 +180,9 @@ sq_status sq_model_open(sq_model **out, const char *path, sq_exec *ex, sq_err *e
                     m->ck->config_path, c->model_type);
         goto fail;
     }
-    if (c->quant_method != SQ_QM_NONE && c->quant_method != SQ_QM_GPTQ && c->quant_method != SQ_QM_COMPRESSED_TENSORS) {
-        s = sq_fail(err, SQ_ERR_UNSUPPORTED, "%s: quantised checkpoints (%s) cannot be run yet (gptq, compressed-tensors)",
+    if (c->quant_method != SQ_QM_NONE && c->quant_method != SQ_QM_GPTQ && c->quant_method != SQ_QM_COMPRESSED_TENSORS &&
+        c->quant_method != SQ_QM_FP8 && c->quant_method != SQ_QM_AWQ) {
+        s = sq_fail(err, SQ_ERR_UNSUPPORTED, "%s: quantised checkpoints (%s) cannot be run yet (gptq, awq, compressed-tensors, fp8)",
                     m->ck->config_path, c->quant_method_name);
         goto fail;
     }
@@ -229,6 +230,7 @@ void sq_model_close(sq_model *m) {
     }
     free(m->layers);
     sq_rt_free_qweights(m);
+    sq_rt_free_fp8(m);
     free(m->final_norm);
     free(m->inv_freq);
     sq_ckpt_close(m->ck);

@@ -1,4 +1,4 @@
-/* qweight.c: quantised linears of a checkpoint (GPTQ v1, compressed-tensors pack-quantized) unpacked
+/* qweight.c: quantised linears of a checkpoint (GPTQ v1, compressed-tensors pack-quantized; FP8 in fp8.c) unpacked
  * through formats/qpack and repacked into the kernels' layout: codes of each output row along the
  * input dimension, act-order columns sorted into contiguous groups (x is permuted instead). */
 #include <stdio.h>
@@ -179,6 +179,27 @@ static sq_status load_ct(sq_model *m, const char *module, int64_t N, int64_t K, 
     return s;
 }
 
+static sq_status load_awq(sq_model *m, const char *module, int64_t N, int64_t K, sq_wmat *w, sq_err *err) {
+    const sq_tensor *sc = tensor(m, module, "scales"), *qw, *qz;
+    if (!sc || sc->ndim != 2 || sc->shape[1] != N || sc->shape[0] < 1 || sc->shape[0] > K || K % sc->shape[0])
+        return sq_fail(err, SQ_ERR_FORMAT, "%s: tensor '%s.scales' is missing or has the wrong shape", m->ck->weights_path, module);
+    int64_t G = sc->shape[0];
+    sq_status s;
+    if ((s = need(m, module, "qweight", SQ_DT_I32, 2, K, N / 8, &qw, err)) || (s = need(m, module, "qzeros", SQ_DT_I32, 2, G, N / 8, &qz, err)) ||
+        (s = need(m, module, "scales", SQ_DT_F16, 2, G, N, &sc, err)))
+        return s;
+    if (N % 8) return sq_fail(err, SQ_ERR_FORMAT, "%s: %s: %lld output features do not pack 8 to a word", m->ck->weights_path, module, (long long)N);
+    sq_qmatrix qm;
+    if ((s = sq_unpack_awq(&qm, N, K, G == 1 ? -1 : (int)(K / G), qw->data, qz->data, sc->data, err))) {
+        char msg[sizeof err->msg];
+        snprintf(msg, sizeof msg, "%s", err ? err->msg : "");
+        return sq_fail(err, s, "%s: %s: %s", m->ck->weights_path, module, msg);
+    }
+    s = repack(m, module, &qm, w, err);
+    sq_qmatrix_free(&qm);
+    return s;
+}
+
 sq_status sq_rt_load_qlinear(sq_model *m, const char *weight_name, int64_t rows, int64_t cols, sq_wmat *w, bool *found, sq_err *err) {
     *found = false;
     char module[256];
@@ -188,11 +209,16 @@ sq_status sq_rt_load_qlinear(sq_model *m, const char *weight_name, int64_t rows,
     module[n - 7] = 0;
     if (tensor(m, module, "qweight")) {
         *found = true;
-        return load_gptq(m, module, rows, cols, w, err);
+        return m->cfg.quant_method == SQ_QM_AWQ ? load_awq(m, module, rows, cols, w, err) : load_gptq(m, module, rows, cols, w, err);
     }
     if (tensor(m, module, "weight_packed")) {
         *found = true;
         return load_ct(m, module, rows, cols, w, err);
+    }
+    const sq_tensor *wt = tensor(m, module, "weight");
+    if (wt && wt->dtype == SQ_DT_F8_E4M3) {
+        *found = true;
+        return sq_rt_load_fp8(m, module, rows, cols, w, err);
     }
     return SQ_OK;
 }

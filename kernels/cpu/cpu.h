@@ -77,6 +77,14 @@ sq_status sq_cpu_qmatmul(sq_kctx *c, const sq_wmat *w, const float *bias, const 
 sq_status sq_cpu_qmatmul_ref(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
 /* Row r of a quantised weight as floats, in packed (group-contiguous) column order. */
 void sq_cpu_qrow_to_f32(const sq_wmat *w, int64_t r, float *dst);
+/* FP8 weights (w->f8 set, fp8matmul.c): the activations through E4M3 as the weight asks, then the
+ * codes converted inside the dot product (GEMV) or per row tile into scratch for sgemm. */
+sq_status sq_cpu_f8matmul(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
+sq_status sq_cpu_f8matmul_ref(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
+/* out (n, k) = x (n, k) as the FP8 GEMM sees it under f's activation scheme (a copy for none). The
+ * fast version equals the reference bit for bit. */
+void sq_cpu_fp8_act(const sq_fp8weight *f, const float *x, float *out, int n, int64_t k);
+void sq_cpu_fp8_act_ref(const sq_fp8weight *f, const float *x, float *out, int n, int64_t k);
 sq_status sq_cpu_matmul(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
 sq_status sq_cpu_matmul_ref(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
 void sq_cpu_embed(sq_kctx *c, const sq_wmat *w, const int *ids, int n, float *out);

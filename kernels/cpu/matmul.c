@@ -198,6 +198,7 @@ static void mm_gemm(void *arg, int ith, int nth) {
 
 sq_status sq_cpu_matmul(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err) {
     if (w->q) return sq_cpu_qmatmul(c, w, bias, x, y, n, err);
+    if (w->f8) return sq_cpu_f8matmul(c, w, bias, x, y, n, err);
     if (w->dtype != SQ_DT_F32 && w->dtype != SQ_DT_F16 && w->dtype != SQ_DT_BF16)
         return sq_fail(err, SQ_ERR_UNSUPPORTED, "matmul: weight dtype %s is not supported by the CPU kernels", sq_dtype_name(w->dtype));
     if (w->rows > 0x7fffffff || w->cols > 0x7fffffff)

@@ -1,0 +1,241 @@
+/* fp8matmul.c: y = x . W^T for FP8 (E4M3) weights read in place, the activations first put through
+ * E4M3 when the weight asks for it (static or dynamic scales, as a Hopper FP8 GEMM sees them: vLLM
+ * quantises x * (1/s), clamped to +-448, rounded to nearest even). The weight's scale is applied once
+ * per output: y[t, r] = s_w(r) * sum_c e4m3(W[r, c]) x'[t, c].
+ * A few rows of x: a threaded AVX2 GEMV that turns 16 codes at a time into floats (an E4M3 code
+ * shifted left by 7 is the fp16 pattern of its value / 256, so F16C converts it; the 256 goes into
+ * the scale). More rows: each thread converts a tile of its rows into scratch and calls sgemm. */
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vec.h"
+
+#define GEMV_MAX_N 4
+#define ROW_ALIGN 16
+#define TILE_FLOATS (1 << 18)
+#define TILE_MIN_ROWS 16
+#define E4M3_MAX 448.0f
+/* vLLM's floor on a dynamic scale: an all-zero token must not divide by zero. */
+#define MIN_DYN_SCALE (1.0f / (E4M3_MAX * 512.0f))
+
+static inline float wscale(const sq_fp8weight *f, int64_t r) { return f->scale[f->per_channel ? r : 0]; }
+
+static float dyn_scale(float absmax) {
+    float s = absmax / E4M3_MAX;
+    return s > MIN_DYN_SCALE ? s : MIN_DYN_SCALE;
+}
+
+/* ---------------------------------------------------------------- activations */
+
+/* The scale of row t of x (n, k) under f's activation scheme; 0 for SQ_FP8_ACT_NONE. tensor_absmax:
+ * max |x| over all rows (SQ_FP8_ACT_DYNAMIC_TENSOR only). */
+static float act_scale(const sq_fp8weight *f, const float *xt, int64_t k, float tensor_absmax) {
+    switch (f->act) {
+    case SQ_FP8_ACT_STATIC: return f->input_scale;
+    case SQ_FP8_ACT_DYNAMIC_TENSOR: return dyn_scale(tensor_absmax);
+    case SQ_FP8_ACT_DYNAMIC_TOKEN: {
+        float m = 0;
+        for (int64_t c = 0; c < k; c++) m = fmaxf(m, fabsf(xt[c]));
+        return dyn_scale(m);
+    }
+    default: return 0;
+    }
+}
+
+static float absmax_all(const float *x, int64_t m) {
+    float a = 0;
+    for (int64_t i = 0; i < m; i++) a = fmaxf(a, fabsf(x[i]));
+    return a;
+}
+
+void sq_cpu_fp8_act_ref(const sq_fp8weight *f, const float *x, float *out, int n, int64_t k) {
+    float tmax = f->act == SQ_FP8_ACT_DYNAMIC_TENSOR ? absmax_all(x, (int64_t)n * k) : 0;
+    for (int t = 0; t < n; t++) {
+        const float *xt = x + (int64_t)t * k;
+        float *ot = out + (int64_t)t * k;
+        if (f->act == SQ_FP8_ACT_NONE) {
+            memcpy(ot, xt, (size_t)k * sizeof *ot);
+            continue;
+        }
+        float s = act_scale(f, xt, k, tmax), inv = 1.0f / s;
+        for (int64_t c = 0; c < k; c++) {
+            float v = fmaxf(-E4M3_MAX, fminf(xt[c] * inv, E4M3_MAX)); /* NaN -> 448, as fmin/fmax do on the GPU */
+            ot[c] = sq_e4m3_to_f32(sq_f32_to_e4m3(v)) * s;
+        }
+    }
+}
+
+/* 8 floats rounded to the nearest E4M3 value, ties to even (|v| <= 448, not NaN): normal values keep
+ * 3 mantissa bits (the f32 pattern rounded at bit 20), those below 2^-6 a multiple of 2^-9. */
+SQ_AVX2 static inline __m256 round_e4m3(__m256 v) {
+    const __m256 signmask = _mm256_set1_ps(-0.0f);
+    __m256 sign = _mm256_and_ps(v, signmask), a = _mm256_andnot_ps(signmask, v);
+    __m256i b = _mm256_castps_si256(a);
+    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(b, 20), _mm256_set1_epi32(1));
+    b = _mm256_add_epi32(b, _mm256_add_epi32(_mm256_set1_epi32(0x7FFFF), lsb));
+    __m256 normal = _mm256_castsi256_ps(_mm256_and_si256(b, _mm256_set1_epi32(~0xFFFFF)));
+    __m256 sub = _mm256_mul_ps(_mm256_round_ps(_mm256_mul_ps(a, _mm256_set1_ps(512.0f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                               _mm256_set1_ps(0x1p-9f));
+    __m256 r = _mm256_blendv_ps(normal, sub, _mm256_cmp_ps(a, _mm256_set1_ps(0x1p-6f), _CMP_LT_OQ));
+    return _mm256_or_ps(r, sign);
+}
+
+SQ_AVX2 static void act_fast(const sq_fp8weight *f, const float *x, float *out, int n, int64_t k) {
+    float tmax = f->act == SQ_FP8_ACT_DYNAMIC_TENSOR ? absmax_all(x, (int64_t)n * k) : 0;
+    const __m256 hi = _mm256_set1_ps(E4M3_MAX), lo = _mm256_set1_ps(-E4M3_MAX);
+    for (int t = 0; t < n; t++) {
+        const float *xt = x + (int64_t)t * k;
+        float *ot = out + (int64_t)t * k;
+        float s = act_scale(f, xt, k, tmax), inv = 1.0f / s;
+        __m256 vs = _mm256_set1_ps(s), vinv = _mm256_set1_ps(inv);
+        int64_t c = 0;
+        for (; c + 8 <= k; c += 8) {
+            /* min_ps(v, 448) gives 448 for NaN v, like the reference's fminf */
+            __m256 v = _mm256_max_ps(_mm256_min_ps(_mm256_mul_ps(_mm256_loadu_ps(xt + c), vinv), hi), lo);
+            _mm256_storeu_ps(ot + c, _mm256_mul_ps(round_e4m3(v), vs));
+        }
+        for (; c < k; c++) {
+            float v = fmaxf(-E4M3_MAX, fminf(xt[c] * inv, E4M3_MAX));
+            ot[c] = sq_e4m3_to_f32(sq_f32_to_e4m3(v)) * s;
+        }
+    }
+}
+
+void sq_cpu_fp8_act(const sq_fp8weight *f, const float *x, float *out, int n, int64_t k) {
+    if (f->act == SQ_FP8_ACT_NONE || !sq_cpu_has_avx2()) sq_cpu_fp8_act_ref(f, x, out, n, k);
+    else act_fast(f, x, out, n, k);
+}
+
+/* ---------------------------------------------------------------- matmul */
+
+sq_status sq_cpu_f8matmul_ref(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err) {
+    (void)c;
+    const sq_fp8weight *f = w->f8;
+    int64_t K = w->cols;
+    float *xq = sq_malloc((size_t)((int64_t)n * K) * sizeof *xq + 1, err);
+    if (!xq) return SQ_ERR_NOMEM;
+    sq_cpu_fp8_act_ref(f, x, xq, n, K);
+    const uint8_t *codes = w->data;
+    for (int t = 0; t < n; t++)
+        for (int64_t r = 0; r < w->rows; r++) {
+            double s = 0, ws = wscale(f, r);
+            for (int64_t j = 0; j < K; j++) s += (double)sq_e4m3_to_f32(codes[r * K + j]) * ws * xq[(int64_t)t * K + j];
+            y[(int64_t)t * w->rows + r] = (float)(s + (bias ? bias[r] : 0.0));
+        }
+    free(xq);
+    return SQ_OK;
+}
+
+/* 16 codes as the fp16 patterns of their values / 256. */
+SQ_AVX2 static inline __m256i codes_to_f16(const uint8_t *p) {
+    __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p));
+    __m256i mag = _mm256_and_si256(_mm256_slli_epi16(b, 7), _mm256_set1_epi16(0x3F80));
+    __m256i sign = _mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x80)), 8);
+    return _mm256_or_si256(mag, sign);
+}
+
+/* sum_j e4m3(codes[j]) / 256 * x[j] */
+SQ_AVX2 static float dot_e4m3(const uint8_t *codes, const float *x, int64_t k) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    int64_t j = 0;
+    for (; j + 16 <= k; j += 16) {
+        __m256i h = codes_to_f16(codes + j);
+        a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(h)), _mm256_loadu_ps(x + j), a0);
+        a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)), _mm256_loadu_ps(x + j + 8), a1);
+    }
+    float s = sq_hsum8(_mm256_add_ps(a0, a1));
+    for (; j < k; j++) s += sq_e4m3_to_f32(codes[j]) * 0x1p-8f * x[j];
+    return s;
+}
+
+/* Rows r0 .. r0+m-1 of W, scale applied, as floats into dst (m, cols). */
+SQ_AVX2 static void f8rows_to_f32(const sq_wmat *w, int64_t r0, int64_t m, float *dst) {
+    const uint8_t *codes = w->data;
+    int64_t K = w->cols;
+    for (int64_t i = 0; i < m; i++) {
+        const uint8_t *row = codes + (r0 + i) * K;
+        float *d = dst + i * K;
+        __m256 s = _mm256_set1_ps(wscale(w->f8, r0 + i) * 256.0f);
+        int64_t j = 0;
+        for (; j + 16 <= K; j += 16) {
+            __m256i h = codes_to_f16(row + j);
+            _mm256_storeu_ps(d + j, _mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(h)), s));
+            _mm256_storeu_ps(d + j + 8, _mm256_mul_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)), s));
+        }
+        for (; j < K; j++) d[j] = sq_e4m3_to_f32(row[j]) * wscale(w->f8, r0 + i);
+    }
+}
+
+typedef struct {
+    sq_kctx *c;
+    const sq_wmat *w;
+    const float *bias, *x;   /* x (n, cols), already through E4M3 when the weight asks */
+    float *y;
+    int n;
+    int64_t tile_rows;
+} f8_job;
+
+static void f8_add_bias(const f8_job *j, int64_t lo, int64_t hi) {
+    if (!j->bias) return;
+    for (int t = 0; t < j->n; t++)
+        for (int64_t r = lo; r < hi; r++) j->y[(int64_t)t * j->w->rows + r] += j->bias[r];
+}
+
+SQ_AVX2 static void f8_gemv(void *arg, int ith, int nth) {
+    const f8_job *j = arg;
+    const sq_wmat *w = j->w;
+    int64_t lo, hi, K = w->cols;
+    sq_split(w->rows, ith, nth, ROW_ALIGN, &lo, &hi);
+    const uint8_t *codes = w->data;
+    for (int64_t r = lo; r < hi; r++) {
+        float s = wscale(w->f8, r) * 256.0f;
+        for (int t = 0; t < j->n; t++) j->y[(int64_t)t * w->rows + r] = s * dot_e4m3(codes + r * K, j->x + (int64_t)t * K, K);
+    }
+    f8_add_bias(j, lo, hi);
+}
+
+static void f8_gemm(void *arg, int ith, int nth) {
+    const f8_job *j = arg;
+    const sq_wmat *w = j->w;
+    int64_t lo, hi, K = w->cols;
+    sq_split(w->rows, ith, nth, ROW_ALIGN, &lo, &hi);
+    float *tile = j->c->scratch[ith];
+    for (int64_t r = lo; r < hi; r += j->tile_rows) {
+        int64_t m = hi - r < j->tile_rows ? hi - r : j->tile_rows;
+        f8rows_to_f32(w, r, m, tile);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, (int)m, (int)K, 1.0f, j->x, (int)K, tile, (int)K, 0.0f, j->y + r,
+                    (int)w->rows);
+    }
+    f8_add_bias(j, lo, hi);
+}
+
+sq_status sq_cpu_f8matmul(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err) {
+    if (w->dtype != SQ_DT_F8_E4M3 || !w->data)
+        return sq_fail(err, SQ_ERR_INTERNAL, "matmul: an FP8 weight must hold F8_E4M3 codes (has %s)", sq_dtype_name(w->dtype));
+    if (w->rows > 0x7fffffff || w->cols > 0x7fffffff)
+        return sq_fail(err, SQ_ERR_UNSUPPORTED, "matmul: a %lld x %lld matrix is too large for BLAS", (long long)w->rows, (long long)w->cols);
+    if (n <= 0 || w->rows == 0) return SQ_OK;
+    if (!sq_cpu_has_avx2()) return sq_cpu_f8matmul_ref(c, w, bias, x, y, n, err);
+    int64_t K = w->cols;
+    float *xq = NULL;
+    const float *xin = x;
+    if (w->f8->act != SQ_FP8_ACT_NONE) {
+        if (!(xq = sq_malloc((size_t)((int64_t)n * K) * sizeof *xq + 1, err))) return SQ_ERR_NOMEM;
+        act_fast(w->f8, x, xq, n, K);
+        xin = xq;
+    }
+    f8_job j = {c, w, bias, xin, y, n, 0};
+    int64_t work = (int64_t)n * w->rows * K;
+    if (n <= GEMV_MAX_N) sq_pool_run_work(c->pool, f8_gemv, &j, work);
+    else {
+        int64_t tr = TILE_FLOATS / (K > 0 ? K : 1);
+        tr = tr < TILE_MIN_ROWS ? TILE_MIN_ROWS : tr / TILE_MIN_ROWS * TILE_MIN_ROWS;
+        j.tile_rows = tr;
+        sq_status s = sq_kctx_reserve(c, (size_t)(tr * K), err);
+        if (s) { free(xq); return s; }
+        sq_pool_run_work(c->pool, f8_gemm, &j, work);
+    }
+    free(xq);
+    return SQ_OK;
+}

@@ -1,0 +1,27 @@
+/* fp8.h: FP8 E4M3 weight quantisation (max 448), per tensor or per output channel, as
+ * compressed-tensors and vLLM define it: scale = max|w| / 448, code = e4m3(clamp(w / scale, +-448)),
+ * rounded to nearest even; W = code * scale. W is [N, K] row-major. */
+#ifndef SQ_FP8_H
+#define SQ_FP8_H
+
+#include "../base/base.h"
+
+#define SQ_FP8_MAX 448.0f
+
+/* The scale of values whose largest magnitude is absmax: absmax / 448, or FLT_EPSILON for 0 (the
+ * floor compressed-tensors puts on a zero scale). */
+float sq_fp8_scale(float absmax);
+
+/* max |w| over n values; NaN or Inf gives -1 with *bad their index. */
+float sq_fp8_absmax(const float *w, int64_t n, int64_t *bad /* OUT */);
+
+/* E4M3 codes (N, K) and scales of W: per_channel, one scale a row (N); else one (1), from
+ * tensor_absmax when it is > 0 (the max over a group of matrices that must share a scale, e.g. q, k, v
+ * fused by vLLM), else from W's own max. NaN or Inf in W is an error that begins with `what` (e.g. "MODEL: tensor 'NAME'"). */
+sq_status sq_fp8_quantize(const float *w, int64_t n, int64_t k, bool per_channel, float tensor_absmax, uint8_t *codes /* OUT */,
+                          float *scales /* OUT */, const char *what, sq_err *err);
+
+/* out (N, K) = the values those codes and scales stand for. */
+void sq_fp8_dequant(const uint8_t *codes, const float *scales, int64_t n, int64_t k, bool per_channel, float *out);
+
+#endif
