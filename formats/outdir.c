@@ -51,6 +51,19 @@ sq_status sq_outdir_begin(sq_outdir **out, const char *path, bool force, sq_err 
     while (n > 1 && o->path[n - 1] == '/') o->path[--n] = 0;
     snprintf(o->tmp, sizeof o->tmp, "%s.spotq-tmp-%d", o->path, (int)getpid());
     o->force = force;
+    /* missing parent directories are made, as `mkdir -p` would */
+    char parent[4096];
+    snprintf(parent, sizeof parent, "%s", o->path);
+    for (char *p = parent + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(parent, 0755) != 0 && errno != EEXIST) {
+                sq_status s = sq_fail(err, SQ_ERR_IO, "%s: cannot create: %s", parent, strerror(errno));
+                free(o);
+                return s;
+            }
+            *p = '/';
+        }
     if (mkdir(o->tmp, 0755) != 0) {
         sq_status s = sq_fail(err, SQ_ERR_IO, "%s: cannot create: %s", o->tmp, strerror(errno));
         free(o);
