@@ -10,6 +10,9 @@
 static const char *USAGE = "MODEL [--json]\n\n"
                            "MODEL is a Hugging Face directory or a .safetensors file with config.json beside it.";
 
+/* sq_quant_act, as inspect prints it. */
+static const char *const acts[] = {"none", "static", "dynamic per token", "dynamic per tensor"};
+
 /* What the checkpoint would weigh: linear weights quantised, everything else in BF16. */
 typedef struct {
     const sq_st *st;
@@ -76,7 +79,10 @@ static void print_text(const sq_ckpt *ck, const sizes *z, int64_t disk, const ch
     if (c->n_experts)
         printf("experts:          %d, %d per token, width %d%s%s\n", c->n_experts, c->n_experts_per_tok, c->moe_intermediate,
                c->shared_expert_intermediate ? ", shared expert" : "", c->norm_topk_prob ? ", top-k renormalised" : "");
-    if (c->quant_method != SQ_QM_NONE)
+    if (c->quant_method == SQ_QM_FP8 || !strcmp(c->quant_format, "float-quantized"))
+        printf("quantization:     %s%s%s, FP8 E4M3 weights, activations %s\n", c->quant_method_name, c->quant_format[0] ? " " : "",
+               c->quant_format, acts[c->quant_act]);
+    else if (c->quant_method != SQ_QM_NONE)
         printf("quantization:     %s, %d bits, group %d%s\n", c->quant_method_name, c->quant_bits, c->quant_group_size,
                c->quant_sym ? ", sym" : "");
     else printf("quantization:     none\n");
@@ -134,6 +140,8 @@ static int print_json(const sq_ckpt *ck, const sizes *z, int64_t disk, const cha
         cJSON_AddNumberToObject(q, "bits", c->quant_bits);
         cJSON_AddNumberToObject(q, "group_size", c->quant_group_size);
         cJSON_AddBoolToObject(q, "sym", c->quant_sym);
+        if (c->quant_format[0]) cJSON_AddStringToObject(q, "format", c->quant_format);
+        cJSON_AddStringToObject(q, "activations", acts[c->quant_act]);
     } else cJSON_AddNullToObject(o, "quantization");
     cJSON *ts = cJSON_AddArrayToObject(o, "tensors");
     for (int64_t i = 0; i < sq_st_count(ck->st); i++) {

@@ -293,7 +293,7 @@ static float weight_absmax(const sq_wmat *wm) {
 static sq_status fp8_stage(run *r, int l, size_t si, const char (*why)[128], float *tensor_absmax, float *in_scale, sq_err *err) {
     *tensor_absmax = 0;
     *in_scale = 0;
-    if (!r->o->fp8_per_channel && !getenv("NOSHARE"))
+    if (!r->o->fp8_per_channel)
         for (int j = 0; j < stages[si].n; j++)
             if (!why[stages[si].lin[j]][0]) *tensor_absmax = fmaxf(*tensor_absmax, weight_absmax(sq_model_linear(r->m, l, stages[si].lin[j])));
     if (r->o->act != SQ_ACT_STATIC) return SQ_OK;

@@ -1,0 +1,26 @@
+#!/bin/sh
+# quality.sh: quantisation quality on the bundled stories260K: each method at 4 bits, group 32,
+# calibrated on data/tinystories/calib.txt (128 x 512 tokens), evaluated on data/tinystories/eval.txt
+# against the FP32 model. Prints a markdown table (perplexity, ratio, KL divergence, top-1 agreement,
+# bits per quantised weight, quantisation time). Usage: sh bench/quality.sh [BIN] [extra quantize args].
+set -e
+BIN=${1:-build/release/spotq}
+shift 2>/dev/null || true
+cd "$(dirname "$0")/.."
+OUT=${BENCH_DIR:-build/bench}/quality
+mkdir -p "$OUT"
+M=models/stories260K
+field() { sed -n "s/.*\"$1\":[ \t]*\([0-9.e+-]*\).*/\1/p" "$2" | head -1; }
+echo "| method | bits/weight | quantize s | ppl | ppl ratio | KLD mean | KLD p99 | top-1 |"
+echo "|---|---|---|---|---|---|---|---|"
+"$BIN" eval $M --data data/tinystories/eval.txt --json > "$OUT/fp.json"
+echo "| FP32 | 32 | - | $(field ppl "$OUT/fp.json") | 1 | 0 | 0 | 100% |"
+for m in "rtn --asym" "gptq --asym --act-order" "awq" "awq+gptq --asym --act-order"; do
+    name=$(echo "$m" | cut -d' ' -f1)
+    dir="$OUT/$name"
+    "$BIN" quantize $M -o "$dir" --method $m --bits 4 --group-size 32 --calib data/tinystories/calib.txt --force "$@" 2>/dev/null
+    "$BIN" eval "$dir" --data data/tinystories/eval.txt --ref $M --json > "$dir.json"
+    bpw=$(field bits_per_quantized_weight "$dir/spotq.json"); t=$(field total "$dir/spotq.json")
+    printf '| %s | %.2f | %.1f | %s | %s | %s | %s | %s |\n' "$m" "$bpw" "$t" "$(field ppl "$dir.json")" "$(field ppl_ratio "$dir.json")" \
+        "$(field mean "$dir.json")" "$(field p99 "$dir.json")" "$(field top1_agreement "$dir.json")"
+done
