@@ -114,6 +114,19 @@ static sq_status repack(sq_model *m, const char *module, const sq_qmatrix *qm, s
     return SQ_OK;
 }
 
+/* After an unpack: a failure is reworded to name the file and module; a success is repacked for the
+ * kernels (and the unpacked form freed). */
+static sq_status finish_unpack(sq_model *m, const char *module, sq_status unpacked, sq_qmatrix *qm, sq_wmat *w, sq_err *err) {
+    if (unpacked) {
+        char msg[sizeof err->msg];
+        snprintf(msg, sizeof msg, "%s", err ? err->msg : "");
+        return sq_fail(err, unpacked, "%s: %s: %s", m->ck->weights_path, module, msg);
+    }
+    sq_status s = repack(m, module, qm, w, err);
+    sq_qmatrix_free(qm);
+    return s;
+}
+
 static sq_status load_gptq(sq_model *m, const char *module, int64_t N, int64_t K, sq_wmat *w, sq_err *err) {
     const sq_tensor *qw = tensor(m, module, "qweight");
     if (qw->ndim != 2 || qw->shape[1] != N || qw->shape[0] <= 0 || (qw->shape[0] * 32) % K)
@@ -134,14 +147,7 @@ static sq_status load_gptq(sq_model *m, const char *module, int64_t N, int64_t K
         return s;
     sq_qmatrix qm;
     int gs = (int)(K / G);
-    if ((s = sq_unpack_gptq(&qm, N, K, bits, G == 1 ? -1 : gs, qw->data, qz->data, sc->data, gi->data, err))) {
-        char msg[sizeof err->msg];
-        snprintf(msg, sizeof msg, "%s", err ? err->msg : "");
-        return sq_fail(err, s, "%s: %s: %s", m->ck->weights_path, module, msg);
-    }
-    s = repack(m, module, &qm, w, err);
-    sq_qmatrix_free(&qm);
-    return s;
+    return finish_unpack(m, module, sq_unpack_gptq(&qm, N, K, bits, G == 1 ? -1 : gs, qw->data, qz->data, sc->data, gi->data, err), &qm, w, err);
 }
 
 static sq_status load_ct(sq_model *m, const char *module, int64_t N, int64_t K, sq_wmat *w, sq_err *err) {
@@ -168,15 +174,8 @@ static sq_status load_ct(sq_model *m, const char *module, int64_t N, int64_t K, 
         return s;
     if (tensor(m, module, "weight_g_idx") && (s = need(m, module, "weight_g_idx", SQ_DT_I32, 1, K, 0, &gi, err))) return s;
     sq_qmatrix qm;
-    if ((s = sq_unpack_ct(&qm, N, K, bits, G == 1 ? -1 : (int)(K / G), wp->data, ws->data, zp ? zp->data : NULL, gi ? gi->data : NULL,
-                          err))) {
-        char msg[sizeof err->msg];
-        snprintf(msg, sizeof msg, "%s", err ? err->msg : "");
-        return sq_fail(err, s, "%s: %s: %s", m->ck->weights_path, module, msg);
-    }
-    s = repack(m, module, &qm, w, err);
-    sq_qmatrix_free(&qm);
-    return s;
+    return finish_unpack(m, module, sq_unpack_ct(&qm, N, K, bits, G == 1 ? -1 : (int)(K / G), wp->data, ws->data, zp ? zp->data : NULL, gi ? gi->data : NULL,
+                          err), &qm, w, err);
 }
 
 static sq_status load_awq(sq_model *m, const char *module, int64_t N, int64_t K, sq_wmat *w, sq_err *err) {
@@ -190,14 +189,7 @@ static sq_status load_awq(sq_model *m, const char *module, int64_t N, int64_t K,
         return s;
     if (N % 8) return sq_fail(err, SQ_ERR_FORMAT, "%s: %s: %lld output features do not pack 8 to a word", m->ck->weights_path, module, (long long)N);
     sq_qmatrix qm;
-    if ((s = sq_unpack_awq(&qm, N, K, G == 1 ? -1 : (int)(K / G), qw->data, qz->data, sc->data, err))) {
-        char msg[sizeof err->msg];
-        snprintf(msg, sizeof msg, "%s", err ? err->msg : "");
-        return sq_fail(err, s, "%s: %s: %s", m->ck->weights_path, module, msg);
-    }
-    s = repack(m, module, &qm, w, err);
-    sq_qmatrix_free(&qm);
-    return s;
+    return finish_unpack(m, module, sq_unpack_awq(&qm, N, K, G == 1 ? -1 : (int)(K / G), qw->data, qz->data, sc->data, err), &qm, w, err);
 }
 
 sq_status sq_rt_load_qlinear(sq_model *m, const char *weight_name, int64_t rows, int64_t cols, sq_wmat *w, bool *found, sq_err *err) {

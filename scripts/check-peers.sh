@@ -5,11 +5,14 @@ set -e
 cd "$(dirname "$0")/.."
 python3 -m pip install -q numpy safetensors ml_dtypes tokenizers sentencepiece torch transformers compressed-tensors
 BUILD=${BUILD:-build/release}
-make -s "$BUILD/tests/test_qpack"
+make -s "$BUILD/tests/test_qpack" "$BUILD/tests/test_fp8" "$BUILD/spotq"
 tmp=$(mktemp -d)
 "$BUILD/tests/test_qpack" --write "$tmp/spotq_packed.safetensors"
 cmp "$tmp/spotq_packed.safetensors" tests/fixtures/peers/spotq_packed.safetensors || {
     echo "check-peers: spotq's packed tensors changed; review, then copy $tmp/spotq_packed.safetensors into tests/fixtures/peers"; exit 1; }
+"$BUILD/tests/test_fp8" --write "$tmp/spotq_fp8.safetensors"
+cmp "$tmp/spotq_fp8.safetensors" tests/fixtures/peers/spotq_fp8.safetensors || {
+    echo "check-peers: spotq's FP8 fixture changed; review, then copy $tmp/spotq_fp8.safetensors into tests/fixtures/peers"; exit 1; }
 rm -rf "$tmp"
 python3 scripts/check_peers.py
 for g in tests/fixtures/gen_*.py; do python3 "$g"; done

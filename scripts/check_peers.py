@@ -8,6 +8,10 @@ GPTQ fixture), dequantises every configuration with
 and writes their fp16 weights to tests/fixtures/peers/peer_dequant.safetensors, the golden file that
 `make test` (test_qpack) compares spotq's own unpacking with, bit for bit. It also fails here when the
 peers' weights differ from spotq's (the `<config>.spotq_f16` tensors).
+FP8: tests/fixtures/peers/spotq_fp8.safetensors (written by `test_fp8 --write`) against compressed-tensors'
+calculate_qparams, FloatQuantizationCompressor.compress/decompress and torch's float8 cast under vLLM's
+activation formula, into tests/fixtures/peers/peer_fp8.safetensors (the golden file of test_fp8); and the
+bundled model quantised to float-quantized, read back through compressed-tensors.
 Needs: torch, safetensors, compressed-tensors, and the auto-gptq wheel (unpacked into build/peers)."""
 import glob, importlib.util, os, subprocess, sys, zipfile
 import torch
@@ -44,6 +48,87 @@ def autoawq_dequantize_gemm():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod.dequantize_gemm
+
+# ---------------------------------------------------------------- FP8 (compressed-tensors float-quantized, vLLM's activation quantisation)
+
+def fp8_scheme(strategy):
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+    args = QuantizationArgs(num_bits=8, type="float", symmetric=True, strategy=strategy, dynamic=False)
+    return args, QuantizationScheme(targets=["Linear"], weights=args)
+
+def vllm_act(x, scale):
+    """vLLM's scaled_fp8_quant as the GPU runs it: x * (1 / s), clamped to +-448, cast to E4M3 (RNE), times s."""
+    inv = torch.ones((), dtype=torch.float32) / scale
+    q = (x * inv).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+    return q.to(torch.float32) * scale
+
+def fp8_main():
+    """Holds tests/fixtures/peers/spotq_fp8.safetensors (written by `test_fp8 --write`) to compressed-tensors and
+    torch; writes tests/fixtures/peers/peer_fp8.safetensors, the golden file test_fp8 compares with."""
+    from compressed_tensors.compressors.naive_quantized.base import FloatQuantizationCompressor
+    from compressed_tensors.quantization.utils import calculate_qparams
+    src = load_file(os.path.join(FIX, "spotq_fp8.safetensors"))
+    out, bad = {}, 0
+    for m in sorted({k.split(".")[0] for k in src if k.endswith(".source")}):
+        w = src[f"{m}.source"]
+        for strategy in ("tensor", "channel"):
+            pre = f"{m}.{strategy}."
+            args, scheme = fp8_scheme(strategy)
+            if strategy == "tensor":
+                lo, hi = w.min().reshape(1), w.max().reshape(1)
+            else:
+                lo, hi = w.amin(dim=1, keepdim=True), w.amax(dim=1, keepdim=True)
+            scale, _ = calculate_qparams(lo, hi, args)
+            scale = scale.to(torch.float32).contiguous()
+            codes = FloatQuantizationCompressor.compress({"weight": w, "weight_scale": scale}, scheme)["weight"].contiguous()
+            deq = FloatQuantizationCompressor.decompress({"weight": src[pre + "weight"], "weight_scale": src[pre + "weight_scale"]},
+                                                         scheme)["weight"].to(torch.float32).contiguous()
+            out[pre + "ct_weight"], out[pre + "ct_weight_scale"], out[pre + "ct_f32"] = codes, scale.reshape(src[pre + "weight_scale"].shape), deq
+            same_s = torch.equal(scale.reshape(-1), src[pre + "weight_scale"].reshape(-1))
+            same_q = torch.equal(codes.view(torch.uint8), src[pre + "weight"].view(torch.uint8))
+            print(f"fp8 {pre[:-1]}: compressed-tensors scales {'==' if same_s else '!='} spotq, codes {'==' if same_q else '!='} spotq")
+            bad += (not same_s) + (not same_q)
+    x, s = src["act.x"], src["act.static_scale"].reshape(())
+    floor = torch.ones((), dtype=torch.float32) / (torch.tensor(448.0) * 512)
+    token = torch.maximum(x.abs().amax(dim=1, keepdim=True) / 448.0, floor)
+    tensor = torch.maximum(x.abs().amax() / 448.0, floor)
+    for name, ref in (("static", vllm_act(x, s)), ("token", vllm_act(x, token)), ("tensor", vllm_act(x, tensor))):
+        out[f"act.torch_{name}"] = ref.contiguous()
+        same = torch.equal(ref.view(torch.int32), src[f"act.spotq_{name}"].view(torch.int32))
+        print(f"fp8 activations {name}: torch (vLLM's formula) {'==' if same else '!='} spotq")
+        bad += not same
+    save_file(out, os.path.join(FIX, "peer_fp8.safetensors"))
+    return bad
+
+def fp8_model_check(spotq):
+    """Quantises the bundled model to float-quantized and reads it back through compressed-tensors: the config
+    parses as a QuantizationConfig and every linear decompresses to the weights spotq's runtime uses."""
+    import json, tempfile
+    from compressed_tensors.compressors.naive_quantized.base import FloatQuantizationCompressor
+    from compressed_tensors.quantization import QuantizationConfig
+    bad = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for scheme, act in (("tensor", "none"), ("channel", "static"), ("channel", "dynamic")):
+            out = os.path.join(tmp, f"{scheme}-{act}")
+            subprocess.check_call([spotq, "quantize", os.path.join(ROOT, "models/stories260K"), "-o", out, "--method", "fp8",
+                                   "--format", "compressed-tensors", "--fp8-scheme", scheme, "--act", act, "--calib",
+                                   os.path.join(ROOT, "data/tinystories/calib.txt"), "--nsamples", "8", "--seqlen", "128"],
+                                  stderr=subprocess.DEVNULL)
+            qc = QuantizationConfig.model_validate(json.load(open(os.path.join(out, "config.json")))["quantization_config"])
+            group = qc.config_groups["group_0"]
+            sd = load_file(os.path.join(out, "model.safetensors"))
+            mods = sorted(k[: -len(".weight_scale")] for k in sd if k.endswith(".weight_scale"))
+            n = 0
+            for m in mods:
+                w = FloatQuantizationCompressor.decompress({"weight": sd[m + ".weight"], "weight_scale": sd[m + ".weight_scale"]}, group)["weight"]
+                scale = sd[m + ".weight_scale"].reshape(-1, 1) if scheme == "channel" else sd[m + ".weight_scale"].reshape(())
+                n += torch.equal(w.float(), sd[m + ".weight"].float() * scale)
+                if act == "static":
+                    n -= sd[m + ".input_scale"].shape != (1,)
+            ok = n == len(mods) == 35 and qc.format == "float-quantized" and (group.input_activations is None) == (act == "none")
+            print(f"fp8 stories260K {scheme}/{act}: config parses, {n}/{len(mods)} linears decompress as spotq reads them")
+            bad += not ok
+    return bad
 
 def main():
     packed = load_file(os.path.join(FIX, "spotq_packed.safetensors"))
@@ -92,6 +177,10 @@ def main():
     print(f"{name}: AutoAWQ dequantize_gemm {'==' if same else '!='} spotq")
     bad += not same
     save_file(out, os.path.join(FIX, "peer_dequant.safetensors"))
+    bad += fp8_main()
+    spotq = os.path.join(ROOT, os.environ.get("BUILD", "build/release"), "spotq")
+    if os.path.exists(spotq):
+        bad += fp8_model_check(spotq)
     print(f"{bad} mismatches")
     return 1 if bad else 0
 

@@ -129,6 +129,35 @@ tok = open(os.path.join(HERE, "../../models/stories260K/tokenizer.json"), "rb").
 files = model_files(pack(hh, dd), cfg); files["tokenizer.json"] = tok
 case("nan-weights", "quantize", f"{REL}/nan-weights: tensor 'model.layers.0.mlp.up_proj.weight' has a NaN or Inf at element {3 * 8 + 5}", files)
 ARGS = {"nan-weights": " -o /tmp/spotq-bad-nan-out --method rtn --calib data/tinystories/calib.txt --nsamples 2 --seqlen 16 --force"}
+case("fp8-nan-weights", "quantize", f"{REL}/fp8-nan-weights: tensor 'model.layers.0.mlp.up_proj.weight' has a NaN or Inf at element {3 * 8 + 5} (row 3, column 5)", files)
+ARGS["fp8-nan-weights"] = " -o /tmp/spotq-bad-nan-out --method fp8 --act static --calib data/tinystories/calib.txt --nsamples 2 --seqlen 16 --force"
+
+# FP8 checkpoints (vLLM's fp8 format) the runtime must refuse: a NaN code, a missing input_scale, a zero scale
+def fp8_model(activation_scheme, edit):
+    cfg = dict(CONFIG, vocab_size=512, quantization_config={"quant_method": "fp8", "activation_scheme": activation_scheme,
+                                                            "ignored_layers": ["lm_head"]})
+    ts, dts = tensors(cfg), {}
+    for k in [k for k in ts if k.endswith("_proj.weight")]:
+        ts[k] = (np.arange(ts[k].size) % 0x7E).astype(np.uint8).reshape(ts[k].shape)
+        dts[k] = "F8_E4M3"
+        ts[k[:-len("weight")] + "weight_scale"] = np.array(0.01, dtype=np.float32)
+        if activation_scheme == "static":
+            ts[k[:-len("weight")] + "input_scale"] = np.array(0.02, dtype=np.float32)
+    edit(ts)
+    files = model_files(pack(*encode(dict(sorted(ts.items())), dts)), cfg)
+    files["tokenizer.json"] = tok
+    return files
+def nan_code(ts): ts["model.layers.0.mlp.up_proj.weight"][3, 5] = 0xFF
+def no_input_scale(ts): del ts["model.layers.0.self_attn.q_proj.input_scale"]
+def zero_scale(ts): ts["model.layers.0.self_attn.o_proj.weight_scale"] = np.array(0.0, dtype=np.float32)
+case("fp8-nan-code", "eval", f"{P('fp8-nan-code')}: tensor 'model.layers.0.mlp.up_proj.weight' holds an E4M3 NaN at element {3 * 8 + 5}",
+     fp8_model("dynamic", nan_code))
+case("fp8-no-input-scale", "eval", f"{P('fp8-no-input-scale')}: missing tensor 'model.layers.0.self_attn.q_proj.input_scale' (config.json asks for static activation scales)",
+     fp8_model("static", no_input_scale))
+case("fp8-zero-scale", "eval", f"{P('fp8-zero-scale')}: tensor 'model.layers.0.self_attn.o_proj.weight_scale' holds 0 at 0 (scales must be finite and positive)",
+     fp8_model("dynamic", zero_scale))
+for n in ("fp8-nan-code", "fp8-no-input-scale", "fp8-zero-scale"):
+    ARGS[n] = " --data data/tinystories/eval.txt"
 
 for d in os.listdir(HERE):
     if os.path.isdir(os.path.join(HERE, d)):

@@ -1,5 +1,6 @@
 /* test_dtype.c: dtype names and sizes, and every conversion against tables written by independent
- * implementations (tests/fixtures/gen_dtype.py: numpy, ml_dtypes) and against a slow reference. */
+ * implementations (tests/fixtures/gen_dtype.py: numpy, ml_dtypes; E4M3 also over 4 million random
+ * floats, held as checksums) and against a slow reference. */
 #include "../../base/base.h"
 #include "../../formats/dtype.h"
 #include "check.h"
@@ -191,6 +192,47 @@ static void test_encode(const char *file, sq_dtype t, narrow_fn scalar, int (*is
     free(tab);
 }
 
+/* ---- E4M3 over 4 million more random floats, against ml_dtypes' codes kept as block checksums ---- */
+
+static uint64_t mix64(uint64_t z) { /* the splitmix64 finaliser, as gen_dtype.py's */
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+static void test_random_e4m3(void) {
+    size_t n = 0;
+    char *tab = load("enc_e4m3_random.bin", &n);
+    if (!tab) return;
+    uint64_t seed;
+    memcpy(&seed, tab, 8);
+    uint32_t count = rd32(tab + 8), block = rd32(tab + 12);
+    CHECK(block > 0 && count % block == 0 && n == 4 + 2 * (size_t)(count / block) && count >= 4000000u, "enc_e4m3_random.bin: header");
+    if (!(block > 0 && count % block == 0 && n == 4 + 2 * (size_t)(count / block))) { free(tab); return; }
+    size_t bad_blocks = 0, bad_bulk = 0;
+    float *x = malloc((size_t)block * sizeof *x);
+    uint8_t *bulk = malloc(block);
+    for (uint32_t b = 0; b < count / block; b++) {
+        uint64_t sum = 0, want;
+        memcpy(&want, tab + 16 + 8 * (size_t)b, 8);
+        for (uint32_t j = 0; j < block; j++) {
+            uint64_t i = (uint64_t)b * block + j, z = mix64(seed + (i + 1) * 0x9E3779B97F4A7C15ULL);
+            uint32_t lo = (uint32_t)z, e = (uint32_t)((z >> 40) % 24 + 114);
+            x[j] = bits_f32(((z >> 32) & 7) == 0 ? lo : (lo & 0x807FFFFFu) | e << 23);
+            sum += (uint64_t)sq_f32_to_e4m3(x[j]) * (mix64(i) | 1);
+        }
+        sq_dtype_from_f32(SQ_DT_F8_E4M3, x, bulk, block);
+        for (uint32_t j = 0; j < block; j++) bad_bulk += bulk[j] != sq_f32_to_e4m3(x[j]);
+        if (sum != want && bad_blocks++ < MAX_SHOWN)
+            fprintf(stderr, "  enc_e4m3_random.bin: block %u (floats %llu..) differs from ml_dtypes\n", b, (unsigned long long)b * block);
+    }
+    CHECK(bad_blocks == 0, "E4M3: %zu of %u blocks of random floats encode differently from ml_dtypes", bad_blocks, count / block);
+    CHECK(bad_bulk == 0, "E4M3: the bulk converter differs from the scalar one on %zu random floats", bad_bulk);
+    free(x);
+    free(bulk);
+    free(tab);
+}
+
 /* ---- a slow reference in double arithmetic, over a sweep of all f32 patterns ----
  * rint() rounds half to even in the default rounding mode. min_exp: the exponent of the smallest
  * normal; mbits: stored mantissa bits; max: the largest finite value; over: the code a positive
@@ -308,6 +350,7 @@ int main(void) {
     test_encode("enc_f16.bin", SQ_DT_F16, narrow_f16, f16_is_nan, expect_f16_nan);
     test_encode("enc_bf16.bin", SQ_DT_BF16, narrow_bf16, bf16_is_nan, expect_bf16_nan);
     test_encode("enc_e4m3.bin", SQ_DT_F8_E4M3, narrow_e4m3, NULL, NULL);
+    test_random_e4m3();
     test_sweep();
     test_round_trips();
     test_specials();

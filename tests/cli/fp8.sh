@@ -1,0 +1,68 @@
+#!/bin/sh
+# fp8.sh: `spotq quantize --method fp8` on the bundled model: every scheme x activation variant writes
+# the tensors and config its format describes (the 172-wide FFN matrices included), runs close to the
+# source model, the same settings give the same model in vLLM's fp8 and compressed-tensors forms, the
+# output does not depend on --threads, and settings a format cannot hold are usage errors.
+set -e
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+M=models/stories260K
+C="--calib data/tinystories/calib.txt --nsamples 8 --seqlen 128"
+q() { out=$1; shift; $SPOTQ quantize $M -o $T/$out --method fp8 $C "$@" 2>$T/$out.log; }
+field() { sed -n "s/.*\"$2\":[ \t]*\([0-9.e+-]*\).*/\1/p" "$1" | head -1; }
+ev() { $SPOTQ eval $T/$1 --data data/tinystories/eval.txt --ctx 256 --ref $M --json >$T/$1.json; }
+
+# the default: weight-only per tensor, which vLLM's fp8 format cannot hold: compressed-tensors, said so
+q tn
+grep -q "no weight-only (--act none) form" $T/tn.log || { echo "no note on the format"; cat $T/tn.log; exit 1; }
+grep -q '"format":	"float-quantized"' $T/tn/config.json && grep -q '"input_activations":	null' $T/tn/config.json ||
+    { echo "weight-only config"; cat $T/tn/config.json; exit 1; }
+q ts --act static
+q td --act dynamic
+q cn --fp8-scheme channel
+q cs --fp8-scheme channel --act static
+q cd --fp8-scheme channel --act dynamic
+q ts_ct --act static --format compressed-tensors
+q td_ct --act dynamic --format compressed-tensors --threads 1
+
+# vLLM's fp8: its config, scalar F32 scales, every linear in E4M3 whatever its shape
+grep -q '"quant_method":	"fp8"' $T/ts/config.json && grep -q '"activation_scheme":	"static"' $T/ts/config.json &&
+    grep -q '"ignored_layers":	\["lm_head"\]' $T/ts/config.json || { echo "fp8 config"; cat $T/ts/config.json; exit 1; }
+grep -q '"activation_scheme":	"dynamic"' $T/td/config.json || { echo "fp8 dynamic config"; exit 1; }
+$SPOTQ inspect $T/ts >$T/ts.txt
+grep -q "quantization:     fp8, FP8 E4M3 weights, activations static" $T/ts.txt || { echo "inspect"; head -20 $T/ts.txt; exit 1; }
+[ "$(grep -c 'F8_E4M3  \[' $T/ts.txt)" -eq 35 ] || { echo "want 35 E4M3 weights"; exit 1; }
+grep -q 'layers.4.mlp.down_proj.weight  *F8_E4M3  \[64, 172\]' $T/ts.txt || { echo "down_proj [64, 172] not in E4M3"; exit 1; }
+grep -q 'layers.0.self_attn.q_proj.weight_scale  *F32  *\[\]' $T/ts.txt &&
+    grep -q 'layers.0.self_attn.q_proj.input_scale  *F32  *\[\]' $T/ts.txt || { echo "fp8 scales are not F32 scalars"; exit 1; }
+! grep -q input_scale $T/td/model.safetensors || { echo "dynamic stores an input_scale"; exit 1; }
+# compressed-tensors: [N, 1] weight scales per channel, [1] input scales
+$SPOTQ inspect $T/cs >$T/cs.txt
+grep -q 'layers.0.mlp.gate_proj.weight_scale  *F32  *\[172, 1\]' $T/cs.txt &&
+    grep -q 'layers.0.mlp.gate_proj.input_scale  *F32  *\[1\]' $T/cs.txt || { echo "compressed-tensors scale shapes"; exit 1; }
+grep -q '"strategy":	"channel"' $T/cs/config.json && grep -q '"strategy":	"token"' $T/cd/config.json ||
+    { echo "compressed-tensors strategies"; exit 1; }
+$SPOTQ inspect $T/ts --json | grep -q '"quant_method":	"fp8"' || { echo "inspect --json"; exit 1; }
+
+# quality: every variant close to the source; the two formats of one setting are the same model
+for v in tn ts td cn cs cd ts_ct td_ct; do
+    ev $v
+    r=$(field $T/$v.json ppl_ratio); k=$(field $T/$v.json mean)
+    echo "$v: ppl ratio $r, kld $k"
+    awk -v r=$r -v k=$k 'BEGIN { exit !(r > 1 && r < 1.03 && k > 0 && k < 0.03) }' || { echo "$v: out of bounds"; exit 1; }
+done
+[ "$(field $T/ts.json ppl)" = "$(field $T/ts_ct.json ppl)" ] || { echo "static: fp8 and compressed-tensors differ"; exit 1; }
+[ "$(field $T/td.json ppl)" = "$(field $T/td_ct.json ppl)" ] || { echo "dynamic: fp8 and compressed-tensors differ"; exit 1; }
+# the same weights whatever --threads (td_ct ran on one thread)
+q td_ct2 --act dynamic --format compressed-tensors --threads 2
+cmp $T/td_ct/model.safetensors $T/td_ct2/model.safetensors || { echo "output depends on --threads"; exit 1; }
+
+# settings a format cannot hold, and bad values: usage errors
+set +e
+for args in "--format fp8" "--format fp8 --fp8-scheme channel --act static" "--act sometimes" "--fp8-scheme row" "--format gptq --act static"; do
+    $SPOTQ quantize $M -o $T/x --method fp8 $C $args 2>$T/err; rc=$?
+    [ $rc -eq 2 ] || { echo "$args: exit $rc, want 2"; cat $T/err; exit 1; }
+done
+$SPOTQ quantize $M -o $T/x --method rtn $C --act static 2>$T/err; rc=$?
+[ $rc -eq 2 ] && grep -q "apply to --method fp8" $T/err || { echo "--act with rtn: exit $rc"; exit 1; }
+exit 0
