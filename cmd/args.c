@@ -1,6 +1,8 @@
 /* args.c: long-option parsing shared by every command; --help is handled here, once. */
 #include "cmd.h"
 
+#include <cJSON.h>
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,4 +95,13 @@ int sq_args_parse(const char *cmd, const char *usage, int argc, char **argv, con
 int sq_cmd_fail(const sq_err *err) {
     fprintf(stderr, "spotq: error: %s\n", err->msg);
     return err->code == SQ_ERR_ARG ? SQ_EXIT_USAGE : SQ_EXIT_FAIL;
+}
+
+int sq_cmd_print_json(cJSON *doc) {
+    char *txt = cJSON_Print(doc);
+    cJSON_Delete(doc);
+    if (!txt) return SQ_EXIT_FAIL;
+    printf("%s\n", txt);
+    free(txt);
+    return 0;
 }

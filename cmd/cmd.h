@@ -35,6 +35,10 @@ int sq_args_parse(const char *cmd, const char *usage, int argc, char **argv, con
                   int min_pos, int *npos);
 void sq_args_print_help(FILE *f, const char *cmd, const char *usage, const sq_opt *opts);
 
+/* Prints a JSON document (and a newline) to stdout and deletes it; SQ_EXIT_FAIL when it cannot be printed. */
+struct cJSON;
+int sq_cmd_print_json(struct cJSON *doc);
+
 /* Prints "spotq: error: MSG" and returns SQ_EXIT_FAIL (or SQ_EXIT_USAGE for SQ_ERR_ARG). */
 int sq_cmd_fail(const sq_err *err);
 

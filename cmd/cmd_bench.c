@@ -113,10 +113,7 @@ int cmd_bench(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "prefill_seconds", p);
         cJSON_AddNumberToObject(o, "decode_seconds", d);
         cJSON_AddNumberToObject(o, "peak_rss_mib", rss_mib);
-        char *txt = cJSON_Print(o);
-        cJSON_Delete(o);
-        if (txt) printf("%s\n", txt);
-        free(txt);
+        sq_cmd_print_json(o);
     } else {
         printf("model:     %s (%s, %d layers, hidden %d, %s weights)\n", pos[0], sq_arch_name(cfg->arch), cfg->n_layers, cfg->hidden, dt);
         printf("threads:   %d\n", nthreads);

@@ -98,12 +98,7 @@ static int print_json(const char *model, const char *data, int64_t n_tokens, con
     cJSON_AddNumberToObject(o, "seconds", r->seconds);
     cJSON_AddNumberToObject(o, "tokens_per_second", r->seconds > 0 ? (double)r->tokens / r->seconds : 0);
     cJSON_AddNumberToObject(o, "threads", threads);
-    char *txt = cJSON_Print(o);
-    cJSON_Delete(o);
-    if (!txt) return SQ_EXIT_FAIL;
-    printf("%s\n", txt);
-    free(txt);
-    return 0;
+    return sq_cmd_print_json(o);
 }
 
 int cmd_eval(int argc, char **argv) {

@@ -225,10 +225,7 @@ int cmd_generate(int argc, char **argv) {
         cJSON_AddStringToObject(o, "stop", stop);
         cJSON_AddNumberToObject(o, "prefill_tokens_per_second", t1 > t0 ? n_prompt / (t1 - t0) : 0);
         cJSON_AddNumberToObject(o, "decode_tokens_per_second", decode_rate);
-        char *txt = cJSON_Print(o);
-        cJSON_Delete(o);
-        if (txt) printf("%s\n", txt);
-        free(txt);
+        sq_cmd_print_json(o);
     } else {
         if (tok) stream(&st, ids, n, true);
         printf("\n");

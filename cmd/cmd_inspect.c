@@ -160,12 +160,7 @@ static int print_json(const sq_ckpt *ck, const sizes *z, int64_t disk, const cha
     cJSON_AddNumberToObject(s, "int8", (double)z->int8);
     cJSON_AddNumberToObject(s, "int4_g128", (double)z->int4_g128);
     cJSON_AddNumberToObject(s, "fp8", (double)z->fp8);
-    char *txt = cJSON_Print(o);
-    cJSON_Delete(o);
-    if (!txt) return SQ_EXIT_FAIL;
-    printf("%s\n", txt);
-    free(txt);
-    return 0;
+    return sq_cmd_print_json(o);
 }
 
 int cmd_inspect(int argc, char **argv) {

@@ -890,6 +890,8 @@ static sq_status write_report(run *r, sq_outdir *od, uint64_t calib_hash, int64_
     cJSON_AddBoolToObject(a, "static_groups", o->q.static_groups);
     cJSON_AddNumberToObject(a, "damp", o->q.damp);
     if (o->method == SQ_METHOD_FP8) {
+        static const char *int_only[] = {"bits", "group_size", "sym", "act_order", "static_groups", "damp"};
+        for (size_t i = 0; i < sizeof int_only / sizeof *int_only; i++) cJSON_DeleteItemFromObjectCaseSensitive(a, int_only[i]);
         cJSON_AddStringToObject(a, "fp8_scheme", o->fp8_per_channel ? "channel" : "tensor");
         cJSON_AddStringToObject(a, "act", act_name(o->act));
     }
