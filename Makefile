@@ -45,9 +45,14 @@ LIB      := $(BUILD)/libspotq.a
 BIN      := $(BUILD)/spotq
 TESTS    := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 REPLAY   := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=$(BUILD)/tests/replay_%)
+# With CUDA only: the GPU-vs-CPU tests (make test-cuda, needs a GPU) and the GPTQ block benchmark.
+ifeq ($(CUDA),1)
+CUDA_TESTS := $(patsubst tests/cuda/%.c,$(BUILD)/tests/cuda/%,$(wildcard tests/cuda/test_*.c))
+CUDA_PROGS := $(CUDA_TESTS) $(BUILD)/bench/gptq_cuda
+endif
 
-.PHONY: all test debug test-debug fuzz bench install clean check-peers fixtures
-all: $(BIN) spotq
+.PHONY: all test debug test-debug fuzz bench install clean check-peers fixtures test-cuda bench-cuda
+all: $(BIN) spotq $(CUDA_PROGS)
 
 spotq: $(BIN)
 	@ln -sf $(BIN) spotq
@@ -66,7 +71,7 @@ $(BUILD)/%.o: %.c
 	@echo "CC $<"
 	@$(CC) $(CFLAGS) -c -o $@ $<
 
-$(BUILD)/%.o: %.cu kernels/backend.h base/base.h
+$(BUILD)/%.o: %.cu $(wildcard kernels/*.h) base/base.h formats/qpack.h
 	@mkdir -p $(dir $@)
 	@echo "NVCC $<"
 	@$(NVCC) $(NVFLAGS) -c -o $@ $<
@@ -84,6 +89,28 @@ $(BUILD)/tests/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(LIB)
 
 test: $(BIN) $(TESTS) $(REPLAY)
 	@BUILD=$(BUILD) sh tests/run.sh
+
+$(BUILD)/tests/cuda/%: tests/cuda/%.c tests/unit/check.h $(LIB) $(CUDA_OBJ)
+	@mkdir -p $(dir $@)
+	@echo "CC $<"
+	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(CUDA_OBJ) $(LIB) $(LDLIBS)
+
+$(BUILD)/bench/gptq_cuda: bench/gptq_cuda.c $(LIB) $(CUDA_OBJ)
+	@mkdir -p $(dir $@)
+	@echo "CC $<"
+	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(CUDA_OBJ) $(LIB) $(LDLIBS)
+
+# The quantisation tests on the CUDA path against the CPU reference (needs a GPU).
+test-cuda: $(CUDA_PROGS)
+ifneq ($(CUDA),1)
+	@echo "make test-cuda: this build has no CUDA (nvcc not found; use make CUDA=1)"; exit 1
+else
+	@for t in $(CUDA_TESTS); do echo "RUN $$t"; $$t || exit 1; done
+endif
+
+# The GPTQ benchmark of one 7B- and one 70B-shaped block on the GPU (needs a GPU).
+bench-cuda: $(CUDA_PROGS)
+	$(BUILD)/bench/gptq_cuda
 
 debug:
 	$(MAKE) MODE=debug CUDA=0 all
@@ -124,4 +151,4 @@ install: $(BIN)
 clean:
 	rm -rf build spotq
 
--include $(LIB_OBJ:.o=.d) $(CMD_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CMD_OBJ:.o=.d) $(CUDA_PROGS:=.d)

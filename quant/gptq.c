@@ -13,18 +13,28 @@
 sq_status sq_hessian_init(sq_hessian *hs, int64_t k, sq_err *err) {
     hs->k = k;
     hs->tokens = 0;
+    hs->dev = NULL;
+    hs->dev_err = (sq_err){0};
     hs->h = sq_calloc((size_t)(k * k), sizeof *hs->h, err);
     return hs->h ? SQ_OK : SQ_ERR_NOMEM;
 }
 
 void sq_hessian_free(sq_hessian *hs) {
     if (!hs) return;
+    sq_hessian_cuda_free(hs);
     free(hs->h);
     hs->h = NULL;
 }
 
+sq_status sq_hessian_check(const sq_hessian *hs, sq_err *err) {
+    if (!hs->dev_err.code) return SQ_OK;
+    if (err) *err = hs->dev_err;
+    return hs->dev_err.code;
+}
+
 void sq_hessian_add(sq_hessian *hs, const float *x, int64_t t) {
     if (t <= 0) return;
+    if (hs->dev) { sq_hessian_cuda_add(hs, x, t); return; }
     /* Running mean, as the reference: H *= n/(n+t); H += (2/(n+t)) X^T X. */
     int64_t total = hs->tokens + t;
     float keep = (float)((double)hs->tokens / (double)total);
@@ -34,6 +44,7 @@ void sq_hessian_add(sq_hessian *hs, const float *x, int64_t t) {
 }
 
 void sq_hessian_finish(sq_hessian *hs) {
+    if (hs->dev) { sq_hessian_cuda_finish(hs); return; }
     int64_t k = hs->k;
     for (int64_t i = 0; i < k; i++)
         for (int64_t j = 0; j < i; j++) hs->h[i * k + j] = hs->h[j * k + i];

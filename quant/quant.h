@@ -35,6 +35,8 @@ typedef struct {
     int64_t k;
     int64_t tokens;
     float *h;            /* [K, K] */
+    void *dev;           /* the GPU accumulator (sq_hessian_init_cuda in gptq_cuda.h); NULL on the CPU */
+    sq_err dev_err;      /* its first failure (add and finish return nothing): see sq_hessian_check */
 } sq_hessian;
 sq_status sq_hessian_init(sq_hessian *hs, int64_t k, sq_err *err);
 /* Adds T tokens x [T, K] (row-major). Only the upper triangle is kept up to date... */
@@ -42,6 +44,8 @@ void sq_hessian_add(sq_hessian *hs, const float *x, int64_t t);
 /* ...until this fills the lower one, making h the full symmetric matrix. */
 void sq_hessian_finish(sq_hessian *hs);
 void sq_hessian_free(sq_hessian *hs);
+/* SQ_OK, or the first failure of a GPU accumulator's add or finish (always SQ_OK on the CPU). */
+sq_status sq_hessian_check(const sq_hessian *hs, sq_err *err);
 
 /* ||W X^T - Q X^T||_F / ||W X^T||_F over the calibration inputs, computed from H (no X needed):
  * tr(D H D^T) / tr(W H W^T) with D = W - Q, square-rooted. */

@@ -16,4 +16,9 @@ static inline uint8_t sq_grid_quant(float x, float s, int32_t z, int maxq) {
     return (uint8_t)q;
 }
 
+/* The GPU accumulator behind sq_hessian (quant/gptq_cuda.c): what add, finish and free call when hs->dev is set. */
+void sq_hessian_cuda_add(sq_hessian *hs, const float *x, int64_t t);
+void sq_hessian_cuda_finish(sq_hessian *hs);
+void sq_hessian_cuda_free(sq_hessian *hs);
+
 #endif
