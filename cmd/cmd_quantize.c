@@ -148,10 +148,13 @@ int cmd_quantize(int argc, char **argv) {
     /* AWQ's grid has a zero point: it is asymmetric whatever --sym says */
     if (awq && o.method == SQ_METHOD_AWQ) asym = true;
     if (strcmp(device, "cpu")) {
+        /* No GPU (or no CUDA in this build) fails here, with one line and exit 1. */
         const sq_backend_i *be;
         if (sq_backend_get(device, &be, &err)) return sq_cmd_fail(&err);
-        sq_fail(&err, SQ_ERR_UNSUPPORTED, "--device %s: calibration runs on the CPU for now", device);
-        return sq_cmd_fail(&err);
+        if (strcmp(device, "cuda")) sq_fail(&err, SQ_ERR_UNSUPPORTED, "--device %s: calibration runs on the CPU for now", device);
+        else if (o.method != SQ_METHOD_GPTQ) sq_fail(&err, SQ_ERR_UNSUPPORTED, "--device cuda: only --method gptq runs on the GPU for now");
+        if (err.code) return sq_cmd_fail(&err);
+        o.device = SQ_DEVICE_CUDA;
     }
     /* compressed-tensors' decompressor and AWQ GEMM have no g_idx: act-order there uses static groups */
     if ((o.format == SQ_FORMAT_CT || o.format == SQ_FORMAT_AWQ) && act && !stat) {

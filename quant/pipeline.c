@@ -18,6 +18,7 @@
 #include "../formats/dtype.h"
 #include "awq.h"
 #include "fp8.h"
+#include "gptq_cuda.h"
 #include "../formats/outdir.h"
 #include "../formats/text.h"
 #include "../formats/tokenizer.h"
@@ -204,7 +205,9 @@ static sq_status quantize_linear(run *r, int l, sq_lin which, sq_err *err) {
     rep->err_rtn = rep->err = sq_quant_output_error(w, dq, r->hs.h, n, k);
     if (r->o->method == SQ_METHOD_GPTQ) {
         sq_qmatrix_free(&q);
-        if ((s = sq_quant_gptq(w, r->hs.h, n, k, &r->o->q, &q, err))) { free(w); free(dq); return s; }
+        s = r->o->device == SQ_DEVICE_CUDA ? sq_quant_gptq_cuda(w, r->hs.h, n, k, &r->o->q, &q, err)
+                                           : sq_quant_gptq(w, r->hs.h, n, k, &r->o->q, &q, err);
+        if (s) { free(w); free(dq); return s; }
         sq_qmatrix_dequant(&q, dq);
         rep->err = sq_quant_output_error(w, dq, r->hs.h, n, k);
         rep->damp = q.damp_used;
@@ -368,11 +371,13 @@ static sq_status quantize_block(run *r, int l, sq_err *err) {
         }
         if (todo) {
             int64_t k = sq_model_linear(r->m, l, stages[si].lin[0])->cols;
-            sq_status s = sq_hessian_init(&r->hs, k, err);
+            bool gpu = r->o->device == SQ_DEVICE_CUDA && r->o->method == SQ_METHOD_GPTQ;
+            sq_status s = gpu ? sq_hessian_init_cuda(&r->hs, k, err) : sq_hessian_init(&r->hs, k, err);
             r->want = stages[si].site;
             r->act_absmax = 0;
             if (!s) s = run_layer(r, l, false, err);
             if (!s) sq_hessian_finish(&r->hs);
+            if (!s) s = sq_hessian_check(&r->hs, err);
             float tensor_absmax = 0, in_scale = 0;
             bool fp8 = r->o->method == SQ_METHOD_FP8;
             if (!s && fp8) s = fp8_stage(r, l, si, why, &tensor_absmax, &in_scale, err);

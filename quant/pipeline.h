@@ -12,6 +12,8 @@ typedef enum { SQ_FORMAT_GPTQ, SQ_FORMAT_CT, SQ_FORMAT_AWQ, SQ_FORMAT_FP8 } sq_f
 /* FP8 activations: kept in float (weight-only), a static per-tensor scale from calibration (max |x| at
  * the linear's input / 448), or per-token scales computed at run time (nothing stored). */
 typedef enum { SQ_ACT_NONE, SQ_ACT_STATIC, SQ_ACT_DYNAMIC } sq_act;
+/* Where GPTQ's Hessian and solve run (--device); everything else stays on the CPU for now. */
+typedef enum { SQ_DEVICE_CPU, SQ_DEVICE_CUDA } sq_device;
 
 typedef struct {
     const char *model;           /* source checkpoint */
@@ -32,6 +34,7 @@ typedef struct {
     bool awq_clip;               /* AWQ: the clipping search (default on; never on q and k) */
     bool fp8_per_channel;        /* fp8: one weight scale per output channel (compressed-tensors only); else per tensor */
     sq_act act;                  /* fp8: activations (vLLM's fp8 format has no weight-only form: static or dynamic) */
+    sq_device device;            /* gptq: Hessian accumulation and the GPTQ solve on the GPU (SQ_DEVICE_CUDA) */
 } sq_quantize_opts;
 
 sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err);

@@ -231,9 +231,10 @@ __global__ static void k_check_upper(const float *u, int64_t k, int *bad) {
  * w1 [cnt, N] the block's working copy, e1 [cnt, N] its scaled errors, q [K, N] codes at perm[col].
  * Grids as the reference times them: per channel (gs 0) fixed, static ones from sscale at perm[col] / gs,
  * otherwise recomputed from wt (not the block copy) at the start of each group. */
-__global__ static void k_gptq_block(const float *wt, float *w1, float *e1, const float *u, int64_t n, int64_t k, int64_t i1, int cnt,
-                                    int64_t gs, bool stat, const int64_t *perm, const float *sscale, const int32_t *szero, float *scale,
-                                    int32_t *zero, uint8_t *q, int bits, bool sym) {
+__global__ static void k_gptq_block(const float *__restrict__ wt, float *__restrict__ w1, float *__restrict__ e1,
+                                    const float *__restrict__ u, int64_t n, int64_t k, int64_t i1, int cnt, int64_t gs, bool stat,
+                                    const int64_t *__restrict__ perm, const float *__restrict__ sscale, const int32_t *__restrict__ szero,
+                                    float *__restrict__ scale, int32_t *__restrict__ zero, uint8_t *__restrict__ q, int bits, bool sym) {
     int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (r >= n) return;
     int maxq = (1 << bits) - 1;
@@ -264,6 +265,7 @@ __global__ static void k_gptq_block(const float *wt, float *w1, float *e1, const
         float dq = __fmul_rn(s, (float)((int32_t)qq - z));
         float e = __fdiv_rn(__fsub_rn(w, dq), d);
         e1[i * n + r] = e;
+#pragma unroll 8
         for (int j = i + 1; j < cnt; j++) w1[j * n + r] = fmaf(-urow[j], e, w1[j * n + r]);
     }
 }
@@ -353,7 +355,8 @@ static cudaError_t launch_check_upper(const float *u, int64_t k, int *bad, cudaS
 static cudaError_t launch_gptq_block(const float *wt, float *w1, float *e1, const float *u, int64_t n, int64_t k, int64_t i1, int cnt,
                                      int64_t gs, bool stat, const int64_t *perm, const float *sscale, const int32_t *szero, float *scale,
                                      int32_t *zero, uint8_t *q, int bits, bool sym, cudaStream_t st) {
-    k_gptq_block<<<(unsigned)((n + 127) / 128), 128, 0, st>>>(wt, w1, e1, u, n, k, i1, cnt, gs, stat, perm, sscale, szero, scale, zero, q,
+    /* 64 threads a block: a 4096-row matrix still spreads over 64 SMs (each thread's column loop is serial). */
+    k_gptq_block<<<(unsigned)((n + 63) / 64), 64, 0, st>>>(wt, w1, e1, u, n, k, i1, cnt, gs, stat, perm, sscale, szero, scale, zero, q,
                                                              bits, sym);
     return cudaGetLastError();
 }
