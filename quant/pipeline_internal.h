@@ -1,0 +1,66 @@
+/* pipeline_internal.h: what the quantize pipeline's files share (pipeline.c: the driver, RTN, GPTQ and
+ * FP8 blocks; pipeline_awq.c: the AWQ block; pipeline_out.c: config.json and spotq.json). */
+#ifndef SQ_PIPELINE_INTERNAL_H
+#define SQ_PIPELINE_INTERNAL_H
+
+#include "../formats/outdir.h"
+#include "../formats/safetensors.h"
+#include "../runtime/runtime.h"
+#include "fp8.h"
+#include "pipeline.h"
+
+/* What happened to one linear layer, for spotq.json. */
+typedef struct {
+    char name[160];
+    int64_t n, k;
+    bool quantized;
+    char note[128];              /* why it was kept, or the GPTQ fallback */
+    double err_rtn, err;         /* relative output error ||WX - QX|| / ||WX|| */
+    double damp;
+    double alpha;                /* AWQ: the chosen exponent of its scale set (-1: not scaled) */
+    float act_scale;             /* FP8: the static input scale (0: none) */
+} lin_report;
+
+typedef struct {
+    const sq_quantize_opts *o;
+    const sq_config *c;
+    sq_model *m;
+    sq_state *st;
+    sq_stw *w;
+    int *win;                    /* (nsamples, seqlen) calibration token windows */
+    float *x;                    /* (nsamples, seqlen, hidden) the current block's inputs */
+    float *tmp;                  /* (seqlen, hidden) */
+    sq_site want;                /* the site the tap collects */
+    sq_hessian hs;
+    lin_report *rep;
+    int nrep;
+    float *deq[SQ_LIN_COUNT];    /* this block's dequantised weights, in use by the model */
+    double t_forward, t_hessian, t_quant, t_write;
+    int64_t n_weights_q, n_weights_kept;
+    double packed_bytes;         /* bytes of every quantised tensor written (codes, scales, zeros, g_idx) */
+    /* AWQ: the block's site inputs (full precision, over every calibration token) and its weights as floats */
+    float *feat[4];              /* (nsamples * seqlen, dim of the site) */
+    int feat_dim[4];
+    int cur_sample;
+    float *wf[SQ_LIN_COUNT];     /* (rows, cols) */
+    /* FP8: max |x| at the site the tap collects; this block's quantised linears, in use by the model */
+    float act_absmax;
+    sq_fp8weight *f8buf[SQ_LIN_COUNT]; /* with its scales and codes in the same allocation */
+    double fold_diff_max;        /* AWQ: the largest relative change folding made to a block's output */
+} run;
+
+double sq_pl_now(void);
+bool sq_pl_is_awq(sq_method m);
+/* Why a linear stays in full precision ("" when it is quantised). */
+void sq_pl_keep_reason(const run *r, const char *name, int64_t n, int64_t k, char *why, size_t cap);
+/* NaN or Inf in a source tensor is an error naming it. */
+sq_status sq_pl_check_finite(const run *r, const char *name, sq_dtype dt, const void *data, int64_t numel, sq_err *err);
+/* Writes one quantised matrix in the output format. */
+sq_status sq_pl_write_packed(run *r, const char *module, const sq_qmatrix *q, sq_err *err);
+/* AWQ: scales, folding, clipping and quantisation of block l (pipeline_awq.c). */
+sq_status sq_pl_awq_block(run *r, int l, sq_err *err);
+/* config.json with its quantization_config, and spotq.json (pipeline_out.c). */
+sq_status sq_pl_write_config(run *r, sq_outdir *od, const char *src_config, sq_err *err);
+sq_status sq_pl_write_report(run *r, sq_outdir *od, uint64_t calib_hash, int64_t calib_tokens, double total, sq_err *err);
+
+#endif

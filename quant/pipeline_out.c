@@ -1,0 +1,221 @@
+/* pipeline_out.c: the quantize pipeline's config.json (quantization_config of each format) and
+ * spotq.json (arguments, calibration, per-layer errors, timings). */
+#include <cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "pipeline_internal.h"
+
+/* ---------------------------------------------------------------- config.json and spotq.json */
+
+static cJSON *kept_modules(const run *r) {
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; i < r->nrep; i++)
+        if (!r->rep[i].quantized) cJSON_AddItemToArray(a, cJSON_CreateString(r->rep[i].name));
+    return a;
+}
+
+static const char *act_name(sq_act a) { return a == SQ_ACT_STATIC ? "static" : a == SQ_ACT_DYNAMIC ? "dynamic" : "none"; }
+
+/* FP8's quantization_config: vLLM's fp8 {quant_method, activation_scheme, ignored_layers}, or
+ * compressed-tensors float-quantized with one config group (FORMATS.md). */
+static cJSON *fp8_config(const run *r) {
+    const sq_quantize_opts *o = r->o;
+    cJSON *q = cJSON_CreateObject(), *ign = kept_modules(r);
+    cJSON_InsertItemInArray(ign, 0, cJSON_CreateString("lm_head"));
+    if (o->format == SQ_FORMAT_FP8) {
+        cJSON_AddStringToObject(q, "quant_method", "fp8");
+        cJSON_AddStringToObject(q, "activation_scheme", act_name(o->act));
+        cJSON_AddItemToObject(q, "ignored_layers", ign);
+        return q;
+    }
+    cJSON_AddStringToObject(q, "quant_method", "compressed-tensors");
+    cJSON_AddStringToObject(q, "format", "float-quantized");
+    cJSON_AddStringToObject(q, "quantization_status", "compressed");
+    cJSON *g0 = cJSON_AddObjectToObject(cJSON_AddObjectToObject(q, "config_groups"), "group_0");
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(g0, "targets"), cJSON_CreateString("Linear"));
+    cJSON *wq = cJSON_AddObjectToObject(g0, "weights");
+    cJSON_AddNumberToObject(wq, "num_bits", 8);
+    cJSON_AddStringToObject(wq, "type", "float");
+    cJSON_AddStringToObject(wq, "strategy", o->fp8_per_channel ? "channel" : "tensor");
+    cJSON_AddBoolToObject(wq, "symmetric", true);
+    cJSON_AddBoolToObject(wq, "dynamic", false);
+    cJSON_AddNullToObject(wq, "group_size");
+    if (o->act == SQ_ACT_NONE) cJSON_AddNullToObject(g0, "input_activations");
+    else {
+        cJSON *ia = cJSON_AddObjectToObject(g0, "input_activations");
+        cJSON_AddNumberToObject(ia, "num_bits", 8);
+        cJSON_AddStringToObject(ia, "type", "float");
+        cJSON_AddStringToObject(ia, "strategy", o->act == SQ_ACT_STATIC ? "tensor" : "token");
+        cJSON_AddBoolToObject(ia, "symmetric", true);
+        cJSON_AddBoolToObject(ia, "dynamic", o->act == SQ_ACT_DYNAMIC);
+    }
+    cJSON_AddNullToObject(g0, "output_activations");
+    cJSON_AddStringToObject(g0, "format", "float-quantized");
+    cJSON_AddItemToObject(q, "ignore", ign);
+    cJSON_AddNullToObject(q, "kv_cache_scheme");
+    return q;
+}
+
+static cJSON *quant_config(const run *r) {
+    if (r->o->method == SQ_METHOD_FP8) return fp8_config(r);
+    const sq_qparams *p = &r->o->q;
+    cJSON *q = cJSON_CreateObject();
+    if (r->o->format == SQ_FORMAT_AWQ) {
+        cJSON_AddStringToObject(q, "quant_method", "awq");
+        cJSON_AddNumberToObject(q, "bits", p->bits);
+        cJSON_AddNumberToObject(q, "group_size", p->group_size > 0 ? p->group_size : -1);
+        cJSON_AddBoolToObject(q, "zero_point", true);
+        cJSON_AddStringToObject(q, "version", "gemm");
+        cJSON_AddItemToObject(q, "modules_to_not_convert", kept_modules(r));
+        cJSON_AddStringToObject(q, "quantizer", "spotq " SQ_VERSION);
+        return q;
+    }
+    if (r->o->format == SQ_FORMAT_GPTQ) {
+        cJSON_AddStringToObject(q, "quant_method", "gptq");
+        cJSON_AddNumberToObject(q, "bits", p->bits);
+        cJSON_AddNumberToObject(q, "group_size", p->group_size > 0 ? p->group_size : -1);
+        cJSON_AddBoolToObject(q, "desc_act", p->act_order && !p->static_groups);
+        cJSON_AddBoolToObject(q, "sym", p->sym);
+        cJSON_AddNumberToObject(q, "damp_percent", p->damp);
+        cJSON_AddBoolToObject(q, "true_sequential", true);
+        cJSON_AddBoolToObject(q, "static_groups", p->static_groups);
+        cJSON_AddStringToObject(q, "checkpoint_format", "gptq");
+        /* Modules kept in full precision: GPTQModel's and vLLM's "dynamic" negative matches. */
+        cJSON *dyn = cJSON_CreateObject();
+        for (int i = 0; i < r->nrep; i++)
+            if (!r->rep[i].quantized) {
+                char key[256], *o = key + 2;
+                strcpy(key, "-:");
+                for (const char *c = r->rep[i].name; *c && o < key + sizeof key - 3; c++) {
+                    if (*c == '.') *o++ = '\\';
+                    *o++ = *c;
+                }
+                *o = 0;
+                cJSON_AddItemToObject(dyn, key, cJSON_CreateObject());
+            }
+        cJSON_AddItemToObject(q, "dynamic", dyn);
+        cJSON_AddStringToObject(q, "quantizer", "spotq " SQ_VERSION);
+    } else {
+        cJSON_AddStringToObject(q, "quant_method", "compressed-tensors");
+        cJSON_AddStringToObject(q, "format", "pack-quantized");
+        cJSON_AddStringToObject(q, "quantization_status", "compressed");
+        cJSON *groups = cJSON_AddObjectToObject(q, "config_groups");
+        cJSON *g0 = cJSON_AddObjectToObject(groups, "group_0");
+        cJSON *t = cJSON_AddArrayToObject(g0, "targets");
+        cJSON_AddItemToArray(t, cJSON_CreateString("Linear"));
+        cJSON *wq = cJSON_AddObjectToObject(g0, "weights");
+        cJSON_AddNumberToObject(wq, "num_bits", p->bits);
+        cJSON_AddStringToObject(wq, "type", "int");
+        cJSON_AddBoolToObject(wq, "symmetric", p->sym);
+        cJSON_AddStringToObject(wq, "strategy", p->group_size > 0 ? "group" : "channel");
+        if (p->group_size > 0) cJSON_AddNumberToObject(wq, "group_size", p->group_size);
+        else cJSON_AddNullToObject(wq, "group_size");
+        if (p->act_order) cJSON_AddStringToObject(wq, "actorder", "static");
+        else cJSON_AddNullToObject(wq, "actorder");
+        cJSON_AddBoolToObject(wq, "dynamic", false);
+        cJSON_AddNullToObject(g0, "input_activations");
+        cJSON_AddNullToObject(g0, "output_activations");
+        cJSON_AddStringToObject(g0, "format", "pack-quantized");
+        cJSON *ign = kept_modules(r);
+        cJSON_InsertItemInArray(ign, 0, cJSON_CreateString("lm_head"));
+        cJSON_AddItemToObject(q, "ignore", ign);
+        cJSON_AddNullToObject(q, "kv_cache_scheme");
+    }
+    return q;
+}
+
+sq_status sq_pl_write_config(run *r, sq_outdir *od, const char *src_config, sq_err *err) {
+    char *text;
+    size_t len;
+    sq_status s = sq_read_file(src_config, &text, &len, err);
+    if (s) return s;
+    cJSON *cfg = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!cfg) return sq_fail(err, SQ_ERR_FORMAT, "%s: not valid JSON", src_config);
+    cJSON_DeleteItemFromObjectCaseSensitive(cfg, "quantization_config");
+    cJSON_AddItemToObject(cfg, "quantization_config", quant_config(r));
+    char *out = cJSON_Print(cfg);
+    cJSON_Delete(cfg);
+    if (!out) return sq_fail(err, SQ_ERR_NOMEM, "out of memory printing config.json");
+    s = sq_outdir_write(od, "config.json", out, err);
+    free(out);
+    return s;
+}
+
+sq_status sq_pl_write_report(run *r, sq_outdir *od, uint64_t calib_hash, int64_t calib_tokens, double total, sq_err *err) {
+    const sq_quantize_opts *o = r->o;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "tool", "spotq");
+    cJSON_AddStringToObject(j, "version", SQ_VERSION);
+    cJSON_AddStringToObject(j, "command", o->cmdline ? o->cmdline : "");
+    cJSON_AddStringToObject(j, "source", o->model);
+    cJSON *a = cJSON_AddObjectToObject(j, "arguments");
+    cJSON_AddStringToObject(a, "method", sq_method_name(o->method));
+    cJSON_AddStringToObject(a, "format", sq_format_name(o->format));
+    cJSON_AddNumberToObject(a, "bits", o->q.bits);
+    cJSON_AddNumberToObject(a, "group_size", o->q.group_size);
+    cJSON_AddBoolToObject(a, "sym", o->q.sym);
+    cJSON_AddBoolToObject(a, "act_order", o->q.act_order);
+    cJSON_AddBoolToObject(a, "static_groups", o->q.static_groups);
+    cJSON_AddNumberToObject(a, "damp", o->q.damp);
+    if (o->method == SQ_METHOD_FP8) {
+        static const char *int_only[] = {"bits", "group_size", "sym", "act_order", "static_groups", "damp"};
+        for (size_t i = 0; i < sizeof int_only / sizeof *int_only; i++) cJSON_DeleteItemFromObjectCaseSensitive(a, int_only[i]);
+        cJSON_AddStringToObject(a, "fp8_scheme", o->fp8_per_channel ? "channel" : "tensor");
+        cJSON_AddStringToObject(a, "act", act_name(o->act));
+    }
+    if (sq_pl_is_awq(o->method)) {
+        cJSON_AddNumberToObject(j, "awq_fold_max_relative_change", r->fold_diff_max);
+        cJSON_AddBoolToObject(a, "awq_duo", o->awq_duo);
+        cJSON_AddBoolToObject(a, "awq_clip", o->awq_clip);
+    }
+    cJSON *c = cJSON_AddObjectToObject(j, "calibration");
+    cJSON_AddStringToObject(c, "file", o->calib ? o->calib : "");
+    char hex[20];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)calib_hash);
+    cJSON_AddStringToObject(c, "fnv1a64_of_window_ids", hex);
+    cJSON_AddNumberToObject(c, "text_tokens", (double)calib_tokens);
+    cJSON_AddNumberToObject(c, "nsamples", o->nsamples);
+    cJSON_AddNumberToObject(c, "seqlen", o->seqlen);
+    cJSON_AddNumberToObject(c, "seed", (double)o->seed);
+    cJSON *layers = cJSON_AddArrayToObject(j, "layers");
+    for (int i = 0; i < r->nrep; i++) {
+        const lin_report *p = &r->rep[i];
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "name", p->name);
+        cJSON *sh = cJSON_AddArrayToObject(e, "shape");
+        cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)p->n));
+        cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)p->k));
+        cJSON_AddBoolToObject(e, "quantized", p->quantized);
+        if (p->quantized) {
+            cJSON_AddNumberToObject(e, "error_rtn", p->err_rtn);
+            cJSON_AddNumberToObject(e, "error", p->err);
+            if (o->method == SQ_METHOD_GPTQ || o->method == SQ_METHOD_AWQ_GPTQ) cJSON_AddNumberToObject(e, "damp", p->damp);
+        }
+        if (sq_pl_is_awq(o->method)) cJSON_AddNumberToObject(e, "awq_alpha", p->alpha);
+        if (p->act_scale > 0) cJSON_AddNumberToObject(e, "input_scale", p->act_scale);
+        if (p->note[0]) cJSON_AddStringToObject(e, "note", p->note);
+        cJSON_AddItemToArray(layers, e);
+    }
+    cJSON_AddItemToObject(j, "kept_in_full_precision", kept_modules(r));
+    cJSON_AddNumberToObject(j, "quantized_weights", (double)r->n_weights_q);
+    cJSON_AddNumberToObject(j, "bits_per_quantized_weight", r->n_weights_q ? 8.0 * r->packed_bytes / (double)r->n_weights_q : 0);
+    cJSON *t = cJSON_AddObjectToObject(j, "seconds");
+    cJSON_AddNumberToObject(t, "forward", r->t_forward);
+    cJSON_AddNumberToObject(t, "hessian", r->t_hessian);
+    cJSON_AddNumberToObject(t, "quantize", r->t_quant);
+    cJSON_AddNumberToObject(t, "write", r->t_write);
+    cJSON_AddNumberToObject(t, "total", total);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    cJSON_AddNumberToObject(j, "peak_rss_mib", (double)ru.ru_maxrss / 1024.0);
+    char *out = cJSON_Print(j);
+    cJSON_Delete(j);
+    if (!out) return sq_fail(err, SQ_ERR_NOMEM, "out of memory printing spotq.json");
+    sq_status s = sq_outdir_write(od, "spotq.json", out, err);
+    free(out);
+    return s;
+}
