@@ -4,7 +4,6 @@
  * spotq.json, written into a temporary directory renamed into place at the end. */
 #include "pipeline_internal.h"
 
-#include <cJSON.h>
 #include <cblas.h>
 #include <fnmatch.h>
 #include <math.h>
