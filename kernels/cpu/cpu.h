@@ -53,6 +53,13 @@ static inline bool sq_chunk_next(_Atomic int64_t *next, int64_t n, int64_t step,
     return true;
 }
 
+/* y (n, rows) += bias over the output rows [lo, hi) a thread computed (bias may be NULL). */
+static inline void sq_cpu_add_bias(float *y, const float *bias, int n, int64_t rows, int64_t lo, int64_t hi) {
+    if (!bias) return;
+    for (int t = 0; t < n; t++)
+        for (int64_t r = lo; r < hi; r++) y[(int64_t)t * rows + r] += bias[r];
+}
+
 /* ---------------------------------------------------------------- execution context */
 
 struct sq_kctx {

@@ -176,12 +176,6 @@ typedef struct {
     int64_t tile_rows;
 } f8_job;
 
-static void f8_add_bias(const f8_job *j, int64_t lo, int64_t hi) {
-    if (!j->bias) return;
-    for (int t = 0; t < j->n; t++)
-        for (int64_t r = lo; r < hi; r++) j->y[(int64_t)t * j->w->rows + r] += j->bias[r];
-}
-
 SQ_AVX2 static void f8_gemv(void *arg, int ith, int nth) {
     const f8_job *j = arg;
     const sq_wmat *w = j->w;
@@ -192,7 +186,7 @@ SQ_AVX2 static void f8_gemv(void *arg, int ith, int nth) {
         float s = wscale(w->f8, r) * 256.0f;
         for (int t = 0; t < j->n; t++) j->y[(int64_t)t * w->rows + r] = s * dot_e4m3(codes + r * K, j->x + (int64_t)t * K, K);
     }
-    f8_add_bias(j, lo, hi);
+    sq_cpu_add_bias(j->y, j->bias, j->n, j->w->rows, lo, hi);
 }
 
 static void f8_gemm(void *arg, int ith, int nth) {
@@ -207,7 +201,7 @@ static void f8_gemm(void *arg, int ith, int nth) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, (int)m, (int)K, 1.0f, j->x, (int)K, tile, (int)K, 0.0f, j->y + r,
                     (int)w->rows);
     }
-    f8_add_bias(j, lo, hi);
+    sq_cpu_add_bias(j->y, j->bias, j->n, j->w->rows, lo, hi);
 }
 
 sq_status sq_cpu_f8matmul(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err) {

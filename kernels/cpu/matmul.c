@@ -151,14 +151,6 @@ typedef struct {
     _Atomic int64_t next;        /* next chunk to take */
 } mm_job;
 
-static void add_bias(const mm_job *j, int64_t lo, int64_t hi) {
-    if (!j->bias) return;
-    for (int t = 0; t < j->n; t++) {
-        float *y = j->y + (int64_t)t * j->w->rows;
-        for (int64_t r = lo; r < hi; r++) y[r] += j->bias[r];
-    }
-}
-
 static void mm_gemv(void *arg, int ith, int nth) {
     mm_job *j = arg;
     const sq_wmat *w = j->w;
@@ -175,7 +167,7 @@ static void mm_gemv(void *arg, int ith, int nth) {
             }
         for (; r < hi; r++)
             for (int t = 0; t < j->n; t++) j->y[t * rows + r] = sq_cpu_dot_row(w, r, j->x + t * k);
-        add_bias(j, lo, hi);
+        sq_cpu_add_bias(j->y, j->bias, j->n, j->w->rows, lo, hi);
     }
 }
 
@@ -192,7 +184,7 @@ static void mm_gemm(void *arg, int ith, int nth) {
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, (int)(hi - lo), (int)k, 1.0f, j->x, (int)k, b, (int)k, 0.0f,
                     j->y + lo, (int)w->rows);
-        add_bias(j, lo, hi);
+        sq_cpu_add_bias(j->y, j->bias, j->n, j->w->rows, lo, hi);
     }
 }
 

@@ -88,12 +88,6 @@ typedef struct {
     int64_t tile_rows;
 } qmm_job;
 
-static void qadd_bias(const qmm_job *j, int64_t lo, int64_t hi) {
-    if (!j->bias) return;
-    for (int t = 0; t < j->n; t++)
-        for (int64_t r = lo; r < hi; r++) j->y[(int64_t)t * j->w->rows + r] += j->bias[r];
-}
-
 SQ_AVX2 static void qmm_gemv(void *arg, int ith, int nth) {
     const qmm_job *j = arg;
     const sq_wmat *w = j->w;
@@ -111,7 +105,7 @@ SQ_AVX2 static void qmm_gemv(void *arg, int ith, int nth) {
             j->y[(int64_t)t * w->rows + r] = acc;
         }
     }
-    qadd_bias(j, lo, hi);
+    sq_cpu_add_bias(j->y, j->bias, j->n, j->w->rows, lo, hi);
 }
 
 static void qmm_gemm(void *arg, int ith, int nth) {
@@ -126,7 +120,7 @@ static void qmm_gemm(void *arg, int ith, int nth) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, (int)m, (int)K, 1.0f, j->x, (int)K, tile, (int)K, 0.0f, j->y + r,
                     (int)w->rows);
     }
-    qadd_bias(j, lo, hi);
+    sq_cpu_add_bias(j->y, j->bias, j->n, j->w->rows, lo, hi);
 }
 
 sq_status sq_cpu_qmatmul(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err) {
