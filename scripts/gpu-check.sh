@@ -7,6 +7,10 @@
 # Usage: sh scripts/gpu-check.sh [--quick]   (--quick: 16 calibration samples instead of 128)
 # SKIP_BUILD=1: use the binaries already in $BUILD (built elsewhere with make CUDA=1 and carried over).
 cd "$(dirname "$0")/.." || exit 1
+# Libraries carried from the build machine (scripts/gpu-bundle.sh), and the image's CUDA.
+if [ -d build/gpu-libs ]; then
+    export LD_LIBRARY_PATH="$PWD/build/gpu-libs:${CUDA_HOME:-/usr/local/cuda}/lib64:${LD_LIBRARY_PATH:-}"
+fi
 BUILD=${BUILD:-build/release}
 LOG=${LOG:-$BUILD/gpu-check}
 NSAMPLES=128
