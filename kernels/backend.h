@@ -93,8 +93,11 @@ const sq_backend_i *sq_backend_cpu(void);
 /* The CPU backend's scalar reference kernels, one thread, no BLAS: what every fast kernel and every
  * other backend is tested against. */
 const sq_backend_i *sq_backend_cpu_ref(void);
-/* NULL when spotq was built without CUDA. */
+/* NULL when spotq was built without CUDA, or its CUDA library cannot be loaded. */
 const sq_backend_i *sq_backend_cuda(void);
+/* A symbol of the CUDA library (libspotq_cuda.so, beside the binary or one or two folders up, or named
+ * by SPOTQ_CUDA_LIB), loaded on first use; NULL with the reason in why (may be NULL) when unavailable. */
+void *sq_cuda_symbol(const char *name, char *why, size_t cap);
 /* By name: "cpu", "cpu-ref" or "cuda". Fails with a clear message when unknown, not built, or no device. */
 sq_status sq_backend_get(const char *name, const sq_backend_i **out /* OUT */, sq_err *err);
 
