@@ -414,6 +414,16 @@ const sq_tensor *sq_st_find(const sq_st *st, const char *name) {
     return NULL;
 }
 
+void sq_st_release(const sq_st *st, const sq_tensor *t) {
+    if (!t || !t->data || t->nbytes <= 0) return;
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)t->data, b = a + (uintptr_t)t->nbytes;
+    a = (a + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page; /* whole pages inside the tensor only */
+    b = b / (uintptr_t)page * (uintptr_t)page;
+    (void)st;
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
 const char *sq_st_meta(const sq_st *st, const char *key) {
     for (int64_t i = 0; i < st->meta.nmeta; i++)
         if (strcmp(st->meta.meta_keys[i], key) == 0) return st->meta.meta_vals[i];

@@ -36,6 +36,9 @@ const sq_tensor *sq_st_find(const sq_st *st, const char *name); /* NULL when abs
 int sq_st_nshards(const sq_st *st);
 const char *sq_st_shard_path(const sq_st *st, int i);
 int64_t sq_st_shard_size(const sq_st *st, int i);
+/* Drops the tensor's pages from this process's resident memory (the file stays mapped; a later read
+ * faults them back in). Streaming passes call it on the blocks they are done with. */
+void sq_st_release(const sq_st *st, const sq_tensor *t);
 /* __metadata__ value for key, or NULL. */
 const char *sq_st_meta(const sq_st *st, const char *key);
 

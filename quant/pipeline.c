@@ -432,8 +432,15 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
     if ((s = sq_outdir_file(od, "model.safetensors", path, sizeof path, err))) goto done;
     if ((s = sq_stw_open(&r.w, path, err))) goto done;
     if ((s = copy_others(&r, ck->st, err))) goto done;
+    for (int64_t i = 0; i < sq_st_count(ck->st); i++) /* embeddings, lm_head: written, not needed again */
+        if (strncmp(sq_st_get(ck->st, i)->name, "model.layers.", 13) != 0) sq_st_release(ck->st, sq_st_get(ck->st, i));
     for (int l = 0; l < r.c->n_layers; l++) {
         if ((s = sq_pl_is_awq(o->method) ? sq_pl_awq_block(&r, l, err) : quantize_block(&r, l, err))) goto done;
+        /* Done with this block's weights: out of resident memory, so the peak stays about one block. */
+        char prefix[64];
+        int np = snprintf(prefix, sizeof prefix, "model.layers.%d.", l);
+        for (int64_t i = 0; i < sq_st_count(ck->st); i++)
+            if (strncmp(sq_st_get(ck->st, i)->name, prefix, (size_t)np) == 0) sq_st_release(ck->st, sq_st_get(ck->st, i));
         if (o->progress)
             fprintf(stderr, "\rspotq: quantize: block %d/%d, %.1f s", l + 1, r.c->n_layers, sq_pl_now() - t0);
     }
