@@ -14,9 +14,8 @@ static const char *USAGE =
     "MODEL -o OUT --method rtn|gptq|awq|awq+gptq|fp8 --calib FILE [options]\n\n"
     "Calibrates MODEL block by block on FILE (.txt or .jsonl) and writes OUT, a Hugging Face directory with\n"
     "packed weights (GPTQ v1 for rtn/gptq, AWQ GEMM for awq, or compressed-tensors pack-quantized), its\n"
-    "quantization_config,\n"
-    "the tokenizer and generation files, and spotq.json (arguments, calibration hash, per-layer errors,\n"
-    "timings). Matrices that do not fit the packing stay in full precision, listed in the config.\n"
+    "quantization_config, the tokenizer and generation files, and spotq.json (arguments, calibration hash,\n"
+    "per-layer errors, timings). Matrices that do not fit the packing stay in full precision, listed in the config.\n"
     "--method fp8 writes E4M3 weights in vLLM's fp8 format (per-tensor scales, --act static or dynamic)\n"
     "or compressed-tensors float-quantized (weight-only or per-channel too).\n"
     "OUT is written into a temporary directory and renamed into place at the end.";
