@@ -66,17 +66,7 @@ printf '{"text": "Once upon a time, there was a little dog."}\n\n{"text": "The s
 $SPOTQ eval $M --data "$tmp/d.jsonl" --ctx 16 | grep -qE "ctx 16: [1-9][0-9]* windows" || fail ".jsonl data"
 
 # bad input: one line, exit 1 (data, model) or 2 (usage)
-expect() { # expect RC PATTERN -- ARGS
-    want=$1 pat=$2
-    shift 3
-    set +e
-    $SPOTQ "$@" >"$tmp/out" 2>"$tmp/err"
-    rc=$?
-    set -e
-    [ $rc -eq "$want" ] || fail "'$*' exits $rc, not $want: $(cat "$tmp/err")"
-    [ "$(wc -l <"$tmp/err")" -eq 1 ] || fail "'$*': not one line: $(cat "$tmp/err")"
-    grep -qiE -e "$pat" "$tmp/err" || fail "'$*': $(cat "$tmp/err")"
-}
+. tests/cli/lib/expect.sh
 printf 'Once upon a time.' >"$tmp/short.txt"
 expect 1 "too few for one window of --ctx 256" -- eval $M --data "$tmp/short.txt" --ctx 256
 expect 1 "no tokenizer.json" -- eval tests/fixtures/runtime/llama_gqa --data $D

@@ -44,17 +44,7 @@ done
 out=$($SPOTQ generate tests/fixtures/runtime/qwen2_bias --prompt-ids "1,5,9,17" -n 6 2>/dev/null)
 echo "$out" | grep -qE "^[0-9]+( [0-9]+){5}$" || fail "ids out: '$out'"
 
-expect() { # expect RC PATTERN -- ARGS
-    want=$1 pat=$2
-    shift 3
-    set +e
-    $SPOTQ "$@" >"$tmp/out" 2>"$tmp/err"
-    rc=$?
-    set -e
-    [ $rc -eq "$want" ] || fail "'$*' exits $rc, not $want: $(cat "$tmp/err")"
-    [ "$(wc -l <"$tmp/err")" -eq 1 ] || fail "'$*': not one line: $(cat "$tmp/err")"
-    grep -qiE -e "$pat" "$tmp/err" || fail "'$*': $(cat "$tmp/err")"
-}
+. tests/cli/lib/expect.sh
 expect 2 "one of --prompt" -- generate $M
 expect 2 "one of --prompt" -- generate $M --prompt hi --prompt-ids 1
 expect 1 "outside the model's vocabulary of 96" -- generate tests/fixtures/runtime/qwen2_bias --prompt-ids "1,500"
