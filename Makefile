@@ -82,7 +82,7 @@ $(BUILD)/%.o: %.cu $(wildcard kernels/*.h) base/base.h formats/qpack.h
 	@echo "NVCC $<"
 	@$(NVCC) $(NVFLAGS) -c -o $@ $<
 
-$(BUILD)/tests/%: tests/unit/%.c tests/unit/check.h $(LIB) $(CUDA_SO)
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/check.h tests/unit/fixture.h $(LIB) $(CUDA_SO)
 	@mkdir -p $(dir $@)
 	@echo "CC $<"
 	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
@@ -96,7 +96,7 @@ $(BUILD)/tests/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(LIB)
 test: $(BIN) $(TESTS) $(REPLAY)
 	@BUILD=$(BUILD) sh tests/run.sh
 
-$(BUILD)/tests/cuda/%: tests/cuda/%.c tests/unit/check.h $(LIB) $(CUDA_SO)
+$(BUILD)/tests/cuda/%: tests/cuda/%.c tests/unit/check.h tests/unit/fixture.h $(LIB) $(CUDA_SO)
 	@mkdir -p $(dir $@)
 	@echo "CC $<"
 	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)

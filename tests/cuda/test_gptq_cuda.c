@@ -12,16 +12,11 @@
 #include "../../quant/gptq_cuda.h"
 #include "../unit/check.h"
 
+#include "../unit/fixture.h"
+
 static const sq_st *fx;
 
-static const void *get(const char *name, sq_dtype dt, int64_t numel) {
-    const sq_tensor *t = sq_st_find(fx, name);
-    if (!t || t->dtype != dt || t->numel != numel) {
-        fprintf(stderr, "fixture tensor %s missing or wrong\n", name);
-        exit(1);
-    }
-    return t->data;
-}
+static const void *get(const char *name, sq_dtype dt, int64_t numel) { return fixture_get(fx, name, dt, numel); }
 
 static bool finite_all(const sq_qmatrix *m) {
     float *dq = malloc((size_t)(m->n * m->k) * sizeof *dq);

@@ -9,16 +9,11 @@
 #include "../../quant/quant.h"
 #include "check.h"
 
+#include "fixture.h"
+
 static const sq_st *fx;
 
-static const void *get(const char *name, sq_dtype dt, int64_t numel) {
-    const sq_tensor *t = sq_st_find(fx, name);
-    if (!t || t->dtype != dt || t->numel != numel) {
-        fprintf(stderr, "fixture tensor %s missing or wrong\n", name);
-        exit(1);
-    }
-    return t->data;
-}
+static const void *get(const char *name, sq_dtype dt, int64_t numel) { return fixture_get(fx, name, dt, numel); }
 
 static int64_t N = 96, K = 256, T = 384;
 
