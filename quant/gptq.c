@@ -104,22 +104,21 @@ static bool inverse_factor(const float *hp, float *u, int64_t k, double damp_fra
     return true;
 }
 
-sq_status sq_quant_gptq(const float *w, const float *h, int64_t n, int64_t k, const sq_qparams *p, sq_qmatrix *out, sq_err *err) {
-    sq_status s = sq_qmatrix_alloc(out, n, k, p->bits, p->group_size, err);
-    if (s) return s;
-    int64_t gs = p->group_size > 0 ? p->group_size : k;
-    int64_t bs = p->block_size > 0 ? p->block_size : 128;
-    int maxq = (1 << p->bits) - 1;
-    float *wt = malloc((size_t)(n * k) * sizeof *wt);    /* [K, N] W transposed, permuted */
+sq_status sq_gptq_sweep(const float *w, const float *h, int64_t n, int64_t k, bool act_order, double damp0, int64_t bs,
+                        sq_gptq_grid *g, double *damp_used, sq_err *err) {
+    if (bs <= 0) bs = 128;
+    sq_status s = SQ_OK;
+    float *wt = calloc((size_t)(n * k), sizeof *wt);     /* [K, N] W transposed, then permuted */
+    float *tmp = NULL;
     float *hp = malloc((size_t)(k * k) * sizeof *hp);    /* [K, K] H permuted */
     float *u = malloc((size_t)(k * k) * sizeof *u);      /* [K, K] upper factor of H^-1 */
     float *w1 = malloc((size_t)(bs * n) * sizeof *w1);   /* [B, N] the block being quantised */
     float *e1 = malloc((size_t)(bs * n) * sizeof *e1);   /* [B, N] its scaled errors */
+    float *dq = malloc((size_t)n * sizeof *dq);
     int64_t *perm = malloc((size_t)k * sizeof *perm);
     diag_item *items = malloc((size_t)k * sizeof *items);
-    float *sscale = NULL;
-    int32_t *szero = NULL;
-    if (!wt || !hp || !u || !w1 || !e1 || !perm || !items) { s = sq_fail(err, SQ_ERR_NOMEM, "GPTQ: out of memory (K=%lld)", (long long)k); goto done; }
+    *damp_used = -1;
+    if (!wt || !hp || !u || !w1 || !e1 || !dq || !perm || !items) { s = sq_fail(err, SQ_ERR_NOMEM, "GPTQ: out of memory (K=%lld)", (long long)k); goto done; }
 
     /* Dead inputs (no calibration signal): H[d,d] = 1, W[:,d] = 0. u holds the fixed H for now. */
     memcpy(u, h, (size_t)(k * k) * sizeof *u);
@@ -128,101 +127,129 @@ sq_status sq_quant_gptq(const float *w, const float *h, int64_t n, int64_t k, co
         if (dead) u[c * k + c] = 1.0f;
         for (int64_t r = 0; r < n; r++) wt[c * n + r] = dead ? 0.0f : w[r * k + c];
     }
-
-    /* Static groups: every grid from the original (dead-zeroed) W, before any update or permutation. */
-    if (p->static_groups && p->group_size > 0) {
-        sscale = malloc((size_t)(out->n_groups * n) * sizeof *sscale);
-        szero = malloc((size_t)(out->n_groups * n) * sizeof *szero);
-        if (!sscale || !szero) { s = sq_fail(err, SQ_ERR_NOMEM, "GPTQ: out of memory"); goto done; }
-        for (int64_t g = 0; g < out->n_groups; g++)
-            group_grid(wt, n, g * gs, (g + 1) * gs < k ? (g + 1) * gs : k, p, sscale + g * n, szero + g * n);
-    }
+    if (g->begin && (s = g->begin(g, wt, err))) goto done;
 
     for (int64_t c = 0; c < k; c++) { items[c].diag = u[c * k + c]; items[c].idx = c; }
-    if (p->act_order) qsort(items, (size_t)k, sizeof *items, cmp_diag_desc);
+    if (act_order) qsort(items, (size_t)k, sizeof *items, cmp_diag_desc);
     for (int64_t c = 0; c < k; c++) perm[c] = items[c].idx;
     for (int64_t i = 0; i < k; i++)
         for (int64_t j = 0; j < k; j++) hp[i * k + j] = u[perm[i] * k + perm[j]];
-    /* wt rows permuted the same way. */
-    {
-        float *tmp = malloc((size_t)(n * k) * sizeof *tmp);
-        if (!tmp) { s = sq_fail(err, SQ_ERR_NOMEM, "GPTQ: out of memory"); goto done; }
-        for (int64_t c = 0; c < k; c++) memcpy(tmp + c * n, wt + perm[c] * n, (size_t)n * sizeof *tmp);
-        free(wt);
-        wt = tmp;
-    }
+    if (!(tmp = malloc((size_t)(n * k) * sizeof *tmp))) { s = sq_fail(err, SQ_ERR_NOMEM, "GPTQ: out of memory"); goto done; }
+    for (int64_t c = 0; c < k; c++) memcpy(tmp + c * n, wt + perm[c] * n, (size_t)n * sizeof *tmp);
+    free(wt);
+    wt = tmp;
+    tmp = NULL;
 
-    double damp = p->damp;
+    double damp = damp0;
     bool ok = false;
     for (int attempt = 0; attempt < 4 && !ok; attempt++, damp *= 10) ok = inverse_factor(hp, u, k, damp);
     if (!ok) {
         sq_log(SQ_LOG_WARN, "GPTQ: Hessian [%lld x %lld] will not factor even with damping %.3g; using RTN for this matrix",
                (long long)k, (long long)k, damp / 10);
-        sq_qmatrix_free(out);
-        s = sq_quant_rtn(w, n, k, p, out, err);
-        if (!s) out->fallback = 1;
         goto done;
     }
-    out->damp_used = damp / 10;
+    *damp_used = damp / 10;
 
-    /* Per-channel (group_size -1): one grid from the whole, not yet updated, W. */
-    float *gscale = out->scale, *cur_scale = NULL;
-    int32_t *cur_zero = NULL;
-    if (p->group_size <= 0) {
-        group_grid(wt, n, 0, k, p, gscale, out->zero);
-        cur_scale = gscale;
-        cur_zero = out->zero;
-    }
     for (int64_t i1 = 0; i1 < k; i1 += bs) {
         int64_t i2 = i1 + bs < k ? i1 + bs : k, cnt = i2 - i1;
         memcpy(w1, wt + i1 * n, (size_t)(cnt * n) * sizeof *w1);
         for (int64_t i = 0; i < cnt; i++) {
             int64_t col = i1 + i;
-            if (p->group_size > 0) {
-                int64_t g;
-                if (p->static_groups) {
-                    g = perm[col] / gs;
-                    cur_scale = sscale + g * n;
-                    cur_zero = szero + g * n;
-                } else {
-                    g = col / gs;
-                    cur_scale = out->scale + g * n;
-                    cur_zero = out->zero + g * n;
-                    /* The reference reads W here, not the block copy: in-block updates are not seen. */
-                    if (col % gs == 0) group_grid(wt, n, col, col + gs < k ? col + gs : k, p, cur_scale, cur_zero);
-                }
-                out->g_idx[perm[col]] = (int32_t)g;
-            }
             float d = u[col * k + col];
             float *wc = w1 + i * n, *ec = e1 + i * n;
-            uint8_t *qc = out->q + perm[col] * n;
-            for (int64_t r = 0; r < n; r++) {
-                uint8_t q = sq_grid_quant(wc[r], cur_scale[r], cur_zero[r], maxq);
-                qc[r] = q;
-                float dq = cur_scale[r] * (float)((int32_t)q - cur_zero[r]);
-                ec[r] = (wc[r] - dq) / d;
-            }
+            g->column(g, col, perm[col], wt, wc, dq);
+            for (int64_t r = 0; r < n; r++) ec[r] = (wc[r] - dq[r]) / d;
             for (int64_t j = i + 1; j < cnt; j++) cblas_saxpy((int)n, -u[col * k + i1 + j], ec, 1, w1 + j * n, 1);
         }
         if (i2 < k)
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(k - i2), (int)n, (int)cnt, -1.0f, u + i1 * k + i2, (int)k, e1,
                         (int)n, 1.0f, wt + i2 * n, (int)n);
     }
-    if (p->static_groups && p->group_size > 0) {
-        memcpy(out->scale, sscale, (size_t)(out->n_groups * n) * sizeof *sscale);
-        memcpy(out->zero, szero, (size_t)(out->n_groups * n) * sizeof *szero);
-        for (int64_t c = 0; c < k; c++) out->g_idx[c] = (int32_t)(c / gs);
-    }
 done:
     free(wt);
+    free(tmp);
     free(hp);
     free(u);
     free(w1);
     free(e1);
+    free(dq);
     free(perm);
     free(items);
-    free(sscale);
-    free(szero);
+    return s;
+}
+
+/* The integer grid as GPTQ's sweep sees it: groups of K/g columns, each with its scale and zero per row. */
+typedef struct {
+    sq_gptq_grid base;
+    const sq_qparams *p;
+    sq_qmatrix *out;
+    int64_t n, k, gs;
+    float *sscale;       /* static groups: every group's grid, from the original W */
+    int32_t *szero;
+} int_grid;
+
+static sq_status int_begin(sq_gptq_grid *gg, const float *wt, sq_err *err) {
+    int_grid *g = (int_grid *)gg;
+    int64_t n = g->n, k = g->k, gs = g->gs;
+    /* Per-channel (group_size -1): one grid from the whole, not yet updated, W. */
+    if (g->p->group_size <= 0) group_grid(wt, n, 0, k, g->p, g->out->scale, g->out->zero);
+    /* Static groups: every grid from the original (dead-zeroed) W, before any update or permutation. */
+    if (g->p->static_groups && g->p->group_size > 0) {
+        g->sscale = malloc((size_t)(g->out->n_groups * n) * sizeof *g->sscale);
+        g->szero = malloc((size_t)(g->out->n_groups * n) * sizeof *g->szero);
+        if (!g->sscale || !g->szero) return sq_fail(err, SQ_ERR_NOMEM, "GPTQ: out of memory");
+        for (int64_t q = 0; q < g->out->n_groups; q++)
+            group_grid(wt, n, q * gs, (q + 1) * gs < k ? (q + 1) * gs : k, g->p, g->sscale + q * n, g->szero + q * n);
+    }
+    return SQ_OK;
+}
+
+static void int_column(sq_gptq_grid *gg, int64_t col, int64_t src, const float *wt, const float *wc, float *dq) {
+    int_grid *g = (int_grid *)gg;
+    int64_t n = g->n, k = g->k, gs = g->gs;
+    sq_qmatrix *out = g->out;
+    float *sc = out->scale;
+    int32_t *zr = out->zero;
+    if (g->p->group_size > 0) {
+        int64_t q;
+        if (g->p->static_groups) {
+            q = src / gs;
+            sc = g->sscale + q * n;
+            zr = g->szero + q * n;
+        } else {
+            q = col / gs;
+            sc = out->scale + q * n;
+            zr = out->zero + q * n;
+            /* The reference reads W here, not the block copy: in-block updates are not seen. */
+            if (col % gs == 0) group_grid(wt, n, col, col + gs < k ? col + gs : k, g->p, sc, zr);
+        }
+        out->g_idx[src] = (int32_t)q;
+    }
+    int maxq = (1 << g->p->bits) - 1;
+    uint8_t *qc = out->q + src * n;
+    for (int64_t r = 0; r < n; r++) {
+        qc[r] = sq_grid_quant(wc[r], sc[r], zr[r], maxq);
+        dq[r] = sc[r] * (float)((int32_t)qc[r] - zr[r]);
+    }
+}
+
+sq_status sq_quant_gptq(const float *w, const float *h, int64_t n, int64_t k, const sq_qparams *p, sq_qmatrix *out, sq_err *err) {
+    sq_status s = sq_qmatrix_alloc(out, n, k, p->bits, p->group_size, err);
+    if (s) return s;
+    int_grid g = {.base = {.begin = int_begin, .column = int_column}, .p = p, .out = out, .n = n, .k = k,
+                  .gs = p->group_size > 0 ? p->group_size : k};
+    s = sq_gptq_sweep(w, h, n, k, p->act_order, p->damp, p->block_size, &g.base, &out->damp_used, err);
+    if (!s && out->damp_used < 0) {
+        sq_qmatrix_free(out);
+        s = sq_quant_rtn(w, n, k, p, out, err);
+        if (!s) out->fallback = 1;
+    } else if (!s && p->static_groups && p->group_size > 0) {
+        memcpy(out->scale, g.sscale, (size_t)(out->n_groups * n) * sizeof *g.sscale);
+        memcpy(out->zero, g.szero, (size_t)(out->n_groups * n) * sizeof *g.szero);
+        for (int64_t c = 0; c < k; c++) out->g_idx[c] = (int32_t)(c / g.gs);
+    }
+    free(g.sscale);
+    free(g.szero);
     if (s) sq_qmatrix_free(out);
     return s;
 }

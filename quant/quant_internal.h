@@ -16,6 +16,21 @@ static inline uint8_t sq_grid_quant(float x, float s, int32_t z, int maxq) {
     return (uint8_t)q;
 }
 
+/* The grid GPTQ's sweep rounds onto, column by column: the integer groups of sq_quant_gptq, or E4M3. */
+typedef struct sq_gptq_grid {
+    /* Optional: called once with W^T [K, N] (dead inputs zeroed), before any permutation or update. */
+    sq_status (*begin)(struct sq_gptq_grid *g, const float *wt, sq_err *err);
+    /* Rounds wc [N], the current values of source column src (position col of the sweep's order), keeping
+     * its codes, and gives the values they stand for in dq [N]. wt is W^T as updated before this lazy block. */
+    void (*column)(struct sq_gptq_grid *g, int64_t col, int64_t src, const float *wt, const float *wc, float *dq);
+} sq_gptq_grid;
+
+/* GPTQ's sweep over W [N, K] with the Hessian H [K, K] (see sq_quant_gptq): dead inputs, act-order,
+ * damping raised tenfold up to three times, bs-column lazy blocks. *damp_used is the damping that
+ * factored, or -1 when none did (nothing was rounded: the caller falls back to plain rounding). */
+sq_status sq_gptq_sweep(const float *w, const float *h, int64_t n, int64_t k, bool act_order, double damp, int64_t bs,
+                        sq_gptq_grid *g, double *damp_used /* OUT */, sq_err *err);
+
 /* The GPU accumulator behind sq_hessian (quant/gptq_cuda.c): what add, finish and free call when hs->dev is set. */
 void sq_hessian_cuda_add(sq_hessian *hs, const float *x, int64_t t);
 void sq_hessian_cuda_finish(sq_hessian *hs);
