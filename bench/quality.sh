@@ -1,11 +1,14 @@
 #!/bin/sh
-# quality.sh: quantisation quality on the bundled stories260K: each method at 4 bits, group 32,
-# calibrated on data/tinystories/calib.txt (128 x 512 tokens), evaluated on data/tinystories/eval.txt
-# against the FP32 model. Prints a markdown table (perplexity, ratio, KL divergence, top-1 agreement,
-# bits per quantised weight, quantisation time). Usage: sh bench/quality.sh [BIN] [extra quantize args].
+# quality.sh: quantisation quality on the bundled stories260K: each integer method at 4 bits, group 32,
+# and every FP8 variant (per tensor or channel x activations none, static, dynamic; rounded or through
+# GPTQ), calibrated on data/tinystories/calib.txt (128 x 512 tokens), evaluated on
+# data/tinystories/eval.txt (ctx 512) against the FP32 model. Prints a markdown table (perplexity,
+# ratio, KL divergence, top-1 agreement, bits per quantised weight, quantisation time).
+# Usage: sh bench/quality.sh [BIN] [extra quantize args, split on spaces].
 set -e
 BIN=${1:-build/release/spotq}
 shift 2>/dev/null || true
+EXTRA="$*"
 cd "$(dirname "$0")/.."
 OUT=${BENCH_DIR:-build/bench}/quality
 mkdir -p "$OUT"
@@ -15,10 +18,16 @@ echo "| method | bits/weight | quantize s | ppl | ppl ratio | KLD mean | KLD p99
 echo "|---|---|---|---|---|---|---|---|"
 "$BIN" eval $M --data data/tinystories/eval.txt --json > "$OUT/fp.json"
 echo "| FP32 | 32 | - | $(field ppl "$OUT/fp.json") | 1 | 0 | 0 | 100% |"
-for m in "rtn --asym" "gptq --asym --act-order" "awq" "awq+gptq --asym --act-order"; do
-    name=$(echo "$m" | cut -d' ' -f1)
-    dir="$OUT/$name"
-    "$BIN" quantize $M -o "$dir" --method $m --bits 4 --group-size 32 --calib data/tinystories/calib.txt --force "$@" 2>/dev/null
+INT4="--bits 4 --group-size 32"
+set -- "rtn --asym $INT4" "gptq --asym --act-order $INT4" "awq $INT4" "awq+gptq --asym --act-order $INT4"
+for fp8 in fp8 fp8+gptq; do
+    for scheme in tensor channel; do
+        for act in none static dynamic; do set -- "$@" "$fp8 --fp8-scheme $scheme --act $act"; done
+    done
+done
+for m in "$@"; do
+    dir="$OUT/$(echo "$m" | tr -c 'a-z0-9\n' _)"
+    "$BIN" quantize $M -o "$dir" --method $m --calib data/tinystories/calib.txt --force $EXTRA 2>/dev/null
     "$BIN" eval "$dir" --data data/tinystories/eval.txt --ref $M --json > "$dir.json"
     bpw=$(field bits_per_quantized_weight "$dir/spotq.json"); t=$(field total "$dir/spotq.json")
     printf '| %s | %.2f | %.1f | %s | %s | %s | %s | %s |\n' "$m" "$bpw" "$t" "$(field ppl "$dir.json")" "$(field ppl_ratio "$dir.json")" \

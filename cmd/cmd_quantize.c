@@ -11,13 +11,14 @@
 #include "cmd.h"
 
 static const char *USAGE =
-    "MODEL -o OUT --method rtn|gptq|awq|awq+gptq|fp8 --calib FILE [options]\n\n"
+    "MODEL -o OUT --method rtn|gptq|awq|awq+gptq|fp8|fp8+gptq --calib FILE [options]\n\n"
     "Calibrates MODEL block by block on FILE (.txt or .jsonl) and writes OUT, a Hugging Face directory with\n"
     "packed weights (GPTQ v1 for rtn/gptq, AWQ GEMM for awq, or compressed-tensors pack-quantized), its\n"
     "quantization_config, the tokenizer and generation files, and spotq.json (arguments, calibration hash,\n"
     "per-layer errors, timings). Matrices that do not fit the packing stay in full precision, listed in the config.\n"
     "--method fp8 writes E4M3 weights in vLLM's fp8 format (per-tensor scales, --act static or dynamic)\n"
-    "or compressed-tensors float-quantized (weight-only or per-channel too).\n"
+    "or compressed-tensors float-quantized (weight-only or per-channel too); --method fp8+gptq chooses the same\n"
+    "E4M3 codes with GPTQ's error compensation (--act-order and --damp apply).\n"
     "OUT is written into a temporary directory and renamed into place at the end.";
 
 /* On Ctrl-C, remove the temporary output directory: an interrupted run leaves nothing half-written. */
@@ -77,7 +78,7 @@ int cmd_quantize(int argc, char **argv) {
     const sq_opt opts[] = {
         {"-o", 's', &out, "output directory (required)"},
         {"--out", 's', &out, "same as -o"},
-        {"--method", 's', &method, "rtn, gptq, awq, awq+gptq (AWQ's scales and clipping, then GPTQ) or fp8 (E4M3) (required)"},
+        {"--method", 's', &method, "rtn, gptq, awq, awq+gptq (AWQ's scales and clipping, then GPTQ), fp8 (E4M3) or fp8+gptq (E4M3 through GPTQ) (required)"},
         {"--calib", 's', &calib, "calibration text, .txt or .jsonl (required)"},
         {"--format", 's', &format, "gptq (v1; default for rtn, gptq), awq (GEMM; default for awq), compressed-tensors, fp8 (vLLM's; default for fp8 where it fits)"},
         {"--bits", 'i', &bits, "4 or 8 (default 4)"},
@@ -114,23 +115,25 @@ int cmd_quantize(int argc, char **argv) {
     else if (!strcmp(method, "awq")) o.method = SQ_METHOD_AWQ;
     else if (!strcmp(method, "awq+gptq")) o.method = SQ_METHOD_AWQ_GPTQ;
     else if (!strcmp(method, "fp8")) o.method = SQ_METHOD_FP8;
+    else if (!strcmp(method, "fp8+gptq")) o.method = SQ_METHOD_FP8_GPTQ;
     else {
-        fprintf(stderr, "spotq quantize: --method %s: use rtn, gptq, awq, awq+gptq or fp8\n", method);
+        fprintf(stderr, "spotq quantize: --method %s: use rtn, gptq, awq, awq+gptq, fp8 or fp8+gptq\n", method);
         return SQ_EXIT_USAGE;
     }
     bool awq = o.method == SQ_METHOD_AWQ || o.method == SQ_METHOD_AWQ_GPTQ;
-    if (o.method == SQ_METHOD_FP8) {
+    bool fp8 = o.method == SQ_METHOD_FP8 || o.method == SQ_METHOD_FP8_GPTQ;
+    if (fp8) {
         int u = fp8_options(fp8_scheme, act_mode, &format, &o);
         if (u) return u;
     } else if (fp8_scheme || act_mode) {
-        fprintf(stderr, "spotq quantize: --fp8-scheme and --act apply to --method fp8\n");
+        fprintf(stderr, "spotq quantize: --fp8-scheme and --act apply to --method fp8 and fp8+gptq\n");
         return SQ_EXIT_USAGE;
     }
     if (!format) format = awq ? "awq" : "gptq";
     if (!strcmp(format, "gptq")) o.format = SQ_FORMAT_GPTQ;
     else if (!strcmp(format, "compressed-tensors")) o.format = SQ_FORMAT_CT;
     else if (!strcmp(format, "awq")) o.format = SQ_FORMAT_AWQ;
-    else if (!strcmp(format, "fp8") && o.method == SQ_METHOD_FP8) o.format = SQ_FORMAT_FP8;
+    else if (!strcmp(format, "fp8") && fp8) o.format = SQ_FORMAT_FP8;
     else {
         fprintf(stderr, "spotq quantize: --format %s: use gptq, awq or compressed-tensors\n", format);
         return SQ_EXIT_USAGE;
@@ -157,7 +160,7 @@ int cmd_quantize(int argc, char **argv) {
         o.device = SQ_DEVICE_CUDA;
     }
     /* compressed-tensors' decompressor and AWQ GEMM have no g_idx: act-order there uses static groups */
-    if ((o.format == SQ_FORMAT_CT || o.format == SQ_FORMAT_AWQ) && act && !stat) {
+    if (!fp8 && (o.format == SQ_FORMAT_CT || o.format == SQ_FORMAT_AWQ) && act && !stat) {
         stat = true;
         sq_log(SQ_LOG_INFO, "--format %s with --act-order: using static groups (the format stores no g_idx)", format);
     }

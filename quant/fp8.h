@@ -21,6 +21,14 @@ float sq_fp8_absmax(const float *w, int64_t n, int64_t *bad /* OUT */);
 sq_status sq_fp8_quantize(const float *w, int64_t n, int64_t k, bool per_channel, float tensor_absmax, uint8_t *codes /* OUT */,
                           float *scales /* OUT */, const char *what, sq_err *err);
 
+/* GPTQ on the E4M3 grid (as llm-compressor's GPTQModifier runs an FP8 scheme): with the scales fixed
+ * (those of sq_fp8_quantize), each column is rounded in turn and its error spread over the columns not
+ * yet rounded through the inverse Hessian H [K, K] of the calibration inputs. codes (N, K) holds the
+ * round-to-nearest codes on entry; *damp_used is -1 when H would not factor, and codes are then left as
+ * they were (with a warning through sq_log). act_order and damp as in sq_quant_gptq. */
+sq_status sq_fp8_gptq(const float *w, const float *h, int64_t n, int64_t k, bool per_channel, const float *scales, bool act_order,
+                      double damp, uint8_t *codes /* IN/OUT */, double *damp_used /* OUT */, sq_err *err);
+
 /* out (N, K) = the values those codes and scales stand for. */
 void sq_fp8_dequant(const uint8_t *codes, const float *scales, int64_t n, int64_t k, bool per_channel, float *out);
 

@@ -24,7 +24,7 @@
 #include "../runtime/runtime.h"
 
 const char *sq_method_name(sq_method m) {
-    static const char *names[] = {"rtn", "gptq", "awq", "awq+gptq", "fp8"};
+    static const char *names[] = {"rtn", "gptq", "awq", "awq+gptq", "fp8", "fp8+gptq"};
     return m >= 0 && m < (int)(sizeof names / sizeof *names) ? names[m] : "?";
 }
 const char *sq_format_name(sq_format f) {
@@ -32,6 +32,7 @@ const char *sq_format_name(sq_format f) {
 }
 
 bool sq_pl_is_awq(sq_method m) { return m == SQ_METHOD_AWQ || m == SQ_METHOD_AWQ_GPTQ; }
+bool sq_pl_is_fp8(sq_method m) { return m == SQ_METHOD_FP8 || m == SQ_METHOD_FP8_GPTQ; }
 
 double sq_pl_now(void) {
     struct timespec ts;
@@ -52,7 +53,7 @@ static bool tap(void *user, sq_site site, const float *x, int n, int dim) {
     if (site != r->want) return false;
     double t = sq_pl_now();
     sq_hessian_add(&r->hs, x, n);
-    if (r->o->method == SQ_METHOD_FP8) {
+    if (sq_pl_is_fp8(r->o->method)) {
         int64_t bad;
         float m = sq_fp8_absmax(x, (int64_t)n * dim, &bad);
         r->act_absmax = m < 0 ? INFINITY : fmaxf(r->act_absmax, m);
@@ -69,7 +70,7 @@ void sq_pl_keep_reason(const run *r, const char *name, int64_t n, int64_t k, cha
             snprintf(why, cap, "ignored (--ignore %s)", r->o->ignore[i]);
             return;
         }
-    if (r->o->method == SQ_METHOD_FP8) return; /* E4M3 takes any shape */
+    if (sq_pl_is_fp8(r->o->method)) return; /* E4M3 takes any shape */
     const sq_qparams *p = &r->o->q;
     int pack = 32 / p->bits;
     if (k % pack) snprintf(why, cap, "in_features %lld is not a multiple of %d (the %d-bit packing)", (long long)k, pack, p->bits);
@@ -295,6 +296,17 @@ static sq_status fp8_linear(run *r, int l, sq_lin which, float tensor_absmax, fl
         sq_fp8_dequant(codes, scale, n, k, pc, dq);
         rep->err_rtn = rep->err = sq_quant_output_error(w, dq, r->hs.h, n, k);
     }
+    if (!s && r->o->method == SQ_METHOD_FP8_GPTQ) {
+        s = sq_fp8_gptq(w, r->hs.h, n, k, pc, scale, r->o->q.act_order, r->o->q.damp, codes, &rep->damp, err);
+        if (!s && rep->damp < 0) {
+            rep->damp = 0;
+            snprintf(rep->note, sizeof rep->note, "Hessian would not factor: RTN used");
+        }
+        if (!s) {
+            sq_fp8_dequant(codes, scale, n, k, pc, dq);
+            rep->err = sq_quant_output_error(w, dq, r->hs.h, n, k);
+        }
+    }
     r->t_quant += sq_pl_now() - t;
     free(w);
     free(dq);
@@ -338,7 +350,7 @@ static sq_status quantize_block(run *r, int l, sq_err *err) {
             if (!s) sq_hessian_finish(&r->hs);
             if (!s) s = sq_hessian_check(&r->hs, err);
             float tensor_absmax = 0, in_scale = 0;
-            bool fp8 = r->o->method == SQ_METHOD_FP8;
+            bool fp8 = sq_pl_is_fp8(r->o->method);
             if (!s && fp8) s = fp8_stage(r, l, si, why, &tensor_absmax, &in_scale, err);
             for (int j = 0; j < stages[si].n && !s; j++)
                 if (!why[stages[si].lin[j]][0])
@@ -398,7 +410,7 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
     if (o->q.bits != 4 && o->q.bits != 8) return sq_fail(err, SQ_ERR_ARG, "--bits %d: spotq writes 4 or 8 bits", o->q.bits);
     if (o->q.group_size == 0 || o->q.group_size < -1) return sq_fail(err, SQ_ERR_ARG, "--group-size %d: use -1 or a positive size", o->q.group_size);
     if (!(o->q.damp > 0)) return sq_fail(err, SQ_ERR_ARG, "--damp must be positive");
-    if (o->format != SQ_FORMAT_GPTQ && o->q.act_order && !o->q.static_groups)
+    if (o->format != SQ_FORMAT_GPTQ && !sq_pl_is_fp8(o->method) && o->q.act_order && !o->q.static_groups)
         return sq_fail(err, SQ_ERR_ARG, "--act-order with --format %s needs --static-groups (the format stores no g_idx)", sq_format_name(o->format));
     if (!o->calib) return sq_fail(err, SQ_ERR_ARG, "quantize needs --calib FILE (calibration text)");
     if ((s = sq_exec_new(&ex, "cpu", o->threads, err))) return s;

@@ -51,6 +51,7 @@ typedef struct {
 
 double sq_pl_now(void);
 bool sq_pl_is_awq(sq_method m);
+bool sq_pl_is_fp8(sq_method m);
 /* Why a linear stays in full precision ("" when it is quantised). */
 void sq_pl_keep_reason(const run *r, const char *name, int64_t n, int64_t k, char *why, size_t cap);
 /* NaN or Inf in a source tensor is an error naming it. */

@@ -60,7 +60,7 @@ static cJSON *fp8_config(const run *r) {
 }
 
 static cJSON *quant_config(const run *r) {
-    if (r->o->method == SQ_METHOD_FP8) return fp8_config(r);
+    if (sq_pl_is_fp8(r->o->method)) return fp8_config(r);
     const sq_qparams *p = &r->o->q;
     cJSON *q = cJSON_CreateObject();
     if (r->o->format == SQ_FORMAT_AWQ) {
@@ -161,9 +161,10 @@ sq_status sq_pl_write_report(run *r, sq_outdir *od, uint64_t calib_hash, int64_t
     cJSON_AddBoolToObject(a, "act_order", o->q.act_order);
     cJSON_AddBoolToObject(a, "static_groups", o->q.static_groups);
     cJSON_AddNumberToObject(a, "damp", o->q.damp);
-    if (o->method == SQ_METHOD_FP8) {
-        static const char *int_only[] = {"bits", "group_size", "sym", "act_order", "static_groups", "damp"};
-        for (size_t i = 0; i < sizeof int_only / sizeof *int_only; i++) cJSON_DeleteItemFromObjectCaseSensitive(a, int_only[i]);
+    if (sq_pl_is_fp8(o->method)) {
+        static const char *int_only[] = {"bits", "group_size", "sym", "static_groups", "act_order", "damp"};
+        size_t n_int_only = o->method == SQ_METHOD_FP8 ? 6 : 4; /* fp8+gptq keeps GPTQ's act_order and damp */
+        for (size_t i = 0; i < n_int_only; i++) cJSON_DeleteItemFromObjectCaseSensitive(a, int_only[i]);
         cJSON_AddStringToObject(a, "fp8_scheme", o->fp8_per_channel ? "channel" : "tensor");
         cJSON_AddStringToObject(a, "act", act_name(o->act));
     }
@@ -193,7 +194,8 @@ sq_status sq_pl_write_report(run *r, sq_outdir *od, uint64_t calib_hash, int64_t
         if (p->quantized) {
             cJSON_AddNumberToObject(e, "error_rtn", p->err_rtn);
             cJSON_AddNumberToObject(e, "error", p->err);
-            if (o->method == SQ_METHOD_GPTQ || o->method == SQ_METHOD_AWQ_GPTQ) cJSON_AddNumberToObject(e, "damp", p->damp);
+            if (o->method == SQ_METHOD_GPTQ || o->method == SQ_METHOD_AWQ_GPTQ || o->method == SQ_METHOD_FP8_GPTQ)
+                cJSON_AddNumberToObject(e, "damp", p->damp);
         }
         if (sq_pl_is_awq(o->method)) cJSON_AddNumberToObject(e, "awq_alpha", p->alpha);
         if (p->act_scale > 0) cJSON_AddNumberToObject(e, "input_scale", p->act_scale);

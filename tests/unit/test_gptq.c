@@ -1,11 +1,12 @@
 /* test_gptq.c: RTN and GPTQ against the reference in tests/fixtures/gen_gptq.py (IST-DASLab's
- * algorithm in numpy): same codes for >= 99.9% of entries (RTN: all), output error within 1%;
- * the Hessian accumulator against X; degenerate inputs without NaN. */
+ * algorithm in numpy): same codes for >= 99.9% of entries (RTN: all), output error within 1%, on the
+ * integer grids and on FP8 E4M3; the Hessian accumulator against X; degenerate inputs without NaN. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../../formats/safetensors.h"
+#include "../../quant/fp8.h"
 #include "../../quant/quant.h"
 #include "check.h"
 
@@ -63,6 +64,43 @@ static void check_config(const char *name, int bits, int gs, bool sym, bool act,
     free(dq);
 }
 
+/* GPTQ on E4M3 with the scales of plain rounding, per tensor or per row. */
+static void check_fp8(const char *name, bool per_channel, bool act, const float *w, const float *h) {
+    char key[64];
+    int64_t ns = per_channel ? N : 1;
+    sq_err err = {0};
+    uint8_t *codes = malloc((size_t)(N * K));
+    float *scales = malloc((size_t)N * sizeof *scales), *dq = malloc((size_t)(N * K) * sizeof *dq);
+    CHECK_OK(sq_fp8_quantize(w, N, K, per_channel, 0, codes, scales, name, &err), &err);
+    snprintf(key, sizeof key, "%s.rtn_q", name);
+    CHECK(memcmp(codes, get(key, SQ_DT_U8, N * K), (size_t)(N * K)) == 0, "%s: round-to-nearest codes", name);
+    snprintf(key, sizeof key, "%s.scale", name);
+    CHECK(memcmp(scales, get(key, SQ_DT_F32, ns), (size_t)ns * 4) == 0, "%s: scales", name);
+    sq_fp8_dequant(codes, scales, N, K, per_channel, dq);
+    double rtn_err = sq_quant_output_error(w, dq, h, N, K);
+    double damp;
+    CHECK_OK(sq_fp8_gptq(w, h, N, K, per_channel, scales, act, 0.01, codes, &damp, &err), &err);
+    CHECK(damp == 0.01, "%s: damping %g", name, damp);
+    snprintf(key, sizeof key, "%s.q", name);
+    const uint8_t *rq = get(key, SQ_DT_U8, N * K);
+    int64_t same = 0;
+    for (int64_t i = 0; i < N * K; i++) same += codes[i] == rq[i];
+    double agree = (double)same / (double)(N * K);
+    CHECK(agree >= 0.999, "%s: GPTQ codes agree on %.4f%%", name, 100 * agree);
+    sq_fp8_dequant(codes, scales, N, K, per_channel, dq);
+    double e = sq_quant_output_error(w, dq, h, N, K);
+    snprintf(key, sizeof key, "%s.err", name);
+    double re = *(const double *)get(key, SQ_DT_F64, 1);
+    CHECK(fabs(e - re) <= 0.01 * re, "%s: GPTQ output error %.6f vs reference %.6f", name, e, re);
+    snprintf(key, sizeof key, "%s.rtn_err", name);
+    double rre = *(const double *)get(key, SQ_DT_F64, 1);
+    CHECK(fabs(rtn_err - rre) <= 1e-3 * rre, "%s: RTN output error %.6f vs reference %.6f", name, rtn_err, rre);
+    CHECK(e < 0.8 * rtn_err, "%s: GPTQ error %.5f not well below RTN %.5f", name, e, rtn_err);
+    free(codes);
+    free(scales);
+    free(dq);
+}
+
 static void test_hessian(const float *x, const float *h_ref) {
     sq_hessian hs;
     sq_err err = {0};
@@ -112,6 +150,16 @@ static void test_degenerate(const float *w) {
     CHECK_OK(sq_quant_gptq(w, hs.h, N, K, &p, &m, &err), &err);
     CHECK(m.fallback == 1, "NaN Hessian: RTN fallback flagged");
     sq_qmatrix_free(&m);
+    /* ...and on E4M3 leaves the round-to-nearest codes as they were, saying so with damp -1. */
+    uint8_t *codes = malloc((size_t)(N * K)), *rtn = malloc((size_t)(N * K));
+    float scale;
+    double damp;
+    CHECK_OK(sq_fp8_quantize(w, N, K, false, 0, codes, &scale, "W", &err), &err);
+    memcpy(rtn, codes, (size_t)(N * K));
+    CHECK_OK(sq_fp8_gptq(w, hs.h, N, K, false, &scale, true, 0.01, codes, &damp, &err), &err);
+    CHECK(damp == -1 && memcmp(codes, rtn, (size_t)(N * K)) == 0, "NaN Hessian, FP8: damp %g, codes changed", damp);
+    free(codes);
+    free(rtn);
     free(dq);
     free(x);
     sq_hessian_free(&hs);
@@ -129,6 +177,8 @@ int main(void) {
     check_config("g128_act_static", 4, 128, true, true, true, w, h);
     check_config("pc_asym", 4, -1, false, false, false, w, h);
     check_config("b8_g64_act", 8, 64, false, true, false, w, h);
+    check_fp8("fp8_tensor", false, false, w, h);
+    check_fp8("fp8_channel_act", true, true, w, h);
     test_hessian(x, h);
     test_degenerate(w);
     sq_st_close(st);
