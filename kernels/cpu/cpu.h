@@ -109,6 +109,15 @@ void sq_cpu_add_ref(sq_kctx *c, float *y, const float *x, int64_t m);
 
 /* ---------------------------------------------------------------- building blocks */
 
+/* Rows r0 .. r0+m-1 of w as floats into dst (m, w->cols), in the column order x is given in. */
+typedef void (*sq_rows_fn)(const sq_wmat *w, int64_t r0, int64_t m, float *dst);
+/* y (n, rows) = x (n, cols) . W^T + bias for a prefill-sized n: W's rows converted by to_f32 one tile
+ * at a time into the thread's scratch (never the whole matrix), then sgemm on the tile; to_f32 NULL
+ * means W is F32 and is read in place. Tiles have a fixed number of rows, taken as threads come free,
+ * so every sgemm call, and so y, is the same whatever the number of threads. */
+sq_status sq_cpu_tiled_gemm(sq_kctx *c, const sq_wmat *w, sq_rows_fn to_f32, const float *bias, const float *x, float *y, int n,
+                            sq_err *err);
+
 /* Row r of a weight matrix as float (n = w->cols values). */
 void sq_cpu_row_to_f32(const sq_wmat *w, int64_t r, float *dst);
 /* Dot products of row r of w with x: the fast AVX2 version and the scalar reference. */

@@ -4,7 +4,7 @@
  * per output: y[t, r] = s_w(r) * sum_c e4m3(W[r, c]) x'[t, c].
  * A few rows of x: a threaded AVX2 GEMV that turns 16 codes at a time into floats (an E4M3 code
  * shifted left by 7 is the fp16 pattern of its value / 256, so F16C converts it; the 256 goes into
- * the scale). More rows: each thread converts a tile of its rows into scratch and calls sgemm. */
+ * the scale). More rows: tiles of rows converted into scratch for sgemm (sq_cpu_tiled_gemm). */
 #include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,8 +13,6 @@
 
 #define GEMV_MAX_N 4
 #define ROW_ALIGN 16
-#define TILE_FLOATS (1 << 18)
-#define TILE_MIN_ROWS 16
 #define E4M3_MAX 448.0f
 /* vLLM's floor on a dynamic scale: an all-zero token must not divide by zero. */
 #define MIN_DYN_SCALE (1.0f / (E4M3_MAX * 512.0f))
@@ -173,7 +171,6 @@ typedef struct {
     const float *bias, *x;   /* x (n, cols), already through E4M3 when the weight asks */
     float *y;
     int n;
-    int64_t tile_rows;
 } f8_job;
 
 SQ_AVX2 static void f8_gemv(void *arg, int ith, int nth) {
@@ -185,21 +182,6 @@ SQ_AVX2 static void f8_gemv(void *arg, int ith, int nth) {
     for (int64_t r = lo; r < hi; r++) {
         float s = wscale(w->f8, r) * 256.0f;
         for (int t = 0; t < j->n; t++) j->y[(int64_t)t * w->rows + r] = s * dot_e4m3(codes + r * K, j->x + (int64_t)t * K, K);
-    }
-    sq_cpu_add_bias(j->y, j->bias, j->n, j->w->rows, lo, hi);
-}
-
-static void f8_gemm(void *arg, int ith, int nth) {
-    const f8_job *j = arg;
-    const sq_wmat *w = j->w;
-    int64_t lo, hi, K = w->cols;
-    sq_split(w->rows, ith, nth, ROW_ALIGN, &lo, &hi);
-    float *tile = j->c->scratch[ith];
-    for (int64_t r = lo; r < hi; r += j->tile_rows) {
-        int64_t m = hi - r < j->tile_rows ? hi - r : j->tile_rows;
-        f8rows_to_f32(w, r, m, tile);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, (int)m, (int)K, 1.0f, j->x, (int)K, tile, (int)K, 0.0f, j->y + r,
-                    (int)w->rows);
     }
     sq_cpu_add_bias(j->y, j->bias, j->n, j->w->rows, lo, hi);
 }
@@ -219,17 +201,11 @@ sq_status sq_cpu_f8matmul(sq_kctx *c, const sq_wmat *w, const float *bias, const
         act_fast(w->f8, x, xq, n, K);
         xin = xq;
     }
-    f8_job j = {c, w, bias, xin, y, n, 0};
-    int64_t work = (int64_t)n * w->rows * K;
-    if (n <= GEMV_MAX_N) sq_pool_run_work(c->pool, f8_gemv, &j, work);
-    else {
-        int64_t tr = TILE_FLOATS / (K > 0 ? K : 1);
-        tr = tr < TILE_MIN_ROWS ? TILE_MIN_ROWS : tr / TILE_MIN_ROWS * TILE_MIN_ROWS;
-        j.tile_rows = tr;
-        sq_status s = sq_kctx_reserve(c, (size_t)(tr * K), err);
-        if (s) { free(xq); return s; }
-        sq_pool_run_work(c->pool, f8_gemm, &j, work);
-    }
+    sq_status s = SQ_OK;
+    if (n <= GEMV_MAX_N) {
+        f8_job j = {c, w, bias, xin, y, n};
+        sq_pool_run_work(c->pool, f8_gemv, &j, (int64_t)n * w->rows * K);
+    } else s = sq_cpu_tiled_gemm(c, w, f8rows_to_f32, bias, xin, y, n, err);
     free(xq);
-    return SQ_OK;
+    return s;
 }

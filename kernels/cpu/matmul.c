@@ -1,8 +1,8 @@
 /* matmul.c: y = x . W^T for weights in F32, F16 or BF16, straight from the mmap.
  * A few rows of x (decode, a speculative verify step): a threaded AVX2 GEMV that streams each weight
- * row once. More rows (prefill): OpenBLAS sgemm on chunks of W's rows; F16/BF16 chunks are converted
- * one tile at a time into the thread's scratch, never the whole matrix. Threads take chunks as they
- * come free. */
+ * row once. More rows (prefill): OpenBLAS sgemm on chunks of W's rows (sq_cpu_tiled_gemm, which the
+ * quantised and FP8 kernels share); F16/BF16 chunks are converted one tile at a time into the
+ * thread's scratch, never the whole matrix. Threads take chunks as they come free. */
 #include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,10 +144,11 @@ SQ_AVX2 static void rows_to_f32(const sq_wmat *w, int64_t r0, int64_t m, float *
 typedef struct {
     sq_kctx *c;
     const sq_wmat *w;
+    sq_rows_fn to_f32;           /* GEMM: W's rows as floats (NULL: F32, read in place) */
     const float *bias, *x;
     float *y;
     int n;
-    int64_t chunk;               /* rows of W per chunk (F16/BF16 sgemm: one converted tile) */
+    int64_t chunk;               /* rows of W per chunk (converted sgemm: one tile) */
     _Atomic int64_t next;        /* next chunk to take */
 } mm_job;
 
@@ -178,8 +179,8 @@ static void mm_gemm(void *arg, int ith, int nth) {
     float *tile = j->c->scratch[ith];
     while (sq_chunk_next(&j->next, w->rows, j->chunk, &lo, &hi)) {
         const float *b = (const float *)w->data + lo * k;
-        if (w->dtype != SQ_DT_F32) {
-            rows_to_f32(w, lo, hi - lo, tile);
+        if (j->to_f32) {
+            j->to_f32(w, lo, hi - lo, tile);
             b = tile;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, (int)(hi - lo), (int)k, 1.0f, j->x, (int)k, b, (int)k, 0.0f,
@@ -196,20 +197,23 @@ sq_status sq_cpu_matmul(sq_kctx *c, const sq_wmat *w, const float *bias, const f
     if (w->rows > 0x7fffffff || w->cols > 0x7fffffff)
         return sq_fail(err, SQ_ERR_UNSUPPORTED, "matmul: a %lld x %lld matrix is too large for BLAS", (long long)w->rows, (long long)w->cols);
     if (n <= 0 || w->rows == 0) return SQ_OK;
+    if (n > GEMV_MAX_N) return sq_cpu_tiled_gemm(c, w, w->dtype == SQ_DT_F32 ? NULL : rows_to_f32, bias, x, y, n, err);
     mm_job j = {.c = c, .w = w, .bias = bias, .x = x, .y = y, .n = n, .chunk = GEMV_CHUNK};
-    int64_t work = (int64_t)n * w->rows * w->cols;
-    if (n <= GEMV_MAX_N) {
-        sq_pool_run_work(c->pool, mm_gemv, &j, work);
-        return SQ_OK;
-    }
-    j.chunk = GEMM_CHUNK;
-    if (w->dtype != SQ_DT_F32) {
+    sq_pool_run_work(c->pool, mm_gemv, &j, (int64_t)n * w->rows * w->cols);
+    return SQ_OK;
+}
+
+sq_status sq_cpu_tiled_gemm(sq_kctx *c, const sq_wmat *w, sq_rows_fn to_f32, const float *bias, const float *x, float *y, int n,
+                            sq_err *err) {
+    if (n <= 0 || w->rows == 0) return SQ_OK;
+    mm_job j = {.c = c, .w = w, .to_f32 = to_f32, .bias = bias, .x = x, .y = y, .n = n, .chunk = GEMM_CHUNK};
+    if (to_f32) {
         int64_t tr = TILE_FLOATS / (w->cols > 0 ? w->cols : 1);
         j.chunk = tr < TILE_MIN_ROWS ? TILE_MIN_ROWS : tr / TILE_MIN_ROWS * TILE_MIN_ROWS;
         sq_status s = sq_kctx_reserve(c, (size_t)(j.chunk * w->cols), err);
         if (s) return s;
     }
-    sq_pool_run_work(c->pool, mm_gemm, &j, work);
+    sq_pool_run_work(c->pool, mm_gemm, &j, (int64_t)n * w->rows * w->cols);
     return SQ_OK;
 }
 

@@ -1,7 +1,7 @@
 /* qmatmul.c: y = x . W^T for quantised weights (INT4/INT8 codes, per-group scales and zeros).
  * A few rows of x: a threaded GEMV that unpacks codes in registers and applies each group's scale
  * and zero once per group: sum_j s (q_j - z) x_j = s (sum_j q_j x_j - z sum_j x_j).
- * More rows: each thread dequantises a tile of its rows into scratch and calls sgemm.
+ * More rows: tiles of rows dequantised into scratch for sgemm (sq_cpu_tiled_gemm).
  * x is first gathered into packed column order when the weight has an act-order permutation. */
 #include <cblas.h>
 #include <stdlib.h>
@@ -11,8 +11,6 @@
 
 #define GEMV_MAX_N 4
 #define ROW_ALIGN 16
-#define TILE_FLOATS (1 << 18)
-#define TILE_MIN_ROWS 16
 
 static inline uint32_t code_at(const sq_qweight *q, const uint32_t *row, int64_t j) {
     int per = 32 / q->bits;
@@ -85,7 +83,6 @@ typedef struct {
     const float *xsum;       /* (n, n_groups) sums of x over each group */
     float *y;
     int n;
-    int64_t tile_rows;
 } qmm_job;
 
 SQ_AVX2 static void qmm_gemv(void *arg, int ith, int nth) {
@@ -108,19 +105,8 @@ SQ_AVX2 static void qmm_gemv(void *arg, int ith, int nth) {
     sq_cpu_add_bias(j->y, j->bias, j->n, j->w->rows, lo, hi);
 }
 
-static void qmm_gemm(void *arg, int ith, int nth) {
-    const qmm_job *j = arg;
-    const sq_wmat *w = j->w;
-    int64_t lo, hi, K = w->cols;
-    sq_split(w->rows, ith, nth, ROW_ALIGN, &lo, &hi);
-    float *tile = j->c->scratch[ith];
-    for (int64_t r = lo; r < hi; r += j->tile_rows) {
-        int64_t m = hi - r < j->tile_rows ? hi - r : j->tile_rows;
-        for (int64_t i = 0; i < m; i++) sq_cpu_qrow_to_f32(w, r + i, tile + i * K);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, (int)m, (int)K, 1.0f, j->x, (int)K, tile, (int)K, 0.0f, j->y + r,
-                    (int)w->rows);
-    }
-    sq_cpu_add_bias(j->y, j->bias, j->n, j->w->rows, lo, hi);
+static void qrows_to_f32(const sq_wmat *w, int64_t r0, int64_t m, float *dst) {
+    for (int64_t i = 0; i < m; i++) sq_cpu_qrow_to_f32(w, r0 + i, dst + i * w->cols);
 }
 
 sq_status sq_cpu_qmatmul(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err) {
@@ -139,27 +125,20 @@ sq_status sq_cpu_qmatmul(sq_kctx *c, const sq_wmat *w, const float *bias, const 
             for (int64_t jc = 0; jc < K; jc++) xp[(int64_t)t * K + jc] = x[(int64_t)t * K + q->perm[jc]];
         xin = xp;
     }
-    qmm_job j = {c, w, bias, xin, NULL, y, n, 0};
-    int64_t work = (int64_t)n * w->rows * K;
+    qmm_job j = {c, w, bias, xin, NULL, y, n};
+    sq_status s = SQ_OK;
     if (n <= GEMV_MAX_N) {
         if (!(xsum = sq_malloc((size_t)(n * G) * sizeof *xsum, err))) { free(xp); return SQ_ERR_NOMEM; }
         for (int t = 0; t < n; t++)
             for (int64_t g = 0; g < G; g++) {
-                float s = 0;
-                for (int64_t i = g * q->group_size; i < (g + 1) * q->group_size; i++) s += xin[(int64_t)t * K + i];
-                xsum[(int64_t)t * G + g] = s;
+                float sum = 0;
+                for (int64_t i = g * q->group_size; i < (g + 1) * q->group_size; i++) sum += xin[(int64_t)t * K + i];
+                xsum[(int64_t)t * G + g] = sum;
             }
         j.xsum = xsum;
-        sq_pool_run_work(c->pool, qmm_gemv, &j, work);
-    } else {
-        int64_t tr = TILE_FLOATS / K;
-        tr = tr < TILE_MIN_ROWS ? TILE_MIN_ROWS : tr / TILE_MIN_ROWS * TILE_MIN_ROWS;
-        j.tile_rows = tr;
-        sq_status s = sq_kctx_reserve(c, (size_t)(tr * K), err);
-        if (s) { free(xp); return s; }
-        sq_pool_run_work(c->pool, qmm_gemm, &j, work);
-    }
+        sq_pool_run_work(c->pool, qmm_gemv, &j, (int64_t)n * w->rows * K);
+    } else s = sq_cpu_tiled_gemm(c, w, qrows_to_f32, bias, xin, y, n, err);
     free(xp);
     free(xsum);
-    return SQ_OK;
+    return s;
 }

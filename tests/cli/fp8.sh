@@ -58,6 +58,10 @@ done
 # the same weights whatever --threads (td_ct ran on one thread)
 q td_ct2 --act dynamic --format compressed-tensors --threads 2
 cmp $T/td_ct/model.safetensors $T/td_ct2/model.safetensors || { echo "output depends on --threads"; exit 1; }
+# static input scales come from the calibration forward through the FP8 linears: the same too
+q ts_1 --act static --threads 1
+q ts_2 --act static --threads 2
+cmp $T/ts_1/model.safetensors $T/ts_2/model.safetensors || { echo "static input scales depend on --threads"; exit 1; }
 
 # fp8+gptq: the same scales, codes chosen by GPTQ: every linear's output error below plain rounding's
 # (both in spotq.json); with the default calibration, within the quality bars at the default context

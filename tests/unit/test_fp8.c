@@ -179,7 +179,8 @@ static void test_acts(const sq_st *src, const sq_st *peer) {
 
 /* ---------------------------------------------------------------- (3) kernels */
 
-static void test_kernels(sq_kctx *fast, sq_kctx *ref) {
+/* fast (2 threads) against the reference, and bit for bit against one thread. */
+static void test_kernels(sq_kctx *fast, sq_kctx *one, sq_kctx *ref) {
     sq_err err = {0};
     const int64_t shapes[][2] = {{96, 256}, {172, 64}, {64, 172}, {33, 7}, {300, 1000}};
     const sq_fp8_act acts[] = {SQ_FP8_ACT_NONE, SQ_FP8_ACT_STATIC, SQ_FP8_ACT_DYNAMIC_TOKEN, SQ_FP8_ACT_DYNAMIC_TENSOR};
@@ -194,13 +195,16 @@ static void test_kernels(sq_kctx *fast, sq_kctx *ref) {
             for (size_t ai = 0; ai < 4; ai++) {
                 sq_fp8weight f = {.scale = scale, .per_channel = pc, .act = acts[ai], .input_scale = 0.02f};
                 sq_wmat wm = {.dtype = SQ_DT_F8_E4M3, .rows = n, .cols = k, .data = codes, .f8 = &f};
-                const int ns[] = {1, 3, 9};
-                for (int ni = 0; ni < 3; ni++) {
+                const int ns[] = {1, 3, 9, 200};
+                for (int ni = 0; ni < 4; ni++) {
                     int t = ns[ni];
                     float *x = malloc((size_t)(t * k) * sizeof *x), *y1 = malloc((size_t)(t * n) * sizeof *y1),
                           *y2 = malloc((size_t)(t * n) * sizeof *y2);
                     for (int64_t i = 0; i < t * k; i++) x[i] = nrand() * (i % 17 == 0 ? 10.0f : 1.0f);
                     CHECK_OK(sq_cpu_matmul(fast, &wm, bias, x, y1, t, &err), &err);
+                    CHECK_OK(sq_cpu_matmul(one, &wm, bias, x, y2, t, &err), &err);
+                    CHECK(memcmp(y1, y2, (size_t)(t * n) * sizeof *y1) == 0, "matmul %lldx%lld %s act %d n=%d: 2 threads differ from 1",
+                          (long long)n, (long long)k, pc ? "channel" : "tensor", (int)acts[ai], t);
                     CHECK_OK(sq_cpu_matmul_ref(ref, &wm, bias, x, y2, t, &err), &err);
                     double worst = 0, mag = 0;
                     for (int64_t i = 0; i < t * n; i++) {
@@ -301,18 +305,20 @@ int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "--write")) return write_fixture(argv[2]);
     sq_err err = {0};
     sq_st *src = NULL, *peer = NULL;
-    sq_kctx *fast = NULL, *ref = NULL;
+    sq_kctx *fast = NULL, *one = NULL, *ref = NULL;
     CHECK_OK(sq_st_open(&src, SPOTQ_FIXTURE, &err), &err);
     CHECK_OK(sq_st_open(&peer, PEER_FIXTURE, &err), &err);
     CHECK_OK(sq_cpu_ctx_new(&fast, 2, &err), &err);
+    CHECK_OK(sq_cpu_ctx_new(&one, 1, &err), &err);
     CHECK_OK(sq_cpu_ctx_new_ref(&ref, 1, &err), &err);
     if (src && peer && fast && ref) {
         test_weights(src, peer, fast, ref);
         test_acts(src, peer);
     }
-    if (fast && ref) test_kernels(fast, ref);
+    if (fast && one && ref) test_kernels(fast, one, ref);
     test_edges();
     sq_cpu_ctx_free(fast);
+    sq_cpu_ctx_free(one);
     sq_cpu_ctx_free(ref);
     sq_st_close(src);
     sq_st_close(peer);

@@ -39,14 +39,19 @@ static void runtime_weights_f16(const sq_wmat *w, uint16_t *out) {
     free(row);
 }
 
-static void check_kernels(sq_kctx *fast, sq_kctx *ref, const sq_wmat *w, const char *name) {
-    for (int n = 1; n <= 9; n += 8) { /* n = 1: GEMV; n = 9: tiled sgemm */
+/* fast (2 threads) against the reference, and bit for bit against one thread. */
+static void check_kernels(sq_kctx *fast, sq_kctx *one, sq_kctx *ref, const sq_wmat *w, const char *name) {
+    static const int ns[] = {1, 9, 200}; /* 1: GEMV; 9 and 200: tiled sgemm (BLAS picks other kernels as shapes grow) */
+    for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++) {
+        int n = ns[ni];
         float *x = malloc((size_t)(n * K) * sizeof *x), *y1 = malloc((size_t)(n * N) * sizeof *y1), *y2 = malloc((size_t)(n * N) * sizeof *y2);
         float *bias = malloc((size_t)N * sizeof *bias);
         for (int64_t i = 0; i < n * K; i++) x[i] = (float)sin(0.37 * (double)i) * 2.0f;
         for (int64_t i = 0; i < N; i++) bias[i] = 0.01f * (float)i;
         sq_err err = {0};
         CHECK_OK(sq_cpu_qmatmul(fast, w, bias, x, y1, n, &err), &err);
+        CHECK_OK(sq_cpu_qmatmul(one, w, bias, x, y2, n, &err), &err);
+        CHECK(memcmp(y1, y2, (size_t)(n * N) * sizeof *y1) == 0, "%s n=%d: 2 threads differ from 1", name, n);
         CHECK_OK(sq_cpu_qmatmul_ref(ref, w, bias, x, y2, n, &err), &err);
         double worst = 0, scale = 0;
         for (int64_t i = 0; i < n * N; i++) {
@@ -64,8 +69,9 @@ int main(void) {
     CHECK_OK(sq_st_open(&packed, "tests/fixtures/peers/spotq_packed.safetensors", &err), &err);
     CHECK_OK(sq_st_open(&peer, "tests/fixtures/peers/peer_dequant.safetensors", &err), &err);
     if (!packed || !peer) return check_report("test_qmatmul");
-    sq_kctx *fast = NULL, *ref = NULL;
+    sq_kctx *fast = NULL, *one = NULL, *ref = NULL;
     CHECK_OK(sq_cpu_ctx_new(&fast, 2, &err), &err);
+    CHECK_OK(sq_cpu_ctx_new(&one, 1, &err), &err);
     CHECK_OK(sq_cpu_ctx_new_ref(&ref, 1, &err), &err);
     uint16_t *mine = malloc((size_t)(N * K) * 2);
     for (size_t c = 0; c < sizeof configs / sizeof *configs; c++) {
@@ -90,12 +96,13 @@ int main(void) {
             const void *theirs = get(peer, nm, fmt == 0 ? "autogptq_f16" : "ct_f16");
             CHECK(theirs && memcmp(mine, theirs, (size_t)(N * K * 2)) == 0, "%s (%s): runtime weights differ from the peer's", nm,
                   fmt == 0 ? "GPTQ v1 / AutoGPTQ" : "pack-quantized / compressed-tensors");
-            check_kernels(fast, ref, &w, nm);
+            check_kernels(fast, one, ref, &w, nm);
             sq_rt_qweight_free(q);
         }
     }
     free(mine);
     sq_cpu_ctx_free(fast);
+    sq_cpu_ctx_free(one);
     sq_cpu_ctx_free(ref);
     sq_st_close(packed);
     sq_st_close(peer);
