@@ -17,7 +17,7 @@ field() { sed -n "s/.*\"$1\":[ \t]*\([0-9.e+-]*\).*/\1/p" "$2" | head -1; }
 echo "| method | bits/weight | quantize s | ppl | ppl ratio | KLD mean | KLD p99 | top-1 |"
 echo "|---|---|---|---|---|---|---|---|"
 "$BIN" eval $M --data data/tinystories/eval.txt --json > "$OUT/fp.json"
-echo "| FP32 | 32 | - | $(field ppl "$OUT/fp.json") | 1 | 0 | 0 | 100% |"
+printf '| FP32 | 32 | - | %.4f | 1 | 0 | 0 | 100%% |\n' "$(field ppl "$OUT/fp.json")"
 INT4="--bits 4 --group-size 32"
 set -- "rtn --asym $INT4" "gptq --asym --act-order $INT4" "awq $INT4" "awq+gptq --asym --act-order $INT4"
 for fp8 in fp8 fp8+gptq; do
@@ -30,6 +30,7 @@ for m in "$@"; do
     "$BIN" quantize $M -o "$dir" --method $m --calib data/tinystories/calib.txt --force $EXTRA 2>/dev/null
     "$BIN" eval "$dir" --data data/tinystories/eval.txt --ref $M --json > "$dir.json"
     bpw=$(field bits_per_quantized_weight "$dir/spotq.json"); t=$(field total "$dir/spotq.json")
-    printf '| %s | %.2f | %.1f | %s | %s | %s | %s | %s |\n' "$m" "$bpw" "$t" "$(field ppl "$dir.json")" "$(field ppl_ratio "$dir.json")" \
-        "$(field mean "$dir.json")" "$(field p99 "$dir.json")" "$(field top1_agreement "$dir.json")"
+    printf '| %s | %.2f | %.1f | %.4f | %.4f | %.4f | %.3f | %.2f%% |\n' "$m" "$bpw" "$t" "$(field ppl "$dir.json")" \
+        "$(field ppl_ratio "$dir.json")" "$(field mean "$dir.json")" "$(field p99 "$dir.json")" \
+        "$(echo "$(field top1_agreement "$dir.json")" | awk '{ print 100 * $1 }')"
 done

@@ -121,9 +121,8 @@ static int emit_layer(walker *w, const sq_config *c, int l) {
         }
         return 0;
     }
-    bool sparse = c->n_experts > 0 && (l + 1) % c->decoder_sparse_step == 0;
     snprintf(e, sizeof e, "%s.mlp", p);
-    if (!sparse) return emit_ffn(w, c, e, c->intermediate, false);
+    if (!sq_config_moe_layer(c, l)) return emit_ffn(w, c, e, c->intermediate, false);
     if ((r = emit(w, false, 2, c->n_experts, h, "%s.mlp.gate.weight", p))) return r;
     for (int j = 0; j < c->n_experts; j++) {
         snprintf(e, sizeof e, "%s.mlp.experts.%d", p, j);

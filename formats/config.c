@@ -54,6 +54,39 @@ static double get_num(reader *r, const cJSON *obj, const char *key, int required
     return v->valuedouble;
 }
 
+/* Qwen MoE's mlp_only_layers: a list of layer indices whose FFN stays dense. */
+static void parse_mlp_only(reader *r, sq_config *c) {
+    const cJSON *a = get(r, "mlp_only_layers"), *v;
+    if (!a || cJSON_IsNull(a)) return;
+    if (!cJSON_IsArray(a)) {
+        if (!r->status) r->status = sq_fail(r->err, SQ_ERR_FORMAT, "%s: field 'mlp_only_layers' must be a list of layer indices", r->path);
+        return;
+    }
+    cJSON_ArrayForEach(v, a) {
+        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 0 || v->valuedouble >= SQ_CONFIG_MAX_LAYERS) {
+            if (!r->status)
+                r->status = sq_fail(r->err, SQ_ERR_FORMAT, "%s: 'mlp_only_layers' holds a value that is not a layer index below %d",
+                                    r->path, SQ_CONFIG_MAX_LAYERS);
+            return;
+        }
+        int l = (int)v->valuedouble;
+        c->mlp_only[l / 64] |= 1ull << (l % 64);
+    }
+}
+
+bool sq_config_moe_layer(const sq_config *c, int l) {
+    if (c->n_experts <= 0 || l < 0) return false;
+    if (c->arch == SQ_ARCH_MIXTRAL) return true;
+    if (l < SQ_CONFIG_MAX_LAYERS && (c->mlp_only[l / 64] >> (l % 64) & 1)) return false;
+    return (l + 1) % c->decoder_sparse_step == 0;
+}
+
+static bool dense_layers(const sq_config *c) {
+    for (int l = 0; l < c->n_layers; l++)
+        if (!sq_config_moe_layer(c, l)) return true;
+    return false;
+}
+
 static bool get_bool(reader *r, const cJSON *obj, const char *key, bool dflt) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
     if (!v || cJSON_IsNull(v)) return dflt;
@@ -229,7 +262,10 @@ sq_status sq_config_parse(sq_config *c, const char *json, size_t len, const char
         c->shared_expert_intermediate = c->arch == SQ_ARCH_QWEN2_MOE ? get_int(&r, "shared_expert_intermediate_size", 0, 0, 0) : 0;
         /* Mixtral always renormalises its top-k weights; Qwen reads the flag (default false). */
         c->norm_topk_prob = c->arch == SQ_ARCH_MIXTRAL ? true : get_bool(&r, root, "norm_topk_prob", false);
-        if (c->arch != SQ_ARCH_MIXTRAL) c->decoder_sparse_step = get_int(&r, "decoder_sparse_step", 0, 1, 1);
+        if (c->arch != SQ_ARCH_MIXTRAL) {
+            c->decoder_sparse_step = get_int(&r, "decoder_sparse_step", 0, 1, 1);
+            parse_mlp_only(&r, c);
+        }
         if (!r.status && c->n_experts_per_tok > c->n_experts)
             r.status = sq_fail(err, SQ_ERR_FORMAT, "%s: num_experts_per_tok %d exceeds the %d experts", path, c->n_experts_per_tok,
                                c->n_experts);
@@ -245,6 +281,8 @@ sq_status sq_config_parse(sq_config *c, const char *json, size_t len, const char
             r.status = sq_fail(err, SQ_ERR_FORMAT, "%s: rope_theta must be positive", path);
         else if (c->head_dim % 2)
             r.status = sq_fail(err, SQ_ERR_FORMAT, "%s: head_dim %d must be even for RoPE", path, c->head_dim);
+        else if (c->intermediate <= 0 && dense_layers(c))
+            r.status = sq_fail(err, SQ_ERR_FORMAT, "%s: missing field 'intermediate_size' (a layer has a dense MLP)", path);
         else if (c->bos_id >= c->vocab || c->eos_id >= c->vocab)
             r.status = sq_fail(err, SQ_ERR_FORMAT, "%s: bos/eos token id outside the vocabulary of %d", path, c->vocab);
     }

@@ -16,6 +16,9 @@ typedef enum { SQ_QM_NONE, SQ_QM_GPTQ, SQ_QM_AWQ, SQ_QM_COMPRESSED_TENSORS, SQ_Q
  * or with a scale computed per token or per tensor as they come. */
 typedef enum { SQ_QACT_NONE, SQ_QACT_STATIC, SQ_QACT_DYNAMIC_TOKEN, SQ_QACT_DYNAMIC_TENSOR } sq_quant_act;
 
+/* Layers mlp_only_layers can name (the deepest released MoE models have under 100). */
+#define SQ_CONFIG_MAX_LAYERS 512
+
 typedef struct {
     sq_arch arch;
     char model_type[32];
@@ -47,6 +50,7 @@ typedef struct {
     int shared_expert_intermediate; /* shared_expert_intermediate_size (qwen2_moe), 0 if none */
     bool norm_topk_prob;
     int decoder_sparse_step; /* qwen MoE: every Nth layer is sparse (1 = all) */
+    uint64_t mlp_only[SQ_CONFIG_MAX_LAYERS / 64]; /* qwen MoE: mlp_only_layers (dense), as bits */
     /* An existing quantization_config */
     sq_quant_method quant_method;
     char quant_method_name[32];
@@ -59,6 +63,10 @@ typedef struct {
 } sq_config;
 
 const char *sq_arch_name(sq_arch a);
+
+/* Whether layer l's FFN is a mixture of experts (Mixtral: every layer; Qwen: every decoder_sparse_step-th
+ * layer not in mlp_only_layers), or a dense MLP of width intermediate. */
+bool sq_config_moe_layer(const sq_config *c, int l);
 
 /* Parses config.json text (path is for messages). */
 sq_status sq_config_parse(sq_config *cfg /* OUT */, const char *json, size_t len, const char *path, sq_err *err);

@@ -19,6 +19,12 @@ struct sq_state {
     float *tmp;                  /* (max_batch, hidden) output of a sub-block */
     float *q, *att;              /* (max_batch, q_dim) queries, attention output */
     float *g, *u;                /* (max_batch, ffn_max) gate and up activations */
+    /* MoE (NULL for dense models) */
+    float *route;                /* (max_batch, n_experts) router logits, then probabilities */
+    int *pick;                   /* (max_batch, top_k) the experts each token goes to... */
+    float *pick_w;               /* (max_batch, top_k) ...and their weights */
+    int *rows;                   /* (max_batch) the tokens routed to one expert */
+    float *xe, *ye;              /* (max_batch, hidden) their inputs and the expert's outputs */
     float *out;                  /* (max_ctx, hidden) final hidden states of the last call */
     sq_tap_fn tap;               /* calibration: sees the input of each linear site (NULL: none) */
     void *tap_user;
@@ -68,6 +74,15 @@ sq_status sq_state_new(sq_state **out, sq_model *m, int max_ctx, int max_batch, 
         sq_state_free(s);
         return err ? err->code : SQ_ERR_NOMEM;
     }
+    if (c->n_experts > 0) {
+        int k = c->n_experts_per_tok;
+        if (!(s->route = alloc_f(max_batch, c->n_experts, err)) || !(s->pick = sq_malloc((size_t)max_batch * (size_t)k * sizeof *s->pick, err)) ||
+            !(s->pick_w = alloc_f(max_batch, k, err)) || !(s->rows = sq_malloc((size_t)max_batch * sizeof *s->rows, err)) ||
+            !(s->xe = alloc_f(max_batch, c->hidden, err)) || !(s->ye = alloc_f(max_batch, c->hidden, err))) {
+            sq_state_free(s);
+            return err ? err->code : SQ_ERR_NOMEM;
+        }
+    }
     /* Angles in double: the float tables are then exact to rounding at any position. */
     for (int p = 0; p < max_ctx; p++)
         for (int i = 0; i < half; i++) {
@@ -93,6 +108,12 @@ void sq_state_free(sq_state *s) {
     free(s->g);
     free(s->u);
     free(s->out);
+    free(s->route);
+    free(s->pick);
+    free(s->pick_w);
+    free(s->rows);
+    free(s->xe);
+    free(s->ye);
     free(s);
 }
 
@@ -106,23 +127,90 @@ sq_status sq_state_rewind(sq_state *s, int pos, sq_err *err) {
     return SQ_OK;
 }
 
-/* The dense SwiGLU FFN of n tokens: xn (n, hidden) -> tmp (n, hidden). */
-static sq_status mlp(sq_state *s, const sq_mlp *p, int n, sq_err *err) {
+/* A SwiGLU MLP of n tokens: x (n, hidden) -> out (n, hidden). The calibration tap sees its sites
+ * when tap is set (the dense FFN; experts are not calibration sites yet). */
+static sq_status mlp(sq_state *s, const sq_mlp *p, const float *x, int n, float *out, bool tap, sq_err *err) {
     const sq_backend_i *be = s->m->ex->be;
     sq_kctx *kc = s->m->ex->kc;
     sq_status st;
-    TAP(s, SQ_SITE_GATEUP, s->xn, n, (int)p->gate.cols);
-    if ((st = be->matmul(kc, &p->gate, p->b_gate, s->xn, s->g, n, err))) return st;
-    if ((st = be->matmul(kc, &p->up, p->b_up, s->xn, s->u, n, err))) return st;
+    if (tap) TAP(s, SQ_SITE_GATEUP, x, n, (int)p->gate.cols);
+    if ((st = be->matmul(kc, &p->gate, p->b_gate, x, s->g, n, err))) return st;
+    if ((st = be->matmul(kc, &p->up, p->b_up, x, s->u, n, err))) return st;
     be->swiglu(kc, s->g, s->u, s->g, (int64_t)n * p->gate.rows);
-    TAP(s, SQ_SITE_DOWN, s->g, n, (int)p->down.cols);
-    return be->matmul(kc, &p->down, p->b_down, s->g, s->tmp, n, err);
+    if (tap) TAP(s, SQ_SITE_DOWN, s->g, n, (int)p->down.cols);
+    return be->matmul(kc, &p->down, p->b_down, s->g, out, n, err);
 }
 
-/* The feed-forward half of a block; an MoE FFN becomes another case here. */
+/* Each token's top_k experts (pick, in descending probability, the lower index first among equals)
+ * and weights (pick_w: softmax probabilities, renormalised over the chosen when norm_topk) from the
+ * router logits in route (n, n_experts), which become the probabilities. */
+static void route_tokens(sq_state *s, const sq_ffn *f, int n) {
+    int E = f->n_experts, K = f->top_k;
+    for (int t = 0; t < n; t++) {
+        float *p = s->route + (int64_t)t * E, mx = -INFINITY, sum = 0;
+        for (int e = 0; e < E; e++) mx = fmaxf(mx, p[e]);
+        for (int e = 0; e < E; e++) sum += p[e] = expf(p[e] - mx);
+        for (int e = 0; e < E; e++) p[e] /= sum;
+        int *pk = s->pick + (int64_t)t * K;
+        float *pw = s->pick_w + (int64_t)t * K, chosen = 0;
+        for (int j = 0; j < K; j++) {
+            int best = -1;
+            for (int e = 0; e < E; e++) {
+                bool taken = false;
+                for (int i = 0; i < j && !taken; i++) taken = pk[i] == e;
+                if (!taken && (best < 0 || p[e] > p[best])) best = e;
+            }
+            pk[j] = best;
+            pw[j] = p[best];
+            chosen += p[best];
+        }
+        if (f->norm_topk)
+            for (int j = 0; j < K; j++) pw[j] /= chosen;
+    }
+}
+
+/* The mixture of experts of n tokens: xn -> tmp. Each expert runs once on the tokens routed to it
+ * (gathered into xe), its outputs added back weighted; then the shared expert, gated. */
+static sq_status moe(sq_state *s, const sq_ffn *f, int n, sq_err *err) {
+    const sq_config *c = &s->m->cfg;
+    const sq_backend_i *be = s->m->ex->be;
+    sq_kctx *kc = s->m->ex->kc;
+    int H = c->hidden, K = f->top_k;
+    sq_status st;
+    if ((st = be->matmul(kc, &f->router, NULL, s->xn, s->route, n, err))) return st;
+    route_tokens(s, f, n);
+    memset(s->tmp, 0, (size_t)n * (size_t)H * sizeof *s->tmp);
+    for (int e = 0; e < f->n_experts; e++) {
+        int m = 0;
+        for (int t = 0; t < n; t++)
+            for (int j = 0; j < K; j++)
+                if (s->pick[(int64_t)t * K + j] == e) {
+                    s->rows[m] = t * K + j;
+                    memcpy(s->xe + (int64_t)m++ * H, s->xn + (int64_t)t * H, (size_t)H * sizeof *s->xe);
+                }
+        if (!m) continue;
+        if ((st = mlp(s, &f->experts[e], s->xe, m, s->ye, false, err))) return st;
+        for (int i = 0; i < m; i++) {
+            float w = s->pick_w[s->rows[i]], *o = s->tmp + (int64_t)(s->rows[i] / K) * H;
+            const float *y = s->ye + (int64_t)i * H;
+            for (int d = 0; d < H; d++) o[d] += w * y[d];
+        }
+    }
+    if (!f->has_shared) return SQ_OK;
+    if ((st = mlp(s, &f->shared, s->xn, n, s->ye, false, err))) return st;
+    if ((st = be->matmul(kc, &f->shared_gate, NULL, s->xn, s->route, n, err))) return st; /* (n, 1) */
+    for (int t = 0; t < n; t++) {
+        float gate = 1.0f / (1.0f + expf(-s->route[t]));
+        for (int d = 0; d < H; d++) s->tmp[(int64_t)t * H + d] += gate * s->ye[(int64_t)t * H + d];
+    }
+    return SQ_OK;
+}
+
+/* The feed-forward half of a block: xn (n, hidden) -> tmp (n, hidden). */
 static sq_status ffn(sq_state *s, const sq_ffn *f, int n, sq_err *err) {
     switch (f->kind) {
-    case SQ_FFN_DENSE: return mlp(s, &f->mlp, n, err);
+    case SQ_FFN_DENSE: return mlp(s, &f->mlp, s->xn, n, s->tmp, true, err);
+    case SQ_FFN_MOE: return moe(s, f, n, err);
     }
     return sq_fail(err, SQ_ERR_INTERNAL, "unknown FFN kind %d", (int)f->kind);
 }
@@ -142,6 +230,10 @@ static sq_status attention_core(sq_state *s, int l, int n, sq_err *err) {
     if ((st = be->matmul(kc, &L->wq, L->bq, s->xn, s->q, n, err))) return st;
     if ((st = be->matmul(kc, &L->wk, L->bk, s->xn, knew, n, err))) return st;
     if ((st = be->matmul(kc, &L->wv, L->bv, s->xn, vnew, n, err))) return st;
+    if (L->q_norm) { /* Qwen3: each head of q and k normed on its own, before RoPE */
+        be->rmsnorm(kc, s->q, L->q_norm, c->norm_eps, s->q, n * c->n_heads, c->head_dim);
+        be->rmsnorm(kc, knew, L->k_norm, c->norm_eps, knew, n * c->n_kv_heads, c->head_dim);
+    }
     const float *cs = s->cos + (int64_t)pos * half, *sn = s->sin + (int64_t)pos * half;
     be->rope(kc, s->q, n, m->q_dim, c->n_heads, c->head_dim, cs, sn);
     be->rope(kc, knew, n, m->kv_dim, c->n_kv_heads, c->head_dim, cs, sn);

@@ -20,13 +20,20 @@ typedef struct {
     float *b_down;               /* (hidden), NULL unless mlp_bias */
 } sq_mlp;
 
-/* The feed-forward half of a block. Only dense for now; an MoE FFN (router (n_experts, hidden),
- * n_experts sq_mlp, an optional shared expert and its gate) becomes a second kind here, and
- * forward.c's ffn() dispatches on it. */
-typedef enum { SQ_FFN_DENSE } sq_ffn_kind;
+/* The feed-forward half of a block: a dense MLP, or a mixture of experts: a router picks top_k of
+ * n_experts MLPs per token, weighted by the softmax of its logits (renormalised over the chosen ones
+ * when norm_topk), plus, for Qwen2-MoE, a shared expert scaled by sigmoid(shared_gate . x). */
+typedef enum { SQ_FFN_DENSE, SQ_FFN_MOE } sq_ffn_kind;
 typedef struct {
     sq_ffn_kind kind;
-    sq_mlp mlp;
+    sq_mlp mlp;                  /* dense */
+    sq_wmat router;              /* (n_experts, hidden) */
+    int n_experts, top_k;
+    bool norm_topk;
+    sq_mlp *experts;             /* (n_experts) */
+    bool has_shared;
+    sq_mlp shared;
+    sq_wmat shared_gate;         /* (1, hidden) */
 } sq_ffn;
 
 typedef struct {
@@ -38,6 +45,7 @@ typedef struct {
     float *bq;                   /* (q_dim), NULL without attention bias */
     float *bk, *bv;              /* (kv_dim), NULL without attention bias */
     float *bo;                   /* (hidden), NULL unless the checkpoint has o_proj.bias */
+    float *q_norm, *k_norm;      /* (head_dim) Qwen3: RMSNorm of each head of q and k before RoPE; else NULL */
     sq_ffn ffn;
 } sq_layer;
 

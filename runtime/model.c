@@ -102,24 +102,51 @@ static sq_status vec(loader *ld, float **out, int64_t len, bool optional, const 
     return SQ_OK;
 }
 
-static sq_status load_mlp(loader *ld, sq_mlp *mlp, const char *prefix, int l, int64_t f) {
+/* The MLP under prefix (a format with %d for the layer): gate_proj/up_proj/down_proj, or Mixtral's
+ * experts' w1/w3/w2. */
+static sq_status load_mlp(loader *ld, sq_mlp *mlp, const char *prefix, int l, int64_t f, bool mixtral_names) {
     const sq_config *c = &ld->m->cfg;
     char fmt[192];
     sq_status s;
 #define MLP_PART(field, part, rows, cols)                                                          \
-    snprintf(fmt, sizeof fmt, "%s.%s", prefix, part);                                              \
+    snprintf(fmt, sizeof fmt, "%s.%s.weight", prefix, part);                                       \
     if ((s = lin(ld, &mlp->field, fmt, l, rows, cols))) return s;
-    MLP_PART(gate, "gate_proj.weight", f, c->hidden)
-    MLP_PART(up, "up_proj.weight", f, c->hidden)
-    MLP_PART(down, "down_proj.weight", c->hidden, f)
+    MLP_PART(gate, mixtral_names ? "w1" : "gate_proj", f, c->hidden)
+    MLP_PART(up, mixtral_names ? "w3" : "up_proj", f, c->hidden)
+    MLP_PART(down, mixtral_names ? "w2" : "down_proj", c->hidden, f)
 #undef MLP_PART
-    if (c->mlp_bias) {
+    if (c->mlp_bias && !mixtral_names) {
         snprintf(fmt, sizeof fmt, "%s.gate_proj.bias", prefix);
         if ((s = vec(ld, &mlp->b_gate, f, false, fmt, l))) return s;
         snprintf(fmt, sizeof fmt, "%s.up_proj.bias", prefix);
         if ((s = vec(ld, &mlp->b_up, f, false, fmt, l))) return s;
         snprintf(fmt, sizeof fmt, "%s.down_proj.bias", prefix);
         if ((s = vec(ld, &mlp->b_down, c->hidden, false, fmt, l))) return s;
+    }
+    return SQ_OK;
+}
+
+static sq_status load_moe(loader *ld, sq_ffn *f, int l) {
+    const sq_config *c = &ld->m->cfg;
+    bool mixtral = c->arch == SQ_ARCH_MIXTRAL;
+    const char *block = mixtral ? "model.layers.%d.block_sparse_moe" : "model.layers.%d.mlp";
+    char fmt[192];
+    sq_status s;
+    f->kind = SQ_FFN_MOE;
+    f->n_experts = c->n_experts;
+    f->top_k = c->n_experts_per_tok;
+    f->norm_topk = c->norm_topk_prob;
+    snprintf(fmt, sizeof fmt, "%s.gate.weight", block);
+    if ((s = mat(ld, &f->router, fmt, l))) return s;
+    if (!(f->experts = sq_calloc((size_t)c->n_experts, sizeof *f->experts, ld->err))) return SQ_ERR_NOMEM;
+    for (int e = 0; e < c->n_experts; e++) {
+        snprintf(fmt, sizeof fmt, "%s.experts.%d", block, e);
+        if ((s = load_mlp(ld, &f->experts[e], fmt, l, c->moe_intermediate, mixtral))) return s;
+    }
+    if (c->shared_expert_intermediate > 0) {
+        f->has_shared = true;
+        if ((s = load_mlp(ld, &f->shared, "model.layers.%d.mlp.shared_expert", l, c->shared_expert_intermediate, false))) return s;
+        if ((s = mat(ld, &f->shared_gate, "model.layers.%d.mlp.shared_expert_gate.weight", l))) return s;
     }
     return SQ_OK;
 }
@@ -141,8 +168,15 @@ static sq_status load_layer(loader *ld, int l) {
     if ((s = vec(ld, &L->bv, m->kv_dim, !bias, "model.layers.%d.self_attn.v_proj.bias", l))) return s;
     /* Llama with attention_bias also has an o_proj bias; Qwen2 has none. Used when present. */
     if ((s = vec(ld, &L->bo, c->hidden, true, "model.layers.%d.self_attn.o_proj.bias", l))) return s;
-    L->ffn.kind = SQ_FFN_DENSE;
-    return load_mlp(ld, &L->ffn.mlp, "model.layers.%d.mlp", l, c->intermediate);
+    if (c->arch == SQ_ARCH_QWEN3_MOE) {
+        if ((s = vec(ld, &L->q_norm, c->head_dim, false, "model.layers.%d.self_attn.q_norm.weight", l))) return s;
+        if ((s = vec(ld, &L->k_norm, c->head_dim, false, "model.layers.%d.self_attn.k_norm.weight", l))) return s;
+    }
+    if (!sq_config_moe_layer(c, l)) {
+        L->ffn.kind = SQ_FFN_DENSE;
+        return load_mlp(ld, &L->ffn.mlp, "model.layers.%d.mlp", l, c->intermediate, false);
+    }
+    return load_moe(ld, &L->ffn, l);
 }
 
 /* RoPE frequencies, in double: theta^(-2i/d), then the config's scaling (Llama 3: long wavelengths
@@ -175,11 +209,6 @@ sq_status sq_model_open(sq_model **out, const char *path, sq_exec *ex, sq_err *e
     if (s) goto fail;
     m->cfg = m->ck->cfg;
     const sq_config *c = &m->cfg;
-    if (c->n_experts > 0) {
-        s = sq_fail(err, SQ_ERR_UNSUPPORTED, "%s: %s is a mixture-of-experts model; the runtime runs dense models only so far",
-                    m->ck->config_path, c->model_type);
-        goto fail;
-    }
     if (c->quant_method != SQ_QM_NONE && c->quant_method != SQ_QM_GPTQ && c->quant_method != SQ_QM_COMPRESSED_TENSORS &&
         c->quant_method != SQ_QM_FP8 && c->quant_method != SQ_QM_AWQ) {
         s = sq_fail(err, SQ_ERR_UNSUPPORTED, "%s: quantised checkpoints (%s) cannot be run yet (gptq, awq, compressed-tensors, fp8)",
@@ -189,6 +218,10 @@ sq_status sq_model_open(sq_model **out, const char *path, sq_exec *ex, sq_err *e
     m->q_dim = c->n_heads * c->head_dim;
     m->kv_dim = c->n_kv_heads * c->head_dim;
     m->ffn_max = c->intermediate;
+    if (c->n_experts > 0) {
+        if (c->moe_intermediate > m->ffn_max) m->ffn_max = c->moe_intermediate;
+        if (c->shared_expert_intermediate > m->ffn_max) m->ffn_max = c->shared_expert_intermediate;
+    }
     loader ld = {m, err};
     m->layers = sq_calloc((size_t)c->n_layers, sizeof *m->layers, err);
     m->inv_freq = sq_calloc((size_t)c->head_dim / 2 + 1, sizeof *m->inv_freq, err);
@@ -226,7 +259,12 @@ void sq_model_close(sq_model *m) {
         free(L->bk);
         free(L->bv);
         free(L->bo);
+        free(L->q_norm);
+        free(L->k_norm);
         free_mlp(&L->ffn.mlp);
+        for (int e = 0; L->ffn.experts && e < L->ffn.n_experts; e++) free_mlp(&L->ffn.experts[e]);
+        free(L->ffn.experts);
+        free_mlp(&L->ffn.shared);
     }
     free(m->layers);
     sq_rt_free_qweights(m);

@@ -66,6 +66,18 @@ static void test_families(void) {
     CHECK(c.arch == SQ_ARCH_QWEN3_MOE && c.n_experts == 128 && c.norm_topk_prob && c.head_dim == 128 && !c.attn_bias &&
               c.shared_expert_intermediate == 0,
           "qwen3_moe");
+    CHECK(sq_config_moe_layer(&c, 0) && sq_config_moe_layer(&c, 47) && !sq_config_moe_layer(&c, -1), "qwen3_moe: every layer sparse");
+
+    /* which layers are sparse: every decoder_sparse_step-th, less mlp_only_layers; Mixtral all; dense none */
+    const char *stepped = "{\"model_type\":\"qwen2_moe\",\"hidden_size\":64,\"intermediate_size\":128,\"num_hidden_layers\":6,"
+                          "\"num_attention_heads\":4,\"vocab_size\":32,\"rms_norm_eps\":1e-06,\"num_experts\":4,"
+                          "\"num_experts_per_tok\":2,\"moe_intermediate_size\":32,\"decoder_sparse_step\":2,\"mlp_only_layers\":[3]}";
+    CHECK_OK(parse(&c, stepped, &err), &err);
+    CHECK(!sq_config_moe_layer(&c, 0) && sq_config_moe_layer(&c, 1) && !sq_config_moe_layer(&c, 2) && !sq_config_moe_layer(&c, 3) &&
+              !sq_config_moe_layer(&c, 4) && sq_config_moe_layer(&c, 5),
+          "decoder_sparse_step 2 with mlp_only_layers [3]: sparse layers 1 and 5");
+    CHECK_OK(parse(&c, qwen2moe, &err), &err);
+    CHECK(sq_config_moe_layer(&c, 23), "qwen2_moe: sparse");
 
     const char *gptq = "{\"model_type\":\"llama\",\"hidden_size\":64,\"intermediate_size\":172,\"num_hidden_layers\":5,"
                        "\"num_attention_heads\":8,\"vocab_size\":512,\"rms_norm_eps\":1e-05,\"quantization_config\":{"
@@ -74,6 +86,7 @@ static void test_families(void) {
     CHECK(c.quant_method == SQ_QM_GPTQ && c.quant_bits == 4 && c.quant_group_size == 128 && c.quant_sym && c.quant_desc_act &&
               c.n_kv_heads == 8,
           "gptq quantization_config");
+    CHECK(!sq_config_moe_layer(&c, 0), "llama: dense");
 }
 
 static void test_errors(void) {
@@ -97,6 +110,12 @@ static void test_errors(void) {
          "\"rms_norm_eps\":1e-5,\"intermediate_size\":8,\"bos_token_id\":9}", "outside the vocabulary"},
         {"{\"model_type\":\"llama\",\"hidden_size\":64,\"num_hidden_layers\":2,\"num_attention_heads\":8,\"vocab_size\":8,"
          "\"rms_norm_eps\":0,\"intermediate_size\":8}", "rms_norm_eps must be positive"},
+        {"{\"model_type\":\"qwen2_moe\",\"hidden_size\":64,\"num_hidden_layers\":2,\"num_attention_heads\":8,\"vocab_size\":8,"
+         "\"rms_norm_eps\":1e-5,\"num_experts\":4,\"num_experts_per_tok\":2,\"moe_intermediate_size\":8,\"mlp_only_layers\":[1.5]}",
+         "'mlp_only_layers' holds a value that is not a layer index"},
+        {"{\"model_type\":\"qwen2_moe\",\"hidden_size\":64,\"num_hidden_layers\":2,\"num_attention_heads\":8,\"vocab_size\":8,"
+         "\"rms_norm_eps\":1e-5,\"num_experts\":4,\"num_experts_per_tok\":2,\"moe_intermediate_size\":8,\"mlp_only_layers\":[0]}",
+         "missing field 'intermediate_size' (a layer has a dense MLP)"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         sq_config c;
