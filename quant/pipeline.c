@@ -48,7 +48,7 @@ static const struct { sq_site site; int n; sq_lin lin[3]; } stages[] = {
     {SQ_SITE_DOWN, 1, {SQ_LIN_DOWN}},
 };
 
-static bool tap(void *user, sq_site site, const float *x, int n, int dim) {
+static bool tap(void *user, sq_site site, int unit, const float *x, int n, int dim) {
     run *r = user;
     if (site != r->want) return false;
     double t = sq_pl_now();

@@ -17,7 +17,7 @@ static const sq_site lin_site[SQ_LIN_COUNT] = {SQ_SITE_QKV, SQ_SITE_QKV, SQ_SITE
                                                SQ_SITE_GATEUP, SQ_SITE_GATEUP, SQ_SITE_DOWN};
 
 /* Collects every site's input over every calibration token (the full-precision block). */
-static bool tap_all(void *user, sq_site site, const float *x, int n, int dim) {
+static bool tap_all(void *user, sq_site site, int unit, const float *x, int n, int dim) {
     run *r = user;
     memcpy(r->feat[site] + (int64_t)r->cur_sample * r->o->seqlen * dim, x, (size_t)n * (size_t)dim * sizeof *x);
     return false;

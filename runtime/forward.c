@@ -25,6 +25,7 @@ struct sq_state {
     float *pick_w;               /* (max_batch, top_k) ...and their weights */
     int *rows;                   /* (max_batch) the tokens routed to one expert */
     float *xe, *ye;              /* (max_batch, hidden) their inputs and the expert's outputs */
+    const uint8_t *route_all;    /* calibration: experts that see every token (n_experts), or NULL */
     float *out;                  /* (max_ctx, hidden) final hidden states of the last call */
     sq_tap_fn tap;               /* calibration: sees the input of each linear site (NULL: none) */
     void *tap_user;
@@ -32,9 +33,9 @@ struct sq_state {
 };
 
 /* Calls the tap; when it asks to stop, the sub-block returns at once (sq_layer_forward sees why). */
-#define TAP(s, site, x, n, dim)                                                                    \
+#define TAP(s, site, unit, x, n, dim)                                                              \
     do {                                                                                           \
-        if ((s)->tap && (s)->tap((s)->tap_user, (site), (x), (n), (dim))) {                        \
+        if ((s)->tap && (s)->tap((s)->tap_user, (site), (unit), (x), (n), (dim))) {                \
             (s)->stopped = true;                                                                   \
             return SQ_OK;                                                                          \
         }                                                                                          \
@@ -118,6 +119,7 @@ void sq_state_free(sq_state *s) {
 }
 
 int sq_state_pos(const sq_state *s) { return s->pos; }
+void sq_state_route_all(sq_state *s, const uint8_t *flags) { s->route_all = flags; }
 int sq_state_max_ctx(const sq_state *s) { return s->max_ctx; }
 
 sq_status sq_state_rewind(sq_state *s, int pos, sq_err *err) {
@@ -127,17 +129,16 @@ sq_status sq_state_rewind(sq_state *s, int pos, sq_err *err) {
     return SQ_OK;
 }
 
-/* A SwiGLU MLP of n tokens: x (n, hidden) -> out (n, hidden). The calibration tap sees its sites
- * when tap is set (the dense FFN; experts are not calibration sites yet). */
-static sq_status mlp(sq_state *s, const sq_mlp *p, const float *x, int n, float *out, bool tap, sq_err *err) {
+/* FFN unit `unit` (an MLP) on n tokens: x (n, hidden) -> out (n, hidden), the tap seeing its sites. */
+static sq_status mlp(sq_state *s, const sq_mlp *p, int unit, const float *x, int n, float *out, sq_err *err) {
     const sq_backend_i *be = s->m->ex->be;
     sq_kctx *kc = s->m->ex->kc;
     sq_status st;
-    if (tap) TAP(s, SQ_SITE_GATEUP, x, n, (int)p->gate.cols);
+    TAP(s, SQ_SITE_GATEUP, unit, x, n, (int)p->gate.cols);
     if ((st = be->matmul(kc, &p->gate, p->b_gate, x, s->g, n, err))) return st;
     if ((st = be->matmul(kc, &p->up, p->b_up, x, s->u, n, err))) return st;
     be->swiglu(kc, s->g, s->u, s->g, (int64_t)n * p->gate.rows);
-    if (tap) TAP(s, SQ_SITE_DOWN, s->g, n, (int)p->down.cols);
+    TAP(s, SQ_SITE_DOWN, unit, s->g, n, (int)p->down.cols);
     return be->matmul(kc, &p->down, p->b_down, s->g, out, n, err);
 }
 
@@ -170,7 +171,8 @@ static void route_tokens(sq_state *s, const sq_ffn *f, int n) {
 }
 
 /* The mixture of experts of n tokens: xn -> tmp. Each expert runs once on the tokens routed to it
- * (gathered into xe), its outputs added back weighted; then the shared expert, gated. */
+ * (gathered into xe; every token when calibration asks, see sq_state_route_all), its outputs added
+ * back weighted; then the shared expert, gated. An early return after the tap stopped is fine. */
 static sq_status moe(sq_state *s, const sq_ffn *f, int n, sq_err *err) {
     const sq_config *c = &s->m->cfg;
     const sq_backend_i *be = s->m->ex->be;
@@ -182,22 +184,25 @@ static sq_status moe(sq_state *s, const sq_ffn *f, int n, sq_err *err) {
     memset(s->tmp, 0, (size_t)n * (size_t)H * sizeof *s->tmp);
     for (int e = 0; e < f->n_experts; e++) {
         int m = 0;
-        for (int t = 0; t < n; t++)
-            for (int j = 0; j < K; j++)
-                if (s->pick[(int64_t)t * K + j] == e) {
-                    s->rows[m] = t * K + j;
-                    memcpy(s->xe + (int64_t)m++ * H, s->xn + (int64_t)t * H, (size_t)H * sizeof *s->xe);
-                }
+        bool all = s->route_all && s->route_all[e];
+        for (int t = 0; t < n; t++) {
+            int j = 0;
+            while (j < K && s->pick[(int64_t)t * K + j] != e) j++;
+            if (j == K && !all) continue;
+            s->rows[m] = j < K ? t * K + j : -1; /* -1: seen by calibration only */
+            memcpy(s->xe + (int64_t)m++ * H, s->xn + (int64_t)t * H, (size_t)H * sizeof *s->xe);
+        }
         if (!m) continue;
-        if ((st = mlp(s, &f->experts[e], s->xe, m, s->ye, false, err))) return st;
+        if ((st = mlp(s, &f->experts[e], e, s->xe, m, s->ye, err)) || s->stopped) return st;
         for (int i = 0; i < m; i++) {
+            if (s->rows[i] < 0) continue;
             float w = s->pick_w[s->rows[i]], *o = s->tmp + (int64_t)(s->rows[i] / K) * H;
             const float *y = s->ye + (int64_t)i * H;
             for (int d = 0; d < H; d++) o[d] += w * y[d];
         }
     }
     if (!f->has_shared) return SQ_OK;
-    if ((st = mlp(s, &f->shared, s->xn, n, s->ye, false, err))) return st;
+    if ((st = mlp(s, &f->shared, f->n_experts, s->xn, n, s->ye, err)) || s->stopped) return st;
     if ((st = be->matmul(kc, &f->shared_gate, NULL, s->xn, s->route, n, err))) return st; /* (n, 1) */
     for (int t = 0; t < n; t++) {
         float gate = 1.0f / (1.0f + expf(-s->route[t]));
@@ -209,7 +214,7 @@ static sq_status moe(sq_state *s, const sq_ffn *f, int n, sq_err *err) {
 /* The feed-forward half of a block: xn (n, hidden) -> tmp (n, hidden). */
 static sq_status ffn(sq_state *s, const sq_ffn *f, int n, sq_err *err) {
     switch (f->kind) {
-    case SQ_FFN_DENSE: return mlp(s, &f->mlp, s->xn, n, s->tmp, true, err);
+    case SQ_FFN_DENSE: return mlp(s, &f->mlp, 0, s->xn, n, s->tmp, err);
     case SQ_FFN_MOE: return moe(s, f, n, err);
     }
     return sq_fail(err, SQ_ERR_INTERNAL, "unknown FFN kind %d", (int)f->kind);
@@ -241,7 +246,7 @@ static sq_status attention_core(sq_state *s, int l, int n, sq_err *err) {
                  .n_kv_heads = c->n_kv_heads, .head_dim = c->head_dim, .kv_stride = m->kv_dim,
                  .scale = (float)(1.0 / sqrt((double)c->head_dim))};
     if ((st = be->attention(kc, &a, err))) return st;
-    TAP(s, SQ_SITE_O, s->att, n, m->q_dim);
+    TAP(s, SQ_SITE_O, 0, s->att, n, m->q_dim);
     return be->matmul(kc, &L->wo, L->bo, s->att, s->tmp, n, err);
 }
 
@@ -252,7 +257,7 @@ static sq_status attention_block(sq_state *s, int l, int n, sq_err *err) {
     const sq_backend_i *be = m->ex->be;
     sq_kctx *kc = m->ex->kc;
     be->rmsnorm(kc, s->x, m->layers[l].attn_norm, c->norm_eps, s->xn, n, c->hidden);
-    TAP(s, SQ_SITE_QKV, s->xn, n, c->hidden);
+    TAP(s, SQ_SITE_QKV, 0, s->xn, n, c->hidden);
     sq_status st = attention_core(s, l, n, err);
     if (st || s->stopped) return st;
     be->add(kc, s->x, s->tmp, (int64_t)n * c->hidden);

@@ -280,34 +280,60 @@ const sq_ckpt *sq_model_ckpt(const sq_model *m) { return m->ck; }
 
 /* ---------------------------------------------------------------- calibration support */
 
-void sq_lin_name(const sq_config *c, int l, sq_lin which, char *buf, size_t cap) {
-    static const char *names[SQ_LIN_COUNT] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                                              "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"};
-    (void)c;
-    snprintf(buf, cap, "model.layers.%d.%s", l, names[which]);
+void sq_lin_name_unit(const sq_config *c, int l, int unit, sq_lin which, char *buf, size_t cap) {
+    static const char *attn[] = {"q_proj", "k_proj", "v_proj", "o_proj"}, *ffn[] = {"gate_proj", "up_proj", "down_proj"},
+                      *mixtral[] = {"w1", "w3", "w2"};
+    if (which < SQ_LIN_GATE) snprintf(buf, cap, "model.layers.%d.self_attn.%s", l, attn[which]);
+    else if (!sq_config_moe_layer(c, l)) snprintf(buf, cap, "model.layers.%d.mlp.%s", l, ffn[which - SQ_LIN_GATE]);
+    else if (c->arch == SQ_ARCH_MIXTRAL)
+        snprintf(buf, cap, "model.layers.%d.block_sparse_moe.experts.%d.%s", l, unit, mixtral[which - SQ_LIN_GATE]);
+    else if (unit < c->n_experts) snprintf(buf, cap, "model.layers.%d.mlp.experts.%d.%s", l, unit, ffn[which - SQ_LIN_GATE]);
+    else snprintf(buf, cap, "model.layers.%d.mlp.shared_expert.%s", l, ffn[which - SQ_LIN_GATE]);
 }
 
-static sq_wmat *linear_slot(sq_model *m, int l, sq_lin which) {
+void sq_lin_name(const sq_config *c, int l, sq_lin which, char *buf, size_t cap) { sq_lin_name_unit(c, l, 0, which, buf, cap); }
+
+int sq_model_ffn_units(const sq_model *m, int l) {
+    if (l < 0 || l >= m->cfg.n_layers) return 0;
+    const sq_ffn *f = &m->layers[l].ffn;
+    return f->kind == SQ_FFN_MOE ? f->n_experts + f->has_shared : 1;
+}
+
+static sq_mlp *unit_mlp(sq_model *m, int l, int unit) {
+    sq_ffn *f = &m->layers[l].ffn;
+    if (f->kind == SQ_FFN_DENSE) return unit == 0 ? &f->mlp : NULL;
+    if (unit >= 0 && unit < f->n_experts) return &f->experts[unit];
+    return unit == f->n_experts && f->has_shared ? &f->shared : NULL;
+}
+
+static sq_wmat *linear_slot(sq_model *m, int l, int unit, sq_lin which) {
     if (l < 0 || l >= m->cfg.n_layers) return NULL;
     sq_layer *L = &m->layers[l];
-    if (L->ffn.kind != SQ_FFN_DENSE && which >= SQ_LIN_GATE) return NULL;
+    sq_mlp *p = which >= SQ_LIN_GATE ? unit_mlp(m, l, unit) : NULL;
     switch (which) {
     case SQ_LIN_Q: return &L->wq;
     case SQ_LIN_K: return &L->wk;
     case SQ_LIN_V: return &L->wv;
     case SQ_LIN_O: return &L->wo;
-    case SQ_LIN_GATE: return &L->ffn.mlp.gate;
-    case SQ_LIN_UP: return &L->ffn.mlp.up;
-    case SQ_LIN_DOWN: return &L->ffn.mlp.down;
+    case SQ_LIN_GATE: return p ? &p->gate : NULL;
+    case SQ_LIN_UP: return p ? &p->up : NULL;
+    case SQ_LIN_DOWN: return p ? &p->down : NULL;
     default: return NULL;
     }
 }
 
-const sq_wmat *sq_model_linear(const sq_model *m, int l, sq_lin which) { return linear_slot((sq_model *)m, l, which); }
+const sq_wmat *sq_model_linear_unit(const sq_model *m, int l, int unit, sq_lin which) {
+    return linear_slot((sq_model *)m, l, unit, which);
+}
+const sq_wmat *sq_model_linear(const sq_model *m, int l, sq_lin which) { return linear_slot((sq_model *)m, l, 0, which); }
 
 sq_status sq_model_set_linear(sq_model *m, int l, sq_lin which, const sq_wmat *w, sq_err *err) {
-    sq_wmat *slot = linear_slot(m, l, which);
-    if (!slot) return sq_fail(err, SQ_ERR_ARG, "layer %d has no linear %d", l, (int)which);
+    return sq_model_set_linear_unit(m, l, 0, which, w, err);
+}
+
+sq_status sq_model_set_linear_unit(sq_model *m, int l, int unit, sq_lin which, const sq_wmat *w, sq_err *err) {
+    sq_wmat *slot = linear_slot(m, l, unit, which);
+    if (!slot) return sq_fail(err, SQ_ERR_ARG, "layer %d unit %d has no linear %d", l, unit, (int)which);
     if (w->rows != slot->rows || w->cols != slot->cols)
         return sq_fail(err, SQ_ERR_ARG, "layer %d linear %d: a [%lld, %lld] weight for a [%lld, %lld] slot", l, (int)which,
                        (long long)w->rows, (long long)w->cols, (long long)slot->rows, (long long)slot->cols);
@@ -330,7 +356,7 @@ float *sq_model_bias(sq_model *m, int l, sq_lin which) {
     case SQ_LIN_K: return L->bk;
     case SQ_LIN_V: return L->bv;
     case SQ_LIN_O: return L->bo;
-    case SQ_LIN_GATE: return L->ffn.kind == SQ_FFN_DENSE ? L->ffn.mlp.b_gate : NULL;
+    case SQ_LIN_GATE: return L->ffn.kind == SQ_FFN_DENSE ? L->ffn.mlp.b_gate : NULL; /* AWQ: dense layers only */
     case SQ_LIN_UP: return L->ffn.kind == SQ_FFN_DENSE ? L->ffn.mlp.b_up : NULL;
     case SQ_LIN_DOWN: return L->ffn.kind == SQ_FFN_DENSE ? L->ffn.mlp.b_down : NULL;
     default: return NULL;

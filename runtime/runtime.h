@@ -114,16 +114,28 @@ typedef enum {
     SQ_SITE_GATEUP, /* post_attention_layernorm(h): input of gate, up (n, hidden) */
     SQ_SITE_DOWN,   /* silu(gate) * up: input of down_proj (n, f) */
 } sq_site;
-/* Sees the input x (n, dim) of a site; returns true to stop the layer there (calibration needs nothing
- * after the site it collects). */
-typedef bool (*sq_tap_fn)(void *user, sq_site site, const float *x, int n, int dim);
+/* The FFN of a layer is made of units, each an MLP with its own gate, up and down: one for a dense
+ * layer (unit 0); for a mixture of experts, expert e is unit e and the shared expert (Qwen2-MoE)
+ * unit n_experts. The attention sites and linears are unit 0. */
+int sq_model_ffn_units(const sq_model *m, int l);
+/* Sees the input x (n, dim) of a site of FFN unit `unit` (an expert sees the tokens routed to it);
+ * returns true to stop the layer there (calibration needs nothing after the site it collects). */
+typedef bool (*sq_tap_fn)(void *user, sq_site site, int unit, const float *x, int n, int dim);
 
-/* The module name of a linear ("model.layers.3.self_attn.q_proj", no ".weight"). */
+/* The module name of a linear ("model.layers.3.self_attn.q_proj", "model.layers.3.mlp.experts.5.down_proj",
+ * "model.layers.3.block_sparse_moe.experts.5.w2", no ".weight"); sq_lin_name is unit 0. */
+void sq_lin_name_unit(const sq_config *c, int l, int unit, sq_lin which, char *buf, size_t cap);
 void sq_lin_name(const sq_config *c, int l, sq_lin which, char *buf, size_t cap);
-/* The weight the forward pass uses for a linear of layer l; NULL for an MoE layer. */
+/* The weight the forward pass uses for a linear of layer l (of FFN unit `unit`); NULL when there is none. */
+const sq_wmat *sq_model_linear_unit(const sq_model *m, int l, int unit, sq_lin which);
 const sq_wmat *sq_model_linear(const sq_model *m, int l, sq_lin which);
 /* Makes the forward pass use w (same shape; its data borrowed, must outlive every later use). */
+sq_status sq_model_set_linear_unit(sq_model *m, int l, int unit, sq_lin which, const sq_wmat *w, sq_err *err);
 sq_status sq_model_set_linear(sq_model *m, int l, sq_lin which, const sq_wmat *w, sq_err *err);
+/* MoE calibration: the experts whose flag is set (flags: n_experts, borrowed; NULL: none) see every
+ * token at their sites, not only those routed to them, as llm-compressor and GPTQModel calibrate
+ * rarely chosen experts; the layer's output is unchanged (an unrouted token adds nothing). */
+void sq_state_route_all(sq_state *s, const uint8_t *flags);
 /* out (n, hidden) = the embeddings of ids (in range). */
 void sq_model_embed(sq_model *m, const int *ids, int n, float *out);
 /* Runs layer l alone on x (n, hidden), one sequence at positions 0 .. n-1, in place; tap (may be NULL)
