@@ -50,16 +50,17 @@ static const struct { sq_site site; int n; sq_lin lin[3]; } stages[] = {
 
 static bool tap(void *user, sq_site site, int unit, const float *x, int n, int dim) {
     run *r = user;
-    if (site != r->want) return false;
+    if (site != r->want || unit >= r->units) return false;
     double t = sq_pl_now();
-    sq_hessian_add(&r->hs, x, n);
+    sq_hessian_add(&r->hs[unit], x, n);
+    r->unit_tokens[unit] += n;
     if (sq_pl_is_fp8(r->o->method)) {
         int64_t bad;
         float m = sq_fp8_absmax(x, (int64_t)n * dim, &bad);
-        r->act_absmax = m < 0 ? INFINITY : fmaxf(r->act_absmax, m);
+        r->act_absmax[unit] = m < 0 ? INFINITY : fmaxf(r->act_absmax[unit], m);
     }
     r->t_hessian += sq_pl_now() - t;
-    return true; /* nothing after this site is needed */
+    return unit == r->units - 1; /* nothing after the last unit's site is needed */
 }
 
 /* Why a linear stays in full precision ("" when it is quantised). */
@@ -138,16 +139,23 @@ sq_status sq_pl_write_packed(run *r, const char *module, const sq_qmatrix *q, sq
     return s;
 }
 
-/* Quantises linear `which` of layer l with the Hessian in r->hs; swaps the dequantised weights into
- * the model so the rest of the block runs on them. */
-static sq_status quantize_linear(run *r, int l, sq_lin which, sq_err *err) {
-    const sq_wmat *wm = sq_model_linear(r->m, l, which);
-    int64_t n = wm->rows, k = wm->cols;
+/* The next report, for linear `which` of FFN unit `unit` of layer l. */
+static lin_report *new_report(run *r, int l, int unit, sq_lin which, const sq_wmat *wm) {
     lin_report *rep = &r->rep[r->nrep++];
     memset(rep, 0, sizeof *rep);
-    sq_lin_name(r->c, l, which, rep->name, sizeof rep->name);
-    rep->n = n;
-    rep->k = k;
+    sq_lin_name_unit(r->c, l, unit, which, rep->name, sizeof rep->name);
+    rep->n = wm->rows;
+    rep->k = wm->cols;
+    return rep;
+}
+
+/* Quantises linear `which` of unit `unit` of layer l with that unit's Hessian; swaps the dequantised
+ * weights into the model so the rest of the block runs on them. */
+static sq_status quantize_linear(run *r, int l, int unit, sq_lin which, sq_err *err) {
+    const sq_wmat *wm = sq_model_linear_unit(r->m, l, unit, which);
+    int64_t n = wm->rows, k = wm->cols;
+    lin_report *rep = new_report(r, l, unit, which, wm);
+    const float *h = r->hs[unit].h;
     float *w = malloc((size_t)(n * k) * sizeof *w), *dq = malloc((size_t)(n * k) * sizeof *dq);
     if (!w || !dq) { free(w); free(dq); return sq_fail(err, SQ_ERR_NOMEM, "out of memory for %s", rep->name); }
     sq_dtype_to_f32(wm->dtype, wm->data, w, (size_t)(n * k));
@@ -162,14 +170,14 @@ static sq_status quantize_linear(run *r, int l, sq_lin which, sq_err *err) {
     sq_status s = sq_quant_rtn(w, n, k, &r->o->q, &q, err);
     if (s) { free(w); free(dq); return s; }
     sq_qmatrix_dequant(&q, dq);
-    rep->err_rtn = rep->err = sq_quant_output_error(w, dq, r->hs.h, n, k);
+    rep->err_rtn = rep->err = sq_quant_output_error(w, dq, h, n, k);
     if (r->o->method == SQ_METHOD_GPTQ) {
         sq_qmatrix_free(&q);
-        s = r->o->device == SQ_DEVICE_CUDA ? sq_quant_gptq_cuda(w, r->hs.h, n, k, &r->o->q, &q, err)
-                                           : sq_quant_gptq(w, r->hs.h, n, k, &r->o->q, &q, err);
+        s = r->o->device == SQ_DEVICE_CUDA ? sq_quant_gptq_cuda(w, h, n, k, &r->o->q, &q, err)
+                                           : sq_quant_gptq(w, h, n, k, &r->o->q, &q, err);
         if (s) { free(w); free(dq); return s; }
         sq_qmatrix_dequant(&q, dq);
-        rep->err = sq_quant_output_error(w, dq, r->hs.h, n, k);
+        rep->err = sq_quant_output_error(w, dq, h, n, k);
         rep->damp = q.damp_used;
         if (q.fallback) snprintf(rep->note, sizeof rep->note, "Hessian would not factor: RTN used");
     }
@@ -181,11 +189,11 @@ static sq_status quantize_linear(run *r, int l, sq_lin which, sq_err *err) {
     free(w);
     if (!s) {
         sq_wmat dw = {.dtype = SQ_DT_F32, .rows = n, .cols = k, .data = dq};
-        s = sq_model_set_linear(r->m, l, which, &dw, err);
+        s = sq_model_set_linear_unit(r->m, l, unit, which, &dw, err);
     }
     if (s) { free(dq); return s; }
-    free(r->deq[which]);
-    r->deq[which] = dq;
+    free(r->deq[unit * SQ_LIN_COUNT + which]);
+    r->deq[unit * SQ_LIN_COUNT + which] = dq;
     return SQ_OK;
 }
 
@@ -203,13 +211,9 @@ sq_status sq_pl_check_finite(const run *r, const char *name, sq_dtype dt, const 
     return SQ_OK;
 }
 
-static sq_status keep_linear(run *r, int l, sq_lin which, const char *why, sq_err *err) {
-    const sq_wmat *wm = sq_model_linear(r->m, l, which);
-    lin_report *rep = &r->rep[r->nrep++];
-    memset(rep, 0, sizeof *rep);
-    sq_lin_name(r->c, l, which, rep->name, sizeof rep->name);
-    rep->n = wm->rows;
-    rep->k = wm->cols;
+static sq_status keep_linear(run *r, int l, int unit, sq_lin which, const char *why, sq_err *err) {
+    const sq_wmat *wm = sq_model_linear_unit(r->m, l, unit, which);
+    lin_report *rep = new_report(r, l, unit, which, wm);
     snprintf(rep->note, sizeof rep->note, "%s", why);
     r->n_weights_kept += wm->rows * wm->cols;
     char wname[200];
@@ -253,33 +257,36 @@ static float weight_absmax(const sq_wmat *wm) {
  * one input scale (the max of theirs) and, per tensor, one weight scale (it requantises all three to
  * the largest): giving them the same scales here makes what is written exactly what vLLM runs. The
  * input scale is max |x| at the site over every calibration token, / 448. */
-static sq_status fp8_stage(run *r, int l, size_t si, const char (*why)[128], float *tensor_absmax, float *in_scale, sq_err *err) {
+static sq_status fp8_stage(run *r, int l, size_t si, int unit, const char (*why)[128], float *tensor_absmax, float *in_scale,
+                           sq_err *err) {
     *tensor_absmax = 0;
     *in_scale = 0;
     if (!r->o->fp8_per_channel)
         for (int j = 0; j < stages[si].n; j++)
-            if (!why[stages[si].lin[j]][0]) *tensor_absmax = fmaxf(*tensor_absmax, weight_absmax(sq_model_linear(r->m, l, stages[si].lin[j])));
+            if (!why[stages[si].lin[j]][0])
+                *tensor_absmax = fmaxf(*tensor_absmax, weight_absmax(sq_model_linear_unit(r->m, l, unit, stages[si].lin[j])));
     if (r->o->act != SQ_ACT_STATIC) return SQ_OK;
-    if (!isfinite(r->act_absmax)) {
+    /* vLLM's fused MoE runs every expert with one input scale, the largest of theirs */
+    float m = r->act_absmax[unit];
+    if (unit < r->c->n_experts && sq_config_moe_layer(r->c, l))
+        for (int e = 0; e < r->c->n_experts; e++) m = fmaxf(m, r->act_absmax[e]);
+    if (!isfinite(m)) {
         char name[160];
-        sq_lin_name(r->c, l, stages[si].lin[0], name, sizeof name);
+        sq_lin_name_unit(r->c, l, unit, stages[si].lin[0], name, sizeof name);
         return sq_fail(err, SQ_ERR_NUMERIC, "%s: the calibration inputs of %s are not finite (NaN or Inf)", r->o->model, name);
     }
-    *in_scale = sq_fp8_scale(r->act_absmax);
+    *in_scale = sq_fp8_scale(m);
     return SQ_OK;
 }
 
 /* Quantises linear `which` of layer l to E4M3, writes it, and makes the model run it as FP8 (its
  * activations too, with in_scale when static), so later sites calibrate on what deployment computes. */
-static sq_status fp8_linear(run *r, int l, sq_lin which, float tensor_absmax, float in_scale, sq_err *err) {
-    const sq_wmat *wm = sq_model_linear(r->m, l, which);
+static sq_status fp8_linear(run *r, int l, int unit, sq_lin which, float tensor_absmax, float in_scale, sq_err *err) {
+    const sq_wmat *wm = sq_model_linear_unit(r->m, l, unit, which);
     int64_t n = wm->rows, k = wm->cols, ns = r->o->fp8_per_channel ? n : 1;
     bool vllm = r->o->format == SQ_FORMAT_FP8, pc = r->o->fp8_per_channel;
-    lin_report *rep = &r->rep[r->nrep++];
-    memset(rep, 0, sizeof *rep);
-    sq_lin_name(r->c, l, which, rep->name, sizeof rep->name);
-    rep->n = n;
-    rep->k = k;
+    lin_report *rep = new_report(r, l, unit, which, wm);
+    const float *h = r->hs[unit].h;
     rep->act_scale = in_scale;
     char what[300];
     snprintf(what, sizeof what, "%s: tensor '%s.weight'", r->o->model, rep->name);
@@ -294,17 +301,17 @@ static sq_status fp8_linear(run *r, int l, sq_lin which, float tensor_absmax, fl
     sq_status s = sq_fp8_quantize(w, n, k, pc, tensor_absmax, codes, scale, what, err);
     if (!s) {
         sq_fp8_dequant(codes, scale, n, k, pc, dq);
-        rep->err_rtn = rep->err = sq_quant_output_error(w, dq, r->hs.h, n, k);
+        rep->err_rtn = rep->err = sq_quant_output_error(w, dq, h, n, k);
     }
     if (!s && r->o->method == SQ_METHOD_FP8_GPTQ) {
-        s = sq_fp8_gptq(w, r->hs.h, n, k, pc, scale, r->o->q.act_order, r->o->q.damp, codes, &rep->damp, err);
+        s = sq_fp8_gptq(w, h, n, k, pc, scale, r->o->q.act_order, r->o->q.damp, codes, &rep->damp, err);
         if (!s && rep->damp < 0) {
             rep->damp = 0;
             snprintf(rep->note, sizeof rep->note, "Hessian would not factor: RTN used");
         }
         if (!s) {
             sq_fp8_dequant(codes, scale, n, k, pc, dq);
-            rep->err = sq_quant_output_error(w, dq, r->hs.h, n, k);
+            rep->err = sq_quant_output_error(w, dq, h, n, k);
         }
     }
     r->t_quant += sq_pl_now() - t;
@@ -321,50 +328,100 @@ static sq_status fp8_linear(run *r, int l, sq_lin which, float tensor_absmax, fl
     *f = (sq_fp8weight){.scale = scale, .per_channel = pc, .input_scale = in_scale,
                         .act = r->o->act == SQ_ACT_STATIC ? SQ_FP8_ACT_STATIC : r->o->act == SQ_ACT_DYNAMIC ? SQ_FP8_ACT_DYNAMIC_TOKEN : SQ_FP8_ACT_NONE};
     sq_wmat fw = {.dtype = SQ_DT_F8_E4M3, .rows = n, .cols = k, .data = codes, .f8 = f};
-    if (!s) s = sq_model_set_linear(r->m, l, which, &fw, err);
+    if (!s) s = sq_model_set_linear_unit(r->m, l, unit, which, &fw, err);
     if (s) { free(f); return s; }
-    free(r->f8buf[which]);
-    r->f8buf[which] = f;
+    free(r->f8buf[unit * SQ_LIN_COUNT + which]);
+    r->f8buf[unit * SQ_LIN_COUNT + which] = f;
     return SQ_OK;
 }
 
-static sq_status quantize_block(run *r, int l, sq_err *err) {
-    for (size_t si = 0; si < sizeof stages / sizeof *stages; si++) {
-        char why[SQ_LIN_COUNT][128];
-        int todo = 0;
+static void free_hessians(run *r) {
+    for (int u = 0; u < r->units; u++) sq_hessian_free(&r->hs[u]);
+}
+
+/* One pass of layer l over the calibration windows that collects, for each of `units` FFN units
+ * (one at attention sites), the Hessian of its input at the stage's site, its token count and, for
+ * FP8, its largest |x|. */
+static sq_status collect(run *r, int l, size_t si, int units, sq_err *err) {
+    bool gpu = r->o->device == SQ_DEVICE_CUDA && r->o->method == SQ_METHOD_GPTQ;
+    sq_status s = SQ_OK;
+    r->units = 0;
+    for (int u = 0; u < units && !s; u++, r->units++) {
+        int64_t k = sq_model_linear_unit(r->m, l, u, stages[si].lin[0])->cols; /* the shared expert may be wider */
+        s = gpu ? sq_hessian_init_cuda(&r->hs[u], k, err) : sq_hessian_init(&r->hs[u], k, err);
+        r->unit_tokens[u] = 0;
+        r->act_absmax[u] = 0;
+    }
+    r->want = stages[si].site;
+    if (!s) s = run_layer(r, l, false, err);
+    for (int u = 0; u < units && !s; u++) {
+        sq_hessian_finish(&r->hs[u]);
+        s = sq_hessian_check(&r->hs[u], err);
+    }
+    return s;
+}
+
+/* MoE, at the first FFN site: the tokens routed to each expert, for spotq.json; an expert routed fewer
+ * tokens than its input width (its Hessian would be singular) is calibrated on every token instead,
+ * as llm-compressor and GPTQModel do, for the rest of the block. Returns true when one is. */
+static bool route_rare_experts(run *r, int l) {
+    int64_t k = r->c->hidden;
+    int E = r->c->n_experts, nrare = 0;
+    for (int e = 0; e < E; e++) {
+        r->moe_tokens[(int64_t)l * E + e] = r->unit_tokens[e];
+        if (r->unit_tokens[e] < k) r->route_all[e] = r->moe_all[(int64_t)l * E + e] = 1, nrare++;
+    }
+    if (nrare)
+        sq_log(SQ_LOG_INFO, "layer %d: %d of %d experts were routed fewer than %lld calibration tokens: calibrating them on every token", l,
+               nrare, E, (long long)k);
+    return nrare > 0;
+}
+
+/* One true-sequential stage of block l, for every FFN unit it has: the inputs of its site collected
+ * in one pass, then each unit's linears quantised (or kept, with the reason). */
+static sq_status quantize_stage(run *r, int l, size_t si, sq_err *err) {
+    bool ffn = stages[si].site == SQ_SITE_GATEUP || stages[si].site == SQ_SITE_DOWN, fp8 = sq_pl_is_fp8(r->o->method);
+    int units = ffn ? sq_model_ffn_units(r->m, l) : 1, todo = 0;
+    char (*why)[SQ_LIN_COUNT][128] = malloc((size_t)units * sizeof *why);
+    if (!why) return sq_fail(err, SQ_ERR_NOMEM, "out of memory");
+    for (int u = 0; u < units; u++)
         for (int j = 0; j < stages[si].n; j++) {
             sq_lin which = stages[si].lin[j];
-            const sq_wmat *wm = sq_model_linear(r->m, l, which);
+            const sq_wmat *wm = sq_model_linear_unit(r->m, l, u, which);
             char name[160];
-            sq_lin_name(r->c, l, which, name, sizeof name);
-            sq_pl_keep_reason(r, name, wm->rows, wm->cols, why[which], sizeof why[which]);
-            todo += why[which][0] == 0;
+            sq_lin_name_unit(r->c, l, u, which, name, sizeof name);
+            sq_pl_keep_reason(r, name, wm->rows, wm->cols, why[u][which], sizeof why[u][which]);
+            todo += why[u][which][0] == 0;
         }
-        if (todo) {
-            int64_t k = sq_model_linear(r->m, l, stages[si].lin[0])->cols;
-            bool gpu = r->o->device == SQ_DEVICE_CUDA && r->o->method == SQ_METHOD_GPTQ;
-            sq_status s = gpu ? sq_hessian_init_cuda(&r->hs, k, err) : sq_hessian_init(&r->hs, k, err);
-            r->want = stages[si].site;
-            r->act_absmax = 0;
-            if (!s) s = run_layer(r, l, false, err);
-            if (!s) sq_hessian_finish(&r->hs);
-            if (!s) s = sq_hessian_check(&r->hs, err);
+    sq_status s = SQ_OK;
+    if (todo) {
+        s = collect(r, l, si, units, err);
+        if (!s && stages[si].site == SQ_SITE_GATEUP && sq_config_moe_layer(r->c, l) && route_rare_experts(r, l)) {
+            free_hessians(r);
+            s = collect(r, l, si, units, err);
+        }
+        for (int u = 0; u < units && !s; u++) {
             float tensor_absmax = 0, in_scale = 0;
-            bool fp8 = sq_pl_is_fp8(r->o->method);
-            if (!s && fp8) s = fp8_stage(r, l, si, why, &tensor_absmax, &in_scale, err);
+            if (fp8) s = fp8_stage(r, l, si, u, (const char (*)[128])why[u], &tensor_absmax, &in_scale, err);
             for (int j = 0; j < stages[si].n && !s; j++)
-                if (!why[stages[si].lin[j]][0])
-                    s = fp8 ? fp8_linear(r, l, stages[si].lin[j], tensor_absmax, in_scale, err) : quantize_linear(r, l, stages[si].lin[j], err);
-            sq_hessian_free(&r->hs);
-            if (s) return s;
+                if (!why[u][stages[si].lin[j]][0])
+                    s = fp8 ? fp8_linear(r, l, u, stages[si].lin[j], tensor_absmax, in_scale, err)
+                            : quantize_linear(r, l, u, stages[si].lin[j], err);
         }
-        for (int j = 0; j < stages[si].n; j++) {
-            sq_lin which = stages[si].lin[j];
-            if (why[which][0]) {
-                sq_status s = keep_linear(r, l, which, why[which], err);
-                if (s) return s;
-            }
-        }
+        free_hessians(r);
+    }
+    for (int u = 0; u < units && !s; u++)
+        for (int j = 0; j < stages[si].n && !s; j++)
+            if (why[u][stages[si].lin[j]][0]) s = keep_linear(r, l, u, stages[si].lin[j], why[u][stages[si].lin[j]], err);
+    free(why);
+    return s;
+}
+
+static sq_status quantize_block(run *r, int l, sq_err *err) {
+    if (r->c->n_experts) memset(r->route_all, 0, (size_t)r->c->n_experts);
+    for (size_t si = 0; si < sizeof stages / sizeof *stages; si++) {
+        sq_status s = quantize_stage(r, l, si, err);
+        if (s) return s;
     }
     /* The quantised block's outputs are the next block's inputs. */
     return run_layer(r, l, true, err);
@@ -373,27 +430,30 @@ static sq_status quantize_block(run *r, int l, sq_err *err) {
 /* Every tensor that is not a linear weight goes to the output unchanged (embeddings, norms, biases,
  * lm_head, routers). */
 static sq_status copy_others(run *r, const sq_st *st, sq_err *err) {
-    for (int64_t i = 0; i < sq_st_count(st); i++) {
-        const sq_tensor *t = sq_st_get(st, i);
-        bool linear = false;
-        for (int l = 0; l < r->c->n_layers && !linear; l++)
-            for (int j = 0; j < SQ_LIN_COUNT && !linear; j++) {
-                char name[192];
-                sq_lin_name(r->c, l, (sq_lin)j, name, sizeof name);
-                size_t nl = strlen(name);
-                linear = strncmp(t->name, name, nl) == 0 && strcmp(t->name + nl, ".weight") == 0;
+    uint8_t *linear = sq_calloc((size_t)sq_st_count(st) + 1, 1, err);
+    if (!linear) return SQ_ERR_NOMEM;
+    for (int l = 0; l < r->c->n_layers; l++)
+        for (int u = 0; u < sq_model_ffn_units(r->m, l); u++)
+            for (int j = u ? SQ_LIN_GATE : 0; j < SQ_LIN_COUNT; j++) {
+                char name[200];
+                sq_lin_name_unit(r->c, l, u, (sq_lin)j, name, sizeof name - 8);
+                strcat(name, ".weight");
+                const sq_tensor *t = sq_st_find(st, name);
+                if (t) linear[t - sq_st_get(st, 0)] = 1;
             }
-        if (linear) continue;
+    sq_status s = SQ_OK;
+    for (int64_t i = 0; i < sq_st_count(st) && !s; i++) {
+        const sq_tensor *t = sq_st_get(st, i);
+        if (linear[i]) continue;
         if (sq_pl_is_awq(r->o->method) && (strstr(t->name, "layernorm.weight") || (strstr(t->name, "_proj.bias") && strstr(t->name, "model.layers."))))
             continue; /* AWQ folds its scales into these: written with their block */
-        sq_status s = sq_pl_check_finite(r, t->name, t->dtype, t->data, t->numel, err);
-        if (s) return s;
+        if ((s = sq_pl_check_finite(r, t->name, t->dtype, t->data, t->numel, err))) break;
         double t0 = sq_pl_now();
         s = sq_stw_add(r->w, t->name, t->dtype, t->ndim, t->shape, t->data, err);
         r->t_write += sq_pl_now() - t0;
-        if (s) return s;
     }
-    return SQ_OK;
+    free(linear);
+    return s;
 }
 
 /* ---------------------------------------------------------------- the pipeline */
@@ -417,7 +477,11 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
     if ((s = sq_model_open(&r.m, o->model, ex, err))) goto done;
     r.c = sq_model_config(r.m);
     const sq_ckpt *ck = sq_model_ckpt(r.m);
-    if (r.c->n_experts) { s = sq_fail(err, SQ_ERR_UNSUPPORTED, "%s: quantising %s (MoE) is not supported yet", o->model, r.c->model_type); goto done; }
+    if (r.c->n_experts && sq_pl_is_awq(o->method)) {
+        s = sq_fail(err, SQ_ERR_UNSUPPORTED, "%s: --method %s on a mixture of experts (%s) is not supported yet (rtn, gptq, fp8 are)", o->model,
+                    sq_method_name(o->method), r.c->model_type);
+        goto done;
+    }
     if (!ck->tokenizer_path[0]) { s = sq_fail(err, SQ_ERR_IO, "%s: no tokenizer.json beside the model (needed for --calib)", o->model); goto done; }
     if ((s = sq_tok_load(&tok, ck->tokenizer_path, err))) goto done;
     if ((s = sq_text_tokens(tok, o->calib, false, &ids, &nids, err))) goto done;
@@ -434,9 +498,29 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
     int64_t T = o->seqlen, H = r.c->hidden, ntok = (int64_t)o->nsamples * T;
     r.x = sq_malloc((size_t)(ntok * H) * sizeof *r.x, err);
     r.tmp = sq_malloc((size_t)(T * H) * sizeof *r.tmp, err);
-    r.rep = sq_calloc((size_t)r.c->n_layers * SQ_LIN_COUNT, sizeof *r.rep, err);
-    if (!r.x || !r.tmp || !r.rep) { s = SQ_ERR_NOMEM; goto done; }
+    int64_t nlin = 0;
+    for (int l = 0; l < r.c->n_layers; l++) {
+        int u = sq_model_ffn_units(r.m, l);
+        nlin += 4 + 3 * u;
+        if (u > r.max_units) r.max_units = u;
+    }
+    int64_t E = r.c->n_experts > 0 ? r.c->n_experts : 1;
+    r.rep = sq_calloc((size_t)nlin, sizeof *r.rep, err);
+    r.hs = sq_calloc((size_t)r.max_units, sizeof *r.hs, err);
+    r.unit_tokens = sq_calloc((size_t)r.max_units, sizeof *r.unit_tokens, err);
+    r.act_absmax = sq_calloc((size_t)r.max_units, sizeof *r.act_absmax, err);
+    r.deq = sq_calloc((size_t)r.max_units * SQ_LIN_COUNT, sizeof *r.deq, err);
+    r.f8buf = sq_calloc((size_t)r.max_units * SQ_LIN_COUNT, sizeof *r.f8buf, err);
+    r.route_all = sq_calloc((size_t)E, 1, err);
+    r.moe_tokens = sq_calloc((size_t)(E * r.c->n_layers), sizeof *r.moe_tokens, err);
+    r.moe_all = sq_calloc((size_t)(E * r.c->n_layers), 1, err);
+    if (!r.x || !r.tmp || !r.rep || !r.hs || !r.unit_tokens || !r.act_absmax || !r.deq || !r.f8buf || !r.route_all || !r.moe_tokens ||
+        !r.moe_all) {
+        s = SQ_ERR_NOMEM;
+        goto done;
+    }
     if ((s = sq_state_new(&r.st, r.m, (int)T, (int)T, err))) goto done;
+    sq_state_route_all(r.st, r.route_all);
     for (int smp = 0; smp < o->nsamples; smp++) sq_model_embed(r.m, r.win + smp * T, (int)T, r.x + smp * T * H);
 
     if ((s = sq_outdir_begin(&od, o->out, o->force, err))) goto done;
@@ -486,12 +570,20 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
 done:
     sq_stw_abort(r.w);
     sq_outdir_abort(od);
-    for (int j = 0; j < SQ_LIN_COUNT; j++) {
-        free(r.deq[j]);
-        free(r.wf[j]);
+    for (int j = 0; j < r.max_units * SQ_LIN_COUNT; j++) {
+        if (r.deq) free(r.deq[j]);
+        if (r.f8buf) free(r.f8buf[j]);
     }
+    for (int j = 0; j < SQ_LIN_COUNT; j++) free(r.wf[j]);
     for (int i = 0; i < 4; i++) free(r.feat[i]);
-    for (int j = 0; j < SQ_LIN_COUNT; j++) free(r.f8buf[j]);
+    free(r.deq);
+    free(r.f8buf);
+    free(r.hs);
+    free(r.unit_tokens);
+    free(r.act_absmax);
+    free(r.route_all);
+    free(r.moe_tokens);
+    free(r.moe_all);
     free(r.x);
     free(r.tmp);
     free(r.rep);

@@ -252,9 +252,9 @@ sq_status sq_pl_awq_block(run *r, int l, sq_err *err) {
         for (int j = 0; j < SQ_LIN_COUNT; j++) todo += lin_site[j] == (sq_site)i && !why[j][0];
         if (!todo) continue;
         double th = sq_pl_now();
-        if ((s = sq_hessian_init(&r->hs, r->feat_dim[i], err))) return s;
-        sq_hessian_add(&r->hs, r->feat[i], ntok);
-        sq_hessian_finish(&r->hs);
+        if ((s = sq_hessian_init(&r->hs[0], r->feat_dim[i], err))) return s;
+        sq_hessian_add(&r->hs[0], r->feat[i], ntok);
+        sq_hessian_finish(&r->hs[0]);
         r->t_hessian += sq_pl_now() - th;
         for (int j = 0; j < SQ_LIN_COUNT && !s; j++) {
             if (lin_site[j] != (sq_site)i || why[j][0]) continue;
@@ -268,7 +268,7 @@ sq_status sq_pl_awq_block(run *r, int l, sq_err *err) {
             rep->alpha = alpha[j];
             double tq = sq_pl_now();
             sq_qmatrix q;
-            s = r->o->method == SQ_METHOD_AWQ_GPTQ ? sq_quant_gptq(r->wf[j], r->hs.h, n, k, &r->o->q, &q, err)
+            s = r->o->method == SQ_METHOD_AWQ_GPTQ ? sq_quant_gptq(r->wf[j], r->hs[0].h, n, k, &r->o->q, &q, err)
                                                    : sq_awq_quantize(r->wf[j], n, k, r->o->q.group_size, r->o->q.bits,
                                                                      r->o->format == SQ_FORMAT_GPTQ, &q, err);
             if (s) return s;
@@ -277,13 +277,13 @@ sq_status sq_pl_awq_block(run *r, int l, sq_err *err) {
             float *dq = malloc((size_t)(n * k) * sizeof *dq);
             if (!dq) { sq_qmatrix_free(&q); return sq_fail(err, SQ_ERR_NOMEM, "out of memory"); }
             sq_qmatrix_dequant(&q, dq);
-            rep->err = sq_quant_output_error(r->wf[j], dq, r->hs.h, n, k);
+            rep->err = sq_quant_output_error(r->wf[j], dq, r->hs[0].h, n, k);
             if (q.fallback) snprintf(rep->note, sizeof rep->note, "Hessian would not factor: RTN used");
             rep->damp = q.damp_used;
             sq_qmatrix rq;
             if (!(s = sq_awq_quantize(r->wf[j], n, k, r->o->q.group_size, r->o->q.bits, false, &rq, err))) {
                 sq_qmatrix_dequant(&rq, dq);
-                rep->err_rtn = sq_quant_output_error(r->wf[j], dq, r->hs.h, n, k);
+                rep->err_rtn = sq_quant_output_error(r->wf[j], dq, r->hs[0].h, n, k);
                 sq_qmatrix_free(&rq);
             }
             r->t_quant += sq_pl_now() - tq;
@@ -293,7 +293,7 @@ sq_status sq_pl_awq_block(run *r, int l, sq_err *err) {
             if (!s) s = sq_pl_write_packed(r, rep->name, &q, err);
             sq_qmatrix_free(&q);
         }
-        sq_hessian_free(&r->hs);
+        sq_hessian_free(&r->hs[0]);
         if (s) return s;
     }
     /* Linears kept in full precision (scaled ones included: their folding is exact), norms, biases. */

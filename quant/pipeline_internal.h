@@ -30,11 +30,17 @@ typedef struct {
     int *win;                    /* (nsamples, seqlen) calibration token windows */
     float *x;                    /* (nsamples, seqlen, hidden) the current block's inputs */
     float *tmp;                  /* (seqlen, hidden) */
-    sq_site want;                /* the site the tap collects */
-    sq_hessian hs;
+    sq_site want;                /* the site the tap collects... */
+    int units;                   /* ...for FFN units 0 .. units-1 (1 at attention sites and dense FFNs) */
+    int max_units;               /* the most FFN units of any layer (experts and shared expert) */
+    sq_hessian *hs;              /* (max_units) the Hessian of each unit's input at want */
+    int64_t *unit_tokens;        /* (max_units) tokens each unit saw there */
+    uint8_t *route_all;          /* (n_experts) MoE: experts of this block calibrated on every token */
+    int64_t *moe_tokens;         /* (n_layers, n_experts) MoE: tokens routed to each expert, for spotq.json */
+    uint8_t *moe_all;            /* (n_layers, n_experts) MoE: the experts calibrated on every token */
     lin_report *rep;
     int nrep;
-    float *deq[SQ_LIN_COUNT];    /* this block's dequantised weights, in use by the model */
+    float **deq;                 /* (max_units, SQ_LIN_COUNT) this block's dequantised weights, in use by the model */
     double t_forward, t_hessian, t_quant, t_write;
     int64_t n_weights_q, n_weights_kept;
     double packed_bytes;         /* bytes of every quantised tensor written (codes, scales, zeros, g_idx) */
@@ -43,9 +49,10 @@ typedef struct {
     int feat_dim[4];
     int cur_sample;
     float *wf[SQ_LIN_COUNT];     /* (rows, cols) */
-    /* FP8: max |x| at the site the tap collects; this block's quantised linears, in use by the model */
-    float act_absmax;
-    sq_fp8weight *f8buf[SQ_LIN_COUNT]; /* with its scales and codes in the same allocation */
+    /* FP8: max |x| at the site the tap collects, per unit; this block's quantised linears, in use by
+     * the model, (max_units, SQ_LIN_COUNT), each with its scales and codes in the same allocation */
+    float *act_absmax;
+    sq_fp8weight **f8buf;
     double fold_diff_max;        /* AWQ: the largest relative change folding made to a block's output */
 } run;
 

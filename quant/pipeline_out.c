@@ -59,6 +59,25 @@ static cJSON *fp8_config(const run *r) {
     return q;
 }
 
+/* Per MoE layer: the calibration tokens routed to each expert, and the experts calibrated on every
+ * token because they were routed too few. */
+static cJSON *moe_report(const run *r) {
+    cJSON *a = cJSON_CreateArray();
+    int E = r->c->n_experts;
+    for (int l = 0; l < r->c->n_layers; l++) {
+        if (!sq_config_moe_layer(r->c, l)) continue;
+        cJSON *e = cJSON_CreateObject(), *tok = cJSON_AddArrayToObject(e, "tokens_per_expert"), *all;
+        cJSON_AddNumberToObject(e, "layer", l);
+        all = cJSON_AddArrayToObject(e, "calibrated_on_all_tokens");
+        for (int x = 0; x < E; x++) {
+            cJSON_AddItemToArray(tok, cJSON_CreateNumber((double)r->moe_tokens[(int64_t)l * E + x]));
+            if (r->moe_all[(int64_t)l * E + x]) cJSON_AddItemToArray(all, cJSON_CreateNumber(x));
+        }
+        cJSON_AddItemToArray(a, e);
+    }
+    return a;
+}
+
 static cJSON *quant_config(const run *r) {
     if (sq_pl_is_fp8(r->o->method)) return fp8_config(r);
     const sq_qparams *p = &r->o->q;
@@ -203,6 +222,7 @@ sq_status sq_pl_write_report(run *r, sq_outdir *od, uint64_t calib_hash, int64_t
         cJSON_AddItemToArray(layers, e);
     }
     cJSON_AddItemToObject(j, "kept_in_full_precision", kept_modules(r));
+    if (r->c->n_experts) cJSON_AddItemToObject(j, "moe", moe_report(r));
     cJSON_AddNumberToObject(j, "quantized_weights", (double)r->n_weights_q);
     cJSON_AddNumberToObject(j, "bits_per_quantized_weight", r->n_weights_q ? 8.0 * r->packed_bytes / (double)r->n_weights_q : 0);
     cJSON *t = cJSON_AddObjectToObject(j, "seconds");
