@@ -11,11 +11,16 @@
 #include "cmd.h"
 
 static const char *USAGE =
-    "MODEL (--prompt TEXT | --prompt-ids IDS) [-n N] [--temp T] [--top-p P] [--seed S] [--ignore-eos] [--json]\n\n"
+    "MODEL (--prompt TEXT | --prompt-ids IDS) [-n N] [--temp T] [--top-p P] [--seed S] [--ignore-eos]\n"
+    "                [--draft DRAFT [--spec-k K]] [--json]\n\n"
     "Continues the prompt (BOS first, special tokens in it recognised) token by token, greedy unless\n"
     "--temp > 0, until an EOS token of config.json or N new tokens. The text goes to stdout as it comes;\n"
     "a line of statistics to stderr. --prompt-ids takes ids (comma- or space-separated) as they are,\n"
-    "so a model without tokenizer.json can run (the output is then ids).";
+    "so a model without tokenizer.json can run (the output is then ids).\n"
+    "With --draft, speculative decoding: DRAFT (a smaller or quantised model with the same vocabulary)\n"
+    "proposes K tokens a step and MODEL verifies them in one batched pass; greedy output is MODEL's own\n"
+    "greedy output token for token, and sampling keeps MODEL's distribution (the rejection rule of\n"
+    "Leviathan et al. and Chen et al.).";
 
 static double now_s(void) {
     struct timespec t;
@@ -84,9 +89,33 @@ static bool is_eos(const sq_config *c, int t) {
     return false;
 }
 
+/* Where each new token goes: streamed (text, or ids without a tokenizer) unless --json. */
+typedef struct {
+    const sq_config *cfg;
+    const int *ids;              /* the text so far: new tokens are at ids[n] when emit sees them */
+    int n, n_prompt;
+    bool ignore_eos, json, eos;
+    const sq_tok *tok;
+    streamer st;
+} sink;
+
+/* Takes ids[g->n] (= t); returns true at an EOS (which is not kept). */
+static bool emit(void *user, int t) {
+    sink *g = user;
+    if (!g->ignore_eos && is_eos(g->cfg, t)) return g->eos = true;
+    g->n++;
+    if (g->json) return false;
+    if (g->tok) stream(&g->st, g->ids, g->n, false);
+    else {
+        printf("%s%d", g->n == g->n_prompt + 1 ? "" : " ", t);
+        fflush(stdout);
+    }
+    return false;
+}
+
 int cmd_generate(int argc, char **argv) {
-    const char *prompt = NULL, *prompt_ids = NULL, *device = "cpu";
-    int n_new = 128, threads = 0, seed = 0;
+    const char *prompt = NULL, *prompt_ids = NULL, *device = "cpu", *draft_path = NULL;
+    int n_new = 128, threads = 0, seed = 0, spec_k = 4;
     double temp = 0, top_p = 1;
     bool json = false, ignore_eos = false;
     const sq_opt opts[] = {
@@ -99,6 +128,8 @@ int cmd_generate(int argc, char **argv) {
         {"--ignore-eos", 'f', &ignore_eos, "do not stop at EOS"},
         {"--threads", 'i', &threads, "threads (default: one per CPU)"},
         {"--device", 's', &device, "cpu (default) or cpu-ref"},
+        {"--draft", 's', &draft_path, "speculative decoding with this draft model (same vocabulary)"},
+        {"--spec-k", 'i', &spec_k, "draft tokens proposed a step (default 4)"},
         {"--json", 'f', &json, "print JSON (ids, text, speed) at the end instead of streaming text"},
         {0}};
     const char *pos[1];
@@ -113,11 +144,18 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "spotq generate: -n and --threads must not be negative\n");
         return SQ_EXIT_USAGE;
     }
+    if (spec_k < 1 || spec_k > 64) {
+        fprintf(stderr, "spotq generate: --spec-k %d: give 1 to 64 draft tokens a step\n", spec_k);
+        return SQ_EXIT_USAGE;
+    }
     sq_err err = {0};
     sq_exec *ex = NULL;
     sq_model *m = NULL;
     sq_state *s = NULL;
-    sq_sampler *smp = NULL;
+    sq_sampler *smp = NULL, *dsmp = NULL;
+    sq_model *dm = NULL;
+    sq_state *ds = NULL;
+    sq_spec_stats spec = {0};
     sq_tok *tok = NULL;
     int *ids = NULL, n_prompt = 0, rc = SQ_EXIT_FAIL;
     float *logits = NULL;
@@ -175,39 +213,46 @@ int cmd_generate(int argc, char **argv) {
         goto fail;
     }
     ids = all;
-    if (sq_state_new(&s, m, n_prompt + n_new, 0, &err) || sq_sampler_new(&smp, cfg->vocab, (float)temp, (float)top_p, (uint64_t)seed, &err))
+    int room = n_prompt + n_new + (draft_path ? spec_k : 0);
+    if (sq_state_new(&s, m, room, 0, &err) || sq_sampler_new(&smp, cfg->vocab, (float)temp, (float)top_p, (uint64_t)seed, &err))
         goto fail;
+    if (draft_path) {
+        if (sq_model_open(&dm, draft_path, ex, &err) || sq_state_new(&ds, dm, room, 0, &err) ||
+            sq_sampler_new(&dsmp, cfg->vocab, (float)temp, (float)top_p, (uint64_t)seed ^ 0x5bd1e995u, &err))
+            goto fail;
+        if (sq_model_config(dm)->vocab != cfg->vocab) {
+            sq_fail(&err, SQ_ERR_FORMAT, "%s: the draft's vocabulary of %d is not the model's %d", draft_path, sq_model_config(dm)->vocab,
+                    cfg->vocab);
+            goto fail;
+        }
+    }
     logits = malloc((size_t)cfg->vocab * sizeof *logits);
     if (!logits) {
         sq_fail(&err, SQ_ERR_NOMEM, "out of memory");
         goto fail;
     }
-    streamer st = {tok, 0};
-    if (tok && !json) stream(&st, ids, n_prompt, false);
-    double t0 = now_s();
-    if (sq_forward(s, ids, n_prompt, &err) || sq_logits(s, n_prompt - 1, 1, logits, &err)) goto fail;
-    double t1 = now_s();
-    int n = n_prompt;
-    const char *stop = "length";
-    for (int i = 0; i < n_new; i++) {
-        int t = sq_sample(smp, logits);
-        if (!ignore_eos && is_eos(cfg, t)) {
-            stop = "eos";
-            break;
+    sink g = {.cfg = cfg, .ids = ids, .n = n_prompt, .n_prompt = n_prompt, .ignore_eos = ignore_eos, .json = json, .tok = tok,
+              .st = {tok, 0}};
+    if (tok && !json) stream(&g.st, ids, n_prompt, false);
+    double t0 = now_s(), t1;
+    if (draft_path) { /* the prompt is run inside the first step: no separate prefill time */
+        int n_out;
+        sq_status st = sq_speculate(s, ds, smp, dsmp, spec_k, ids, n_prompt, n_new, emit, &g, &n_out, &spec, &err);
+        t1 = t0;
+        if (st) goto fail;
+    } else {
+        if (sq_forward(s, ids, n_prompt, &err) || sq_logits(s, n_prompt - 1, 1, logits, &err)) goto fail;
+        t1 = now_s();
+        for (int i = 0; i < n_new; i++) {
+            int t = ids[g.n] = sq_sample(smp, logits);
+            if (emit(&g, t)) break;
+            if (i + 1 < n_new && (sq_forward(s, &t, 1, &err) || sq_logits(s, 0, 1, logits, &err))) goto fail;
         }
-        ids[n++] = t;
-        if (!json) {
-            if (tok) stream(&st, ids, n, false);
-            else {
-                printf("%s%d", n == n_prompt + 1 ? "" : " ", t);
-                fflush(stdout);
-            }
-        }
-        if (i + 1 < n_new && (sq_forward(s, &t, 1, &err) || sq_logits(s, 0, 1, logits, &err))) goto fail;
     }
     double t2 = now_s();
-    int gen = n - n_prompt;
-    double decode_rate = gen > 1 && t2 > t1 ? (gen - 1) / (t2 - t1) : 0;
+    int n = g.n, gen = n - n_prompt;
+    const char *stop = g.eos ? "eos" : "length";
+    double decode_rate = draft_path ? (t2 > t0 ? gen / (t2 - t0) : 0) : gen > 1 && t2 > t1 ? (gen - 1) / (t2 - t1) : 0;
     if (json) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddItemToObject(o, "prompt_ids", cJSON_CreateIntArray(ids, n_prompt));
@@ -225,13 +270,25 @@ int cmd_generate(int argc, char **argv) {
         cJSON_AddStringToObject(o, "stop", stop);
         cJSON_AddNumberToObject(o, "prefill_tokens_per_second", t1 > t0 ? n_prompt / (t1 - t0) : 0);
         cJSON_AddNumberToObject(o, "decode_tokens_per_second", decode_rate);
+        if (draft_path) {
+            cJSON *sp = cJSON_AddObjectToObject(o, "speculative");
+            cJSON_AddNumberToObject(sp, "k", spec_k);
+            cJSON_AddNumberToObject(sp, "target_steps", (double)spec.steps);
+            cJSON_AddNumberToObject(sp, "drafted", (double)spec.drafted);
+            cJSON_AddNumberToObject(sp, "accepted", (double)spec.accepted);
+        }
         sq_cmd_print_json(o);
     } else {
-        if (tok) stream(&st, ids, n, true);
+        if (tok) stream(&g.st, ids, n, true);
         printf("\n");
     }
-    fprintf(stderr, "generate: %d prompt tokens (%.1f tokens/s), %d new (%.1f tokens/s), stopped at %s\n", n_prompt,
-            t1 > t0 ? n_prompt / (t1 - t0) : 0, gen, decode_rate, stop);
+    if (draft_path)
+        fprintf(stderr, "generate: %d prompt tokens, %d new (%.1f tokens/s with the prompt), stopped at %s; speculative: %lld target "
+                        "steps, %lld of %lld drafted tokens accepted (%.0f%%)\n", n_prompt, gen, decode_rate, stop, (long long)spec.steps,
+                (long long)spec.accepted, (long long)spec.drafted, spec.drafted ? 100.0 * (double)spec.accepted / (double)spec.drafted : 0.0);
+    else
+        fprintf(stderr, "generate: %d prompt tokens (%.1f tokens/s), %d new (%.1f tokens/s), stopped at %s\n", n_prompt,
+                t1 > t0 ? n_prompt / (t1 - t0) : 0, gen, decode_rate, stop);
     rc = 0;
     goto done;
 fail:
@@ -240,7 +297,10 @@ done:
     free(logits);
     free(ids);
     sq_sampler_free(smp);
+    sq_sampler_free(dsmp);
     sq_state_free(s);
+    sq_state_free(ds);
+    sq_model_close(dm);
     sq_tok_free(tok);
     sq_model_close(m);
     sq_exec_free(ex);

@@ -121,6 +121,7 @@ void sq_state_free(sq_state *s) {
 int sq_state_pos(const sq_state *s) { return s->pos; }
 void sq_state_route_all(sq_state *s, const uint8_t *flags) { s->route_all = flags; }
 int sq_state_max_ctx(const sq_state *s) { return s->max_ctx; }
+sq_model *sq_state_model(const sq_state *s) { return s->m; }
 
 sq_status sq_state_rewind(sq_state *s, int pos, sq_err *err) {
     if (pos < 0 || pos > s->pos) return sq_fail(err, SQ_ERR_ARG, "cannot rewind to position %d (the state holds %d)", pos, s->pos);

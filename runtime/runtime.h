@@ -45,6 +45,7 @@ sq_status sq_state_new(sq_state **out /* OUT */, sq_model *m, int max_ctx, int m
 void sq_state_free(sq_state *s);
 int sq_state_pos(const sq_state *s);     /* positions held in the KV cache */
 int sq_state_max_ctx(const sq_state *s);
+sq_model *sq_state_model(const sq_state *s);
 /* Forgets every position from pos on (0: start afresh). A speculative step rewinds to its last
  * accepted token this way. */
 sq_status sq_state_rewind(sq_state *s, int pos, sq_err *err);
@@ -101,8 +102,36 @@ sq_status sq_sampler_new(sq_sampler **out /* OUT */, int vocab, float temp, floa
 void sq_sampler_free(sq_sampler *s);
 /* Picks a token from logits (vocab). Greedy never modifies logits; sampling may. */
 int sq_sample(sq_sampler *s, float *logits);
+/* probs (vocab) = the distribution sq_sample draws from for these logits: one-hot at the argmax when
+ * greedy, else softmax(logits / temp) kept to the top-p nucleus and renormalised. probs may be logits. */
+void sq_sampler_probs(sq_sampler *s, float *logits, float *probs);
+/* A token drawn from probs (vocab, summing to 1) with the sampler's generator. */
+int sq_sample_probs(sq_sampler *s, const float *probs);
+/* Speculative sampling's rule for one drafted token (Leviathan et al. 2023, Chen et al. 2023): the
+ * draft drew d from q; it is kept with probability min(1, p[d] / q[d]), else a token is drawn from
+ * max(0, p - q) renormalised, so that the result is distributed as p whatever q is (greedy: one-hot
+ * p and q, so d is kept exactly when it is the target's argmax, else the argmax is returned).
+ * p is overwritten; *accepted says whether d was kept. */
+int sq_spec_accept(sq_sampler *s, float *p, const float *q, int d, bool *accepted /* OUT */);
 /* Index of the largest value (the first one on ties). */
 int sq_argmax(const float *x, int n);
+
+/* ---------------------------------------------------------------- speculative decoding */
+
+typedef struct {
+    int64_t steps;               /* target forward passes */
+    int64_t drafted, accepted;   /* draft tokens proposed, and kept */
+} sq_spec_stats;
+/* Sees each new token in order; returns true to stop (an EOS). */
+typedef bool (*sq_token_fn)(void *user, int token);
+/* Continues ids[0..n_prompt) by up to n_new tokens (ids has room for n_prompt + n_new), drafting k
+ * tokens a step with `draft` and verifying them with `target` in one batched forward pass, each
+ * drafted token kept or replaced by sq_spec_accept: greedy output is the target's own greedy
+ * continuation, sampled output keeps the target's distribution. smp samples for the target, dsmp
+ * for the draft (the same temperature and top-p, another seed). Both states start empty with room
+ * for n_prompt + n_new + k positions, and the models share a vocabulary. *n_out: tokens in ids. */
+sq_status sq_speculate(sq_state *target, sq_state *draft, sq_sampler *smp, sq_sampler *dsmp, int k, int *ids, int n_prompt, int n_new,
+                       sq_token_fn on_token, void *user, int *n_out /* OUT */, sq_spec_stats *st /* OUT */, sq_err *err);
 
 /* ---------------------------------------------------------------- calibration support */
 

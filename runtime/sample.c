@@ -66,34 +66,60 @@ static int by_prob_desc(const void *a, const void *b) {
     return ((const cand *)a)->id - ((const cand *)b)->id;
 }
 
-int sq_sample(sq_sampler *s, float *logits) {
+void sq_sampler_probs(sq_sampler *s, float *logits, float *probs) {
     int n = s->vocab;
-    if (s->temp <= 0) return sq_argmax(logits, n);
-    /* softmax(logits / temp), in place */
+    if (s->temp <= 0) {
+        int best = sq_argmax(logits, n);
+        for (int i = 0; i < n; i++) probs[i] = i == best;
+        return;
+    }
+    /* softmax(logits / temp) */
     float mx = logits[sq_argmax(logits, n)];
     double sum = 0;
-    for (int i = 0; i < n; i++) sum += logits[i] = expf((logits[i] - mx) / s->temp);
-    for (int i = 0; i < n; i++) logits[i] = (float)(logits[i] / sum);
-    float u = next_f32(&s->state);
-    if (s->top_p >= 1) {
-        double acc = 0;
-        for (int i = 0; i < n; i++)
-            if ((acc += logits[i]) > u) return i;
-        return n - 1; /* rounding left acc just under u */
-    }
+    for (int i = 0; i < n; i++) sum += probs[i] = expf((logits[i] - mx) / s->temp);
+    for (int i = 0; i < n; i++) probs[i] = (float)(probs[i] / sum);
+    if (s->top_p >= 1) return;
     /* Nucleus: the smallest set of most likely tokens whose mass reaches top_p. A token with
      * p < (1 - top_p) / (n - 1) can never be in it (all such tokens together hold less than
      * 1 - top_p), so only the others are sorted. */
     float cut = n > 1 ? (1 - s->top_p) / (float)(n - 1) : 0;
     int m = 0;
     for (int i = 0; i < n; i++)
-        if (logits[i] >= cut) s->cands[m++] = (cand){logits[i], i};
+        if (probs[i] >= cut) s->cands[m++] = (cand){probs[i], i};
     qsort(s->cands, (size_t)m, sizeof *s->cands, by_prob_desc);
     double mass = 0;
     int k = 0;
     while (k < m && mass < s->top_p) mass += s->cands[k++].p;
-    double target = u * mass, acc = 0;
-    for (int i = 0; i < k; i++)
-        if ((acc += s->cands[i].p) > target) return s->cands[i].id;
-    return s->cands[k > 0 ? k - 1 : 0].id;
+    for (int i = 0; i < n; i++) probs[i] = 0;
+    for (int i = 0; i < k; i++) probs[s->cands[i].id] = (float)(s->cands[i].p / mass);
+}
+
+int sq_sample_probs(sq_sampler *s, const float *probs) {
+    float u = next_f32(&s->state);
+    double acc = 0;
+    int last = 0;
+    for (int i = 0; i < s->vocab; i++) {
+        if (probs[i] <= 0) continue;
+        if ((acc += probs[i]) > u) return i;
+        last = i;
+    }
+    return last; /* rounding left acc just under u */
+}
+
+int sq_sample(sq_sampler *s, float *logits) {
+    if (s->temp <= 0) return sq_argmax(logits, s->vocab);
+    sq_sampler_probs(s, logits, logits);
+    return sq_sample_probs(s, logits);
+}
+
+int sq_spec_accept(sq_sampler *s, float *p, const float *q, int d, bool *accepted) {
+    /* keep d with probability min(1, p[d] / q[d]) */
+    float u = next_f32(&s->state);
+    *accepted = q[d] > 0 && u * q[d] < p[d];
+    if (*accepted) return d;
+    double mass = 0;
+    for (int i = 0; i < s->vocab; i++) mass += p[i] = fmaxf(p[i] - q[i], 0.0f);
+    if (!(mass > 0)) return d; /* p <= q everywhere means p == q, where d is always kept: rounding only */
+    for (int i = 0; i < s->vocab; i++) p[i] = (float)(p[i] / mass);
+    return sq_sample_probs(s, p);
 }

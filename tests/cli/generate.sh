@@ -1,7 +1,8 @@
 #!/bin/sh
 # generate.sh: `spotq generate` continues the golden prompt greedily token for token as the reference
 # does (64 new tokens, no stop at EOS), streams the same text, samples repeatably with a seed, runs a
-# model without tokenizer.json from ids, and refuses bad input with one line.
+# model without tokenizer.json from ids, gives the same greedy tokens with a draft model (speculative
+# decoding; the same text whether EOS stops it or not), and refuses bad input with one line.
 set -e
 M=models/stories260K
 tmp=$(mktemp -d)
@@ -40,6 +41,21 @@ for seed in 1 2 3 4 5 6; do
 done
 [ $stopped -gt 0 ] || fail "no stop at EOS in 6 samples"
 
+# speculative decoding: greedy output is the model's own, whatever the draft (the upcycled MoE fixture
+# drafts poorly) and k; the statistics line and the JSON say how many drafted tokens were kept
+for k in 1 4 9; do
+    out=$($SPOTQ generate $M --prompt "Once upon a time" -n 64 --ignore-eos --json --draft tests/fixtures/moe/mixtral --spec-k $k 2>"$tmp/err")
+    echo "$out" | tr -d '\n\t' | grep -qF "\"new_ids\":[$want_ids]" || fail "speculative greedy ids, k $k: $out"
+    echo "$out" | tr -d '\n\t' | grep -qE "\"speculative\":\{\"k\":$k,\"target_steps\":[0-9]+,\"drafted\":[0-9]+,\"accepted\":[0-9]+\}" ||
+        fail "speculative JSON, k $k: $out"
+    grep -qE "^generate: 5 prompt tokens, 64 new .* speculative: [0-9]+ target steps, [0-9]+ of [0-9]+ drafted tokens accepted" "$tmp/err" ||
+        fail "speculative stats line: $(cat "$tmp/err")"
+done
+$SPOTQ generate $M --prompt "Once upon a time" -n 64 --ignore-eos --draft $M >"$tmp/got" 2>/dev/null
+cmp -s "$tmp/want" "$tmp/got" || fail "speculative streamed text"
+b=$($SPOTQ generate "$tmp/eos" --prompt "Once upon a time" -n 400 --temp 0.8 --seed 3 --json --draft $M 2>/dev/null | tr -d '\n\t' | sed 's/"decode.*//')
+echo "$b" | grep -q '"stop":"eos"' || fail "sampled speculative output did not stop at EOS: $b"
+
 # a model without tokenizer.json runs from ids and prints ids
 out=$($SPOTQ generate tests/fixtures/runtime/qwen2_bias --prompt-ids "1,5,9,17" -n 6 2>/dev/null)
 echo "$out" | grep -qE "^[0-9]+( [0-9]+){5}$" || fail "ids out: '$out'"
@@ -48,6 +64,8 @@ echo "$out" | grep -qE "^[0-9]+( [0-9]+){5}$" || fail "ids out: '$out'"
 expect 2 "one of --prompt" -- generate $M
 expect 2 "one of --prompt" -- generate $M --prompt hi --prompt-ids 1
 expect 1 "outside the model's vocabulary of 96" -- generate tests/fixtures/runtime/qwen2_bias --prompt-ids "1,500"
+expect 1 "the draft's vocabulary of 96 is not the model's 512" -- generate $M --prompt hi --draft tests/fixtures/runtime/qwen2_bias
+expect 2 "--spec-k 0: give 1 to 64" -- generate $M --prompt hi --draft $M --spec-k 0
 expect 1 "use --prompt-ids" -- generate tests/fixtures/runtime/qwen2_bias --prompt hello
 expect 2 "top-p" -- generate $M --prompt hi --temp 1 --top-p 0
 exit 0
