@@ -97,18 +97,62 @@ static bool get_bool(reader *r, const cJSON *obj, const char *key, bool dflt) {
     return cJSON_IsTrue(v);
 }
 
-static void parse_rope_scaling(reader *r, sq_config *c) {
-    const cJSON *rs = get(r, "rope_scaling");
-    c->rope_scaling.type = SQ_ROPE_NONE;
-    if (!rs || cJSON_IsNull(rs)) return;
-    if (!cJSON_IsObject(rs)) {
-        r->status = sq_fail(r->err, SQ_ERR_FORMAT, "%s: rope_scaling must be an object or null", r->path);
+/* Sliding-window attention. transformers 5 lists layer_types ("sliding_attention" / "full_attention");
+ * before it, Mistral and Mixtral slide every layer when sliding_window is set, and Qwen the layers
+ * from max_window_layers on when use_sliding_window is true. */
+static void parse_sliding(reader *r, sq_config *c) {
+    bool qwen = c->arch == SQ_ARCH_QWEN2 || c->arch == SQ_ARCH_QWEN2_MOE || c->arch == SQ_ARCH_QWEN3_MOE;
+    if (c->arch == SQ_ARCH_LLAMA) return;
+    if (qwen && !get_bool(r, r->root, "use_sliding_window", false)) return;
+    c->sliding_window = get_int(r, "sliding_window", 0, 0, 0);
+    if (!c->sliding_window) return;
+    if (c->n_layers > SQ_CONFIG_MAX_LAYERS) {
+        if (!r->status) r->status = sq_fail(r->err, SQ_ERR_UNSUPPORTED, "%s: sliding-window attention over more than %d layers", r->path,
+                                            SQ_CONFIG_MAX_LAYERS);
         return;
     }
+    const cJSON *types = get(r, "layer_types");
+    int from = qwen ? get_int(r, "max_window_layers", 0, 28, 0) : 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        bool on = l >= from;
+        if (cJSON_IsArray(types)) {
+            const cJSON *t = cJSON_GetArrayItem(types, l);
+            if (!cJSON_IsString(t) || (strcmp(t->valuestring, "sliding_attention") && strcmp(t->valuestring, "full_attention"))) {
+                if (!r->status)
+                    r->status = sq_fail(r->err, SQ_ERR_FORMAT, "%s: layer_types must list \"full_attention\" or \"sliding_attention\" for each of the %d layers",
+                                        r->path, c->n_layers);
+                return;
+            }
+            on = !strcmp(t->valuestring, "sliding_attention");
+        }
+        if (on) c->sliding[l / 64] |= 1ull << (l % 64);
+    }
+}
+
+int sq_config_window(const sq_config *c, int l) {
+    if (!c->sliding_window || l < 0 || l >= SQ_CONFIG_MAX_LAYERS) return 0;
+    return (c->sliding[l / 64] >> (l % 64) & 1) ? c->sliding_window : 0;
+}
+
+/* RoPE: transformers 5 writes rope_parameters {rope_type, rope_theta, and the scaling's fields};
+ * older configs a top-level rope_theta and rope_scaling {rope_type or type, fields} (or null). */
+static void parse_rope(reader *r, const cJSON *root, sq_config *c) {
+    const char *key = "rope_parameters";
+    const cJSON *rs = get(r, key);
+    bool params = rs && !cJSON_IsNull(rs);
+    c->rope_scaling.type = SQ_ROPE_NONE;
+    c->rope_theta = get_num(r, root, "rope_theta", 0, 10000.0);
+    if (!params) rs = get(r, key = "rope_scaling");
+    if (!rs || cJSON_IsNull(rs)) return;
+    if (!cJSON_IsObject(rs)) {
+        if (!r->status) r->status = sq_fail(r->err, SQ_ERR_FORMAT, "%s: %s must be an object or null", r->path, key);
+        return;
+    }
+    if (params) c->rope_theta = get_num(r, rs, "rope_theta", 0, c->rope_theta);
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
     if (!cJSON_IsString(t)) t = cJSON_GetObjectItemCaseSensitive(rs, "type");
     if (!cJSON_IsString(t)) {
-        r->status = sq_fail(r->err, SQ_ERR_FORMAT, "%s: rope_scaling has no rope_type", r->path);
+        if (!r->status) r->status = sq_fail(r->err, SQ_ERR_FORMAT, "%s: %s has no rope_type", r->path, key);
         return;
     }
     if (strcmp(t->valuestring, "default") == 0) return;
@@ -119,16 +163,16 @@ static void parse_rope_scaling(reader *r, sq_config *c) {
         c->rope_scaling.high_freq_factor = get_num(r, rs, "high_freq_factor", 1, 4);
         double omax = get_num(r, rs, "original_max_position_embeddings", 1, 8192);
         if (!r->status && !(omax >= 1 && omax <= 1e9))
-            r->status = sq_fail(r->err, SQ_ERR_FORMAT, "%s: rope_scaling original_max_position_embeddings out of range", r->path);
+            r->status = sq_fail(r->err, SQ_ERR_FORMAT, "%s: %s original_max_position_embeddings out of range", r->path, key);
         c->rope_scaling.original_max_pos = r->status ? 0 : (int)omax;
     } else if (strcmp(t->valuestring, "linear") == 0) {
         c->rope_scaling.type = SQ_ROPE_LINEAR;
         c->rope_scaling.factor = get_num(r, rs, "factor", 1, 1);
     } else if (!r->status)
-        r->status = sq_fail(r->err, SQ_ERR_UNSUPPORTED, "%s: rope_scaling type '%s' is not supported (llama3, linear)", r->path,
+        r->status = sq_fail(r->err, SQ_ERR_UNSUPPORTED, "%s: %s type '%s' is not supported (llama3, linear)", r->path, key,
                             t->valuestring);
     if (!r->status && !(c->rope_scaling.factor > 0))
-        r->status = sq_fail(r->err, SQ_ERR_FORMAT, "%s: rope_scaling factor must be positive", r->path);
+        r->status = sq_fail(r->err, SQ_ERR_FORMAT, "%s: %s factor must be positive", r->path, key);
 }
 
 static void parse_token_ids(reader *r, sq_config *c) {
@@ -244,8 +288,8 @@ sq_status sq_config_parse(sq_config *c, const char *json, size_t len, const char
     c->head_dim = get_int(&r, "head_dim", 0, 0, 1);
     if (!c->head_dim && c->n_heads) c->head_dim = c->hidden / c->n_heads;
     c->norm_eps = (float)get_num(&r, root, "rms_norm_eps", 1, 1e-6);
-    c->rope_theta = get_num(&r, root, "rope_theta", 0, 10000.0);
-    parse_rope_scaling(&r, c);
+    parse_rope(&r, root, c);
+    parse_sliding(&r, c);
     c->tied_embeddings = get_bool(&r, root, "tie_word_embeddings", false);
     c->attn_bias = c->arch == SQ_ARCH_QWEN2 || c->arch == SQ_ARCH_QWEN2_MOE || get_bool(&r, root, "attention_bias", false);
     c->mlp_bias = get_bool(&r, root, "mlp_bias", false);

@@ -37,6 +37,10 @@ typedef struct {
         double factor, low_freq_factor, high_freq_factor;
         int original_max_pos;
     } rope_scaling;
+    /* Sliding-window attention: the window in positions (0: none), and the layers that use it
+     * (Mistral/Mixtral: all; Qwen: from max_window_layers on when use_sliding_window; or layer_types) */
+    int sliding_window;
+    uint64_t sliding[SQ_CONFIG_MAX_LAYERS / 64];
     bool tied_embeddings;
     bool attn_bias;          /* q/k/v biases (qwen2 always; llama attention_bias) */
     bool mlp_bias;
@@ -63,6 +67,9 @@ typedef struct {
 } sq_config;
 
 const char *sq_arch_name(sq_arch a);
+
+/* The sliding window of layer l's attention (0: it sees every earlier position). */
+int sq_config_window(const sq_config *c, int l);
 
 /* Whether layer l's FFN is a mixture of experts (Mixtral: every layer; Qwen: every decoder_sparse_step-th
  * layer not in mlp_only_layers), or a dense MLP of width intermediate. */

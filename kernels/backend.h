@@ -49,7 +49,8 @@ typedef struct {
 } sq_wmat;
 
 /* Causal grouped-query attention of n new queries at positions pos0 .. pos0+n-1 over the keys and
- * values of positions 0 .. pos0+n-1. Query head h reads KV head h / (n_heads / n_kv_heads). */
+ * values of positions 0 .. pos0+n-1 (with a sliding window W, the query at position P sees only
+ * P-W+1 .. P). Query head h reads KV head h / (n_heads / n_kv_heads). */
 typedef struct {
     const float *q;          /* (n, n_heads * head_dim), RoPE applied */
     const float *k, *v;      /* (pos0 + n, kv_stride): this layer's cache; KV head g at column g * head_dim */
@@ -57,7 +58,11 @@ typedef struct {
     int n, pos0;
     int n_heads, n_kv_heads, head_dim, kv_stride;
     float scale;             /* applied to q.k, usually 1 / sqrt(head_dim) */
+    int window;              /* sliding window in positions (Mistral, Qwen2's sliding layers); 0: none */
 } sq_attn;
+
+/* The first key position the query at position pos sees. */
+static inline int sq_attn_first_key(const sq_attn *a, int pos) { return a->window > 0 && pos >= a->window ? pos - a->window + 1 : 0; }
 
 /* An execution context: worker threads and per-thread scratch. One per process is enough; models
  * share it. Kernels on one context must not be called from two threads at once. */

@@ -245,7 +245,7 @@ static sq_status attention_core(sq_state *s, int l, int n, sq_err *err) {
     be->rope(kc, knew, n, m->kv_dim, c->n_kv_heads, c->head_dim, cs, sn);
     sq_attn a = {.q = s->q, .k = kl, .v = vl, .out = s->att, .n = n, .pos0 = pos, .n_heads = c->n_heads,
                  .n_kv_heads = c->n_kv_heads, .head_dim = c->head_dim, .kv_stride = m->kv_dim,
-                 .scale = (float)(1.0 / sqrt((double)c->head_dim))};
+                 .scale = (float)(1.0 / sqrt((double)c->head_dim)), .window = sq_config_window(c, l)};
     if ((st = be->attention(kc, &a, err))) return st;
     TAP(s, SQ_SITE_O, 0, s->att, n, m->q_dim);
     return be->matmul(kc, &L->wo, L->bo, s->att, s->tmp, n, err);

@@ -9,8 +9,12 @@
 /* From this many queries on, the sgemm path. */
 #define GEMM_MIN_N 8
 
-/* Softmax of s[0..valid) in place (s[valid..total) set to 0). */
-SQ_AVX2 static void softmax_row(float *s, int valid, int total) {
+/* Softmax of s[first..valid) in place (the rest of s[0..total) set to 0). */
+SQ_AVX2 static void softmax_row(float *s, int first, int valid, int total) {
+    for (int j = 0; j < first; j++) s[j] = 0;
+    s += first;
+    valid -= first;
+    total -= first;
     __m256 mx8 = _mm256_set1_ps(-INFINITY);
     int j = 0;
     for (; j + 8 <= valid; j += 8) mx8 = _mm256_max_ps(mx8, _mm256_loadu_ps(s + j));
@@ -38,10 +42,11 @@ typedef struct {
 
 /* One query head of one token: scores, softmax, weighted sum of values. */
 SQ_AVX2 static void attend_one(const sq_attn *a, int t, int h, float *s) {
-    int hd = a->head_dim, g = h / (a->n_heads / a->n_kv_heads), nk = a->pos0 + t + 1;
+    int hd = a->head_dim, g = h / (a->n_heads / a->n_kv_heads), j0 = sq_attn_first_key(a, a->pos0 + t);
+    int nk = a->pos0 + t + 1 - j0; /* keys j0 .. pos0+t, as s[0..nk) */
     int64_t qs = (int64_t)a->n_heads * hd;
     const float *q = a->q + t * qs + (int64_t)h * hd;
-    const float *kb = a->k + (int64_t)g * hd, *vb = a->v + (int64_t)g * hd;
+    const float *kb = a->k + (int64_t)(g * hd) + (int64_t)j0 * a->kv_stride, *vb = a->v + (int64_t)(g * hd) + (int64_t)j0 * a->kv_stride;
     for (int j = 0; j < nk; j++) {
         const float *k = kb + (int64_t)j * a->kv_stride;
         __m256 acc = _mm256_setzero_ps();
@@ -51,7 +56,7 @@ SQ_AVX2 static void attend_one(const sq_attn *a, int t, int h, float *s) {
         for (; i < hd; i++) d += q[i] * k[i];
         s[j] = d * a->scale;
     }
-    softmax_row(s, nk, nk);
+    softmax_row(s, 0, nk, nk);
     float *o = a->out + t * qs + (int64_t)h * hd;
     int i = 0;
     for (; i + 8 <= hd; i += 8) {
@@ -85,7 +90,7 @@ static void att_heads(void *arg, int ith, int nth) {
         int g = (int)h / group;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a->n, nk, hd, a->scale, a->q + h * hd, qs, a->k + (int64_t)g * hd,
                     a->kv_stride, 0.0f, s, nk);
-        for (int t = 0; t < a->n; t++) softmax_row(s + (int64_t)t * nk, a->pos0 + t + 1, nk);
+        for (int t = 0; t < a->n; t++) softmax_row(s + (int64_t)t * nk, sq_attn_first_key(a, a->pos0 + t), a->pos0 + t + 1, nk);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, a->n, hd, nk, 1.0f, s, nk, a->v + (int64_t)g * hd, a->kv_stride,
                     0.0f, a->out + h * hd, qs);
     }

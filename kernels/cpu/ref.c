@@ -73,20 +73,20 @@ sq_status sq_cpu_attention_ref(sq_kctx *c, const sq_attn *a, sq_err *err) {
     for (int t = 0; t < a->n; t++)
         for (int h = 0; h < a->n_heads; h++) {
             const float *q = a->q + t * qs + (int64_t)h * hd;
-            int g = h / group, nk = a->pos0 + t + 1;
+            int g = h / group, nk = a->pos0 + t + 1, j0 = sq_attn_first_key(a, a->pos0 + t);
             double mx = -INFINITY, sum = 0;
-            for (int j = 0; j < nk; j++) {
+            for (int j = j0; j < nk; j++) {
                 const float *k = a->k + (int64_t)j * a->kv_stride + (int64_t)g * hd;
                 double s = 0;
                 for (int i = 0; i < hd; i++) s += (double)q[i] * k[i];
                 p[j] = s * a->scale;
                 if (p[j] > mx) mx = p[j];
             }
-            for (int j = 0; j < nk; j++) sum += p[j] = exp(p[j] - mx);
+            for (int j = j0; j < nk; j++) sum += p[j] = exp(p[j] - mx);
             float *o = a->out + t * qs + (int64_t)h * hd;
             for (int i = 0; i < hd; i++) {
                 double s = 0;
-                for (int j = 0; j < nk; j++) s += p[j] * a->v[(int64_t)j * a->kv_stride + (int64_t)g * hd + i];
+                for (int j = j0; j < nk; j++) s += p[j] * a->v[(int64_t)j * a->kv_stride + (int64_t)g * hd + i];
                 o[i] = (float)(s / sum);
             }
         }

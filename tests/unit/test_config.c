@@ -87,6 +87,42 @@ static void test_families(void) {
               c.n_kv_heads == 8,
           "gptq quantization_config");
     CHECK(!sq_config_moe_layer(&c, 0), "llama: dense");
+
+    /* transformers 5: rope_parameters holds rope_theta and the scaling; it wins over top-level keys */
+    const char *v5 = "{\"model_type\":\"llama\",\"hidden_size\":64,\"intermediate_size\":128,\"num_hidden_layers\":2,"
+                     "\"num_attention_heads\":4,\"vocab_size\":32,\"rms_norm_eps\":1e-05,\"rope_theta\":10000.0,\"rope_parameters\":"
+                     "{\"rope_type\":\"llama3\",\"rope_theta\":500000.0,\"factor\":8.0,\"low_freq_factor\":1.0,"
+                     "\"high_freq_factor\":4.0,\"original_max_position_embeddings\":8192}}";
+    CHECK_OK(parse(&c, v5, &err), &err);
+    CHECK(c.rope_theta == 500000.0 && c.rope_scaling.type == SQ_ROPE_LLAMA3 && c.rope_scaling.factor == 8.0 &&
+              c.rope_scaling.original_max_pos == 8192,
+          "rope_parameters: theta %g type %d", c.rope_theta, (int)c.rope_scaling.type);
+    const char *v5d = "{\"model_type\":\"mistral\",\"hidden_size\":64,\"intermediate_size\":128,\"num_hidden_layers\":3,"
+                      "\"num_attention_heads\":4,\"vocab_size\":32,\"rms_norm_eps\":1e-05,\"sliding_window\":4096,"
+                      "\"rope_parameters\":{\"rope_type\":\"default\",\"rope_theta\":1000000.0}}";
+    CHECK_OK(parse(&c, v5d, &err), &err);
+    CHECK(c.rope_theta == 1e6 && c.rope_scaling.type == SQ_ROPE_NONE, "rope_parameters default: theta %g", c.rope_theta);
+    CHECK(sq_config_window(&c, 0) == 4096 && sq_config_window(&c, 2) == 4096, "mistral: every layer slides");
+
+    /* Qwen: sliding only with use_sliding_window, from max_window_layers on, or as layer_types says */
+    const char *qw = "{\"model_type\":\"qwen2\",\"hidden_size\":64,\"intermediate_size\":128,\"num_hidden_layers\":4,"
+                     "\"num_attention_heads\":4,\"vocab_size\":32,\"rms_norm_eps\":1e-06,\"sliding_window\":32,"
+                     "\"use_sliding_window\":true,\"max_window_layers\":2}";
+    CHECK_OK(parse(&c, qw, &err), &err);
+    CHECK(sq_config_window(&c, 0) == 0 && sq_config_window(&c, 1) == 0 && sq_config_window(&c, 2) == 32 && sq_config_window(&c, 3) == 32,
+          "qwen2: layers 2 and 3 slide");
+    const char *qt = "{\"model_type\":\"qwen2\",\"hidden_size\":64,\"intermediate_size\":128,\"num_hidden_layers\":3,"
+                     "\"num_attention_heads\":4,\"vocab_size\":32,\"rms_norm_eps\":1e-06,\"sliding_window\":32,"
+                     "\"use_sliding_window\":true,\"layer_types\":[\"sliding_attention\",\"full_attention\",\"sliding_attention\"]}";
+    CHECK_OK(parse(&c, qt, &err), &err);
+    CHECK(sq_config_window(&c, 0) == 32 && sq_config_window(&c, 1) == 0 && sq_config_window(&c, 2) == 32, "qwen2: layer_types");
+    const char *qoff = "{\"model_type\":\"qwen2\",\"hidden_size\":64,\"intermediate_size\":128,\"num_hidden_layers\":3,"
+                       "\"num_attention_heads\":4,\"vocab_size\":32,\"rms_norm_eps\":1e-06,\"sliding_window\":32,"
+                       "\"use_sliding_window\":false}";
+    CHECK_OK(parse(&c, qoff, &err), &err);
+    CHECK(sq_config_window(&c, 2) == 0, "qwen2 without use_sliding_window: no window");
+    CHECK_OK(parse(&c, gptq, &err), &err);
+    CHECK(sq_config_window(&c, 0) == 0, "llama: no window");
 }
 
 static void test_errors(void) {
@@ -116,6 +152,12 @@ static void test_errors(void) {
         {"{\"model_type\":\"qwen2_moe\",\"hidden_size\":64,\"num_hidden_layers\":2,\"num_attention_heads\":8,\"vocab_size\":8,"
          "\"rms_norm_eps\":1e-5,\"num_experts\":4,\"num_experts_per_tok\":2,\"moe_intermediate_size\":8,\"mlp_only_layers\":[0]}",
          "missing field 'intermediate_size' (a layer has a dense MLP)"},
+        {"{\"model_type\":\"llama\",\"hidden_size\":64,\"num_hidden_layers\":2,\"num_attention_heads\":8,\"vocab_size\":8,"
+         "\"rms_norm_eps\":1e-5,\"intermediate_size\":8,\"rope_parameters\":{\"rope_type\":\"yarn\",\"factor\":4,\"rope_theta\":1e4}}",
+         "rope_parameters type 'yarn' is not supported"},
+        {"{\"model_type\":\"mistral\",\"hidden_size\":64,\"num_hidden_layers\":2,\"num_attention_heads\":8,\"vocab_size\":8,"
+         "\"rms_norm_eps\":1e-5,\"intermediate_size\":8,\"sliding_window\":4,\"layer_types\":[\"full_attention\",\"chunked\"]}",
+         "layer_types must list"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         sq_config c;

@@ -157,11 +157,13 @@ static void test_elementwise(sq_kctx *c) {
     free(orf);
 }
 
-/* attention: 2e-6 absolute (values in [-1, 1]; softmax weights sum to one). */
+/* attention: 2e-6 absolute (values in [-1, 1]; softmax weights sum to one). With a sliding window
+ * (the last cases), the same against the reference, and the window must change the output. */
 static void test_attention(sq_kctx *c) {
     sq_err err = {0};
-    const struct { int n, pos0, heads, kv, hd; } cases[] = {
-        {1, 0, 4, 4, 8}, {1, 20, 8, 2, 16}, {3, 5, 6, 3, 12}, {20, 0, 4, 1, 64}, {17, 9, 8, 4, 8}, {8, 100, 2, 2, 34}, {64, 0, 4, 2, 16},
+    const struct { int n, pos0, heads, kv, hd, window; } cases[] = {
+        {1, 0, 4, 4, 8, 0}, {1, 20, 8, 2, 16, 0}, {3, 5, 6, 3, 12, 0}, {20, 0, 4, 1, 64, 0}, {17, 9, 8, 4, 8, 0}, {8, 100, 2, 2, 34, 0},
+        {64, 0, 4, 2, 16, 0}, {1, 20, 8, 2, 16, 7}, {3, 5, 6, 3, 12, 4}, {20, 0, 4, 1, 64, 5}, {17, 9, 8, 4, 8, 16}, {64, 30, 4, 2, 16, 33},
     };
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
         int n = cases[k].n, nk = cases[k].pos0 + n, hd = cases[k].hd;
@@ -172,13 +174,18 @@ static void test_attention(sq_kctx *c) {
         fill(q, n * qs, 2.0f);
         fill(kc, nk * kvs, 2.0f);
         fill(vc, nk * kvs, 1.0f);
-        sq_attn a = {q, kc, vc, o, n, cases[k].pos0, cases[k].heads, cases[k].kv, hd, kvs, 1.0f / sqrtf((float)hd)};
+        sq_attn a = {q, kc, vc, o, n, cases[k].pos0, cases[k].heads, cases[k].kv, hd, kvs, 1.0f / sqrtf((float)hd), cases[k].window};
         CHECK_OK(sq_cpu_attention(c, &a, &err), &err);
         a.out = orf;
         CHECK_OK(sq_cpu_attention_ref(c, &a, &err), &err);
         double d = max_abs_diff(o, orf, n * qs);
-        CHECK(d < 2e-6, "attention n=%d pos0=%d heads=%d/%d hd=%d threads=%d: %.3g", n, cases[k].pos0, cases[k].heads, cases[k].kv, hd,
-              c->threads, d);
+        CHECK(d < 2e-6, "attention n=%d pos0=%d heads=%d/%d hd=%d window=%d threads=%d: %.3g", n, cases[k].pos0, cases[k].heads, cases[k].kv,
+              hd, cases[k].window, c->threads, d);
+        if (cases[k].window) {
+            a.window = 0;
+            CHECK_OK(sq_cpu_attention_ref(c, &a, &err), &err);
+            CHECK(max_abs_diff(o, orf, n * qs) > 1e-3, "window %d changes nothing", cases[k].window);
+        }
         free(q);
         free(kc);
         free(vc);
