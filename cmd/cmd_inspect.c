@@ -76,6 +76,9 @@ static void print_text(const sq_ckpt *ck, const sizes *z, int64_t disk, const ch
     printf("norm eps:         %g\n", (double)c->norm_eps);
     printf("tied embeddings:  %s\n", c->tied_embeddings ? "yes" : "no");
     printf("attention bias:   %s\n", c->attn_bias ? "yes" : "no");
+    int nslide = 0;
+    for (int l = 0; l < c->n_layers; l++) nslide += sq_config_window(c, l) > 0;
+    if (nslide) printf("sliding window:   %d positions, %d of %d layers\n", c->sliding_window, nslide, c->n_layers);
     if (c->n_experts)
         printf("experts:          %d, %d per token, width %d%s%s\n", c->n_experts, c->n_experts_per_tok, c->moe_intermediate,
                c->shared_expert_intermediate ? ", shared expert" : "", c->norm_topk_prob ? ", top-k renormalised" : "");
@@ -126,6 +129,10 @@ static int print_json(const sq_ckpt *ck, const sizes *z, int64_t disk, const cha
     cJSON_AddNumberToObject(o, "norm_eps", c->norm_eps);
     cJSON_AddBoolToObject(o, "tied_embeddings", c->tied_embeddings);
     cJSON_AddBoolToObject(o, "attention_bias", c->attn_bias);
+    cJSON *sw = cJSON_AddArrayToObject(o, "sliding_window_layers");
+    for (int l = 0; l < c->n_layers; l++)
+        if (sq_config_window(c, l)) cJSON_AddItemToArray(sw, cJSON_CreateNumber(l));
+    cJSON_AddNumberToObject(o, "sliding_window", c->sliding_window);
     if (c->n_experts) {
         cJSON *m = cJSON_AddObjectToObject(o, "moe");
         cJSON_AddNumberToObject(m, "experts", c->n_experts);

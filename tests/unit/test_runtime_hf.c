@@ -2,7 +2,9 @@
  * random-weight models of tests/fixtures/runtime (made by tests/fixtures/gen_runtime.py): llama with
  * GQA and an untied lm_head, Llama-3 rope_scaling, head_dim != hidden/heads with attention and MLP
  * biases, qwen2 with q/k/v biases, mistral, BF16 and F16 weights, and the mixtures of experts
- * mixtral, qwen2_moe (with its gated shared expert) and qwen3_moe (q/k norms). Every position's logits, from
+ * mixtral, qwen2_moe (with its gated shared expert) and qwen3_moe (q/k norms), sliding-window attention
+ * (mistral with a window of 5, qwen2 with max_window_layers 1 and a window of 4) and a Llama-3 config in
+ * transformers 5's own layout (rope_parameters, rope_theta 500000). Every position's logits, from
  * one prefill and from token-by-token decoding, on the fast kernels and on the scalar reference.
  * Tolerance: max abs error 1e-4 for all of them (BF16/F16 too: the oracle ran in float64 on the
  * exact stored weights, and spotq computes in float32); against transformers' native bfloat16
@@ -16,7 +18,7 @@
 #include "check.h"
 
 static const char *FIXTURES[] = {"llama_gqa", "llama3_rope", "llama_headdim", "qwen2_bias", "mistral", "llama_bf16", "qwen2_f16",
-                                 "mixtral", "qwen2_moe", "qwen3_moe"};
+                                 "mixtral", "qwen2_moe", "qwen3_moe", "mistral_window", "qwen2_window", "llama3_v5"};
 
 typedef struct {
     int ids[64], n, vocab;
