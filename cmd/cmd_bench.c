@@ -10,11 +10,13 @@
 #include "cmd.h"
 
 static const char *USAGE =
-    "MODEL [--prompt-len N] [--gen N] [--reps N] [--threads N] [--json]\n\n"
+    "MODEL [--prompt-len N] [--gen N] [--reps N] [--threads N] [--draft DRAFT [--spec-k K]] [--json]\n\n"
     "Times a prefill of --prompt-len tokens (through the last position's logits) and then --gen decode\n"
     "steps (one token each, greedy), after one untimed warm-up; reports the median of --reps runs and\n"
     "the peak resident memory (the mmap'd weights included). The tokens are synthetic: no tokenizer\n"
-    "is needed.";
+    "is needed. With --draft, also the same prompt and --gen tokens decoded speculatively (DRAFT\n"
+    "proposing K tokens a step, greedy): the share of drafted tokens accepted and the speed-up over\n"
+    "plain decoding (prefill and decode together, the speculative run's prefill being its first step).";
 
 static double now_s(void) {
     struct timespec t;
@@ -25,6 +27,19 @@ static double now_s(void) {
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+/* One speculative run (greedy) of the prompt and gen tokens: seconds, and the statistics. */
+static sq_status run_spec(sq_state *s, sq_state *ds, sq_sampler *g, sq_sampler *dg, int k, const int *prompt, int np, int gen, int *ids,
+                          double *t, sq_spec_stats *st, sq_err *err) {
+    sq_status e;
+    if ((e = sq_state_rewind(s, 0, err)) || (e = sq_state_rewind(ds, 0, err))) return e;
+    memcpy(ids, prompt, (size_t)np * sizeof *ids);
+    int n;
+    double t0 = now_s();
+    e = sq_speculate(s, ds, g, dg, k, ids, np, gen, NULL, NULL, &n, st, err);
+    *t = now_s() - t0;
+    return e;
 }
 
 /* One run: seconds of the prefill and of the decode steps. */
@@ -44,15 +59,17 @@ static sq_status run_once(sq_state *s, const int *prompt, int np, int gen, float
 }
 
 int cmd_bench(int argc, char **argv) {
-    int prompt_len = 256, gen = 64, reps = 3, threads = 0;
+    int prompt_len = 256, gen = 64, reps = 3, threads = 0, spec_k = 4;
     bool json = false;
-    const char *device = "cpu";
+    const char *device = "cpu", *draft_path = NULL;
     const sq_opt opts[] = {
         {"--prompt-len", 'i', &prompt_len, "prompt tokens of the prefill (default 256)"},
         {"--gen", 'i', &gen, "decode steps after it (default 64)"},
         {"--reps", 'i', &reps, "timed runs; the median is reported (default 3)"},
         {"--threads", 'i', &threads, "threads (default: one per CPU)"},
         {"--device", 's', &device, "cpu (default) or cpu-ref"},
+        {"--draft", 's', &draft_path, "also decode speculatively with this draft model (same vocabulary)"},
+        {"--spec-k", 'i', &spec_k, "draft tokens proposed a step (default 4)"},
         {"--json", 'f', &json, "print JSON instead of text"},
         {0}};
     const char *pos[1];
@@ -63,23 +80,41 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "spotq bench: --prompt-len and --reps must be positive, --gen and --threads not negative\n");
         return SQ_EXIT_USAGE;
     }
+    if (spec_k < 1 || spec_k > 64) {
+        fprintf(stderr, "spotq bench: --spec-k %d: give 1 to 64 draft tokens a step\n", spec_k);
+        return SQ_EXIT_USAGE;
+    }
     sq_err err = {0};
     sq_exec *ex = NULL;
     sq_model *m = NULL;
-    sq_state *s = NULL;
-    int *prompt = NULL, rc = SQ_EXIT_FAIL;
+    sq_state *s = NULL, *ds = NULL;
+    sq_model *dm = NULL;
+    sq_sampler *g = NULL, *dg = NULL;
+    int *prompt = NULL, *ids = NULL, rc = SQ_EXIT_FAIL;
     float *logits = NULL;
-    double *tp = NULL, *td = NULL;
+    double *tp = NULL, *td = NULL, *tsp = NULL;
+    sq_spec_stats spec = {0};
     if (sq_exec_new(&ex, device, threads, &err) || sq_model_open(&m, pos[0], ex, &err)) goto fail;
     const sq_config *cfg = sq_model_config(m);
     if (prompt_len + gen > cfg->max_pos)
         sq_log(SQ_LOG_WARN, "--prompt-len + --gen = %d is beyond the model's %d positions (timed anyway)", prompt_len + gen, cfg->max_pos);
-    if (sq_state_new(&s, m, prompt_len + gen, 0, &err)) goto fail;
+    int room = prompt_len + gen + (draft_path ? spec_k : 0);
+    if (sq_state_new(&s, m, room, 0, &err)) goto fail;
+    if (draft_path && (sq_model_open(&dm, draft_path, ex, &err) || sq_state_new(&ds, dm, room, 0, &err) ||
+                       sq_sampler_new(&g, cfg->vocab, 0, 1, 0, &err) || sq_sampler_new(&dg, cfg->vocab, 0, 1, 1, &err)))
+        goto fail;
+    if (dm && sq_model_config(dm)->vocab != cfg->vocab) {
+        sq_fail(&err, SQ_ERR_FORMAT, "%s: the draft's vocabulary of %d is not the model's %d", draft_path, sq_model_config(dm)->vocab,
+                cfg->vocab);
+        goto fail;
+    }
     prompt = malloc((size_t)prompt_len * sizeof *prompt);
+    ids = malloc((size_t)room * sizeof *ids);
     logits = malloc((size_t)cfg->vocab * sizeof *logits);
     tp = calloc((size_t)reps, sizeof *tp);
     td = calloc((size_t)reps, sizeof *td);
-    if (!prompt || !logits || !tp || !td) {
+    tsp = calloc((size_t)reps, sizeof *tsp);
+    if (!prompt || !ids || !logits || !tp || !td || !tsp) {
         sq_fail(&err, SQ_ERR_NOMEM, "out of memory");
         goto fail;
     }
@@ -89,9 +124,17 @@ int cmd_bench(int argc, char **argv) {
     if (run_once(s, prompt, prompt_len, gen < 4 ? gen : 4, logits, cfg->vocab, &wp, &wd, &err)) goto fail; /* warm-up: pages in the weights */
     for (int i = 0; i < reps; i++)
         if (run_once(s, prompt, prompt_len, gen, logits, cfg->vocab, &tp[i], &td[i], &err)) goto fail;
+    if (draft_path) {
+        double w;
+        if (run_spec(s, ds, g, dg, spec_k, prompt, prompt_len, gen < 4 ? gen : 4, ids, &w, &spec, &err)) goto fail; /* warm-up */
+        for (int i = 0; i < reps; i++)
+            if (run_spec(s, ds, g, dg, spec_k, prompt, prompt_len, gen, ids, &tsp[i], &spec, &err)) goto fail;
+    }
     qsort(tp, (size_t)reps, sizeof *tp, cmp_double);
     qsort(td, (size_t)reps, sizeof *td, cmp_double);
-    double p = tp[reps / 2], d = td[reps / 2];
+    qsort(tsp, (size_t)reps, sizeof *tsp, cmp_double);
+    double p = tp[reps / 2], d = td[reps / 2], ts = tsp[reps / 2];
+    double accept = spec.drafted ? (double)spec.accepted / (double)spec.drafted : 0, speedup = ts > 0 ? (p + d) / ts : 0;
     double prefill_rate = p > 0 ? prompt_len / p : 0, decode_rate = d > 0 && gen ? gen / d : 0;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -113,12 +156,24 @@ int cmd_bench(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "prefill_seconds", p);
         cJSON_AddNumberToObject(o, "decode_seconds", d);
         cJSON_AddNumberToObject(o, "peak_rss_mib", rss_mib);
+        if (draft_path) {
+            cJSON *sp = cJSON_AddObjectToObject(o, "speculative");
+            cJSON_AddStringToObject(sp, "draft", draft_path);
+            cJSON_AddNumberToObject(sp, "k", spec_k);
+            cJSON_AddNumberToObject(sp, "seconds", ts);
+            cJSON_AddNumberToObject(sp, "target_steps", (double)spec.steps);
+            cJSON_AddNumberToObject(sp, "acceptance", accept);
+            cJSON_AddNumberToObject(sp, "speedup", speedup);
+        }
         sq_cmd_print_json(o);
     } else {
         printf("model:     %s (%s, %d layers, hidden %d, %s weights)\n", pos[0], sq_arch_name(cfg->arch), cfg->n_layers, cfg->hidden, dt);
         printf("threads:   %d\n", nthreads);
         printf("prefill:   %8.1f tokens/s  (%d tokens in %.3f s, median of %d)\n", prefill_rate, prompt_len, p, reps);
         printf("decode:    %8.1f tokens/s  (%d tokens in %.3f s, after %d of prompt)\n", decode_rate, gen, d, prompt_len);
+        if (draft_path)
+            printf("speculative: %.3f s for the prompt and %d tokens with %s, k %d: %.0f%% of drafted tokens accepted, %lld target "
+                   "steps, %.2fx plain decoding\n", ts, gen, draft_path, spec_k, 100 * accept, (long long)spec.steps, speedup);
         printf("peak RSS:  %.1f MiB\n", rss_mib);
     }
     rc = 0;
@@ -127,10 +182,16 @@ fail:
     rc = sq_cmd_fail(&err);
 done:
     free(prompt);
+    free(ids);
     free(logits);
     free(tp);
     free(td);
+    free(tsp);
     sq_state_free(s);
+    sq_state_free(ds);
+    sq_sampler_free(g);
+    sq_sampler_free(dg);
+    sq_model_close(dm);
     sq_model_close(m);
     sq_exec_free(ex);
     return rc;

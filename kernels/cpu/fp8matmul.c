@@ -11,7 +11,7 @@
 
 #include "vec.h"
 
-#define GEMV_MAX_N 4
+#define GEMV_MAX_N 8
 #define ROW_ALIGN 16
 #define E4M3_MAX 448.0f
 /* vLLM's floor on a dynamic scale: an all-zero token must not divide by zero. */

@@ -10,7 +10,7 @@
 #include "vec.h"
 
 /* Up to this many rows of x, the GEMV path: it reads W once for all of them. */
-#define GEMV_MAX_N 4
+#define GEMV_MAX_N 8
 /* Rows of W per chunk of work: the GEMV's, and the F32 sgemm's (sgemm runs as fast on 128 rows of W
  * at a time as on all of them). Multiples of 16 keep chunks cache-line aligned in y. */
 #define GEMV_CHUNK 64

@@ -9,7 +9,7 @@
 
 #include "vec.h"
 
-#define GEMV_MAX_N 4
+#define GEMV_MAX_N 8
 #define ROW_ALIGN 16
 
 static inline uint32_t code_at(const sq_qweight *q, const uint32_t *row, int64_t j) {

@@ -13,7 +13,16 @@ out=$($SPOTQ bench tests/fixtures/runtime/llama_bf16 --prompt-len 16 --gen 4 --r
 echo "$out" | grep -qE "^prefill: +[0-9.]+ tokens/s +\(16 tokens" || fail "text: $out"
 echo "$out" | grep -qF "BF16 weights" || fail "text dtype: $out"
 echo "$out" | grep -qE "^peak RSS: +[0-9.]+ MiB" || fail "text rss: $out"
+# --draft: the model as its own draft keeps every drafted token
+out=$($SPOTQ bench models/stories260K --prompt-len 16 --gen 24 --reps 1 --draft models/stories260K --spec-k 3 --json)
+echo "$out" | tr -d '\n\t' | grep -qE '"speculative":\{"draft":"models/stories260K","k":3,"seconds":[0-9.e-]+,"target_steps":6,"acceptance":1,"speedup":[0-9.e-]+\}' ||
+    fail "speculative JSON: $out"
+out=$($SPOTQ bench models/stories260K --prompt-len 16 --gen 24 --reps 1 --draft tests/fixtures/moe/mixtral)
+echo "$out" | grep -qE "^speculative: [0-9.]+ s for the prompt and 24 tokens with tests/fixtures/moe/mixtral, k 4: [0-9]+% of drafted tokens accepted" ||
+    fail "speculative text: $out"
 set +e
+$SPOTQ bench models/stories260K --draft tests/fixtures/runtime/qwen2_bias 2>/dev/null
+[ $? -eq 1 ] || fail "a draft of another vocabulary fails"
 $SPOTQ bench models/stories260K --prompt-len 0 2>/dev/null
 [ $? -eq 2 ] || fail "--prompt-len 0 is a usage error"
 exit 0
