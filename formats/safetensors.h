@@ -66,4 +66,14 @@ sq_status sq_stw_meta(sq_stw *w, const char *key, const char *value, sq_err *err
 sq_status sq_stw_finish(sq_stw *w, sq_err *err); /* frees w whatever the result */
 void sq_stw_abort(sq_stw *w);                      /* NULL is fine */
 
+/* A checkpoint's tensors written into directory dir as shards of at most max_bytes of tensor data
+ * (shards.c): model.safetensors when one is enough, else model-00001-of-0000N.safetensors and
+ * model.safetensors.index.json, as transformers writes them. A tensor larger than max_bytes gets a
+ * shard of its own. */
+typedef struct sq_shards sq_shards;
+sq_status sq_shards_open(sq_shards **out /* OUT */, const char *dir, int64_t max_bytes, sq_err *err);
+sq_status sq_shards_add(sq_shards *w, const char *name, sq_dtype dtype, int ndim, const int64_t *shape, const void *data, sq_err *err);
+sq_status sq_shards_finish(sq_shards *w, int *n_shards /* OUT, may be NULL */, sq_err *err); /* frees w whatever the result */
+void sq_shards_abort(sq_shards *w);                                                     /* NULL is fine */
+
 #endif

@@ -86,7 +86,7 @@ static sq_status add_tensor(run *r, const char *module, const char *suffix, sq_d
     snprintf(name, sizeof name, "%s.%s", module, suffix);
     int64_t shape[2] = {d0, d1};
     double t = sq_pl_now();
-    sq_status s = sq_stw_add(r->w, name, dt, nd, shape, data, err);
+    sq_status s = sq_shards_add(r->w, name, dt, nd, shape, data, err);
     r->t_write += sq_pl_now() - t;
     return s;
 }
@@ -449,7 +449,7 @@ static sq_status copy_others(run *r, const sq_st *st, sq_err *err) {
             continue; /* AWQ folds its scales into these: written with their block */
         if ((s = sq_pl_check_finite(r, t->name, t->dtype, t->data, t->numel, err))) break;
         double t0 = sq_pl_now();
-        s = sq_stw_add(r->w, t->name, t->dtype, t->ndim, t->shape, t->data, err);
+        s = sq_shards_add(r->w, t->name, t->dtype, t->ndim, t->shape, t->data, err);
         r->t_write += sq_pl_now() - t0;
     }
     free(linear);
@@ -524,9 +524,7 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
     for (int smp = 0; smp < o->nsamples; smp++) sq_model_embed(r.m, r.win + smp * T, (int)T, r.x + smp * T * H);
 
     if ((s = sq_outdir_begin(&od, o->out, o->force, err))) goto done;
-    char path[4500];
-    if ((s = sq_outdir_file(od, "model.safetensors", path, sizeof path, err))) goto done;
-    if ((s = sq_stw_open(&r.w, path, err))) goto done;
+    if ((s = sq_shards_open(&r.w, sq_outdir_tmp(od), o->max_shard_bytes > 0 ? o->max_shard_bytes : SQ_DEFAULT_SHARD_BYTES, err))) goto done;
     if ((s = copy_others(&r, ck->st, err))) goto done;
     for (int64_t i = 0; i < sq_st_count(ck->st); i++) /* embeddings, lm_head: written, not needed again */
         if (strncmp(sq_st_get(ck->st, i)->name, "model.layers.", 13) != 0) sq_st_release(ck->st, sq_st_get(ck->st, i));
@@ -548,8 +546,10 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
                nkept, r.nrep, r.rep[0].quantized ? r.rep[r.nrep - 1].name : r.rep[0].name,
                r.rep[0].quantized ? r.rep[r.nrep - 1].note : r.rep[0].note);
     double tw = sq_pl_now();
-    s = sq_stw_finish(r.w, err);
+    int nshards;
+    s = sq_shards_finish(r.w, &nshards, err);
     r.w = NULL;
+    if (!s && nshards > 1) sq_log(SQ_LOG_INFO, "weights written as %d shards of at most %lld bytes", nshards, (long long)o->max_shard_bytes);
     r.t_write += sq_pl_now() - tw;
     if (s) goto done;
     if ((s = sq_pl_write_config(&r, od, ck->config_path, err))) goto done;
@@ -568,7 +568,7 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
                r.t_hessian, sq_method_name(o->method), r.t_quant, r.t_write, (double)ru.ru_maxrss / 1024.0);
     }
 done:
-    sq_stw_abort(r.w);
+    sq_shards_abort(r.w);
     sq_outdir_abort(od);
     for (int j = 0; j < r.max_units * SQ_LIN_COUNT; j++) {
         if (r.deq) free(r.deq[j]);

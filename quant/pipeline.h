@@ -36,7 +36,11 @@ typedef struct {
     bool fp8_per_channel;        /* fp8: one weight scale per output channel (compressed-tensors only); else per tensor */
     sq_act act;                  /* fp8: activations (vLLM's fp8 format has no weight-only form: static or dynamic) */
     sq_device device;            /* gptq: Hessian accumulation and the GPTQ solve on the GPU (SQ_DEVICE_CUDA) */
+    int64_t max_shard_bytes;     /* tensor bytes per output shard (0: SQ_DEFAULT_SHARD_BYTES) */
 } sq_quantize_opts;
+
+/* Output shards hold at most this much tensor data by default (4 GiB). */
+#define SQ_DEFAULT_SHARD_BYTES (4ll << 30)
 
 sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err);
 

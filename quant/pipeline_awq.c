@@ -169,7 +169,7 @@ static sq_status write_vector(run *r, const char *name, const float *v, sq_err *
     void *buf = malloc((size_t)t->nbytes);
     if (!buf) return sq_fail(err, SQ_ERR_NOMEM, "out of memory writing %s", name);
     sq_dtype_from_f32(t->dtype, v, buf, (size_t)t->numel);
-    sq_status s = sq_stw_add(r->w, name, t->dtype, t->ndim, t->shape, buf, err);
+    sq_status s = sq_shards_add(r->w, name, t->dtype, t->ndim, t->shape, buf, err);
     free(buf);
     return s;
 }

@@ -26,7 +26,7 @@ typedef struct {
     const sq_config *c;
     sq_model *m;
     sq_state *st;
-    sq_stw *w;
+    sq_shards *w;                /* the output's weights */
     int *win;                    /* (nsamples, seqlen) calibration token windows */
     float *x;                    /* (nsamples, seqlen, hidden) the current block's inputs */
     float *tmp;                  /* (seqlen, hidden) */

@@ -1,8 +1,9 @@
 #!/bin/sh
 # quantize.sh: `spotq quantize` on the bundled model: GPTQ beats RTN (perplexity and every matrix's
 # output error), the output is the same whatever --threads, both formats load and give the same
-# model, odd matrices stay in full precision with a warning, OUT is kept unless --force, and an
-# interrupted run leaves nothing behind.
+# model, odd matrices stay in full precision with a warning, OUT is kept unless --force, an
+# interrupted run leaves nothing behind, and --max-shard-size shards the weights with an index that
+# the runtime reads back as the same model.
 set -e
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
@@ -33,6 +34,17 @@ $SPOTQ quantize $M -o $T/g2 --method gptq $C --format gptq 2>/dev/null
 $SPOTQ quantize $M -o $T/ct --method gptq $C --format compressed-tensors 2>/dev/null
 grep -q '"format":	"pack-quantized"' $T/ct/config.json || { echo "ct config"; exit 1; }
 [ "$(ppl $T/g2)" = "$(ppl $T/ct)" ] || { echo "gptq and compressed-tensors outputs differ"; exit 1; }
+# sharded output: several files, every one and every tensor in the index, the same model
+$SPOTQ quantize $M -o $T/sh --method gptq --act-order $C --max-shard-size 100k 2>$T/sh.log
+grep -q "weights written as [0-9]* shards of at most 102400 bytes" $T/sh.log || { echo "no shard note"; cat $T/sh.log; exit 1; }
+[ ! -e $T/sh/model.safetensors ] && [ -f $T/sh/model.safetensors.index.json ] || { echo "sharded layout"; ls $T/sh; exit 1; }
+nfiles=$(ls $T/sh/model-*-of-*.safetensors | wc -l)
+[ "$nfiles" -gt 3 ] || { echo "$nfiles shards"; exit 1; }
+for f in $T/sh/model-*-of-*.safetensors; do grep -q "\"$(basename $f)\"" $T/sh/model.safetensors.index.json || { echo "$f not in the index"; exit 1; }; done
+n1=$($SPOTQ inspect $T/gptq | sed -n 's/^tensors: *//p'); n2=$($SPOTQ inspect $T/sh | sed -n 's/^tensors: *//p')
+[ "$n1" = "$n2" ] && [ "$(grep -c '"model\.' $T/sh/model.safetensors.index.json)" -eq "$n1" ] || { echo "tensors $n1 vs $n2"; exit 1; }
+[ "$(ppl $T/sh)" = "$(ppl $T/gptq)" ] || { echo "sharded output is another model"; exit 1; }
+
 # eval gates on the quantised output
 $SPOTQ eval $T/gptq --data data/tinystories/eval.txt --ctx 256 --ref $M --max-ppl-ratio 1.05 >/dev/null 2>&1 || { echo "gate 1.05 failed"; exit 1; }
 set +e
@@ -48,6 +60,8 @@ sleep 1
 kill -INT $pid
 wait $pid
 [ ! -e $T/int ] && [ -z "$(ls $T | grep spotq-tmp)" ] || { echo "interrupted run left files: $(ls $T)"; exit 1; }
+$SPOTQ quantize $M -o $T/x --method rtn $C --max-shard-size lots 2>$T/err; rc=$?
+[ $rc -eq 2 ] && grep -q "give a size such as 4G" $T/err || { echo "bad --max-shard-size: rc $rc"; exit 1; }
 # too little calibration text is a clear error
 $SPOTQ quantize $M -o $T/x --method gptq --calib data/tinystories/calib.txt --seqlen 100000 2>$T/err; rc=$?
 [ $rc -ne 0 ] && grep -q "too short for --seqlen 100000" $T/err || { echo "short calib: $(cat $T/err)"; exit 1; }
