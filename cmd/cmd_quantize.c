@@ -1,4 +1,4 @@
-/* cmd_quantize.c: `spotq quantize MODEL -o OUT --method rtn|gptq`: calibrate, quantise, write OUT. */
+/* cmd_quantize.c: `spotq quantize MODEL -o OUT --method ...`: calibrate, quantise, write OUT. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +11,7 @@
 #include "cmd.h"
 
 static const char *USAGE =
-    "MODEL -o OUT --method rtn|gptq|awq|awq+gptq|fp8|fp8+gptq --calib FILE [options]\n\n"
+    "MODEL -o OUT --method rtn|gptq|awq|awq+gptq|fp8|fp8+gptq [--calib FILE] [options]\n\n"
     "Calibrates MODEL block by block on FILE (.txt or .jsonl) and writes OUT, a Hugging Face directory with\n"
     "packed weights (GPTQ v1 for rtn/gptq, AWQ GEMM for awq, or compressed-tensors pack-quantized), its\n"
     "quantization_config, the tokenizer and generation files, and spotq.json (arguments, calibration hash,\n"
@@ -97,7 +97,7 @@ int cmd_quantize(int argc, char **argv) {
         {"-o", 's', &out, "output directory (required)"},
         {"--out", 's', &out, "same as -o"},
         {"--method", 's', &method, "rtn, gptq, awq, awq+gptq (AWQ's scales and clipping, then GPTQ), fp8 (E4M3) or fp8+gptq (E4M3 through GPTQ) (required)"},
-        {"--calib", 's', &calib, "calibration text, .txt or .jsonl (required)"},
+        {"--calib", 's', &calib, "calibration text, .txt or .jsonl (required but for rtn and fp8 without --act static, which then run data-free and report no errors)"},
         {"--format", 's', &format, "gptq (v1; default for rtn, gptq), awq (GEMM; default for awq), compressed-tensors, fp8 (vLLM's; default for fp8 where it fits)"},
         {"--bits", 'i', &bits, "4 or 8 (default 4)"},
         {"--group-size", 'i', &group, "columns per scale group, -1 for one per output channel (default 128)"},

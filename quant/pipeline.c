@@ -139,6 +139,11 @@ sq_status sq_pl_write_packed(run *r, const char *module, const sq_qmatrix *q, sq
     return s;
 }
 
+/* The relative output error over the calibration inputs; NaN (null in spotq.json) without them. */
+static double output_error(const float *w, const float *q, const float *h, int64_t n, int64_t k) {
+    return h ? sq_quant_output_error(w, q, h, n, k) : NAN;
+}
+
 /* The next report, for linear `which` of FFN unit `unit` of layer l. */
 static lin_report *new_report(run *r, int l, int unit, sq_lin which, const sq_wmat *wm) {
     lin_report *rep = &r->rep[r->nrep++];
@@ -170,14 +175,14 @@ static sq_status quantize_linear(run *r, int l, int unit, sq_lin which, sq_err *
     sq_status s = sq_quant_rtn(w, n, k, &r->o->q, &q, err);
     if (s) { free(w); free(dq); return s; }
     sq_qmatrix_dequant(&q, dq);
-    rep->err_rtn = rep->err = sq_quant_output_error(w, dq, h, n, k);
+    rep->err_rtn = rep->err = output_error(w, dq, h, n, k);
     if (r->o->method == SQ_METHOD_GPTQ) {
         sq_qmatrix_free(&q);
         s = r->o->device == SQ_DEVICE_CUDA ? sq_quant_gptq_cuda(w, h, n, k, &r->o->q, &q, err)
                                            : sq_quant_gptq(w, h, n, k, &r->o->q, &q, err);
         if (s) { free(w); free(dq); return s; }
         sq_qmatrix_dequant(&q, dq);
-        rep->err = sq_quant_output_error(w, dq, h, n, k);
+        rep->err = output_error(w, dq, h, n, k);
         rep->damp = q.damp_used;
         if (q.fallback) snprintf(rep->note, sizeof rep->note, "Hessian would not factor: RTN used");
     }
@@ -301,7 +306,7 @@ static sq_status fp8_linear(run *r, int l, int unit, sq_lin which, float tensor_
     sq_status s = sq_fp8_quantize(w, n, k, pc, tensor_absmax, codes, scale, what, err);
     if (!s) {
         sq_fp8_dequant(codes, scale, n, k, pc, dq);
-        rep->err_rtn = rep->err = sq_quant_output_error(w, dq, h, n, k);
+        rep->err_rtn = rep->err = output_error(w, dq, h, n, k);
     }
     if (!s && r->o->method == SQ_METHOD_FP8_GPTQ) {
         s = sq_fp8_gptq(w, h, n, k, pc, scale, r->o->q.act_order, r->o->q.damp, codes, &rep->damp, err);
@@ -311,7 +316,7 @@ static sq_status fp8_linear(run *r, int l, int unit, sq_lin which, float tensor_
         }
         if (!s) {
             sq_fp8_dequant(codes, scale, n, k, pc, dq);
-            rep->err = sq_quant_output_error(w, dq, h, n, k);
+            rep->err = output_error(w, dq, h, n, k);
         }
     }
     r->t_quant += sq_pl_now() - t;
@@ -394,12 +399,17 @@ static sq_status quantize_stage(run *r, int l, size_t si, sq_err *err) {
             todo += why[u][which][0] == 0;
         }
     sq_status s = SQ_OK;
-    if (todo) {
+    if (todo && r->x) {
         s = collect(r, l, si, units, err);
         if (!s && stages[si].site == SQ_SITE_GATEUP && sq_config_moe_layer(r->c, l) && route_rare_experts(r, l)) {
             free_hessians(r);
             s = collect(r, l, si, units, err);
         }
+    } else if (todo) { /* data-free (rtn, fp8 without static scales): no Hessians, no error report */
+        for (int u = 0; u < units; u++) r->hs[u] = (sq_hessian){0};
+        r->units = units;
+    }
+    if (todo) {
         for (int u = 0; u < units && !s; u++) {
             float tensor_absmax = 0, in_scale = 0;
             if (fp8) s = fp8_stage(r, l, si, u, (const char (*)[128])why[u], &tensor_absmax, &in_scale, err);
@@ -424,7 +434,7 @@ static sq_status quantize_block(run *r, int l, sq_err *err) {
         if (s) return s;
     }
     /* The quantised block's outputs are the next block's inputs. */
-    return run_layer(r, l, true, err);
+    return r->x ? run_layer(r, l, true, err) : SQ_OK;
 }
 
 /* Every tensor that is not a linear weight goes to the output unchanged (embeddings, norms, biases,
@@ -472,7 +482,10 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
     if (!(o->q.damp > 0)) return sq_fail(err, SQ_ERR_ARG, "--damp must be positive");
     if (o->format != SQ_FORMAT_GPTQ && !sq_pl_is_fp8(o->method) && o->q.act_order && !o->q.static_groups)
         return sq_fail(err, SQ_ERR_ARG, "--act-order with --format %s needs --static-groups (the format stores no g_idx)", sq_format_name(o->format));
-    if (!o->calib) return sq_fail(err, SQ_ERR_ARG, "quantize needs --calib FILE (calibration text)");
+    bool data_free = o->method == SQ_METHOD_RTN || (o->method == SQ_METHOD_FP8 && o->act != SQ_ACT_STATIC);
+    if (!o->calib && !data_free)
+        return sq_fail(err, SQ_ERR_ARG, "--method %s%s needs --calib FILE (calibration text)", sq_method_name(o->method),
+                       o->method == SQ_METHOD_FP8 ? " --act static" : "");
     if ((s = sq_exec_new(&ex, "cpu", o->threads, err))) return s;
     if ((s = sq_model_open(&r.m, o->model, ex, err))) goto done;
     r.c = sq_model_config(r.m);
@@ -482,22 +495,29 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
                     sq_method_name(o->method), r.c->model_type);
         goto done;
     }
-    if (!ck->tokenizer_path[0]) { s = sq_fail(err, SQ_ERR_IO, "%s: no tokenizer.json beside the model (needed for --calib)", o->model); goto done; }
-    if ((s = sq_tok_load(&tok, ck->tokenizer_path, err))) goto done;
-    if ((s = sq_text_tokens(tok, o->calib, false, &ids, &nids, err))) goto done;
+    sq_quantize_opts eff = *o; /* --seqlen 0: 2048, or the model's maximum if smaller */
+    if (eff.seqlen <= 0) eff.seqlen = r.c->max_pos < 2048 ? r.c->max_pos : 2048;
+    if (!o->calib) eff.nsamples = eff.seqlen = 0;
+    o = r.o = &eff;
+    if (o->calib && !ck->tokenizer_path[0]) {
+        s = sq_fail(err, SQ_ERR_IO, "%s: no tokenizer.json beside the model (needed for --calib)", o->model);
+        goto done;
+    }
+    if (o->calib && ((s = sq_tok_load(&tok, ck->tokenizer_path, err)) || (s = sq_text_tokens(tok, o->calib, false, &ids, &nids, err))))
+        goto done;
     for (int64_t i = 0; i < nids; i++)
         if (ids[i] < 0 || ids[i] >= r.c->vocab) {
             s = sq_fail(err, SQ_ERR_FORMAT, "%s: token %d of the calibration text is outside the model's vocabulary of %d (%s)", o->calib,
                         ids[i], r.c->vocab, ck->tokenizer_path);
             goto done;
         }
-    sq_quantize_opts eff = *o; /* --seqlen 0: 2048, or the model's maximum if smaller */
-    if (eff.seqlen <= 0) eff.seqlen = r.c->max_pos < 2048 ? r.c->max_pos : 2048;
-    o = r.o = &eff;
-    if ((s = sq_calib_windows(ids, nids, o->calib, o->nsamples, o->seqlen, o->seed, &r.win, err))) goto done;
+    if (o->calib && (s = sq_calib_windows(ids, nids, o->calib, o->nsamples, o->seqlen, o->seed, &r.win, err))) goto done;
     int64_t T = o->seqlen, H = r.c->hidden, ntok = (int64_t)o->nsamples * T;
-    r.x = sq_malloc((size_t)(ntok * H) * sizeof *r.x, err);
-    r.tmp = sq_malloc((size_t)(T * H) * sizeof *r.tmp, err);
+    if (o->calib) { /* r.x stays NULL without calibration */
+        r.x = sq_malloc((size_t)(ntok * H) * sizeof *r.x, err);
+        r.tmp = sq_malloc((size_t)(T * H) * sizeof *r.tmp, err);
+        if (!r.x || !r.tmp) { s = SQ_ERR_NOMEM; goto done; }
+    }
     int64_t nlin = 0;
     for (int l = 0; l < r.c->n_layers; l++) {
         int u = sq_model_ffn_units(r.m, l);
@@ -514,14 +534,16 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
     r.route_all = sq_calloc((size_t)E, 1, err);
     r.moe_tokens = sq_calloc((size_t)(E * r.c->n_layers), sizeof *r.moe_tokens, err);
     r.moe_all = sq_calloc((size_t)(E * r.c->n_layers), 1, err);
-    if (!r.x || !r.tmp || !r.rep || !r.hs || !r.unit_tokens || !r.act_absmax || !r.deq || !r.f8buf || !r.route_all || !r.moe_tokens ||
+    if (!r.rep || !r.hs || !r.unit_tokens || !r.act_absmax || !r.deq || !r.f8buf || !r.route_all || !r.moe_tokens ||
         !r.moe_all) {
         s = SQ_ERR_NOMEM;
         goto done;
     }
-    if ((s = sq_state_new(&r.st, r.m, (int)T, (int)T, err))) goto done;
-    sq_state_route_all(r.st, r.route_all);
-    for (int smp = 0; smp < o->nsamples; smp++) sq_model_embed(r.m, r.win + smp * T, (int)T, r.x + smp * T * H);
+    if (o->calib) {
+        if ((s = sq_state_new(&r.st, r.m, (int)T, (int)T, err))) goto done;
+        sq_state_route_all(r.st, r.route_all);
+        for (int smp = 0; smp < o->nsamples; smp++) sq_model_embed(r.m, r.win + smp * T, (int)T, r.x + smp * T * H);
+    }
 
     if ((s = sq_outdir_begin(&od, o->out, o->force, err))) goto done;
     if ((s = sq_shards_open(&r.w, sq_outdir_tmp(od), o->max_shard_bytes > 0 ? o->max_shard_bytes : SQ_DEFAULT_SHARD_BYTES, err))) goto done;
@@ -557,7 +579,7 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
                                  "generation_config.json", "LICENSE"};
     for (size_t i = 0; i < sizeof copy / sizeof *copy && !s; i++) s = sq_outdir_copy(od, ck->dir, copy[i], true, err);
     if (s) goto done;
-    if ((s = sq_pl_write_report(&r, od, sq_calib_hash(r.win, ntok), nids, sq_pl_now() - t0, err))) goto done;
+    if ((s = sq_pl_write_report(&r, od, r.win ? sq_calib_hash(r.win, ntok) : 0, nids, sq_pl_now() - t0, err))) goto done;
     s = sq_outdir_commit(od, err);
     od = NULL;
     if (!s) {

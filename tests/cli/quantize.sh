@@ -2,8 +2,9 @@
 # quantize.sh: `spotq quantize` on the bundled model: GPTQ beats RTN (perplexity and every matrix's
 # output error), the output is the same whatever --threads, both formats load and give the same
 # model, odd matrices stay in full precision with a warning, OUT is kept unless --force, an
-# interrupted run leaves nothing behind, and --max-shard-size shards the weights with an index that
-# the runtime reads back as the same model.
+# interrupted run leaves nothing behind, --max-shard-size shards the weights with an index that
+# the runtime reads back as the same model, and RTN (or FP8 without static scales) runs without
+# calibration text to the same weights, only the error report left empty.
 set -e
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
@@ -60,6 +61,14 @@ sleep 1
 kill -INT $pid
 wait $pid
 [ ! -e $T/int ] && [ -z "$(ls $T | grep spotq-tmp)" ] || { echo "interrupted run left files: $(ls $T)"; exit 1; }
+# data-free: RTN without --calib writes the same weights, with null errors; GPTQ and static FP8 need text
+$SPOTQ quantize $M -o $T/df --method rtn --bits 4 --group-size 32 --asym 2>/dev/null
+cmp $T/df/model.safetensors $T/rtn/model.safetensors || { echo "data-free RTN differs from calibrated RTN"; exit 1; }
+grep -q '"error_rtn":	null' $T/df/spotq.json && ! grep -q '"error_rtn":	[0-9]' $T/df/spotq.json || { echo "data-free errors"; exit 1; }
+for m in "gptq" "fp8 --act static" "awq"; do
+    $SPOTQ quantize $M -o $T/x --method $m 2>$T/err; rc=$?
+    [ $rc -eq 2 ] && [ "$(wc -l <$T/err)" -eq 1 ] && grep -q "needs --calib FILE" $T/err || { echo "$m without --calib: rc $rc $(cat $T/err)"; exit 1; }
+done
 $SPOTQ quantize $M -o $T/x --method rtn $C --max-shard-size lots 2>$T/err; rc=$?
 [ $rc -eq 2 ] && grep -q "give a size such as 4G" $T/err || { echo "bad --max-shard-size: rc $rc"; exit 1; }
 # too little calibration text is a clear error
