@@ -557,8 +557,10 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
         int np = snprintf(prefix, sizeof prefix, "model.layers.%d.", l);
         for (int64_t i = 0; i < sq_st_count(ck->st); i++)
             if (strncmp(sq_st_get(ck->st, i)->name, prefix, (size_t)np) == 0) sq_st_release(ck->st, sq_st_get(ck->st, i));
-        if (o->progress)
-            fprintf(stderr, "\rspotq: quantize: block %d/%d, %.1f s", l + 1, r.c->n_layers, sq_pl_now() - t0);
+        if (o->progress) { /* the ETA from the blocks so far (each block costs about the same) */
+            double el = sq_pl_now() - t0, eta = el / (l + 1) * (r.c->n_layers - l - 1);
+            fprintf(stderr, "\rspotq: quantize: block %d/%d, %.1f s, ETA %d:%02d   ", l + 1, r.c->n_layers, el, (int)eta / 60, (int)eta % 60);
+        }
     }
     if (o->progress) fputc('\n', stderr);
     int nkept = 0;
