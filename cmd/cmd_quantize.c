@@ -87,7 +87,7 @@ static int fp8_options(const char *scheme, const char *act, const char **format,
 }
 
 int cmd_quantize(int argc, char **argv) {
-    const char *out = NULL, *method = NULL, *calib = NULL, *format = NULL, *device = "cpu", *duo = "on", *clip = "on", *shard_size = "4G";
+    const char *stats = NULL, *out = NULL, *method = NULL, *calib = NULL, *format = NULL, *device = "cpu", *duo = "on", *clip = "on", *shard_size = "4G";
     const char *fp8_scheme = NULL, *act_mode = NULL;
     int bits = 4, group = 128, nsamples = 128, seqlen = 0, seed = 0, threads = 0;
     double damp = 0.01;
@@ -97,6 +97,7 @@ int cmd_quantize(int argc, char **argv) {
         {"-o", 's', &out, "output directory (required)"},
         {"--out", 's', &out, "same as -o"},
         {"--method", 's', &method, "rtn, gptq, awq, awq+gptq (AWQ's scales and clipping, then GPTQ), fp8 (E4M3) or fp8+gptq (E4M3 through GPTQ) (required)"},
+        {"--stats", 's', &stats, "statistics from spotq calib, instead of --calib (rtn, gptq, fp8, fp8+gptq; not sequential)"},
         {"--calib", 's', &calib, "calibration text, .txt or .jsonl (required but for rtn and fp8 without --act static, which then run data-free and report no errors)"},
         {"--format", 's', &format, "gptq (v1; default for rtn, gptq), awq (GEMM; default for awq), compressed-tensors, fp8 (vLLM's; default for fp8 where it fits)"},
         {"--bits", 'i', &bits, "4 or 8 (default 4)"},
@@ -133,7 +134,7 @@ int cmd_quantize(int argc, char **argv) {
     }
     sq_quantize_opts o = {.model = pos[0], .out = out, .calib = calib, .nsamples = nsamples, .seqlen = seqlen,
                           .seed = (uint64_t)(unsigned)seed, .threads = threads, .force = force, .ignore = ignore.v,
-                          .n_ignore = ignore.n, .progress = isatty(2), .max_shard_bytes = max_shard};
+                          .n_ignore = ignore.n, .progress = isatty(2), .max_shard_bytes = max_shard, .stats_in = stats};
     if (!strcmp(method, "gptq")) o.method = SQ_METHOD_GPTQ;
     else if (!strcmp(method, "rtn")) o.method = SQ_METHOD_RTN;
     else if (!strcmp(method, "awq")) o.method = SQ_METHOD_AWQ;

@@ -382,6 +382,44 @@ static bool route_rare_experts(run *r, int l) {
     return nrare > 0;
 }
 
+/* --stats: the Hessians of a stage's units from the statistics file instead of a calibration pass. */
+static sq_status load_stats(run *r, int l, size_t si, int units, sq_err *err) {
+    sq_status s = SQ_OK;
+    r->units = 0;
+    for (int u = 0; u < units && !s; u++, r->units++) {
+        int64_t k = sq_model_linear_unit(r->m, l, u, stages[si].lin[0])->cols;
+        const sq_stat_entry *e = sq_stats_find(&r->stats, l, stages[si].site, u);
+        if (!e || e->k != k)
+            return sq_fail(err, SQ_ERR_FORMAT, "%s: no statistics of width %lld for layer %d, site %d, unit %d", r->o->stats_in, (long long)k, l,
+                           (int)stages[si].site, u);
+        if ((s = sq_hessian_init(&r->hs[u], k, err))) break;
+        sq_stats_hessian(&r->stats, e, r->hs[u].h);
+        r->unit_tokens[u] = e->tokens;
+        r->act_absmax[u] = e->absmax;
+    }
+    return s;
+}
+
+/* `spotq calib`: block l of the full-precision model: every site of every unit collected and kept
+ * (rarely routed experts calibrated on every token, as quantize does), then the block's outputs. */
+static sq_status calib_block(run *r, int l, sq_err *err) {
+    if (r->c->n_experts) memset(r->route_all, 0, (size_t)r->c->n_experts);
+    sq_status s = SQ_OK;
+    for (size_t si = 0; si < sizeof stages / sizeof *stages && !s; si++) {
+        bool ffn = stages[si].site == SQ_SITE_GATEUP || stages[si].site == SQ_SITE_DOWN;
+        int units = ffn ? sq_model_ffn_units(r->m, l) : 1;
+        s = collect(r, l, si, units, err);
+        if (!s && stages[si].site == SQ_SITE_GATEUP && sq_config_moe_layer(r->c, l) && route_rare_experts(r, l)) {
+            free_hessians(r);
+            s = collect(r, l, si, units, err);
+        }
+        for (int u = 0; u < r->units && !s; u++)
+            s = sq_stats_add(&r->stats, l, stages[si].site, u, r->hs[u].k, r->unit_tokens[u], r->act_absmax[u], r->hs[u].h, err);
+        free_hessians(r);
+    }
+    return s ? s : run_layer(r, l, true, err);
+}
+
 /* One true-sequential stage of block l, for every FFN unit it has: the inputs of its site collected
  * in one pass, then each unit's linears quantised (or kept, with the reason). */
 static sq_status quantize_stage(run *r, int l, size_t si, sq_err *err) {
@@ -399,7 +437,9 @@ static sq_status quantize_stage(run *r, int l, size_t si, sq_err *err) {
             todo += why[u][which][0] == 0;
         }
     sq_status s = SQ_OK;
-    if (todo && r->x) {
+    if (todo && r->o->stats_in) {
+        s = load_stats(r, l, si, units, err);
+    } else if (todo && r->x) {
         s = collect(r, l, si, units, err);
         if (!s && stages[si].site == SQ_SITE_GATEUP && sq_config_moe_layer(r->c, l) && route_rare_experts(r, l)) {
             free_hessians(r);
@@ -483,8 +523,11 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
     if (o->format != SQ_FORMAT_GPTQ && !sq_pl_is_fp8(o->method) && o->q.act_order && !o->q.static_groups)
         return sq_fail(err, SQ_ERR_ARG, "--act-order with --format %s needs --static-groups (the format stores no g_idx)", sq_format_name(o->format));
     bool data_free = o->method == SQ_METHOD_RTN || (o->method == SQ_METHOD_FP8 && o->act != SQ_ACT_STATIC);
-    if (!o->calib && !data_free)
-        return sq_fail(err, SQ_ERR_ARG, "--method %s%s needs --calib FILE (calibration text)", sq_method_name(o->method),
+    if (o->stats_out && !o->calib) return sq_fail(err, SQ_ERR_ARG, "calib needs --calib FILE (calibration text)");
+    if (o->stats_in && (o->calib || sq_pl_is_awq(o->method)))
+        return sq_fail(err, SQ_ERR_ARG, "--stats replaces --calib, for rtn, gptq, fp8 and fp8+gptq (awq needs the activations themselves)");
+    if (!o->calib && !data_free && !o->stats_in)
+        return sq_fail(err, SQ_ERR_ARG, "--method %s%s needs --calib FILE (calibration text) or --stats STATS", sq_method_name(o->method),
                        o->method == SQ_METHOD_FP8 ? " --act static" : "");
     if ((s = sq_exec_new(&ex, "cpu", o->threads, err))) return s;
     if ((s = sq_model_open(&r.m, o->model, ex, err))) goto done;
@@ -494,6 +537,15 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
         s = sq_fail(err, SQ_ERR_UNSUPPORTED, "%s: --method %s on a mixture of experts (%s) is not supported yet (rtn, gptq, fp8 are)", o->model,
                     sq_method_name(o->method), r.c->model_type);
         goto done;
+    }
+    if (o->stats_in) {
+        if ((s = sq_stats_read(&r.stats, o->stats_in, err))) goto done;
+        if (strcmp(r.stats.arch, sq_arch_name(r.c->arch)) || r.stats.hidden != r.c->hidden || r.stats.n_layers != r.c->n_layers ||
+            r.stats.vocab != r.c->vocab || r.stats.n_experts != r.c->n_experts) {
+            s = sq_fail(err, SQ_ERR_FORMAT, "%s: statistics of another model (%s, %d layers, hidden %d), not of %s", o->stats_in, r.stats.arch,
+                        r.stats.n_layers, r.stats.hidden, o->model);
+            goto done;
+        }
     }
     sq_quantize_opts eff = *o; /* --seqlen 0: 2048, or the model's maximum if smaller */
     if (eff.seqlen <= 0) eff.seqlen = r.c->max_pos < 2048 ? r.c->max_pos : 2048;
@@ -545,6 +597,23 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
         for (int smp = 0; smp < o->nsamples; smp++) sq_model_embed(r.m, r.win + smp * T, (int)T, r.x + smp * T * H);
     }
 
+    if (o->stats_out) { /* spotq calib: statistics only */
+        snprintf(r.stats.arch, sizeof r.stats.arch, "%s", sq_arch_name(r.c->arch));
+        snprintf(r.stats.calib, sizeof r.stats.calib, "%s", o->calib);
+        snprintf(r.stats.hash, sizeof r.stats.hash, "%016llx", (unsigned long long)sq_calib_hash(r.win, ntok));
+        r.stats.hidden = r.c->hidden, r.stats.n_layers = r.c->n_layers, r.stats.vocab = r.c->vocab, r.stats.n_experts = r.c->n_experts;
+        r.stats.text_tokens = nids, r.stats.nsamples = o->nsamples, r.stats.seqlen = o->seqlen, r.stats.seed = o->seed;
+        for (int l = 0; l < r.c->n_layers && !s; l++) {
+            s = calib_block(&r, l, err);
+            if (!s && o->progress) fprintf(stderr, "\rspotq: calib: block %d/%d, %.1f s   ", l + 1, r.c->n_layers, sq_pl_now() - t0);
+        }
+        if (o->progress) fputc('\n', stderr);
+        if (!s) s = sq_stats_write(&r.stats, o->stats_out, err);
+        if (!s)
+            sq_log(SQ_LOG_INFO, "kept %lld statistics (%.1f MiB of Hessians before compression) of %d x %d tokens in %.1f s", (long long)r.stats.n,
+                   (double)r.stats.data_len * 4.0 / 1048576.0, o->nsamples, o->seqlen, sq_pl_now() - t0);
+        goto done;
+    }
     if ((s = sq_outdir_begin(&od, o->out, o->force, err))) goto done;
     if ((s = sq_shards_open(&r.w, sq_outdir_tmp(od), o->max_shard_bytes > 0 ? o->max_shard_bytes : SQ_DEFAULT_SHARD_BYTES, err))) goto done;
     if ((s = copy_others(&r, ck->st, err))) goto done;
@@ -614,6 +683,7 @@ done:
     free(r.win);
     free(ids);
     sq_state_free(r.st);
+    sq_stats_free(&r.stats);
     sq_tok_free(tok);
     sq_model_close(r.m);
     sq_exec_free(ex);

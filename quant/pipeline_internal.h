@@ -3,6 +3,7 @@
 #ifndef SQ_PIPELINE_INTERNAL_H
 #define SQ_PIPELINE_INTERNAL_H
 
+#include "../calib/stats.h"
 #include "../formats/outdir.h"
 #include "../formats/safetensors.h"
 #include "../runtime/runtime.h"
@@ -27,6 +28,7 @@ typedef struct {
     sq_model *m;
     sq_state *st;
     sq_shards *w;                /* the output's weights */
+    sq_stats stats;              /* --stats: read; spotq calib: collected */
     int *win;                    /* (nsamples, seqlen) calibration token windows */
     float *x;                    /* (nsamples, seqlen, hidden) the current block's inputs */
     float *tmp;                  /* (seqlen, hidden) */

@@ -193,14 +193,17 @@ sq_status sq_pl_write_report(run *r, sq_outdir *od, uint64_t calib_hash, int64_t
         cJSON_AddBoolToObject(a, "awq_clip", o->awq_clip);
     }
     cJSON *c = cJSON_AddObjectToObject(j, "calibration");
-    cJSON_AddStringToObject(c, "file", o->calib ? o->calib : "");
     char hex[20];
     snprintf(hex, sizeof hex, "%016llx", (unsigned long long)calib_hash);
-    cJSON_AddStringToObject(c, "fnv1a64_of_window_ids", hex);
-    cJSON_AddNumberToObject(c, "text_tokens", (double)calib_tokens);
-    cJSON_AddNumberToObject(c, "nsamples", o->nsamples);
-    cJSON_AddNumberToObject(c, "seqlen", o->seqlen);
-    cJSON_AddNumberToObject(c, "seed", (double)o->seed);
+    const sq_stats *st = o->stats_in ? &r->stats : NULL; /* --stats: the calibration those statistics came from */
+    if (st) cJSON_AddStringToObject(c, "stats", o->stats_in);
+    cJSON_AddStringToObject(c, "file", st ? st->calib : o->calib ? o->calib : "");
+    cJSON_AddStringToObject(c, "fnv1a64_of_window_ids", st ? st->hash : hex);
+    cJSON_AddNumberToObject(c, "text_tokens", st ? (double)st->text_tokens : (double)calib_tokens);
+    cJSON_AddNumberToObject(c, "nsamples", st ? st->nsamples : o->nsamples);
+    cJSON_AddNumberToObject(c, "seqlen", st ? st->seqlen : o->seqlen);
+    cJSON_AddNumberToObject(c, "seed", st ? (double)st->seed : (double)o->seed);
+    cJSON_AddBoolToObject(c, "sequential", !st); /* statistics are of the full-precision model */
     cJSON *layers = cJSON_AddArrayToObject(j, "layers");
     for (int i = 0; i < r->nrep; i++) {
         const lin_report *p = &r->rep[i];
