@@ -1,4 +1,5 @@
 /* args.c: long-option parsing shared by every command; --help is handled here, once. */
+#include "../runtime/runtime.h"
 #include "cmd.h"
 
 #include <cJSON.h>
@@ -104,4 +105,13 @@ int sq_cmd_print_json(cJSON *doc) {
     printf("%s\n", txt);
     free(txt);
     return 0;
+}
+
+sq_status sq_cmd_open_draft(const char *path, sq_exec *ex, const sq_model *target, int room, sq_model **dm, sq_state **ds, sq_err *err) {
+    sq_status s = sq_model_open(dm, path, ex, err);
+    if (!s && sq_model_config(*dm)->vocab != sq_model_config(target)->vocab)
+        s = sq_fail(err, SQ_ERR_FORMAT, "%s: the draft's vocabulary of %d is not the model's %d", path, sq_model_config(*dm)->vocab,
+                    sq_model_config(target)->vocab);
+    if (!s) s = sq_state_new(ds, *dm, room, 0, err);
+    return s;
 }

@@ -42,6 +42,14 @@ int sq_cmd_print_json(struct cJSON *doc);
 /* Prints "spotq: error: MSG" and returns SQ_EXIT_FAIL (or SQ_EXIT_USAGE for SQ_ERR_ARG). */
 int sq_cmd_fail(const sq_err *err);
 
+/* generate and bench --draft: opens the draft model on ex with a state of room positions; a draft
+ * whose vocabulary is not target's is an error naming it. */
+struct sq_model;
+struct sq_state;
+struct sq_exec;
+sq_status sq_cmd_open_draft(const char *path, struct sq_exec *ex, const struct sq_model *target, int room, struct sq_model **dm /* OUT */,
+                            struct sq_state **ds /* OUT */, sq_err *err);
+
 int cmd_inspect(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_calib(int argc, char **argv);

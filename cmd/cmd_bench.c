@@ -100,14 +100,9 @@ int cmd_bench(int argc, char **argv) {
         sq_log(SQ_LOG_WARN, "--prompt-len + --gen = %d is beyond the model's %d positions (timed anyway)", prompt_len + gen, cfg->max_pos);
     int room = prompt_len + gen + (draft_path ? spec_k : 0);
     if (sq_state_new(&s, m, room, 0, &err)) goto fail;
-    if (draft_path && (sq_model_open(&dm, draft_path, ex, &err) || sq_state_new(&ds, dm, room, 0, &err) ||
-                       sq_sampler_new(&g, cfg->vocab, 0, 1, 0, &err) || sq_sampler_new(&dg, cfg->vocab, 0, 1, 1, &err)))
+    if (draft_path && (sq_cmd_open_draft(draft_path, ex, m, room, &dm, &ds, &err) || sq_sampler_new(&g, cfg->vocab, 0, 1, 0, &err) ||
+                       sq_sampler_new(&dg, cfg->vocab, 0, 1, 1, &err)))
         goto fail;
-    if (dm && sq_model_config(dm)->vocab != cfg->vocab) {
-        sq_fail(&err, SQ_ERR_FORMAT, "%s: the draft's vocabulary of %d is not the model's %d", draft_path, sq_model_config(dm)->vocab,
-                cfg->vocab);
-        goto fail;
-    }
     prompt = malloc((size_t)prompt_len * sizeof *prompt);
     ids = malloc((size_t)room * sizeof *ids);
     logits = malloc((size_t)cfg->vocab * sizeof *logits);

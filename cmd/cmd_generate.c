@@ -217,14 +217,9 @@ int cmd_generate(int argc, char **argv) {
     if (sq_state_new(&s, m, room, 0, &err) || sq_sampler_new(&smp, cfg->vocab, (float)temp, (float)top_p, (uint64_t)seed, &err))
         goto fail;
     if (draft_path) {
-        if (sq_model_open(&dm, draft_path, ex, &err) || sq_state_new(&ds, dm, room, 0, &err) ||
+        if (sq_cmd_open_draft(draft_path, ex, m, room, &dm, &ds, &err) ||
             sq_sampler_new(&dsmp, cfg->vocab, (float)temp, (float)top_p, (uint64_t)seed ^ 0x5bd1e995u, &err))
             goto fail;
-        if (sq_model_config(dm)->vocab != cfg->vocab) {
-            sq_fail(&err, SQ_ERR_FORMAT, "%s: the draft's vocabulary of %d is not the model's %d", draft_path, sq_model_config(dm)->vocab,
-                    cfg->vocab);
-            goto fail;
-        }
     }
     logits = malloc((size_t)cfg->vocab * sizeof *logits);
     if (!logits) {
