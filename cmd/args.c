@@ -115,3 +115,21 @@ sq_status sq_cmd_open_draft(const char *path, sq_exec *ex, const sq_model *targe
     if (!s) s = sq_state_new(ds, *dm, room, 0, err);
     return s;
 }
+
+/* "4G", "500M", "100k", "123": bytes (binary multiples; a trailing B or iB is allowed). 0 when malformed. */
+int64_t sq_parse_size(const char *s) {
+    char *end;
+    double v = strtod(s, &end);
+    int64_t mul = 1;
+    switch (*end) {
+    case 'k': case 'K': mul = 1ll << 10; end++; break;
+    case 'm': case 'M': mul = 1ll << 20; end++; break;
+    case 'g': case 'G': mul = 1ll << 30; end++; break;
+    case 't': case 'T': mul = 1ll << 40; end++; break;
+    default: break;
+    }
+    if (*end == 'i' && mul > 1) end++;
+    if (*end == 'B' || *end == 'b') end++;
+    if (end == s || *end || !(v >= 1) || v * (double)mul > 9e18) return 0;
+    return (int64_t)(v * (double)mul);
+}

@@ -42,6 +42,9 @@ int sq_cmd_print_json(struct cJSON *doc);
 /* Prints "spotq: error: MSG" and returns SQ_EXIT_FAIL (or SQ_EXIT_USAGE for SQ_ERR_ARG). */
 int sq_cmd_fail(const sq_err *err);
 
+/* "4G", "500M", "100k", "123": bytes (binary multiples; a trailing B or iB is allowed). 0 when malformed. */
+int64_t sq_parse_size(const char *s);
+
 /* generate and bench --draft: opens the draft model on ex with a state of room positions; a draft
  * whose vocabulary is not target's is an error naming it. */
 struct sq_model;

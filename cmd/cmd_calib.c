@@ -7,7 +7,7 @@
 #include "cmd.h"
 
 static const char *USAGE =
-    "MODEL --calib FILE -o STATS [--nsamples N] [--seqlen N] [--seed N] [--threads N] [--force]\n\n"
+    "MODEL --calib FILE -o STATS [--nsamples N] [--seqlen N] [--seed N] [--max-hessian-memory SIZE] [--threads N] [--force]\n\n"
     "Runs the full-precision MODEL block by block over --nsamples windows of --seqlen tokens of FILE and\n"
     "keeps, for every linear layer's input (each expert's too), its Hessian 2/T sum x x^T, token count and\n"
     "max |x| in STATS (zstd-compressed). `spotq quantize MODEL --stats STATS` then quantises with rtn,\n"
@@ -16,7 +16,7 @@ static const char *USAGE =
     "see the quantised blocks before it), which --calib is.";
 
 int cmd_calib(int argc, char **argv) {
-    const char *calib = NULL, *out = NULL;
+    const char *calib = NULL, *out = NULL, *hess_mem = "1G";
     int nsamples = 128, seqlen = 0, seed = 0, threads = 0;
     bool force = false;
     const sq_opt opts[] = {
@@ -26,6 +26,7 @@ int cmd_calib(int argc, char **argv) {
         {"--nsamples", 'i', &nsamples, "calibration windows (default 128)"},
         {"--seqlen", 'i', &seqlen, "tokens per window (default 2048, or the model's maximum if smaller)"},
         {"--seed", 'i', &seed, "seed of the window offsets (default 0)"},
+        {"--max-hessian-memory", 's', &hess_mem, "Hessians collected in one pass (default 1G): the experts of an MoE site go in groups that fit"},
         {"--threads", 'i', &threads, "threads (default: one per core)"},
         {"--force", 'f', &force, "replace STATS if it exists"},
         {0}};
@@ -37,13 +38,18 @@ int cmd_calib(int argc, char **argv) {
         fprintf(stderr, "spotq calib: --calib FILE and -o STATS are required (see spotq calib --help)\n");
         return SQ_EXIT_USAGE;
     }
+    int64_t max_hess = sq_parse_size(hess_mem);
+    if (!max_hess) {
+        fprintf(stderr, "spotq calib: --max-hessian-memory %s: give a size such as 1G, 500M or 100k\n", hess_mem);
+        return SQ_EXIT_USAGE;
+    }
     if (!force && access(out, F_OK) == 0) {
         fprintf(stderr, "spotq calib: %s already exists (use --force to replace it)\n", out);
         return SQ_EXIT_USAGE;
     }
     sq_quantize_opts o = {.model = pos[0], .calib = calib, .nsamples = nsamples, .seqlen = seqlen, .seed = (uint64_t)(unsigned)seed,
                           .threads = threads, .progress = isatty(2), .stats_out = out, .method = SQ_METHOD_GPTQ,
-                          .q = {.bits = 4, .group_size = 128, .damp = 0.01}};
+                          .q = {.bits = 4, .group_size = 128, .damp = 0.01}, .max_hessian_bytes = max_hess};
     sq_err err = {0};
     if (sq_quantize_model(&o, &err)) return sq_cmd_fail(&err);
     fprintf(stderr, "spotq: wrote %s\n", out);

@@ -21,24 +21,6 @@ static const char *USAGE =
     "E4M3 codes with GPTQ's error compensation (--act-order and --damp apply).\n"
     "OUT is written into a temporary directory and renamed into place at the end.";
 
-/* "4G", "500M", "100k", "123": bytes (binary multiples; a trailing B or iB is allowed). 0 when malformed. */
-static int64_t parse_size(const char *s) {
-    char *end;
-    double v = strtod(s, &end);
-    int64_t mul = 1;
-    switch (*end) {
-    case 'k': case 'K': mul = 1ll << 10; end++; break;
-    case 'm': case 'M': mul = 1ll << 20; end++; break;
-    case 'g': case 'G': mul = 1ll << 30; end++; break;
-    case 't': case 'T': mul = 1ll << 40; end++; break;
-    default: break;
-    }
-    if (*end == 'i' && mul > 1) end++;
-    if (*end == 'B' || *end == 'b') end++;
-    if (end == s || *end || !(v >= 1) || v * (double)mul > 9e18) return 0;
-    return (int64_t)(v * (double)mul);
-}
-
 /* On Ctrl-C, remove the temporary output directory: an interrupted run leaves nothing half-written. */
 static void on_signal(int sig) {
     const char *tmp = sq_outdir_pending();
@@ -87,7 +69,7 @@ static int fp8_options(const char *scheme, const char *act, const char **format,
 }
 
 int cmd_quantize(int argc, char **argv) {
-    const char *stats = NULL, *out = NULL, *method = NULL, *calib = NULL, *format = NULL, *device = "cpu", *duo = "on", *clip = "on", *shard_size = "4G";
+    const char *stats = NULL, *out = NULL, *method = NULL, *calib = NULL, *format = NULL, *device = "cpu", *duo = "on", *clip = "on", *shard_size = "4G", *hess_mem = "1G";
     const char *fp8_scheme = NULL, *act_mode = NULL;
     int bits = 4, group = 128, nsamples = 128, seqlen = 0, seed = 0, threads = 0;
     double damp = 0.01;
@@ -117,6 +99,7 @@ int cmd_quantize(int argc, char **argv) {
         {"--ignore", 'l', &ignore, "keep modules matching this pattern in full precision (repeatable; e.g. '*.down_proj')"},
         {"--device", 's', &device, "cpu (default) or cuda"},
         {"--threads", 'i', &threads, "threads (default: one per core)"},
+        {"--max-hessian-memory", 's', &hess_mem, "Hessians collected in one calibration pass (default 1G): the experts of an MoE site go in groups that fit"},
         {"--max-shard-size", 's', &shard_size, "tensor data per output file, e.g. 4G (default), 500M, 100k: larger outputs are sharded with an index"},
         {"--force", 'f', &force, "replace OUT if it exists"},
         {0}};
@@ -127,14 +110,16 @@ int cmd_quantize(int argc, char **argv) {
     sq_err err = {0};
     if (!out) { fprintf(stderr, "spotq quantize: -o OUT is required (see spotq quantize --help)\n"); return SQ_EXIT_USAGE; }
     if (!method) { fprintf(stderr, "spotq quantize: --method is required (see spotq quantize --help)\n"); return SQ_EXIT_USAGE; }
-    int64_t max_shard = parse_size(shard_size);
-    if (!max_shard) {
-        fprintf(stderr, "spotq quantize: --max-shard-size %s: give a size such as 4G, 500M or 100k\n", shard_size);
+    int64_t max_shard = sq_parse_size(shard_size), max_hess = sq_parse_size(hess_mem);
+    if (!max_shard || !max_hess) {
+        fprintf(stderr, "spotq quantize: --max-%s %s: give a size such as 4G, 500M or 100k\n", max_shard ? "hessian-memory" : "shard-size",
+                max_shard ? hess_mem : shard_size);
         return SQ_EXIT_USAGE;
     }
     sq_quantize_opts o = {.model = pos[0], .out = out, .calib = calib, .nsamples = nsamples, .seqlen = seqlen,
                           .seed = (uint64_t)(unsigned)seed, .threads = threads, .force = force, .ignore = ignore.v,
-                          .n_ignore = ignore.n, .progress = isatty(2), .max_shard_bytes = max_shard, .stats_in = stats};
+                          .n_ignore = ignore.n, .progress = isatty(2), .max_shard_bytes = max_shard, .stats_in = stats,
+                          .max_hessian_bytes = max_hess};
     if (!strcmp(method, "gptq")) o.method = SQ_METHOD_GPTQ;
     else if (!strcmp(method, "rtn")) o.method = SQ_METHOD_RTN;
     else if (!strcmp(method, "awq")) o.method = SQ_METHOD_AWQ;

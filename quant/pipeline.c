@@ -52,15 +52,15 @@ static bool tap(void *user, sq_site site, int unit, const float *x, int n, int d
     run *r = user;
     if (site != r->want || unit >= r->units) return false;
     double t = sq_pl_now();
-    sq_hessian_add(&r->hs[unit], x, n);
-    r->unit_tokens[unit] += n;
-    if (sq_pl_is_fp8(r->o->method)) {
+    if (unit >= r->u0 && unit < r->u1) sq_hessian_add(&r->hs[unit], x, n);
+    if (r->counting) {
+        r->unit_tokens[unit] += n;
         int64_t bad;
         float m = sq_fp8_absmax(x, (int64_t)n * dim, &bad);
         r->act_absmax[unit] = m < 0 ? INFINITY : fmaxf(r->act_absmax[unit], m);
     }
     r->t_hessian += sq_pl_now() - t;
-    return unit == r->units - 1; /* nothing after the last unit's site is needed */
+    return unit == (r->counting ? r->units : r->u1) - 1; /* nothing after the last unit wanted is needed */
 }
 
 /* Why a linear stays in full precision ("" when it is quantised). */
@@ -341,25 +341,26 @@ static sq_status fp8_linear(run *r, int l, int unit, sq_lin which, float tensor_
 }
 
 static void free_hessians(run *r) {
-    for (int u = 0; u < r->units; u++) sq_hessian_free(&r->hs[u]);
+    for (int u = r->u0; u < r->u1; u++) sq_hessian_free(&r->hs[u]);
 }
 
-/* One pass of layer l over the calibration windows that collects, for each of `units` FFN units
- * (one at attention sites), the Hessian of its input at the stage's site, its token count and, for
- * FP8, its largest |x|. */
-static sq_status collect(run *r, int l, size_t si, int units, sq_err *err) {
+/* One pass of layer l over the calibration windows that collects, at the stage's site, the Hessians
+ * of FFN units u0 .. u1-1 of its `units` (one at attention sites) and, when counting (the stage's
+ * first pass), every unit's token count and largest |x|. */
+static sq_status collect(run *r, int l, size_t si, int units, int u0, int u1, bool counting, sq_err *err) {
     bool gpu = r->o->device == SQ_DEVICE_CUDA && r->o->method == SQ_METHOD_GPTQ;
     sq_status s = SQ_OK;
-    r->units = 0;
-    for (int u = 0; u < units && !s; u++, r->units++) {
+    r->units = units;
+    r->u0 = r->u1 = u0;
+    r->counting = counting;
+    for (int u = u0; u < u1 && !s; u++, r->u1++) {
         int64_t k = sq_model_linear_unit(r->m, l, u, stages[si].lin[0])->cols; /* the shared expert may be wider */
         s = gpu ? sq_hessian_init_cuda(&r->hs[u], k, err) : sq_hessian_init(&r->hs[u], k, err);
-        r->unit_tokens[u] = 0;
-        r->act_absmax[u] = 0;
     }
+    for (int u = 0; u < units && counting; u++) r->unit_tokens[u] = 0, r->act_absmax[u] = 0;
     r->want = stages[si].site;
     if (!s) s = run_layer(r, l, false, err);
-    for (int u = 0; u < units && !s; u++) {
+    for (int u = u0; u < u1 && !s; u++) {
         sq_hessian_finish(&r->hs[u]);
         s = sq_hessian_check(&r->hs[u], err);
     }
@@ -382,20 +383,47 @@ static bool route_rare_experts(run *r, int l) {
     return nrare > 0;
 }
 
+/* How many units' Hessians one pass collects: as many as --max-hessian-memory holds (at least one). */
+static int unit_group(const run *r, int l, size_t si, int units) {
+    int64_t k = 0;
+    for (int u = 0; u < units; u++) {
+        int64_t ku = sq_model_linear_unit(r->m, l, u, stages[si].lin[0])->cols;
+        if (ku > k) k = ku;
+    }
+    int64_t budget = r->o->max_hessian_bytes > 0 ? r->o->max_hessian_bytes : SQ_DEFAULT_HESSIAN_BYTES;
+    int64_t g = budget / (k * k * (int64_t)sizeof(float));
+    return g < 1 ? 1 : g > units ? units : (int)g;
+}
+
+/* The Hessians (and, on the first pass, the counts) of units u0 .. u1-1 of a stage; at an MoE layer's
+ * first FFN site the first pass also decides which experts are calibrated on every token, and is
+ * taken again if any is. */
+static sq_status collect_group(run *r, int l, size_t si, int units, int u0, int u1, sq_err *err) {
+    sq_status s = collect(r, l, si, units, u0, u1, u0 == 0, err);
+    if (!s && u0 == 0 && stages[si].site == SQ_SITE_GATEUP && sq_config_moe_layer(r->c, l) && route_rare_experts(r, l)) {
+        free_hessians(r);
+        s = collect(r, l, si, units, u0, u1, true, err);
+    }
+    return s;
+}
+
 /* --stats: the Hessians of a stage's units from the statistics file instead of a calibration pass. */
-static sq_status load_stats(run *r, int l, size_t si, int units, sq_err *err) {
+static sq_status load_stats(run *r, int l, size_t si, int units, int u0, int u1, sq_err *err) {
     sq_status s = SQ_OK;
-    r->units = 0;
-    for (int u = 0; u < units && !s; u++, r->units++) {
+    r->units = units;
+    r->u0 = r->u1 = u0;
+    for (int u = 0; u < units && !s; u++) {
         int64_t k = sq_model_linear_unit(r->m, l, u, stages[si].lin[0])->cols;
         const sq_stat_entry *e = sq_stats_find(&r->stats, l, stages[si].site, u);
         if (!e || e->k != k)
             return sq_fail(err, SQ_ERR_FORMAT, "%s: no statistics of width %lld for layer %d, site %d, unit %d", r->o->stats_in, (long long)k, l,
                            (int)stages[si].site, u);
-        if ((s = sq_hessian_init(&r->hs[u], k, err))) break;
-        sq_stats_hessian(&r->stats, e, r->hs[u].h);
-        r->unit_tokens[u] = e->tokens;
+        r->unit_tokens[u] = e->tokens; /* every unit's counts, as a counting pass gives them */
         r->act_absmax[u] = e->absmax;
+        if (u < u0 || u >= u1) continue;
+        if ((s = sq_hessian_init(&r->hs[u], k, err))) break;
+        r->u1++;
+        sq_stats_hessian(&r->stats, e, r->hs[u].h);
     }
     return s;
 }
@@ -407,15 +435,14 @@ static sq_status calib_block(run *r, int l, sq_err *err) {
     sq_status s = SQ_OK;
     for (size_t si = 0; si < sizeof stages / sizeof *stages && !s; si++) {
         bool ffn = stages[si].site == SQ_SITE_GATEUP || stages[si].site == SQ_SITE_DOWN;
-        int units = ffn ? sq_model_ffn_units(r->m, l) : 1;
-        s = collect(r, l, si, units, err);
-        if (!s && stages[si].site == SQ_SITE_GATEUP && sq_config_moe_layer(r->c, l) && route_rare_experts(r, l)) {
+        int units = ffn ? sq_model_ffn_units(r->m, l) : 1, group = unit_group(r, l, si, units);
+        for (int u0 = 0; u0 < units && !s; u0 += group) {
+            int u1 = u0 + group < units ? u0 + group : units;
+            s = collect_group(r, l, si, units, u0, u1, err);
+            for (int u = u0; u < u1 && !s; u++)
+                s = sq_stats_add(&r->stats, l, stages[si].site, u, r->hs[u].k, r->unit_tokens[u], r->act_absmax[u], r->hs[u].h, err);
             free_hessians(r);
-            s = collect(r, l, si, units, err);
         }
-        for (int u = 0; u < r->units && !s; u++)
-            s = sq_stats_add(&r->stats, l, stages[si].site, u, r->hs[u].k, r->unit_tokens[u], r->act_absmax[u], r->hs[u].h, err);
-        free_hessians(r);
     }
     return s ? s : run_layer(r, l, true, err);
 }
@@ -437,20 +464,16 @@ static sq_status quantize_stage(run *r, int l, size_t si, sq_err *err) {
             todo += why[u][which][0] == 0;
         }
     sq_status s = SQ_OK;
-    if (todo && r->o->stats_in) {
-        s = load_stats(r, l, si, units, err);
-    } else if (todo && r->x) {
-        s = collect(r, l, si, units, err);
-        if (!s && stages[si].site == SQ_SITE_GATEUP && sq_config_moe_layer(r->c, l) && route_rare_experts(r, l)) {
-            free_hessians(r);
-            s = collect(r, l, si, units, err);
+    int group = todo ? unit_group(r, l, si, units) : units;
+    for (int u0 = 0; u0 < units && todo && !s; u0 += group) {
+        int u1 = u0 + group < units ? u0 + group : units;
+        if (r->o->stats_in) s = load_stats(r, l, si, units, u0, u1, err);
+        else if (r->x) s = collect_group(r, l, si, units, u0, u1, err);
+        else { /* data-free (rtn, fp8 without static scales): no Hessians, no error report */
+            for (int u = u0; u < u1; u++) r->hs[u] = (sq_hessian){0};
+            r->u0 = u0, r->u1 = u1;
         }
-    } else if (todo) { /* data-free (rtn, fp8 without static scales): no Hessians, no error report */
-        for (int u = 0; u < units; u++) r->hs[u] = (sq_hessian){0};
-        r->units = units;
-    }
-    if (todo) {
-        for (int u = 0; u < units && !s; u++) {
+        for (int u = u0; u < u1 && !s; u++) {
             float tensor_absmax = 0, in_scale = 0;
             if (fp8) s = fp8_stage(r, l, si, u, (const char (*)[128])why[u], &tensor_absmax, &in_scale, err);
             for (int j = 0; j < stages[si].n && !s; j++)

@@ -37,12 +37,15 @@ typedef struct {
     sq_act act;                  /* fp8: activations (vLLM's fp8 format has no weight-only form: static or dynamic) */
     sq_device device;            /* gptq: Hessian accumulation and the GPTQ solve on the GPU (SQ_DEVICE_CUDA) */
     int64_t max_shard_bytes;     /* tensor bytes per output shard (0: SQ_DEFAULT_SHARD_BYTES) */
+    int64_t max_hessian_bytes;   /* Hessians collected in one pass, e.g. a group of experts (0: SQ_DEFAULT_HESSIAN_BYTES) */
     const char *stats_in;        /* quantize from these statistics (spotq calib) instead of calibrating */
     const char *stats_out;       /* spotq calib: calibrate the full-precision model, write its statistics here, quantise nothing */
 } sq_quantize_opts;
 
 /* Output shards hold at most this much tensor data by default (4 GiB). */
 #define SQ_DEFAULT_SHARD_BYTES (4ll << 30)
+/* The experts of an MoE site are calibrated in groups whose Hessians fit this (1 GiB). */
+#define SQ_DEFAULT_HESSIAN_BYTES (1ll << 30)
 
 /* With o->stats_out set (`spotq calib`) it writes the full-precision model's statistics there instead,
  * o->out and the quantisation settings unused. */

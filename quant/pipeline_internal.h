@@ -33,7 +33,10 @@ typedef struct {
     float *x;                    /* (nsamples, seqlen, hidden) the current block's inputs */
     float *tmp;                  /* (seqlen, hidden) */
     sq_site want;                /* the site the tap collects... */
-    int units;                   /* ...for FFN units 0 .. units-1 (1 at attention sites and dense FFNs) */
+    int units;                   /* ...of FFN units 0 .. units-1 (1 at attention sites and dense FFNs): their tokens
+                                  * and max |x| when counting; the Hessians of units u0 .. u1-1 */
+    int u0, u1;
+    bool counting;
     int max_units;               /* the most FFN units of any layer (experts and shared expert) */
     sq_hessian *hs;              /* (max_units) the Hessian of each unit's input at want */
     int64_t *unit_tokens;        /* (max_units) tokens each unit saw there */

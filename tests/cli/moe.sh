@@ -4,7 +4,8 @@
 # below RTN on every matrix and in perplexity, 8 bits close to lossless, the routed tokens of each
 # layer adding up to top-2 of every calibration token, rarely chosen experts calibrated on every
 # token, FP8 static input scales shared by a layer's experts (vLLM runs them fused with the largest),
-# the output the same whatever --threads, and AWQ refused with one line.
+# the output the same whatever --threads and whether the experts' Hessians are collected all at once or
+# one expert a pass (--max-hessian-memory), and AWQ refused with one line.
 set -e
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
@@ -17,6 +18,8 @@ ev() { $SPOTQ eval "$1" --data data/tinystories/eval.txt --ctx 256 --ref "$2" --
 $SPOTQ quantize $Q -o $T/g --method gptq $C --threads 2 2>/dev/null
 $SPOTQ quantize $Q -o $T/g1 --method gptq $C --threads 1 2>/dev/null
 cmp $T/g/model.safetensors $T/g1/model.safetensors || { echo "output depends on --threads"; exit 1; }
+$SPOTQ quantize $Q -o $T/g20 --method gptq $C --max-hessian-memory 20k 2>/dev/null # one unit's Hessian a pass
+cmp $T/g/model.safetensors $T/g20/model.safetensors || { echo "output depends on --max-hessian-memory"; exit 1; }
 $SPOTQ quantize $Q -o $T/r --method rtn $C 2>/dev/null
 $SPOTQ quantize $Q -o $T/r8 --method rtn $C --bits 8 2>/dev/null
 
@@ -54,6 +57,8 @@ awk -v p=$(field $T/x.json ppl) 'BEGIN { exit !(p > 1 && p < 1e6) }' || { echo "
 
 # FP8 with static activations: one input scale for all the experts of a layer, the shared expert its own
 $SPOTQ quantize $Q -o $T/f --method fp8 --act static --calib data/tinystories/calib.txt --nsamples 16 --seqlen 256 2>/dev/null
+$SPOTQ quantize $Q -o $T/f20 --method fp8 --act static --calib data/tinystories/calib.txt --nsamples 16 --seqlen 256 --max-hessian-memory 20k 2>/dev/null
+cmp $T/f/model.safetensors $T/f20/model.safetensors || { echo "fp8 static scales depend on --max-hessian-memory"; exit 1; }
 for p in gate_proj down_proj; do
     s=$(awk -v p="layers.1.mlp.experts.[0-9].$p\"" '$0 ~ p { on = 1 } on && /"input_scale"/ { print $2; on = 0 }' $T/f/spotq.json | sort -u)
     [ "$(echo "$s" | wc -l)" -eq 1 ] && [ -n "$s" ] || { echo "layer 1 experts' $p input scales differ: $s"; exit 1; }
