@@ -10,10 +10,23 @@
 
 /* ---------------------------------------------------------------- config.json and spotq.json */
 
+/* The linear modules left in full precision: the linears kept (shape, --ignore), and the MoE routers
+ * and Qwen2-MoE's shared-expert gates, which serving engines and transformers must not look for in
+ * quantised form (transformers treats them as Linear targets otherwise). */
 static cJSON *kept_modules(const run *r) {
     cJSON *a = cJSON_CreateArray();
     for (int i = 0; i < r->nrep; i++)
         if (!r->rep[i].quantized) cJSON_AddItemToArray(a, cJSON_CreateString(r->rep[i].name));
+    for (int l = 0; l < r->c->n_layers; l++) {
+        if (!sq_config_moe_layer(r->c, l)) continue;
+        char name[96];
+        snprintf(name, sizeof name, r->c->arch == SQ_ARCH_MIXTRAL ? "model.layers.%d.block_sparse_moe.gate" : "model.layers.%d.mlp.gate", l);
+        cJSON_AddItemToArray(a, cJSON_CreateString(name));
+        if (r->c->shared_expert_intermediate) {
+            snprintf(name, sizeof name, "model.layers.%d.mlp.shared_expert_gate", l);
+            cJSON_AddItemToArray(a, cJSON_CreateString(name));
+        }
+    }
     return a;
 }
 
@@ -103,18 +116,18 @@ static cJSON *quant_config(const run *r) {
         cJSON_AddBoolToObject(q, "static_groups", p->static_groups);
         cJSON_AddStringToObject(q, "checkpoint_format", "gptq");
         /* Modules kept in full precision: GPTQModel's and vLLM's "dynamic" negative matches. */
-        cJSON *dyn = cJSON_CreateObject();
-        for (int i = 0; i < r->nrep; i++)
-            if (!r->rep[i].quantized) {
-                char key[256], *o = key + 2;
-                strcpy(key, "-:");
-                for (const char *c = r->rep[i].name; *c && o < key + sizeof key - 3; c++) {
-                    if (*c == '.') *o++ = '\\';
-                    *o++ = *c;
-                }
-                *o = 0;
-                cJSON_AddItemToObject(dyn, key, cJSON_CreateObject());
+        cJSON *dyn = cJSON_CreateObject(), *kept = kept_modules(r), *m;
+        cJSON_ArrayForEach(m, kept) {
+            char key[256], *o = key + 2;
+            strcpy(key, "-:");
+            for (const char *c = m->valuestring; *c && o < key + sizeof key - 3; c++) {
+                if (*c == '.') *o++ = '\\';
+                *o++ = *c;
             }
+            *o = 0;
+            cJSON_AddItemToObject(dyn, key, cJSON_CreateObject());
+        }
+        cJSON_Delete(kept);
         cJSON_AddItemToObject(q, "dynamic", dyn);
         cJSON_AddStringToObject(q, "quantizer", "spotq " SQ_VERSION);
     } else {
