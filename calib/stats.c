@@ -179,11 +179,15 @@ sq_status sq_stats_read(sq_stats *st, const char *path, sq_err *err) {
     size_t len;
     sq_status s = inflate_file(path, &buf, &len, err);
     if (s) return s;
+    s = sq_stats_parse(st, buf, len, path, err);
+    free(buf);
+    return s;
+}
+
+sq_status sq_stats_parse(sq_stats *st, const char *buf, size_t len, const char *path, sq_err *err) {
+    memset(st, 0, sizeof *st);
     uint64_t hl = 0;
-    if (len < 16 || memcmp(buf, MAGIC, 8) != 0) {
-        free(buf);
-        return sq_fail(err, SQ_ERR_FORMAT, "%s: not a spotq statistics file (no %s header)", path, MAGIC);
-    }
+    if (len < 16 || memcmp(buf, MAGIC, 8) != 0) return sq_fail(err, SQ_ERR_FORMAT, "%s: not a spotq statistics file (no %s header)", path, MAGIC);
     for (int i = 0; i < 8; i++) hl |= (uint64_t)(unsigned char)buf[8 + i] << (8 * i);
     cJSON *j = hl <= len - 16 ? cJSON_ParseWithLength(buf + 16, (size_t)hl) : NULL;
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "model"), *c = cJSON_GetObjectItemCaseSensitive(j, "calibration"),
@@ -220,25 +224,21 @@ sq_status sq_stats_read(sq_stats *st, const char *path, sq_err *err) {
     }
     cJSON_Delete(j);
     if (!ok) {
-        free(buf);
         sq_stats_free(st);
         return sq_fail(err, SQ_ERR_FORMAT, "%s: the statistics header is missing, malformed or out of range", path);
     }
     size_t data_bytes = len - 16 - (size_t)hl;
     if (data_bytes != (size_t)need * sizeof(float)) {
-        free(buf);
         sq_stats_free(st);
         return sq_fail(err, SQ_ERR_FORMAT, "%s: %zu bytes of Hessians where the header describes %lld", path, data_bytes,
                        (long long)need * (long long)sizeof(float));
     }
     st->data = malloc(data_bytes + 1);
     if (!st->data) {
-        free(buf);
         sq_stats_free(st);
         return sq_fail(err, SQ_ERR_NOMEM, "%s: out of memory", path);
     }
     memcpy(st->data, buf + 16 + hl, data_bytes);
     st->data_len = st->data_cap = need;
-    free(buf);
     return SQ_OK;
 }

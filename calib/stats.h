@@ -39,6 +39,8 @@ sq_status sq_stats_add(sq_stats *st, int layer, int site, int unit, int64_t k, i
 sq_status sq_stats_write(const sq_stats *st, const char *path, sq_err *err);
 /* Reads path; every field is checked (a truncated or altered file is an error naming it). */
 sq_status sq_stats_read(sq_stats *st /* OUT */, const char *path, sq_err *err);
+/* The same on the decompressed content (len bytes; path names it in errors). */
+sq_status sq_stats_parse(sq_stats *st /* OUT */, const char *buf, size_t len, const char *path, sq_err *err);
 /* The entry of (layer, site, unit), or NULL. */
 const sq_stat_entry *sq_stats_find(const sq_stats *st, int layer, int site, int unit);
 /* h (k x k) = the full symmetric Hessian of e. */
