@@ -53,8 +53,8 @@ static bool tap(void *user, sq_site site, int unit, const float *x, int n, int d
     if (site != r->want || unit >= r->units) return false;
     double t = sq_pl_now();
     if (unit >= r->u0 && unit < r->u1) sq_hessian_add(&r->hs[unit], x, n);
-    if (r->counting) {
-        r->unit_tokens[unit] += n;
+    if (r->counting) r->unit_tokens[unit] += n;
+    if (r->counting && (sq_pl_is_fp8(r->o->method) || r->o->stats_out)) { /* max |x|: FP8 scales, and kept by spotq calib */
         int64_t bad;
         float m = sq_fp8_absmax(x, (int64_t)n * dim, &bad);
         r->act_absmax[unit] = m < 0 ? INFINITY : fmaxf(r->act_absmax[unit], m);
