@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
+#include <limits.h>
 
 const char *sq_status_name(sq_status s) {
     switch (s) {
@@ -150,4 +152,75 @@ bool sq_utf8_valid(const char *str, size_t n) {
         i += (size_t)len;
     }
     return true;
+}
+
+sq_status sq_path_resolve(const char *path, char *out, size_t cap, sq_err *err) {
+    char cur[8192];
+    if (path[0] == '/') snprintf(cur, sizeof cur, "/");
+    else if (!getcwd(cur, sizeof cur)) return sq_fail(err, SQ_ERR_IO, "%s: cannot read the working directory", path);
+    bool exists = true; /* cur names an existing, canonical directory (or file) */
+    const char *p = path;
+    while (*p) {
+        while (*p == '/') p++;
+        if (!*p) break;
+        const char *e = strchr(p, '/');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == 1 && p[0] == '.') { /* nothing */
+        } else if (len == 2 && p[0] == '.' && p[1] == '.') {
+            char *slash = strrchr(cur, '/');
+            if (slash && slash != cur) *slash = 0;
+            else snprintf(cur, sizeof cur, "/");
+            struct stat st; /* back in an existing (canonical) directory: resolve below it again */
+            exists = lstat(cur, &st) == 0;
+        } else {
+            size_t cl = strlen(cur);
+            if (cl + len + 2 >= sizeof cur) return sq_fail(err, SQ_ERR_ARG, "%s: path too long", path);
+            if (cl > 1) cur[cl++] = '/';
+            memcpy(cur + cl, p, len);
+            cur[cl + len] = 0;
+            struct stat st;
+            if (exists && lstat(cur, &st) == 0) {
+                char real[PATH_MAX];
+                if (realpath(cur, real)) snprintf(cur, sizeof cur, "%s", real);
+            } else exists = false; /* a missing component: nothing below it can be a symlink */
+        }
+        p += len;
+    }
+    if (strlen(cur) >= cap) return sq_fail(err, SQ_ERR_ARG, "%s: path too long", path);
+    snprintf(out, cap, "%s", cur);
+    return SQ_OK;
+}
+
+/* True when a lies under dir b ("/x/y" under "/x"; everything under "/"). */
+static bool path_under(const char *a, const char *b) {
+    size_t n = strlen(b);
+    if (n == 1 && b[0] == '/') return a[1] != 0;
+    return strncmp(a, b, n) == 0 && a[n] == '/';
+}
+
+sq_path_rel sq_path_relation(const char *out, const char *in) {
+    if (!strcmp(out, in)) return SQ_PATH_SAME;
+    if (path_under(in, out)) return SQ_PATH_CONTAINS;
+    if (path_under(out, in)) return SQ_PATH_INSIDE;
+    return SQ_PATH_APART;
+}
+
+sq_status sq_path_check_output(const char *out, const char *const *inputs, const char *const *what, int n, sq_err *err) {
+    char ro[4096], ri[4096];
+    sq_status s = sq_path_resolve(out, ro, sizeof ro, err);
+    if (s) return s;
+    for (int i = 0; i < n; i++) {
+        if (!inputs[i] || !inputs[i][0]) continue;
+        if ((s = sq_path_resolve(inputs[i], ri, sizeof ri, err))) return s;
+        switch (sq_path_relation(ro, ri)) {
+        case SQ_PATH_SAME:
+            return sq_fail(err, SQ_ERR_ARG, "%s: the output is %s (%s): refusing to overwrite an input", out, what[i], ri);
+        case SQ_PATH_CONTAINS:
+            return sq_fail(err, SQ_ERR_ARG, "%s: the output contains %s (%s): refusing to replace an input", out, what[i], ri);
+        case SQ_PATH_INSIDE:
+            return sq_fail(err, SQ_ERR_ARG, "%s: the output lies inside %s (%s): write it elsewhere", out, what[i], ri);
+        default: break;
+        }
+    }
+    return SQ_OK;
 }

@@ -62,6 +62,20 @@ sq_status sq_path_join(char *out, size_t cap, const char *dir, const char *name,
 /* True when path exists and is a directory. */
 bool sq_is_dir(const char *path);
 
+/* The absolute, canonical form of path, which need not exist: the longest existing prefix is resolved
+ * (symlinks, "." and ".."), the rest appended with "." and ".." applied. Returns SQ_ERR_ARG when the
+ * result does not fit cap, SQ_ERR_IO when the working directory cannot be read. */
+sq_status sq_path_resolve(const char *path, char *out /* OUT */, size_t cap, sq_err *err);
+
+/* How an output path relates to an input path, both resolved by sq_path_resolve. */
+typedef enum { SQ_PATH_APART = 0, SQ_PATH_SAME, SQ_PATH_CONTAINS, SQ_PATH_INSIDE } sq_path_rel;
+sq_path_rel sq_path_relation(const char *out_resolved, const char *in_resolved);
+
+/* Refuses (SQ_ERR_ARG, one line naming both) an output path that is one of the inputs, contains one or
+ * lies inside one: what a writer must check before it touches anything. inputs[i] may be NULL or "";
+ * what[i] names each input in the message ("the model", "the calibration text"). */
+sq_status sq_path_check_output(const char *out, const char *const *inputs, const char *const *what, int n, sq_err *err);
+
 /* Validates UTF-8 (no overlongs, no surrogates, max U+10FFFF). */
 bool sq_utf8_valid(const char *s, size_t n);
 

@@ -9,6 +9,8 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include "../formats/outdir.h"
+
 #define MAGIC "SPOTQST1"
 
 sq_status sq_stats_add(sq_stats *st, int layer, int site, int unit, int64_t k, int64_t tokens, float absmax, const float *h, sq_err *err) {
@@ -98,8 +100,9 @@ static bool put(ZSTD_CCtx *z, FILE *f, const void *p, size_t len, ZSTD_EndDirect
 }
 
 sq_status sq_stats_write(const sq_stats *st, const char *path, sq_err *err) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    char tmp[4200]; /* beside path, named as outdir.c names its temporaries so that a killed run's is swept */
+    sq_outdir_sweep(path);
+    snprintf(tmp, sizeof tmp, "%s.spotq-tmp-%d", path, (int)getpid());
     cJSON *j = header_json(st);
     char *hdr = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);

@@ -134,14 +134,18 @@ int cmd_bench(int argc, char **argv) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     double rss_mib = (double)ru.ru_maxrss / 1024.0;
-    const sq_tensor *e = sq_st_find(sq_model_ckpt(m)->st, "model.layers.0.self_attn.q_proj.weight");
-    const char *dt = e ? sq_dtype_name(e->dtype) : "?";
+    char dt[128];
+    int64_t nparams;
+    double bpw;
+    sq_ckpt_describe(sq_model_ckpt(m), dt, sizeof dt, &nparams, &bpw);
     int nthreads = sq_exec_threads(ex);
     if (json) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "model", pos[0]);
         cJSON_AddStringToObject(o, "architecture", sq_arch_name(cfg->arch));
         cJSON_AddStringToObject(o, "weights_dtype", dt);
+        cJSON_AddNumberToObject(o, "parameters", (double)nparams);
+        cJSON_AddNumberToObject(o, "bits_per_weight", bpw);
         cJSON_AddNumberToObject(o, "threads", nthreads);
         cJSON_AddNumberToObject(o, "prompt_len", prompt_len);
         cJSON_AddNumberToObject(o, "gen", gen);
@@ -162,7 +166,8 @@ int cmd_bench(int argc, char **argv) {
         }
         sq_cmd_print_json(o);
     } else {
-        printf("model:     %s (%s, %d layers, hidden %d, %s weights)\n", pos[0], sq_arch_name(cfg->arch), cfg->n_layers, cfg->hidden, dt);
+        printf("model:     %s (%s, %d layers, hidden %d, %s weights, %.2f bits per weight)\n", pos[0], sq_arch_name(cfg->arch), cfg->n_layers,
+               cfg->hidden, dt, bpw);
         printf("threads:   %d\n", nthreads);
         printf("prefill:   %8.1f tokens/s  (%d tokens in %.3f s, median of %d)\n", prefill_rate, prompt_len, p, reps);
         printf("decode:    %8.1f tokens/s  (%d tokens in %.3f s, after %d of prompt)\n", decode_rate, gen, d, prompt_len);

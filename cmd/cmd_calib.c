@@ -1,7 +1,7 @@
 /* cmd_calib.c: `spotq calib MODEL --calib FILE -o STATS`: the calibration passes once, their
  * statistics kept for `spotq quantize --stats STATS`. */
 #include <stdio.h>
-#include <unistd.h>
+#include <unistd.h> /* isatty */
 
 #include "../quant/pipeline.h"
 #include "cmd.h"
@@ -43,12 +43,8 @@ int cmd_calib(int argc, char **argv) {
         fprintf(stderr, "spotq calib: --max-hessian-memory %s: give a size such as 1G, 500M or 100k\n", hess_mem);
         return SQ_EXIT_USAGE;
     }
-    if (!force && access(out, F_OK) == 0) {
-        fprintf(stderr, "spotq calib: %s already exists (use --force to replace it)\n", out);
-        return SQ_EXIT_USAGE;
-    }
     sq_quantize_opts o = {.model = pos[0], .calib = calib, .nsamples = nsamples, .seqlen = seqlen, .seed = (uint64_t)(unsigned)seed,
-                          .threads = threads, .progress = isatty(2), .stats_out = out, .method = SQ_METHOD_GPTQ,
+                            .threads = threads, .force = force, .progress = isatty(2), .stats_out = out, .method = SQ_METHOD_GPTQ,
                           .q = {.bits = 4, .group_size = 128, .damp = 0.01}, .max_hessian_bytes = max_hess};
     sq_err err = {0};
     if (sq_quantize_model(&o, &err)) return sq_cmd_fail(&err);

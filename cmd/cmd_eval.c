@@ -15,7 +15,9 @@ static const char *USAGE =
     "Perplexity of MODEL on FILE (.txt: one stream with BOS at the start; .jsonl: a \"text\" field per line,\n"
     "each document with its BOS). The stream is cut into non-overlapping windows of --ctx tokens (the tail\n"
     "dropped), each evaluated from position 0. gptq scores every token but a window's first; llamacpp puts\n"
-    "BOS first in each window and scores its second half, as llama-perplexity does.\n"
+    "BOS first in each window and scores its second half, as llama-perplexity does. BOS follows the\n"
+    "tokenizer's rule (tokenizer_config.json's add_bos_token, else tokenizer.json's post-processor): none\n"
+    "where it adds none. The output says which rule applied.\n"
     "With --ref FPMODEL (same vocabulary): KL(ref || model) per scored token (mean, median, p99, max),\n"
     "top-1 agreement and ppl/ref_ppl. A gate that is exceeded makes eval exit 3.";
 
@@ -42,11 +44,19 @@ static int gate(const char *what, double value, const char *opt, double limit) {
     return 1;
 }
 
+/* The BOS each document gets (and, with llamacpp, each window), and the tokenizer's rule that chose it. */
+typedef struct {
+    int id; /* -1: none */
+    const char *piece, *rule;
+} bos_info;
+
 static void print_text(const char *model, const char *data, int64_t n_tokens, const char *protocol, int ctx, const char *ref,
-                       const sq_eval_result *r, int threads) {
+                       const sq_eval_result *r, int threads, const bos_info *b) {
     printf("model:          %s\n", model);
     printf("data:           %s (%lld tokens)\n", data, (long long)n_tokens);
     printf("protocol:       %s, ctx %d: %lld windows, %lld tokens scored\n", protocol, ctx, (long long)r->windows, (long long)r->scored);
+    if (b->id >= 0) printf("bos:            %s (id %d), from %s\n", b->piece ? b->piece : "?", b->id, b->rule);
+    else printf("bos:            none, from %s\n", b->rule);
     printf("mean nll:       %.8f\n", r->mean_nll);
     printf("ppl:            %.6f\n", r->ppl);
     if (r->has_ref) {
@@ -61,7 +71,7 @@ static void print_text(const char *model, const char *data, int64_t n_tokens, co
 }
 
 static int print_json(const char *model, const char *data, int64_t n_tokens, const char *protocol, int ctx, const char *ref,
-                      const sq_eval_result *r, int threads, double max_ratio, double max_kld) {
+                      const sq_eval_result *r, int threads, double max_ratio, double max_kld, const bos_info *b) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "model", model);
     cJSON_AddStringToObject(o, "data", data);
@@ -70,6 +80,10 @@ static int print_json(const char *model, const char *data, int64_t n_tokens, con
     cJSON_AddNumberToObject(o, "ctx", ctx);
     cJSON_AddNumberToObject(o, "windows", (double)r->windows);
     cJSON_AddNumberToObject(o, "tokens_scored", (double)r->scored);
+    cJSON *bj = cJSON_AddObjectToObject(o, "bos");
+    if (b->id >= 0) cJSON_AddNumberToObject(bj, "id", b->id);
+    else cJSON_AddNullToObject(bj, "id");
+    cJSON_AddStringToObject(bj, "rule", b->rule);
     cJSON_AddNumberToObject(o, "mean_nll", r->mean_nll);
     cJSON_AddNumberToObject(o, "ppl", r->ppl);
     if (r->has_ref) {
@@ -164,15 +178,17 @@ int cmd_eval(int argc, char **argv) {
     const sq_config *cfg = sq_model_config(m);
     if (!ctx) ctx = cfg->max_pos < 2048 ? cfg->max_pos : 2048;
     else if (ctx > cfg->max_pos) sq_log(SQ_LOG_WARN, "--ctx %d is beyond the model's max_position_embeddings %d", ctx, cfg->max_pos);
-    int bos = sq_tok_bos(tok) >= 0 ? sq_tok_bos(tok) : cfg->bos_id;
+    /* the tokenizer's own rule, in both protocols (llama-perplexity adds no BOS where the tokenizer adds none) */
+    int bos = sq_tok_bos(tok);
+    bos_info bi = {bos, bos >= 0 ? sq_tok_piece(tok, bos) : NULL, sq_tok_bos_rule(tok)};
     progress_ctx pc = {isatty(2) == 1, (n / ctx) * ctx};
     sq_eval_opts o = {.ctx = ctx, .protocol = proto, .bos_id = bos, .progress = progress, .progress_user = &pc};
     sq_eval_result res;
     if (sq_eval_ppl(m, ref, ids, n, &o, &res, &err)) goto fail;
     int nthreads = sq_exec_threads(ex);
-    if (json) rc = print_json(pos[0], data, n, protocol, ctx, ref_path, &res, nthreads, max_ratio, max_kld);
+    if (json) rc = print_json(pos[0], data, n, protocol, ctx, ref_path, &res, nthreads, max_ratio, max_kld, &bi);
     else {
-        print_text(pos[0], data, n, protocol, ctx, ref_path, &res, nthreads);
+        print_text(pos[0], data, n, protocol, ctx, ref_path, &res, nthreads, &bi);
         rc = 0;
     }
     fflush(stdout);

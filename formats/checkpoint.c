@@ -136,6 +136,45 @@ static int emit_layer(walker *w, const sq_config *c, int l) {
     return 0;
 }
 
+static int count_params(const char *name, int ndim, const int64_t *shape, bool is_linear, void *user) {
+    (void)name, (void)is_linear;
+    int64_t n = 1;
+    for (int k = 0; k < ndim; k++) n *= shape[k];
+    *(int64_t *)user += n;
+    return 0;
+}
+
+void sq_ckpt_describe(const sq_ckpt *ck, char *scheme, size_t cap, int64_t *params, double *bits_per_weight) {
+    const sq_config *c = &ck->cfg;
+    int64_t np = 0, bytes = 0;
+    sq_ckpt_expected_tensors(c, count_params, &np);
+    for (int64_t i = 0; i < sq_st_count(ck->st); i++) bytes += sq_st_get(ck->st, i)->nbytes;
+    *params = np;
+    *bits_per_weight = np ? 8.0 * (double)bytes / (double)np : 0;
+    static const char *const acts[] = {"none", "static", "dynamic per token", "dynamic per tensor"};
+    const char *fmt = c->quant_format[0] ? c->quant_format : c->quant_method_name;
+    if (c->quant_method == SQ_QM_FP8 || !strcmp(c->quant_format, "float-quantized")) {
+        const char *per = "?"; /* a weight_scale with no packed weight beside it is FP8's: one value per tensor or per row */
+        for (int64_t i = 0; i < sq_st_count(ck->st); i++) {
+            const sq_tensor *t = sq_st_get(ck->st, i);
+            size_t n = strlen(t->name);
+            if (n > 13 && !strcmp(t->name + n - 13, ".weight_scale")) {
+                per = t->numel == 1 ? "per-tensor" : "per-channel";
+                break;
+            }
+        }
+        snprintf(scheme, cap, "fp8 %s, activations %s (%s)", per, acts[c->quant_act], fmt);
+    } else if (c->quant_method != SQ_QM_NONE) {
+        char g[24];
+        if (c->quant_group_size > 0) snprintf(g, sizeof g, "g%d", c->quant_group_size);
+        else snprintf(g, sizeof g, "per-channel");
+        snprintf(scheme, cap, "int%d %s %s (%s)", c->quant_bits, g, c->quant_sym ? "sym" : "asym", fmt);
+    } else {
+        const sq_tensor *t = sq_st_find(ck->st, "model.layers.0.self_attn.q_proj.weight");
+        snprintf(scheme, cap, "%s", t ? sq_dtype_name(t->dtype) : "?");
+    }
+}
+
 int sq_ckpt_expected_tensors(const sq_config *c, sq_ckpt_tensor_fn fn, void *user) {
     walker w = {fn, user, {0}};
     int r;

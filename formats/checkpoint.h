@@ -30,6 +30,12 @@ void sq_ckpt_close(sq_ckpt *ck); /* NULL is fine */
 typedef int (*sq_ckpt_tensor_fn)(const char *name, int ndim, const int64_t *shape, bool is_linear, void *user);
 int sq_ckpt_expected_tensors(const sq_config *cfg, sq_ckpt_tensor_fn fn, void *user);
 
+/* What the checkpoint's weights are, for a person or a script: scheme is the dtype for full precision ("F32", "BF16"), else "int4 g64 sym (gptq)",
+ * "int8 per-channel asym (compressed-tensors)", "fp8 per-tensor, activations static (fp8)", ...; *params is
+ * the parameter count of the architecture (the source's) and *bits_per_weight every stored tensor's bits
+ * over it (the whole checkpoint, embeddings and norms included). */
+void sq_ckpt_describe(const sq_ckpt *ck, char *scheme, size_t cap, int64_t *params /* OUT */, double *bits_per_weight /* OUT */);
+
 /* Checks that every expected tensor is present with its shape and a float dtype (F32, F16, BF16).
  * Linear weights are skipped for quantised checkpoints (their layout is the format's business). */
 sq_status sq_ckpt_check(const sq_ckpt *ck, sq_err *err);

@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,8 +39,65 @@ static void remove_tree(const char *dir) {
     rmdir(dir);
 }
 
+/* The pid in NAME = BASE.spotq-KIND-PID, or 0 when name is not of that form. */
+static long leftover_pid(const char *name, const char *base, size_t blen, const char *kind) {
+    size_t kl = strlen(kind);
+    if (strncmp(name, base, blen) || strncmp(name + blen, kind, kl)) return 0;
+    const char *d = name + blen + kl;
+    if (!*d) return 0;
+    long pid = 0;
+    for (; *d; d++) {
+        if (*d < '0' || *d > '9' || pid > 100000000) return 0;
+        pid = pid * 10 + (*d - '0');
+    }
+    return pid;
+}
+
+void sq_outdir_sweep(const char *path) {
+    char dir[4096], base[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/') dir[--n] = 0;
+    char *slash = strrchr(dir, '/');
+    if (slash) {
+        snprintf(base, sizeof base, "%s", slash + 1);
+        if (slash == dir) dir[1] = 0;
+        else *slash = 0;
+    } else {
+        snprintf(base, sizeof base, "%s", dir);
+        snprintf(dir, sizeof dir, ".");
+    }
+    size_t blen = strlen(base);
+    DIR *d = opendir(dir);
+    if (!d || !blen) {
+        if (d) closedir(d);
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long pid = leftover_pid(e->d_name, base, blen, ".spotq-tmp-");
+        bool old = false;
+        if (!pid) old = (pid = leftover_pid(e->d_name, base, blen, ".spotq-old-")) != 0;
+        if (!pid || pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        char p[8300], target[8300];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        snprintf(target, sizeof target, "%s/%s", dir, base);
+        struct stat st;
+        if (old && lstat(target, &st) != 0 && rename(p, target) == 0) {
+            sq_log(SQ_LOG_WARN, "%s: put back the previous output that process %ld moved aside before it was killed", target, pid);
+            continue;
+        }
+        if (lstat(p, &st) != 0) continue;
+        if (S_ISDIR(st.st_mode)) remove_tree(p);
+        else unlink(p);
+        sq_log(SQ_LOG_WARN, "%s: removed, left by process %ld which no longer runs", p, pid);
+    }
+    closedir(d);
+}
+
 sq_status sq_outdir_begin(sq_outdir **out, const char *path, bool force, sq_err *err) {
     *out = NULL;
+    sq_outdir_sweep(path);
     struct stat st;
     if (stat(path, &st) == 0 && !force)
         return sq_fail(err, SQ_ERR_ARG, "%s: already exists (use --force to replace it)", path);

@@ -22,6 +22,12 @@ sq_status sq_outdir_commit(sq_outdir *o, sq_err *err);
 /* Removes the temporary directory. NULL is fine. */
 void sq_outdir_abort(sq_outdir *o);
 
+/* Cleans up after runs that were killed before they could (SIGKILL, power loss): beside path, the
+ * temporary outputs path.spotq-tmp-PID of processes that no longer exist are removed, and an old
+ * output moved aside as path.spotq-old-PID is put back when path itself is missing (else removed).
+ * Each one is logged; entries of live processes are left alone. sq_outdir_begin calls it. */
+void sq_outdir_sweep(const char *path);
+
 /* The temporary directory of the run in progress, for a signal handler to remove (NULL when none). */
 const char *sq_outdir_pending(void);
 

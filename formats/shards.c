@@ -41,6 +41,8 @@ sq_status sq_shards_open(sq_shards **out, const char *dir, int64_t max_bytes, sq
     return SQ_OK;
 }
 
+int64_t sq_shards_bytes(const sq_shards *w) { return w ? w->total_bytes : 0; }
+
 sq_status sq_shards_add(sq_shards *w, const char *name, sq_dtype dtype, int ndim, const int64_t *shape, const void *data, sq_err *err) {
     int64_t nbytes = sq_dtype_size(dtype);
     for (int k = 0; k < ndim; k++)

@@ -392,6 +392,7 @@ struct sq_tok {
     size_t n_dec;
     bool has_decoder;
     int bos;
+    char bos_rule[160]; /* which rule gave bos, for the user */
     pcre2_code *gpt2_re; /* ByteLevel's split regex, compiled when a ByteLevel uses it */
     pcre2_code *word_re; /* a word character, for single_word added tokens */
     pcre2_match_context *mctx;
@@ -1534,7 +1535,10 @@ static sq_status parse_post(sq_tok *t, const cJSON *node, sq_err *err) {
     }
     if (id >= 0 && (id >= t->n_ids || !(t->flags[id] & F_PIECE)))
         return sq_fail(err, SQ_ERR_FORMAT, "%s: post_processor: id %d is out of range (vocabulary of %d)", t->path, id, t->n_ids);
-    if (t->bos < 0) t->bos = id;
+    if (t->bos < 0 && id >= 0) {
+        t->bos = id;
+        snprintf(t->bos_rule, sizeof t->bos_rule, "tokenizer.json's post_processor (%s)", type);
+    }
     return SQ_OK;
 }
 
@@ -1770,6 +1774,7 @@ sq_status sq_tok_parse(sq_tok **out, const char *json, size_t len, const char *p
     }
     strcpy(t->path, path);
     t->bos = -1;
+    snprintf(t->bos_rule, sizeof t->bos_rule, "tokenizer.json's post_processor adds none");
     t->unk_id = -1;
     build_byte_map(t);
     sq_status st = SQ_OK;
@@ -1839,6 +1844,51 @@ done:
     return SQ_OK;
 }
 
+/* tokenizer_config.json beside tokenizer.json decides the BOS when it has add_bos_token, as
+ * transformers' tokenizers and llama.cpp's converter read it; otherwise the post-processor does. */
+static sq_status apply_tokenizer_config(sq_tok *t, const char *tok_path, sq_err *err) {
+    char cfg[4200];
+    const char *slash = strrchr(tok_path, '/');
+    int dl = slash ? (int)(slash - tok_path) : 0;
+    snprintf(cfg, sizeof cfg, "%.*s%stokenizer_config.json", dl, tok_path, slash ? "/" : "");
+    FILE *f = fopen(cfg, "rb");
+    if (!f) return SQ_OK; /* optional */
+    fclose(f);
+    char *buf;
+    size_t n;
+    sq_status st = sq_read_file(cfg, &buf, &n, err);
+    if (st) return st;
+    cJSON *root = cJSON_ParseWithLength(buf, n);
+    free(buf);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return sq_fail(err, SQ_ERR_FORMAT, "%s: not a JSON object", cfg);
+    }
+    const cJSON *add = cJSON_GetObjectItemCaseSensitive(root, "add_bos_token");
+    if (add && !cJSON_IsNull(add) && !cJSON_IsBool(add)) {
+        cJSON_Delete(root);
+        return sq_fail(err, SQ_ERR_FORMAT, "%s: add_bos_token is not true or false", cfg);
+    }
+    if (cJSON_IsFalse(add)) {
+        t->bos = -1;
+        snprintf(t->bos_rule, sizeof t->bos_rule, "tokenizer_config.json's add_bos_token false");
+    } else if (cJSON_IsTrue(add)) {
+        const cJSON *b = cJSON_GetObjectItemCaseSensitive(root, "bos_token");
+        if (cJSON_IsObject(b)) b = cJSON_GetObjectItemCaseSensitive(b, "content");
+        int id = cJSON_IsString(b) ? sq_tok_id(t, b->valuestring) : -1;
+        if (id < 0 && t->bos < 0) {
+            st = sq_fail(err, SQ_ERR_FORMAT, "%s: add_bos_token is true but bos_token %s%s%s is not in %s", cfg, cJSON_IsString(b) ? "\"" : "",
+                         cJSON_IsString(b) ? b->valuestring : "(none)", cJSON_IsString(b) ? "\"" : "", t->path);
+            cJSON_Delete(root);
+            return st;
+        }
+        if (id >= 0) t->bos = id;
+        snprintf(t->bos_rule, sizeof t->bos_rule, "tokenizer_config.json's add_bos_token true");
+    }
+    cJSON_Delete(root);
+    return SQ_OK;
+}
+
 sq_status sq_tok_load(sq_tok **out, const char *path, sq_err *err) {
     if (!out || !path) return sq_fail(err, SQ_ERR_ARG, "sq_tok_load: NULL argument");
     *out = NULL;
@@ -1848,6 +1898,11 @@ sq_status sq_tok_load(sq_tok **out, const char *path, sq_err *err) {
     if (st) return st;
     st = sq_tok_parse(out, buf, n, path, err);
     free(buf);
+    if (!st) st = apply_tokenizer_config(*out, path, err);
+    if (st) {
+        sq_tok_free(*out);
+        *out = NULL;
+    }
     return st;
 }
 
@@ -1866,3 +1921,4 @@ int sq_tok_id(const sq_tok *t, const char *piece) {
 }
 
 int sq_tok_bos(const sq_tok *t) { return t ? t->bos : -1; }
+const char *sq_tok_bos_rule(const sq_tok *t) { return t ? t->bos_rule : ""; }

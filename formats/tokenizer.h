@@ -38,8 +38,12 @@ int sq_tok_vocab_size(const sq_tok *t);     /* largest id + 1, added tokens incl
  * As in HF, a normalized added token is named by its normalised text. */
 const char *sq_tok_piece(const sq_tok *t, int id);
 int sq_tok_id(const sq_tok *t, const char *piece); /* -1 when absent; added tokens first, as HF */
-/* The id the post-processor puts before a single sequence (BOS), or -1 when it adds none. */
+/* The BOS put before each document, or -1 when none: as transformers and llama.cpp decide it, the
+ * add_bos_token of tokenizer_config.json beside tokenizer.json when it says (sq_tok_load reads it), else
+ * the id tokenizer.json's post-processor puts before a single sequence. */
 int sq_tok_bos(const sq_tok *t);
+/* Which rule gave sq_tok_bos, in words ("tokenizer_config.json add_bos_token false", ...). */
+const char *sq_tok_bos_rule(const sq_tok *t);
 
 /* Encodes text (n bytes) without BOS/EOS. Special added tokens in the text are matched only when
  * parse_special is true (the default for data files is false, as SentencePiece and llama.cpp do);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "../calib/calib.h"
@@ -61,6 +62,14 @@ static bool tap(void *user, sq_site site, int unit, const float *x, int n, int d
     }
     r->t_hessian += sq_pl_now() - t;
     return unit == (r->counting ? r->units : r->u1) - 1; /* nothing after the last unit wanted is needed */
+}
+
+void sq_pl_human_bytes(int64_t bytes, char *buf, size_t cap) {
+    static const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)bytes;
+    int u = 0;
+    while (v >= 1024 && u < 4) v /= 1024, u++;
+    snprintf(buf, cap, u ? "%.2f %s" : "%.0f %s", v, unit[u]);
 }
 
 /* Why a linear stays in full precision ("" when it is quantised). */
@@ -529,6 +538,50 @@ static sq_status copy_others(run *r, const sq_st *st, sq_err *err) {
     return s;
 }
 
+/* Refuses a run that would quantise nothing (every linear kept by its shape, the group size or
+ * --ignore): written anyway, it would pass a CI step as quantised. Names the reason of the first
+ * linear and, for a group size no linear fits, the sizes that would. */
+static sq_status check_some_linear_fits(run *r, sq_err *err) {
+    char why[160] = "", first_why[160] = "", first[160] = "";
+    int total = 0;
+    for (int l = 0; l < r->c->n_layers; l++)
+        for (int u = 0; u < sq_model_ffn_units(r->m, l); u++)
+            for (int j = u ? SQ_LIN_GATE : 0; j < SQ_LIN_COUNT; j++) {
+                const sq_wmat *wm = sq_model_linear_unit(r->m, l, u, (sq_lin)j);
+                char name[160];
+                sq_lin_name_unit(r->c, l, u, (sq_lin)j, name, sizeof name);
+                sq_pl_keep_reason(r, name, wm->rows, wm->cols, why, sizeof why);
+                if (!why[0]) return SQ_OK;
+                if (!total++) snprintf(first, sizeof first, "%s", name), snprintf(first_why, sizeof first_why, "%s", why);
+            }
+    if (!total) return SQ_OK;
+    char fits[128] = "", suffix[160] = "";
+    if (r->o->q.group_size > 0) { /* which group sizes would have let some linear in */
+        sq_quantize_opts t = *r->o;
+        run probe = *r;
+        probe.o = &t;
+        int n = 0;
+        static const int cand[] = {-1, 32, 64, 128, 256};
+        for (size_t c = 0; c < sizeof cand / sizeof *cand; c++) {
+            t.q.group_size = cand[c];
+            bool any = false;
+            for (int l = 0; l < r->c->n_layers && !any; l++)
+                for (int u = 0; u < sq_model_ffn_units(r->m, l) && !any; u++)
+                    for (int j = u ? SQ_LIN_GATE : 0; j < SQ_LIN_COUNT && !any; j++) {
+                        const sq_wmat *wm = sq_model_linear_unit(r->m, l, u, (sq_lin)j);
+                        char name[160];
+                        sq_lin_name_unit(r->c, l, u, (sq_lin)j, name, sizeof name);
+                        sq_pl_keep_reason(&probe, name, wm->rows, wm->cols, why, sizeof why);
+                        any = !why[0];
+                    }
+            if (any) n += snprintf(fits + n, sizeof fits - (size_t)n, "%s%d", n ? ", " : "", cand[c]);
+        }
+        if (n) snprintf(suffix, sizeof suffix, "; --group-size %s would fit", fits);
+    }
+    return sq_fail(err, SQ_ERR_ARG, "%s: no linear layer can be quantised with these settings, so nothing would be: all %d stay in full "
+                   "precision, e.g. %s: %s%s", r->o->model, total, first, first_why, suffix);
+}
+
 /* ---------------------------------------------------------------- the pipeline */
 
 sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
@@ -541,7 +594,9 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
     int64_t nids = 0;
     sq_status s;
     if (o->q.bits != 4 && o->q.bits != 8) return sq_fail(err, SQ_ERR_ARG, "--bits %d: spotq writes 4 or 8 bits", o->q.bits);
-    if (o->q.group_size == 0 || o->q.group_size < -1) return sq_fail(err, SQ_ERR_ARG, "--group-size %d: use -1 or a positive size", o->q.group_size);
+    if (!sq_pl_is_fp8(o->method) && (o->q.group_size == 0 || o->q.group_size < -1 || (o->q.group_size > 0 && o->q.group_size % (32 / o->q.bits))))
+        return sq_fail(err, SQ_ERR_ARG, "--group-size %d: use -1 (one group per output channel) or a positive multiple of %d (the %d-bit packing)",
+                       o->q.group_size, 32 / o->q.bits, o->q.bits);
     if (!(o->q.damp > 0)) return sq_fail(err, SQ_ERR_ARG, "--damp must be positive");
     if (o->format != SQ_FORMAT_GPTQ && !sq_pl_is_fp8(o->method) && o->q.act_order && !o->q.static_groups)
         return sq_fail(err, SQ_ERR_ARG, "--act-order with --format %s needs --static-groups (the format stores no g_idx)", sq_format_name(o->format));
@@ -556,11 +611,22 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
     if ((s = sq_model_open(&r.m, o->model, ex, err))) goto done;
     r.c = sq_model_config(r.m);
     const sq_ckpt *ck = sq_model_ckpt(r.m);
+    { /* the output is none of the inputs, holds none and lies in none: checked before anything is written */
+        const char *in[] = {ck->dir, ck->weights_path, o->calib, o->stats_in};
+        const char *what[] = {"the model's directory", "the model's weights", "the calibration text", "the statistics file"};
+        if ((s = sq_path_check_output(o->stats_out ? o->stats_out : o->out, in, what, 4, err))) goto done;
+        struct stat st;
+        if (o->stats_out && !o->force && stat(o->stats_out, &st) == 0) {
+            s = sq_fail(err, SQ_ERR_ARG, "%s: already exists (use --force to replace it)", o->stats_out);
+            goto done;
+        }
+    }
     if (r.c->n_experts && sq_pl_is_awq(o->method)) {
         s = sq_fail(err, SQ_ERR_UNSUPPORTED, "%s: --method %s on a mixture of experts (%s) is not supported yet (rtn, gptq, fp8 are)", o->model,
                     sq_method_name(o->method), r.c->model_type);
         goto done;
     }
+    if (!o->stats_out && (s = check_some_linear_fits(&r, err))) goto done;
     if (o->stats_in) {
         if ((s = sq_stats_read(&r.stats, o->stats_in, err))) goto done;
         if (strcmp(r.stats.arch, sq_arch_name(r.c->arch)) || r.stats.hidden != r.c->hidden || r.stats.n_layers != r.c->n_layers ||
@@ -580,6 +646,8 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
     }
     if (o->calib && ((s = sq_tok_load(&tok, ck->tokenizer_path, err)) || (s = sq_text_tokens(tok, o->calib, false, &ids, &nids, err))))
         goto done;
+    r.bos_id = tok ? sq_tok_bos(tok) : -1;
+    r.bos_rule = tok ? sq_tok_bos_rule(tok) : "";
     for (int64_t i = 0; i < nids; i++)
         if (ids[i] < 0 || ids[i] >= r.c->vocab) {
             s = sq_fail(err, SQ_ERR_FORMAT, "%s: token %d of the calibration text is outside the model's vocabulary of %d (%s)", o->calib,
@@ -661,6 +729,8 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
         sq_log(SQ_LOG_WARN, "%d of %d linear layers stay in full precision (see kept_in_full_precision in spotq.json), e.g. %s: %s",
                nkept, r.nrep, r.rep[0].quantized ? r.rep[r.nrep - 1].name : r.rep[0].name,
                r.rep[0].quantized ? r.rep[r.nrep - 1].note : r.rep[0].note);
+    r.out_bytes = sq_shards_bytes(r.w);
+    for (int64_t i = 0; i < sq_st_count(ck->st); i++) r.src_bytes += sq_st_get(ck->st, i)->nbytes, r.src_params += sq_st_get(ck->st, i)->numel;
     double tw = sq_pl_now();
     int nshards;
     s = sq_shards_finish(r.w, &nshards, err);
@@ -679,8 +749,14 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
     if (!s) {
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
-        sq_log(SQ_LOG_INFO, "quantized %d of %d linear layers (%.2f bits per weight) in %.1f s: forward %.1f, hessian %.1f, %s %.1f, write %.1f; peak RSS %.0f MiB",
-               r.nrep - nkept, r.nrep, r.n_weights_q ? 8.0 * r.packed_bytes / (double)r.n_weights_q : 0.0, sq_pl_now() - t0, r.t_forward,
+        char a[32], b[32];
+        sq_pl_human_bytes(r.src_bytes, a, sizeof a);
+        sq_pl_human_bytes(r.out_bytes, b, sizeof b);
+        sq_log(SQ_LOG_INFO, "quantized %d of %d linear layers (%.2f bits per quantized weight): the checkpoint %.2f bits per weight, %s "
+               "(source %s, %.2f bits per weight) in %.1f s: forward %.1f, hessian %.1f, %s %.1f, write %.1f; peak RSS %.0f MiB",
+               r.nrep - nkept, r.nrep, r.n_weights_q ? 8.0 * r.packed_bytes / (double)r.n_weights_q : 0.0,
+               r.src_params ? 8.0 * (double)r.out_bytes / (double)r.src_params : 0.0, b, a,
+               r.src_params ? 8.0 * (double)r.src_bytes / (double)r.src_params : 0.0, sq_pl_now() - t0, r.t_forward,
                r.t_hessian, sq_method_name(o->method), r.t_quant, r.t_write, (double)ru.ru_maxrss / 1024.0);
     }
 done:

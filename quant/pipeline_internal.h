@@ -48,6 +48,9 @@ typedef struct {
     float **deq;                 /* (max_units, SQ_LIN_COUNT) this block's dequantised weights, in use by the model */
     double t_forward, t_hessian, t_quant, t_write;
     int64_t n_weights_q, n_weights_kept;
+    int bos_id;                  /* the BOS calibration documents start with (-1: none), by the tokenizer's rule... */
+    const char *bos_rule;        /* ...which this names */
+    int64_t out_bytes, src_bytes, src_params; /* the whole checkpoint: tensor data written, the source's, its parameters */
     double packed_bytes;         /* bytes of every quantised tensor written (codes, scales, zeros, g_idx) */
     /* AWQ: the block's site inputs (full precision, over every calibration token) and its weights as floats */
     float *feat[4];              /* (nsamples * seqlen, dim of the site) */
@@ -65,6 +68,8 @@ double sq_pl_now(void);
 bool sq_pl_is_awq(sq_method m);
 bool sq_pl_is_fp8(sq_method m);
 /* Why a linear stays in full precision ("" when it is quantised). */
+/* bytes as "1.02 MiB" */
+void sq_pl_human_bytes(int64_t bytes, char *buf, size_t cap);
 void sq_pl_keep_reason(const run *r, const char *name, int64_t n, int64_t k, char *why, size_t cap);
 /* NaN or Inf in a source tensor is an error naming it. */
 sq_status sq_pl_check_finite(const run *r, const char *name, sq_dtype dt, const void *data, int64_t numel, sq_err *err);

@@ -213,6 +213,11 @@ sq_status sq_pl_write_report(run *r, sq_outdir *od, uint64_t calib_hash, int64_t
     cJSON_AddStringToObject(c, "file", st ? st->calib : o->calib ? o->calib : "");
     cJSON_AddStringToObject(c, "fnv1a64_of_window_ids", st ? st->hash : hex);
     cJSON_AddNumberToObject(c, "text_tokens", st ? (double)st->text_tokens : (double)calib_tokens);
+    if (!st && o->calib) { /* each document's BOS, by the tokenizer's own rule */
+        if (r->bos_id >= 0) cJSON_AddNumberToObject(c, "bos", r->bos_id);
+        else cJSON_AddNullToObject(c, "bos");
+        cJSON_AddStringToObject(c, "bos_rule", r->bos_rule);
+    }
     cJSON_AddNumberToObject(c, "nsamples", st ? st->nsamples : o->nsamples);
     cJSON_AddNumberToObject(c, "seqlen", st ? st->seqlen : o->seqlen);
     cJSON_AddNumberToObject(c, "seed", st ? (double)st->seed : (double)o->seed);
@@ -241,6 +246,13 @@ sq_status sq_pl_write_report(run *r, sq_outdir *od, uint64_t calib_hash, int64_t
     if (r->c->n_experts) cJSON_AddItemToObject(j, "moe", moe_report(r));
     cJSON_AddNumberToObject(j, "quantized_weights", (double)r->n_weights_q);
     cJSON_AddNumberToObject(j, "bits_per_quantized_weight", r->n_weights_q ? 8.0 * r->packed_bytes / (double)r->n_weights_q : 0);
+    /* the whole checkpoint, every tensor counted, over the source's parameter count */
+    cJSON *ck = cJSON_AddObjectToObject(j, "checkpoint");
+    cJSON_AddNumberToObject(ck, "parameters", (double)r->src_params);
+    cJSON_AddNumberToObject(ck, "bytes", (double)r->out_bytes);
+    cJSON_AddNumberToObject(ck, "source_bytes", (double)r->src_bytes);
+    cJSON_AddNumberToObject(ck, "bits_per_weight", r->src_params ? 8.0 * (double)r->out_bytes / (double)r->src_params : 0);
+    cJSON_AddNumberToObject(ck, "source_bits_per_weight", r->src_params ? 8.0 * (double)r->src_bytes / (double)r->src_params : 0);
     cJSON *t = cJSON_AddObjectToObject(j, "seconds");
     cJSON_AddNumberToObject(t, "forward", r->t_forward);
     cJSON_AddNumberToObject(t, "hessian", r->t_hessian);

@@ -128,7 +128,7 @@ hh, dd = encode(ts)
 tok = open(os.path.join(HERE, "../../models/stories260K/tokenizer.json"), "rb").read()
 files = model_files(pack(hh, dd), cfg); files["tokenizer.json"] = tok
 case("nan-weights", "quantize", f"{REL}/nan-weights: tensor 'model.layers.0.mlp.up_proj.weight' has a NaN or Inf at element {3 * 8 + 5}", files)
-ARGS = {"nan-weights": " -o /tmp/spotq-bad-nan-out --method rtn --calib data/tinystories/calib.txt --nsamples 2 --seqlen 16 --force"}
+ARGS = {"nan-weights": " -o /tmp/spotq-bad-nan-out --method rtn --group-size -1 --calib data/tinystories/calib.txt --nsamples 2 --seqlen 16 --force"}
 case("fp8-nan-weights", "quantize", f"{REL}/fp8-nan-weights: tensor 'model.layers.0.mlp.up_proj.weight' has a NaN or Inf at element {3 * 8 + 5} (row 3, column 5)", files)
 ARGS["fp8-nan-weights"] = " -o /tmp/spotq-bad-nan-out --method fp8 --act static --calib data/tinystories/calib.txt --nsamples 2 --seqlen 16 --force"
 

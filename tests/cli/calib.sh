@@ -41,9 +41,9 @@ $SPOTQ quantize $Q -o $T/qg --method gptq --group-size 32 --stats $T/q.zst 2>/de
 tmp=$T
 fail() { echo "calib: $*"; exit 1; }
 head -c 2000 $T/s.zst >$T/cut.zst
-expect 1 "cut.zst: truncated" -- quantize $M -o $T/x --method rtn --stats $T/cut.zst
-expect 1 "tokenizer.json: not a spotq statistics file" -- quantize $M -o $T/x --method rtn --stats $M/tokenizer.json
-expect 1 "q.zst: statistics of another model \(qwen2_moe, 5 layers, hidden 64\)" -- quantize $M -o $T/x --method rtn --stats $T/q.zst
+expect 1 "cut.zst: truncated" -- quantize $M -o $T/x --method rtn $G --stats $T/cut.zst
+expect 1 "tokenizer.json: not a spotq statistics file" -- quantize $M -o $T/x --method rtn $G --stats $M/tokenizer.json
+expect 1 "q.zst: statistics of another model \(qwen2_moe, 5 layers, hidden 64\)" -- quantize $M -o $T/x --method rtn $G --stats $T/q.zst
 expect 2 "--stats replaces --calib" -- quantize $M -o $T/x --method gptq --stats $T/s.zst $D
 expect 2 "awq needs the activations" -- quantize $M -o $T/x --method awq --stats $T/s.zst
 expect 2 "already exists" -- calib $M $D -o $T/s.zst

@@ -55,7 +55,7 @@ $SPOTQ eval $T/rtn --data data/tinystories/eval.txt --ctx 256 --ref $M --max-ppl
 $SPOTQ quantize $M -o $T/rtn --method rtn $C 2>$T/err; rc=$?
 [ $rc -eq 2 ] && grep -q "already exists (use --force" $T/err || { echo "existing OUT: rc $rc"; cat $T/err; exit 1; }
 # an interrupted run leaves no OUT and no temporary directory
-$SPOTQ quantize $M -o $T/int --method gptq --calib data/tinystories/calib.txt --nsamples 256 --seqlen 512 2>/dev/null &
+$SPOTQ quantize $M -o $T/int --method gptq --group-size 32 --calib data/tinystories/calib.txt --nsamples 256 --seqlen 512 2>/dev/null &
 pid=$!
 sleep 1
 kill -INT $pid
@@ -72,6 +72,6 @@ done
 $SPOTQ quantize $M -o $T/x --method rtn $C --max-shard-size lots 2>$T/err; rc=$?
 [ $rc -eq 2 ] && grep -q "give a size such as 4G" $T/err || { echo "bad --max-shard-size: rc $rc"; exit 1; }
 # too little calibration text is a clear error
-$SPOTQ quantize $M -o $T/x --method gptq --calib data/tinystories/calib.txt --seqlen 100000 2>$T/err; rc=$?
+$SPOTQ quantize $M -o $T/x --method gptq --group-size 32 --calib data/tinystories/calib.txt --seqlen 100000 2>$T/err; rc=$?
 [ $rc -ne 0 ] && grep -q "too short for --seqlen 100000" $T/err || { echo "short calib: $(cat $T/err)"; exit 1; }
 exit 0
