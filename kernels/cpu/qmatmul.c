@@ -112,10 +112,12 @@ static void qrows_to_f32(const sq_wmat *w, int64_t r0, int64_t m, float *dst) {
 sq_status sq_cpu_qmatmul(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err) {
     const sq_qweight *q = w->q;
     if (n <= 0 || w->rows == 0) return SQ_OK;
-    if ((q->bits != 4 && q->bits != 8) || q->group_size % 8 || w->cols % q->group_size)
+    if ((q->bits != 4 && q->bits != 8) || q->group_size <= 0 || w->cols % q->group_size)
         return sq_fail(err, SQ_ERR_UNSUPPORTED, "matmul: %d-bit weights in groups of %d are not supported by the CPU kernels", q->bits,
                        q->group_size);
-    if (!sq_cpu_has_avx2()) return sq_cpu_qmatmul_ref(c, w, bias, x, y, n, err);
+    /* the SIMD dot products take 8 columns at a time: an 8-bit row of 172 (a per-channel group of a
+     * 172-wide matrix) goes through the reference */
+    if (!sq_cpu_has_avx2() || q->group_size % 8) return sq_cpu_qmatmul_ref(c, w, bias, x, y, n, err);
     int64_t K = w->cols, G = q->n_groups;
     float *xp = NULL, *xsum = NULL;
     const float *xin = x;
