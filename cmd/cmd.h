@@ -54,6 +54,7 @@ sq_status sq_cmd_open_draft(const char *path, struct sq_exec *ex, const struct s
                             struct sq_state **ds /* OUT */, sq_err *err);
 
 int cmd_inspect(int argc, char **argv);
+int cmd_check(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_calib(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);

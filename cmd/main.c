@@ -9,6 +9,7 @@ static int cmd_version(int argc, char **argv) { (void)argc; (void)argv; printf("
 
 static const sq_cmd commands[] = {
     {"inspect", cmd_inspect, "describe a checkpoint: architecture, tensors, parameters, size at each precision"},
+    {"check", cmd_check, "would vLLM load a checkpoint: the kernel that serves each linear, or the rule it breaks"},
     {"quantize", cmd_quantize, "calibrate and write an INT4/INT8 (GPTQ, AWQ, compressed-tensors) or FP8 checkpoint"},
     {"calib", cmd_calib, "run the calibration passes once and keep their statistics for quantize --stats"},
     {"tokenize", cmd_tokenize, "token ids of a text as eval and calibration see them (or --decode ids)"},

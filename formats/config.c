@@ -250,6 +250,17 @@ static void parse_quant(reader *r, sq_config *c) {
     c->quant_sym = get_bool(&qr, q, "sym", false);
     c->quant_desc_act = get_bool(&qr, q, "desc_act", false);
     if (qr.status && !r->status) r->status = qr.status;
+    /* compressed-tensors: the first config group's weights (num_bits, strategy, group_size, symmetric) */
+    const cJSON *groups = c->quant_method == SQ_QM_COMPRESSED_TENSORS ? cJSON_GetObjectItemCaseSensitive(q, "config_groups") : NULL;
+    const cJSON *w = cJSON_IsObject(groups) && groups->child ? cJSON_GetObjectItemCaseSensitive(groups->child, "weights") : NULL;
+    if (cJSON_IsObject(w)) {
+        const cJSON *nb = cJSON_GetObjectItemCaseSensitive(w, "num_bits"), *gs = cJSON_GetObjectItemCaseSensitive(w, "group_size"),
+                    *sy = cJSON_GetObjectItemCaseSensitive(w, "symmetric"), *st = cJSON_GetObjectItemCaseSensitive(w, "strategy");
+        if (cJSON_IsNumber(nb) && nb->valuedouble >= 1 && nb->valuedouble <= 32) c->quant_bits = (int)nb->valuedouble;
+        if (cJSON_IsString(st) && !strcmp(st->valuestring, "channel")) c->quant_group_size = -1;
+        else if (cJSON_IsNumber(gs) && gs->valuedouble >= 1 && gs->valuedouble <= 1 << 20) c->quant_group_size = (int)gs->valuedouble;
+        if (cJSON_IsBool(sy)) c->quant_sym = cJSON_IsTrue(sy);
+    }
     parse_quant_act(r, q, c);
 }
 

@@ -743,6 +743,17 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
                                  "generation_config.json", "LICENSE"};
     for (size_t i = 0; i < sizeof copy / sizeof *copy && !s; i++) s = sq_outdir_copy(od, ck->dir, copy[i], true, err);
     if (s) goto done;
+    { /* the serving check on what was written: one warning when vLLM would not load it */
+        sq_ckpt *oc = NULL;
+        sq_err e2 = {0};
+        if (sq_ckpt_open(&oc, sq_outdir_tmp(od), &e2) == SQ_OK && sq_serve_check(oc, 1, NULL, NULL, &r.serve, &e2) == SQ_OK) {
+            r.serve_checked = true;
+            if (r.serve.n_reject)
+                sq_log(SQ_LOG_WARN, "vLLM would not load %s: %d of %d linears break its kernel rules, e.g. %s: %s (spotq check %s lists them)",
+                       o->out, r.serve.n_reject, r.serve.n_linear, r.serve.first_reject.name, r.serve.first_reject.rule, o->out);
+        }
+        sq_ckpt_close(oc);
+    }
     if ((s = sq_pl_write_report(&r, od, r.win ? sq_calib_hash(r.win, ntok) : 0, nids, sq_pl_now() - t0, err))) goto done;
     s = sq_outdir_commit(od, err);
     od = NULL;

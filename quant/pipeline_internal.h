@@ -3,6 +3,7 @@
 #ifndef SQ_PIPELINE_INTERNAL_H
 #define SQ_PIPELINE_INTERNAL_H
 
+#include "../formats/serving.h"
 #include "../calib/stats.h"
 #include "../formats/outdir.h"
 #include "../formats/safetensors.h"
@@ -48,6 +49,8 @@ typedef struct {
     float **deq;                 /* (max_units, SQ_LIN_COUNT) this block's dequantised weights, in use by the model */
     double t_forward, t_hessian, t_quant, t_write;
     int64_t n_weights_q, n_weights_kept;
+    sq_serve_summary serve;      /* vLLM's kernel rules applied to the output (formats/serving.h) */
+    bool serve_checked;
     int bos_id;                  /* the BOS calibration documents start with (-1: none), by the tokenizer's rule... */
     const char *bos_rule;        /* ...which this names */
     int64_t out_bytes, src_bytes, src_params; /* the whole checkpoint: tensor data written, the source's, its parameters */

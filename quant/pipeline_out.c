@@ -243,6 +243,18 @@ sq_status sq_pl_write_report(run *r, sq_outdir *od, uint64_t calib_hash, int64_t
         cJSON_AddItemToArray(layers, e);
     }
     cJSON_AddItemToObject(j, "kept_in_full_precision", kept_modules(r));
+    if (r->serve_checked) { /* spotq check's verdict on this output at tensor parallelism 1 */
+        cJSON *v = cJSON_AddObjectToObject(j, "serving");
+        cJSON_AddBoolToObject(v, "vllm_loads", r->serve.n_reject == 0);
+        cJSON_AddNumberToObject(v, "kernel", r->serve.n_kernel);
+        cJSON_AddNumberToObject(v, "fallback", r->serve.n_fallback);
+        cJSON_AddNumberToObject(v, "full_precision", r->serve.n_full);
+        cJSON_AddNumberToObject(v, "rejected", r->serve.n_reject);
+        if (r->serve.n_reject) {
+            cJSON_AddStringToObject(v, "first_rejected", r->serve.first_reject.name);
+            cJSON_AddStringToObject(v, "rule", r->serve.first_reject.rule);
+        }
+    }
     if (r->c->n_experts) cJSON_AddItemToObject(j, "moe", moe_report(r));
     cJSON_AddNumberToObject(j, "quantized_weights", (double)r->n_weights_q);
     cJSON_AddNumberToObject(j, "bits_per_quantized_weight", r->n_weights_q ? 8.0 * r->packed_bytes / (double)r->n_weights_q : 0);

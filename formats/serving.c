@@ -1,0 +1,176 @@
+/* serving.c: vLLM's kernel rules (see serving.h for the source read) applied to every linear. */
+#include "serving.h"
+
+#include <stdio.h>
+#include <string.h>
+
+const char *sq_serve_verdict_name(sq_serve_verdict v) {
+    static const char *const names[] = {"kernel", "fallback", "full precision", "rejected"};
+    return (unsigned)v < 4 ? names[v] : "?";
+}
+
+/* How one linear is stored in this checkpoint. */
+typedef enum { ST_FULL, ST_PACKED_GPTQ_AWQ, ST_PACKED_CT, ST_FP8 } storage;
+
+typedef struct {
+    const sq_config *c;
+    int tp;
+    int64_t n_part, k_part; /* per tensor-parallel shard; n_part of q/k/v (and gate/up) is their fused sum, as vLLM
+                             * runs them as one QKVParallelLinear (MergedColumnParallelLinear) */
+    bool expert, fused;
+} lin_ctx;
+
+static const int marlin_groups[] = {-1, 32, 64, 128};
+
+static bool marlin_group_ok(int g) {
+    for (size_t i = 0; i < sizeof marlin_groups / sizeof *marlin_groups; i++)
+        if (marlin_groups[i] == g) return true;
+    return false;
+}
+
+/* Marlin's type and group rules (query_marlin_supported_quant_types, _check_marlin_supported). */
+static bool marlin_type(int bits, bool zp, int group, char *rule, size_t cap) {
+    if (zp ? bits != 4 : bits != 4 && bits != 8) {
+        snprintf(rule, cap, "Marlin takes %s, not %d-bit%s", zp ? "4-bit weights with zero points (uint4)" : "4- or 8-bit symmetric weights (uint4b8, uint8b128)",
+                 bits, zp ? " with zero points" : "");
+        return false;
+    }
+    if (!marlin_group_ok(group)) {
+        snprintf(rule, cap, "Marlin takes group sizes -1, 32, 64, 128, not %d", group);
+        return false;
+    }
+    return true;
+}
+
+/* verify_marlin_supports_shape, or check_moe_marlin_supports_layer for an expert. */
+static bool marlin_shape(const lin_ctx *x, int64_t k_full, int group, char *rule, size_t cap) {
+    if (x->expert) {
+        int64_t inter = x->n_part < x->k_part ? x->n_part : x->k_part, hidden = x->c->hidden, m = group > 64 ? group : 64;
+        if (hidden % 128) snprintf(rule, cap, "Marlin MoE needs hidden %lld to be a multiple of 128", (long long)hidden);
+        else if (inter % m) snprintf(rule, cap, "Marlin MoE needs the expert width per shard %lld to be a multiple of %lld", (long long)inter, (long long)m);
+        else return true;
+        return false;
+    }
+    if (x->n_part % 64)
+        snprintf(rule, cap, "%sout_features per shard %lld is not a multiple of 64 (Marlin's min_thread_n)", x->fused ? "the fused " : "",
+                 (long long)x->n_part);
+    else if (x->k_part % 128) snprintf(rule, cap, "in_features per shard %lld is not a multiple of 128 (Marlin's min_thread_k)", (long long)x->k_part);
+    else if (group > 0 && group < k_full && x->k_part % group)
+        snprintf(rule, cap, "in_features per shard %lld is not a multiple of the group size %d", (long long)x->k_part, group);
+    else return true;
+    return false;
+}
+
+/* One row per on-disk format: the kernel vLLM picks for a quantised linear of it. */
+typedef void (*serve_fn)(const lin_ctx *x, sq_serve_linear *l);
+
+static void serve_gptq(const lin_ctx *x, sq_serve_linear *l) {
+    const sq_config *c = x->c;
+    snprintf(l->kernel, sizeof l->kernel, x->expert ? "Marlin MoE (gptq_marlin)" : "Marlin (gptq_marlin)");
+    if (!c->quant_sym) {
+        snprintf(l->rule, sizeof l->rule, "GPTQ v1 loads only through Marlin, which takes symmetric weights (this checkpoint is asymmetric)");
+        l->verdict = SQ_SERVE_REJECT;
+    } else if (!marlin_type(c->quant_bits, false, c->quant_group_size, l->rule, sizeof l->rule)) {
+        l->verdict = SQ_SERVE_REJECT;
+    } else if (!marlin_shape(x, l->k, c->quant_group_size, l->rule, sizeof l->rule)) {
+        if (x->expert) { /* gptq_marlin falls back to the MoE WNA16 kernels for such experts */
+            snprintf(l->kernel, sizeof l->kernel, "MoE WNA16");
+            l->verdict = SQ_SERVE_FALLBACK;
+        } else l->verdict = SQ_SERVE_REJECT;
+    }
+}
+
+static void serve_awq(const lin_ctx *x, sq_serve_linear *l) {
+    const sq_config *c = x->c;
+    snprintf(l->kernel, sizeof l->kernel, x->expert ? "Marlin MoE (awq_marlin)" : "Marlin (awq_marlin)");
+    if (!marlin_type(c->quant_bits, true, c->quant_group_size, l->rule, sizeof l->rule) ||
+        !marlin_shape(x, l->k, c->quant_group_size, l->rule, sizeof l->rule)) {
+        snprintf(l->kernel, sizeof l->kernel, x->expert ? "MoE WNA16" : "AWQ GEMM (awq)");
+        l->verdict = SQ_SERVE_FALLBACK;
+    }
+}
+
+static void serve_ct_int(const lin_ctx *x, sq_serve_linear *l) {
+    const sq_config *c = x->c;
+    snprintf(l->kernel, sizeof l->kernel, x->expert ? "Marlin MoE (wNa16)" : "Marlin (wNa16)");
+    if (!marlin_type(c->quant_bits, !c->quant_sym, c->quant_group_size, l->rule, sizeof l->rule) ||
+        !marlin_shape(x, l->k, c->quant_group_size, l->rule, sizeof l->rule)) {
+        snprintf(l->kernel, sizeof l->kernel, x->expert ? "MoE WNA16" : "another mixed-precision kernel, if one takes it");
+        l->verdict = SQ_SERVE_FALLBACK;
+    }
+}
+
+static void serve_fp8(const lin_ctx *x, sq_serve_linear *l) {
+    (void)x;
+    snprintf(l->kernel, sizeof l->kernel, "FP8 scaled_mm (shapes not checked)");
+}
+
+/* A column-parallel linear splits its outputs across shards, a row-parallel one its inputs. */
+static bool row_parallel(const char *name) {
+    return strstr(name, ".o_proj") || strstr(name, ".down_proj") || strstr(name, ".w2");
+}
+
+typedef struct {
+    const sq_ckpt *ck;
+    int tp;
+    sq_serve_fn fn;
+    void *user;
+    sq_serve_summary *sum;
+} walk;
+
+static int check_linear(const char *tname, int ndim, const int64_t *shape, bool is_linear, void *user) {
+    walk *w = user;
+    if (!is_linear || ndim != 2) return 0;
+    const sq_ckpt *ck = w->ck;
+    sq_serve_linear l = {.n = shape[0], .k = shape[1]};
+    size_t nl = strlen(tname);
+    snprintf(l.name, sizeof l.name, "%.*s", (int)(nl > 7 && !strcmp(tname + nl - 7, ".weight") ? nl - 7 : nl), tname);
+    char buf[260];
+    storage st = ST_FULL;
+    snprintf(buf, sizeof buf, "%s.qweight", l.name);
+    if (sq_st_find(ck->st, buf)) st = ST_PACKED_GPTQ_AWQ;
+    snprintf(buf, sizeof buf, "%s.weight_packed", l.name);
+    if (sq_st_find(ck->st, buf)) st = ST_PACKED_CT;
+    const sq_tensor *t = sq_st_find(ck->st, tname);
+    if (t && t->dtype == SQ_DT_F8_E4M3) st = ST_FP8;
+    const sq_config *c = &ck->cfg;
+    lin_ctx x = {c, w->tp, l.n, l.k, strstr(l.name, ".experts.") != NULL, false};
+    bool row = row_parallel(l.name);
+    if (!x.expert && (strstr(l.name, ".q_proj") || strstr(l.name, ".k_proj") || strstr(l.name, ".v_proj")))
+        x.n_part = (int64_t)c->n_heads * c->head_dim + 2 * (int64_t)c->n_kv_heads * c->head_dim, x.fused = true;
+    else if (!x.expert && (strstr(l.name, ".gate_proj") || strstr(l.name, ".up_proj"))) x.n_part = 2 * l.n, x.fused = true;
+    int64_t split = row ? l.k : x.n_part;
+    if (split % w->tp) {
+        l.verdict = SQ_SERVE_REJECT;
+        snprintf(l.kernel, sizeof l.kernel, "tensor parallelism");
+        snprintf(l.rule, sizeof l.rule, "%s %lld does not split into %d shards", row ? "in_features" : "out_features", (long long)split, w->tp);
+    } else {
+        if (row) x.k_part = l.k / w->tp;
+        else x.n_part /= w->tp;
+        serve_fn f = NULL;
+        if (st == ST_FP8) f = serve_fp8;
+        else if (st == ST_PACKED_CT) f = serve_ct_int;
+        else if (st == ST_PACKED_GPTQ_AWQ) f = ck->cfg.quant_method == SQ_QM_AWQ ? serve_awq : serve_gptq;
+        if (f) f(&x, &l);
+        else {
+            l.verdict = SQ_SERVE_FULL;
+            snprintf(l.kernel, sizeof l.kernel, "%s GEMM (not quantised)", t ? sq_dtype_name(t->dtype) : "?");
+        }
+    }
+    sq_serve_summary *s = w->sum;
+    s->n_linear++;
+    if (l.verdict == SQ_SERVE_KERNEL) s->n_kernel++;
+    else if (l.verdict == SQ_SERVE_FALLBACK) s->n_fallback++;
+    else if (l.verdict == SQ_SERVE_FULL) s->n_full++;
+    else if (!s->n_reject++) s->first_reject = l;
+    if (w->fn) w->fn(&l, w->user);
+    return 0;
+}
+
+sq_status sq_serve_check(const sq_ckpt *ck, int tp, sq_serve_fn fn, void *user, sq_serve_summary *sum, sq_err *err) {
+    memset(sum, 0, sizeof *sum);
+    if (!ck || tp < 1) return sq_fail(err, SQ_ERR_ARG, "--tp %d: tensor parallelism must be at least 1", tp);
+    walk w = {ck, tp, fn, user, sum};
+    sq_ckpt_expected_tensors(&ck->cfg, check_linear, &w);
+    return SQ_OK;
+}
