@@ -32,6 +32,43 @@ static sq_status need(const sq_model *m, const char *module, const char *suffix,
     return SQ_OK;
 }
 
+/* A scale tensor in F16, BF16 or F32 (GPTQ and AutoAWQ write F16; llm-compressor writes the model's dtype).
+ * *f16 is what the unpacker reads: the tensor itself when it is F16, else zeros (allocated here, freed
+ * by the caller) whose places put_scales() fills with the exact values after unpacking. */
+static sq_status need_scale(const sq_model *m, const char *module, const char *suffix, int64_t d0, int64_t d1, const sq_tensor **out,
+                            const uint16_t **f16, uint16_t **zeros, sq_err *err) {
+    const sq_tensor *t = tensor(m, module, suffix);
+    sq_dtype dt = t && (t->dtype == SQ_DT_BF16 || t->dtype == SQ_DT_F32) ? t->dtype : SQ_DT_F16;
+    sq_status s = need(m, module, suffix, dt, 2, d0, d1, out, err);
+    if (s) {
+        if (t && t->dtype != dt) /* say which dtypes would do */
+            sq_fail(err, SQ_ERR_FORMAT, "%s: tensor '%s.%s' has dtype %s (expected F16, BF16 or F32)", m->ck->weights_path, module, suffix,
+                    sq_dtype_name(t->dtype));
+        return s;
+    }
+    *zeros = NULL;
+    if (dt == SQ_DT_F16) {
+        *f16 = (*out)->data;
+        return SQ_OK;
+    }
+    *zeros = calloc((size_t)(d0 * d1), sizeof **zeros);
+    if (!*zeros) return sq_fail(err, SQ_ERR_NOMEM, "out of memory reading %s.%s", module, suffix);
+    *f16 = *zeros;
+    return SQ_OK;
+}
+
+/* The exact scales of a BF16/F32 tensor t into qm->scale [G, N]; t is [G, N] (GPTQ, AWQ) or [N, G] (compressed-tensors). */
+static sq_status put_scales(const sq_tensor *t, bool n_major, sq_qmatrix *qm, sq_err *err) {
+    int64_t N = qm->n, G = qm->n_groups;
+    float *f = malloc((size_t)(N * G) * sizeof *f);
+    if (!f) return sq_fail(err, SQ_ERR_NOMEM, "out of memory reading scales");
+    sq_dtype_to_f32(t->dtype, t->data, f, (size_t)(N * G));
+    for (int64_t g = 0; g < G; g++)
+        for (int64_t r = 0; r < N; r++) qm->scale[g * N + r] = n_major ? f[r * G + g] : f[g * N + r];
+    free(f);
+    return SQ_OK;
+}
+
 void sq_rt_qweight_free(sq_qweight *q) {
     if (!q) return;
     free((void *)q->codes);
@@ -140,14 +177,21 @@ static sq_status load_gptq(sq_model *m, const char *module, int64_t N, int64_t K
         return sq_fail(err, SQ_ERR_FORMAT, "%s: tensor '%s.scales' is missing or has the wrong shape", m->ck->weights_path, module);
     int64_t G = sc->shape[0];
     const sq_tensor *qz, *gi;
+    const uint16_t *f16 = NULL;
+    uint16_t *zeros = NULL;
     sq_status s;
     if ((s = need(m, module, "qweight", SQ_DT_I32, 2, K * bits / 32, N, &qw, err)) ||
         (s = need(m, module, "qzeros", SQ_DT_I32, 2, G, N * bits / 32, &qz, err)) ||
-        (s = need(m, module, "scales", SQ_DT_F16, 2, G, N, &sc, err)) || (s = need(m, module, "g_idx", SQ_DT_I32, 1, K, 0, &gi, err)))
+        (s = need_scale(m, module, "scales", G, N, &sc, &f16, &zeros, err)) || (s = need(m, module, "g_idx", SQ_DT_I32, 1, K, 0, &gi, err))) {
+        free(zeros);
         return s;
+    }
     sq_qmatrix qm;
     int gs = (int)(K / G);
-    return finish_unpack(m, module, sq_unpack_gptq(&qm, N, K, bits, G == 1 ? -1 : gs, qw->data, qz->data, sc->data, gi->data, err), &qm, w, err);
+    s = sq_unpack_gptq(&qm, N, K, bits, G == 1 ? -1 : gs, qw->data, qz->data, f16, gi->data, err);
+    if (!s && zeros && (s = put_scales(sc, false, &qm, err))) sq_qmatrix_free(&qm);
+    free(zeros);
+    return finish_unpack(m, module, s, &qm, w, err);
 }
 
 static sq_status load_ct(sq_model *m, const char *module, int64_t N, int64_t K, sq_wmat *w, sq_err *err) {
@@ -167,15 +211,20 @@ static sq_status load_ct(sq_model *m, const char *module, int64_t N, int64_t K, 
         return sq_fail(err, SQ_ERR_FORMAT, "%s: tensor '%s.weight_scale' is missing or has the wrong shape", m->ck->weights_path, module);
     int64_t G = ws->shape[1];
     const sq_tensor *zp = NULL, *gi = NULL;
+    const uint16_t *f16 = NULL;
+    uint16_t *zeros = NULL;
     if ((s = need(m, module, "weight_packed", SQ_DT_I32, 2, N, K * bits / 32, &wp, err)) ||
-        (s = need(m, module, "weight_scale", SQ_DT_F16, 2, N, G, &ws, err)))
+        (s = need_scale(m, module, "weight_scale", N, G, &ws, &f16, &zeros, err)) ||
+        (tensor(m, module, "weight_zero_point") && (s = need(m, module, "weight_zero_point", SQ_DT_I32, 2, N * bits / 32, G, &zp, err))) ||
+        (tensor(m, module, "weight_g_idx") && (s = need(m, module, "weight_g_idx", SQ_DT_I32, 1, K, 0, &gi, err)))) {
+        free(zeros);
         return s;
-    if (tensor(m, module, "weight_zero_point") && (s = need(m, module, "weight_zero_point", SQ_DT_I32, 2, N * bits / 32, G, &zp, err)))
-        return s;
-    if (tensor(m, module, "weight_g_idx") && (s = need(m, module, "weight_g_idx", SQ_DT_I32, 1, K, 0, &gi, err))) return s;
+    }
     sq_qmatrix qm;
-    return finish_unpack(m, module, sq_unpack_ct(&qm, N, K, bits, G == 1 ? -1 : (int)(K / G), wp->data, ws->data, zp ? zp->data : NULL, gi ? gi->data : NULL,
-                          err), &qm, w, err);
+    s = sq_unpack_ct(&qm, N, K, bits, G == 1 ? -1 : (int)(K / G), wp->data, f16, zp ? zp->data : NULL, gi ? gi->data : NULL, err);
+    if (!s && zeros && (s = put_scales(ws, true, &qm, err))) sq_qmatrix_free(&qm);
+    free(zeros);
+    return finish_unpack(m, module, s, &qm, w, err);
 }
 
 static sq_status load_awq(sq_model *m, const char *module, int64_t N, int64_t K, sq_wmat *w, sq_err *err) {
@@ -184,12 +233,20 @@ static sq_status load_awq(sq_model *m, const char *module, int64_t N, int64_t K,
         return sq_fail(err, SQ_ERR_FORMAT, "%s: tensor '%s.scales' is missing or has the wrong shape", m->ck->weights_path, module);
     int64_t G = sc->shape[0];
     sq_status s;
+    const uint16_t *f16 = NULL;
+    uint16_t *zeros = NULL;
     if ((s = need(m, module, "qweight", SQ_DT_I32, 2, K, N / 8, &qw, err)) || (s = need(m, module, "qzeros", SQ_DT_I32, 2, G, N / 8, &qz, err)) ||
-        (s = need(m, module, "scales", SQ_DT_F16, 2, G, N, &sc, err)))
+        (s = need_scale(m, module, "scales", G, N, &sc, &f16, &zeros, err)))
         return s;
-    if (N % 8) return sq_fail(err, SQ_ERR_FORMAT, "%s: %s: %lld output features do not pack 8 to a word", m->ck->weights_path, module, (long long)N);
+    if (N % 8) {
+        free(zeros);
+        return sq_fail(err, SQ_ERR_FORMAT, "%s: %s: %lld output features do not pack 8 to a word", m->ck->weights_path, module, (long long)N);
+    }
     sq_qmatrix qm;
-    return finish_unpack(m, module, sq_unpack_awq(&qm, N, K, G == 1 ? -1 : (int)(K / G), qw->data, qz->data, sc->data, err), &qm, w, err);
+    s = sq_unpack_awq(&qm, N, K, G == 1 ? -1 : (int)(K / G), qw->data, qz->data, f16, err);
+    if (!s && zeros && (s = put_scales(sc, false, &qm, err))) sq_qmatrix_free(&qm);
+    free(zeros);
+    return finish_unpack(m, module, s, &qm, w, err);
 }
 
 sq_status sq_rt_load_qlinear(sq_model *m, const char *weight_name, int64_t rows, int64_t cols, sq_wmat *w, bool *found, sq_err *err) {
