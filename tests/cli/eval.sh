@@ -9,8 +9,9 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "eval: $*"; exit 1; }
 
-# within 1e-4 relative of the golden value (tests/golden/stories260K.json)
-close() { awk -v a="$1" -v b="$2" 'BEGIN { d = a / b - 1; if (d < 0) d = -d; exit !(d < 1e-4) }'; }
+. tests/cli/lib/num.sh
+# within 1e-4 relative of the golden value (tests/golden/stories260K.json); a non-number fails
+close() { isnum "$1" && isnum "$2" && awk -v a="$1" -v b="$2" 'BEGIN { d = a / b - 1; if (d < 0) d = -d; exit !(d < 1e-4) }'; }
 ppl_of() { echo "$1" | awk '/^ppl:/ { print $2 }'; }
 
 out=$($SPOTQ eval $M --data $D --ctx 256)
