@@ -46,6 +46,11 @@ echo "awq: ppl $a, ratio $ra, kld $ka (no clipping: $kn); rtn: ppl $r, ratio $rr
 bound "AWQ's KLD not under 0.8 x RTN's" 'ka < 0.8 * kr && ka > 0' ka=$ka kr=$kr
 bound "AWQ's perplexity excess not under 0.75 x RTN's" 'ra - 1 < 0.75 * (rr - 1) && ra > 1' ra=$ra rr=$rr
 bound "clipping raised the KLD" 'ka <= kn' ka=$ka kn=$kn
+# and each clipped matrix's output error (v, o; q and k are not clipped) no higher than without clipping
+errs() { awk '/"error":/ { sub(/,$/, "", $2); print $2 }' "$1"; }
+errs $T/awq/spotq.json >$T/e1; errs $T/noclip/spotq.json >$T/e2
+paste $T/e1 $T/e2 | awk 'NF != 2 || !($1 ~ /^[0-9.e-]+$/) || !($2 ~ /^[0-9.e-]+$/) { bad++ } $1 + 0 > $2 + 0 { worse++ }
+                         END { exit !(NR == 20 && !bad && !worse) }' || { echo "awq: clipping raised some matrix's output error"; paste $T/e1 $T/e2; exit 1; }
 $SPOTQ quantize $M -o $T/g --method awq --format gptq $C 2>/dev/null
 $SPOTQ quantize $M -o $T/ct --method awq --format compressed-tensors $C 2>/dev/null
 # compressed-tensors stores AWQ's grid as it is; GPTQ v1 moves a zero of 0 to 1 (loaders disagree on 0)
