@@ -26,7 +26,7 @@ grep -q '"stats":	"'"$T"'/s.zst"' $T/rs/spotq.json && grep -q '"sequential":	fal
 
 # GPTQ from statistics, and a sweep: 8-bit per-channel from the same file
 $SPOTQ quantize $M -o $T/gs --method gptq $G --act-order --stats $T/s.zst 2>/dev/null
-awk '/"error_rtn"/ { r = $2 + 0 } /"error":/ { if (!($2 + 0 < r)) bad++ } END { exit bad > 0 }' $T/gs/spotq.json ||
+below_rtn $T/gs/spotq.json ||
     { echo "GPTQ from statistics not below RTN on some matrix"; exit 1; }
 $SPOTQ eval $T/gs --data data/tinystories/eval.txt --ctx 256 --ref $M --max-ppl-ratio 1.03 >/dev/null ||
     { echo "GPTQ from statistics: ppl ratio over 1.03"; exit 1; }

@@ -103,7 +103,7 @@ cmp $T/ts_1/model.safetensors $T/ts_2/model.safetensors || { echo "static input 
 # (both in spotq.json); with the default calibration, within the quality bars at the default context
 $SPOTQ quantize $M -o $T/g --method fp8+gptq $C --act static 2>$T/g.log
 [ "$(grep -c '"error_rtn"' $T/g/spotq.json)" -eq 35 ] || { echo "fp8+gptq: want 35 quantised linears"; exit 1; }
-awk '/"error_rtn"/ { r = $2 + 0 } /"error":/ { if (!($2 + 0 < r)) bad++ } END { exit bad > 0 }' $T/g/spotq.json ||
+below_rtn $T/g/spotq.json ||
     { echo "fp8+gptq: a layer's error is not below RTN's"; exit 1; }
 grep -q '"method":	"fp8+gptq"' $T/g/spotq.json && grep -q '"act_order":	false' $T/g/spotq.json || { echo "fp8+gptq arguments"; exit 1; }
 cmp -s $T/g/config.json $T/ts/config.json || { echo "fp8+gptq: config differs from fp8's"; exit 1; }

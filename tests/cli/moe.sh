@@ -28,7 +28,7 @@ $SPOTQ quantize $Q -o $T/r8 --method rtn $C --bits 8 2>/dev/null
 # 5 layers x (4 attention + 5 units x 3) linears, every one quantised, GPTQ below RTN on each
 n=$(grep -c '"error_rtn"' $T/g/spotq.json)
 [ "$n" -eq 95 ] || { echo "$n quantised matrices, want 95"; exit 1; }
-awk '/"error_rtn"/ { r = $2 + 0 } /"error":/ { if (!($2 + 0 < r)) bad++ } END { exit bad > 0 }' $T/g/spotq.json ||
+below_rtn $T/g/spotq.json ||
     { echo "GPTQ error not below RTN on some matrix"; exit 1; }
 $SPOTQ inspect $T/g >$T/g.txt
 for t in mlp.experts.3.down_proj.qweight mlp.experts.0.gate_proj.g_idx mlp.shared_expert.up_proj.scales; do

@@ -10,6 +10,7 @@ T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 M=models/stories260K
 C="--calib data/tinystories/calib.txt --nsamples 16 --seqlen 256 --bits 4 --group-size 32 --asym"
+. tests/cli/lib/num.sh
 $SPOTQ quantize $M -o $T/gptq --method gptq --act-order $C --threads 2 2>$T/log
 grep -q "stay in full precision" $T/log || { echo "no warning about the kept matrices"; cat $T/log; exit 1; }
 $SPOTQ quantize $M -o $T/gptq1 --method gptq --act-order $C --threads 1 2>/dev/null
@@ -24,9 +25,8 @@ grep -q '"-:model\\\\.layers\\\\.0\\\\.mlp\\\\.down_proj"' $T/gptq/config.json |
 # every quantised matrix: GPTQ's output error below RTN's (spotq.json holds both)
 n=$(grep -c '"error_rtn"' $T/gptq/spotq.json)
 [ "$n" -eq 20 ] || { echo "$n quantised matrices, want 20 (q, k, v, o of 5 layers)"; exit 1; }
-awk '/"error_rtn"/ { r = $2 + 0 } /"error":/ { if (!($2 + 0 < r)) bad++ } END { exit bad > 0 }' $T/gptq/spotq.json ||
+below_rtn $T/gptq/spotq.json ||
     { echo "GPTQ error not below RTN on some matrix"; exit 1; }
-. tests/cli/lib/num.sh
 # ppl NAME DIR: evaluates DIR into $T/NAME.json (eval's exit code checked) and sets p_NAME to its perplexity
 ppl() { evalj $T/$1.json $2 --data data/tinystories/eval.txt --ctx 256; v=$(jnum $T/$1.json ppl) || { echo "$2: no ppl"; exit 1; }; eval "p_$1=$v"; }
 ppl fp $M; ppl gptq $T/gptq; ppl rtn $T/rtn

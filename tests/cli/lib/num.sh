@@ -5,6 +5,8 @@
 #                           exits non-zero, printing nothing, when there is none
 #   evalj OUT ARGS...       runs `spotq eval ARGS --json` into OUT; its exit code other than 0 fails
 #                           the test (no pipe in between to hide it)
+#   below_rtn FILE          true when every matrix of spotq.json FILE has an "error" that is a number
+#                           below its "error_rtn" (and there is at least one)
 #   bound WHAT EXPR VAR=VALUE...   checks the values with num, then fails naming WHAT unless the awk
 #                           expression EXPR over them holds: bound "ratio" 'r < 1.03' r=$r
 # Needs $SPOTQ. Call num, evalj and bound at the top level of the script (not inside $(...)), where
@@ -39,4 +41,9 @@ bound() { # bound WHAT EXPR VAR=VALUE...
         _n_vars="$_n_vars -v $_n_a"
     done
     awk $_n_vars "BEGIN { exit !($_n_expr) }" || { echo "$_n_b: not $_n_expr with $*"; exit 1; }
+}
+below_rtn() { # below_rtn FILE: every matrix's "error" a number below its "error_rtn" (spotq.json, as written)
+    awk '/"error_rtn":/ { r = $2; sub(/,$/, "", r); n++; if (r !~ /^[0-9.eE+-]+$/) bad++ }
+         /"error":/ { e = $2; sub(/,$/, "", e); m++; if (e !~ /^[0-9.eE+-]+$/ || !(e + 0 < r + 0)) bad++ }
+         END { exit !(n > 0 && n == m && !bad) }' "$1"
 }
