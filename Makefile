@@ -146,7 +146,7 @@ bench: $(BIN)
 	@sh bench/quant.sh $(BIN)
 
 fixtures:
-	for g in tests/fixtures/gen_*.py tests/bad/gen_bad.py; do python3 $$g || exit 1; done
+	for g in tests/fixtures/gen_*.py tests/bad/gen_bad.py tests/golden/gen_stories260K.py; do python3 $$g || exit 1; done
 
 check-peers: $(BIN)
 	sh scripts/check-peers.sh

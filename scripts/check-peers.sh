@@ -1,9 +1,13 @@
 #!/bin/sh
 # check-peers.sh: the checks that need Python, torch and the peers from PyPI (not part of `make test`,
-# which uses the golden files these write). Installs what it needs with pip.
+# which uses the golden files these write). Installs what it needs with pip, at pinned versions (the
+# ones tests/fixtures/PROVENANCE.md names; AutoGPTQ 0.7.1 and AutoAWQ 0.2.9 are pinned in check_peers.py),
+# so that a regenerated golden differs only when spotq or a deliberate version bump changed it.
 set -e
 cd "$(dirname "$0")/.."
-python3 -m pip install -q numpy safetensors ml_dtypes tokenizers sentencepiece torch transformers compressed-tensors
+PINS="numpy==2.4.6 safetensors==0.8.0 ml_dtypes==0.7.0 tokenizers==0.23.3 sentencepiece==0.2.3 transformers==5.24.0
+      torch==2.15.0 compressed-tensors==0.20.0"
+python3 -m pip install -q $PINS
 BUILD=${BUILD:-build/release}
 make -s "$BUILD/tests/test_qpack" "$BUILD/tests/test_fp8" "$BUILD/spotq"
 tmp=$(mktemp -d)

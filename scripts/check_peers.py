@@ -97,7 +97,7 @@ def fp8_main():
         same = torch.equal(ref.view(torch.int32), src[f"act.spotq_{name}"].view(torch.int32))
         print(f"fp8 activations {name}: torch (vLLM's formula) {'==' if same else '!='} spotq")
         bad += not same
-    save_file(out, os.path.join(FIX, "peer_fp8.safetensors"))
+    save_file(out, os.path.join(FIX, "peer_fp8.safetensors"), metadata=provenance())
     return bad
 
 def fp8_model_check(spotq):
@@ -170,6 +170,13 @@ def transformers_check(spotq):
             bad += not ok
     return bad
 
+def provenance():
+    """The __metadata__ of the golden files written here: this script and the version of every tool it ran."""
+    from importlib.metadata import version
+    tools = ", ".join(f"{p} {version(p)}" for p in ("torch", "compressed-tensors", "safetensors", "numpy"))
+    return {"generator": "scripts/check_peers.py (make check-peers)",
+            "tools": f"{tools}, auto-gptq 0.7.1 (qlinear_cuda.py, pure-torch path), autoawq 0.2.9 (packing_utils.py)"}
+
 def main():
     packed = load_file(os.path.join(FIX, "spotq_packed.safetensors"))
     QuantLinear = autogptq_quantlinear()
@@ -216,7 +223,7 @@ def main():
     same = torch.equal(w.view(torch.int16), packed[f"{name}.spotq_f16"].view(torch.int16))
     print(f"{name}: AutoAWQ dequantize_gemm {'==' if same else '!='} spotq")
     bad += not same
-    save_file(out, os.path.join(FIX, "peer_dequant.safetensors"))
+    save_file(out, os.path.join(FIX, "peer_dequant.safetensors"), metadata=provenance())
     bad += fp8_main()
     spotq = os.path.join(ROOT, os.environ.get("BUILD", "build/release"), "spotq")
     if os.path.exists(spotq):

@@ -10,20 +10,23 @@ trap 'rm -rf "$T"' EXIT
 M=models/stories260K
 D="--calib data/tinystories/calib.txt --nsamples 16 --seqlen 256"
 G="--bits 4 --group-size 32 --asym"
-field() { sed -n "s/.*\"$2\":[ \t]*\([0-9.e+-]*\).*/\1/p" "$1" | head -1; }
+. tests/cli/lib/num.sh
+field() { jnum "$@" || { echo "calib: no number \"$2\" in $1" >&2; exit 1; }; }
 
 $SPOTQ calib $M $D -o $T/s.zst 2>$T/log
 grep -q "kept 20 statistics" $T/log || { echo "calib: $(cat $T/log)"; exit 1; }
 $SPOTQ quantize $M -o $T/rs --method rtn $G --stats $T/s.zst 2>/dev/null
 $SPOTQ quantize $M -o $T/rc --method rtn $G $D 2>/dev/null
 cmp $T/rs/model.safetensors $T/rc/model.safetensors || { echo "rtn from statistics differs"; exit 1; }
-[ "$(field $T/rs/spotq.json error_rtn)" = "$(field $T/rc/spotq.json error_rtn)" ] || { echo "first block's error differs"; exit 1; }
+e1=$(field $T/rs/spotq.json error_rtn); e2=$(field $T/rc/spotq.json error_rtn)
+num "first block's error" "$e1" "$e2"
+[ "$e1" = "$e2" ] || { echo "first block's error differs"; exit 1; }
 grep -q '"stats":	"'"$T"'/s.zst"' $T/rs/spotq.json && grep -q '"sequential":	false' $T/rs/spotq.json &&
     grep -q '"nsamples":	16' $T/rs/spotq.json || { echo "spotq.json calibration"; exit 1; }
 
 # GPTQ from statistics, and a sweep: 8-bit per-channel from the same file
 $SPOTQ quantize $M -o $T/gs --method gptq $G --act-order --stats $T/s.zst 2>/dev/null
-awk '/"error_rtn"/ { r = $2 + 0 } /"error":/ { if (!($2 + 0 < r)) bad++ } END { exit bad > 0 }' $T/gs/spotq.json ||
+below_rtn $T/gs/spotq.json ||
     { echo "GPTQ from statistics not below RTN on some matrix"; exit 1; }
 $SPOTQ eval $T/gs --data data/tinystories/eval.txt --ctx 256 --ref $M --max-ppl-ratio 1.03 >/dev/null ||
     { echo "GPTQ from statistics: ppl ratio over 1.03"; exit 1; }

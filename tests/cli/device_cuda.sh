@@ -6,6 +6,10 @@ T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 M=models/stories260K
 C="--calib data/tinystories/calib.txt --nsamples 8 --seqlen 128 --bits 4 --group-size 32 --asym --act-order"
+. tests/cli/lib/num.sh
+tmp=$T
+fail() { echo "device_cuda: $*"; exit 1; }
+. tests/cli/lib/expect.sh
 $SPOTQ quantize $M -o $T/g --method gptq $C --device cuda 2>$T/err; rc=$?
 if [ $rc -ne 0 ]; then
     [ $rc -eq 1 ] || { echo "--device cuda without a GPU: exit $rc, want 1"; cat $T/err; exit 1; }
@@ -16,13 +20,12 @@ if [ $rc -ne 0 ]; then
 else
     # a GPU: the same model quantised on the CPU must evaluate the same to within 1%
     $SPOTQ quantize $M -o $T/c --method gptq $C 2>/dev/null || { echo "CPU quantize failed"; exit 1; }
-    ppl() { $SPOTQ eval "$1" --data data/tinystories/eval.txt --ctx 256 --json | sed -n 's/.*"ppl":[ \t]*\([0-9.e+-]*\).*/\1/p' | head -1; }
-    g=$(ppl $T/g); c=$(ppl $T/c)
+    evalj $T/g.json $T/g --data data/tinystories/eval.txt --ctx 256
+    evalj $T/c.json $T/c --data data/tinystories/eval.txt --ctx 256
+    g=$(jnum $T/g.json ppl) && c=$(jnum $T/c.json ppl) || { echo "no ppl in eval's JSON"; exit 1; }
     echo "ppl cuda $g cpu $c"
-    awk -v g=$g -v c=$c 'BEGIN { d = g - c; if (d < 0) d = -d; exit !(d <= 0.01 * c) }' || { echo "cuda and cpu GPTQ differ by more than 1%"; exit 1; }
-    $SPOTQ quantize $M -o $T/r --method rtn $C --device cuda 2>$T/err; rc=$?
-    [ $rc -eq 1 ] && grep -q "only --method gptq runs on the GPU" $T/err || { echo "--method rtn --device cuda: rc $rc $(cat $T/err)"; exit 1; }
+    bound "cuda and cpu GPTQ differ by more than 1%" 'g - c <= 0.01 * c && c - g <= 0.01 * c' g=$g c=$c
+    expect 1 "only --method gptq runs on the GPU" -- quantize $M -o $T/r --method rtn $C --device cuda
 fi
-$SPOTQ quantize $M -o $T/x --method gptq $C --device tpu 2>$T/err; rc=$?
-[ $rc -eq 2 ] && grep -q "unknown device" $T/err || { echo "--device tpu: rc $rc $(cat $T/err)"; exit 1; }
+expect 2 "--device tpu: unknown device" -- quantize $M -o $T/x --method gptq $C --device tpu
 exit 0

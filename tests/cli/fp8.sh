@@ -11,8 +11,10 @@ trap 'rm -rf "$T"' EXIT
 M=models/stories260K
 C="--calib data/tinystories/calib.txt --nsamples 8 --seqlen 128"
 q() { out=$1; shift; $SPOTQ quantize $M -o $T/$out --method fp8 $C "$@" 2>$T/$out.log; }
-field() { sed -n "s/.*\"$2\":[ \t]*\([0-9.e+-]*\).*/\1/p" "$1" | head -1; }
-ev() { $SPOTQ eval $T/$1 --data data/tinystories/eval.txt --ctx 256 --ref $M --json >$T/$1.json; }
+. tests/cli/lib/num.sh
+fail() { echo "fp8: $*"; exit 1; }
+field() { jnum "$@" || { echo "fp8: no number \"$2\" in $1" >&2; exit 1; }; }
+ev() { evalj $T/$1.json $T/$1 --data data/tinystories/eval.txt --ctx 256 --ref $M; }
 
 # the default: weight-only per tensor, which vLLM's fp8 format cannot hold: compressed-tensors, said so
 q tn
@@ -46,15 +48,49 @@ grep -q '"strategy":	"channel"' $T/cs/config.json && grep -q '"strategy":	"token
     { echo "compressed-tensors strategies"; exit 1; }
 $SPOTQ inspect $T/ts --json | grep -q '"quant_method":	"fp8"' || { echo "inspect --json"; exit 1; }
 
+# static input scales, by value: layer 0's q/k/v input is rmsnorm(embed(x)) whatever the quantisation,
+# so its scale is max |rmsnorm(embed(t)) * g| / 448 over the calibration tokens t, computed here from the
+# source weights (od reads the F32 bytes, awk does the arithmetic in double). Calibration on one short
+# document repeated: every 64-token window holds all its tokens, so the max over the windows is the max
+# over those five ids. Fused q/k/v and gate/up share their input and weight scales in every layer.
+. tests/cli/lib/st.sh
+i=0; while [ $i -lt 100 ]; do echo '{"text": "Once upon a time"}'; i=$((i + 1)); done >$T/once.jsonl
+ids=$($SPOTQ tokenize $M $T/once.jsonl | tr ' ' '\n' | sort -un | tr '\n' ' ')
+[ "$ids" = "1 261 378 403 407 " ] || fail "the repeated document's ids: $ids"
+$SPOTQ quantize $M -o $T/sc --method fp8 --act static --calib $T/once.jsonl --nsamples 4 --seqlen 64 2>/dev/null
+st_bytes $M/model.safetensors model.embed_tokens.weight >$T/emb || fail "no embeddings"
+st_bytes $M/model.safetensors model.layers.0.input_layernorm.weight | od -An -tf4 -v >$T/g.txt || fail "no norm"
+for t in 1 261 378 403 407; do echo $(od -An -tf4 -v -j $((t * 256)) -N 256 $T/emb); done >$T/rows.txt
+ref=$(awk 'NR == FNR { for (i = 1; i <= NF; i++) g[n++] = $i; next }
+           { rows++; ss = 0; for (i = 1; i <= NF; i++) ss += $i * $i; r = 1 / sqrt(ss / NF + 1e-5)
+             for (i = 1; i <= NF; i++) { v = $i * r * g[i - 1]; if (v < 0) v = -v; if (v > m) m = v } }
+           END { if (n == 64 && rows == 5) printf "%.9g\n", m / 448 }' $T/g.txt $T/rows.txt)
+sc() { st_bytes $T/$1/model.safetensors model.layers.$2.$3.$4 || fail "$1: no model.layers.$2.$3.$4"; }
+got=$(sc sc 0 self_attn.q_proj input_scale | od -An -tf4 | tr -d ' ')
+echo "layer 0 q/k/v input scale $got, reference $ref"
+bound "layer 0 q/k/v input scale" 'g / r - 1 < 1e-6 && r / g - 1 < 1e-6' g=$got r=$ref
+for v in sc ts; do
+    for l in 0 1 2 3 4; do
+        for t in input_scale weight_scale; do
+            sc $v $l self_attn.q_proj $t >$T/a; sc $v $l self_attn.k_proj $t >$T/b; sc $v $l self_attn.v_proj $t >$T/c
+            cmp -s $T/a $T/b && cmp -s $T/a $T/c || fail "$v layer $l: q/k/v do not share their $t"
+            sc $v $l mlp.gate_proj $t >$T/a; sc $v $l mlp.up_proj $t >$T/b
+            cmp -s $T/a $T/b || fail "$v layer $l: gate/up do not share their $t"
+        done
+    done
+done
+
 # quality: every variant close to the source; the two formats of one setting are the same model
 for v in tn ts td cn cs cd ts_ct td_ct; do
     ev $v
     r=$(field $T/$v.json ppl_ratio); k=$(field $T/$v.json mean)
     echo "$v: ppl ratio $r, kld $k"
-    awk -v r=$r -v k=$k 'BEGIN { exit !(r > 1 && r < 1.03 && k > 0 && k < 0.03) }' || { echo "$v: out of bounds"; exit 1; }
+    bound "$v: out of bounds" 'r > 1 && r < 1.03 && k > 0 && k < 0.03' r=$r k=$k
 done
-[ "$(field $T/ts.json ppl)" = "$(field $T/ts_ct.json ppl)" ] || { echo "static: fp8 and compressed-tensors differ"; exit 1; }
-[ "$(field $T/td.json ppl)" = "$(field $T/td_ct.json ppl)" ] || { echo "dynamic: fp8 and compressed-tensors differ"; exit 1; }
+p_ts=$(field $T/ts.json ppl); p_ts_ct=$(field $T/ts_ct.json ppl); p_td=$(field $T/td.json ppl); p_td_ct=$(field $T/td_ct.json ppl)
+num "ppl" "$p_ts" "$p_ts_ct" "$p_td" "$p_td_ct"
+[ "$p_ts" = "$p_ts_ct" ] || { echo "static: fp8 and compressed-tensors differ"; exit 1; }
+[ "$p_td" = "$p_td_ct" ] || { echo "dynamic: fp8 and compressed-tensors differ"; exit 1; }
 # the same weights whatever --threads (td_ct ran on one thread)
 q td_ct2 --act dynamic --format compressed-tensors --threads 2
 cmp $T/td_ct/model.safetensors $T/td_ct2/model.safetensors || { echo "output depends on --threads"; exit 1; }
@@ -67,7 +103,7 @@ cmp $T/ts_1/model.safetensors $T/ts_2/model.safetensors || { echo "static input 
 # (both in spotq.json); with the default calibration, within the quality bars at the default context
 $SPOTQ quantize $M -o $T/g --method fp8+gptq $C --act static 2>$T/g.log
 [ "$(grep -c '"error_rtn"' $T/g/spotq.json)" -eq 35 ] || { echo "fp8+gptq: want 35 quantised linears"; exit 1; }
-awk '/"error_rtn"/ { r = $2 + 0 } /"error":/ { if (!($2 + 0 < r)) bad++ } END { exit bad > 0 }' $T/g/spotq.json ||
+below_rtn $T/g/spotq.json ||
     { echo "fp8+gptq: a layer's error is not below RTN's"; exit 1; }
 grep -q '"method":	"fp8+gptq"' $T/g/spotq.json && grep -q '"act_order":	false' $T/g/spotq.json || { echo "fp8+gptq arguments"; exit 1; }
 cmp -s $T/g/config.json $T/ts/config.json || { echo "fp8+gptq: config differs from fp8's"; exit 1; }
@@ -79,14 +115,17 @@ for v in "none 1.01" "static 1.015"; do
     echo "fp8+gptq --act $1: $(grep 'ppl ratio' $T/gq_$1.txt)"
 done
 
-# settings a format cannot hold, and bad values: usage errors
-set +e
-for args in "--format fp8" "--format fp8 --fp8-scheme channel --act static" "--act sometimes" "--fp8-scheme row" "--format gptq --act static"; do
-    $SPOTQ quantize $M -o $T/x --method fp8 $C $args 2>$T/err; rc=$?
-    [ $rc -eq 2 ] || { echo "$args: exit $rc, want 2"; cat $T/err; exit 1; }
-done
-$SPOTQ quantize $M -o $T/x --method rtn $C --act static 2>$T/err; rc=$?
-[ $rc -eq 2 ] && grep -q "apply to --method fp8" $T/err || { echo "--act with rtn: exit $rc"; exit 1; }
-$SPOTQ quantize $M -o $T/x --method fp8+gptq $C --format fp8 2>$T/err; rc=$?
-[ $rc -eq 2 ] || { echo "fp8+gptq weight-only in vLLM's fp8: exit $rc, want 2"; exit 1; }
+# settings a format cannot hold, and bad values: usage errors, each with its one line
+tmp=$T
+. tests/cli/lib/expect.sh
+expect 2 "--format fp8 holds one weight scale per tensor .* use --format compressed-tensors for weight-only FP8" -- \
+    quantize $M -o $T/x --method fp8 $C --format fp8
+expect 2 "--format fp8 holds one weight scale per tensor .* use --format compressed-tensors for per-channel scales" -- \
+    quantize $M -o $T/x --method fp8 $C --format fp8 --fp8-scheme channel --act static
+expect 2 "--act sometimes: use none, static or dynamic" -- quantize $M -o $T/x --method fp8 $C --act sometimes
+expect 2 "--fp8-scheme row: use tensor or channel" -- quantize $M -o $T/x --method fp8 $C --fp8-scheme row
+expect 2 "--method fp8 writes --format fp8 or compressed-tensors" -- quantize $M -o $T/x --method fp8 $C --format gptq --act static
+expect 2 "--fp8-scheme and --act apply to --method fp8 and fp8\+gptq" -- quantize $M -o $T/x --method rtn $C --act static
+expect 2 "use --format compressed-tensors for weight-only FP8" -- quantize $M -o $T/x --method fp8+gptq $C --format fp8
+[ ! -e $T/x ] || fail "a refused quantize wrote $T/x"
 exit 0

@@ -12,8 +12,10 @@ trap 'rm -rf "$T"' EXIT
 Q=tests/fixtures/moe/qwen2_moe
 X=tests/fixtures/moe/mixtral
 C="--calib data/tinystories/calib.txt --nsamples 16 --seqlen 256 --group-size 32"
-field() { sed -n "s/.*\"$2\":[ \t]*\([0-9.e+-]*\).*/\1/p" "$1" | head -1; }
-ev() { $SPOTQ eval "$1" --data data/tinystories/eval.txt --ctx 256 --ref "$2" --json >"$1.json"; }
+. tests/cli/lib/num.sh
+fail() { echo "moe: $*"; exit 1; }
+field() { jnum "$@" || { echo "moe: no number \"$2\" in $1" >&2; exit 1; }; }
+ev() { evalj "$1.json" "$1" --data data/tinystories/eval.txt --ctx 256 --ref "$2"; }
 
 $SPOTQ quantize $Q -o $T/g --method gptq $C --threads 2 2>/dev/null
 $SPOTQ quantize $Q -o $T/g1 --method gptq $C --threads 1 2>/dev/null
@@ -26,7 +28,7 @@ $SPOTQ quantize $Q -o $T/r8 --method rtn $C --bits 8 2>/dev/null
 # 5 layers x (4 attention + 5 units x 3) linears, every one quantised, GPTQ below RTN on each
 n=$(grep -c '"error_rtn"' $T/g/spotq.json)
 [ "$n" -eq 95 ] || { echo "$n quantised matrices, want 95"; exit 1; }
-awk '/"error_rtn"/ { r = $2 + 0 } /"error":/ { if (!($2 + 0 < r)) bad++ } END { exit bad > 0 }' $T/g/spotq.json ||
+below_rtn $T/g/spotq.json ||
     { echo "GPTQ error not below RTN on some matrix"; exit 1; }
 $SPOTQ inspect $T/g >$T/g.txt
 for t in mlp.experts.3.down_proj.qweight mlp.experts.0.gate_proj.g_idx mlp.shared_expert.up_proj.scales; do
@@ -40,9 +42,14 @@ list() { awk -v k="\"$2\":" '$1 == k { sub(/^[^[]*\[/, ""); sub(/\].*$/, ""); gs
 list $T/g/spotq.json tokens_per_expert | awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; if (s != 8192) bad++ } END { exit bad > 0 || NR != 5 }' ||
     { echo "tokens per expert do not add up to 2 x 4096 in every layer"; sed -n '/"moe"/,$p' $T/g/spotq.json; exit 1; }
 
-for v in g r r8; do ev $T/$v $Q; echo "$v: ppl ratio $(field $T/$v.json ppl_ratio), kld $(field $T/$v.json mean)"; done
-awk -v g=$(field $T/g.json ppl) -v r=$(field $T/r.json ppl) 'BEGIN { exit !(g < r) }' || { echo "GPTQ perplexity not below RTN's"; exit 1; }
-awk -v k=$(field $T/r8.json mean) 'BEGIN { exit !(k > 0 && k < 0.005) }' || { echo "8-bit RTN not close to lossless"; exit 1; }
+for v in g r r8; do ev $T/$v $Q; done
+for v in g r r8; do
+    rt=$(field $T/$v.json ppl_ratio); k=$(field $T/$v.json mean)
+    echo "$v: ppl ratio $rt, kld $k"
+done
+g=$(field $T/g.json ppl); r=$(field $T/r.json ppl); k8=$(field $T/r8.json mean)
+bound "GPTQ perplexity not below RTN's" 'g < r' g=$g r=$r
+bound "8-bit RTN not close to lossless" 'k > 0 && k < 0.005' k=$k8
 
 # Mixtral on 2 x 64 tokens: experts routed fewer than 64 (the hidden size) are calibrated on all
 $SPOTQ quantize $X -o $T/x --method gptq --calib data/tinystories/calib.txt --nsamples 2 --seqlen 64 --group-size 32 2>$T/x.log
@@ -52,8 +59,12 @@ rare=$(list $T/x/spotq.json tokens_per_expert | awk '{ for (i = 1; i <= NF; i++)
 listed=$(list $T/x/spotq.json calibrated_on_all_tokens | awk '{ n += NF } END { print n + 0 }')
 [ "$rare" -gt 0 ] && [ "$rare" -eq "$listed" ] || { echo "$rare rare experts, $listed calibrated on all tokens"; exit 1; }
 $SPOTQ inspect $T/x | grep -q "model.layers.2.block_sparse_moe.experts.3.w2.qweight " || { echo "mixtral expert names"; exit 1; }
+# 4-bit g32 experts from 128 calibration tokens: measured ppl ratio 1.259, KLD 0.364, top-1 62.0% (RTN:
+# 1.293, 0.353, 62.6%); bars with a margin over those, far under what broken experts give
 ev $T/x $X
-awk -v p=$(field $T/x.json ppl) 'BEGIN { exit !(p > 1 && p < 1e6) }' || { echo "mixtral: perplexity $(field $T/x.json ppl)"; exit 1; }
+xr=$(field $T/x.json ppl_ratio); xk=$(field $T/x.json mean); xt=$(field $T/x.json top1_agreement)
+echo "mixtral gptq: ppl ratio $xr, kld $xk, top-1 $xt"
+bound "mixtral: quality" 'r > 1 && r < 1.32 && k > 0 && k < 0.45 && t > 0.55' r=$xr k=$xk t=$xt
 
 # FP8 with static activations: one input scale for all the experts of a layer, the shared expert its own
 $SPOTQ quantize $Q -o $T/f --method fp8 --act static --calib data/tinystories/calib.txt --nsamples 16 --seqlen 256 2>/dev/null
@@ -62,12 +73,14 @@ cmp $T/f/model.safetensors $T/f20/model.safetensors || { echo "fp8 static scales
 for p in gate_proj down_proj; do
     s=$(awk -v p="layers.1.mlp.experts.[0-9].$p\"" '$0 ~ p { on = 1 } on && /"input_scale"/ { print $2; on = 0 }' $T/f/spotq.json | sort -u)
     [ "$(echo "$s" | wc -l)" -eq 1 ] && [ -n "$s" ] || { echo "layer 1 experts' $p input scales differ: $s"; exit 1; }
+    bound "layer 1 experts' $p input scale" 's > 0 && s < 1' s=${s%,}
 done
 ev $T/f $Q
-awk -v r=$(field $T/f.json ppl_ratio) 'BEGIN { exit !(r < 1.03) }' || { echo "fp8 static: ppl ratio $(field $T/f.json ppl_ratio)"; exit 1; }
+fr=$(field $T/f.json ppl_ratio); fk=$(field $T/f.json mean)
+echo "fp8 static: ppl ratio $fr, kld $fk"
+bound "fp8 static: quality (measured ratio 1.0073, KLD 0.0316)" 'r > 1 && r < 1.03 && k > 0 && k < 0.045' r=$fr k=$fk
 
-set +e
-$SPOTQ quantize $Q -o $T/a --method awq $C 2>$T/err; rc=$?
-[ $rc -eq 1 ] && [ "$(wc -l <$T/err)" -eq 1 ] && grep -q "awq on a mixture of experts (qwen2_moe) is not supported yet" $T/err ||
-    { echo "awq on MoE: exit $rc"; cat $T/err; exit 1; }
+tmp=$T
+. tests/cli/lib/expect.sh
+expect 1 "awq on a mixture of experts \(qwen2_moe\) is not supported yet" -- quantize $Q -o $T/a --method awq $C
 exit 0

@@ -3,7 +3,9 @@
  * (2) dequantise, through spotq's unpackers, to exactly the fp16 weights that the peers' own code
  * (AutoGPTQ's QuantLinear, compressed-tensors' decompressor; scripts/check_peers.py) read from that
  * file: tests/fixtures/peers/peer_dequant.safetensors. `test_qpack --write FILE` rewrites (1).
- * The AWQ GEMM configuration is held to AutoAWQ's dequantize_gemm the same way.
+ * The AWQ GEMM configuration is held to AutoAWQ's dequantize_gemm the same way, and every packed tensor
+ * of every format (qweight, qzeros, scales, g_idx; weight_packed, weight_scale, weight_zero_point)
+ * must equal the golden byte for byte.
  * Also: a GPTQ v1 writer never stores a zero of 0 (loaders disagree on it). */
 #include <math.h>
 #include <stdlib.h>
@@ -146,17 +148,37 @@ static void test_awq(const float *w, const sq_st *golden, const sq_st *peer) {
     uint16_t *sc;
     awq_tensors(w, &m, &qw, &qz, &sc);
     char key[64];
-    snprintf(key, sizeof key, "%s.awq.qweight", AWQ);
-    const sq_tensor *t = sq_st_find(golden, key);
-    CHECK(t && memcmp(t->data, qw, (size_t)(K * N / 8) * 4) == 0, "AWQ qweight bytes changed");
+    /* every packed tensor byte for byte: qweight, qzeros (interleaved like qweight) and scales */
+    const struct { const char *name; const void *data; int64_t bytes; } mine_t[] = {
+        {"qweight", qw, K * N / 8 * 4}, {"qzeros", qz, K / 32 * N / 8 * 4}, {"scales", sc, K / 32 * N * 2}};
+    const sq_tensor *gt[3] = {0};
+    for (int i = 0; i < 3; i++) {
+        snprintf(key, sizeof key, "%s.awq.%s", AWQ, mine_t[i].name);
+        const sq_tensor *t = gt[i] = sq_st_find(golden, key);
+        CHECK(t && t->nbytes == mine_t[i].bytes && memcmp(t->data, mine_t[i].data, (size_t)mine_t[i].bytes) == 0, "AWQ %s bytes changed",
+              mine_t[i].name);
+    }
     sq_err err = {0};
+    /* the golden's tensors, unpacked as the runtime reads them, give AutoAWQ's weights */
+    if (gt[0] && gt[1] && gt[2]) {
+        sq_qmatrix g;
+        CHECK_OK(sq_unpack_awq(&g, N, K, 32, gt[0]->data, gt[1]->data, gt[2]->data, &err), &err);
+        uint16_t *gf = malloc((size_t)(N * K) * 2);
+        dequant_f16(&g, gf);
+        snprintf(key, sizeof key, "%s.autoawq_f16", AWQ);
+        const sq_tensor *t = sq_st_find(peer, key);
+        CHECK(t && t->nbytes == N * K * 2 && memcmp(t->data, gf, (size_t)(N * K) * 2) == 0,
+              "AWQ GEMM golden tensors, unpacked by spotq, differ from AutoAWQ's dequantize_gemm");
+        free(gf);
+        sq_qmatrix_free(&g);
+    }
     CHECK_OK(sq_unpack_awq(&u, N, K, 32, qw, qz, sc, &err), &err);
     uint16_t *mine = malloc((size_t)(N * K) * 2), *theirs = malloc((size_t)(N * K) * 2);
     dequant_f16(&m, mine);
     dequant_f16(&u, theirs);
     CHECK(memcmp(mine, theirs, (size_t)(N * K) * 2) == 0, "AWQ round trip");
     snprintf(key, sizeof key, "%s.autoawq_f16", AWQ);
-    t = sq_st_find(peer, key);
+    const sq_tensor *t = sq_st_find(peer, key);
     CHECK(t && t->nbytes == N * K * 2 && memcmp(t->data, mine, (size_t)(N * K) * 2) == 0, "AWQ GEMM differs from AutoAWQ's dequantize_gemm");
     free(mine); free(theirs); free(qw); free(qz); free(sc);
     sq_qmatrix_free(&m);
