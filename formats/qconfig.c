@@ -134,6 +134,11 @@ static bool g_idx_trivial(const sq_tensor *gi, int64_t K, int64_t G) {
 static void check_gptq(qc *x, const char *module, int64_t N, int64_t K) {
     const sq_tensor *qw = tensor(x, module, "qweight"), *sc = tensor(x, module, "scales"), *qz = tensor(x, module, "qzeros"),
                     *gi = tensor(x, module, "g_idx");
+    if (qw->ndim == 2 && qw->shape[0] == K && qw->shape[1] * 8 == N && N != 8) {
+        bad(x, ".quant_method is 'gptq', but %s's qweight is [%lld, %lld], AWQ GEMM's layout (GPTQ packs along the inputs)", module,
+            (long long)K, (long long)(N / 8));
+        return;
+    }
     if (qw->ndim != 2 || !sc || sc->ndim != 2 || sc->shape[0] < 1 || (qw->shape[0] * 32) % K) return; /* the loader's message */
     int bits = (int)(qw->shape[0] * 32 / K), G = (int)sc->shape[0];
     int cb = jint(x->q, "bits", 0), gs = jint(x->q, "group_size", 0), sym = jbool(x->q, "sym", 1), desc = jbool(x->q, "desc_act", 0);
@@ -175,6 +180,11 @@ static void check_gptq(qc *x, const char *module, int64_t N, int64_t K) {
 static void check_awq(qc *x, const char *module, int64_t N, int64_t K) {
     const sq_tensor *qw = tensor(x, module, "qweight"), *sc = tensor(x, module, "scales"), *qz = tensor(x, module, "qzeros");
     if (!sc || sc->ndim != 2 || sc->shape[0] < 1) return;
+    if (qw->ndim == 2 && qw->shape[1] == N && qw->shape[0] * 32 % K == 0 && qw->shape[0] != K) {
+        bad(x, ".quant_method is 'awq', but %s's qweight is [%lld, %lld], GPTQ's layout (AWQ GEMM packs along the outputs: [%lld, %lld])",
+            module, (long long)qw->shape[0], (long long)N, (long long)K, (long long)(N / 8));
+        return;
+    }
     int cb = jint(x->q, "bits", jint(x->q, "w_bit", 0)), gs = jint(x->q, "group_size", jint(x->q, "q_group_size", 0));
     int zp = jbool(x->q, "zero_point", 1);
     const char *ver = jstr(x->q, "version");
