@@ -223,5 +223,5 @@ static int check_one(const char *name, int ndim, const int64_t *shape, bool is_l
 sq_status sq_ckpt_check(const sq_ckpt *ck, sq_err *err) {
     check_ctx x = {ck, err, SQ_OK};
     sq_ckpt_expected_tensors(&ck->cfg, check_one, &x);
-    return x.status;
+    return x.status ? x.status : sq_ckpt_check_quant(ck, err);
 }

@@ -40,4 +40,12 @@ void sq_ckpt_describe(const sq_ckpt *ck, char *scheme, size_t cap, int64_t *para
  * Linear weights are skipped for quantised checkpoints (their layout is the format's business). */
 sq_status sq_ckpt_check(const sq_ckpt *ck, sq_err *err);
 
+/* A quantised checkpoint's quantization_config against its tensors (qconfig.c): for every linear
+ * layer, the bits, group size, symmetry, act-order, checkpoint format and version, FP8 weight and
+ * activation scheme the config states must be what the tensors hold, and the config's ignore list
+ * (dynamic, modules_to_not_convert, ignored_layers, ignore) must name exactly the linears left in
+ * full precision. A mismatch is SQ_ERR_FORMAT naming config.json and the field. Called by
+ * sq_ckpt_check; SQ_OK for unquantised checkpoints and methods spotq does not read. */
+sq_status sq_ckpt_check_quant(const sq_ckpt *ck, sq_err *err);
+
 #endif

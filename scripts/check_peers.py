@@ -11,7 +11,8 @@ peers' weights differ from spotq's (the `<config>.spotq_f16` tensors).
 FP8: tests/fixtures/peers/spotq_fp8.safetensors (written by `test_fp8 --write`) against compressed-tensors'
 calculate_qparams, FloatQuantizationCompressor.compress/decompress and torch's float8 cast under vLLM's
 activation formula, into tests/fixtures/peers/peer_fp8.safetensors (the golden file of test_fp8); and the
-bundled model quantised to float-quantized, read back through compressed-tensors.
+bundled model quantised to float-quantized, read back through compressed-tensors; GPTQ, AWQ and vLLM-fp8
+outputs read through the peers' own config classes and unpackers (config_loaders_check).
 Needs: torch, safetensors, compressed-tensors, and the auto-gptq wheel (unpacked into build/peers)."""
 import glob, importlib.util, os, subprocess, sys, zipfile
 import torch
@@ -177,6 +178,122 @@ def provenance():
     return {"generator": "scripts/check_peers.py (make check-peers)",
             "tools": f"{tools}, auto-gptq 0.7.1 (qlinear_cuda.py, pure-torch path), autoawq 0.2.9 (packing_utils.py)"}
 
+def autoawq_config_class():
+    """AutoAWQ 0.2.9's own AwqConfig (awq/models/_config.py: it reads config.json's quantization_config)."""
+    autoawq_dequantize_gemm()   # unpacks the sdist into build/peers
+    spec = importlib.util.spec_from_file_location("autoawq_config", os.path.join(PEERS, "autoawq-0.2.9/awq/models/_config.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.AwqConfig
+
+def config_loaders_check(spotq):
+    """GPTQ-, AWQ- and vLLM-fp8-format outputs of tests/fixtures/matrix/llama (every linear quantised) read
+    through the peers' own config classes, and the INT ones through their own unpackers driven by what
+    those classes parsed: transformers' GPTQConfig (bits, group_size, desc_act, sym, checkpoint_format)
+    with AutoGPTQ 0.7.1's QuantLinear; transformers' AwqConfig and AutoAWQ 0.2.9's own AwqConfig (read
+    from the output directory) with AutoAWQ's dequantize_gemm. The dequantised weights (and the modules
+    the config's dynamic / modules_to_not_convert leave alone, as GPTQModel / transformers match them)
+    go into a plain transformers Llama whose perplexity must match `spotq eval`'s to 1e-3 (AutoGPTQ and
+    AutoAWQ dequantise in float16).
+    vLLM's own Fp8Config cannot be loaded here: vLLM's PyPI wheels are CUDA builds whose import loads
+    its compiled CUDA ops (no CPU wheel is published; a CPU vLLM is built from source), and this check
+    runs on machines without a GPU. transformers' quant_method "fp8" is its FineGrainedFP8Config, a
+    block-wise format (weight_scale_inv per 128x128 block), not vLLM's per-tensor one, so it cannot load
+    these checkpoints either. For fp8 this check parses the config as vLLM's Fp8Config.from_config reads
+    it (quant_method, activation_scheme, ignored_layers) and holds the tensors to it."""
+    import json, math, re, shutil, tempfile
+    from transformers import AutoModelForCausalLM, AwqConfig, GPTQConfig
+    QuantLinear = autogptq_quantlinear()
+    dequantize_gemm = autoawq_dequantize_gemm()
+    AutoAwqConfig = autoawq_config_class()
+    src = os.path.join(ROOT, "tests/fixtures/matrix/llama")
+    ids = [int(x) for x in subprocess.check_output([spotq, "tokenize", src, os.path.join(ROOT, "data/tinystories/eval.txt")]).split()]
+    calib = ["--calib", os.path.join(ROOT, "data/tinystories/calib.txt"), "--nsamples", "8", "--seqlen", "128"]
+    cases = [["--method", "gptq", "--group-size", "32", "--act-order", "--asym"] + calib,
+             ["--method", "rtn", "--bits", "8", "--group-size", "-1", "--ignore", "model.layers.*.mlp.down_proj"],
+             ["--method", "awq", "--group-size", "32"] + calib,
+             ["--method", "rtn", "--format", "awq", "--group-size", "32", "--ignore", "*.self_attn.o_proj"],
+             ["--method", "fp8", "--act", "static"] + calib,
+             ["--method", "fp8", "--act", "dynamic"]]
+    bad = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, args in enumerate(cases):
+            out = os.path.join(tmp, str(i))
+            subprocess.check_call([spotq, "quantize", src, "-o", out] + args, stderr=subprocess.DEVNULL)
+            cfg = json.load(open(os.path.join(out, "config.json")))
+            qc = cfg.pop("quantization_config")
+            sd = load_file(os.path.join(out, "model.safetensors"))
+            mods = sorted({k.rsplit(".", 1)[0] for k in sd if ".layers." in k and k.rsplit(".", 1)[1] in ("qweight", "weight_scale")} |
+                          {k[:-len(".weight")] for k in sd if k.endswith("_proj.weight")})
+            what = " ".join(args[:2] + [a for a in args[2:] if a.startswith("--") and a not in ("--calib", "--nsamples", "--seqlen")])
+            if qc["quant_method"] == "fp8":
+                # vLLM's Fp8Config.from_config: activation_scheme in ("static", "dynamic"), ignored_layers a list
+                static = qc["activation_scheme"] == "static"
+                n = sum(sd[m + ".weight"].dtype == torch.float8_e4m3fn and sd[m + ".weight_scale"].numel() == 1 and
+                        ((m + ".input_scale") in sd) == static for m in mods)
+                ok = qc.get("ignored_layers") == ["lm_head"] and qc["activation_scheme"] in ("static", "dynamic") and n == len(mods) == 35
+                print(f"vLLM fp8 config {what}: activation_scheme {qc['activation_scheme']}, {n}/{len(mods)} linears hold what it implies")
+                bad += not ok
+                continue
+            dense = {k: v for k, v in sd.items() if not k.rsplit(".", 1)[0] in mods or k.endswith(".weight")}
+            kept = []
+            if qc["quant_method"] == "gptq":
+                gc = GPTQConfig.from_dict(dict(qc))
+                skip = [k[2:] for k in (qc.get("dynamic") or {}) if k.startswith("-:")]
+                assert gc.checkpoint_format == "gptq", gc.checkpoint_format   # v1, what QuantLinear reads
+                for m in mods:
+                    if any(re.match(p, m) for p in skip):
+                        kept.append(m)
+                        continue
+                    N = sd[m + ".scales"].shape[1]
+                    K = sd[m + ".g_idx"].shape[0]
+                    ql = QuantLinear(gc.bits, gc.group_size, K, N, bias=False)
+                    for t in ("qweight", "qzeros", "scales", "g_idx"):
+                        getattr(ql, t).copy_(sd[f"{m}.{t}"])
+                    if not gc.desc_act:
+                        assert torch.equal(sd[m + ".g_idx"], torch.arange(K, dtype=torch.int32) // (K if gc.group_size == -1 else gc.group_size))
+                    with torch.no_grad():
+                        dense[m + ".weight"] = ql(torch.eye(K, dtype=torch.float16)).t().float().contiguous()
+                    for t in ("qweight", "qzeros", "scales", "g_idx"):
+                        dense.pop(f"{m}.{t}", None)
+                desc = f"GPTQConfig bits {gc.bits} group_size {gc.group_size} desc_act {gc.desc_act} sym {gc.sym}"
+            else:
+                AwqConfig.from_dict(dict(qc))   # transformers' own validation (version, bits)
+                json.dump(dict(cfg, quantization_config=qc), open(os.path.join(out, "config.json"), "w"))
+                ac = AutoAwqConfig.from_pretrained(out)
+                for m in mods:
+                    if any(k in m for k in ac.modules_to_not_convert or []):
+                        kept.append(m)
+                        continue
+                    w = dequantize_gemm(sd[m + ".qweight"], sd[m + ".qzeros"], sd[m + ".scales"], ac.w_bit, ac.q_group_size)
+                    dense[m + ".weight"] = w.float().t().contiguous()
+                    for t in ("qweight", "qzeros", "scales"):
+                        dense.pop(f"{m}.{t}", None)
+                desc = f"AutoAWQ AwqConfig w_bit {ac.w_bit} q_group_size {ac.q_group_size} zero_point {ac.zero_point} version {ac.version}"
+            d = os.path.join(tmp, f"{i}-dense")
+            os.makedirs(d)
+            json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
+            shutil.copy(os.path.join(out, "tokenizer.json"), d)
+            save_file({k: v.contiguous() for k, v in dense.items()}, os.path.join(d, "model.safetensors"))
+            ev = json.loads(subprocess.check_output([spotq, "eval", out, "--data", os.path.join(ROOT, "data/tinystories/eval.txt"),
+                                                     "--ctx", "128", "--json"]))
+            m_, info = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, output_loading_info=True)
+            nll, n = 0.0, 0
+            with torch.no_grad():
+                for w in range(len(ids) // 128):
+                    x = torch.tensor([ids[w * 128:(w + 1) * 128]])
+                    lp = torch.log_softmax(m_(x).logits[0].double(), -1)
+                    nll -= lp[torch.arange(127), x[0, 1:]].sum().item()
+                    n += 127
+            ppl = math.exp(nll / n)
+            missing = sorted(set(info.get("missing_keys", [])) | set(info.get("unexpected_keys", [])))
+            want_kept = json.load(open(os.path.join(out, "spotq.json")))["kept_in_full_precision"]
+            ok = abs(ppl / ev["ppl"] - 1) < 1e-3 and not missing and sorted(kept) == sorted(want_kept)
+            print(f"{desc} ({what}): ppl {ppl:.6f}, spotq {ev['ppl']:.6f}, {len(kept)} modules left alone"
+                  f"{', missing/unexpected ' + str(missing) if missing else ''}")
+            bad += not ok
+    return bad
+
 def main():
     packed = load_file(os.path.join(FIX, "spotq_packed.safetensors"))
     QuantLinear = autogptq_quantlinear()
@@ -229,6 +346,7 @@ def main():
     if os.path.exists(spotq):
         bad += fp8_model_check(spotq)
         bad += transformers_check(spotq)
+        bad += config_loaders_check(spotq)
     print(f"{bad} mismatches")
     return 1 if bad else 0
 

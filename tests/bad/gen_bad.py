@@ -159,6 +159,96 @@ case("fp8-zero-scale", "eval", f"{P('fp8-zero-scale')}: tensor 'model.layers.0.s
 for n in ("fp8-nan-code", "fp8-no-input-scale", "fp8-zero-scale"):
     ARGS[n] = " --data data/tinystories/eval.txt"
 
+
+# Quantised checkpoints whose quantization_config says otherwise than their tensors (formats/qconfig.c):
+# a model of hidden 32, FFN 64, every linear packed 4-bit g32 symmetric (codes seeded; only shapes,
+# zero points and g_idx matter to the check), under a config that lies about one field.
+QCFG = dict(CONFIG, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2, vocab_size=512)
+def linears(cfg):
+    h, f = cfg["hidden_size"], cfg["intermediate_size"]; kv = cfg["num_key_value_heads"] * h // cfg["num_attention_heads"]
+    p = "model.layers.0."
+    return {p + "self_attn.q_proj": (h, h), p + "self_attn.k_proj": (kv, h), p + "self_attn.v_proj": (kv, h),
+            p + "self_attn.o_proj": (h, h), p + "mlp.gate_proj": (f, h), p + "mlp.up_proj": (f, h), p + "mlp.down_proj": (h, f)}
+def qmodel(kind, qc, sym=True, dense=(), edit=None):
+    rng = np.random.default_rng(7)
+    ts, dts = tensors(QCFG), {}
+    for m, (n, k) in linears(QCFG).items():
+        if m in dense:
+            continue
+        del ts[m + ".weight"]
+        g = k // 32
+        if kind == "gptq":   # GPTQ v1: qweight [K/8, N], qzeros [G, N/8] (zero - 1), scales [G, N], g_idx [K]
+            ts[m + ".qweight"] = rng.integers(-2**31, 2**31, (k // 8, n), dtype=np.int64).astype(np.int32)
+            ts[m + ".qzeros"] = (np.full((g, n // 8), 0x77777777, np.int64) if sym else rng.integers(0, 2**31, (g, n // 8))).astype(np.int32)
+            ts[m + ".scales"] = np.full((g, n), 0.01, np.float16)
+            ts[m + ".g_idx"] = (np.arange(k) // 32).astype(np.int32)
+            dts.update({m + ".qweight": "I32", m + ".qzeros": "I32", m + ".scales": "F16", m + ".g_idx": "I32"})
+        elif kind == "awq":  # AWQ GEMM: qweight [K, N/8], qzeros [G, N/8], scales [G, N]
+            ts[m + ".qweight"] = rng.integers(0, 2**31, (k, n // 8)).astype(np.int32)
+            ts[m + ".qzeros"] = rng.integers(0, 2**31, (g, n // 8)).astype(np.int32)
+            ts[m + ".scales"] = np.full((g, n), 0.01, np.float16)
+            dts.update({m + ".qweight": "I32", m + ".qzeros": "I32", m + ".scales": "F16"})
+        elif kind == "ct":   # pack-quantized: weight_packed [N, K/8], weight_scale [N, G], weight_shape
+            ts[m + ".weight_packed"] = rng.integers(0, 2**31, (n, k // 8)).astype(np.int32)
+            ts[m + ".weight_scale"] = np.full((n, g), 0.01, np.float16)
+            ts[m + ".weight_shape"] = np.array([n, k], np.int64)
+            dts.update({m + ".weight_packed": "I32", m + ".weight_scale": "F16", m + ".weight_shape": "I64"})
+        else:                # FP8: weight [N, K] E4M3, a per-tensor weight_scale, an input_scale
+            ts[m + ".weight"] = (np.arange(n * k) % 0x7E).astype(np.uint8).reshape(n, k)
+            ts[m + ".weight_scale"] = np.array(0.01, np.float32)
+            ts[m + ".input_scale"] = np.array(0.02, np.float32)
+            dts[m + ".weight"] = "F8_E4M3"
+    if edit:
+        edit(ts)
+    files = model_files(pack(*encode(dict(sorted(ts.items())), dts)), dict(QCFG, quantization_config=qc))
+    files["tokenizer.json"] = tok
+    return files
+C = lambda n: f"{REL}/{n}/config.json: quantization_config"
+Q0 = "model.layers.0.self_attn.q_proj"
+D0 = "model.layers.0.mlp.down_proj"
+gptq = {"quant_method": "gptq", "bits": 4, "group_size": 32, "desc_act": False, "sym": True, "checkpoint_format": "gptq"}
+# the issue's example: 4-bit g32 sym tensors under a config claiming 8-bit g128 asym gptq_v2
+case("qcfg-gptq-lie", "eval", f"{C('qcfg-gptq-lie')}.bits is 8, but {Q0} holds 4-bit codes (qweight [4, 32])",
+     qmodel("gptq", dict(gptq, bits=8, group_size=128, sym=False, checkpoint_format="gptq_v2")))
+ARGS["qcfg-gptq-lie"] = " --data data/tinystories/eval.txt"
+case("qcfg-gptq-group-size", "inspect", f"{C('qcfg-gptq-group-size')}.group_size is 128, but {D0} holds 2 groups of its 64 inputs (group size 32)",  # 1 group of 32 is g128 too
+     qmodel("gptq", dict(gptq, group_size=128)))
+case("qcfg-gptq-v2", "inspect", f"{C('qcfg-gptq-v2')}.checkpoint_format is 'gptq_v2', but {Q0} holds GPTQ v1 zero points (stored minus one), the only form the runtime reads",
+     qmodel("gptq", dict(gptq, checkpoint_format="gptq_v2")))
+case("qcfg-gptq-sym", "inspect", f"{C('qcfg-gptq-sym')}.sym is true, but {Q0}'s qzeros hold zero points other than 8",
+     qmodel("gptq", gptq, sym=False))
+def act_order(ts): ts[D0 + ".g_idx"] = (np.arange(64) % 2).astype(np.int32)   # 2 groups of 32, interleaved
+case("qcfg-gptq-desc-act", "inspect", f"{C('qcfg-gptq-desc-act')}.desc_act is false, but {D0}'s g_idx puts its inputs out of order (act-order)",
+     qmodel("gptq", gptq, edit=act_order))
+case("qcfg-gptq-ignore", "eval", f"{C('qcfg-gptq-ignore')}.dynamic does not list model.layers.0.mlp.down_proj, but it holds full-precision weights",
+     qmodel("gptq", gptq, dense=("model.layers.0.mlp.down_proj",)))
+ARGS["qcfg-gptq-ignore"] = " --data data/tinystories/eval.txt"
+awq = {"quant_method": "awq", "bits": 4, "group_size": 32, "zero_point": True, "version": "gemm", "modules_to_not_convert": []}
+case("qcfg-awq-version", "inspect", f"{C('qcfg-awq-version')}.version is 'gemv', but {Q0}'s tensors are laid out for GEMM (qweight [32, 4]), the only layout the runtime reads",
+     qmodel("awq", dict(awq, version="gemv")))
+case("qcfg-awq-bits", "inspect", f"{C('qcfg-awq-bits')}.bits is 8, but {Q0} holds 4-bit AWQ GEMM codes (qweight [32, 4], 8 to a word)",
+     qmodel("awq", dict(awq, bits=8)))
+ct = {"quant_method": "compressed-tensors", "format": "pack-quantized", "quantization_status": "compressed", "ignore": ["lm_head"],
+      "config_groups": {"group_0": {"targets": ["Linear"], "input_activations": None, "format": "pack-quantized",
+                                    "weights": {"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group", "group_size": 32,
+                                                "actorder": None, "dynamic": False}}}}
+def ct_weights(**kw):
+    c = json.loads(json.dumps(ct)); c["config_groups"]["group_0"]["weights"].update(kw); return c
+case("qcfg-ct-bits", "eval", f"{C('qcfg-ct-bits')}.config_groups.group_0.weights.num_bits is 8, but {Q0} holds 4-bit codes (weight_packed [32, 4])",
+     qmodel("ct", ct_weights(num_bits=8)))
+ARGS["qcfg-ct-bits"] = " --data data/tinystories/eval.txt"
+case("qcfg-ct-asym", "inspect", f"{C('qcfg-ct-asym')}.config_groups.group_0.weights.symmetric is false, but {Q0} has no weight_zero_point",
+     qmodel("ct", ct_weights(symmetric=False)))
+fp8ct = {"quant_method": "compressed-tensors", "format": "float-quantized", "quantization_status": "compressed", "ignore": ["lm_head"],
+         "config_groups": {"group_0": {"targets": ["Linear"], "format": "float-quantized",
+                                       "weights": {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "channel", "dynamic": False},
+                                       "input_activations": {"num_bits": 8, "type": "float", "strategy": "tensor", "symmetric": True, "dynamic": False}}}}
+case("qcfg-fp8-strategy", "inspect", f"{C('qcfg-fp8-strategy')}.config_groups.group_0.weights.strategy is 'channel', but {Q0} holds 1 weight scale",
+     qmodel("fp8", fp8ct))
+case("qcfg-fp8-dynamic", "eval", f"{C('qcfg-fp8-dynamic')}.activation_scheme is 'dynamic', but {Q0} holds an input_scale",
+     qmodel("fp8", {"quant_method": "fp8", "activation_scheme": "dynamic", "ignored_layers": ["lm_head"]}))
+ARGS["qcfg-fp8-dynamic"] = " --data data/tinystories/eval.txt"
+
 for d in os.listdir(HERE):
     if os.path.isdir(os.path.join(HERE, d)):
         shutil.rmtree(os.path.join(HERE, d))
