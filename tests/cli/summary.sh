@@ -15,12 +15,9 @@ tmp=$T
 . tests/cli/lib/expect.sh
 fail() { echo "summary: $*"; exit 1; }
 M=models/stories260K
-# a JSON number by key (first match) from a file; fails unless it is a number
-jnum() {
-    v=$(sed -n "s/.*\"$1\":[ \t]*\([-0-9.eE+]*\),*$/\1/p" "$2" | head -n 1)
-    echo "$v" | grep -qE '^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$' || fail "$1 in $2 is not a number: '$v'"
-    echo "$v"
-}
+. tests/cli/lib/num.sh
+# a JSON number by key (first match) from a file; an empty result fails the comparison it feeds
+jval() { jnum "$2" "$1" || echo "not-a-number:$1"; }
 close() { awk -v a="$1" -v b="$2" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 1e-9 * (b < 0 ? -b : b) + 1e-12) }'; }
 
 expect 2 "--group-size 7: use -1 \(one group per output channel\) or a positive multiple of 8 \(the 4-bit packing\)" -- \
@@ -41,21 +38,23 @@ for cell in "rtn --group-size 32 --asym" "rtn --bits 8 --group-size -1" "fp8 --f
     f=$T/$name/model.safetensors
     hl=$(od -An -tu8 -N8 $f | tr -d ' ')
     data=$(( $(wc -c <$f) - 8 - hl ))
-    bytes=$(jnum bytes $T/$name/spotq.json)
+    bytes=$(jval bytes $T/$name/spotq.json)
     [ "$bytes" -eq "$data" ] || fail "$cell: spotq.json says $bytes bytes, the file holds $data"
-    [ "$(jnum parameters $T/$name/spotq.json)" -eq 260032 ] || fail "$cell: parameters"
-    [ "$(jnum source_bytes $T/$name/spotq.json)" -eq $((260032 * 4)) ] || fail "$cell: source bytes"
-    bpw=$(jnum bits_per_weight $T/$name/spotq.json)
+    [ "$(jval parameters $T/$name/spotq.json)" -eq 260032 ] || fail "$cell: parameters"
+    [ "$(jval source_bytes $T/$name/spotq.json)" -eq $((260032 * 4)) ] || fail "$cell: source bytes"
+    bpw=$(jval bits_per_weight $T/$name/spotq.json)
+    num "$cell: bits per weight" "$bpw"
     close "$bpw" "$(awk -v d=$data 'BEGIN { printf "%.17g", 8 * d / 260032 }')" || fail "$cell: bits per weight $bpw for $data bytes"
     line=$(awk -v b=$bpw 'BEGIN { printf "the checkpoint %.2f bits per weight", b }')
     grep -q "$line, .* (source 1015.75 KiB, 32.00 bits per weight)" $T/log || fail "$cell: summary line: $(cat $T/log)"
     $SPOTQ bench $T/$name --json --prompt-len 8 --gen 2 >$T/b.json
-    close "$(jnum bits_per_weight $T/b.json)" "$bpw" || fail "$cell: bench's bits per weight"
+    close "$(jval bits_per_weight $T/b.json)" "$bpw" || fail "$cell: bench's bits per weight"
     echo "$cell: $bpw bits per weight, $data bytes"
 done
 # 8-bit per channel quantises the 172-wide MLP too (groups of 172, off the SIMD kernels' 8): eval and bench run it
 $SPOTQ eval $T/rtn___bits_8___group_size__1 --data data/tinystories/eval.txt --ctx 256 --ref $M --json >$T/e.json
-r=$(jnum ppl_ratio $T/e.json)
+r=$(jval ppl_ratio $T/e.json)
+num "8-bit ppl ratio" "$r"
 awk -v r=$r 'BEGIN { exit !(r > 1 && r < 1.005) }' || fail "8-bit per channel ppl ratio $r"
 grep -qF '"kept_in_full_precision":	[]' $T/rtn___bits_8___group_size__1/spotq.json || fail "8-bit: a matrix was kept"
 $SPOTQ bench $T/rtn___group_size_32___asym --json --prompt-len 8 --gen 2 | grep -qF '"weights_dtype":	"int4 g32 asym (gptq)"' || fail "bench: int4 scheme"
