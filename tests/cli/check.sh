@@ -43,8 +43,8 @@ expect 1 "q576: vLLM would not load it: 6 linears .* in_features per shard 576 i
 grep -q "mlp.down_proj .*576 x 128 .* kernel " $T/out || fail "576: down_proj (in 128) should pass: $(cat $T/out)"
 mkmodel $T/q8g 128 256 2 2 "gptq 8 16 true"
 expect 1 "Marlin takes group sizes -1, 32, 64, 128, not 16" -- check $T/q8g
-mkmodel $T/q3 128 256 2 2 "gptq 3 128 true"
-expect 1 "Marlin takes 4- or 8-bit symmetric weights .*not 3-bit" -- check $T/q3
+mkmodel $T/q3 128 256 2 2 "gptq 2 128 true"
+expect 1 "Marlin takes 4- or 8-bit symmetric weights .*not 2-bit" -- check $T/q3
 # fallbacks load (exit 0) and say so
 $SPOTQ quantize $T/w128 -o $T/ct8 --method rtn --bits 8 --asym --format compressed-tensors --group-size 64 2>/dev/null
 $SPOTQ check $T/ct8 >$T/out || fail "ct 8-bit asym should load on a fallback"

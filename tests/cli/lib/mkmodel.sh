@@ -8,12 +8,13 @@ mkmodel() {
     _d=$1 _h=$2 _i=$3 _nh=$4 _kv=$5 _q=$6
     mkdir -p "$_d"
     _hd=$((_h / _nh)) _v=16
-    _hdr="" _off=0
-    _t() { # name rows cols dtype bytes-per-element ; 1-D when cols is 0
+    _hdr="" _off=0 _fills=""
+    _t() { # name rows cols dtype bytes-per-element [fill byte, octal] ; 1-D when cols is 0
         _n=$(( $3 ? $2 * $3 : $2 )); _b=$((_n * $5))
         _shape=$([ "$3" -eq 0 ] && echo "[$2]" || echo "[$2,$3]")
         _hdr="$_hdr${_hdr:+,}\"$1\":{\"dtype\":\"$4\",\"shape\":$_shape,\"data_offsets\":[$_off,$((_off + _b))]}"
         _off=$((_off + _b))
+        _fills="$_fills $_b:${6:-0}"
     }
     _lin() { # name out in
         if [ -z "$_q" ]; then _t "$1.weight" $2 $3 F16 2; return; fi
@@ -21,9 +22,10 @@ mkmodel() {
         _per=$((32 / $5)) _g=$6; [ "$_g" -eq -1 ] && _g=$3
         _G=$(( ($3 + _g - 1) / _g ))
         _t "$1.qweight" $(( $3 / _per )) $2 I32 4
-        _t "$1.qzeros" $_G $(( $2 / _per )) I32 4
+        # zero points: stored as zero - 1, the symmetric zero 2^(bits-1) in every field (0x55..., 0x77..., 0x7f... at 2, 4, 8 bits)
+        _t "$1.qzeros" $_G $(( $2 / _per )) I32 4 $(case $5 in 2) echo 125;; 4) echo 167;; *) echo 177;; esac)
         _t "$1.scales" $_G $2 F16 2
-        _t "$1.g_idx" $3 0 I32 4
+        _t "$1.g_idx" $3 0 I32 4 g$_g # k / group, little-endian int32
     }
     _t model.embed_tokens.weight $_v $_h F16 2
     _p=model.layers.0
@@ -44,7 +46,15 @@ mkmodel() {
         _x=$_len
         for _k in 1 2 3 4 5 6 7 8; do printf "\\$(printf '%03o' $((_x % 256)))"; _x=$((_x / 256)); done
         printf '%s' "$_hdr"
-        head -c $_off /dev/zero
+        for _f in $_fills; do
+            case ${_f#*:} in
+            g*) _g=${_f#*:g} _k=0
+                while [ $_k -lt $(( ${_f%%:*} / 4 )) ]; do
+                    _x=$((_k / _g)); printf "\\$(printf '%03o' $((_x % 256)))\\$(printf '%03o' $((_x / 256)))\\0\\0"; _k=$((_k + 1))
+                done;;
+            *) head -c ${_f%%:*} /dev/zero | tr '\0' "\\${_f#*:}";;
+            esac
+        done
     } >"$_d/model.safetensors"
     _qc=""
     if [ -n "$_q" ]; then
