@@ -13,9 +13,10 @@
 static const char *USAGE =
     "MODEL -o OUT --method rtn|gptq|awq|awq+gptq|fp8|fp8+gptq [--calib FILE] [options]\n\n"
     "Calibrates MODEL block by block on FILE (.txt or .jsonl) and writes OUT, a Hugging Face directory with\n"
-    "packed weights (GPTQ v1 for rtn/gptq, AWQ GEMM for awq, or compressed-tensors pack-quantized), its\n"
-    "quantization_config, the tokenizer and generation files, and spotq.json (arguments, calibration hash,\n"
-    "per-layer errors, timings). Matrices that do not fit the packing stay in full precision, listed in the config.\n"
+    "packed weights (for rtn/gptq GPTQ v1 where vLLM's Marlin takes every linear, else compressed-tensors\n"
+    "pack-quantized; AWQ GEMM for awq), its quantization_config, the tokenizer and generation files, and\n"
+    "spotq.json (arguments, calibration hash, per-layer errors, timings, the serving check). Matrices that\n"
+    "do not fit the packing stay in full precision, listed in the config.\n"
     "--method fp8 writes E4M3 weights in vLLM's fp8 format (per-tensor scales, --act static or dynamic)\n"
     "or compressed-tensors float-quantized (weight-only or per-channel too); --method fp8+gptq chooses the same\n"
     "E4M3 codes with GPTQ's error compensation (--act-order and --damp apply).\n"
@@ -81,7 +82,7 @@ int cmd_quantize(int argc, char **argv) {
         {"--method", 's', &method, "rtn, gptq, awq, awq+gptq (AWQ's scales and clipping, then GPTQ), fp8 (E4M3) or fp8+gptq (E4M3 through GPTQ) (required)"},
         {"--stats", 's', &stats, "statistics from spotq calib, instead of --calib (rtn, gptq, fp8, fp8+gptq; not sequential)"},
         {"--calib", 's', &calib, "calibration text, .txt or .jsonl (required but for rtn and fp8 without --act static, which then run data-free and report no errors)"},
-        {"--format", 's', &format, "gptq (v1; default for rtn, gptq), awq (GEMM; default for awq), compressed-tensors, fp8 (vLLM's; default for fp8 where it fits)"},
+        {"--format", 's', &format, "gptq (v1), awq (GEMM; default for awq), compressed-tensors, fp8 (vLLM's; default for fp8 where it fits); rtn and gptq default to gptq where vLLM's Marlin takes every linear (symmetric, its group sizes and shapes), else compressed-tensors"},
         {"--bits", 'i', &bits, "4 or 8 (default 4)"},
         {"--group-size", 'i', &group, "columns per scale group, -1 for one per output channel (default 128)"},
         {"--sym", 'f', &sym, "symmetric grid, zero fixed at 2^(bits-1) (default)"},
@@ -139,14 +140,17 @@ int cmd_quantize(int argc, char **argv) {
         fprintf(stderr, "spotq quantize: --fp8-scheme and --act apply to --method fp8 and fp8+gptq\n");
         return SQ_EXIT_USAGE;
     }
-    if (!format) format = awq ? "awq" : "gptq";
-    if (!strcmp(format, "gptq")) o.format = SQ_FORMAT_GPTQ;
-    else if (!strcmp(format, "compressed-tensors")) o.format = SQ_FORMAT_CT;
-    else if (!strcmp(format, "awq")) o.format = SQ_FORMAT_AWQ;
-    else if (!strcmp(format, "fp8") && fp8) o.format = SQ_FORMAT_FP8;
+    if (!format && !awq) o.format = SQ_FORMAT_AUTO; /* the library picks GPTQ v1 where vLLM's Marlin takes it */
     else {
-        fprintf(stderr, "spotq quantize: --format %s: use gptq, awq or compressed-tensors\n", format);
-        return SQ_EXIT_USAGE;
+        if (!format) format = "awq";
+        if (!strcmp(format, "gptq")) o.format = SQ_FORMAT_GPTQ;
+        else if (!strcmp(format, "compressed-tensors")) o.format = SQ_FORMAT_CT;
+        else if (!strcmp(format, "awq")) o.format = SQ_FORMAT_AWQ;
+        else if (!strcmp(format, "fp8") && fp8) o.format = SQ_FORMAT_FP8;
+        else {
+            fprintf(stderr, "spotq quantize: --format %s: use gptq, awq or compressed-tensors\n", format);
+            return SQ_EXIT_USAGE;
+        }
     }
     if ((strcmp(duo, "on") && strcmp(duo, "off")) || (strcmp(clip, "on") && strcmp(clip, "off"))) {
         fprintf(stderr, "spotq quantize: --awq-duo and --awq-clip take on or off\n");

@@ -9,9 +9,6 @@ const char *sq_serve_verdict_name(sq_serve_verdict v) {
     return (unsigned)v < 4 ? names[v] : "?";
 }
 
-/* How one linear is stored in this checkpoint. */
-typedef enum { ST_FULL, ST_PACKED_GPTQ_AWQ, ST_PACKED_CT, ST_FP8 } storage;
-
 typedef struct {
     const sq_config *c;
     int tp;
@@ -110,6 +107,32 @@ static bool row_parallel(const char *name) {
     return strstr(name, ".o_proj") || strstr(name, ".down_proj") || strstr(name, ".w2");
 }
 
+void sq_serve_plan(const sq_config *c0, const char *name, int64_t n, int64_t k, sq_serve_storage as, int bits, int group_size, bool sym,
+                   int tp, sq_serve_linear *out) {
+    sq_serve_linear l = {.n = n, .k = k};
+    snprintf(l.name, sizeof l.name, "%s", name);
+    sq_config c = *c0; /* the scheme the rules read, whatever the config says (a plan has none yet) */
+    c.quant_bits = bits, c.quant_group_size = group_size, c.quant_sym = sym;
+    lin_ctx x = {&c, tp, n, k, strstr(name, ".experts.") != NULL, false};
+    bool row = row_parallel(name);
+    if (!x.expert && (strstr(name, ".q_proj") || strstr(name, ".k_proj") || strstr(name, ".v_proj")))
+        x.n_part = (int64_t)c.n_heads * c.head_dim + 2 * (int64_t)c.n_kv_heads * c.head_dim, x.fused = true;
+    else if (!x.expert && (strstr(name, ".gate_proj") || strstr(name, ".up_proj"))) x.n_part = 2 * n, x.fused = true;
+    int64_t split = row ? k : x.n_part;
+    if (tp < 1 || split % tp) {
+        l.verdict = SQ_SERVE_REJECT;
+        snprintf(l.kernel, sizeof l.kernel, "tensor parallelism");
+        snprintf(l.rule, sizeof l.rule, "%s %lld does not split into %d shards", row ? "in_features" : "out_features", (long long)split, tp);
+    } else {
+        if (row) x.k_part = k / tp;
+        else x.n_part /= tp;
+        static const serve_fn fns[] = {NULL, serve_gptq, serve_awq, serve_ct_int, serve_fp8};
+        if (fns[as]) fns[as](&x, &l);
+        else l.verdict = SQ_SERVE_FULL;
+    }
+    *out = l;
+}
+
 typedef struct {
     const sq_ckpt *ck;
     int tp;
@@ -122,41 +145,20 @@ static int check_linear(const char *tname, int ndim, const int64_t *shape, bool 
     walk *w = user;
     if (!is_linear || ndim != 2) return 0;
     const sq_ckpt *ck = w->ck;
-    sq_serve_linear l = {.n = shape[0], .k = shape[1]};
-    size_t nl = strlen(tname);
-    snprintf(l.name, sizeof l.name, "%.*s", (int)(nl > 7 && !strcmp(tname + nl - 7, ".weight") ? nl - 7 : nl), tname);
-    char buf[260];
-    storage st = ST_FULL;
-    snprintf(buf, sizeof buf, "%s.qweight", l.name);
-    if (sq_st_find(ck->st, buf)) st = ST_PACKED_GPTQ_AWQ;
-    snprintf(buf, sizeof buf, "%s.weight_packed", l.name);
-    if (sq_st_find(ck->st, buf)) st = ST_PACKED_CT;
-    const sq_tensor *t = sq_st_find(ck->st, tname);
-    if (t && t->dtype == SQ_DT_F8_E4M3) st = ST_FP8;
     const sq_config *c = &ck->cfg;
-    lin_ctx x = {c, w->tp, l.n, l.k, strstr(l.name, ".experts.") != NULL, false};
-    bool row = row_parallel(l.name);
-    if (!x.expert && (strstr(l.name, ".q_proj") || strstr(l.name, ".k_proj") || strstr(l.name, ".v_proj")))
-        x.n_part = (int64_t)c->n_heads * c->head_dim + 2 * (int64_t)c->n_kv_heads * c->head_dim, x.fused = true;
-    else if (!x.expert && (strstr(l.name, ".gate_proj") || strstr(l.name, ".up_proj"))) x.n_part = 2 * l.n, x.fused = true;
-    int64_t split = row ? l.k : x.n_part;
-    if (split % w->tp) {
-        l.verdict = SQ_SERVE_REJECT;
-        snprintf(l.kernel, sizeof l.kernel, "tensor parallelism");
-        snprintf(l.rule, sizeof l.rule, "%s %lld does not split into %d shards", row ? "in_features" : "out_features", (long long)split, w->tp);
-    } else {
-        if (row) x.k_part = l.k / w->tp;
-        else x.n_part /= w->tp;
-        serve_fn f = NULL;
-        if (st == ST_FP8) f = serve_fp8;
-        else if (st == ST_PACKED_CT) f = serve_ct_int;
-        else if (st == ST_PACKED_GPTQ_AWQ) f = ck->cfg.quant_method == SQ_QM_AWQ ? serve_awq : serve_gptq;
-        if (f) f(&x, &l);
-        else {
-            l.verdict = SQ_SERVE_FULL;
-            snprintf(l.kernel, sizeof l.kernel, "%s GEMM (not quantised)", t ? sq_dtype_name(t->dtype) : "?");
-        }
-    }
+    char name[200], buf[260];
+    size_t nl = strlen(tname);
+    snprintf(name, sizeof name, "%.*s", (int)(nl > 7 && !strcmp(tname + nl - 7, ".weight") ? nl - 7 : nl), tname);
+    sq_serve_storage as = SQ_SERVE_AS_FULL;
+    snprintf(buf, sizeof buf, "%s.qweight", name);
+    if (sq_st_find(ck->st, buf)) as = c->quant_method == SQ_QM_AWQ ? SQ_SERVE_AS_AWQ : SQ_SERVE_AS_GPTQ;
+    snprintf(buf, sizeof buf, "%s.weight_packed", name);
+    if (sq_st_find(ck->st, buf)) as = SQ_SERVE_AS_CT_INT;
+    const sq_tensor *t = sq_st_find(ck->st, tname);
+    if (t && t->dtype == SQ_DT_F8_E4M3) as = SQ_SERVE_AS_FP8;
+    sq_serve_linear l;
+    sq_serve_plan(c, name, shape[0], shape[1], as, c->quant_bits, c->quant_group_size, c->quant_sym, w->tp, &l);
+    if (l.verdict == SQ_SERVE_FULL) snprintf(l.kernel, sizeof l.kernel, "%s GEMM (not quantised)", t ? sq_dtype_name(t->dtype) : "?");
     sq_serve_summary *s = w->sum;
     s->n_linear++;
     if (l.verdict == SQ_SERVE_KERNEL) s->n_kernel++;

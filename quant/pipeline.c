@@ -29,7 +29,7 @@ const char *sq_method_name(sq_method m) {
     return m >= 0 && m < (int)(sizeof names / sizeof *names) ? names[m] : "?";
 }
 const char *sq_format_name(sq_format f) {
-    return f == SQ_FORMAT_CT ? "compressed-tensors" : f == SQ_FORMAT_AWQ ? "awq" : f == SQ_FORMAT_FP8 ? "fp8" : "gptq";
+    return f == SQ_FORMAT_CT ? "compressed-tensors" : f == SQ_FORMAT_AWQ ? "awq" : f == SQ_FORMAT_FP8 ? "fp8" : f == SQ_FORMAT_AUTO ? "auto" : "gptq";
 }
 
 bool sq_pl_is_awq(sq_method m) { return m == SQ_METHOD_AWQ || m == SQ_METHOD_AWQ_GPTQ; }
@@ -582,6 +582,36 @@ static sq_status check_some_linear_fits(run *r, sq_err *err) {
                    "precision, e.g. %s: %s%s", r->o->model, total, first, first_why, suffix);
 }
 
+/* SQ_FORMAT_AUTO: GPTQ v1 only where vLLM would load it (it serves GPTQ v1 through Marlin alone:
+ * symmetric, Marlin's group sizes and shapes for every linear quantised), else compressed-tensors
+ * pack-quantized, with one line saying why. Act-order there takes static groups (no g_idx). */
+static void resolve_format(run *r, sq_quantize_opts *o) {
+    const char *why = NULL;
+    char name[160], whybuf[512];
+    if (!o->q.sym) why = "asymmetric weights (zero points): vLLM serves GPTQ v1 only through Marlin, which takes them symmetric";
+    for (int l = 0; l < r->c->n_layers && !why; l++)
+        for (int u = 0; u < sq_model_ffn_units(r->m, l) && !why; u++)
+            for (int j = u ? SQ_LIN_GATE : 0; j < SQ_LIN_COUNT && !why; j++) {
+                const sq_wmat *wm = sq_model_linear_unit(r->m, l, u, (sq_lin)j);
+                char keep[160];
+                sq_lin_name_unit(r->c, l, u, (sq_lin)j, name, sizeof name);
+                sq_pl_keep_reason(r, name, wm->rows, wm->cols, keep, sizeof keep);
+                if (keep[0]) continue;
+                sq_serve_linear v;
+                sq_serve_plan(r->c, name, wm->rows, wm->cols, SQ_SERVE_AS_GPTQ, o->q.bits, o->q.group_size, true, 1, &v);
+                if (v.verdict == SQ_SERVE_REJECT) {
+                    snprintf(whybuf, sizeof whybuf, "vLLM serves GPTQ v1 only through Marlin, which cannot take %s (%s)", name, v.rule);
+                    why = whybuf;
+                }
+            }
+    o->format = why ? SQ_FORMAT_CT : SQ_FORMAT_GPTQ;
+    if (!why) return;
+    bool stat = o->q.act_order && !o->q.static_groups; /* said with the summary, so that an error stays the only line */
+    o->q.static_groups |= stat;
+    snprintf(r->format_note, sizeof r->format_note, "wrote compressed-tensors pack-quantized%s: %s; --format gptq writes GPTQ v1 anyway",
+             stat ? " (act-order with static groups: the format stores no g_idx)" : "", why);
+}
+
 /* ---------------------------------------------------------------- the pipeline */
 
 sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
@@ -598,7 +628,9 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
         return sq_fail(err, SQ_ERR_ARG, "--group-size %d: use -1 (one group per output channel) or a positive multiple of %d (the %d-bit packing)",
                        o->q.group_size, 32 / o->q.bits, o->q.bits);
     if (!(o->q.damp > 0)) return sq_fail(err, SQ_ERR_ARG, "--damp must be positive");
-    if (o->format != SQ_FORMAT_GPTQ && !sq_pl_is_fp8(o->method) && o->q.act_order && !o->q.static_groups)
+    if (o->format == SQ_FORMAT_AUTO && (sq_pl_is_fp8(o->method) || sq_pl_is_awq(o->method)))
+        return sq_fail(err, SQ_ERR_ARG, "--method %s: give --format (the automatic choice is for rtn and gptq)", sq_method_name(o->method));
+    if (o->format != SQ_FORMAT_GPTQ && o->format != SQ_FORMAT_AUTO && !sq_pl_is_fp8(o->method) && o->q.act_order && !o->q.static_groups)
         return sq_fail(err, SQ_ERR_ARG, "--act-order with --format %s needs --static-groups (the format stores no g_idx)", sq_format_name(o->format));
     bool data_free = o->method == SQ_METHOD_RTN || (o->method == SQ_METHOD_FP8 && o->act != SQ_ACT_STATIC);
     if (o->stats_out && !o->calib) return sq_fail(err, SQ_ERR_ARG, "calib needs --calib FILE (calibration text)");
@@ -627,6 +659,11 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
         goto done;
     }
     if (!o->stats_out && (s = check_some_linear_fits(&r, err))) goto done;
+    sq_quantize_opts resolved = *o; /* the format chosen for SQ_FORMAT_AUTO */
+    if (o->format == SQ_FORMAT_AUTO) {
+        resolve_format(&r, &resolved);
+        o = r.o = &resolved;
+    }
     if (o->stats_in) {
         if ((s = sq_stats_read(&r.stats, o->stats_in, err))) goto done;
         if (strcmp(r.stats.arch, sq_arch_name(r.c->arch)) || r.stats.hidden != r.c->hidden || r.stats.n_layers != r.c->n_layers ||
@@ -757,6 +794,7 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
     if ((s = sq_pl_write_report(&r, od, r.win ? sq_calib_hash(r.win, ntok) : 0, nids, sq_pl_now() - t0, err))) goto done;
     s = sq_outdir_commit(od, err);
     od = NULL;
+    if (!s && r.format_note[0]) sq_log(SQ_LOG_INFO, "%s", r.format_note);
     if (!s) {
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);

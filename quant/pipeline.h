@@ -8,8 +8,10 @@
 /* SQ_METHOD_AWQ_GPTQ: AWQ's scales and clipping, then GPTQ on the scaled weights. SQ_METHOD_FP8_GPTQ:
  * E4M3 with the scales of SQ_METHOD_FP8, the codes chosen by GPTQ's error compensation. */
 typedef enum { SQ_METHOD_RTN, SQ_METHOD_GPTQ, SQ_METHOD_AWQ, SQ_METHOD_AWQ_GPTQ, SQ_METHOD_FP8, SQ_METHOD_FP8_GPTQ } sq_method;
-/* SQ_FORMAT_CT: pack-quantized for integer methods, float-quantized for fp8. SQ_FORMAT_FP8: vLLM's fp8. */
-typedef enum { SQ_FORMAT_GPTQ, SQ_FORMAT_CT, SQ_FORMAT_AWQ, SQ_FORMAT_FP8 } sq_format;
+/* SQ_FORMAT_CT: pack-quantized for integer methods, float-quantized for fp8. SQ_FORMAT_FP8: vLLM's fp8.
+ * SQ_FORMAT_AUTO (rtn, gptq): GPTQ v1 where vLLM's Marlin takes every linear that is quantised (symmetric,
+ * its group sizes and shapes), else compressed-tensors pack-quantized, which vLLM serves either way. */
+typedef enum { SQ_FORMAT_GPTQ, SQ_FORMAT_CT, SQ_FORMAT_AWQ, SQ_FORMAT_FP8, SQ_FORMAT_AUTO } sq_format;
 /* FP8 activations: kept in float (weight-only), a static per-tensor scale from calibration (max |x| at
  * the linear's input / 448), or per-token scales computed at run time (nothing stored). */
 typedef enum { SQ_ACT_NONE, SQ_ACT_STATIC, SQ_ACT_DYNAMIC } sq_act;

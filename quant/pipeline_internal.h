@@ -51,6 +51,7 @@ typedef struct {
     int64_t n_weights_q, n_weights_kept;
     sq_serve_summary serve;      /* vLLM's kernel rules applied to the output (formats/serving.h) */
     bool serve_checked;
+    char format_note[700];       /* why SQ_FORMAT_AUTO chose compressed-tensors, said after the output is written */
     int bos_id;                  /* the BOS calibration documents start with (-1: none), by the tokenizer's rule... */
     const char *bos_rule;        /* ...which this names */
     int64_t out_bytes, src_bytes, src_params; /* the whole checkpoint: tensor data written, the source's, its parameters */

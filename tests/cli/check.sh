@@ -4,7 +4,8 @@
 # asymmetric, a 576-wide model's g128 linears, a 64-wide one's (min_thread_k) and o_proj at --tp 2 are
 # rejected with the rule named and exit 1; AWQ and compressed-tensors outside Marlin's rules are
 # fallbacks (exit 0); experts of a 64-wide MoE go to the MoE WNA16 kernels. quantize runs the check on
-# what it writes: a warning and spotq.json's "serving". The 128- and 576-wide models are zeros written by
+# what it writes: a warning and spotq.json's "serving"; its default format for rtn/gptq is GPTQ v1 only where
+# Marlin takes every linear, else compressed-tensors. The 128- and 576-wide models are zeros written by
 # tests/cli/lib/mkmodel.sh (shapes are what the rules read).
 set -e
 T=$(mktemp -d)
@@ -31,7 +32,17 @@ $SPOTQ quantize $T/w128 -o $T/ct --method rtn --asym --format compressed-tensors
 ok $T/ct; grep -q "Marlin (wNa16)" $T/out || fail "ct: not Marlin"
 grep -q '"vllm_loads":	true' $T/ct/spotq.json || fail "spotq.json: ct should load"
 # rejected, with the rule
-$SPOTQ quantize $T/w128 -o $T/asym --method rtn --asym --group-size 64 2>$T/log
+# the default format is chosen to load: asymmetric goes to compressed-tensors, GPTQ v1 only where Marlin takes it
+$SPOTQ quantize $T/w128 -o $T/auto --method rtn --asym --group-size 64 2>$T/log
+grep -q "wrote compressed-tensors pack-quantized: asymmetric weights" $T/log && grep -q '"format":	"pack-quantized"' $T/auto/config.json || fail "asym default: $(cat $T/log)"
+ok $T/auto
+grep -q '"quant_method":	"gptq"' $T/g64/config.json || fail "a sym g64 128-wide model should default to GPTQ v1"
+$SPOTQ quantize models/stories260K -o $T/sauto --method rtn --group-size 32 2>$T/log
+grep -q "wrote compressed-tensors pack-quantized: vLLM serves GPTQ v1 only through Marlin, which cannot take model.layers.0.self_attn.q_proj (in_features per shard 64 is not a multiple of 128" $T/log ||
+    fail "64-wide default: $(cat $T/log)"
+$SPOTQ check $T/sauto >/dev/null || fail "the default output of the bundled model does not load"
+# --format gptq forces GPTQ v1: the check then names the rule
+$SPOTQ quantize $T/w128 -o $T/asym --method rtn --asym --group-size 64 --format gptq 2>$T/log
 grep -q "warning: vLLM would not load $T/asym: 7 of 7 linears" $T/log || fail "quantize did not warn: $(cat $T/log)"
 grep -q '"vllm_loads":	false' $T/asym/spotq.json || fail "spotq.json: asym gptq should not load"
 expect 1 "asym: vLLM would not load it: 7 linears break its kernel rules, e.g. model.layers.0.self_attn.q_proj: GPTQ v1 loads only through Marlin, which takes symmetric weights" -- check $T/asym
@@ -54,7 +65,7 @@ $SPOTQ check $T/mx --json >$T/mx.json || fail "mixtral ct: $(cat $T/mx.json)"
 grep -q '"kernel":	"MoE WNA16"' $T/mx.json && grep -q '"rule":	"Marlin MoE needs hidden 64 to be a multiple of 128"' $T/mx.json || fail "mixtral experts"
 grep -q '"loads":	true' $T/mx.json || fail "mixtral json"
 # the bundled 64-wide model: no Marlin shape fits, GPTQ v1 rejected; full precision passes
-$SPOTQ quantize models/stories260K -o $T/s --method rtn --group-size 32 2>/dev/null
+$SPOTQ quantize models/stories260K -o $T/s --method rtn --group-size 32 --format gptq 2>/dev/null
 expect 1 "min_thread_k" -- check $T/s --quiet
 [ "$(grep -c rejected $T/out)" -eq 21 ] || fail "--quiet should list the 20 rejected and the summary: $(cat $T/out)"
 $SPOTQ check models/stories260K >$T/out || fail "a full-precision model is rejected"

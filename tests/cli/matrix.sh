@@ -106,7 +106,7 @@ refused 2 '^spotq: error: --method fp8 --act static needs --calib FILE' $L -o "$
 [ ! -e "$tmp/x" ] || fail "a refused run wrote $tmp/x"
 
 # ---- GPTQ's options: act-order (g_idx), static groups (the same weights in both formats), g128, per channel
-cell ao 1.15 35 $L --method gptq --act-order --group-size 32 $C
+cell ao 1.15 35 $L --method gptq --act-order --group-size 32 --format gptq $C
 grep -q '"desc_act":[[:space:]]*true' "$tmp/ao/config.json" || fail "act-order: desc_act not true"
 cell sg 1.15 35 $L --method gptq --act-order --static-groups --group-size 32 $C
 cell sg-ct 1.15 35 $L --method gptq --act-order --static-groups --group-size 32 --format compressed-tensors $C

@@ -17,10 +17,10 @@ fail() { echo "moe: $*"; exit 1; }
 field() { jnum "$@" || { echo "moe: no number \"$2\" in $1" >&2; exit 1; }; }
 ev() { evalj "$1.json" "$1" --data data/tinystories/eval.txt --ctx 256 --ref "$2"; }
 
-$SPOTQ quantize $Q -o $T/g --method gptq $C --threads 2 2>/dev/null
-$SPOTQ quantize $Q -o $T/g1 --method gptq $C --threads 1 2>/dev/null
+$SPOTQ quantize $Q -o $T/g --method gptq $C --format gptq --threads 2 2>/dev/null
+$SPOTQ quantize $Q -o $T/g1 --method gptq $C --format gptq --threads 1 2>/dev/null
 cmp $T/g/model.safetensors $T/g1/model.safetensors || { echo "output depends on --threads"; exit 1; }
-$SPOTQ quantize $Q -o $T/g20 --method gptq $C --max-hessian-memory 20k 2>/dev/null # one unit's Hessian a pass
+$SPOTQ quantize $Q -o $T/g20 --method gptq $C --format gptq --max-hessian-memory 20k 2>/dev/null # one unit's Hessian a pass
 cmp $T/g/model.safetensors $T/g20/model.safetensors || { echo "output depends on --max-hessian-memory"; exit 1; }
 $SPOTQ quantize $Q -o $T/r --method rtn $C 2>/dev/null
 $SPOTQ quantize $Q -o $T/r8 --method rtn $C --bits 8 2>/dev/null
@@ -52,7 +52,7 @@ bound "GPTQ perplexity not below RTN's" 'g < r' g=$g r=$r
 bound "8-bit RTN not close to lossless" 'k > 0 && k < 0.005' k=$k8
 
 # Mixtral on 2 x 64 tokens: experts routed fewer than 64 (the hidden size) are calibrated on all
-$SPOTQ quantize $X -o $T/x --method gptq --calib data/tinystories/calib.txt --nsamples 2 --seqlen 64 --group-size 32 2>$T/x.log
+$SPOTQ quantize $X -o $T/x --method gptq --calib data/tinystories/calib.txt --nsamples 2 --seqlen 64 --group-size 32 --format gptq 2>$T/x.log
 grep -q "experts were routed fewer than 64 calibration tokens: calibrating them on every token" $T/x.log ||
     { echo "no note on rare experts"; cat $T/x.log; exit 1; }
 rare=$(list $T/x/spotq.json tokens_per_expert | awk '{ for (i = 1; i <= NF; i++) n += $i < 64 } END { print n + 0 }')

@@ -11,9 +11,9 @@ trap 'rm -rf "$T"' EXIT
 M=models/stories260K
 C="--calib data/tinystories/calib.txt --nsamples 16 --seqlen 256 --bits 4 --group-size 32 --asym"
 . tests/cli/lib/num.sh
-$SPOTQ quantize $M -o $T/gptq --method gptq --act-order $C --threads 2 2>$T/log
+$SPOTQ quantize $M -o $T/gptq --method gptq --act-order $C --format gptq --threads 2 2>$T/log
 grep -q "stay in full precision" $T/log || { echo "no warning about the kept matrices"; cat $T/log; exit 1; }
-$SPOTQ quantize $M -o $T/gptq1 --method gptq --act-order $C --threads 1 2>/dev/null
+$SPOTQ quantize $M -o $T/gptq1 --method gptq --act-order $C --format gptq --threads 1 2>/dev/null
 cmp $T/gptq/model.safetensors $T/gptq1/model.safetensors || { echo "output depends on --threads"; exit 1; }
 $SPOTQ quantize $M -o $T/rtn --method rtn $C 2>/dev/null
 for f in config.json spotq.json tokenizer.json tokenizer_config.json generation_config.json model.safetensors; do
@@ -39,7 +39,7 @@ grep -q '"format":	"pack-quantized"' $T/ct/config.json || { echo "ct config"; ex
 ppl g2 $T/g2; ppl ct $T/ct
 [ "$p_g2" = "$p_ct" ] || { echo "gptq and compressed-tensors outputs differ"; exit 1; }
 # sharded output: several files, every one and every tensor in the index, the same model
-$SPOTQ quantize $M -o $T/sh --method gptq --act-order $C --max-shard-size 100k 2>$T/sh.log
+$SPOTQ quantize $M -o $T/sh --method gptq --act-order $C --format gptq --max-shard-size 100k 2>$T/sh.log
 grep -q "weights written as [0-9]* shards of at most 102400 bytes" $T/sh.log || { echo "no shard note"; cat $T/sh.log; exit 1; }
 [ ! -e $T/sh/model.safetensors ] && [ -f $T/sh/model.safetensors.index.json ] || { echo "sharded layout"; ls $T/sh; exit 1; }
 nfiles=$(ls $T/sh/model-*-of-*.safetensors | wc -l)
