@@ -5,10 +5,16 @@ $SPOTQ help | grep -q "inspect" || { echo "help lists commands"; exit 1; }
 $SPOTQ help inspect | grep -q "^usage: spotq inspect MODEL" || { echo "help inspect"; exit 1; }
 $SPOTQ inspect --help | grep -q -- "--json" || { echo "inspect --help"; exit 1; }
 $SPOTQ tokenize --help | grep -q -- "--decode" || { echo "tokenize --help"; exit 1; }
-$SPOTQ nosuchcmd 2>/dev/null; [ $? -eq 2 ] || { echo "unknown command: exit 2"; exit 1; }
-$SPOTQ 2>/dev/null; [ $? -eq 2 ] || { echo "no command: exit 2"; exit 1; }
-$SPOTQ inspect 2>/dev/null; [ $? -eq 2 ] || { echo "missing argument: exit 2"; exit 1; }
-$SPOTQ inspect models/stories260K --bogus 2>/dev/null; [ $? -eq 2 ] || { echo "unknown option: exit 2"; exit 1; }
-err=$($SPOTQ inspect models/stories260K --bogus 2>&1 >/dev/null)
-[ "$(echo "$err" | wc -l)" -eq 1 ] || { echo "usage error is one line: $err"; exit 1; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "frame: $*"; exit 1; }
+. tests/cli/lib/expect.sh
+expect 2 "^spotq: unknown command 'nosuchcmd' \(see spotq help\)$" -- nosuchcmd
+expect 2 "^spotq inspect: unknown option '--bogus' \(see spotq inspect --help\)$" -- inspect models/stories260K --bogus
+# no command: the usage on stderr; a missing argument: the command's usage after the one-line reason
+set +e
+$SPOTQ 2>$tmp/err; rc=$?
+[ $rc -eq 2 ] && head -n 1 $tmp/err | grep -q "^usage: spotq COMMAND" || fail "no command: exit $rc: $(cat $tmp/err)"
+$SPOTQ inspect 2>$tmp/err; rc=$?
+[ $rc -eq 2 ] && head -n 1 $tmp/err | grep -q "^spotq inspect: missing argument" || fail "missing argument: exit $rc: $(cat $tmp/err)"
 exit 0
