@@ -225,7 +225,7 @@ def config_loaders_check(spotq):
             sd = load_file(os.path.join(out, "model.safetensors"))
             mods = sorted({k.rsplit(".", 1)[0] for k in sd if ".layers." in k and k.rsplit(".", 1)[1] in ("qweight", "weight_scale")} |
                           {k[:-len(".weight")] for k in sd if k.endswith("_proj.weight")})
-            what = " ".join(args[:2] + [a for a in args[2:] if a.startswith("--") and a not in ("--calib", "--nsamples", "--seqlen")])
+            what = " ".join(args[:-len(calib)] if args[-len(calib):] == calib else args)
             if qc["quant_method"] == "fp8":
                 # vLLM's Fp8Config.from_config: activation_scheme in ("static", "dynamic"), ignored_layers a list
                 static = qc["activation_scheme"] == "static"
@@ -240,7 +240,8 @@ def config_loaders_check(spotq):
             if qc["quant_method"] == "gptq":
                 gc = GPTQConfig.from_dict(dict(qc))
                 skip = [k[2:] for k in (qc.get("dynamic") or {}) if k.startswith("-:")]
-                assert gc.checkpoint_format == "gptq", gc.checkpoint_format   # v1, what QuantLinear reads
+                fmt = getattr(gc, "format", getattr(gc, "checkpoint_format", None))   # transformers 5 reads checkpoint_format as format
+                assert fmt == "gptq", fmt   # v1, what QuantLinear reads
                 for m in mods:
                     if any(re.match(p, m) for p in skip):
                         kept.append(m)
@@ -256,7 +257,7 @@ def config_loaders_check(spotq):
                         dense[m + ".weight"] = ql(torch.eye(K, dtype=torch.float16)).t().float().contiguous()
                     for t in ("qweight", "qzeros", "scales", "g_idx"):
                         dense.pop(f"{m}.{t}", None)
-                desc = f"GPTQConfig bits {gc.bits} group_size {gc.group_size} desc_act {gc.desc_act} sym {gc.sym}"
+                desc = f"GPTQConfig bits {gc.bits} group_size {gc.group_size} desc_act {gc.desc_act} sym {gc.sym} format {fmt}"
             else:
                 AwqConfig.from_dict(dict(qc))   # transformers' own validation (version, bits)
                 json.dump(dict(cfg, quantization_config=qc), open(os.path.join(out, "config.json"), "w"))
