@@ -22,9 +22,27 @@ static inline uint32_t code_at(const sq_qweight *q, const uint32_t *row, int64_t
 
 static int64_t words_per_row(const sq_wmat *w) { return w->cols * w->q->bits / 32; }
 
+/* The same as the loop below, 8 codes at a time: s * ((float)q - z), the same two roundings. */
+SQ_AVX2 static void qrow_fast(const sq_qweight *q, const uint32_t *row, int64_t r, float *dst) {
+    const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28), mask = _mm256_set1_epi32(15);
+    int64_t gs = q->group_size;
+    for (int64_t g = 0; g < q->n_groups; g++) {
+        __m256 s = _mm256_set1_ps(q->scale[r * q->n_groups + g]), z = _mm256_set1_ps(q->zero[r * q->n_groups + g]);
+        for (int64_t j = g * gs; j < (g + 1) * gs; j += 8) {
+            __m256i v = q->bits == 4 ? _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)row[j / 8]), shifts), mask)
+                                     : _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)((const uint8_t *)row + j)));
+            _mm256_storeu_ps(dst + j, _mm256_mul_ps(s, _mm256_sub_ps(_mm256_cvtepi32_ps(v), z)));
+        }
+    }
+}
+
 void sq_cpu_qrow_to_f32(const sq_wmat *w, int64_t r, float *dst) {
     const sq_qweight *q = w->q;
     const uint32_t *row = q->codes + r * words_per_row(w);
+    if ((q->bits == 4 || q->bits == 8) && q->group_size % 8 == 0 && sq_cpu_has_avx2()) {
+        qrow_fast(q, row, r, dst);
+        return;
+    }
     for (int64_t g = 0; g < q->n_groups; g++) {
         float s = q->scale[r * q->n_groups + g], z = q->zero[r * q->n_groups + g];
         for (int64_t j = g * q->group_size; j < (g + 1) * q->group_size; j++) dst[j] = s * ((float)code_at(q, row, j) - z);
