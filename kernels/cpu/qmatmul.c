@@ -273,7 +273,7 @@ SQ_AVX2 static inline __attribute__((always_inline)) void q4_block(const qint_jo
             __m256i v = _mm256_loadu_si256((const __m256i *)(wb + b * wpr * 4 + 32 * c));
             lo[b] = _mm256_and_si256(v, m4);
             hi[b] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-            sv[b] = gs == 32 ? _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_castpd_ps(_mm_load_sd((const double *)(s + b * G + 2 * c)))), pair)
+            sv[b] = gs == 32 ? _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(s + b * G + 2 * c)))), pair)
                              : _mm256_broadcast_ss(s + b * G + g);
         }
         if (gs != 32 && --left == 0) {
