@@ -101,6 +101,12 @@ $(BUILD)/tests/cuda/%: tests/cuda/%.c tests/unit/check.h tests/unit/fixture.h $(
 	@echo "CC $<"
 	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
+# The CPU kernels' rates next to memcpy and OpenBLAS sgemm (make bench).
+$(BUILD)/bench/kernels: bench/kernels.c $(LIB)
+	@mkdir -p $(dir $@)
+	@echo "CC $<"
+	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
 $(BUILD)/bench/gptq_cuda: bench/gptq_cuda.c $(LIB) $(CUDA_SO)
 	@mkdir -p $(dir $@)
 	@echo "CC $<"
@@ -141,8 +147,9 @@ build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB)
 	@echo "FUZZLD $@"
 	@$(FUZZCC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIB) $(LDLIBS)
 
-bench: $(BIN)
+bench: $(BIN) $(BUILD)/bench/kernels
 	@sh bench/run.sh $(BIN)
+	@sh bench/cpu.sh $(BIN)
 	@sh bench/quant.sh $(BIN)
 
 fixtures:

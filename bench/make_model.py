@@ -4,8 +4,11 @@
 Shape: hidden 1024, 8 layers, FFN 2816, 16 heads, 4 KV heads (head_dim 64), vocab 512, untied
 embeddings; weights N(0, 0.02) like a freshly initialised HF Llama, norms 1. The vocabulary matches
 the bundled stories260K tokenizer, which is copied beside it so that `spotq eval` can run on it.
+--shape 135m: the shape of a 135M Llama-family model (hidden 576, 30 layers, 9 heads over 3 KV
+heads, FFN 1536, vocab 49152, tied embeddings), for `spotq bench` only (no tokenizer of that size
+is written; bench needs none).
 
-Usage: python3 bench/make_model.py OUTDIR [--dtype F32|F16|BF16]
+Usage: python3 bench/make_model.py OUTDIR [--dtype F32|F16|BF16] [--shape default|135m]
 Writes OUTDIR/config.json, OUTDIR/model.safetensors, OUTDIR/tokenizer.json. Skips the work when
 OUTDIR already holds a model made with the same settings.
 """
@@ -17,8 +20,7 @@ import sys
 
 import numpy as np
 
-HIDDEN, LAYERS, FFN, HEADS, KV_HEADS, VOCAB = 1024, 8, 2816, 16, 4, 512
-HEAD_DIM = HIDDEN // HEADS
+SHAPES = {"default": (1024, 8, 2816, 16, 4, 512, False), "135m": (576, 30, 1536, 9, 3, 49152, True)}
 
 
 def to_dtype(a, dtype):
@@ -35,14 +37,18 @@ def to_dtype(a, dtype):
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
-    out = sys.argv[1]
-    dtype = sys.argv[3] if len(sys.argv) > 3 and sys.argv[2] == "--dtype" else "F32"
+    out, opts = sys.argv[1], dict(zip(sys.argv[2::2], sys.argv[3::2]))
+    dtype, shape = opts.get("--dtype", "F32"), opts.get("--shape", "default")
+    if dtype not in ("F32", "F16", "BF16") or shape not in SHAPES or set(opts) - {"--dtype", "--shape"}:
+        sys.exit(__doc__)
+    HIDDEN, LAYERS, FFN, HEADS, KV_HEADS, VOCAB, TIED = SHAPES[shape]
+    HEAD_DIM = HIDDEN // HEADS
     cfg = {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": HIDDEN,
         "intermediate_size": FFN, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
         "num_key_value_heads": KV_HEADS, "head_dim": HEAD_DIM, "vocab_size": VOCAB,
         "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "rope_scaling": None,
-        "hidden_act": "silu", "attention_bias": False, "mlp_bias": False, "tie_word_embeddings": False,
+        "hidden_act": "silu", "attention_bias": False, "mlp_bias": False, "tie_word_embeddings": TIED,
         "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}[dtype],
         "spotq_bench": "synthetic, seed 0",
     }
@@ -53,7 +59,8 @@ def main():
         return
     os.makedirs(out, exist_ok=True)
     rng = np.random.default_rng(0)
-    shapes = [("model.embed_tokens.weight", (VOCAB, HIDDEN)), ("lm_head.weight", (VOCAB, HIDDEN)), ("model.norm.weight", (HIDDEN,))]
+    shapes = [("model.embed_tokens.weight", (VOCAB, HIDDEN))] + ([] if TIED else [("lm_head.weight", (VOCAB, HIDDEN))])
+    shapes += [("model.norm.weight", (HIDDEN,))]
     for l in range(LAYERS):
         p = f"model.layers.{l}."
         shapes += [
@@ -85,7 +92,8 @@ def main():
             f.write(to_dtype(a, dtype))
     os.replace(tmp, st_path)
     here = os.path.dirname(os.path.abspath(__file__))
-    shutil.copy(os.path.join(here, "..", "models", "stories260K", "tokenizer.json"), os.path.join(out, "tokenizer.json"))
+    if shape == "default":
+        shutil.copy(os.path.join(here, "..", "models", "stories260K", "tokenizer.json"), os.path.join(out, "tokenizer.json"))
     with open(cfg_path, "w") as f:
         f.write(cfg_text)
 

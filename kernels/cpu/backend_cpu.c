@@ -9,12 +9,18 @@
 #include <string.h>
 #include <unistd.h>
 
+/* Asked once: the kernels ask on every call, and cpuid under a hypervisor traps (microseconds). */
 bool sq_cpu_has_avx2(void) {
+    static _Atomic int known = -1;
+    int k = atomic_load_explicit(&known, memory_order_relaxed);
+    if (k >= 0) return k;
     __builtin_cpu_init();
     /* F16C through cpuid (leaf 1, ECX bit 29): clang's __builtin_cpu_supports does not know "f16c". */
     unsigned a, b, c, d;
     bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+    k = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+    atomic_store_explicit(&known, k, memory_order_relaxed);
+    return k;
 }
 
 static sq_status cpu_query(char *desc, size_t cap, sq_err *err) {
@@ -57,6 +63,7 @@ void sq_cpu_ctx_free(sq_kctx *c) {
     for (int i = 0; c->scratch && i < c->threads; i++) free(c->scratch[i]);
     free(c->scratch);
     free(c->scratch_cap);
+    free(c->shared);
     free(c);
 }
 
@@ -74,6 +81,21 @@ sq_status sq_kctx_reserve(sq_kctx *c, size_t n, sq_err *err) {
         c->scratch_cap[i] = cap;
     }
     return SQ_OK;
+}
+
+void *sq_kctx_shared(sq_kctx *c, size_t bytes, sq_err *err) {
+    if (c->shared_cap >= bytes) return c->shared;
+    size_t cap = bytes < 65536 ? 65536 : bytes + bytes / 4;
+    cap = (cap + 63) / 64 * 64;
+    void *p = aligned_alloc(64, cap);
+    if (!p) {
+        sq_fail(err, SQ_ERR_NOMEM, "out of memory for %zu bytes of kernel scratch", cap);
+        return NULL;
+    }
+    free(c->shared);
+    c->shared = p;
+    c->shared_cap = cap;
+    return p;
 }
 
 static const sq_backend_i cpu_backend = {

@@ -68,6 +68,9 @@ struct sq_kctx {
     /* Per-thread scratch (float), grown by sq_kctx_reserve from the calling thread only. */
     float **scratch;
     size_t *scratch_cap;         /* in floats */
+    /* One buffer all threads read (e.g. a matmul's quantised activations), grown by sq_kctx_shared. */
+    void *shared;
+    size_t shared_cap;           /* in bytes */
 };
 sq_status sq_cpu_ctx_new(sq_kctx **out, int threads, sq_err *err);
 sq_status sq_cpu_ctx_new_ref(sq_kctx **out, int threads, sq_err *err); /* always one thread */
@@ -75,6 +78,9 @@ void sq_cpu_ctx_free(sq_kctx *c);
 int sq_cpu_ctx_threads(const sq_kctx *c);
 /* Makes every thread's scratch hold at least n floats. */
 sq_status sq_kctx_reserve(sq_kctx *c, size_t n, sq_err *err);
+/* The shared buffer, at least `bytes` long and 64-byte aligned (its contents are not kept when it
+ * grows); NULL (err set) when out of memory. Calling thread only, between kernels. */
+void *sq_kctx_shared(sq_kctx *c, size_t bytes, sq_err *err);
 
 /* ---------------------------------------------------------------- kernels (see backend.h) */
 
@@ -82,6 +88,19 @@ sq_status sq_kctx_reserve(sq_kctx *c, size_t n, sq_err *err);
  * scratch for sgemm (prefill). sq_cpu_matmul and sq_cpu_matmul_ref dispatch to these. */
 sq_status sq_cpu_qmatmul(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
 sq_status sq_cpu_qmatmul_ref(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
+/* The integer GEMV (qmatmul.c) runs 4- and 8-bit weights against activations quantised per block of
+ * 32 to int8 (d = max|x| / 127, codes round(x / d), ties to even): sum_j s (q_j - z) x_j becomes
+ * s sum_b d_b (sum_{j in b} q_j c_j) - s z sum_b d_b sum_{j in b} c_j, the inner sums in integers.
+ * It takes a few rows of x (decode and verify steps) where cols is a multiple of 64 and the group
+ * size a multiple of 32; prefill keeps the float path. Against the exact product the error is at most
+ * sum_b (d_b / 2) sum_{j in b} |W_j| (the rounding of x) plus float rounding. */
+bool sq_cpu_qmatmul_int_ok(const sq_wmat *w, int n);
+/* One row x (cols, a multiple of 32) quantised for the integer GEMV: codes (cols) (for 4-bit weights
+ * each 64 columns stored as their 32 even then their 32 odd ones, the order of the packed nibbles),
+ * block scales d (cols / 32) and ds = d * the sum of the block's codes. The fast version equals the
+ * reference bit for bit. */
+void sq_cpu_q8_quantize(const float *x, int64_t cols, int bits, int8_t *codes, float *d, float *ds);
+void sq_cpu_q8_quantize_ref(const float *x, int64_t cols, int bits, int8_t *codes, float *d, float *ds);
 /* Row r of a quantised weight as floats, in packed (group-contiguous) column order. */
 void sq_cpu_qrow_to_f32(const sq_wmat *w, int64_t r, float *dst);
 /* FP8 weights (w->f8 set, fp8matmul.c): the activations through E4M3 as the weight asks, then the

@@ -133,20 +133,6 @@ SQ_AVX2 static inline __m256i codes_to_f16(const uint8_t *p) {
     return _mm256_or_si256(mag, sign);
 }
 
-/* sum_j e4m3(codes[j]) / 256 * x[j] */
-SQ_AVX2 static float dot_e4m3(const uint8_t *codes, const float *x, int64_t k) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-    int64_t j = 0;
-    for (; j + 16 <= k; j += 16) {
-        __m256i h = codes_to_f16(codes + j);
-        a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(h)), _mm256_loadu_ps(x + j), a0);
-        a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)), _mm256_loadu_ps(x + j + 8), a1);
-    }
-    float s = sq_hsum8(_mm256_add_ps(a0, a1));
-    for (; j < k; j++) s += sq_e4m3_to_f32(codes[j]) * 0x1p-8f * x[j];
-    return s;
-}
-
 /* Rows r0 .. r0+m-1 of W, scale applied, as floats into dst (m, cols). */
 SQ_AVX2 static void f8rows_to_f32(const sq_wmat *w, int64_t r0, int64_t m, float *dst) {
     const uint8_t *codes = w->data;
@@ -173,15 +159,48 @@ typedef struct {
     int n;
 } f8_job;
 
-SQ_AVX2 static void f8_gemv(void *arg, int ith, int nth) {
-    const f8_job *j = arg;
+/* Rows [lo, hi) against tokens t0 .. t0+NT-1 (NT a constant after inlining): 16 codes converted once
+ * for all NT tokens. Each token's sum, sum_c e4m3(code_c) / 256 * x_c, runs in the same
+ * order whatever NT, so y does not depend on how many rows of x came together. */
+SQ_AVX2 static inline __attribute__((always_inline)) void f8_rows(const f8_job *j, int64_t lo, int64_t hi, int t0, int NT) {
     const sq_wmat *w = j->w;
-    int64_t lo, hi, K = w->cols;
-    sq_split(w->rows, ith, nth, ROW_ALIGN, &lo, &hi);
+    int64_t K = w->cols;
     const uint8_t *codes = w->data;
     for (int64_t r = lo; r < hi; r++) {
-        float s = wscale(w->f8, r) * 256.0f;
-        for (int t = 0; t < j->n; t++) j->y[(int64_t)t * w->rows + r] = s * dot_e4m3(codes + r * K, j->x + (int64_t)t * K, K);
+        const uint8_t *row = codes + r * K;
+        __m256 a0[4], a1[4];
+        _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++) a0[t] = a1[t] = _mm256_setzero_ps();
+        int64_t c = 0;
+        for (; c + 16 <= K; c += 16) {
+            __m256i h = codes_to_f16(row + c);
+            __m256 w0 = _mm256_cvtph_ps(_mm256_castsi256_si128(h)), w1 = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
+            _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++) {
+                const float *x = j->x + (int64_t)(t0 + t) * K + c;
+                a0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x), a0[t]);
+                a1[t] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + 8), a1[t]);
+            }
+        }
+        float sc = wscale(w->f8, r) * 256.0f;
+        _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++) {
+            const float *x = j->x + (int64_t)(t0 + t) * K;
+            float s = sq_hsum8(_mm256_add_ps(a0[t], a1[t]));
+            for (int64_t i = c; i < K; i++) s += sq_e4m3_to_f32(row[i]) * 0x1p-8f * x[i];
+            j->y[(int64_t)(t0 + t) * w->rows + r] = sc * s;
+        }
+    }
+}
+
+SQ_AVX2 static void f8_gemv(void *arg, int ith, int nth) {
+    const f8_job *j = arg;
+    int64_t lo, hi;
+    sq_split(j->w->rows, ith, nth, ROW_ALIGN, &lo, &hi);
+    int t = 0;
+    for (; t + 4 <= j->n; t += 4) f8_rows(j, lo, hi, t, 4);
+    switch (j->n - t) {
+    case 3: f8_rows(j, lo, hi, t, 3); break;
+    case 2: f8_rows(j, lo, hi, t, 2); break;
+    case 1: f8_rows(j, lo, hi, t, 1); break;
+    default: break;
     }
     sq_cpu_add_bias(j->y, j->bias, j->n, j->w->rows, lo, hi);
 }
@@ -196,8 +215,8 @@ sq_status sq_cpu_f8matmul(sq_kctx *c, const sq_wmat *w, const float *bias, const
     int64_t K = w->cols;
     float *xq = NULL;
     const float *xin = x;
-    if (w->f8->act != SQ_FP8_ACT_NONE) {
-        if (!(xq = sq_malloc((size_t)((int64_t)n * K) * sizeof *xq + 1, err))) return SQ_ERR_NOMEM;
+    if (w->f8->act != SQ_FP8_ACT_NONE) { /* into the context's shared buffer: no allocation a step */
+        if (!(xq = sq_kctx_shared(c, (size_t)((int64_t)n * K) * sizeof *xq + 1, err))) return SQ_ERR_NOMEM;
         act_fast(w->f8, x, xq, n, K);
         xin = xq;
     }
@@ -206,6 +225,5 @@ sq_status sq_cpu_f8matmul(sq_kctx *c, const sq_wmat *w, const float *bias, const
         f8_job j = {c, w, bias, xin, y, n};
         sq_pool_run_work(c->pool, f8_gemv, &j, (int64_t)n * w->rows * K);
     } else s = sq_cpu_tiled_gemm(c, w, f8rows_to_f32, bias, xin, y, n, err);
-    free(xq);
     return s;
 }

@@ -1,9 +1,12 @@
 /* qmatmul.c: y = x . W^T for quantised weights (INT4/INT8 codes, per-group scales and zeros).
- * A few rows of x: a threaded GEMV that unpacks codes in registers and applies each group's scale
- * and zero once per group: sum_j s (q_j - z) x_j = s (sum_j q_j x_j - z sum_j x_j).
+ * A few rows of x: a threaded GEMV on integer instructions, x quantised per block of 32 to int8 (see
+ * cpu.h), each weight row read once for all the rows of x; shapes it does not take (cols not a
+ * multiple of 64, groups not of 32s) get a float GEMV that unpacks codes in registers and applies
+ * each group's scale and zero once per group: sum_j s (q_j - z) x_j = s (sum_j q_j x_j - z sum_j x_j).
  * More rows: tiles of rows dequantised into scratch for sgemm (sq_cpu_tiled_gemm).
  * x is first gathered into packed column order when the weight has an act-order permutation. */
 #include <cblas.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,9 +22,27 @@ static inline uint32_t code_at(const sq_qweight *q, const uint32_t *row, int64_t
 
 static int64_t words_per_row(const sq_wmat *w) { return w->cols * w->q->bits / 32; }
 
+/* The same as the loop below, 8 codes at a time: s * ((float)q - z), the same two roundings. */
+SQ_AVX2 static void qrow_fast(const sq_qweight *q, const uint32_t *row, int64_t r, float *dst) {
+    const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28), mask = _mm256_set1_epi32(15);
+    int64_t gs = q->group_size;
+    for (int64_t g = 0; g < q->n_groups; g++) {
+        __m256 s = _mm256_set1_ps(q->scale[r * q->n_groups + g]), z = _mm256_set1_ps(q->zero[r * q->n_groups + g]);
+        for (int64_t j = g * gs; j < (g + 1) * gs; j += 8) {
+            __m256i v = q->bits == 4 ? _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)row[j / 8]), shifts), mask)
+                                     : _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)((const uint8_t *)row + j)));
+            _mm256_storeu_ps(dst + j, _mm256_mul_ps(s, _mm256_sub_ps(_mm256_cvtepi32_ps(v), z)));
+        }
+    }
+}
+
 void sq_cpu_qrow_to_f32(const sq_wmat *w, int64_t r, float *dst) {
     const sq_qweight *q = w->q;
     const uint32_t *row = q->codes + r * words_per_row(w);
+    if ((q->bits == 4 || q->bits == 8) && q->group_size % 8 == 0 && sq_cpu_has_avx2()) {
+        qrow_fast(q, row, r, dst);
+        return;
+    }
     for (int64_t g = 0; g < q->n_groups; g++) {
         float s = q->scale[r * q->n_groups + g], z = q->zero[r * q->n_groups + g];
         for (int64_t j = g * q->group_size; j < (g + 1) * q->group_size; j++) dst[j] = s * ((float)code_at(q, row, j) - z);
@@ -109,6 +130,305 @@ static void qrows_to_f32(const sq_wmat *w, int64_t r0, int64_t m, float *dst) {
     for (int64_t i = 0; i < m; i++) sq_cpu_qrow_to_f32(w, r0 + i, dst + i * w->cols);
 }
 
+/* ---------------------------------------------------------------- integer GEMV */
+
+#define QBLK 32
+/* Rows of W per chunk of work (threads take chunks as they come free; y does not depend on who). */
+#define INT_CHUNK 32
+
+bool sq_cpu_qmatmul_int_ok(const sq_wmat *w, int n) {
+    const sq_qweight *q = w->q;
+    return q && n >= 1 && n <= GEMV_MAX_N && (q->bits == 4 || q->bits == 8) && w->cols % 64 == 0 && q->group_size % QBLK == 0 &&
+           w->cols % q->group_size == 0 && sq_cpu_has_avx2();
+}
+
+/* Where column j of a 64-column span goes in the 4-bit order: the even columns first, then the odd. */
+static inline int64_t q4_slot(int64_t j) { return (j & ~63) + ((j & 1) ? 32 : 0) + ((j & 63) >> 1); }
+
+void sq_cpu_q8_quantize_ref(const float *x, int64_t cols, int bits, int8_t *codes, float *d, float *ds) {
+    for (int64_t b = 0; b < cols / QBLK; b++) {
+        const float *xb = x + b * QBLK;
+        float amax = 0;
+        for (int i = 0; i < QBLK; i++) amax = fmaxf(amax, fabsf(xb[i]));
+        float db = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0.0f;
+        int sum = 0;
+        for (int i = 0; i < QBLK; i++) {
+            int64_t j = b * QBLK + i;
+            int c = (int)nearbyintf(xb[i] * id);
+            codes[bits == 4 ? q4_slot(j) : j] = (int8_t)c;
+            sum += c;
+        }
+        d[b] = db;
+        ds[b] = db * (float)sum;
+    }
+}
+
+/* 32 floats -> 32 int8 codes (in order), their scale d and d * their sum. */
+SQ_AVX2 static inline __m256i quant_block(const float *xb, float *d, float *ds) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8), v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
+    __m256 a = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
+                             _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+    float amax = sq_hmax8(a);
+    *d = amax / 127.0f;
+    __m256 id = _mm256_set1_ps(amax > 0 ? 127.0f / amax : 0.0f);
+    __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, id)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, id));
+    __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, id)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, id));
+    __m256i sum = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+    *ds = *d * (float)_mm_cvtsi128_si32(s4);
+    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+    return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+SQ_AVX2 static void q8_quantize_fast(const float *x, int64_t cols, int bits, int8_t *codes, float *d, float *ds) {
+    if (bits == 8) {
+        for (int64_t b = 0; b < cols / QBLK; b++) _mm256_storeu_si256((__m256i *)(codes + b * QBLK), quant_block(x + b * QBLK, d + b, ds + b));
+        return;
+    }
+    /* in each 128-bit lane: its 8 even bytes, then its 8 odd ones */
+    const __m256i split = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9,
+                                           11, 13, 15);
+    for (int64_t c = 0; c < cols / 64; c++) {
+        __m256i s0 = _mm256_shuffle_epi8(quant_block(x + c * 64, d + 2 * c, ds + 2 * c), split);
+        __m256i s1 = _mm256_shuffle_epi8(quant_block(x + c * 64 + 32, d + 2 * c + 1, ds + 2 * c + 1), split);
+        __m256i ev = _mm256_permute4x64_epi64(_mm256_unpacklo_epi64(s0, s1), 0xD8);
+        __m256i od = _mm256_permute4x64_epi64(_mm256_unpackhi_epi64(s0, s1), 0xD8);
+        _mm256_storeu_si256((__m256i *)(codes + c * 64), ev);
+        _mm256_storeu_si256((__m256i *)(codes + c * 64 + 32), od);
+    }
+}
+
+void sq_cpu_q8_quantize(const float *x, int64_t cols, int bits, int8_t *codes, float *d, float *ds) {
+    if (sq_cpu_has_avx2() && cols % 64 == 0) q8_quantize_fast(x, cols, bits, codes, d, ds);
+    else sq_cpu_q8_quantize_ref(x, cols, bits, codes, d, ds);
+}
+
+typedef struct {
+    const sq_wmat *w;
+    const float *bias;
+    const int8_t *xq;        /* (n, cols) */
+    const float *d;          /* (n, cols / 32) block scales */
+    const float *dx;         /* 4-bit: (n, cols / 8) the block scales spread over the 8 lanes of each 64 columns */
+    const float *zs;         /* (n, n_groups) sum over the group's blocks of d_b * sum of the block's codes */
+    float *y;
+    int n;
+    _Atomic int64_t next;
+} qint_job;
+
+/* The loops over a pass's rows and tokens unrolled, their accumulators in registers. */
+#define UNROLL _Pragma("GCC unroll 4")
+
+/* The sums of the 8 lanes of a, b, c, d, in the same order for each: ((0+1)+(2+3)) + ((4+5)+(6+7)).
+ * Every (row, token) is reduced this way whatever pass computed it, so a token's y does not depend
+ * on how many rows of x came with it (a verify step gives the decode step's numbers). */
+SQ_AVX2 static inline __m128 reduce4(__m256 a, __m256 b, __m256 c, __m256 d) {
+    __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+}
+
+/* acc (RB rows x NT tokens) -> y. */
+SQ_AVX2 static inline __attribute__((always_inline)) void store_acc(const qint_job *j, __m256 acc[4][4], int64_t r0, int RB, int t0, int NT) {
+    const __m256 z = _mm256_setzero_ps();
+    int64_t rows = j->w->rows;
+    float out[4];
+    if (RB == 1) {
+        _mm_storeu_ps(out, reduce4(acc[0][0], NT > 1 ? acc[0][1] : z, NT > 2 ? acc[0][2] : z, NT > 3 ? acc[0][3] : z));
+        UNROLL
+        for (int t = 0; t < NT; t++) j->y[(int64_t)(t0 + t) * rows + r0] = out[t];
+    } else {
+        UNROLL
+        for (int t = 0; t < NT; t++) {
+            _mm_storeu_ps(out, reduce4(acc[0][t], RB > 1 ? acc[1][t] : z, RB > 2 ? acc[2][t] : z, RB > 3 ? acc[3][t] : z));
+            UNROLL
+            for (int b = 0; b < RB; b++) j->y[(int64_t)(t0 + t) * rows + r0 + b] = out[b];
+        }
+    }
+}
+
+/* Rows r0 .. r0+RB-1 of a 4-bit weight against tokens t0 .. t0+NT-1 (RB, NT constants after
+ * inlining): each 64 columns are 32 bytes, the low nibbles the even columns and the high the odd. */
+SQ_AVX2 static inline __attribute__((always_inline)) void q4_block(const qint_job *j, int64_t r0, int RB, int t0, int NT) {
+    const sq_qweight *q = j->w->q;
+    int64_t K = j->w->cols, G = q->n_groups, gs = q->group_size, wpr = K / 8;
+    const uint8_t *wb = (const uint8_t *)(q->codes + r0 * wpr);
+    const float *s = q->scale + r0 * G;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    const __m256i pair = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    __m256 acc[4][4];
+    UNROLL
+    for (int b = 0; b < RB; b++) {
+        UNROLL
+        for (int t = 0; t < NT; t++) acc[b][t] = _mm256_setzero_ps();
+    }
+    /* the weight scales of each 64 columns: two groups' (g32) or one group's, spread over the lanes */
+    int64_t cpg = gs / 64, g = 0, left = cpg;
+    for (int64_t c = 0; c < K / 64; c++) {
+        __m256i lo[4], hi[4];
+        __m256 sv[4];
+        UNROLL
+        for (int b = 0; b < RB; b++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(wb + b * wpr * 4 + 32 * c));
+            lo[b] = _mm256_and_si256(v, m4);
+            hi[b] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            sv[b] = gs == 32 ? _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(s + b * G + 2 * c)))), pair)
+                             : _mm256_broadcast_ss(s + b * G + g);
+        }
+        if (gs != 32 && --left == 0) {
+            g++;
+            left = cpg;
+        }
+        UNROLL
+        for (int t = 0; t < NT; t++) {
+            const int8_t *xt = j->xq + (int64_t)(t0 + t) * K + 64 * c;
+            __m256i xe = _mm256_loadu_si256((const __m256i *)xt), xo = _mm256_loadu_si256((const __m256i *)(xt + 32));
+            __m256 dx = _mm256_loadu_ps(j->dx + (int64_t)(t0 + t) * (K / 8) + 8 * c);
+            UNROLL
+            for (int b = 0; b < RB; b++) {
+                __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo[b], xe), _mm256_maddubs_epi16(hi[b], xo));
+                __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+                acc[b][t] = _mm256_fmadd_ps(f, _mm256_mul_ps(dx, sv[b]), acc[b][t]);
+            }
+        }
+    }
+    store_acc(j, acc, r0, RB, t0, NT);
+}
+
+/* The same for an 8-bit weight: codes q - 128 as signed bytes, multiplied by the activation codes
+ * as |q - 128| * (c with q - 128's sign), which maddubs takes without saturating (2 * 128 * 127). */
+SQ_AVX2 static inline __attribute__((always_inline)) void q8_block(const qint_job *j, int64_t r0, int RB, int t0, int NT) {
+    const sq_qweight *q = j->w->q;
+    int64_t K = j->w->cols, G = q->n_groups, gs = q->group_size, bpg = gs / QBLK;
+    const uint8_t *wb = (const uint8_t *)(q->codes + r0 * (K / 4));
+    const float *s = q->scale + r0 * G;
+    const __m256i flip = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
+    __m256 acc[4][4];
+    UNROLL
+    for (int b = 0; b < RB; b++) {
+        UNROLL
+        for (int t = 0; t < NT; t++) acc[b][t] = _mm256_setzero_ps();
+    }
+    for (int64_t g = 0; g < G; g++) {
+        __m256 ag[4][4];
+        UNROLL
+        for (int b = 0; b < RB; b++) {
+            UNROLL
+            for (int t = 0; t < NT; t++) ag[b][t] = _mm256_setzero_ps();
+        }
+        for (int64_t k = g * bpg; k < (g + 1) * bpg; k++) {
+            __m256i v[4], av[4];
+            UNROLL
+            for (int b = 0; b < RB; b++) {
+                v[b] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(wb + b * K + QBLK * k)), flip);
+                av[b] = _mm256_abs_epi8(v[b]);
+            }
+            UNROLL
+            for (int t = 0; t < NT; t++) {
+                __m256i xt = _mm256_loadu_si256((const __m256i *)(j->xq + (int64_t)(t0 + t) * K + QBLK * k));
+                __m256 d = _mm256_broadcast_ss(j->d + (int64_t)(t0 + t) * (K / QBLK) + k);
+                UNROLL
+                for (int b = 0; b < RB; b++) {
+                    __m256i p = _mm256_maddubs_epi16(av[b], _mm256_sign_epi8(xt, v[b]));
+                    ag[b][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), d, ag[b][t]);
+                }
+            }
+        }
+        UNROLL
+        for (int b = 0; b < RB; b++) {
+            __m256 sv = _mm256_broadcast_ss(s + b * G + g);
+            UNROLL
+            for (int t = 0; t < NT; t++) acc[b][t] = _mm256_fmadd_ps(ag[b][t], sv, acc[b][t]);
+        }
+    }
+    store_acc(j, acc, r0, RB, t0, NT);
+}
+
+/* y[t, r] -= sum_g s_g z_g zs[t, g] (z - 128 for 8-bit codes, which the dot took as q - 128), then the bias. */
+SQ_AVX2 static void qint_zero_bias(const qint_job *j, int64_t lo, int64_t hi) {
+    const sq_qweight *q = j->w->q;
+    int64_t G = q->n_groups, rows = j->w->rows;
+    float off = q->bits == 8 ? 128.0f : 0.0f;
+    for (int64_t r = lo; r < hi; r++) {
+        const float *s = q->scale + r * G, *z = q->zero + r * G;
+        for (int t = 0; t < j->n; t++) {
+            const float *zs = j->zs + (int64_t)t * G;
+            __m256 a = _mm256_setzero_ps(), vo = _mm256_set1_ps(off);
+            int64_t g = 0;
+            for (; g + 8 <= G; g += 8)
+                a = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(s + g), _mm256_sub_ps(_mm256_loadu_ps(z + g), vo)), _mm256_loadu_ps(zs + g), a);
+            float sum = sq_hsum8(a);
+            for (; g < G; g++) sum += s[g] * (z[g] - off) * zs[g];
+            j->y[(int64_t)t * rows + r] -= sum;
+        }
+    }
+    sq_cpu_add_bias(j->y, j->bias, j->n, rows, lo, hi);
+}
+
+/* Rows [lo, hi) against every token: passes of 4 tokens a row, then the 1-3 left with the rows taken
+ * 4 (one token) or 2 (two) at a time so that each weight load serves several dot products. */
+#define QINT_ROWS(BLOCK)                                                                                                \
+    do {                                                                                                                \
+        int t = 0;                                                                                                      \
+        for (; t + 4 <= j->n; t += 4)                                                                                   \
+            for (int64_t r = lo; r < hi; r++) BLOCK(j, r, 1, t, 4);                                                     \
+        int64_t r = lo;                                                                                                 \
+        switch (j->n - t) {                                                                                             \
+        case 3:                                                                                                         \
+            for (; r < hi; r++) BLOCK(j, r, 1, t, 3);                                                                   \
+            break;                                                                                                      \
+        case 2:                                                                                                         \
+            for (; r + 2 <= hi; r += 2) BLOCK(j, r, 2, t, 2);                                                           \
+            for (; r < hi; r++) BLOCK(j, r, 1, t, 2);                                                                   \
+            break;                                                                                                      \
+        case 1:                                                                                                         \
+            for (; r + 4 <= hi; r += 4) BLOCK(j, r, 4, t, 1);                                                           \
+            for (; r < hi; r++) BLOCK(j, r, 1, t, 1);                                                                   \
+            break;                                                                                                      \
+        default: break;                                                                                                 \
+        }                                                                                                               \
+    } while (0)
+
+SQ_AVX2 static void qint_gemv(void *arg, int ith, int nth) {
+    qint_job *j = arg;
+    int64_t lo, hi;
+    while (sq_chunk_next(&j->next, j->w->rows, INT_CHUNK, &lo, &hi)) {
+        if (j->w->q->bits == 4) QINT_ROWS(q4_block);
+        else QINT_ROWS(q8_block);
+        qint_zero_bias(j, lo, hi);
+    }
+}
+
+/* The integer GEMV of n <= GEMV_MAX_N rows of xin (packed column order); buffers from the context. */
+static sq_status qmatmul_int(sq_kctx *c, const sq_wmat *w, const float *bias, const float *xin, float *y, int n, sq_err *err) {
+    const sq_qweight *q = w->q;
+    int64_t K = w->cols, G = q->n_groups, nb = K / QBLK, bpg = q->group_size / QBLK;
+    size_t xq_b = ((size_t)n * (size_t)K + 63) / 64 * 64, d_b = (size_t)n * (size_t)nb * sizeof(float);
+    size_t dx_b = q->bits == 4 ? (size_t)n * (size_t)(K / 8) * sizeof(float) : 0, zs_b = (size_t)n * (size_t)G * sizeof(float);
+    char *buf = sq_kctx_shared(c, xq_b + 2 * d_b + dx_b + zs_b + 64, err);
+    if (!buf) return SQ_ERR_NOMEM;
+    int8_t *xq = (int8_t *)buf;
+    float *d = (float *)(buf + xq_b), *ds = (float *)(buf + xq_b + d_b), *dx = (float *)(buf + xq_b + 2 * d_b);
+    float *zs = (float *)(buf + xq_b + 2 * d_b + dx_b);
+    for (int t = 0; t < n; t++) {
+        int8_t *ct = xq + (int64_t)t * K;
+        float *dt = d + (int64_t)t * nb, *dst = ds + (int64_t)t * nb;
+        sq_cpu_q8_quantize(xin + (int64_t)t * K, K, q->bits, ct, dt, dst);
+        if (q->bits == 4)
+            for (int64_t b = 0; b < nb; b++)
+                for (int l = 0; l < 4; l++) dx[(int64_t)t * (K / 8) + (b / 2) * 8 + (b % 2) * 4 + l] = dt[b];
+        for (int64_t g = 0; g < G; g++) {
+            float sum = 0;
+            for (int64_t b = g * bpg; b < (g + 1) * bpg; b++) sum += dst[b];
+            zs[(int64_t)t * G + g] = sum;
+        }
+    }
+    qint_job j = {.w = w, .bias = bias, .xq = xq, .d = d, .dx = q->bits == 4 ? dx : NULL, .zs = zs, .y = y, .n = n};
+    sq_pool_run_work(c->pool, qint_gemv, &j, (int64_t)n * w->rows * K);
+    return SQ_OK;
+}
+
 sq_status sq_cpu_qmatmul(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err) {
     const sq_qweight *q = w->q;
     if (n <= 0 || w->rows == 0) return SQ_OK;
@@ -119,28 +439,35 @@ sq_status sq_cpu_qmatmul(sq_kctx *c, const sq_wmat *w, const float *bias, const 
      * 172-wide matrix) goes through the reference */
     if (!sq_cpu_has_avx2() || q->group_size % 8) return sq_cpu_qmatmul_ref(c, w, bias, x, y, n, err);
     int64_t K = w->cols, G = q->n_groups;
-    float *xp = NULL, *xsum = NULL;
+    if (n > GEMV_MAX_N) {
+        if (!q->perm) return sq_cpu_tiled_gemm(c, w, qrows_to_f32, bias, x, y, n, err);
+        float *xp = sq_malloc((size_t)(n * K) * sizeof *xp, err); /* x in packed column order (the scratch holds the tiles) */
+        if (!xp) return SQ_ERR_NOMEM;
+        for (int t = 0; t < n; t++)
+            for (int64_t jc = 0; jc < K; jc++) xp[(int64_t)t * K + jc] = x[(int64_t)t * K + q->perm[jc]];
+        sq_status s = sq_cpu_tiled_gemm(c, w, qrows_to_f32, bias, xp, y, n, err);
+        free(xp);
+        return s;
+    }
     const float *xin = x;
-    if (q->perm) { /* gather x into packed column order once for all rows */
-        if (!(xp = sq_malloc((size_t)(n * K) * sizeof *xp, err))) return SQ_ERR_NOMEM;
+    if (q->perm) { /* gather x into packed column order once for all rows, into thread 0's scratch */
+        sq_status s = sq_kctx_reserve(c, (size_t)(n * K), err);
+        if (s) return s;
+        float *xp = c->scratch[0];
         for (int t = 0; t < n; t++)
             for (int64_t jc = 0; jc < K; jc++) xp[(int64_t)t * K + jc] = x[(int64_t)t * K + q->perm[jc]];
         xin = xp;
     }
-    qmm_job j = {c, w, bias, xin, NULL, y, n};
-    sq_status s = SQ_OK;
-    if (n <= GEMV_MAX_N) {
-        if (!(xsum = sq_malloc((size_t)(n * G) * sizeof *xsum, err))) { free(xp); return SQ_ERR_NOMEM; }
-        for (int t = 0; t < n; t++)
-            for (int64_t g = 0; g < G; g++) {
-                float sum = 0;
-                for (int64_t i = g * q->group_size; i < (g + 1) * q->group_size; i++) sum += xin[(int64_t)t * K + i];
-                xsum[(int64_t)t * G + g] = sum;
-            }
-        j.xsum = xsum;
-        sq_pool_run_work(c->pool, qmm_gemv, &j, (int64_t)n * w->rows * K);
-    } else s = sq_cpu_tiled_gemm(c, w, qrows_to_f32, bias, xin, y, n, err);
-    free(xp);
-    free(xsum);
-    return s;
+    if (sq_cpu_qmatmul_int_ok(w, n)) return qmatmul_int(c, w, bias, xin, y, n, err);
+    float *xsum = sq_kctx_shared(c, (size_t)(n * G) * sizeof *xsum, err);
+    if (!xsum) return SQ_ERR_NOMEM;
+    for (int t = 0; t < n; t++)
+        for (int64_t g = 0; g < G; g++) {
+            float sum = 0;
+            for (int64_t i = g * q->group_size; i < (g + 1) * q->group_size; i++) sum += xin[(int64_t)t * K + i];
+            xsum[(int64_t)t * G + g] = sum;
+        }
+    qmm_job j = {c, w, bias, xin, xsum, y, n};
+    sq_pool_run_work(c->pool, qmm_gemv, &j, (int64_t)n * w->rows * K);
+    return SQ_OK;
 }

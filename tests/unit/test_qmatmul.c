@@ -2,7 +2,7 @@
  * fixture (tests/fixtures/peers): the weights the runtime executes (GPTQ v1 and pack-quantized tensors
  * unpacked, repacked for the kernels, each row dequantised by the kernel) equal the fp16 weights that
  * AutoGPTQ's and compressed-tensors' own code read from the same tensors, bit for bit; and the fast
- * kernel (GEMV and tiled GEMM paths) agrees with the scalar reference. */
+ * kernel (integer GEMV and tiled GEMM paths) agrees with the scalar reference. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,13 +39,42 @@ static void runtime_weights_f16(const sq_wmat *w, uint16_t *out) {
     free(row);
 }
 
-/* fast (2 threads) against the reference, and bit for bit against one thread. */
+/* The integer GEMV's own reference, in double: the weights (packed order) times x as the kernel
+ * quantised it (d_b * code), and the bound on its distance from the exact product that the rounding
+ * of x allows: sum_b (d_b / 2) sum_{j in b} |W_j|. */
+static void q8_expected(const sq_wmat *w, const float *x, const float *bias, int n, double *yq, double *bound) {
+    int64_t nb = K / 32;
+    float *row = malloc((size_t)K * sizeof *row), *xp = malloc((size_t)K * sizeof *xp), *d = malloc((size_t)nb * sizeof *d),
+          *ds = malloc((size_t)nb * sizeof *ds);
+    int8_t *codes = malloc((size_t)K);
+    for (int t = 0; t < n; t++) {
+        for (int64_t j = 0; j < K; j++) xp[j] = x[(int64_t)t * K + (w->q->perm ? w->q->perm[j] : j)];
+        sq_cpu_q8_quantize_ref(xp, K, w->q->bits, codes, d, ds);
+        for (int64_t r = 0; r < N; r++) {
+            sq_cpu_qrow_to_f32(w, r, row);
+            double s = bias[r], b = 0;
+            for (int64_t j = 0; j < K; j++) {
+                int64_t slot = w->q->bits == 4 ? (j & ~63) + ((j & 1) ? 32 : 0) + ((j & 63) >> 1) : j;
+                s += (double)row[j] * d[j / 32] * codes[slot];
+                b += 0.5 * d[j / 32] * fabs((double)row[j]);
+            }
+            yq[t * N + r] = s;
+            bound[t * N + r] = b;
+        }
+    }
+    free(row); free(xp); free(d); free(ds); free(codes);
+}
+
+/* fast (2 threads) against the reference, and bit for bit against one thread. Up to 8 rows of x
+ * (GEMV; the integer kernel where the shape allows): within 1e-5 relative of its own reference and
+ * within the rounding bound (plus 1e-5) of the exact product; more rows (tiled sgemm): 1e-5 relative. */
 static void check_kernels(sq_kctx *fast, sq_kctx *one, sq_kctx *ref, const sq_wmat *w, const char *name) {
-    static const int ns[] = {1, 9, 200}; /* 1: GEMV; 9 and 200: tiled sgemm (BLAS picks other kernels as shapes grow) */
+    static const int ns[] = {1, 3, 5, 8, 9, 200}; /* 1-8: GEMV (4 tokens a pass, then 1-3); 9 and 200: tiled sgemm (BLAS picks other kernels as shapes grow) */
     for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++) {
         int n = ns[ni];
         float *x = malloc((size_t)(n * K) * sizeof *x), *y1 = malloc((size_t)(n * N) * sizeof *y1), *y2 = malloc((size_t)(n * N) * sizeof *y2);
         float *bias = malloc((size_t)N * sizeof *bias);
+        double *yq = malloc((size_t)(n * N) * sizeof *yq), *bound = malloc((size_t)(n * N) * sizeof *bound);
         for (int64_t i = 0; i < n * K; i++) x[i] = (float)sin(0.37 * (double)i) * 2.0f;
         for (int64_t i = 0; i < N; i++) bias[i] = 0.01f * (float)i;
         sq_err err = {0};
@@ -53,13 +82,26 @@ static void check_kernels(sq_kctx *fast, sq_kctx *one, sq_kctx *ref, const sq_wm
         CHECK_OK(sq_cpu_qmatmul(one, w, bias, x, y2, n, &err), &err);
         CHECK(memcmp(y1, y2, (size_t)(n * N) * sizeof *y1) == 0, "%s n=%d: 2 threads differ from 1", name, n);
         CHECK_OK(sq_cpu_qmatmul_ref(ref, w, bias, x, y2, n, &err), &err);
-        double worst = 0, scale = 0;
+        bool integer = sq_cpu_qmatmul_int_ok(w, n);
+        CHECK(integer == (n <= 8), "%s n=%d: the integer GEMV %s", name, n, integer ? "ran" : "did not run");
+        if (integer) q8_expected(w, x, bias, n, yq, bound);
+        double worst = 0, scale = 0, worst_q = 0, over = 0;
         for (int64_t i = 0; i < n * N; i++) {
-            worst = fmax(worst, fabs((double)y1[i] - y2[i]));
+            double e = fabs((double)y1[i] - y2[i]);
+            worst = fmax(worst, e);
             scale = fmax(scale, fabs((double)y2[i]));
+            if (integer) {
+                worst_q = fmax(worst_q, fabs((double)y1[i] - yq[i]));
+                over = fmax(over, e - bound[i]);
+            }
         }
-        CHECK(worst <= 1e-5 * (scale + 1), "%s n=%d: fast kernel differs from the reference by %.3g (scale %.3g)", name, n, worst, scale);
-        free(x); free(y1); free(y2); free(bias);
+        if (integer) {
+            CHECK(worst_q <= 1e-5 * (scale + 1), "%s n=%d: integer GEMV differs from its q8 reference by %.3g (scale %.3g)", name, n, worst_q, scale);
+            CHECK(over <= 1e-5 * (scale + 1), "%s n=%d: integer GEMV beyond the rounding bound by %.3g (scale %.3g)", name, n, over, scale);
+            CHECK(worst > 1e-6 * scale, "%s n=%d: integer GEMV equals the float reference (%.3g): it did not quantise x", name, n, worst);
+        } else
+            CHECK(worst <= 1e-5 * (scale + 1), "%s n=%d: fast kernel differs from the reference by %.3g (scale %.3g)", name, n, worst, scale);
+        free(x); free(y1); free(y2); free(bias); free(yq); free(bound);
     }
 }
 
