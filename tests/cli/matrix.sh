@@ -115,7 +115,7 @@ refused 2 '^spotq: error: --method fp8 --act static needs --calib FILE' $L -o "$
 # ---- GPTQ's options: act-order (g_idx), static groups (the same weights in both formats), g128, per channel
 cell ao 1.15 35 $L --method gptq --act-order --group-size 32 --format gptq $C
 grep -q '"desc_act":[[:space:]]*true' "$tmp/ao/config.json" || fail "act-order: desc_act not true"
-cell sg 1.15 35 $L --method gptq --act-order --static-groups --group-size 32 $C
+cell sg 1.15 35 $L --method gptq --act-order --static-groups --group-size 32 --format gptq $C
 cell sg-ct 1.15 35 $L --method gptq --act-order --static-groups --group-size 32 --format compressed-tensors $C
 same sg sg-ct
 grep -q '"desc_act":[[:space:]]*false' "$tmp/sg/config.json" && grep -q '"static_groups":[[:space:]]*true' "$tmp/sg/config.json" ||
@@ -139,14 +139,14 @@ cmp -s "$tmp/noclip/model.safetensors" "$tmp/awq-awq-4-asym/model.safetensors" &
 # ---- --force over an existing OUT (refused without it, the old output kept)
 refused 2 "^spotq: error: $tmp/rtn-gptq-4-sym: already exists \(use --force to replace it\)$" $L -o "$tmp/rtn-gptq-4-sym" --method rtn --bits 8 --group-size 32
 grep -q '"bits":[[:space:]]*4,' "$tmp/rtn-gptq-4-sym/config.json" || fail "a refused run changed the existing OUT"
-cell rtn-gptq-4-sym 1.01 35 $L --method rtn --bits 8 --group-size 32 --force
+cell rtn-gptq-4-sym 1.01 35 $L --method rtn --bits 8 --group-size 32 --format gptq --force
 grep -q '"bits":[[:space:]]*8,' "$tmp/rtn-gptq-4-sym/config.json" || fail "--force did not replace OUT"
 [ "$BITS" = 4 ] || same rtn-gptq-4-sym rtn-gptq-8-sym
 
 # ---- .jsonl calibration: calib.txt as one {"text": ...} document is the same token stream, so the same output
 awk 'BEGIN { ORS = ""; print "{\"text\": \"" } { gsub(/\\/, "\\\\"); gsub(/"/, "\\\""); gsub(/\t/, "\\t"); print $0 "\\n" }
      END { print "\"}\n" }' data/tinystories/calib.txt >"$tmp/calib.jsonl"
-cell jsonl 1.15 35 $L --method gptq --group-size 32 --calib "$tmp/calib.jsonl" $NS
+cell jsonl 1.15 35 $L --method gptq --group-size 32 --format gptq --calib "$tmp/calib.jsonl" $NS
 cmp "$tmp/jsonl/model.safetensors" "$tmp/gptq-gptq-4-sym/model.safetensors" || fail ".jsonl calibration differs from the same text as .txt"
 
 # ---- the other dense architectures (mistral: sliding window 48; qwen2: q/k/v biases), and qwen3_moe
