@@ -10,7 +10,7 @@
 # Usage: sh bench/quality.sh [BIN] [extra quantize args, split on spaces].
 set -e
 BIN=${1:-build/release/spotq}
-shift 2>/dev/null || true
+if [ $# -gt 0 ]; then shift; fi
 EXTRA="$*"
 cd "$(dirname "$0")/.."
 OUT=${BENCH_DIR:-build/bench}/quality

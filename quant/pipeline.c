@@ -560,6 +560,8 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
     if (o->q.bits != 4 && o->q.bits != 8) return sq_fail(err, SQ_ERR_ARG, "--bits %d: spotq writes 4 or 8 bits", o->q.bits);
     if (o->q.group_size == 0 || o->q.group_size < -1) return sq_fail(err, SQ_ERR_ARG, "--group-size %d: use -1 or a positive size", o->q.group_size);
     if (!(o->q.damp > 0)) return sq_fail(err, SQ_ERR_ARG, "--damp must be positive");
+    if (o->q.grid == SQ_GRID_MSE && (o->method == SQ_METHOD_AWQ || sq_pl_is_fp8(o->method)))
+        return sq_fail(err, SQ_ERR_ARG, "--grid mse applies to rtn, gptq and awq+gptq (--method %s has a grid of its own)", sq_method_name(o->method));
     if (o->q.grid == SQ_GRID_MSE && o->device == SQ_DEVICE_CUDA)
         return sq_fail(err, SQ_ERR_UNSUPPORTED, "--grid mse: GPTQ on the GPU has the minmax grid only (use --grid minmax or --device cpu)");
     if (o->format != SQ_FORMAT_GPTQ && !sq_pl_is_fp8(o->method) && o->q.act_order && !o->q.static_groups)

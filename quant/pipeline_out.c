@@ -198,6 +198,7 @@ sq_status sq_pl_write_report(run *r, sq_outdir *od, uint64_t calib_hash, int64_t
         static const char *int_only[] = {"bits", "group_size", "sym", "static_groups", "act_order", "damp"};
         size_t n_int_only = o->method == SQ_METHOD_FP8 ? 6 : 4; /* fp8+gptq keeps GPTQ's act_order and damp */
         for (size_t i = 0; i < n_int_only; i++) cJSON_DeleteItemFromObjectCaseSensitive(a, int_only[i]);
+        cJSON_DeleteItemFromObjectCaseSensitive(a, "grid");
         cJSON_AddStringToObject(a, "fp8_scheme", o->fp8_per_channel ? "channel" : "tensor");
         cJSON_AddStringToObject(a, "act", act_name(o->act));
     }
