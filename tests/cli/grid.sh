@@ -48,4 +48,8 @@ grep -q '"error_rtn_mse":	null' $T/df/spotq.json || { echo "data-free: errors no
 set +e
 $SPOTQ quantize $M -o $T/x --method rtn --grid best 2>$T/err; rc=$?
 [ $rc -eq 2 ] && [ "$(wc -l <$T/err)" -eq 1 ] && grep -q "grid best: use minmax or mse" $T/err || { echo "bad --grid: rc $rc $(cat $T/err)"; exit 1; }
+for m in awq "fp8 --act dynamic"; do
+    $SPOTQ quantize $M -o $T/x --method $m --grid mse $C 2>$T/err; rc=$?
+    [ $rc -eq 2 ] && [ "$(wc -l <$T/err)" -eq 1 ] && grep -q "grid mse applies to rtn, gptq and awq+gptq" $T/err || { echo "$m --grid mse: rc $rc $(cat $T/err)"; exit 1; }
+done
 exit 0
