@@ -1,7 +1,7 @@
 /* test_grid.c: the mse grid search (sq_grid_search) against brute force written here independently: the
  * least weighted error over its candidate set (recomputed in double from the rule in quant_internal.h),
  * and, symmetric, within a few percent of the least over every fp16 scale; never worse
- * than minmax; the importances steer it; RTN and GPTQ with it keep every code on its grid. */
+ * than minmax; the importances steer it; RTN uses it per group, and GPTQ with diag(H) as the importances. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,5 +151,55 @@ int main(void) {
         }
     CHECK(bad == 0, "%d RTN entries differ from the searched grid", bad);
     sq_qmatrix_free(&q);
+
+    /* GPTQ with the mse grid weights by diag(H): with static groups every group's grid, and without
+     * them the first group's (no update has reached it yet), is sq_grid_search of those columns of the
+     * original W with diag(H) as the importances. */
+    enum { T = 256 };
+    float *xs = malloc(sizeof(float) * T * K), hd[K];
+    sq_hessian hs;
+    CHECK_OK(sq_hessian_init(&hs, K, &err), &err);
+    for (int i = 0; i < T * K; i++) xs[i] = (float)(nrand() * exp(0.7 * nrand()));
+    sq_hessian_add(&hs, xs, T);
+    sq_hessian_finish(&hs);
+    for (int c = 0; c < K; c++) hd[c] = hs.h[c * K + c];
+    for (int stat = 0; stat < 2; stat++)
+        for (int sym = 0; sym < 2; sym++) {
+            sq_qparams pg = {.bits = 4, .group_size = 32, .sym = sym, .static_groups = stat, .damp = 0.01, .block_size = 128,
+                             .grid = SQ_GRID_MSE};
+            CHECK_OK(sq_quant_gptq(w, hs.h, N, K, &pg, &q, &err), &err);
+            int wrong = 0;
+            for (int r = 0; r < N; r++)
+                for (int g = 0; g < (stat ? 2 : 1); g++) {
+                    float s;
+                    int32_t z;
+                    sq_grid_search(w + r * K + g * 32, hd + g * 32, 32, 4, sym, 2, &s, &z);
+                    wrong += s != q.scale[g * N + r] || z != q.zero[g * N + r];
+                }
+            CHECK(wrong == 0, "GPTQ (static groups %d, sym %d): %d group grids are not the diag(H)-weighted search's", stat, sym, wrong);
+            sq_qmatrix_free(&q);
+        }
+    /* act-order: the first group is the 32 columns of largest diag(H), weighted by theirs */
+    int order[K];
+    for (int c = 0; c < K; c++) order[c] = c;
+    for (int i = 0; i < K; i++) /* descending, stable */
+        for (int j = i + 1; j < K; j++)
+            if (hd[order[j]] > hd[order[i]] || (hd[order[j]] == hd[order[i]] && order[j] < order[i])) {
+                int t = order[i]; order[i] = order[j], order[j] = t;
+            }
+    sq_qparams pa = {.bits = 4, .group_size = 32, .sym = true, .act_order = true, .damp = 0.01, .block_size = 128, .grid = SQ_GRID_MSE};
+    CHECK_OK(sq_quant_gptq(w, hs.h, N, K, &pa, &q, &err), &err);
+    int wrong = 0;
+    for (int r = 0; r < N; r++) {
+        float gx[32], gd[32], s;
+        int32_t z;
+        for (int i = 0; i < 32; i++) gx[i] = w[r * K + order[i]], gd[i] = hd[order[i]];
+        sq_grid_search(gx, gd, 32, 4, true, 2, &s, &z);
+        wrong += s != q.scale[r] || z != q.zero[r] || q.g_idx[order[0]] != 0;
+    }
+    CHECK(wrong == 0, "GPTQ act-order: %d first-group grids are not the search's over the columns of largest diag(H)", wrong);
+    sq_qmatrix_free(&q);
+    sq_hessian_free(&hs);
+    free(xs);
     return check_report("test_grid");
 }
