@@ -1,34 +1,49 @@
 #!/bin/sh
-# quality.sh: quantisation quality on the bundled stories260K: each integer method at 4 bits, group 32,
+# quality.sh: quantisation quality on the bundled stories260K (or MODEL=DIR, e.g. the MoE fixtures
+# tests/fixtures/moe/qwen2_moe and mixtral): each integer method at 4 bits, group 32; RTN and GPTQ on
+# both grids (--grid minmax and mse) at g32 and g64, sym and asym (the spotq rows of issue 17's table);
 # and every FP8 variant (per tensor or channel x activations none, static, dynamic; rounded or through
-# GPTQ), calibrated on data/tinystories/calib.txt (128 x 512 tokens), evaluated on
-# data/tinystories/eval.txt (ctx 512) against the FP32 model. Prints a markdown table (perplexity,
-# ratio, KL divergence, top-1 agreement, bits per quantised weight, quantisation time).
+# GPTQ). Calibrated on CALIB (data/tinystories/calib.txt, NSAMPLES x 512 tokens, 128), evaluated on
+# DATA (data/tinystories/eval.txt, ctx CTX=512, PROTOCOL=gptq) against the full-precision model.
+# Prints a markdown table (perplexity, ratio, KL divergence, top-1 agreement, bits per quantised weight,
+# quantisation time). ROWS=grid prints only the grid rows.
 # Usage: sh bench/quality.sh [BIN] [extra quantize args, split on spaces].
 set -e
 BIN=${1:-build/release/spotq}
-shift 2>/dev/null || true
+if [ $# -gt 0 ]; then shift; fi
 EXTRA="$*"
 cd "$(dirname "$0")/.."
 OUT=${BENCH_DIR:-build/bench}/quality
 mkdir -p "$OUT"
-M=models/stories260K
+M=${MODEL:-models/stories260K}
+CALIB=${CALIB:-data/tinystories/calib.txt}
+DATA=${DATA:-data/tinystories/eval.txt}
+EV="--data $DATA --ctx ${CTX:-512} --protocol ${PROTOCOL:-gptq}"
+QA="--calib $CALIB --nsamples ${NSAMPLES:-128} --seqlen 512"
 field() { sed -n "s/.*\"$1\":[ \t]*\([0-9.e+-]*\).*/\1/p" "$2" | head -1; }
 echo "| method | bits/weight | quantize s | ppl | ppl ratio | KLD mean | KLD p99 | top-1 |"
 echo "|---|---|---|---|---|---|---|---|"
-"$BIN" eval $M --data data/tinystories/eval.txt --json > "$OUT/fp.json"
-printf '| FP32 | 32 | - | %.4f | 1 | 0 | 0 | 100%% |\n' "$(field ppl "$OUT/fp.json")"
+"$BIN" eval $M $EV --json > "$OUT/fp.json"
+printf '| full precision | 16/32 | - | %.4f | 1 | 0 | 0 | 100%% |\n' "$(field ppl "$OUT/fp.json")"
 INT4="--bits 4 --group-size 32"
-set -- "rtn --asym $INT4" "gptq --asym --act-order $INT4" "awq $INT4" "awq+gptq --asym --act-order $INT4"
-for fp8 in fp8 fp8+gptq; do
+set --
+[ "$ROWS" = grid ] || set -- "rtn --asym $INT4" "gptq --asym --act-order $INT4" "awq $INT4" "awq+gptq --asym --act-order $INT4"
+for m in rtn "gptq --act-order"; do
+    for g in 32 64; do
+        for sy in sym asym; do
+            for grid in minmax mse; do set -- "$@" "$m --$sy --bits 4 --group-size $g --grid $grid"; done
+        done
+    done
+done
+[ "$ROWS" = grid ] || for fp8 in fp8 fp8+gptq; do
     for scheme in tensor channel; do
         for act in none static dynamic; do set -- "$@" "$fp8 --fp8-scheme $scheme --act $act"; done
     done
 done
 for m in "$@"; do
     dir="$OUT/$(echo "$m" | tr -c 'a-z0-9\n' _)"
-    "$BIN" quantize $M -o "$dir" --method $m --calib data/tinystories/calib.txt --force $EXTRA 2>/dev/null
-    "$BIN" eval "$dir" --data data/tinystories/eval.txt --ref $M --json > "$dir.json"
+    "$BIN" quantize $M -o "$dir" --method $m $QA --force $EXTRA 2>/dev/null
+    "$BIN" eval "$dir" $EV --ref $M --json > "$dir.json"
     bpw=$(field bits_per_quantized_weight "$dir/spotq.json"); t=$(field total "$dir/spotq.json")
     printf '| %s | %.2f | %.1f | %.4f | %.4f | %.4f | %.3f | %.2f%% |\n' "$m" "$bpw" "$t" "$(field ppl "$dir.json")" \
         "$(field ppl_ratio "$dir.json")" "$(field mean "$dir.json")" "$(field p99 "$dir.json")" \

@@ -71,7 +71,7 @@ static int fp8_options(const char *scheme, const char *act, const char **format,
 
 int cmd_quantize(int argc, char **argv) {
     const char *stats = NULL, *out = NULL, *method = NULL, *calib = NULL, *format = NULL, *device = "cpu", *duo = "on", *clip = "on", *shard_size = "4G", *hess_mem = "1G";
-    const char *fp8_scheme = NULL, *act_mode = NULL;
+    const char *fp8_scheme = NULL, *act_mode = NULL, *grid = NULL;
     int bits = 4, group = 128, nsamples = 128, seqlen = 0, seed = 0, threads = 0;
     double damp = 0.01;
     bool sym = true, asym = false, act = false, stat = false, force = false;
@@ -89,6 +89,8 @@ int cmd_quantize(int argc, char **argv) {
         {"--asym", 'f', &asym, "asymmetric grid with a zero point per group"},
         {"--act-order", 'f', &act, "GPTQ: columns in descending Hessian diagonal (desc_act)"},
         {"--static-groups", 'f', &stat, "GPTQ: group grids fixed before the updates (g_idx stays k/g)"},
+        {"--grid", 's', &grid, "rtn, gptq, awq+gptq: minmax (each group's scale from its min and max) or mse (searched for the least error "
+                               "weighted by the calibration's diag(H); unweighted data-free) (default mse; minmax for awq, fp8 and --device cuda)"},
         {"--awq-duo", 's', &duo, "AWQ: on (AutoAWQ's duo scaling, default) or off (llm-awq's x_mean^alpha)"},
         {"--awq-clip", 's', &clip, "AWQ: on (default; the clipping search, never on q and k) or off"},
         {"--fp8-scheme", 's', &fp8_scheme, "FP8: weight scales per tensor (default) or per channel (compressed-tensors only)"},
@@ -180,6 +182,14 @@ int cmd_quantize(int argc, char **argv) {
     }
     o.q = (sq_qparams){.bits = bits, .group_size = group, .sym = sym && !asym, .act_order = act, .static_groups = stat,
                        .damp = damp, .block_size = 128};
+    /* Default: mse (below minmax on KLD at every setting measured on the bundled model and SmolLM2-135M,
+     * bench/quality.sh and bench/real.sh) where it runs: not AWQ's own grid, FP8 or GPTQ on the GPU. */
+    if (!grid) grid = o.method == SQ_METHOD_AWQ || fp8 || o.device == SQ_DEVICE_CUDA ? "minmax" : "mse";
+    if (!strcmp(grid, "mse")) o.q.grid = SQ_GRID_MSE;
+    else if (strcmp(grid, "minmax")) {
+        fprintf(stderr, "spotq quantize: --grid %s: use minmax or mse\n", grid);
+        return SQ_EXIT_USAGE;
+    }
     char cmdline[4096];
     int n = snprintf(cmdline, sizeof cmdline, "spotq");
     for (int i = 0; i < argc && n < (int)sizeof cmdline - 2; i++) n += snprintf(cmdline + n, sizeof cmdline - (size_t)n, " %s", argv[i]);

@@ -78,8 +78,19 @@ static int cmp_diag_desc(const void *a, const void *b) {
     return (x->idx > y->idx) - (x->idx < y->idx); /* stable, like torch.argsort(stable) */
 }
 
-/* Grid of rows [c0, c1) of wt ([K, N]: column c of W is row c) into scale/zero [N]. */
-static void group_grid(const float *wt, int64_t n, int64_t c0, int64_t c1, const sq_qparams *p, float *scale, int32_t *zero) {
+/* Grid of rows [c0, c1) of wt ([K, N]: column c of W is row c) into scale/zero [N]. The mse grid
+ * weights column c by imp[c] (the Hessian's diagonal at the column in that position), with x and d
+ * scratch of c1 - c0 floats. */
+static void group_grid(const float *wt, int64_t n, int64_t c0, int64_t c1, const sq_qparams *p, const float *imp, float *x, float *d,
+                       float *scale, int32_t *zero) {
+    if (p->grid == SQ_GRID_MSE) {
+        for (int64_t c = c0; c < c1; c++) d[c - c0] = imp[c];
+        for (int64_t r = 0; r < n; r++) {
+            for (int64_t c = c0; c < c1; c++) x[c - c0] = wt[c * n + r];
+            sq_grid_search(x, d, c1 - c0, p->bits, p->sym, p->grid_norm, &scale[r], &zero[r]);
+        }
+        return;
+    }
     for (int64_t r = 0; r < n; r++) {
         float lo = wt[c0 * n + r], hi = lo;
         for (int64_t c = c0 + 1; c < c1; c++) { lo = fminf(lo, wt[c * n + r]); hi = fmaxf(hi, wt[c * n + r]); }
@@ -132,6 +143,7 @@ sq_status sq_gptq_sweep(const float *w, const float *h, int64_t n, int64_t k, bo
     for (int64_t c = 0; c < k; c++) { items[c].diag = u[c * k + c]; items[c].idx = c; }
     if (act_order) qsort(items, (size_t)k, sizeof *items, cmp_diag_desc);
     for (int64_t c = 0; c < k; c++) perm[c] = items[c].idx;
+    g->perm = perm;
     for (int64_t i = 0; i < k; i++)
         for (int64_t j = 0; j < k; j++) hp[i * k + j] = u[perm[i] * k + perm[j]];
     if (!(tmp = malloc((size_t)(n * k) * sizeof *tmp))) { s = sq_fail(err, SQ_ERR_NOMEM, "GPTQ: out of memory"); goto done; }
@@ -175,6 +187,7 @@ done:
     free(dq);
     free(perm);
     free(items);
+    g->perm = NULL;
     return s;
 }
 
@@ -186,20 +199,22 @@ typedef struct {
     int64_t n, k, gs;
     float *sscale;       /* static groups: every group's grid, from the original W */
     int32_t *szero;
+    float *imp;          /* mse: diag(H) [K] in source order, then [K] in the sweep's order */
+    float *x, *d;        /* mse: one group's values and importances [gs] */
 } int_grid;
 
 static sq_status int_begin(sq_gptq_grid *gg, const float *wt, sq_err *err) {
     int_grid *g = (int_grid *)gg;
     int64_t n = g->n, k = g->k, gs = g->gs;
     /* Per-channel (group_size -1): one grid from the whole, not yet updated, W. */
-    if (g->p->group_size <= 0) group_grid(wt, n, 0, k, g->p, g->out->scale, g->out->zero);
+    if (g->p->group_size <= 0) group_grid(wt, n, 0, k, g->p, g->imp, g->x, g->d, g->out->scale, g->out->zero);
     /* Static groups: every grid from the original (dead-zeroed) W, before any update or permutation. */
     if (g->p->static_groups && g->p->group_size > 0) {
         g->sscale = malloc((size_t)(g->out->n_groups * n) * sizeof *g->sscale);
         g->szero = malloc((size_t)(g->out->n_groups * n) * sizeof *g->szero);
         if (!g->sscale || !g->szero) return sq_fail(err, SQ_ERR_NOMEM, "GPTQ: out of memory");
         for (int64_t q = 0; q < g->out->n_groups; q++)
-            group_grid(wt, n, q * gs, (q + 1) * gs < k ? (q + 1) * gs : k, g->p, g->sscale + q * n, g->szero + q * n);
+            group_grid(wt, n, q * gs, (q + 1) * gs < k ? (q + 1) * gs : k, g->p, g->imp, g->x, g->d, g->sscale + q * n, g->szero + q * n);
     }
     return SQ_OK;
 }
@@ -221,7 +236,11 @@ static void int_column(sq_gptq_grid *gg, int64_t col, int64_t src, const float *
             sc = out->scale + q * n;
             zr = out->zero + q * n;
             /* The reference reads W here, not the block copy: in-block updates are not seen. */
-            if (col % gs == 0) group_grid(wt, n, col, col + gs < k ? col + gs : k, g->p, sc, zr);
+            if (col % gs == 0) {
+                if (g->imp && col == 0) /* the importances in the sweep's order, once */
+                    for (int64_t c = 0; c < k; c++) g->imp[k + c] = g->imp[gg->perm[c]];
+                group_grid(wt, n, col, col + gs < k ? col + gs : k, g->p, g->imp ? g->imp + k : NULL, g->x, g->d, sc, zr);
+            }
         }
         out->g_idx[src] = (int32_t)q;
     }
@@ -238,10 +257,18 @@ sq_status sq_quant_gptq(const float *w, const float *h, int64_t n, int64_t k, co
     if (s) return s;
     int_grid g = {.base = {.begin = int_begin, .column = int_column}, .p = p, .out = out, .n = n, .k = k,
                   .gs = p->group_size > 0 ? p->group_size : k};
-    s = sq_gptq_sweep(w, h, n, k, p->act_order, p->damp, p->block_size, &g.base, &out->damp_used, err);
+    if (p->grid == SQ_GRID_MSE) {
+        /* The grid search weights each column by diag(H), the per-channel second moment of its input */
+        g.imp = malloc((size_t)(2 * k) * sizeof *g.imp);
+        g.x = malloc((size_t)g.gs * sizeof *g.x);
+        g.d = malloc((size_t)g.gs * sizeof *g.d);
+        if (!g.imp || !g.x || !g.d) s = sq_fail(err, SQ_ERR_NOMEM, "GPTQ: out of memory");
+        for (int64_t c = 0; c < k && !s; c++) g.imp[c] = h[c * k + c];
+    }
+    if (!s) s = sq_gptq_sweep(w, h, n, k, p->act_order, p->damp, p->block_size, &g.base, &out->damp_used, err);
     if (!s && out->damp_used < 0) {
         sq_qmatrix_free(out);
-        s = sq_quant_rtn(w, n, k, p, out, err);
+        s = sq_quant_rtn_weighted(w, n, k, p, g.imp, out, err);
         if (!s) out->fallback = 1;
     } else if (!s && p->static_groups && p->group_size > 0) {
         memcpy(out->scale, g.sscale, (size_t)(out->n_groups * n) * sizeof *g.sscale);
@@ -250,6 +277,9 @@ sq_status sq_quant_gptq(const float *w, const float *h, int64_t n, int64_t k, co
     }
     free(g.sscale);
     free(g.szero);
+    free(g.imp);
+    free(g.x);
+    free(g.d);
     if (s) sq_qmatrix_free(out);
     return s;
 }

@@ -19,6 +19,8 @@ sq_status sq_quant_gptq_cuda_plan(int64_t n, int64_t k, const sq_qparams *p, boo
     memset(out, 0, sizeof *out);
     if (n <= 0 || k <= 0) return sq_fail(err, SQ_ERR_ARG, "GPTQ on the GPU: empty matrix [%lld x %lld]", (long long)n, (long long)k);
     if (p->bits != 4 && p->bits != 8) return sq_fail(err, SQ_ERR_ARG, "GPTQ on the GPU: %d bits (use 4 or 8)", p->bits);
+    if (p->grid != SQ_GRID_MINMAX) /* kernels/cuda has its own copy of the minmax grid only */
+        return sq_fail(err, SQ_ERR_UNSUPPORTED, "GPTQ on the GPU: the minmax grid only (--grid mse runs on the CPU)");
     if (p->block_size < 0 || p->block_size > 1024)
         return sq_fail(err, SQ_ERR_ARG, "GPTQ on the GPU: block size %d (use 1 .. 1024)", p->block_size);
     if (k > MAX_K)

@@ -180,11 +180,28 @@ static sq_status quantize_linear(run *r, int l, int unit, sq_lin which, sq_err *
                            (long long)i);
         }
     double t = sq_pl_now();
+    /* The mse grid's importances: diag(H), the per-channel second moment of the input (none data-free) */
+    float *imp = h ? malloc((size_t)k * sizeof *imp) : NULL;
+    if (h && !imp) { free(w); free(dq); return sq_fail(err, SQ_ERR_NOMEM, "out of memory for %s", rep->name); }
+    for (int64_t c = 0; h && c < k; c++) imp[c] = h[c * k + c];
     sq_qmatrix q;
-    sq_status s = sq_quant_rtn(w, n, k, &r->o->q, &q, err);
-    if (s) { free(w); free(dq); return s; }
+    sq_status s = sq_quant_rtn_weighted(w, n, k, &r->o->q, imp, &q, err);
+    if (s) { free(w); free(dq); free(imp); return s; }
     sq_qmatrix_dequant(&q, dq);
     rep->err_rtn = rep->err = output_error(w, dq, h, n, k);
+    rep->err_grid[0] = rep->err_grid[1] = NAN;
+    rep->err_grid[r->o->q.grid] = rep->err_rtn;
+    if (h) { /* RTN on the other grid too, for spotq.json */
+        sq_qparams other = r->o->q;
+        other.grid = other.grid == SQ_GRID_MSE ? SQ_GRID_MINMAX : SQ_GRID_MSE;
+        sq_qmatrix q2;
+        if ((s = sq_quant_rtn_weighted(w, n, k, &other, imp, &q2, err))) { sq_qmatrix_free(&q); free(w); free(dq); free(imp); return s; }
+        sq_qmatrix_dequant(&q2, dq);
+        sq_qmatrix_free(&q2);
+        rep->err_grid[other.grid] = output_error(w, dq, h, n, k);
+        sq_qmatrix_dequant(&q, dq);
+    }
+    free(imp);
     if (r->o->method == SQ_METHOD_GPTQ) {
         sq_qmatrix_free(&q);
         s = r->o->device == SQ_DEVICE_CUDA ? sq_quant_gptq_cuda(w, h, n, k, &r->o->q, &q, err)
@@ -630,6 +647,10 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
     if (!(o->q.damp > 0)) return sq_fail(err, SQ_ERR_ARG, "--damp must be positive");
     if (o->format == SQ_FORMAT_AUTO && (sq_pl_is_fp8(o->method) || sq_pl_is_awq(o->method)))
         return sq_fail(err, SQ_ERR_ARG, "--method %s: give --format (the automatic choice is for rtn and gptq)", sq_method_name(o->method));
+    if (o->q.grid == SQ_GRID_MSE && (o->method == SQ_METHOD_AWQ || sq_pl_is_fp8(o->method)))
+        return sq_fail(err, SQ_ERR_ARG, "--grid mse applies to rtn, gptq and awq+gptq (--method %s has a grid of its own)", sq_method_name(o->method));
+    if (o->q.grid == SQ_GRID_MSE && o->device == SQ_DEVICE_CUDA)
+        return sq_fail(err, SQ_ERR_UNSUPPORTED, "--grid mse: GPTQ on the GPU has the minmax grid only (use --grid minmax or --device cpu)");
     if (o->format != SQ_FORMAT_GPTQ && o->format != SQ_FORMAT_AUTO && !sq_pl_is_fp8(o->method) && o->q.act_order && !o->q.static_groups)
         return sq_fail(err, SQ_ERR_ARG, "--act-order with --format %s needs --static-groups (the format stores no g_idx)", sq_format_name(o->format));
     bool data_free = o->method == SQ_METHOD_RTN || (o->method == SQ_METHOD_FP8 && o->act != SQ_ACT_STATIC);

@@ -18,6 +18,7 @@ typedef struct {
     bool quantized;
     char note[128];              /* why it was kept, or the GPTQ fallback */
     double err_rtn, err;         /* relative output error ||WX - QX|| / ||WX|| */
+    double err_grid[2];          /* RTN's error on the minmax and the mse grid (integer methods, calibrated; else NaN) */
     double damp;
     double alpha;                /* AWQ: the chosen exponent of its scale set (-1: not scaled) */
     float act_scale;             /* FP8: the static input scale (0: none) */

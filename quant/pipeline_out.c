@@ -193,10 +193,12 @@ sq_status sq_pl_write_report(run *r, sq_outdir *od, uint64_t calib_hash, int64_t
     cJSON_AddBoolToObject(a, "act_order", o->q.act_order);
     cJSON_AddBoolToObject(a, "static_groups", o->q.static_groups);
     cJSON_AddNumberToObject(a, "damp", o->q.damp);
+    cJSON_AddStringToObject(a, "grid", o->q.grid == SQ_GRID_MSE ? "mse" : "minmax");
     if (sq_pl_is_fp8(o->method)) {
         static const char *int_only[] = {"bits", "group_size", "sym", "static_groups", "act_order", "damp"};
         size_t n_int_only = o->method == SQ_METHOD_FP8 ? 6 : 4; /* fp8+gptq keeps GPTQ's act_order and damp */
         for (size_t i = 0; i < n_int_only; i++) cJSON_DeleteItemFromObjectCaseSensitive(a, int_only[i]);
+        cJSON_DeleteItemFromObjectCaseSensitive(a, "grid");
         cJSON_AddStringToObject(a, "fp8_scheme", o->fp8_per_channel ? "channel" : "tensor");
         cJSON_AddStringToObject(a, "act", act_name(o->act));
     }
@@ -234,6 +236,10 @@ sq_status sq_pl_write_report(run *r, sq_outdir *od, uint64_t calib_hash, int64_t
         if (p->quantized) {
             cJSON_AddNumberToObject(e, "error_rtn", p->err_rtn);
             cJSON_AddNumberToObject(e, "error", p->err);
+            if (!sq_pl_is_fp8(o->method) && !sq_pl_is_awq(o->method)) {
+                cJSON_AddNumberToObject(e, "error_rtn_minmax", p->err_grid[SQ_GRID_MINMAX]);
+                cJSON_AddNumberToObject(e, "error_rtn_mse", p->err_grid[SQ_GRID_MSE]);
+            }
             if (o->method == SQ_METHOD_GPTQ || o->method == SQ_METHOD_AWQ_GPTQ || o->method == SQ_METHOD_FP8_GPTQ)
                 cJSON_AddNumberToObject(e, "damp", p->damp);
         }

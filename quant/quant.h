@@ -7,6 +7,10 @@
 
 #include "../formats/qpack.h"
 
+/* How a group's scale (and zero) is chosen: from its min and max (the GPTQ reference's default), or
+ * searched over shrunk ranges for the least error weighted by the calibration's per-input importance. */
+typedef enum { SQ_GRID_MINMAX, SQ_GRID_MSE } sq_grid;
+
 typedef struct {
     int bits;            /* 4 or 8 */
     int group_size;      /* -1: one group of K */
@@ -15,6 +19,8 @@ typedef struct {
     bool static_groups;  /* GPTQ: group grids fixed from the original W before any update */
     double damp;         /* GPTQ: fraction of mean(diag H) added to the diagonal */
     int block_size;      /* GPTQ lazy-batch width (128) */
+    sq_grid grid;        /* SQ_GRID_MINMAX (0) or SQ_GRID_MSE */
+    double grid_norm;    /* mse: the exponent of the error it minimises (0: 2, the output error's) */
 } sq_qparams;
 
 /* True when a K-column matrix can be packed at these settings (K multiple of the group size and of
@@ -23,6 +29,10 @@ bool sq_quant_fits(int64_t n, int64_t k, const sq_qparams *p);
 
 /* Round-to-nearest of W [N, K]. */
 sq_status sq_quant_rtn(const float *w, int64_t n, int64_t k, const sq_qparams *p, sq_qmatrix *out /* OUT */, sq_err *err);
+/* The same with each input column's importance imp [K] (the Hessian's diagonal, 2 E[x_c^2]; NULL: all
+ * equal) weighting the error the mse grid minimises; the minmax grid ignores it. */
+sq_status sq_quant_rtn_weighted(const float *w, int64_t n, int64_t k, const sq_qparams *p, const float *imp, sq_qmatrix *out /* OUT */,
+                                sq_err *err);
 
 /* GPTQ of W [N, K] with the Hessian H [K, K] (2/T sum x x^T over T calibration tokens, row-major,
  * symmetric; not modified), as IST-DASLab's reference does it. A Hessian that will not factor gets its

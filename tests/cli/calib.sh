@@ -1,7 +1,8 @@
 #!/bin/sh
 # calib.sh: `spotq calib` keeps the calibration statistics once and `quantize --stats` reuses them:
-# RTN from statistics is RTN from text (same weights, same error on the first block's q/k/v, whose
-# inputs are the same embeddings), GPTQ from statistics beats RTN on every matrix and stays close to
+# RTN from statistics is RTN from text (on the minmax grid the same weights; on the mse grid, weighted
+# by each block's Hessians, which are the full-precision model's in the statistics, the same first
+# block; and the same error on the first block's q/k/v, whose inputs are the same embeddings), GPTQ from statistics beats RTN on every matrix and stays close to
 # FP32, a sweep of settings runs from one file, MoE experts and FP8 static scales come along, and a
 # broken, foreign or misused statistics file is refused with one line.
 set -e
@@ -15,12 +16,18 @@ field() { jnum "$@" || { echo "calib: no number \"$2\" in $1" >&2; exit 1; }; }
 
 $SPOTQ calib $M $D -o $T/s.zst 2>$T/log
 grep -q "kept 20 statistics" $T/log || { echo "calib: $(cat $T/log)"; exit 1; }
-$SPOTQ quantize $M -o $T/rs --method rtn $G --stats $T/s.zst 2>/dev/null
-$SPOTQ quantize $M -o $T/rc --method rtn $G $D 2>/dev/null
+$SPOTQ quantize $M -o $T/rs --method rtn $G --grid minmax --stats $T/s.zst 2>/dev/null
+$SPOTQ quantize $M -o $T/rc --method rtn $G --grid minmax $D 2>/dev/null
 cmp $T/rs/model.safetensors $T/rc/model.safetensors || { echo "rtn from statistics differs"; exit 1; }
 e1=$(field $T/rs/spotq.json error_rtn); e2=$(field $T/rc/spotq.json error_rtn)
 num "first block's error" "$e1" "$e2"
 [ "$e1" = "$e2" ] || { echo "first block's error differs"; exit 1; }
+$SPOTQ quantize $M -o $T/rs --method rtn $G --stats $T/s.zst --force 2>/dev/null
+$SPOTQ quantize $M -o $T/rc --method rtn $G $D --force 2>/dev/null
+grep -q '"grid":	"mse"' $T/rs/spotq.json || { echo "the default grid is not mse"; exit 1; }
+e1=$(field $T/rs/spotq.json error_rtn); e2=$(field $T/rc/spotq.json error_rtn)
+num "mse: first block's error" "$e1" "$e2"
+[ "$e1" = "$e2" ] || { echo "mse: first block's error differs"; exit 1; }
 grep -q '"stats":	"'"$T"'/s.zst"' $T/rs/spotq.json && grep -q '"sequential":	false' $T/rs/spotq.json &&
     grep -q '"nsamples":	16' $T/rs/spotq.json || { echo "spotq.json calibration"; exit 1; }
 

@@ -4,7 +4,7 @@
 # model, odd matrices stay in full precision with a warning, OUT is kept unless --force, an
 # interrupted run leaves nothing behind, --max-shard-size shards the weights with an index that
 # the runtime reads back as the same model, and RTN (or FP8 without static scales) runs without
-# calibration text to the same weights, only the error report left empty.
+# calibration text to the same weights (minmax grid), only the error report left empty.
 set -e
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
@@ -67,9 +67,11 @@ sleep 1
 kill -INT $pid
 wait $pid
 [ ! -e $T/int ] && [ -z "$(ls $T | grep spotq-tmp)" ] || { echo "interrupted run left files: $(ls $T)"; exit 1; }
-# data-free: RTN without --calib writes the same weights, with null errors; GPTQ and static FP8 need text
-$SPOTQ quantize $M -o $T/df --method rtn --bits 4 --group-size 32 --asym 2>/dev/null
-cmp $T/df/model.safetensors $T/rtn/model.safetensors || { echo "data-free RTN differs from calibrated RTN"; exit 1; }
+# data-free: RTN without --calib writes the same weights (on the minmax grid: the mse one weights by the
+# calibration), with null errors; GPTQ and static FP8 need text
+$SPOTQ quantize $M -o $T/df --method rtn --bits 4 --group-size 32 --asym --grid minmax 2>/dev/null
+$SPOTQ quantize $M -o $T/rtnm --method rtn $C --grid minmax 2>/dev/null
+cmp $T/df/model.safetensors $T/rtnm/model.safetensors || { echo "data-free RTN differs from calibrated RTN"; exit 1; }
 grep -q '"error_rtn":	null' $T/df/spotq.json && ! grep -q '"error_rtn":	[0-9]' $T/df/spotq.json || { echo "data-free errors"; exit 1; }
 for m in "gptq" "fp8 --act static" "awq"; do
     $SPOTQ quantize $M -o $T/x --method $m 2>$T/err; rc=$?
