@@ -17,7 +17,7 @@ fail() { echo "awq: $*"; exit 1; }
 ev() { evalj $T/$1.json $T/$1 --data data/tinystories/eval.txt --ctx 256 --ref $M; }
 $SPOTQ quantize $M -o $T/awq --method awq $C 2>/dev/null
 $SPOTQ quantize $M -o $T/noclip --method awq --awq-clip off $C 2>/dev/null
-$SPOTQ quantize $M -o $T/rtn --method rtn --asym $C 2>/dev/null
+$SPOTQ quantize $M -o $T/rtn --method rtn --asym --grid minmax $C 2>/dev/null # AWQ searches on the minmax grid: RTN on the same
 grep -q '"quant_method":	"awq"' $T/awq/config.json && grep -q '"version":	"gemm"' $T/awq/config.json &&
     grep -q '"zero_point":	true' $T/awq/config.json || fail "awq config"
 grep -A3 modules_to_not_convert $T/awq/config.json | grep -q 'model.layers.0.mlp.' || fail "awq config: kept modules"
