@@ -175,8 +175,9 @@ def provenance():
     """The __metadata__ of the golden files written here: this script and the version of every tool it ran."""
     from importlib.metadata import version
     tools = ", ".join(f"{p} {version(p)}" for p in ("torch", "compressed-tensors", "safetensors", "numpy"))
-    return {"generator": "scripts/check_peers.py (make check-peers)",
-            "tools": f"{tools}, auto-gptq 0.7.1 (qlinear_cuda.py, pure-torch path), autoawq 0.2.9 (packing_utils.py)"}
+    # one key: safetensors writes __metadata__ in no fixed order, and the goldens must regenerate byte for byte
+    return {"generated_by": "scripts/check_peers.py (make check-peers) with "
+                            f"{tools}, auto-gptq 0.7.1 (qlinear_cuda.py, pure-torch path), autoawq 0.2.9 (packing_utils.py)"}
 
 def autoawq_config_class():
     """AutoAWQ 0.2.9's own AwqConfig (awq/models/_config.py: it reads config.json's quantization_config)."""
