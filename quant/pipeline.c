@@ -555,23 +555,41 @@ static sq_status copy_others(run *r, const sq_st *st, sq_err *err) {
     return s;
 }
 
-/* Refuses a run that would quantise nothing (every linear kept by its shape, the group size or
- * --ignore): written anyway, it would pass a CI step as quantised. Names the reason of the first
- * linear and, for a group size no linear fits, the sizes that would. */
-static sq_status check_some_linear_fits(run *r, sq_err *err) {
-    char why[160] = "", first_why[160] = "", first[160] = "";
-    int total = 0;
+/* Calls fn on every linear of the model (name, matrix, the reason it stays in full precision under r's
+ * settings, "" when it is quantised) until fn returns true; returns whether one did. */
+typedef bool (*linear_fn)(const char *name, const sq_wmat *wm, const char *keep, void *user);
+static bool find_linear(const run *r, linear_fn fn, void *user) {
     for (int l = 0; l < r->c->n_layers; l++)
         for (int u = 0; u < sq_model_ffn_units(r->m, l); u++)
             for (int j = u ? SQ_LIN_GATE : 0; j < SQ_LIN_COUNT; j++) {
                 const sq_wmat *wm = sq_model_linear_unit(r->m, l, u, (sq_lin)j);
-                char name[160];
+                char name[160], keep[160];
                 sq_lin_name_unit(r->c, l, u, (sq_lin)j, name, sizeof name);
-                sq_pl_keep_reason(r, name, wm->rows, wm->cols, why, sizeof why);
-                if (!why[0]) return SQ_OK;
-                if (!total++) snprintf(first, sizeof first, "%s", name), snprintf(first_why, sizeof first_why, "%s", why);
+                sq_pl_keep_reason(r, name, wm->rows, wm->cols, keep, sizeof keep);
+                if (fn(name, wm, keep, user)) return true;
             }
-    if (!total) return SQ_OK;
+    return false;
+}
+
+typedef struct {
+    int total;
+    char first[160], first_why[160];
+} kept_count;
+
+static bool quantised_or_count(const char *name, const sq_wmat *wm, const char *keep, void *user) {
+    (void)wm;
+    kept_count *k = user;
+    if (!keep[0]) return true;
+    if (!k->total++) snprintf(k->first, sizeof k->first, "%s", name), snprintf(k->first_why, sizeof k->first_why, "%s", keep);
+    return false;
+}
+
+/* Refuses a run that would quantise nothing (every linear kept by its shape, the group size or
+ * --ignore): written anyway, it would pass a CI step as quantised. Names the reason of the first
+ * linear and, for a group size no linear fits, the sizes that would. */
+static sq_status check_some_linear_fits(run *r, sq_err *err) {
+    kept_count k = {0};
+    if (find_linear(r, quantised_or_count, &k) || !k.total) return SQ_OK;
     char fits[128] = "", suffix[160] = "";
     if (r->o->q.group_size > 0) { /* which group sizes would have let some linear in */
         sq_quantize_opts t = *r->o;
@@ -581,52 +599,45 @@ static sq_status check_some_linear_fits(run *r, sq_err *err) {
         static const int cand[] = {-1, 32, 64, 128, 256};
         for (size_t c = 0; c < sizeof cand / sizeof *cand; c++) {
             t.q.group_size = cand[c];
-            bool any = false;
-            for (int l = 0; l < r->c->n_layers && !any; l++)
-                for (int u = 0; u < sq_model_ffn_units(r->m, l) && !any; u++)
-                    for (int j = u ? SQ_LIN_GATE : 0; j < SQ_LIN_COUNT && !any; j++) {
-                        const sq_wmat *wm = sq_model_linear_unit(r->m, l, u, (sq_lin)j);
-                        char name[160];
-                        sq_lin_name_unit(r->c, l, u, (sq_lin)j, name, sizeof name);
-                        sq_pl_keep_reason(&probe, name, wm->rows, wm->cols, why, sizeof why);
-                        any = !why[0];
-                    }
-            if (any) n += snprintf(fits + n, sizeof fits - (size_t)n, "%s%d", n ? ", " : "", cand[c]);
+            kept_count none = {0};
+            if (find_linear(&probe, quantised_or_count, &none)) n += snprintf(fits + n, sizeof fits - (size_t)n, "%s%d", n ? ", " : "", cand[c]);
         }
         if (n) snprintf(suffix, sizeof suffix, "; --group-size %s would fit", fits);
     }
     return sq_fail(err, SQ_ERR_ARG, "%s: no linear layer can be quantised with these settings, so nothing would be: all %d stay in full "
-                   "precision, e.g. %s: %s%s", r->o->model, total, first, first_why, suffix);
+                   "precision, e.g. %s: %s%s", r->o->model, k.total, k.first, k.first_why, suffix);
+}
+
+typedef struct {
+    const run *r;
+    const sq_quantize_opts *o;
+    char why[512];
+} marlin_probe;
+
+/* A quantised linear that vLLM's Marlin could not take as GPTQ v1 (its reason into p->why). */
+static bool marlin_refuses(const char *name, const sq_wmat *wm, const char *keep, void *user) {
+    marlin_probe *p = user;
+    if (keep[0]) return false;
+    sq_serve_linear v;
+    sq_serve_plan(p->r->c, name, wm->rows, wm->cols, SQ_SERVE_AS_GPTQ, p->o->q.bits, p->o->q.group_size, true, 1, &v);
+    if (v.verdict != SQ_SERVE_REJECT) return false;
+    snprintf(p->why, sizeof p->why, "vLLM serves GPTQ v1 only through Marlin, which cannot take %s (%s)", name, v.rule);
+    return true;
 }
 
 /* SQ_FORMAT_AUTO: GPTQ v1 only where vLLM would load it (it serves GPTQ v1 through Marlin alone:
  * symmetric, Marlin's group sizes and shapes for every linear quantised), else compressed-tensors
  * pack-quantized, with one line saying why. Act-order there takes static groups (no g_idx). */
 static void resolve_format(run *r, sq_quantize_opts *o) {
-    const char *why = NULL;
-    char name[160], whybuf[512];
-    if (!o->q.sym) why = "asymmetric weights (zero points): vLLM serves GPTQ v1 only through Marlin, which takes them symmetric";
-    for (int l = 0; l < r->c->n_layers && !why; l++)
-        for (int u = 0; u < sq_model_ffn_units(r->m, l) && !why; u++)
-            for (int j = u ? SQ_LIN_GATE : 0; j < SQ_LIN_COUNT && !why; j++) {
-                const sq_wmat *wm = sq_model_linear_unit(r->m, l, u, (sq_lin)j);
-                char keep[160];
-                sq_lin_name_unit(r->c, l, u, (sq_lin)j, name, sizeof name);
-                sq_pl_keep_reason(r, name, wm->rows, wm->cols, keep, sizeof keep);
-                if (keep[0]) continue;
-                sq_serve_linear v;
-                sq_serve_plan(r->c, name, wm->rows, wm->cols, SQ_SERVE_AS_GPTQ, o->q.bits, o->q.group_size, true, 1, &v);
-                if (v.verdict == SQ_SERVE_REJECT) {
-                    snprintf(whybuf, sizeof whybuf, "vLLM serves GPTQ v1 only through Marlin, which cannot take %s (%s)", name, v.rule);
-                    why = whybuf;
-                }
-            }
-    o->format = why ? SQ_FORMAT_CT : SQ_FORMAT_GPTQ;
-    if (!why) return;
+    marlin_probe p = {r, o, ""};
+    if (!o->q.sym) snprintf(p.why, sizeof p.why, "asymmetric weights (zero points): vLLM serves GPTQ v1 only through Marlin, which takes them symmetric");
+    else find_linear(r, marlin_refuses, &p);
+    o->format = p.why[0] ? SQ_FORMAT_CT : SQ_FORMAT_GPTQ;
+    if (!p.why[0]) return;
     bool stat = o->q.act_order && !o->q.static_groups; /* said with the summary, so that an error stays the only line */
     o->q.static_groups |= stat;
     snprintf(r->format_note, sizeof r->format_note, "wrote compressed-tensors pack-quantized%s: %s; --format gptq writes GPTQ v1 anyway",
-             stat ? " (act-order with static groups: the format stores no g_idx)" : "", why);
+             stat ? " (act-order with static groups: the format stores no g_idx)" : "", p.why);
 }
 
 /* ---------------------------------------------------------------- the pipeline */
