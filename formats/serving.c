@@ -10,7 +10,9 @@ const char *sq_serve_verdict_name(sq_serve_verdict v) {
 }
 
 typedef struct {
-    const sq_config *c;
+    const sq_config *c; /* shapes (hidden, heads) */
+    int bits, group;    /* the scheme the rules read: the checkpoint's, or a plan's before anything is written */
+    bool sym;
     int tp;
     int64_t n_part, k_part; /* per tensor-parallel shard; n_part of q/k/v (and gate/up) is their fused sum, as vLLM
                              * runs them as one QKVParallelLinear (MergedColumnParallelLinear) */
@@ -62,14 +64,13 @@ static bool marlin_shape(const lin_ctx *x, int64_t k_full, int group, char *rule
 typedef void (*serve_fn)(const lin_ctx *x, sq_serve_linear *l);
 
 static void serve_gptq(const lin_ctx *x, sq_serve_linear *l) {
-    const sq_config *c = x->c;
     snprintf(l->kernel, sizeof l->kernel, x->expert ? "Marlin MoE (gptq_marlin)" : "Marlin (gptq_marlin)");
-    if (!c->quant_sym) {
+    if (!x->sym) {
         snprintf(l->rule, sizeof l->rule, "GPTQ v1 loads only through Marlin, which takes symmetric weights (this checkpoint is asymmetric)");
         l->verdict = SQ_SERVE_REJECT;
-    } else if (!marlin_type(c->quant_bits, false, c->quant_group_size, l->rule, sizeof l->rule)) {
+    } else if (!marlin_type(x->bits, false, x->group, l->rule, sizeof l->rule)) {
         l->verdict = SQ_SERVE_REJECT;
-    } else if (!marlin_shape(x, l->k, c->quant_group_size, l->rule, sizeof l->rule)) {
+    } else if (!marlin_shape(x, l->k, x->group, l->rule, sizeof l->rule)) {
         if (x->expert) { /* gptq_marlin falls back to the MoE WNA16 kernels for such experts */
             snprintf(l->kernel, sizeof l->kernel, "MoE WNA16");
             l->verdict = SQ_SERVE_FALLBACK;
@@ -78,20 +79,16 @@ static void serve_gptq(const lin_ctx *x, sq_serve_linear *l) {
 }
 
 static void serve_awq(const lin_ctx *x, sq_serve_linear *l) {
-    const sq_config *c = x->c;
     snprintf(l->kernel, sizeof l->kernel, x->expert ? "Marlin MoE (awq_marlin)" : "Marlin (awq_marlin)");
-    if (!marlin_type(c->quant_bits, true, c->quant_group_size, l->rule, sizeof l->rule) ||
-        !marlin_shape(x, l->k, c->quant_group_size, l->rule, sizeof l->rule)) {
+    if (!marlin_type(x->bits, true, x->group, l->rule, sizeof l->rule) || !marlin_shape(x, l->k, x->group, l->rule, sizeof l->rule)) {
         snprintf(l->kernel, sizeof l->kernel, x->expert ? "MoE WNA16" : "AWQ GEMM (awq)");
         l->verdict = SQ_SERVE_FALLBACK;
     }
 }
 
 static void serve_ct_int(const lin_ctx *x, sq_serve_linear *l) {
-    const sq_config *c = x->c;
     snprintf(l->kernel, sizeof l->kernel, x->expert ? "Marlin MoE (wNa16)" : "Marlin (wNa16)");
-    if (!marlin_type(c->quant_bits, !c->quant_sym, c->quant_group_size, l->rule, sizeof l->rule) ||
-        !marlin_shape(x, l->k, c->quant_group_size, l->rule, sizeof l->rule)) {
+    if (!marlin_type(x->bits, !x->sym, x->group, l->rule, sizeof l->rule) || !marlin_shape(x, l->k, x->group, l->rule, sizeof l->rule)) {
         snprintf(l->kernel, sizeof l->kernel, x->expert ? "MoE WNA16" : "another mixed-precision kernel, if one takes it");
         l->verdict = SQ_SERVE_FALLBACK;
     }
@@ -107,16 +104,14 @@ static bool row_parallel(const char *name) {
     return strstr(name, ".o_proj") || strstr(name, ".down_proj") || strstr(name, ".w2");
 }
 
-void sq_serve_plan(const sq_config *c0, const char *name, int64_t n, int64_t k, sq_serve_storage as, int bits, int group_size, bool sym,
+void sq_serve_plan(const sq_config *c, const char *name, int64_t n, int64_t k, sq_serve_storage as, int bits, int group_size, bool sym,
                    int tp, sq_serve_linear *out) {
     sq_serve_linear l = {.n = n, .k = k};
     snprintf(l.name, sizeof l.name, "%s", name);
-    sq_config c = *c0; /* the scheme the rules read, whatever the config says (a plan has none yet) */
-    c.quant_bits = bits, c.quant_group_size = group_size, c.quant_sym = sym;
-    lin_ctx x = {&c, tp, n, k, strstr(name, ".experts.") != NULL, false};
+    lin_ctx x = {c, bits, group_size, sym, tp, n, k, strstr(name, ".experts.") != NULL, false};
     bool row = row_parallel(name);
     if (!x.expert && (strstr(name, ".q_proj") || strstr(name, ".k_proj") || strstr(name, ".v_proj")))
-        x.n_part = (int64_t)c.n_heads * c.head_dim + 2 * (int64_t)c.n_kv_heads * c.head_dim, x.fused = true;
+        x.n_part = (int64_t)c->n_heads * c->head_dim + 2 * (int64_t)c->n_kv_heads * c->head_dim, x.fused = true;
     else if (!x.expert && (strstr(name, ".gate_proj") || strstr(name, ".up_proj"))) x.n_part = 2 * n, x.fused = true;
     int64_t split = row ? k : x.n_part;
     if (tp < 1 || split % tp) {
