@@ -154,6 +154,14 @@ bool sq_utf8_valid(const char *str, size_t n) {
     return true;
 }
 
+void sq_human_bytes(int64_t bytes, char *buf, size_t cap) {
+    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)bytes;
+    int u = 0;
+    while (v >= 1024 && u < 4) v /= 1024, u++;
+    snprintf(buf, cap, u ? "%.2f %s" : "%.0f %s", v, unit[u]);
+}
+
 sq_status sq_path_resolve(const char *path, char *out, size_t cap, sq_err *err) {
     char cur[8192];
     if (path[0] == '/') snprintf(cur, sizeof cur, "/");

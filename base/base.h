@@ -59,6 +59,9 @@ sq_status sq_read_file(const char *path, char **out /* OUT */, size_t *len /* OU
 /* Joins dir and name into out (capacity cap). Returns SQ_ERR_ARG if it does not fit. */
 sq_status sq_path_join(char *out, size_t cap, const char *dir, const char *name, sq_err *err);
 
+/* bytes for a person: "1015.75 KiB", "427 B" (binary units). */
+void sq_human_bytes(int64_t bytes, char *buf, size_t cap);
+
 /* True when path exists and is a directory. */
 bool sq_is_dir(const char *path);
 

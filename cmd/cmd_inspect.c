@@ -51,14 +51,6 @@ static void shape_str(const sq_tensor *t, char *buf, size_t cap) {
     if ((size_t)n < cap) snprintf(buf + n, cap - (size_t)n, "]");
 }
 
-static void human(int64_t bytes, char *buf, size_t cap) {
-    const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double v = (double)bytes;
-    int u = 0;
-    while (v >= 1024 && u < 4) { v /= 1024; u++; }
-    snprintf(buf, cap, u ? "%.2f %s" : "%.0f %s", v, unit[u]);
-}
-
 static void print_text(const sq_ckpt *ck, const sizes *z, int64_t disk, const char *model) {
     const sq_config *c = &ck->cfg;
     printf("model:            %s\n", model);
@@ -99,16 +91,16 @@ static void print_text(const sq_ckpt *ck, const sizes *z, int64_t disk, const ch
     }
     char h[32];
     printf("parameters:       %lld\n", (long long)z->params);
-    human(disk, h, sizeof h);
+    sq_human_bytes(disk, h, sizeof h);
     printf("size on disk:     %lld bytes (%s)\n", (long long)disk, h);
-    human(z->bf16, h, sizeof h);
+    sq_human_bytes(z->bf16, h, sizeof h);
     printf("size at BF16:     %lld bytes (%s)\n", (long long)z->bf16, h);
-    human(z->int8, h, sizeof h);
+    sq_human_bytes(z->int8, h, sizeof h);
     printf("size at INT8:     %lld bytes (%s)\n", (long long)z->int8, h);
-    human(z->int4_g128, h, sizeof h);
+    sq_human_bytes(z->int4_g128, h, sizeof h);
     printf("size at INT4 g128: %lld bytes (%s)%s\n", (long long)z->int4_g128, h,
            z->int4_kept ? "  (matrices that do not fit 4-bit g128 packing stay BF16)" : "");
-    human(z->fp8, h, sizeof h);
+    sq_human_bytes(z->fp8, h, sizeof h);
     printf("size at FP8:      %lld bytes (%s)\n", (long long)z->fp8, h);
 }
 

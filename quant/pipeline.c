@@ -64,14 +64,6 @@ static bool tap(void *user, sq_site site, int unit, const float *x, int n, int d
     return unit == (r->counting ? r->units : r->u1) - 1; /* nothing after the last unit wanted is needed */
 }
 
-void sq_pl_human_bytes(int64_t bytes, char *buf, size_t cap) {
-    static const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double v = (double)bytes;
-    int u = 0;
-    while (v >= 1024 && u < 4) v /= 1024, u++;
-    snprintf(buf, cap, u ? "%.2f %s" : "%.0f %s", v, unit[u]);
-}
-
 /* Why a linear stays in full precision ("" when it is quantised). */
 void sq_pl_keep_reason(const run *r, const char *name, int64_t n, int64_t k, char *why, size_t cap) {
     why[0] = 0;
@@ -831,8 +823,8 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         char a[32], b[32];
-        sq_pl_human_bytes(r.src_bytes, a, sizeof a);
-        sq_pl_human_bytes(r.out_bytes, b, sizeof b);
+        sq_human_bytes(r.src_bytes, a, sizeof a);
+        sq_human_bytes(r.out_bytes, b, sizeof b);
         sq_log(SQ_LOG_INFO, "quantized %d of %d linear layers (%.2f bits per quantized weight): the checkpoint %.2f bits per weight, %s "
                "(source %s, %.2f bits per weight) in %.1f s: forward %.1f, hessian %.1f, %s %.1f, write %.1f; peak RSS %.0f MiB",
                r.nrep - nkept, r.nrep, r.n_weights_q ? 8.0 * r.packed_bytes / (double)r.n_weights_q : 0.0,

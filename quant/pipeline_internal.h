@@ -73,8 +73,6 @@ double sq_pl_now(void);
 bool sq_pl_is_awq(sq_method m);
 bool sq_pl_is_fp8(sq_method m);
 /* Why a linear stays in full precision ("" when it is quantised). */
-/* bytes as "1.02 MiB" */
-void sq_pl_human_bytes(int64_t bytes, char *buf, size_t cap);
 void sq_pl_keep_reason(const run *r, const char *name, int64_t n, int64_t k, char *why, size_t cap);
 /* NaN or Inf in a source tensor is an error naming it. */
 sq_status sq_pl_check_finite(const run *r, const char *name, sq_dtype dt, const void *data, int64_t numel, sq_err *err);
