@@ -195,8 +195,8 @@ static void parse_token_ids(reader *r, sq_config *c) {
     }
 }
 
-/* The activation side of an FP8 config (vLLM's fp8, compressed-tensors' config groups) and
- * compressed-tensors' format. */
+/* The activation side of an FP8 config (vLLM's fp8, compressed-tensors' config groups), and
+ * compressed-tensors' format and first config group's weights. */
 static void parse_quant_act(reader *r, const cJSON *q, sq_config *c) {
     c->quant_act = SQ_QACT_NONE;
     if (r->status) return;
@@ -212,6 +212,16 @@ static void parse_quant_act(reader *r, const cJSON *q, sq_config *c) {
     if (cJSON_IsString(f)) snprintf(c->quant_format, sizeof c->quant_format, "%s", f->valuestring);
     const cJSON *groups = cJSON_GetObjectItemCaseSensitive(q, "config_groups");
     const cJSON *g0 = cJSON_IsObject(groups) ? groups->child : NULL;
+    /* the first config group's weights (num_bits, strategy, group_size, symmetric), then its activations */
+    const cJSON *w = cJSON_IsObject(g0) ? cJSON_GetObjectItemCaseSensitive(g0, "weights") : NULL;
+    if (cJSON_IsObject(w)) {
+        const cJSON *nb = cJSON_GetObjectItemCaseSensitive(w, "num_bits"), *gs = cJSON_GetObjectItemCaseSensitive(w, "group_size"),
+                    *sy = cJSON_GetObjectItemCaseSensitive(w, "symmetric"), *ws = cJSON_GetObjectItemCaseSensitive(w, "strategy");
+        if (cJSON_IsNumber(nb) && nb->valuedouble >= 1 && nb->valuedouble <= 32) c->quant_bits = (int)nb->valuedouble;
+        if (cJSON_IsString(ws) && !strcmp(ws->valuestring, "channel")) c->quant_group_size = -1;
+        else if (cJSON_IsNumber(gs) && gs->valuedouble >= 1 && gs->valuedouble <= 1 << 20) c->quant_group_size = (int)gs->valuedouble;
+        if (cJSON_IsBool(sy)) c->quant_sym = cJSON_IsTrue(sy);
+    }
     const cJSON *ia = cJSON_IsObject(g0) ? cJSON_GetObjectItemCaseSensitive(g0, "input_activations") : NULL;
     if (!ia || cJSON_IsNull(ia)) return;
     if (!cJSON_IsObject(ia)) {
@@ -250,17 +260,6 @@ static void parse_quant(reader *r, sq_config *c) {
     c->quant_sym = get_bool(&qr, q, "sym", false);
     c->quant_desc_act = get_bool(&qr, q, "desc_act", false);
     if (qr.status && !r->status) r->status = qr.status;
-    /* compressed-tensors: the first config group's weights (num_bits, strategy, group_size, symmetric) */
-    const cJSON *groups = c->quant_method == SQ_QM_COMPRESSED_TENSORS ? cJSON_GetObjectItemCaseSensitive(q, "config_groups") : NULL;
-    const cJSON *w = cJSON_IsObject(groups) && groups->child ? cJSON_GetObjectItemCaseSensitive(groups->child, "weights") : NULL;
-    if (cJSON_IsObject(w)) {
-        const cJSON *nb = cJSON_GetObjectItemCaseSensitive(w, "num_bits"), *gs = cJSON_GetObjectItemCaseSensitive(w, "group_size"),
-                    *sy = cJSON_GetObjectItemCaseSensitive(w, "symmetric"), *st = cJSON_GetObjectItemCaseSensitive(w, "strategy");
-        if (cJSON_IsNumber(nb) && nb->valuedouble >= 1 && nb->valuedouble <= 32) c->quant_bits = (int)nb->valuedouble;
-        if (cJSON_IsString(st) && !strcmp(st->valuestring, "channel")) c->quant_group_size = -1;
-        else if (cJSON_IsNumber(gs) && gs->valuedouble >= 1 && gs->valuedouble <= 1 << 20) c->quant_group_size = (int)gs->valuedouble;
-        if (cJSON_IsBool(sy)) c->quant_sym = cJSON_IsTrue(sy);
-    }
     parse_quant_act(r, q, c);
 }
 
