@@ -135,9 +135,9 @@ int cmd_bench(int argc, char **argv) {
     getrusage(RUSAGE_SELF, &ru);
     double rss_mib = (double)ru.ru_maxrss / 1024.0;
     char dt[128];
-    int64_t nparams;
-    double bpw;
-    sq_ckpt_describe(sq_model_ckpt(m), dt, sizeof dt, &nparams, &bpw);
+    int64_t nparams, nbytes;
+    sq_ckpt_describe(sq_model_ckpt(m), dt, sizeof dt, &nparams, &nbytes);
+    double bpw = nparams ? 8.0 * (double)nbytes / (double)nparams : 0;
     int nthreads = sq_exec_threads(ex);
     if (json) {
         cJSON *o = cJSON_CreateObject();

@@ -144,13 +144,11 @@ static int count_params(const char *name, int ndim, const int64_t *shape, bool i
     return 0;
 }
 
-void sq_ckpt_describe(const sq_ckpt *ck, char *scheme, size_t cap, int64_t *params, double *bits_per_weight) {
+void sq_ckpt_describe(const sq_ckpt *ck, char *scheme, size_t cap, int64_t *params, int64_t *bytes) {
     const sq_config *c = &ck->cfg;
-    int64_t np = 0, bytes = 0;
-    sq_ckpt_expected_tensors(c, count_params, &np);
-    for (int64_t i = 0; i < sq_st_count(ck->st); i++) bytes += sq_st_get(ck->st, i)->nbytes;
-    *params = np;
-    *bits_per_weight = np ? 8.0 * (double)bytes / (double)np : 0;
+    *params = *bytes = 0;
+    sq_ckpt_expected_tensors(c, count_params, params);
+    for (int64_t i = 0; i < sq_st_count(ck->st); i++) *bytes += sq_st_get(ck->st, i)->nbytes;
     static const char *const acts[] = {"none", "static", "dynamic per token", "dynamic per tensor"};
     const char *fmt = c->quant_format[0] ? c->quant_format : c->quant_method_name;
     if (c->quant_method == SQ_QM_FP8 || !strcmp(c->quant_format, "float-quantized")) {

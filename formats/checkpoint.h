@@ -32,9 +32,9 @@ int sq_ckpt_expected_tensors(const sq_config *cfg, sq_ckpt_tensor_fn fn, void *u
 
 /* What the checkpoint's weights are, for a person or a script: scheme is the dtype for full precision ("F32", "BF16"), else "int4 g64 sym (gptq)",
  * "int8 per-channel asym (compressed-tensors)", "fp8 per-tensor, activations static (fp8)", ...; *params is
- * the parameter count of the architecture (the source's) and *bits_per_weight every stored tensor's bits
- * over it (the whole checkpoint, embeddings and norms included). */
-void sq_ckpt_describe(const sq_ckpt *ck, char *scheme, size_t cap, int64_t *params /* OUT */, double *bits_per_weight /* OUT */);
+ * the parameter count of the architecture (the source's) and *bytes every stored tensor's data (the whole
+ * checkpoint, embeddings and norms included): its bits per weight are 8 * bytes / params. */
+void sq_ckpt_describe(const sq_ckpt *ck, char *scheme, size_t cap, int64_t *params /* OUT */, int64_t *bytes /* OUT */);
 
 /* Checks that every expected tensor is present with its shape and a float dtype (F32, F16, BF16).
  * Linear weights are skipped for quantised checkpoints (their layout is the format's business). */

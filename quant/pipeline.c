@@ -791,7 +791,8 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
                nkept, r.nrep, r.rep[0].quantized ? r.rep[r.nrep - 1].name : r.rep[0].name,
                r.rep[0].quantized ? r.rep[r.nrep - 1].note : r.rep[0].note);
     r.out_bytes = sq_shards_bytes(r.w);
-    for (int64_t i = 0; i < sq_st_count(ck->st); i++) r.src_bytes += sq_st_get(ck->st, i)->nbytes, r.src_params += sq_st_get(ck->st, i)->numel;
+    char src_scheme[128]; /* the source's parameters and size, counted as bench counts them */
+    sq_ckpt_describe(ck, src_scheme, sizeof src_scheme, &r.src_params, &r.src_bytes);
     double tw = sq_pl_now();
     int nshards;
     s = sq_shards_finish(r.w, &nshards, err);
