@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Ids above this are refused: a real vocabulary is a few hundred thousand, and a file must not make
  * us allocate gigabytes for a table indexed by id. */
@@ -1851,9 +1852,7 @@ static sq_status apply_tokenizer_config(sq_tok *t, const char *tok_path, sq_err 
     const char *slash = strrchr(tok_path, '/');
     int dl = slash ? (int)(slash - tok_path) : 0;
     snprintf(cfg, sizeof cfg, "%.*s%stokenizer_config.json", dl, tok_path, slash ? "/" : "");
-    FILE *f = fopen(cfg, "rb");
-    if (!f) return SQ_OK; /* optional */
-    fclose(f);
+    if (access(cfg, F_OK) != 0) return SQ_OK; /* optional */
     char *buf;
     size_t n;
     sq_status st = sq_read_file(cfg, &buf, &n, err);
