@@ -93,6 +93,24 @@ int sq_args_parse(const char *cmd, const char *usage, int argc, char **argv, con
     return 0;
 }
 
+static bool progress_shown;
+
+void sq_cmd_progress(void *user, const char *what, int done, int total, double seconds) {
+    (void)user;
+    progress_shown = true;
+    if (strcmp(what, "quantize")) {
+        fprintf(stderr, "\rspotq: %s: block %d/%d, %.1f s   ", what, done, total, seconds);
+        return;
+    }
+    double eta = seconds / done * (total - done); /* each block costs about the same */
+    fprintf(stderr, "\rspotq: %s: block %d/%d, %.1f s, ETA %d:%02d   ", what, done, total, seconds, (int)eta / 60, (int)eta % 60);
+}
+
+void sq_cmd_progress_end(void) {
+    if (progress_shown) fputc('\n', stderr);
+    progress_shown = false;
+}
+
 int sq_cmd_fail(const sq_err *err) {
     fprintf(stderr, "spotq: error: %s\n", err->msg);
     return err->code == SQ_ERR_ARG ? SQ_EXIT_USAGE : SQ_EXIT_FAIL;

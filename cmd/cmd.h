@@ -42,6 +42,11 @@ int sq_cmd_print_json(struct cJSON *doc);
 /* Prints "spotq: error: MSG" and returns SQ_EXIT_FAIL (or SQ_EXIT_USAGE for SQ_ERR_ARG). */
 int sq_cmd_fail(const sq_err *err);
 
+/* A library's progress callback for a terminal: "\rspotq: WHAT: block DONE/TOTAL, S s[, ETA m:ss]" on
+ * stderr (quantize adds the ETA from the blocks so far); sq_cmd_progress_end ends that line, if any. */
+void sq_cmd_progress(void *user, const char *what, int done, int total, double seconds);
+void sq_cmd_progress_end(void);
+
 /* "4G", "500M", "100k", "123": bytes (binary multiples; a trailing B or iB is allowed). 0 when malformed. */
 int64_t sq_parse_size(const char *s);
 

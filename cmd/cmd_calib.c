@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <unistd.h> /* isatty */
 
-#include "../quant/pipeline.h"
+#include "../calib/driver.h"
 #include "cmd.h"
 
 static const char *USAGE =
@@ -43,11 +43,13 @@ int cmd_calib(int argc, char **argv) {
         fprintf(stderr, "spotq calib: --max-hessian-memory %s: give a size such as 1G, 500M or 100k\n", hess_mem);
         return SQ_EXIT_USAGE;
     }
-    sq_quantize_opts o = {.model = pos[0], .calib = calib, .nsamples = nsamples, .seqlen = seqlen, .seed = (uint64_t)(unsigned)seed,
-                            .threads = threads, .force = force, .progress = isatty(2), .stats_out = out, .method = SQ_METHOD_GPTQ,
-                          .q = {.bits = 4, .group_size = 128, .damp = 0.01}, .max_hessian_bytes = max_hess};
+    sq_calib_opts o = {.calib = calib, .nsamples = nsamples, .seqlen = seqlen, .seed = (uint64_t)(unsigned)seed,
+                       .max_hessian_bytes = max_hess};
     sq_err err = {0};
-    if (sq_quantize_model(&o, &err)) return sq_cmd_fail(&err);
+    bool tty = isatty(2);
+    sq_status s = sq_calib_model(pos[0], out, force, &o, threads, tty ? sq_cmd_progress : NULL, NULL, &err);
+    if (tty) sq_cmd_progress_end();
+    if (s) return sq_cmd_fail(&err);
     fprintf(stderr, "spotq: wrote %s\n", out);
     return 0;
 }

@@ -34,41 +34,6 @@ static void on_signal(int sig) {
     raise(sig);
 }
 
-/* --method fp8: the scheme, the activations, and the format that can hold them. vLLM's fp8 format has
- * one weight scale per tensor and always quantises activations (static or dynamic); weight-only and
- * per-channel checkpoints are compressed-tensors float-quantized. Returns an exit code, 0 when fine. */
-static int fp8_options(const char *scheme, const char *act, const char **format, sq_quantize_opts *o) {
-    if (!scheme || !strcmp(scheme, "tensor")) o->fp8_per_channel = false;
-    else if (!strcmp(scheme, "channel")) o->fp8_per_channel = true;
-    else {
-        fprintf(stderr, "spotq quantize: --fp8-scheme %s: use tensor or channel\n", scheme);
-        return SQ_EXIT_USAGE;
-    }
-    if (!act || !strcmp(act, "none")) o->act = SQ_ACT_NONE;
-    else if (!strcmp(act, "static")) o->act = SQ_ACT_STATIC;
-    else if (!strcmp(act, "dynamic")) o->act = SQ_ACT_DYNAMIC;
-    else {
-        fprintf(stderr, "spotq quantize: --act %s: use none, static or dynamic\n", act);
-        return SQ_EXIT_USAGE;
-    }
-    bool vllm_ok = !o->fp8_per_channel && o->act != SQ_ACT_NONE;
-    if (!*format) {
-        *format = vllm_ok ? "fp8" : "compressed-tensors";
-        if (!vllm_ok)
-            sq_log(SQ_LOG_INFO, "writing compressed-tensors float-quantized: vLLM's fp8 format has no %s form",
-                   o->fp8_per_channel ? "per-channel" : "weight-only (--act none)");
-    } else if (!strcmp(*format, "fp8") && !vllm_ok) {
-        fprintf(stderr, "spotq quantize: --format fp8 holds one weight scale per tensor and quantised activations (--act static or "
-                        "dynamic); use --format compressed-tensors for %s\n",
-                o->fp8_per_channel ? "per-channel scales" : "weight-only FP8");
-        return SQ_EXIT_USAGE;
-    } else if (strcmp(*format, "fp8") && strcmp(*format, "compressed-tensors")) {
-        fprintf(stderr, "spotq quantize: --method fp8 writes --format fp8 or compressed-tensors\n");
-        return SQ_EXIT_USAGE;
-    }
-    return 0;
-}
-
 int cmd_quantize(int argc, char **argv) {
     const char *stats = NULL, *out = NULL, *method = NULL, *calib = NULL, *format = NULL, *device = "cpu", *duo = "on", *clip = "on", *shard_size = "4G", *hess_mem = "1G";
     const char *fp8_scheme = NULL, *act_mode = NULL, *grid = NULL;
@@ -121,7 +86,7 @@ int cmd_quantize(int argc, char **argv) {
     }
     sq_quantize_opts o = {.model = pos[0], .out = out, .calib = calib, .nsamples = nsamples, .seqlen = seqlen,
                           .seed = (uint64_t)(unsigned)seed, .threads = threads, .force = force, .ignore = ignore.v,
-                          .n_ignore = ignore.n, .progress = isatty(2), .max_shard_bytes = max_shard, .stats_in = stats,
+                          .n_ignore = ignore.n, .progress = isatty(2) ? sq_cmd_progress : NULL, .max_shard_bytes = max_shard, .stats_in = stats,
                           .max_hessian_bytes = max_hess};
     if (!strcmp(method, "gptq")) o.method = SQ_METHOD_GPTQ;
     else if (!strcmp(method, "rtn")) o.method = SQ_METHOD_RTN;
@@ -133,26 +98,27 @@ int cmd_quantize(int argc, char **argv) {
         fprintf(stderr, "spotq quantize: --method %s: use rtn, gptq, awq, awq+gptq, fp8 or fp8+gptq\n", method);
         return SQ_EXIT_USAGE;
     }
-    bool awq = o.method == SQ_METHOD_AWQ || o.method == SQ_METHOD_AWQ_GPTQ;
-    bool fp8 = o.method == SQ_METHOD_FP8 || o.method == SQ_METHOD_FP8_GPTQ;
-    if (fp8) {
-        int u = fp8_options(fp8_scheme, act_mode, &format, &o);
-        if (u) return u;
-    } else if (fp8_scheme || act_mode) {
-        fprintf(stderr, "spotq quantize: --fp8-scheme and --act apply to --method fp8 and fp8+gptq\n");
+    if (!fp8_scheme || !strcmp(fp8_scheme, "tensor")) o.fp8_per_channel = false;
+    else if (!strcmp(fp8_scheme, "channel")) o.fp8_per_channel = true;
+    else {
+        fprintf(stderr, "spotq quantize: --fp8-scheme %s: use tensor or channel\n", fp8_scheme);
         return SQ_EXIT_USAGE;
     }
-    if (!format && !awq) o.format = SQ_FORMAT_AUTO; /* the library picks GPTQ v1 where vLLM's Marlin takes it */
+    if (!act_mode || !strcmp(act_mode, "none")) o.act = SQ_ACT_NONE;
+    else if (!strcmp(act_mode, "static")) o.act = SQ_ACT_STATIC;
+    else if (!strcmp(act_mode, "dynamic")) o.act = SQ_ACT_DYNAMIC;
     else {
-        if (!format) format = "awq";
-        if (!strcmp(format, "gptq")) o.format = SQ_FORMAT_GPTQ;
-        else if (!strcmp(format, "compressed-tensors")) o.format = SQ_FORMAT_CT;
-        else if (!strcmp(format, "awq")) o.format = SQ_FORMAT_AWQ;
-        else if (!strcmp(format, "fp8") && fp8) o.format = SQ_FORMAT_FP8;
-        else {
-            fprintf(stderr, "spotq quantize: --format %s: use gptq, awq or compressed-tensors\n", format);
-            return SQ_EXIT_USAGE;
-        }
+        fprintf(stderr, "spotq quantize: --act %s: use none, static or dynamic\n", act_mode);
+        return SQ_EXIT_USAGE;
+    }
+    if (!format) o.format = SQ_FORMAT_AUTO; /* the library picks: GPTQ v1 where vLLM's Marlin takes it, AWQ GEMM, vLLM's fp8 */
+    else if (!strcmp(format, "gptq")) o.format = SQ_FORMAT_GPTQ;
+    else if (!strcmp(format, "compressed-tensors")) o.format = SQ_FORMAT_CT;
+    else if (!strcmp(format, "awq")) o.format = SQ_FORMAT_AWQ;
+    else if (!strcmp(format, "fp8")) o.format = SQ_FORMAT_FP8;
+    else {
+        fprintf(stderr, "spotq quantize: --format %s: use gptq, awq or compressed-tensors\n", format);
+        return SQ_EXIT_USAGE;
     }
     if ((strcmp(duo, "on") && strcmp(duo, "off")) || (strcmp(clip, "on") && strcmp(clip, "off"))) {
         fprintf(stderr, "spotq quantize: --awq-duo and --awq-clip take on or off\n");
@@ -160,12 +126,6 @@ int cmd_quantize(int argc, char **argv) {
     }
     o.awq_duo = !strcmp(duo, "on");
     o.awq_clip = !strcmp(clip, "on");
-    if (o.format == SQ_FORMAT_AWQ && bits != 4) {
-        fprintf(stderr, "spotq quantize: --format awq is 4-bit only\n");
-        return SQ_EXIT_USAGE;
-    }
-    /* AWQ's grid has a zero point: it is asymmetric whatever --sym says */
-    if (awq && o.method == SQ_METHOD_AWQ) asym = true;
     if (strcmp(device, "cpu")) {
         /* No GPU (or no CUDA in this build) fails here, with one line and exit 1. */
         const sq_backend_i *be;
@@ -175,24 +135,18 @@ int cmd_quantize(int argc, char **argv) {
         if (err.code) return sq_cmd_fail(&err);
         o.device = SQ_DEVICE_CUDA;
     }
-    /* compressed-tensors' decompressor and AWQ GEMM have no g_idx: act-order there uses static groups */
-    if (!fp8 && (o.format == SQ_FORMAT_CT || o.format == SQ_FORMAT_AWQ) && act && !stat) {
-        stat = true;
-        sq_log(SQ_LOG_INFO, "--format %s with --act-order: using static groups (the format stores no g_idx)", format);
-    }
     o.q = (sq_qparams){.bits = bits, .group_size = group, .sym = sym && !asym, .act_order = act, .static_groups = stat,
                        .damp = damp, .block_size = 128};
-    /* Default: mse (below minmax on KLD at every 4-bit setting measured on the bundled model, the matrix
-     * fixtures and SmolLM2-135M, bench/quality.sh and bench/real.sh) where it runs: not AWQ's own grid, FP8
-     * or GPTQ on the GPU; and not 8-bit RTN without data, where the unweighted search came out slightly
-     * worse (KLD 0.000543 vs 0.000531 per channel on the bundled model, 0.0766 vs 0.0723 at g32 on the
-     * qwen3_moe matrix fixture) while the calibration-weighted one is better (0.000514). */
-    bool data_free_8 = bits == 8 && o.method == SQ_METHOD_RTN && !calib && !stats;
-    if (!grid) grid = o.method == SQ_METHOD_AWQ || fp8 || o.device == SQ_DEVICE_CUDA || data_free_8 ? "minmax" : "mse";
-    if (!strcmp(grid, "mse")) o.q.grid = SQ_GRID_MSE;
-    else if (strcmp(grid, "minmax")) {
+    o.grid_auto = !grid;
+    if (grid && !strcmp(grid, "mse")) o.q.grid = SQ_GRID_MSE;
+    else if (grid && strcmp(grid, "minmax")) {
         fprintf(stderr, "spotq quantize: --grid %s: use minmax or mse\n", grid);
         return SQ_EXIT_USAGE;
+    }
+    /* the rules between the options are the library's: one line naming the option */
+    if (sq_quantize_resolve(&o, &err)) {
+        fprintf(stderr, "spotq quantize: %s\n", err.msg);
+        return err.code == SQ_ERR_ARG ? SQ_EXIT_USAGE : SQ_EXIT_FAIL;
     }
     char cmdline[4096];
     int n = snprintf(cmdline, sizeof cmdline, "spotq");
@@ -200,7 +154,9 @@ int cmd_quantize(int argc, char **argv) {
     o.cmdline = cmdline;
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    if (sq_quantize_model(&o, &err)) return sq_cmd_fail(&err);
+    sq_status st = sq_quantize_model(&o, &err);
+    if (o.progress) sq_cmd_progress_end();
+    if (st) return sq_cmd_fail(&err);
     fprintf(stderr, "spotq: wrote %s\n", out);
     return 0;
 }

@@ -108,10 +108,9 @@ void sq_awq_scales(const float *x_mean, const float *w_mean, int64_t k, double a
 sq_status sq_awq_search(const float *const *ws, const int64_t *ns, int nl, int64_t k, const float *x_mean, const sq_awq_params *p,
                         sq_awq_loss_fn loss, void *user, float *best_scales, double *best_alpha, double *best_loss, sq_err *err) {
     float *w_mean = malloc((size_t)k * sizeof *w_mean), *s = malloc((size_t)k * sizeof *s);
-    float *tmp[8] = {0};
+    float **tmp = calloc((size_t)nl, sizeof *tmp); /* a mixture's gate/up set holds every expert's two */
     sq_status st = SQ_OK;
-    if (nl > 8) return sq_fail(err, SQ_ERR_INTERNAL, "AWQ: %d linears in one scale set", nl);
-    bool ok = w_mean && s;
+    bool ok = w_mean && s && tmp;
     for (int i = 0; i < nl && ok; i++) ok = (tmp[i] = malloc((size_t)(ns[i] * k) * sizeof(float))) != NULL;
     if (!ok) { st = sq_fail(err, SQ_ERR_NOMEM, "AWQ: out of memory"); goto done; }
     sq_awq_w_mean(ws, ns, nl, k, p->gs, w_mean);
@@ -136,7 +135,8 @@ sq_status sq_awq_search(const float *const *ws, const int64_t *ns, int nl, int64
         }
     }
 done:
-    for (int i = 0; i < nl; i++) free(tmp[i]);
+    for (int i = 0; i < nl && tmp; i++) free(tmp[i]);
+    free(tmp);
     free(w_mean);
     free(s);
     return st;

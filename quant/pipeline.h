@@ -9,8 +9,9 @@
  * E4M3 with the scales of SQ_METHOD_FP8, the codes chosen by GPTQ's error compensation. */
 typedef enum { SQ_METHOD_RTN, SQ_METHOD_GPTQ, SQ_METHOD_AWQ, SQ_METHOD_AWQ_GPTQ, SQ_METHOD_FP8, SQ_METHOD_FP8_GPTQ } sq_method;
 /* SQ_FORMAT_CT: pack-quantized for integer methods, float-quantized for fp8. SQ_FORMAT_FP8: vLLM's fp8.
- * SQ_FORMAT_AUTO (rtn, gptq): GPTQ v1 where vLLM's Marlin takes every linear that is quantised (symmetric,
- * its group sizes and shapes), else compressed-tensors pack-quantized, which vLLM serves either way. */
+ * SQ_FORMAT_AUTO: for rtn and gptq GPTQ v1 where vLLM's Marlin takes every linear that is quantised
+ * (symmetric, its group sizes and shapes), else compressed-tensors pack-quantized, which vLLM serves
+ * either way; for awq AWQ GEMM; for fp8 vLLM's fp8 where it holds the scheme, else compressed-tensors. */
 typedef enum { SQ_FORMAT_GPTQ, SQ_FORMAT_CT, SQ_FORMAT_AWQ, SQ_FORMAT_FP8, SQ_FORMAT_AUTO } sq_format;
 /* FP8 activations: kept in float (weight-only), a static per-tensor scale from calibration (max |x| at
  * the linear's input / 448), or per-token scales computed at run time (nothing stored). */
@@ -25,6 +26,8 @@ typedef struct {
     sq_method method;
     sq_format format;
     sq_qparams q;
+    bool grid_auto;              /* q.grid is the library's choice: mse where it runs (not AWQ's or FP8's own grid, the
+                                  * GPU, or 8-bit rtn without data), else minmax */
     int nsamples, seqlen;
     uint64_t seed;
     int threads;
@@ -32,25 +35,30 @@ typedef struct {
     const char *const *ignore;   /* fnmatch patterns on module names ("model.layers.*.mlp.down_proj") */
     int n_ignore;
     const char *cmdline;         /* recorded in spotq.json */
-    bool progress;               /* a progress line on stderr */
+    /* after each block (may be NULL): what ("quantize"), blocks done of total, seconds so far */
+    void (*progress)(void *user, const char *what, int done, int total, double seconds);
+    void *progress_user;
     bool awq_duo;                /* AWQ: duo scaling (AutoAWQ's default); false: llm-awq's x_mean^alpha */
     bool awq_clip;               /* AWQ: the clipping search (default on; never on q and k) */
     bool fp8_per_channel;        /* fp8: one weight scale per output channel (compressed-tensors only); else per tensor */
     sq_act act;                  /* fp8: activations (vLLM's fp8 format has no weight-only form: static or dynamic) */
     sq_device device;            /* gptq: Hessian accumulation and the GPTQ solve on the GPU (SQ_DEVICE_CUDA) */
     int64_t max_shard_bytes;     /* tensor bytes per output shard (0: SQ_DEFAULT_SHARD_BYTES) */
-    int64_t max_hessian_bytes;   /* Hessians collected in one pass, e.g. a group of experts (0: SQ_DEFAULT_HESSIAN_BYTES) */
+    int64_t max_hessian_bytes;   /* Hessians collected in one pass, e.g. a group of experts (0: SQ_CALIB_DEFAULT_HESSIAN_BYTES) */
     const char *stats_in;        /* quantize from these statistics (spotq calib) instead of calibrating */
-    const char *stats_out;       /* spotq calib: calibrate the full-precision model, write its statistics here, quantise nothing */
 } sq_quantize_opts;
 
 /* Output shards hold at most this much tensor data by default (4 GiB). */
 #define SQ_DEFAULT_SHARD_BYTES (4ll << 30)
-/* The experts of an MoE site are calibrated in groups whose Hessians fit this (1 GiB). */
-#define SQ_DEFAULT_HESSIAN_BYTES (1ll << 30)
 
-/* With o->stats_out set (`spotq calib`) it writes the full-precision model's statistics there instead,
- * o->out and the quantisation settings unused. */
+/* The rules that tie the options together, as one check (zstd's parameter checks are the model):
+ * returns SQ_OK with the choices made in *o (AWQ's grid asymmetric; act-order with static groups where
+ * the format stores no g_idx; the format of awq and fp8 under SQ_FORMAT_AUTO, each choice said once
+ * through sq_log), or a one-line error naming the option. Calling it again on its result changes
+ * nothing and says nothing. sq_quantize_model applies it first. */
+sq_status sq_quantize_resolve(sq_quantize_opts *o, sq_err *err);
+
+/* Calibrates (o->calib, or the statistics of o->stats_in), quantises and writes o->out. */
 sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err);
 
 const char *sq_method_name(sq_method m);

@@ -1,22 +1,22 @@
 /* pipeline_out.c: the quantize pipeline's config.json (quantization_config of each format) and
- * spotq.json (arguments, calibration, per-layer errors, timings). */
+ * spotq.json (arguments, calibration, per-layer errors, timings), from its plain report (report.h). */
 #include <cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 
-#include "pipeline_internal.h"
+#include "report.h"
 
 /* ---------------------------------------------------------------- config.json and spotq.json */
 
 /* The linear modules left in full precision: the linears kept (shape, --ignore), and the MoE routers
  * and Qwen2-MoE's shared-expert gates, which serving engines and transformers must not look for in
  * quantised form (transformers treats them as Linear targets otherwise). */
-static cJSON *kept_modules(const run *r) {
+static cJSON *kept_modules(const sq_qreport *r) {
     cJSON *a = cJSON_CreateArray();
-    for (int i = 0; i < r->nrep; i++)
-        if (!r->rep[i].quantized) cJSON_AddItemToArray(a, cJSON_CreateString(r->rep[i].name));
+    for (int i = 0; i < r->nrows; i++)
+        if (!r->rows[i].quantized) cJSON_AddItemToArray(a, cJSON_CreateString(r->rows[i].name));
     for (int l = 0; l < r->c->n_layers; l++) {
         if (!sq_config_moe_layer(r->c, l)) continue;
         char name[96];
@@ -34,7 +34,7 @@ static const char *act_name(sq_act a) { return a == SQ_ACT_STATIC ? "static" : a
 
 /* FP8's quantization_config: vLLM's fp8 {quant_method, activation_scheme, ignored_layers}, or
  * compressed-tensors float-quantized with one config group (FORMATS.md). */
-static cJSON *fp8_config(const run *r) {
+static cJSON *fp8_config(const sq_qreport *r) {
     const sq_quantize_opts *o = r->o;
     cJSON *q = cJSON_CreateObject(), *ign = kept_modules(r);
     cJSON_InsertItemInArray(ign, 0, cJSON_CreateString("lm_head"));
@@ -74,7 +74,7 @@ static cJSON *fp8_config(const run *r) {
 
 /* Per MoE layer: the calibration tokens routed to each expert, and the experts calibrated on every
  * token because they were routed too few. */
-static cJSON *moe_report(const run *r) {
+static cJSON *moe_report(const sq_qreport *r) {
     cJSON *a = cJSON_CreateArray();
     int E = r->c->n_experts;
     for (int l = 0; l < r->c->n_layers; l++) {
@@ -91,8 +91,8 @@ static cJSON *moe_report(const run *r) {
     return a;
 }
 
-static cJSON *quant_config(const run *r) {
-    if (sq_pl_is_fp8(r->o->method)) return fp8_config(r);
+static cJSON *quant_config(const sq_qreport *r) {
+    if (r->t.fp8) return fp8_config(r);
     const sq_qparams *p = &r->o->q;
     cJSON *q = cJSON_CreateObject();
     if (r->o->format == SQ_FORMAT_AWQ) {
@@ -159,7 +159,7 @@ static cJSON *quant_config(const run *r) {
     return q;
 }
 
-sq_status sq_pl_write_config(run *r, sq_outdir *od, const char *src_config, sq_err *err) {
+sq_status sq_pl_write_config(const sq_qreport *r, sq_outdir *od, const char *src_config, sq_err *err) {
     char *text;
     size_t len;
     sq_status s = sq_read_file(src_config, &text, &len, err);
@@ -177,7 +177,10 @@ sq_status sq_pl_write_config(run *r, sq_outdir *od, const char *src_config, sq_e
     return s;
 }
 
-sq_status sq_pl_write_report(run *r, sq_outdir *od, uint64_t calib_hash, int64_t calib_tokens, double total, sq_err *err) {
+sq_status sq_pl_write_report(const sq_qreport *r, sq_outdir *od, sq_err *err) {
+    uint64_t calib_hash = r->calib_hash;
+    int64_t calib_tokens = r->calib_tokens;
+    double total = r->total;
     const sq_quantize_opts *o = r->o;
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "tool", "spotq");
@@ -194,23 +197,24 @@ sq_status sq_pl_write_report(run *r, sq_outdir *od, uint64_t calib_hash, int64_t
     cJSON_AddBoolToObject(a, "static_groups", o->q.static_groups);
     cJSON_AddNumberToObject(a, "damp", o->q.damp);
     cJSON_AddStringToObject(a, "grid", o->q.grid == SQ_GRID_MSE ? "mse" : "minmax");
-    if (sq_pl_is_fp8(o->method)) {
+    if (r->t.fp8) {
         static const char *int_only[] = {"bits", "group_size", "sym", "static_groups", "act_order", "damp"};
-        size_t n_int_only = o->method == SQ_METHOD_FP8 ? 6 : 4; /* fp8+gptq keeps GPTQ's act_order and damp */
+        size_t n_int_only = r->t.gptq ? 4 : 6; /* fp8+gptq keeps GPTQ's act_order and damp */
         for (size_t i = 0; i < n_int_only; i++) cJSON_DeleteItemFromObjectCaseSensitive(a, int_only[i]);
         cJSON_DeleteItemFromObjectCaseSensitive(a, "grid");
         cJSON_AddStringToObject(a, "fp8_scheme", o->fp8_per_channel ? "channel" : "tensor");
         cJSON_AddStringToObject(a, "act", act_name(o->act));
     }
-    if (sq_pl_is_awq(o->method)) {
-        cJSON_AddNumberToObject(j, "awq_fold_max_relative_change", r->fold_diff_max);
+    if (r->t.awq) {
+        cJSON_AddNumberToObject(j, "awq_fold_max_relative_change", r->fold_max);
+        if (r->c->n_experts) cJSON_AddNumberToObject(j, "awq_router_fold_max_relative_change", r->router_fold_max);
         cJSON_AddBoolToObject(a, "awq_duo", o->awq_duo);
         cJSON_AddBoolToObject(a, "awq_clip", o->awq_clip);
     }
     cJSON *c = cJSON_AddObjectToObject(j, "calibration");
     char hex[20];
     snprintf(hex, sizeof hex, "%016llx", (unsigned long long)calib_hash);
-    const sq_stats *st = o->stats_in ? &r->stats : NULL; /* --stats: the calibration those statistics came from */
+    const sq_stats *st = r->stats; /* --stats: the calibration those statistics came from */
     if (st) cJSON_AddStringToObject(c, "stats", o->stats_in);
     cJSON_AddStringToObject(c, "file", st ? st->calib : o->calib ? o->calib : "");
     cJSON_AddStringToObject(c, "fnv1a64_of_window_ids", st ? st->hash : hex);
@@ -225,8 +229,8 @@ sq_status sq_pl_write_report(run *r, sq_outdir *od, uint64_t calib_hash, int64_t
     cJSON_AddNumberToObject(c, "seed", st ? (double)st->seed : (double)o->seed);
     cJSON_AddBoolToObject(c, "sequential", !st); /* statistics are of the full-precision model */
     cJSON *layers = cJSON_AddArrayToObject(j, "layers");
-    for (int i = 0; i < r->nrep; i++) {
-        const lin_report *p = &r->rep[i];
+    for (int i = 0; i < r->nrows; i++) {
+        const sq_report_row *p = &r->rows[i];
         cJSON *e = cJSON_CreateObject();
         cJSON_AddStringToObject(e, "name", p->name);
         cJSON *sh = cJSON_AddArrayToObject(e, "shape");
@@ -236,29 +240,29 @@ sq_status sq_pl_write_report(run *r, sq_outdir *od, uint64_t calib_hash, int64_t
         if (p->quantized) {
             cJSON_AddNumberToObject(e, "error_rtn", p->err_rtn);
             cJSON_AddNumberToObject(e, "error", p->err);
-            if (!sq_pl_is_fp8(o->method) && !sq_pl_is_awq(o->method)) {
+            if (r->t.grid_errors) {
                 cJSON_AddNumberToObject(e, "error_rtn_minmax", p->err_grid[SQ_GRID_MINMAX]);
                 cJSON_AddNumberToObject(e, "error_rtn_mse", p->err_grid[SQ_GRID_MSE]);
             }
-            if (o->method == SQ_METHOD_GPTQ || o->method == SQ_METHOD_AWQ_GPTQ || o->method == SQ_METHOD_FP8_GPTQ)
+            if (r->t.gptq)
                 cJSON_AddNumberToObject(e, "damp", p->damp);
         }
-        if (sq_pl_is_awq(o->method)) cJSON_AddNumberToObject(e, "awq_alpha", p->alpha);
+        if (r->t.awq) cJSON_AddNumberToObject(e, "awq_alpha", p->alpha);
         if (p->act_scale > 0) cJSON_AddNumberToObject(e, "input_scale", p->act_scale);
         if (p->note[0]) cJSON_AddStringToObject(e, "note", p->note);
         cJSON_AddItemToArray(layers, e);
     }
     cJSON_AddItemToObject(j, "kept_in_full_precision", kept_modules(r));
-    if (r->serve_checked) { /* spotq check's verdict on this output at tensor parallelism 1 */
+    if (r->serve) { /* spotq check's verdict on this output at tensor parallelism 1 */
         cJSON *v = cJSON_AddObjectToObject(j, "serving");
-        cJSON_AddBoolToObject(v, "vllm_loads", r->serve.n_reject == 0);
-        cJSON_AddNumberToObject(v, "kernel", r->serve.n_kernel);
-        cJSON_AddNumberToObject(v, "fallback", r->serve.n_fallback);
-        cJSON_AddNumberToObject(v, "full_precision", r->serve.n_full);
-        cJSON_AddNumberToObject(v, "rejected", r->serve.n_reject);
-        if (r->serve.n_reject) {
-            cJSON_AddStringToObject(v, "first_rejected", r->serve.first_reject.name);
-            cJSON_AddStringToObject(v, "rule", r->serve.first_reject.rule);
+        cJSON_AddBoolToObject(v, "vllm_loads", r->serve->n_reject == 0);
+        cJSON_AddNumberToObject(v, "kernel", r->serve->n_kernel);
+        cJSON_AddNumberToObject(v, "fallback", r->serve->n_fallback);
+        cJSON_AddNumberToObject(v, "full_precision", r->serve->n_full);
+        cJSON_AddNumberToObject(v, "rejected", r->serve->n_reject);
+        if (r->serve->n_reject) {
+            cJSON_AddStringToObject(v, "first_rejected", r->serve->first_reject.name);
+            cJSON_AddStringToObject(v, "rule", r->serve->first_reject.rule);
         }
     }
     if (r->c->n_experts) cJSON_AddItemToObject(j, "moe", moe_report(r));

@@ -180,6 +180,7 @@ static sq_status moe(sq_state *s, const sq_ffn *f, int n, sq_err *err) {
     sq_kctx *kc = s->m->ex->kc;
     int H = c->hidden, K = f->top_k;
     sq_status st;
+    TAP(s, SQ_SITE_GATEUP, f->n_experts + f->has_shared, s->xn, n, H); /* the whole input, for AWQ */
     if ((st = be->matmul(kc, &f->router, NULL, s->xn, s->route, n, err))) return st;
     route_tokens(s, f, n);
     memset(s->tmp, 0, (size_t)n * (size_t)H * sizeof *s->tmp);

@@ -341,6 +341,24 @@ sq_status sq_model_set_linear_unit(sq_model *m, int l, int unit, sq_lin which, c
     return SQ_OK;
 }
 
+static sq_wmat *router_slot(sq_model *m, int l, int which) {
+    if (l < 0 || l >= m->cfg.n_layers || m->layers[l].ffn.kind != SQ_FFN_MOE) return NULL;
+    sq_ffn *f = &m->layers[l].ffn;
+    return which == 0 ? &f->router : which == 1 && f->has_shared ? &f->shared_gate : NULL;
+}
+
+const sq_wmat *sq_model_router(const sq_model *m, int l, int which) { return router_slot((sq_model *)m, l, which); }
+
+sq_status sq_model_set_router(sq_model *m, int l, int which, const sq_wmat *w, sq_err *err) {
+    sq_wmat *slot = router_slot(m, l, which);
+    if (!slot) return sq_fail(err, SQ_ERR_ARG, "layer %d has no router %d", l, which);
+    if (w->rows != slot->rows || w->cols != slot->cols)
+        return sq_fail(err, SQ_ERR_ARG, "layer %d router %d: a [%lld, %lld] weight for a [%lld, %lld] slot", l, which, (long long)w->rows,
+                       (long long)w->cols, (long long)slot->rows, (long long)slot->cols);
+    *slot = *w;
+    return SQ_OK;
+}
+
 void sq_model_embed(sq_model *m, const int *ids, int n, float *out) { m->ex->be->embed(m->ex->kc, &m->embed, ids, n, out); }
 
 float *sq_model_norm(sq_model *m, int l, int which) {

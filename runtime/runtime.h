@@ -145,7 +145,8 @@ typedef enum {
 } sq_site;
 /* The FFN of a layer is made of units, each an MLP with its own gate, up and down: one for a dense
  * layer (unit 0); for a mixture of experts, expert e is unit e and the shared expert (Qwen2-MoE)
- * unit n_experts. The attention sites and linears are unit 0. */
+ * unit n_experts. The attention sites and linears are unit 0. A mixture of experts' whole input (every
+ * token, before the router) is seen at SQ_SITE_GATEUP as unit sq_model_ffn_units(m, l). */
 int sq_model_ffn_units(const sq_model *m, int l);
 /* Sees the input x (n, dim) of a site of FFN unit `unit` (an expert sees the tokens routed to it);
  * returns true to stop the layer there (calibration needs nothing after the site it collects). */
@@ -158,6 +159,10 @@ void sq_lin_name(const sq_config *c, int l, sq_lin which, char *buf, size_t cap)
 /* The weight the forward pass uses for a linear of layer l (of FFN unit `unit`); NULL when there is none. */
 const sq_wmat *sq_model_linear_unit(const sq_model *m, int l, int unit, sq_lin which);
 const sq_wmat *sq_model_linear(const sq_model *m, int l, sq_lin which);
+/* MoE layer l's router (which 0: (n_experts, hidden)) or Qwen2-MoE's shared-expert gate (which 1:
+ * (1, hidden)); NULL when there is none. AWQ compensates them for the scales it folds into the norm. */
+const sq_wmat *sq_model_router(const sq_model *m, int l, int which);
+sq_status sq_model_set_router(sq_model *m, int l, int which, const sq_wmat *w, sq_err *err);
 /* Makes the forward pass use w (same shape; its data borrowed, must outlive every later use). */
 sq_status sq_model_set_linear_unit(sq_model *m, int l, int unit, sq_lin which, const sq_wmat *w, sq_err *err);
 sq_status sq_model_set_linear(sq_model *m, int l, sq_lin which, const sq_wmat *w, sq_err *err);

@@ -107,9 +107,9 @@ refused 2 '^spotq quantize: --format fp8: use gptq, awq or compressed-tensors$' 
 for m in gptq awq awq+gptq fp8+gptq; do
     x=
     [ $m = fp8+gptq ] && x="--act dynamic" # weight-only FP8 would first say that it writes compressed-tensors
-    refused 2 "^spotq: error: --method $(echo $m | sed 's/+/[+]/') needs --calib FILE \(calibration text\) or --stats STATS$" $L -o "$tmp/x" --method $m $x
+    refused 2 "^spotq quantize: --method $(echo $m | sed 's/+/[+]/') needs --calib FILE \(calibration text\) or --stats STATS$" $L -o "$tmp/x" --method $m $x
 done
-refused 2 '^spotq: error: --method fp8 --act static needs --calib FILE' $L -o "$tmp/x" --method fp8 --act static
+refused 2 '^spotq quantize: --method fp8 --act static needs --calib FILE' $L -o "$tmp/x" --method fp8 --act static
 [ ! -e "$tmp/x" ] || fail "a refused run wrote $tmp/x"
 
 # ---- GPTQ's options: act-order (g_idx), static groups (the same weights in both formats), g128, per channel
@@ -164,5 +164,7 @@ cell moe-gptq-ct 1.15 80 $Q --method gptq --asym --group-size 32 --format compre
 same moe-gptq moe-gptq-ct
 cell moe-fp8 1.025 80 $Q --method fp8 --act static $C
 cell moe-fp8-gptq 1.03 80 $Q --method fp8+gptq --act dynamic $C
-refused 1 "^spotq: error: $Q: --method awq on a mixture of experts \(qwen3_moe\) is not supported yet \(rtn, gptq, fp8 are\)$" $Q -o "$tmp/x" --method awq $C
+# AWQ: every expert's gate and up one scale set after post_attention_layernorm (measured ratio 1.131; awq+gptq 1.065)
+cell moe-awq 1.20 80 $Q --method awq --group-size 32 $C
+cell moe-awq-gptq 1.12 80 $Q --method awq+gptq --group-size 32 $C
 echo "matrix: $cells cells"

@@ -1,0 +1,307 @@
+/* driver.c: the calibration driver (see driver.h): windows, taps, collection passes, MoE groups and
+ * rarely routed experts, statistics from a pass or a file, and `spotq calib`. */
+#include "driver.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "../formats/outdir.h"
+#include "../formats/text.h"
+#include "../formats/tokenizer.h"
+#include "../quant/fp8.h" /* sq_fp8_absmax */
+#include "../quant/gptq_cuda.h"
+#include "calib.h"
+
+const sq_calib_stage sq_calib_stages[4] = {
+    {SQ_SITE_QKV, 3, {SQ_LIN_K, SQ_LIN_V, SQ_LIN_Q}},
+    {SQ_SITE_O, 1, {SQ_LIN_O}},
+    {SQ_SITE_GATEUP, 2, {SQ_LIN_GATE, SQ_LIN_UP}},
+    {SQ_SITE_DOWN, 1, {SQ_LIN_DOWN}},
+};
+#define stages sq_calib_stages
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static bool tap(void *user, sq_site site, int unit, const float *x, int n, int dim) {
+    sq_calib *r = user;
+    if (site != r->want || unit >= r->units) return false;
+    double t = now();
+    if (unit >= r->u0 && unit < r->u1) sq_hessian_add(&r->hs[unit], x, n);
+    if (r->counting) r->unit_tokens[unit] += n;
+    if (r->counting && r->o.absmax) { /* max |x|: FP8 scales, and kept by spotq calib */
+        int64_t bad;
+        float m = sq_fp8_absmax(x, (int64_t)n * dim, &bad);
+        r->act_absmax[unit] = m < 0 ? INFINITY : fmaxf(r->act_absmax[unit], m);
+    }
+    r->t_hessian += now() - t;
+    return unit == (r->counting ? r->units : r->u1) - 1; /* nothing after the last unit wanted is needed */
+}
+
+/* Runs layer l on every calibration window (in place when keeping its outputs, else into tmp per window). */
+static sq_status run_layer(sq_calib *r, int l, bool keep_outputs, sq_tap_fn fn, void *user, sq_err *err) {
+    int64_t T = r->o.seqlen, H = r->c->hidden;
+    double t = now();
+    for (int smp = 0; smp < r->o.nsamples; smp++) {
+        float *xs = r->x + smp * T * H;
+        float *buf = keep_outputs ? xs : r->tmp;
+        if (!keep_outputs) memcpy(buf, xs, (size_t)(T * H) * sizeof *buf);
+        sq_status s = sq_layer_forward(r->st, l, buf, (int)T, fn, user, err);
+        if (s) return s;
+    }
+    r->t_forward += now() - t;
+    return SQ_OK;
+}
+
+sq_status sq_calib_forward(sq_calib *cal, int l, sq_tap_fn fn, void *user, sq_err *err) {
+    return cal->x ? run_layer(cal, l, true, fn, user, err) : SQ_OK;
+}
+
+void sq_calib_free_hessians(sq_calib *r) {
+    for (int u = r->u0; u < r->u1; u++) sq_hessian_free(&r->hs[u]);
+}
+
+/* One pass of layer l over the calibration windows that collects, at the stage's site, the Hessians
+ * of FFN units u0 .. u1-1 of its `units` (one at attention sites) and, when counting (the stage's
+ * first pass), every unit's token count and largest |x|. */
+static sq_status collect(sq_calib *r, int l, int si, int units, int u0, int u1, bool counting, sq_err *err) {
+    bool gpu = r->o.gpu;
+    sq_status s = SQ_OK;
+    r->units = units;
+    r->u0 = r->u1 = u0;
+    r->counting = counting;
+    for (int u = u0; u < u1 && !s; u++, r->u1++) {
+        int64_t k = sq_model_linear_unit(r->m, l, u, stages[si].lin[0])->cols; /* the shared expert may be wider */
+        s = gpu ? sq_hessian_init_cuda(&r->hs[u], k, err) : sq_hessian_init(&r->hs[u], k, err);
+    }
+    for (int u = 0; u < units && counting; u++) r->unit_tokens[u] = 0, r->act_absmax[u] = 0;
+    r->want = stages[si].site;
+    if (!s) s = run_layer(r, l, false, tap, r, err);
+    for (int u = u0; u < u1 && !s; u++) {
+        sq_hessian_finish(&r->hs[u]);
+        s = sq_hessian_check(&r->hs[u], err);
+    }
+    return s;
+}
+
+bool sq_calib_route_rare_experts(sq_calib *r, int l) {
+    int64_t k = r->c->hidden;
+    int E = r->c->n_experts, nrare = 0;
+    for (int e = 0; e < E; e++) {
+        r->moe_tokens[(int64_t)l * E + e] = r->unit_tokens[e];
+        if (r->unit_tokens[e] < k) r->route_all[e] = r->moe_all[(int64_t)l * E + e] = 1, nrare++;
+    }
+    if (nrare)
+        sq_log(SQ_LOG_INFO, "layer %d: %d of %d experts were routed fewer than %lld calibration tokens: calibrating them on every token", l,
+               nrare, E, (long long)k);
+    return nrare > 0;
+}
+
+int sq_calib_unit_group(const sq_calib *r, int l, int si, int units) {
+    int64_t k = 0;
+    for (int u = 0; u < units; u++) {
+        int64_t ku = sq_model_linear_unit(r->m, l, u, stages[si].lin[0])->cols;
+        if (ku > k) k = ku;
+    }
+    int64_t budget = r->o.max_hessian_bytes > 0 ? r->o.max_hessian_bytes : SQ_CALIB_DEFAULT_HESSIAN_BYTES;
+    int64_t g = budget / (k * k * (int64_t)sizeof(float));
+    return g < 1 ? 1 : g > units ? units : (int)g;
+}
+
+/* The Hessians (and, on the first pass, the counts) of units u0 .. u1-1 of a stage; at an MoE layer's
+ * first FFN site the first pass also decides which experts are calibrated on every token, and is
+ * taken again if any is. */
+static sq_status collect_group(sq_calib *r, int l, int si, int units, int u0, int u1, sq_err *err) {
+    sq_status s = collect(r, l, si, units, u0, u1, u0 == 0, err);
+    if (!s && u0 == 0 && stages[si].site == SQ_SITE_GATEUP && sq_config_moe_layer(r->c, l) && sq_calib_route_rare_experts(r, l)) {
+        sq_calib_free_hessians(r);
+        s = collect(r, l, si, units, u0, u1, true, err);
+    }
+    return s;
+}
+
+/* --stats: the Hessians of a stage's units from the statistics file instead of a calibration pass. */
+static sq_status load_stats(sq_calib *r, int l, int si, int units, int u0, int u1, sq_err *err) {
+    sq_status s = SQ_OK;
+    r->units = units;
+    r->u0 = r->u1 = u0;
+    for (int u = 0; u < units && !s; u++) {
+        int64_t k = sq_model_linear_unit(r->m, l, u, stages[si].lin[0])->cols;
+        const sq_stat_entry *e = sq_stats_find(&r->stats, l, stages[si].site, u);
+        if (!e || e->k != k)
+            return sq_fail(err, SQ_ERR_FORMAT, "%s: no statistics of width %lld for layer %d, site %d, unit %d", r->o.stats_in, (long long)k, l,
+                           (int)stages[si].site, u);
+        r->unit_tokens[u] = e->tokens; /* every unit's counts, as a counting pass gives them */
+        r->act_absmax[u] = e->absmax;
+        if (u < u0 || u >= u1) continue;
+        if ((s = sq_hessian_init(&r->hs[u], k, err))) break;
+        r->u1++;
+        sq_stats_hessian(&r->stats, e, r->hs[u].h);
+    }
+    return s;
+}
+
+sq_status sq_calib_stage_stats(sq_calib *r, int l, int si, int units, int u0, int u1, sq_err *err) {
+    if (r->o.stats_in) return load_stats(r, l, si, units, u0, u1, err);
+    if (r->x) return collect_group(r, l, si, units, u0, u1, err);
+    for (int u = u0; u < u1; u++) r->hs[u] = (sq_hessian){0}; /* data-free: no Hessians */
+    r->u0 = u0, r->u1 = u1;
+    return SQ_OK;
+}
+
+void sq_calib_block_begin(sq_calib *cal) {
+    if (cal->c->n_experts) memset(cal->route_all, 0, (size_t)cal->c->n_experts);
+}
+
+sq_status sq_calib_begin(sq_calib *r, sq_model *m, const sq_calib_opts *o, sq_err *err) {
+    memset(r, 0, sizeof *r);
+    r->o = *o;
+    r->m = m;
+    r->c = sq_model_config(m);
+    r->bos_id = -1;
+    r->bos_rule = "";
+    const sq_ckpt *ck = sq_model_ckpt(m);
+    sq_status s = SQ_OK;
+    if (o->stats_in) {
+        if ((s = sq_stats_read(&r->stats, o->stats_in, err))) return s;
+        if (strcmp(r->stats.arch, sq_arch_name(r->c->arch)) || r->stats.hidden != r->c->hidden || r->stats.n_layers != r->c->n_layers ||
+            r->stats.vocab != r->c->vocab || r->stats.n_experts != r->c->n_experts)
+            return sq_fail(err, SQ_ERR_FORMAT, "%s: statistics of another model (%s, %d layers, hidden %d), not of %s", o->stats_in,
+                           r->stats.arch, r->stats.n_layers, r->stats.hidden, o->model);
+    }
+    if (r->o.seqlen <= 0) r->o.seqlen = r->c->max_pos < 2048 ? r->c->max_pos : 2048; /* --seqlen 0: 2048, or the model's maximum if smaller */
+    if (!o->calib) r->o.nsamples = r->o.seqlen = 0;
+    if (o->calib && !ck->tokenizer_path[0])
+        return sq_fail(err, SQ_ERR_IO, "%s: no tokenizer.json beside the model (needed for --calib)", o->model);
+    if (o->calib) {
+        sq_tok *tok = NULL;
+        if (!(s = sq_tok_load(&tok, ck->tokenizer_path, err))) s = sq_text_tokens(tok, o->calib, false, &r->ids, &r->nids, err);
+        if (tok) {
+            r->bos_id = sq_tok_bos(tok);
+            r->bos_rule = sq_tok_bos_rule(tok);
+        }
+        sq_tok_free(tok);
+        if (s) return s;
+    }
+    for (int64_t i = 0; i < r->nids; i++)
+        if (r->ids[i] < 0 || r->ids[i] >= r->c->vocab)
+            return sq_fail(err, SQ_ERR_FORMAT, "%s: token %d of the calibration text is outside the model's vocabulary of %d (%s)", o->calib,
+                           r->ids[i], r->c->vocab, ck->tokenizer_path);
+    int64_t T = r->o.seqlen, H = r->c->hidden, ntok = (int64_t)r->o.nsamples * T;
+    if (o->calib && (s = sq_calib_windows(r->ids, r->nids, o->calib, r->o.nsamples, r->o.seqlen, o->seed, &r->win, err))) return s;
+    if (r->win) r->hash = sq_calib_hash(r->win, ntok);
+    if (o->calib) { /* x stays NULL without calibration */
+        r->x = sq_malloc((size_t)(ntok * H) * sizeof *r->x, err);
+        r->tmp = sq_malloc((size_t)(T * H) * sizeof *r->tmp, err);
+        if (!r->x || !r->tmp) return SQ_ERR_NOMEM;
+    }
+    for (int l = 0; l < r->c->n_layers; l++) {
+        int u = sq_model_ffn_units(m, l);
+        if (u > r->max_units) r->max_units = u;
+    }
+    int64_t E = r->c->n_experts > 0 ? r->c->n_experts : 1;
+    r->hs = sq_calloc((size_t)r->max_units, sizeof *r->hs, err);
+    r->unit_tokens = sq_calloc((size_t)r->max_units, sizeof *r->unit_tokens, err);
+    r->act_absmax = sq_calloc((size_t)r->max_units, sizeof *r->act_absmax, err);
+    r->route_all = sq_calloc((size_t)E, 1, err);
+    r->moe_tokens = sq_calloc((size_t)(E * r->c->n_layers), sizeof *r->moe_tokens, err);
+    r->moe_all = sq_calloc((size_t)(E * r->c->n_layers), 1, err);
+    if (!r->hs || !r->unit_tokens || !r->act_absmax || !r->route_all || !r->moe_tokens || !r->moe_all) return SQ_ERR_NOMEM;
+    if (o->calib) {
+        if ((s = sq_state_new(&r->st, m, (int)T, (int)T, err))) return s;
+        sq_state_route_all(r->st, r->route_all);
+        for (int smp = 0; smp < r->o.nsamples; smp++) sq_model_embed(m, r->win + smp * T, (int)T, r->x + smp * T * H);
+    }
+    return SQ_OK;
+}
+
+void sq_calib_end(sq_calib *r) {
+    free(r->hs);
+    free(r->unit_tokens);
+    free(r->act_absmax);
+    free(r->route_all);
+    free(r->moe_tokens);
+    free(r->moe_all);
+    free(r->x);
+    free(r->tmp);
+    free(r->win);
+    free(r->ids);
+    sq_state_free(r->st);
+    sq_stats_free(&r->stats);
+    memset(r, 0, sizeof *r);
+}
+
+/* `spotq calib`: block l of the full-precision model: every site of every unit collected and kept
+ * (rarely routed experts calibrated on every token, as quantize does), then the block's outputs. */
+static sq_status calib_block(sq_calib *r, sq_stats *out, int l, sq_err *err) {
+    sq_calib_block_begin(r);
+    sq_status s = SQ_OK;
+    for (int si = 0; si < SQ_CALIB_NSTAGES && !s; si++) {
+        bool ffn = stages[si].site == SQ_SITE_GATEUP || stages[si].site == SQ_SITE_DOWN;
+        int units = ffn ? sq_model_ffn_units(r->m, l) : 1, group = sq_calib_unit_group(r, l, si, units);
+        for (int u0 = 0; u0 < units && !s; u0 += group) {
+            int u1 = u0 + group < units ? u0 + group : units;
+            s = collect_group(r, l, si, units, u0, u1, err);
+            for (int u = u0; u < u1 && !s; u++)
+                s = sq_stats_add(out, l, stages[si].site, u, r->hs[u].k, r->unit_tokens[u], r->act_absmax[u], r->hs[u].h, err);
+            sq_calib_free_hessians(r);
+        }
+    }
+    return s ? s : run_layer(r, l, true, NULL, NULL, err);
+}
+
+sq_status sq_calib_model(const char *model, const char *out, bool force, const sq_calib_opts *o, int threads,
+                         sq_calib_progress_fn progress, void *progress_user, sq_err *err) {
+    double t0 = now();
+    sq_exec *ex = NULL;
+    sq_model *m = NULL;
+    sq_calib cal = {0};
+    sq_stats st = {0};
+    sq_status s;
+    if (!o->calib) return sq_fail(err, SQ_ERR_ARG, "calib needs --calib FILE (calibration text)");
+    if ((s = sq_exec_new(&ex, "cpu", threads, err))) return s;
+    if ((s = sq_model_open(&m, model, ex, err))) goto done;
+    const sq_ckpt *ck = sq_model_ckpt(m);
+    { /* the output is none of the inputs, holds none and lies in none: checked before anything is written */
+        const char *in[] = {ck->dir, ck->weights_path, o->calib, NULL};
+        const char *what[] = {"the model's directory", "the model's weights", "the calibration text", "the statistics file"};
+        if ((s = sq_path_check_output(out, in, what, 4, err))) goto done;
+        struct stat sb;
+        if (!force && stat(out, &sb) == 0) {
+            s = sq_fail(err, SQ_ERR_ARG, "%s: already exists (use --force to replace it)", out);
+            goto done;
+        }
+    }
+    sq_calib_opts co = *o;
+    co.model = model;
+    co.absmax = true; /* kept for FP8's static scales */
+    co.stats_in = NULL;
+    if ((s = sq_calib_begin(&cal, m, &co, err))) goto done;
+    const sq_config *c = cal.c;
+    snprintf(st.arch, sizeof st.arch, "%s", sq_arch_name(c->arch));
+    snprintf(st.calib, sizeof st.calib, "%s", o->calib);
+    snprintf(st.hash, sizeof st.hash, "%016llx", (unsigned long long)cal.hash);
+    st.hidden = c->hidden, st.n_layers = c->n_layers, st.vocab = c->vocab, st.n_experts = c->n_experts;
+    st.text_tokens = cal.nids, st.nsamples = cal.o.nsamples, st.seqlen = cal.o.seqlen, st.seed = o->seed;
+    for (int l = 0; l < c->n_layers && !s; l++) {
+        s = calib_block(&cal, &st, l, err);
+        if (!s && progress) progress(progress_user, "calib", l + 1, c->n_layers, now() - t0);
+    }
+    if (!s) s = sq_stats_write(&st, out, err);
+    if (!s)
+        sq_log(SQ_LOG_INFO, "kept %lld statistics (%.1f MiB of Hessians before compression) of %d x %d tokens in %.1f s", (long long)st.n,
+               (double)st.data_len * 4.0 / 1048576.0, cal.o.nsamples, cal.o.seqlen, now() - t0);
+done:
+    sq_calib_end(&cal);
+    sq_stats_free(&st);
+    sq_model_close(m);
+    sq_exec_free(ex);
+    return s;
+}

@@ -1,0 +1,79 @@
+/* method_rtn.c: the rtn and gptq rows: round-to-nearest on the integer grid (minmax or mse, weighted
+ * by diag(H) when calibrated), and GPTQ's error compensation on it, for one linear; the dequantised
+ * weights then run in the model, so that later sites calibrate on what deployment computes. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../formats/dtype.h"
+#include "gptq_cuda.h"
+#include "method.h"
+
+#define output_error sq_pl_output_error
+
+/* Quantises linear `which` of unit `unit` of layer l with that unit's Hessian; swaps the dequantised
+ * weights into the model so the rest of the block runs on them. */
+static sq_status quantize_linear(sq_qrun *r, int l, int unit, sq_lin which, const float *h, bool gptq, sq_err *err) {
+    const sq_wmat *wm = sq_model_linear_unit(r->m, l, unit, which);
+    int64_t n = wm->rows, k = wm->cols;
+    sq_report_row *rep = sq_pl_new_row(r, l, unit, which, wm);
+    float *w = malloc((size_t)(n * k) * sizeof *w), *dq = malloc((size_t)(n * k) * sizeof *dq);
+    if (!w || !dq) { free(w); free(dq); return sq_fail(err, SQ_ERR_NOMEM, "out of memory for %s", rep->name); }
+    sq_dtype_to_f32(wm->dtype, wm->data, w, (size_t)(n * k));
+    for (int64_t i = 0; i < n * k; i++)
+        if (!isfinite(w[i])) {
+            free(w); free(dq);
+            return sq_fail(err, SQ_ERR_NUMERIC, "%s: tensor '%s.weight' has a NaN or Inf at element %lld", r->o->model, rep->name,
+                           (long long)i);
+        }
+    double t = sq_pl_now();
+    /* The mse grid's importances: diag(H), the per-channel second moment of the input (none data-free) */
+    float *imp = h ? malloc((size_t)k * sizeof *imp) : NULL;
+    if (h && !imp) { free(w); free(dq); return sq_fail(err, SQ_ERR_NOMEM, "out of memory for %s", rep->name); }
+    for (int64_t c = 0; h && c < k; c++) imp[c] = h[c * k + c];
+    sq_qmatrix q;
+    sq_status s = sq_quant_rtn_weighted(w, n, k, &r->o->q, imp, &q, err);
+    if (s) { free(w); free(dq); free(imp); return s; }
+    sq_qmatrix_dequant(&q, dq);
+    rep->err_rtn = rep->err = output_error(w, dq, h, n, k);
+    rep->err_grid[0] = rep->err_grid[1] = NAN;
+    rep->err_grid[r->o->q.grid] = rep->err_rtn;
+    if (h) { /* RTN on the other grid too, for spotq.json */
+        sq_qparams other = r->o->q;
+        other.grid = other.grid == SQ_GRID_MSE ? SQ_GRID_MINMAX : SQ_GRID_MSE;
+        sq_qmatrix q2;
+        if ((s = sq_quant_rtn_weighted(w, n, k, &other, imp, &q2, err))) { sq_qmatrix_free(&q); free(w); free(dq); free(imp); return s; }
+        sq_qmatrix_dequant(&q2, dq);
+        sq_qmatrix_free(&q2);
+        rep->err_grid[other.grid] = output_error(w, dq, h, n, k);
+        sq_qmatrix_dequant(&q, dq);
+    }
+    free(imp);
+    if (gptq) {
+        sq_qmatrix_free(&q);
+        s = r->o->device == SQ_DEVICE_CUDA ? sq_quant_gptq_cuda(w, h, n, k, &r->o->q, &q, err)
+                                           : sq_quant_gptq(w, h, n, k, &r->o->q, &q, err);
+        if (s) { free(w); free(dq); return s; }
+        sq_qmatrix_dequant(&q, dq);
+        rep->err = output_error(w, dq, h, n, k);
+        rep->damp = q.damp_used;
+        if (q.fallback) snprintf(rep->note, sizeof rep->note, "Hessian would not factor: RTN used");
+    }
+    r->t_quant += sq_pl_now() - t;
+    rep->quantized = true;
+    r->n_weights_q += n * k;
+    s = sq_pl_write_packed(r, rep->name, &q, err);
+    sq_qmatrix_free(&q);
+    free(w);
+    if (s) { free(dq); return s; }
+    return sq_pl_use_dequantized(r, l, unit, which, dq, err);
+}
+
+sq_status sq_rtn_quantize(sq_qrun *r, int l, int unit, sq_lin which, const float *h, sq_err *err) {
+    return quantize_linear(r, l, unit, which, h, false, err);
+}
+
+sq_status sq_gptq_linear(sq_qrun *r, int l, int unit, sq_lin which, const float *h, sq_err *err) {
+    return quantize_linear(r, l, unit, which, h, true, err);
+}

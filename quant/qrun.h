@@ -1,0 +1,54 @@
+/* qrun.h: one quantize run as the method rows see it (method.h): the options, the model, the
+ * calibration, the output being written and its report rows, with the services every method uses
+ * (qrun.c): why a linear is kept, writing a packed or kept linear, the report row of a linear.
+ * The driver (pipeline.c) owns the run; the methods (method_*.c) and qrun.c never call the driver. */
+#ifndef SQ_QRUN_H
+#define SQ_QRUN_H
+
+#include "../calib/driver.h"
+#include "../formats/safetensors.h"
+#include "../runtime/runtime.h"
+#include "report.h"
+
+struct sq_method_row;
+
+typedef struct sq_qrun {
+    const sq_quantize_opts *o;
+    const struct sq_method_row *meth;
+    const sq_config *c;
+    sq_model *m;
+    sq_calib *cal;               /* the calibration (its x NULL when data-free) */
+    sq_shards *w;                /* the output's weights */
+    sq_report_row *rows;         /* the report */
+    int nrows;
+    int64_t n_weights_q, n_weights_kept;
+    double packed_bytes;         /* bytes of every quantised tensor written (codes, scales, zeros, g_idx) */
+    double t_quant, t_write;
+    int max_units;
+    float **deq;                 /* (max_units, SQ_LIN_COUNT) this block's dequantised weights, in use by the model */
+    void *ms;                    /* the method's own state (method_awq.c, method_fp8.c) */
+} sq_qrun;
+
+double sq_pl_now(void);
+/* Why a linear stays in full precision ("" when it is quantised). */
+void sq_pl_keep_reason(const sq_qrun *r, const char *name, int64_t n, int64_t k, char *why, size_t cap);
+/* NaN or Inf in a source tensor is an error naming it. */
+sq_status sq_pl_check_finite(const sq_qrun *r, const char *name, sq_dtype dt, const void *data, int64_t numel, sq_err *err);
+/* Adds module.suffix to the output. */
+sq_status sq_pl_add_tensor(sq_qrun *r, const char *module, const char *suffix, sq_dtype dt, int nd, int64_t d0, int64_t d1,
+                           const void *data, sq_err *err);
+/* Writes one quantised matrix in the output format. */
+sq_status sq_pl_write_packed(sq_qrun *r, const char *module, const sq_qmatrix *q, sq_err *err);
+/* Writes floats v under the source tensor `name`'s dtype and shape (nothing when the source has no such tensor). */
+sq_status sq_pl_write_floats(sq_qrun *r, const char *name, const float *v, sq_err *err);
+/* The next report row, for linear `which` of FFN unit `unit` of layer l. */
+sq_report_row *sq_pl_new_row(sq_qrun *r, int l, int unit, sq_lin which, const sq_wmat *wm);
+/* Keeps a linear in full precision: its row with the reason, its weight as the model holds it, in the
+ * source tensor's dtype. */
+sq_status sq_pl_keep_linear(sq_qrun *r, int l, int unit, sq_lin which, const char *why, sq_err *err);
+/* The relative output error over the calibration inputs; NaN (null in spotq.json) without them. */
+double sq_pl_output_error(const float *w, const float *q, const float *h, int64_t n, int64_t k);
+/* Makes the forward pass run dq (n, k), the dequantised linear, owned by the run from then on. */
+sq_status sq_pl_use_dequantized(sq_qrun *r, int l, int unit, sq_lin which, float *dq, sq_err *err);
+
+#endif
