@@ -166,7 +166,6 @@ sq_status sq_calib_begin(sq_calib *r, sq_model *m, const sq_calib_opts *o, sq_er
     r->m = m;
     r->c = sq_model_config(m);
     r->bos_id = -1;
-    r->bos_rule = "";
     const sq_ckpt *ck = sq_model_ckpt(m);
     sq_status s = SQ_OK;
     if (o->stats_in) {
@@ -185,7 +184,7 @@ sq_status sq_calib_begin(sq_calib *r, sq_model *m, const sq_calib_opts *o, sq_er
         if (!(s = sq_tok_load(&tok, ck->tokenizer_path, err))) s = sq_text_tokens(tok, o->calib, false, &r->ids, &r->nids, err);
         if (tok) {
             r->bos_id = sq_tok_bos(tok);
-            r->bos_rule = sq_tok_bos_rule(tok);
+            snprintf(r->bos_rule, sizeof r->bos_rule, "%s", sq_tok_bos_rule(tok));
         }
         sq_tok_free(tok);
         if (s) return s;

@@ -46,7 +46,7 @@ typedef struct {
     int *win;                    /* (nsamples, seqlen) token windows */
     uint64_t hash;               /* FNV-1a 64 of the windows */
     int bos_id;                  /* the BOS documents start with (-1: none), by the tokenizer's rule... */
-    const char *bos_rule;        /* ...which this names */
+    char bos_rule[256];          /* ...which this names */
     sq_stats stats;              /* stats_in: read */
     float *x;                    /* (nsamples, seqlen, hidden) the current block's inputs; NULL without text */
     float *tmp;                  /* (seqlen, hidden) */
