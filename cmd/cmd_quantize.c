@@ -173,7 +173,10 @@ int cmd_quantize(int argc, char **argv) {
         if (strcmp(device, "cuda")) sq_fail(&err, SQ_ERR_UNSUPPORTED, "--device %s: calibration runs on the CPU for now", device);
         else if (o.method != SQ_METHOD_GPTQ) sq_fail(&err, SQ_ERR_UNSUPPORTED, "--device cuda: only --method gptq runs on the GPU for now");
         if (err.code) return sq_cmd_fail(&err);
-        o.device = SQ_DEVICE_CUDA;
+        char desc[256];
+        if (be->query(desc, sizeof desc, &err)) return sq_cmd_fail(&err);
+        sq_log(SQ_LOG_INFO, "GPTQ's Hessians and solves on %s", desc);
+        o.backend = be;
     }
     /* compressed-tensors' decompressor and AWQ GEMM have no g_idx: act-order there uses static groups */
     if (!fp8 && (o.format == SQ_FORMAT_CT || o.format == SQ_FORMAT_AWQ) && act && !stat) {
@@ -188,7 +191,7 @@ int cmd_quantize(int argc, char **argv) {
      * worse (KLD 0.000543 vs 0.000531 per channel on the bundled model, 0.0766 vs 0.0723 at g32 on the
      * qwen3_moe matrix fixture) while the calibration-weighted one is better (0.000514). */
     bool data_free_8 = bits == 8 && o.method == SQ_METHOD_RTN && !calib && !stats;
-    if (!grid) grid = o.method == SQ_METHOD_AWQ || fp8 || o.device == SQ_DEVICE_CUDA || data_free_8 ? "minmax" : "mse";
+    if (!grid) grid = o.method == SQ_METHOD_AWQ || fp8 || o.backend || data_free_8 ? "minmax" : "mse";
     if (!strcmp(grid, "mse")) o.q.grid = SQ_GRID_MSE;
     else if (strcmp(grid, "minmax")) {
         fprintf(stderr, "spotq quantize: --grid %s: use minmax or mse\n", grid);

@@ -18,7 +18,6 @@
 #include "../formats/dtype.h"
 #include "awq.h"
 #include "fp8.h"
-#include "gptq_cuda.h"
 #include "../formats/outdir.h"
 #include "../formats/text.h"
 #include "../formats/tokenizer.h"
@@ -53,7 +52,7 @@ static bool tap(void *user, sq_site site, int unit, const float *x, int n, int d
     run *r = user;
     if (site != r->want || unit >= r->units) return false;
     double t = sq_pl_now();
-    if (unit >= r->u0 && unit < r->u1) sq_hessian_add(&r->hs[unit], x, n);
+    if (unit >= r->u0 && unit < r->u1 && !r->hess_err.code) sq_hessian_add(&r->hs[unit], x, n, &r->hess_err);
     if (r->counting) r->unit_tokens[unit] += n;
     if (r->counting && (sq_pl_is_fp8(r->o->method) || r->o->stats_out)) { /* max |x|: FP8 scales, and kept by spotq calib */
         int64_t bad;
@@ -140,6 +139,9 @@ sq_status sq_pl_write_packed(run *r, const char *module, const sq_qmatrix *q, sq
     return s;
 }
 
+/* The backend of the Hessians and GPTQ solves (--device), chosen once by the caller; the CPU by default. */
+static const sq_backend_i *calib_backend(const sq_quantize_opts *o) { return o->backend ? o->backend : sq_backend_cpu(); }
+
 /* The relative output error over the calibration inputs; NaN (null in spotq.json) without them. */
 static double output_error(const float *w, const float *q, const float *h, int64_t n, int64_t k) {
     return h ? sq_quant_output_error(w, q, h, n, k) : NAN;
@@ -196,8 +198,7 @@ static sq_status quantize_linear(run *r, int l, int unit, sq_lin which, sq_err *
     free(imp);
     if (r->o->method == SQ_METHOD_GPTQ) {
         sq_qmatrix_free(&q);
-        s = r->o->device == SQ_DEVICE_CUDA ? sq_quant_gptq_cuda(w, h, n, k, &r->o->q, &q, err)
-                                           : sq_quant_gptq(w, h, n, k, &r->o->q, &q, err);
+        s = sq_quant_gptq_on(calib_backend(r->o), w, &r->hs[unit], n, k, &r->o->q, &q, err);
         if (s) { free(w); free(dq); return s; }
         sq_qmatrix_dequant(&q, dq);
         rep->err = output_error(w, dq, h, n, k);
@@ -366,22 +367,20 @@ static void free_hessians(run *r) {
  * of FFN units u0 .. u1-1 of its `units` (one at attention sites) and, when counting (the stage's
  * first pass), every unit's token count and largest |x|. */
 static sq_status collect(run *r, int l, size_t si, int units, int u0, int u1, bool counting, sq_err *err) {
-    bool gpu = r->o->device == SQ_DEVICE_CUDA && r->o->method == SQ_METHOD_GPTQ;
     sq_status s = SQ_OK;
     r->units = units;
     r->u0 = r->u1 = u0;
     r->counting = counting;
     for (int u = u0; u < u1 && !s; u++, r->u1++) {
         int64_t k = sq_model_linear_unit(r->m, l, u, stages[si].lin[0])->cols; /* the shared expert may be wider */
-        s = gpu ? sq_hessian_init_cuda(&r->hs[u], k, err) : sq_hessian_init(&r->hs[u], k, err);
+        s = sq_hessian_init_on(&r->hs[u], calib_backend(r->o), k, err);
     }
     for (int u = 0; u < units && counting; u++) r->unit_tokens[u] = 0, r->act_absmax[u] = 0;
     r->want = stages[si].site;
+    r->hess_err = (sq_err){0};
     if (!s) s = run_layer(r, l, false, err);
-    for (int u = u0; u < u1 && !s; u++) {
-        sq_hessian_finish(&r->hs[u]);
-        s = sq_hessian_check(&r->hs[u], err);
-    }
+    if (!s && r->hess_err.code) s = (*err = r->hess_err).code;
+    for (int u = u0; u < u1 && !s; u++) s = sq_hessian_finish(&r->hs[u], err);
     return s;
 }
 
@@ -652,8 +651,9 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
         return sq_fail(err, SQ_ERR_ARG, "--method %s: give --format (the automatic choice is for rtn and gptq)", sq_method_name(o->method));
     if (o->q.grid == SQ_GRID_MSE && (o->method == SQ_METHOD_AWQ || sq_pl_is_fp8(o->method)))
         return sq_fail(err, SQ_ERR_ARG, "--grid mse applies to rtn, gptq and awq+gptq (--method %s has a grid of its own)", sq_method_name(o->method));
-    if (o->q.grid == SQ_GRID_MSE && o->device == SQ_DEVICE_CUDA)
-        return sq_fail(err, SQ_ERR_UNSUPPORTED, "--grid mse: GPTQ on the GPU has the minmax grid only (use --grid minmax or --device cpu)");
+    if (o->method == SQ_METHOD_GPTQ && !calib_backend(o)->supports(SQ_OP_GPTQ, o->q.grid == SQ_GRID_MSE ? SQ_QGRID_INT_MSE : SQ_QGRID_INT_MINMAX))
+        return sq_fail(err, SQ_ERR_UNSUPPORTED, "--grid %s: GPTQ on the %s backend lacks that grid (use --grid minmax or --device cpu)",
+                       o->q.grid == SQ_GRID_MSE ? "mse" : "minmax", calib_backend(o)->name);
     if (o->format != SQ_FORMAT_GPTQ && o->format != SQ_FORMAT_AUTO && !sq_pl_is_fp8(o->method) && o->q.act_order && !o->q.static_groups)
         return sq_fail(err, SQ_ERR_ARG, "--act-order with --format %s needs --static-groups (the format stores no g_idx)", sq_format_name(o->format));
     bool data_free = o->method == SQ_METHOD_RTN || (o->method == SQ_METHOD_FP8 && o->act != SQ_ACT_STATIC);

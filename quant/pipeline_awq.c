@@ -253,8 +253,10 @@ sq_status sq_pl_awq_block(run *r, int l, sq_err *err) {
         if (!todo) continue;
         double th = sq_pl_now();
         if ((s = sq_hessian_init(&r->hs[0], r->feat_dim[i], err))) return s;
-        sq_hessian_add(&r->hs[0], r->feat[i], ntok);
-        sq_hessian_finish(&r->hs[0]);
+        if ((s = sq_hessian_add(&r->hs[0], r->feat[i], ntok, err)) || (s = sq_hessian_finish(&r->hs[0], err))) {
+            sq_hessian_free(&r->hs[0]);
+            return s;
+        }
         r->t_hessian += sq_pl_now() - th;
         for (int j = 0; j < SQ_LIN_COUNT && !s; j++) {
             if (lin_site[j] != (sq_site)i || why[j][0]) continue;

@@ -41,6 +41,7 @@ typedef struct {
     bool counting;
     int max_units;               /* the most FFN units of any layer (experts and shared expert) */
     sq_hessian *hs;              /* (max_units) the Hessian of each unit's input at want */
+    sq_err hess_err;             /* the first failure of a Hessian accumulation in the tap (which returns no status) */
     int64_t *unit_tokens;        /* (max_units) tokens each unit saw there */
     uint8_t *route_all;          /* (n_experts) MoE: experts of this block calibrated on every token */
     int64_t *moe_tokens;         /* (n_layers, n_experts) MoE: tokens routed to each expert, for spotq.json */

@@ -144,4 +144,23 @@ float sq_cpu_dot_row(const sq_wmat *w, int64_t r, const float *x);
 /* exp(x) for a vector of floats, AVX2 (relative error < 2e-7 over the float range; -inf -> 0). */
 void sq_cpu_vexp(float *x, int64_t n);
 
+/* ---------------------------------------------------------------- calibration ops (calib.c) */
+
+/* One version each, OpenBLAS and LAPACK: the reference the other backends are held to. */
+bool sq_cpu_supports(sq_op op, sq_qgrid_kind grid);
+sq_status sq_cpu_hess_new(sq_hess **out, int64_t k, float *h, sq_err *err);
+sq_status sq_cpu_hess_add(sq_hess *hs, const float *x, int64_t t, sq_err *err);
+sq_status sq_cpu_hess_finish(sq_hess *hs, sq_err *err);
+void sq_cpu_hess_free(sq_hess *hs);
+sq_status sq_cpu_factor(const float *h, float *u, int64_t k, double damp, double *damp_used, sq_err *err);
+sq_status sq_cpu_gptq(const float *w, const float *h, const sq_hess *hs, int64_t n, int64_t k, const sq_qgrid *g, const sq_gptq_args *a,
+                      sq_qout *out, double *damp_used, sq_err *err);
+sq_status sq_cpu_rtn(const float *w, int64_t n, int64_t k, const sq_qgrid *g, sq_qout *out, sq_err *err);
+sq_status sq_cpu_output_error(const float *w, const float *q, const float *h, int64_t n, int64_t k, double *out, sq_err *err);
+float sq_cpu_absmax(const float *x, int64_t n, int64_t *bad);
+#define SQ_CPU_CALIB_OPS                                                                                          \
+    .supports = sq_cpu_supports, .hess_new = sq_cpu_hess_new, .hess_add = sq_cpu_hess_add, .hess_finish = sq_cpu_hess_finish, \
+    .hess_free = sq_cpu_hess_free, .factor = sq_cpu_factor, .gptq = sq_cpu_gptq, .rtn = sq_cpu_rtn,                 \
+    .output_error = sq_cpu_output_error, .absmax = sq_cpu_absmax
+
 #endif
