@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../../formats/dtype.h"
+#include "../../kernels/cpu/cpu.h"
 #include "../../kernels/gptq_plan.h"
 #include "../../kernels/qmath.h"
 #include "../../quant/quant.h"
@@ -572,12 +573,64 @@ static void test_plan(void) {
     printf("plan: device GPTQ argument checks and memory estimates\n");
 }
 
+/* ---------------------------------------------------------------- the CPU's weight kinds (kernels/cpu/traits.c) */
+
+/* Each kind's fast rows_to_f32 equals its scalar row_to_f32_ref on every row (odd sizes), and
+ * sq_cpu_wkind_of names the kind of each weight. */
+static void test_wkinds(void) {
+    enum { R = 19, C = 96 };
+    float *wf = rand_vec(R * C, 0.5f), *fast = malloc(sizeof(float) * R * C), *row = malloc(sizeof(float) * C);
+    uint16_t *wh = malloc(sizeof(uint16_t) * R * C), *wb = malloc(sizeof(uint16_t) * R * C);
+    uint8_t *w8 = malloc(R * C);
+    uint32_t *codes = malloc(sizeof(uint32_t) * R * C / 4);
+    float scale[R * 3], zero[R * 3], f8s[R];
+    for (int i = 0; i < R * C; i++) wh[i] = sq_f32_to_f16(wf[i]), wb[i] = sq_f32_to_bf16(wf[i]), w8[i] = sq_f32_to_e4m3(wf[i] * 100);
+    for (int i = 0; i < R * C / 4; i++) codes[i] = (uint32_t)(urand() * 4294967296.0);
+    for (int i = 0; i < R * 3; i++) scale[i] = 0.01f + (float)urand(), zero[i] = (float)(int)(urand() * 8);
+    for (int i = 0; i < R; i++) f8s[i] = 0.001f * (1 + i);
+    sq_qweight q4 = {.bits = 4, .group_size = 32, .n_groups = 3, .codes = codes, .scale = scale, .zero = zero};
+    sq_qweight q8 = {.bits = 8, .group_size = 32, .n_groups = 3, .codes = codes, .scale = scale, .zero = zero};
+    sq_fp8weight f8 = {.scale = f8s, .per_channel = true};
+    const sq_wmat ws[SQ_WKIND_COUNT] = {
+        [SQ_WKIND_F32] = {.dtype = SQ_DT_F32, .rows = R, .cols = C, .data = wf},
+        [SQ_WKIND_F16] = {.dtype = SQ_DT_F16, .rows = R, .cols = C, .data = wh},
+        [SQ_WKIND_BF16] = {.dtype = SQ_DT_BF16, .rows = R, .cols = C, .data = wb},
+        [SQ_WKIND_INT4] = {.rows = R, .cols = C, .q = &q4},
+        [SQ_WKIND_INT8] = {.rows = R, .cols = C, .q = &q8},
+        [SQ_WKIND_FP8_E4M3] = {.dtype = SQ_DT_F8_E4M3, .rows = R, .cols = C, .data = w8, .f8 = &f8},
+    };
+    for (int kd = 0; kd < SQ_WKIND_COUNT; kd++) {
+        const sq_wkind_traits *t = sq_cpu_wkind_traits((sq_wkind)kd);
+        CHECK(sq_cpu_wkind_of(&ws[kd]) == kd, "kind of weight %d: %d", kd, sq_cpu_wkind_of(&ws[kd]));
+        CHECK(t && t->name && t->matmul && t->matmul_ref && t->row_to_f32_ref && t->rows_to_f32, "traits of kind %d", kd);
+        if (!t || !sq_cpu_has_avx2()) continue;
+        t->rows_to_f32(&ws[kd], 0, R, fast);
+        int bad = 0;
+        for (int r = 0; r < R; r++) {
+            t->row_to_f32_ref(&ws[kd], r, row);
+            bad += memcmp(row, fast + r * C, sizeof(float) * C) != 0;
+        }
+        CHECK(bad == 0, "kind %s: rows_to_f32 differs from the reference on %d rows", t->name, bad);
+        note("cpu", "wkind rows", t->name, "ok (19x96; exact)");
+    }
+    sq_wmat bad = {.dtype = SQ_DT_I32, .rows = 1, .cols = 1};
+    CHECK(sq_cpu_wkind_of(&bad) == -1, "an I32 weight is no kind");
+    free(wf);
+    free(fast);
+    free(row);
+    free(wh);
+    free(wb);
+    free(w8);
+    free(codes);
+}
+
 int main(void) {
     sq_err err = {0};
     cpu = sq_backend_cpu();
     ref = sq_backend_cpu_ref();
     test_qmath();
     test_plan();
+    test_wkinds();
     backends[nbackends++] = (backend){cpu, "cpu", true};
     const sq_backend_i *cuda = NULL;
     sq_status cs = sq_backend_get("cuda", &cuda, &err);
