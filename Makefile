@@ -42,16 +42,15 @@ CUDA_OBJ := $(CUDA_SRC:%.cu=$(BUILD)/%.o)
 CUDA_SO  := $(BUILD)/libspotq_cuda.so
 CUDA_LIBS := -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/targets/x86_64-linux/lib -lcusolver -lcublas -lcudart -lstdc++
 endif
-NVFLAGS  ?= -O2 -std=c++17 -arch=sm_90 -Xcompiler -Wall -Xcompiler -fPIC
+NVFLAGS  ?= -O2 -std=c++17 -arch=sm_90 -fmad=false -Xcompiler -Wall -Xcompiler -fPIC
 
 LIB      := $(BUILD)/libspotq.a
 BIN      := $(BUILD)/spotq
 TESTS    := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 REPLAY   := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=$(BUILD)/tests/replay_%)
-# With CUDA only: the GPU-vs-CPU tests (make test-cuda, needs a GPU) and the GPTQ block benchmark.
+# With CUDA only: the GPTQ block benchmark (make bench-cuda, needs a GPU).
 ifeq ($(CUDA),1)
-CUDA_TESTS := $(patsubst tests/cuda/%.c,$(BUILD)/tests/cuda/%,$(wildcard tests/cuda/test_*.c))
-CUDA_PROGS := $(CUDA_TESTS) $(BUILD)/bench/gptq_cuda
+CUDA_PROGS := $(BUILD)/bench/gptq_cuda
 endif
 
 .PHONY: all test debug test-debug fuzz bench install clean check-peers fixtures test-cuda bench-cuda
@@ -77,7 +76,7 @@ $(BUILD)/%.o: %.c
 	@echo "CC $<"
 	@$(CC) $(CFLAGS) -c -o $@ $<
 
-$(BUILD)/%.o: %.cu $(wildcard kernels/*.h) base/base.h formats/qpack.h
+$(BUILD)/%.o: %.cu $(wildcard kernels/*.h kernels/cuda/*.h kernels/cuda/*.cuh) base/base.h formats/qpack.h
 	@mkdir -p $(dir $@)
 	@echo "NVCC $<"
 	@$(NVCC) $(NVFLAGS) -c -o $@ $<
@@ -96,11 +95,6 @@ $(BUILD)/tests/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(LIB)
 test: $(BIN) $(TESTS) $(REPLAY)
 	@BUILD=$(BUILD) sh tests/run.sh
 
-$(BUILD)/tests/cuda/%: tests/cuda/%.c tests/unit/check.h tests/unit/fixture.h $(LIB) $(CUDA_SO)
-	@mkdir -p $(dir $@)
-	@echo "CC $<"
-	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
-
 # The CPU kernels' rates next to memcpy and OpenBLAS sgemm (make bench).
 $(BUILD)/bench/kernels: bench/kernels.c $(LIB)
 	@mkdir -p $(dir $@)
@@ -112,12 +106,12 @@ $(BUILD)/bench/gptq_cuda: bench/gptq_cuda.c $(LIB) $(CUDA_SO)
 	@echo "CC $<"
 	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
-# The quantisation tests on the CUDA path against the CPU reference (needs a GPU).
-test-cuda: $(CUDA_PROGS)
+# Every backend op against the CPU reference, the GPU's included (needs a GPU: a missing one fails).
+test-cuda: $(BUILD)/tests/test_backend_ops $(CUDA_PROGS)
 ifneq ($(CUDA),1)
 	@echo "make test-cuda: this build has no CUDA (nvcc not found; use make CUDA=1)"; exit 1
 else
-	@for t in $(CUDA_TESTS); do echo "RUN $$t"; $$t || exit 1; done
+	SPOTQ_NEED_DEVICE=cuda $(BUILD)/tests/test_backend_ops
 endif
 
 # The GPTQ benchmark of one 7B- and one 70B-shaped block on the GPU (needs a GPU).

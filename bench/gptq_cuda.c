@@ -9,7 +9,8 @@
 #include <strings.h>
 #include <time.h>
 
-#include "../quant/gptq_cuda.h"
+#include "../kernels/cuda/extras.h"
+#include "../quant/quant.h"
 
 typedef struct {
     const char *name;
@@ -45,7 +46,7 @@ typedef struct { double t_hess, t_factor, t_update, t_other, f_hess, f_factor, f
 /* Calibrates and quantises one block: per input site, the Hessian from nsamples x seqlen random tokens
  * (generated on the device, sample by sample, as a calibration pass would hand them over), then GPTQ of
  * every matrix reading that site. */
-static int run_block(const sq_gptq_gpu_i *gpu, const block_shape *b, int nsamples, int seqlen, totals *tot) {
+static int run_block(const sq_backend_i *be, const sq_cuda_extras_i *gpu, const block_shape *b, int nsamples, int seqlen, totals *tot) {
     const struct { int64_t k; int nm; mat m[3]; } sites[] = {
         {b->hidden, 3, {{"q", b->hidden}, {"k", b->kv}, {"v", b->kv}}},
         {b->hidden, 1, {{"o", b->hidden}}},
@@ -59,42 +60,44 @@ static int run_block(const sq_gptq_gpu_i *gpu, const block_shape *b, int nsample
     double t0 = now();
     for (size_t si = 0; si < sizeof sites / sizeof *sites; si++) {
         int64_t k = sites[si].k;
-        sq_hessian_gpu *hs = NULL;
+        sq_hess *hs = NULL;
         float *x = NULL;
         double th = now();
-        if (gpu->hessian_new(&hs, k, &err) || gpu->dev_alloc((void **)&x, (size_t)(seqlen * k) * sizeof *x, &err)) {
-            gpu->hessian_free(hs);
+        if (be->hess_new(&hs, k, NULL, &err) || gpu->dev_alloc((void **)&x, (size_t)(seqlen * k) * sizeof *x, &err)) {
+            be->hess_free(hs);
             return fail("Hessian buffers", &err);
         }
         for (int s = 0; s < nsamples; s++) {
             if (gpu->fill_random(x, seqlen, k, (uint64_t)(si * 100003 + (size_t)s), 1.0f, &err) ||
-                gpu->hessian_add(hs, x, true, seqlen, &err)) {
+                gpu->hess_add_device(hs, x, seqlen, &err)) {
                 gpu->dev_free(x);
-                gpu->hessian_free(hs);
+                be->hess_free(hs);
                 return fail("Hessian accumulation", &err);
             }
         }
-        if (gpu->hessian_finish(hs, NULL, &err)) { gpu->dev_free(x); gpu->hessian_free(hs); return fail("Hessian finish", &err); }
+        if (be->hess_finish(hs, &err)) { gpu->dev_free(x); be->hess_free(hs); return fail("Hessian finish", &err); }
         gpu->dev_free(x);
         tot->t_hess += now() - th;
         tot->f_hess += (double)nsamples * seqlen * (double)k * (double)(k + 1);
         for (int j = 0; j < sites[si].nm; j++) {
             int64_t n = sites[si].m[j].n;
             float *w = malloc((size_t)(n * k) * sizeof *w);
-            if (!w) { gpu->hessian_free(hs); fprintf(stderr, "gptq_cuda: FAIL: out of host memory\n"); return 1; }
+            if (!w) { be->hess_free(hs); fprintf(stderr, "gptq_cuda: FAIL: out of host memory\n"); return 1; }
             fill_weights(w, n * k, (uint64_t)(si * 7 + (size_t)j + 1));
             sq_qmatrix q;
-            sq_gptq_gpu_stats st;
+            sq_cuda_gptq_stats st;
+            sq_hessian hh = {.k = k, .be = be, .acc = hs};
             double tq = now();
-            sq_status s = sq_quant_gptq_cuda_ex(w, gpu->hessian_data(hs), true, n, k, &p, &q, &st, &err);
+            sq_status s = sq_quant_gptq_on(be, w, &hh, n, k, &p, &q, &err);
+            gpu->last_gptq_stats(&st);
             double wall = now() - tq;
             free(w);
-            if (s) { gpu->hessian_free(hs); return fail(sites[si].m[j].name, &err); }
+            if (s) { be->hess_free(hs); return fail(sites[si].m[j].name, &err); }
             int bad = 0;
             for (int64_t i = 0; i < n * k; i++) bad += q.q[i] > 15;
             tot->fallbacks += q.fallback;
             sq_qmatrix_free(&q);
-            if (bad) { gpu->hessian_free(hs); fprintf(stderr, "gptq_cuda: FAIL: %s: %d codes out of range\n", sites[si].m[j].name, bad); return 1; }
+            if (bad) { be->hess_free(hs); fprintf(stderr, "gptq_cuda: FAIL: %s: %d codes out of range\n", sites[si].m[j].name, bad); return 1; }
             tot->t_factor += st.t_factor;
             tot->t_update += st.t_update;
             tot->t_other += wall - st.t_factor - st.t_update; /* W upload, dead columns, permutation, copies back, host side */
@@ -104,7 +107,7 @@ static int run_block(const sq_gptq_gpu_i *gpu, const block_shape *b, int nsample
             fprintf(stderr, "  %s %-4s [%lld x %lld]: factor %.3f s (%d attempt%s), update %.3f s, total %.3f s\n", b->name,
                     sites[si].m[j].name, (long long)n, (long long)k, st.t_factor, st.attempts, st.attempts == 1 ? "" : "s", st.t_update, wall);
         }
-        gpu->hessian_free(hs);
+        be->hess_free(hs);
     }
     tot->wall = now() - t0;
     tot->peak = gpu->mem_peak();
@@ -129,9 +132,12 @@ int main(int argc, char **argv) {
     }
     if (nsamples < 1 || seqlen < 1) { fprintf(stderr, "gptq_cuda: --nsamples and --seqlen must be positive\n"); return 2; }
     sq_err err = {0};
-    const sq_gptq_gpu_i *gpu;
+    const sq_backend_i *be;
+    const sq_cuda_extras_i *(*extras)(void) = (const sq_cuda_extras_i *(*)(void))sq_cuda_symbol("sq_cuda_extras_impl", NULL, 0);
+    const sq_cuda_extras_i *gpu = extras ? extras() : NULL;
     char desc[256];
-    if (sq_gptq_cuda_get(&gpu, &err) || gpu->query(desc, sizeof desc, &err)) return fail("device", &err);
+    if (sq_backend_get("cuda", &be, &err) || be->query(desc, sizeof desc, &err)) return fail("device", &err);
+    if (!gpu) { fprintf(stderr, "gptq_cuda: FAIL: libspotq_cuda.so lacks sq_cuda_extras_impl\n"); return 1; }
     double sgemm, tf32;
     if (gpu->gemm_rate(8192, 8192, 8192, false, &sgemm, &err)) return fail("SGEMM rate", &err);
     if (gpu->gemm_rate(8192, 8192, 8192, true, &tf32, &err)) return fail("TF32 GEMM rate", &err);
@@ -145,7 +151,7 @@ int main(int argc, char **argv) {
         if (only && strcasecmp(only, b->name)) continue;
         totals t;
         fprintf(stderr, "%s block (hidden %lld, FFN %lld, k/v rows %lld)...\n", b->name, (long long)b->hidden, (long long)b->ffn, (long long)b->kv);
-        if (run_block(gpu, b, nsamples, seqlen, &t)) { rc = 1; break; }
+        if (run_block(be, gpu, b, nsamples, seqlen, &t)) { rc = 1; break; }
         printf("%s block: hidden %lld, FFN %lld, k/v rows %lld, %d matrices%s\n", b->name, (long long)b->hidden, (long long)b->ffn,
                (long long)b->kv, t.matrices, t.fallbacks ? " (SOME FELL BACK TO RTN)" : "");
         printf("  %-28s %11s %10s %10s %10s\n", "stage", "time", "TFLOP", "TFLOP/s", "of SGEMM");

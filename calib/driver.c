@@ -12,8 +12,6 @@
 #include "../formats/outdir.h"
 #include "../formats/text.h"
 #include "../formats/tokenizer.h"
-#include "../quant/fp8.h" /* sq_fp8_absmax */
-#include "../quant/gptq_cuda.h"
 #include "calib.h"
 
 const sq_calib_stage sq_calib_stages[4] = {
@@ -34,11 +32,11 @@ static bool tap(void *user, sq_site site, int unit, const float *x, int n, int d
     sq_calib *r = user;
     if (site != r->want || unit >= r->units) return false;
     double t = now();
-    if (unit >= r->u0 && unit < r->u1) sq_hessian_add(&r->hs[unit], x, n);
+    if (unit >= r->u0 && unit < r->u1 && !r->hess_err.code) sq_hessian_add(&r->hs[unit], x, n, &r->hess_err);
     if (r->counting) r->unit_tokens[unit] += n;
     if (r->counting && r->o.absmax) { /* max |x|: FP8 scales, and kept by spotq calib */
         int64_t bad;
-        float m = sq_fp8_absmax(x, (int64_t)n * dim, &bad);
+        float m = sq_backend_cpu()->absmax(x, (int64_t)n * dim, &bad);
         r->act_absmax[unit] = m < 0 ? INFINITY : fmaxf(r->act_absmax[unit], m);
     }
     r->t_hessian += now() - t;
@@ -72,22 +70,21 @@ void sq_calib_free_hessians(sq_calib *r) {
  * of FFN units u0 .. u1-1 of its `units` (one at attention sites) and, when counting (the stage's
  * first pass), every unit's token count and largest |x|. */
 static sq_status collect(sq_calib *r, int l, int si, int units, int u0, int u1, bool counting, sq_err *err) {
-    bool gpu = r->o.gpu;
+    const sq_backend_i *be = r->o.backend ? r->o.backend : sq_backend_cpu();
     sq_status s = SQ_OK;
     r->units = units;
     r->u0 = r->u1 = u0;
     r->counting = counting;
     for (int u = u0; u < u1 && !s; u++, r->u1++) {
         int64_t k = sq_model_linear_unit(r->m, l, u, stages[si].lin[0])->cols; /* the shared expert may be wider */
-        s = gpu ? sq_hessian_init_cuda(&r->hs[u], k, err) : sq_hessian_init(&r->hs[u], k, err);
+        s = sq_hessian_init_on(&r->hs[u], be, k, err);
     }
     for (int u = 0; u < units && counting; u++) r->unit_tokens[u] = 0, r->act_absmax[u] = 0;
     r->want = stages[si].site;
+    r->hess_err = (sq_err){0};
     if (!s) s = run_layer(r, l, false, tap, r, err);
-    for (int u = u0; u < u1 && !s; u++) {
-        sq_hessian_finish(&r->hs[u]);
-        s = sq_hessian_check(&r->hs[u], err);
-    }
+    if (!s && r->hess_err.code) s = (*err = r->hess_err).code;
+    for (int u = u0; u < u1 && !s; u++) s = sq_hessian_finish(&r->hs[u], err);
     return s;
 }
 

@@ -6,6 +6,7 @@
 #ifndef SQ_CALIB_DRIVER_H
 #define SQ_CALIB_DRIVER_H
 
+#include "../kernels/backend.h"
 #include "../quant/quant.h" /* sq_hessian */
 #include "../runtime/runtime.h"
 #include "stats.h"
@@ -28,7 +29,7 @@ typedef struct {
     const char *stats_in;        /* statistics from this file (spotq calib) instead of a live pass */
     int64_t max_hessian_bytes;   /* Hessians collected in one pass (0: SQ_CALIB_DEFAULT_HESSIAN_BYTES) */
     bool absmax;                 /* keep max |x| of every unit at the counted sites */
-    bool gpu;                    /* Hessians accumulated on the GPU (sq_hessian_init_cuda) */
+    const sq_backend_i *backend; /* the backend accumulating the Hessians of a pass (NULL: the CPU) */
 } sq_calib_opts;
 
 /* The experts of an MoE site are calibrated in groups whose Hessians fit this (1 GiB). */
@@ -58,6 +59,7 @@ typedef struct {
     bool counting;
     int max_units;               /* the most FFN units of any layer (experts and shared expert) */
     sq_hessian *hs;              /* (max_units) the Hessian of each unit's input at want */
+    sq_err hess_err;             /* the first failure of a Hessian accumulation in the tap (which returns no status) */
     int64_t *unit_tokens;        /* (max_units) tokens each unit saw there */
     float *act_absmax;           /* (max_units) max |x| there (o.absmax) */
     /* MoE bookkeeping */

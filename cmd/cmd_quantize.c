@@ -133,7 +133,10 @@ int cmd_quantize(int argc, char **argv) {
         if (strcmp(device, "cuda")) sq_fail(&err, SQ_ERR_UNSUPPORTED, "--device %s: calibration runs on the CPU for now", device);
         else if (o.method != SQ_METHOD_GPTQ) sq_fail(&err, SQ_ERR_UNSUPPORTED, "--device cuda: only --method gptq runs on the GPU for now");
         if (err.code) return sq_cmd_fail(&err);
-        o.device = SQ_DEVICE_CUDA;
+        char desc[256];
+        if (be->query(desc, sizeof desc, &err)) return sq_cmd_fail(&err);
+        sq_log(SQ_LOG_INFO, "GPTQ's Hessians and solves on %s", desc);
+        o.backend = be;
     }
     o.q = (sq_qparams){.bits = bits, .group_size = group, .sym = sym && !asym, .act_order = act, .static_groups = stat,
                        .damp = damp, .block_size = 128};

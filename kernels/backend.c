@@ -1,4 +1,4 @@
-/* backend.c: picks a backend by name. */
+/* backend.c: picks a backend by name; names its ops and grid kinds. */
 #include "backend.h"
 
 #include <dlfcn.h>
@@ -65,4 +65,15 @@ sq_status sq_backend_get(const char *name, const sq_backend_i **out, sq_err *err
     if (s) return s;
     *out = b;
     return SQ_OK;
+}
+
+const char *sq_op_name(sq_op op) {
+    static const char *names[SQ_OP_COUNT] = {"matmul", "embed", "rmsnorm", "rope", "attention", "swiglu", "add", "hessian",
+                                             "factor", "gptq", "rtn", "output_error", "absmax"};
+    return op >= 0 && op < SQ_OP_COUNT ? names[op] : "?";
+}
+
+const char *sq_qgrid_name(sq_qgrid_kind kind) {
+    static const char *names[SQ_QGRID_COUNT] = {"int-minmax", "int-mse", "fp8-tensor", "fp8-channel"};
+    return kind >= 0 && kind < SQ_QGRID_COUNT ? names[kind] : "?";
 }

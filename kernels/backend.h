@@ -3,12 +3,15 @@
  *
  * A backend is a table of function pointers: a device query, an execution context (threads,
  * scratch), and the numeric kernels the runtime is built from. A backend may leave the kernels NULL
- * (the runtime then refuses to run on it). All pointers given to the kernels are host memory. */
+ * (the runtime then refuses to run on it); supports() says which ops it has. All pointers given to the
+ * kernels are host memory; a statistic a backend builds (sq_hess) stays in the backend's memory (the
+ * device's for CUDA) until the op that uses it, and is copied to the host only when finished. */
 #ifndef SQ_BACKEND_H
 #define SQ_BACKEND_H
 
 #include "../base/base.h"
 #include "../formats/dtype.h"
+#include "../formats/qpack.h"
 
 /* A weight matrix as the kernels read it: row-major (rows, cols), in the checkpoint's dtype.
  * data aliases the checkpoint's mmap and is never owned or copied whole; a kernel converts rows or
@@ -68,6 +71,55 @@ static inline int sq_attn_first_key(const sq_attn *a, int pos) { return a->windo
  * share it. Kernels on one context must not be called from two threads at once. */
 typedef struct sq_kctx sq_kctx;
 
+/* ---------------------------------------------------------------- calibration ops' types */
+
+/* Every op of the interface, for supports(). */
+typedef enum {
+    SQ_OP_MATMUL, SQ_OP_EMBED, SQ_OP_RMSNORM, SQ_OP_ROPE, SQ_OP_ATTENTION, SQ_OP_SWIGLU, SQ_OP_ADD,
+    SQ_OP_HESSIAN,       /* hess_new / hess_add / hess_finish / hess_free */
+    SQ_OP_FACTOR,        /* damped Cholesky factorisation and inverse */
+    SQ_OP_GPTQ,          /* the GPTQ sweep (per grid kind: supports_grid) */
+    SQ_OP_RTN,           /* round to nearest (per grid kind) */
+    SQ_OP_OUTPUT_ERROR,
+    SQ_OP_ABSMAX,
+    SQ_OP_COUNT
+} sq_op;
+const char *sq_op_name(sq_op op);
+
+/* The grid a quantiser rounds onto. Integer grids: per-group scale and zero (kernels/qmath.h), from the
+ * group's min and max or searched for the least importance-weighted error (mse); FP8: E4M3 with fixed
+ * scales, one per tensor or one per output channel. */
+typedef enum { SQ_QGRID_INT_MINMAX, SQ_QGRID_INT_MSE, SQ_QGRID_FP8_TENSOR, SQ_QGRID_FP8_CHANNEL, SQ_QGRID_COUNT } sq_qgrid_kind;
+const char *sq_qgrid_name(sq_qgrid_kind kind);
+
+typedef struct {
+    sq_qgrid_kind kind;
+    int bits;                /* integer: 4 or 8 */
+    int group_size;          /* integer: columns per group; <= 0: one group of K */
+    bool sym;                /* integer */
+    bool static_groups;      /* integer, GPTQ: every group's grid fixed from the original W */
+    double norm;             /* mse: exponent of the error minimised (<= 0: 2) */
+    const float *imp;        /* mse: importance of each input column [K] (NULL: all 1); GPTQ takes diag(H) itself */
+    const float *fp8_scale;  /* FP8: (N) per channel, or (1) */
+} sq_qgrid;
+
+/* Where a quantiser's codes go: integer grids fill q (allocated by the caller with
+ * sq_qmatrix_alloc(n, k, bits, group_size)): codes, scales, zeros and g_idx; FP8 fills codes (N, K). */
+typedef struct {
+    sq_qmatrix *q;
+    uint8_t *codes;
+} sq_qout;
+
+/* GPTQ's settings besides the grid. */
+typedef struct {
+    bool act_order;          /* columns in descending diag(H) */
+    double damp;             /* fraction of mean(diag H) added to the diagonal (raised tenfold up to 3 times) */
+    int block_size;          /* lazy-batch width (<= 0: 128) */
+} sq_gptq_args;
+
+/* A Hessian accumulator on a backend: H = 2/T sum x x^T over T tokens, kept as a running mean. */
+typedef struct sq_hess sq_hess;
+
 typedef struct sq_backend_i {
     const char *name;                  /* "cpu", "cpu-ref", "cuda" */
     /* Describes the device in one line (model, memory); fails when none is usable. */
@@ -92,6 +144,33 @@ typedef struct sq_backend_i {
     void (*swiglu)(sq_kctx *c, const float *gate, const float *up, float *out, int64_t m);
     /* y (m) += x (m) */
     void (*add)(sq_kctx *c, float *y, const float *x, int64_t m);
+
+    /* Whether this backend has op (and, for SQ_OP_GPTQ and SQ_OP_RTN, that grid kind; ignored otherwise). */
+    bool (*supports)(sq_op op, sq_qgrid_kind grid);
+
+    /* ---- calibration ops (W [N, K] row-major, H [K, K] row-major symmetric, X [T, K]; host memory) ---- */
+    /* A Hessian of K inputs that hess_finish makes symmetric and leaves in h [K, K], host memory the
+     * caller owns (zeroed; the CPU accumulates in it, a device copies it there when finished). */
+    sq_status (*hess_new)(sq_hess **out /* OUT */, int64_t k, float *h, sq_err *err);
+    /* Adds T tokens x [T, K]. */
+    sq_status (*hess_add)(sq_hess *hs, const float *x, int64_t t, sq_err *err);
+    sq_status (*hess_finish)(sq_hess *hs, sq_err *err);
+    void (*hess_free)(sq_hess *hs); /* NULL is fine */
+
+    /* u [K, K] = the upper Cholesky factor of (H + d mean(diag H) I)^-1, trying d = damp, then tenfold up
+     * to three times; *damp_used = the d that factored, or -1 (u then holds nothing useful). */
+    sq_status (*factor)(const float *h, float *u, int64_t k, double damp, double *damp_used /* OUT */, sq_err *err);
+    /* GPTQ's sweep of W with H onto grid g (IST-DASLab's reference step for step: dead inputs, act-order,
+     * damped factorisation, lazy blocks). hs, when not NULL, is this backend's accumulator of the same H
+     * (a device may use its own copy instead of h). *damp_used as factor's; -1: nothing was written. */
+    sq_status (*gptq)(const float *w, const float *h, const sq_hess *hs, int64_t n, int64_t k, const sq_qgrid *g, const sq_gptq_args *a,
+                      sq_qout *out, double *damp_used /* OUT */, sq_err *err);
+    /* Round to nearest of W onto g (integer: g_idx c / group_size). */
+    sq_status (*rtn)(const float *w, int64_t n, int64_t k, const sq_qgrid *g, sq_qout *out, sq_err *err);
+    /* ||W X^T - Q X^T||_F / ||W X^T||_F from H: sqrt(tr(D H D^T) / tr(W H W^T)), D = W - Q. */
+    sq_status (*output_error)(const float *w, const float *q, const float *h, int64_t n, int64_t k, double *out /* OUT */, sq_err *err);
+    /* max |x| over n values; NaN or Inf gives -1 with *bad its index (else -1). */
+    float (*absmax)(const float *x, int64_t n, int64_t *bad /* OUT */);
 } sq_backend_i;
 
 const sq_backend_i *sq_backend_cpu(void);

@@ -12,22 +12,11 @@ float sq_fp8_scale(float absmax) {
     return s > 0 ? s : FLT_EPSILON;
 }
 
-float sq_fp8_absmax(const float *w, int64_t n, int64_t *bad) {
-    float m = 0;
-    for (int64_t i = 0; i < n; i++) {
-        if (!isfinite(w[i])) {
-            *bad = i;
-            return -1;
-        }
-        m = fmaxf(m, fabsf(w[i]));
-    }
-    *bad = -1;
-    return m;
-}
+float sq_fp8_absmax(const float *w, int64_t n, int64_t *bad) { return sq_backend_cpu()->absmax(w, n, bad); }
 
 /* code = e4m3(clamp(w / s)); the clamp only matters for the last ulp of the division (and for a shared
  * scale it never does, before GPTQ's updates), but it is what the peers do. */
-static inline uint8_t code_of(float w, float s) { return sq_f32_to_e4m3(fmaxf(-SQ_FP8_MAX, fminf(w / s, SQ_FP8_MAX))); }
+static inline uint8_t code_of(float w, float s) { return sq_qm_fp8_code(w, s); }
 
 static void quant_row(const float *w, int64_t k, float s, uint8_t *codes) {
     for (int64_t j = 0; j < k; j++) codes[j] = code_of(w[j], s);
@@ -60,29 +49,14 @@ void sq_fp8_dequant(const uint8_t *codes, const float *scales, int64_t n, int64_
     }
 }
 
-/* E4M3 with fixed scales as GPTQ's sweep rounds onto it. */
-typedef struct {
-    sq_gptq_grid base;
-    const float *scales;
-    bool per_channel;
-    uint8_t *codes;      /* (N, K) */
-    int64_t n, k;
-} fp8_grid;
-
-static void fp8_column(sq_gptq_grid *gg, int64_t col, int64_t src, const float *wt, const float *wc, float *dq) {
-    (void)col;
-    (void)wt;
-    fp8_grid *g = (fp8_grid *)gg;
-    for (int64_t r = 0; r < g->n; r++) {
-        float s = g->scales[g->per_channel ? r : 0];
-        uint8_t c = code_of(wc[r], s);
-        g->codes[r * g->k + src] = c;
-        dq[r] = sq_e4m3_to_f32(c) * s;
-    }
-}
-
 sq_status sq_fp8_gptq(const float *w, const float *h, int64_t n, int64_t k, bool per_channel, const float *scales, bool act_order,
                       double damp, uint8_t *codes, double *damp_used, sq_err *err) {
-    fp8_grid g = {.base = {.column = fp8_column}, .scales = scales, .per_channel = per_channel, .codes = codes, .n = n, .k = k};
-    return sq_gptq_sweep(w, h, n, k, act_order, damp, 128, &g.base, damp_used, err);
+    sq_qgrid g = {.kind = per_channel ? SQ_QGRID_FP8_CHANNEL : SQ_QGRID_FP8_TENSOR, .fp8_scale = scales};
+    sq_gptq_args a = {.act_order = act_order, .damp = damp, .block_size = 128};
+    sq_qout o = {.codes = codes};
+    sq_status s = sq_backend_cpu()->gptq(w, h, NULL, n, k, &g, &a, &o, damp_used, err);
+    if (!s && *damp_used < 0)
+        sq_log(SQ_LOG_WARN, "GPTQ: Hessian [%lld x %lld] will not factor even with damping %.3g; using RTN for this matrix",
+               (long long)k, (long long)k, damp * 1000);
+    return s;
 }

@@ -38,9 +38,9 @@ typedef struct sq_method_row {
     /* Before the linears of one unit of a stage are quantised: FP8's shared scales. why: the reasons
      * each linear of the unit is kept ("" when quantised), by sq_lin. */
     sq_status (*unit_begin)(sq_qrun *r, int l, int si, int unit, const char (*why)[128], sq_err *err);
-    /* Quantises linear `which` of unit `unit` of layer l with that unit's Hessian h (NULL data-free),
+    /* Quantises linear `which` of unit `unit` of layer l with that unit's Hessian (hs->h NULL data-free),
      * writes it and its report row. */
-    sq_status (*quantize)(sq_qrun *r, int l, int unit, sq_lin which, const float *h, sq_err *err);
+    sq_status (*quantize)(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err);
     /* After the block's stages; NULL: the quantised block's outputs are the next block's inputs. */
     sq_status (*block_end)(sq_qrun *r, int l, sq_err *err);
     /* A source tensor the method writes itself with its block (AWQ: what it folds into); NULL: none. */
@@ -50,19 +50,19 @@ typedef struct sq_method_row {
 const sq_method_row *sq_method_row_of(sq_method m);
 
 /* The rows' hooks (method_rtn.c, method_fp8.c, method_awq.c). */
-sq_status sq_rtn_quantize(sq_qrun *r, int l, int unit, sq_lin which, const float *h, sq_err *err);
-sq_status sq_gptq_linear(sq_qrun *r, int l, int unit, sq_lin which, const float *h, sq_err *err);
+sq_status sq_rtn_quantize(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err);
+sq_status sq_gptq_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err);
 sq_status sq_fp8_init(sq_qrun *r, sq_err *err);
 void sq_fp8_fini(sq_qrun *r);
 sq_status sq_fp8_unit_begin(sq_qrun *r, int l, int si, int unit, const char (*why)[128], sq_err *err);
-sq_status sq_fp8_linear(sq_qrun *r, int l, int unit, sq_lin which, const float *h, sq_err *err);
-sq_status sq_fp8_gptq_linear(sq_qrun *r, int l, int unit, sq_lin which, const float *h, sq_err *err);
+sq_status sq_fp8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err);
+sq_status sq_fp8_gptq_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err);
 sq_status sq_awq_init(sq_qrun *r, sq_err *err);
 void sq_awq_fini(sq_qrun *r);
 sq_status sq_awq_block_begin(sq_qrun *r, int l, sq_err *err);
 sq_status sq_awq_stage_hessians(sq_qrun *r, int l, int si, int u0, int u1, sq_err *err);
-sq_status sq_awq_linear(sq_qrun *r, int l, int unit, sq_lin which, const float *h, sq_err *err);
-sq_status sq_awq_gptq_linear(sq_qrun *r, int l, int unit, sq_lin which, const float *h, sq_err *err);
+sq_status sq_awq_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err);
+sq_status sq_awq_gptq_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err);
 bool sq_awq_writes_tensor(const char *name);
 sq_status sq_awq_block_end(sq_qrun *r, int l, sq_err *err);
 /* AWQ's figures for spotq.json: the largest relative change folding made to a block's output and to

@@ -438,15 +438,18 @@ sq_status sq_awq_stage_hessians(sq_qrun *r, int l, int si, int u0, int u1, sq_er
         const feat_buf *f = feat(a, site, u);
         int64_t k = sq_model_linear_unit(r->m, l, u, sq_calib_stages[si].lin[0])->cols;
         if ((s = sq_hessian_init(&cal->hs[u], k, err))) break;
-        if (f->n) sq_hessian_add(&cal->hs[u], f->x, f->n);
-        sq_hessian_finish(&cal->hs[u]);
+        if ((f->n && (s = sq_hessian_add(&cal->hs[u], f->x, f->n, err))) || (s = sq_hessian_finish(&cal->hs[u], err))) {
+            sq_hessian_free(&cal->hs[u]);
+            break;
+        }
     }
     cal->t_hessian += sq_pl_now() - th;
     return s;
 }
 
 /* The AWQ grid, or GPTQ on the scaled weights with the scaled inputs' Hessian; written. */
-static sq_status awq_linear(sq_qrun *r, int l, int unit, sq_lin which, const float *h, bool gptq, sq_err *err) {
+static sq_status awq_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, bool gptq, sq_err *err) {
+    const float *h = hs->h;
     awq_state *a = r->ms;
     const sq_wmat *wm = sq_model_linear_unit(r->m, l, unit, which);
     int64_t n = wm->rows, k = wm->cols;
@@ -481,12 +484,12 @@ static sq_status awq_linear(sq_qrun *r, int l, int unit, sq_lin which, const flo
     return s;
 }
 
-sq_status sq_awq_linear(sq_qrun *r, int l, int unit, sq_lin which, const float *h, sq_err *err) {
-    return awq_linear(r, l, unit, which, h, false, err);
+sq_status sq_awq_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err) {
+    return awq_linear(r, l, unit, which, hs, false, err);
 }
 
-sq_status sq_awq_gptq_linear(sq_qrun *r, int l, int unit, sq_lin which, const float *h, sq_err *err) {
-    return awq_linear(r, l, unit, which, h, true, err);
+sq_status sq_awq_gptq_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err) {
+    return awq_linear(r, l, unit, which, hs, true, err);
 }
 
 static bool ends_with(const char *s, const char *tail) {

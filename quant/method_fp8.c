@@ -80,7 +80,8 @@ sq_status sq_fp8_unit_begin(sq_qrun *r, int l, int si, int unit, const char (*wh
 
 /* Quantises linear `which` of layer l to E4M3, writes it, and makes the model run it as FP8 (its
  * activations too, with in_scale when static), so later sites calibrate on what deployment computes. */
-static sq_status fp8_linear(sq_qrun *r, int l, int unit, sq_lin which, const float *h, bool gptq, sq_err *err) {
+static sq_status fp8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, bool gptq, sq_err *err) {
+    const float *h = hs->h;
     fp8_state *f8s = r->ms;
     float tensor_absmax = f8s->tensor_absmax, in_scale = f8s->in_scale;
     const sq_wmat *wm = sq_model_linear_unit(r->m, l, unit, which);
@@ -136,10 +137,10 @@ static sq_status fp8_linear(sq_qrun *r, int l, int unit, sq_lin which, const flo
 }
 
 
-sq_status sq_fp8_linear(sq_qrun *r, int l, int unit, sq_lin which, const float *h, sq_err *err) {
-    return fp8_linear(r, l, unit, which, h, false, err);
+sq_status sq_fp8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err) {
+    return fp8_linear(r, l, unit, which, hs, false, err);
 }
 
-sq_status sq_fp8_gptq_linear(sq_qrun *r, int l, int unit, sq_lin which, const float *h, sq_err *err) {
-    return fp8_linear(r, l, unit, which, h, true, err);
+sq_status sq_fp8_gptq_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err) {
+    return fp8_linear(r, l, unit, which, hs, true, err);
 }

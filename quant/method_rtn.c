@@ -7,14 +7,14 @@
 #include <string.h>
 
 #include "../formats/dtype.h"
-#include "gptq_cuda.h"
 #include "method.h"
 
 #define output_error sq_pl_output_error
 
 /* Quantises linear `which` of unit `unit` of layer l with that unit's Hessian; swaps the dequantised
  * weights into the model so the rest of the block runs on them. */
-static sq_status quantize_linear(sq_qrun *r, int l, int unit, sq_lin which, const float *h, bool gptq, sq_err *err) {
+static sq_status quantize_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, bool gptq, sq_err *err) {
+    const float *h = hs->h;
     const sq_wmat *wm = sq_model_linear_unit(r->m, l, unit, which);
     int64_t n = wm->rows, k = wm->cols;
     sq_report_row *rep = sq_pl_new_row(r, l, unit, which, wm);
@@ -52,8 +52,7 @@ static sq_status quantize_linear(sq_qrun *r, int l, int unit, sq_lin which, cons
     free(imp);
     if (gptq) {
         sq_qmatrix_free(&q);
-        s = r->o->device == SQ_DEVICE_CUDA ? sq_quant_gptq_cuda(w, h, n, k, &r->o->q, &q, err)
-                                           : sq_quant_gptq(w, h, n, k, &r->o->q, &q, err);
+        s = sq_quant_gptq_on(r->o->backend ? r->o->backend : sq_backend_cpu(), w, hs, n, k, &r->o->q, &q, err);
         if (s) { free(w); free(dq); return s; }
         sq_qmatrix_dequant(&q, dq);
         rep->err = output_error(w, dq, h, n, k);
@@ -70,10 +69,10 @@ static sq_status quantize_linear(sq_qrun *r, int l, int unit, sq_lin which, cons
     return sq_pl_use_dequantized(r, l, unit, which, dq, err);
 }
 
-sq_status sq_rtn_quantize(sq_qrun *r, int l, int unit, sq_lin which, const float *h, sq_err *err) {
-    return quantize_linear(r, l, unit, which, h, false, err);
+sq_status sq_rtn_quantize(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err) {
+    return quantize_linear(r, l, unit, which, hs, false, err);
 }
 
-sq_status sq_gptq_linear(sq_qrun *r, int l, int unit, sq_lin which, const float *h, sq_err *err) {
-    return quantize_linear(r, l, unit, which, h, true, err);
+sq_status sq_gptq_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err) {
+    return quantize_linear(r, l, unit, which, hs, true, err);
 }

@@ -53,7 +53,7 @@ static sq_status quantize_stage(sq_qrun *r, int l, int si, sq_err *err) {
         for (int u = u0; u < u1 && !s; u++) {
             if (m->unit_begin) s = m->unit_begin(r, l, si, u, (const char (*)[128])why[u], err);
             for (int j = 0; j < stages[si].n && !s; j++)
-                if (!why[u][lin[j]][0]) s = m->quantize(r, l, u, lin[j], cal->hs[u].h, err);
+                if (!why[u][lin[j]][0]) s = m->quantize(r, l, u, lin[j], &cal->hs[u], err);
         }
         sq_calib_free_hessians(cal);
     }
@@ -246,7 +246,7 @@ sq_status sq_quantize_model(const sq_quantize_opts *opts, sq_err *err) {
     sq_calib_opts co = {.model = o->model, .calib = o->calib, .nsamples = o->nsamples, .seqlen = o->seqlen, .seed = o->seed,
                         .stats_in = o->stats_in, .max_hessian_bytes = o->max_hessian_bytes,
                         .absmax = (r->meth->needs & SQ_NEED_ABSMAX) != 0,
-                        .gpu = o->device == SQ_DEVICE_CUDA && r->meth->gpu};
+                        .backend = r->meth->gpu ? o->backend : NULL};
     if ((s = sq_calib_begin(&p.cal, r->m, &co, err))) goto done;
     resolved.nsamples = p.cal.o.nsamples, resolved.seqlen = p.cal.o.seqlen; /* as calibrated (--seqlen 0 resolved) */
     int64_t nlin = 0;

@@ -16,8 +16,6 @@ typedef enum { SQ_FORMAT_GPTQ, SQ_FORMAT_CT, SQ_FORMAT_AWQ, SQ_FORMAT_FP8, SQ_FO
 /* FP8 activations: kept in float (weight-only), a static per-tensor scale from calibration (max |x| at
  * the linear's input / 448), or per-token scales computed at run time (nothing stored). */
 typedef enum { SQ_ACT_NONE, SQ_ACT_STATIC, SQ_ACT_DYNAMIC } sq_act;
-/* Where GPTQ's Hessian and solve run (--device); everything else stays on the CPU for now. */
-typedef enum { SQ_DEVICE_CPU, SQ_DEVICE_CUDA } sq_device;
 
 typedef struct {
     const char *model;           /* source checkpoint */
@@ -42,7 +40,7 @@ typedef struct {
     bool awq_clip;               /* AWQ: the clipping search (default on; never on q and k) */
     bool fp8_per_channel;        /* fp8: one weight scale per output channel (compressed-tensors only); else per tensor */
     sq_act act;                  /* fp8: activations (vLLM's fp8 format has no weight-only form: static or dynamic) */
-    sq_device device;            /* gptq: Hessian accumulation and the GPTQ solve on the GPU (SQ_DEVICE_CUDA) */
+    const struct sq_backend_i *backend; /* gptq: the backend of the Hessian accumulation and the GPTQ solve (--device; NULL: the CPU) */
     int64_t max_shard_bytes;     /* tensor bytes per output shard (0: SQ_DEFAULT_SHARD_BYTES) */
     int64_t max_hessian_bytes;   /* Hessians collected in one pass, e.g. a group of experts (0: SQ_CALIB_DEFAULT_HESSIAN_BYTES) */
     const char *stats_in;        /* quantize from these statistics (spotq calib) instead of calibrating */

@@ -40,7 +40,7 @@ sq_status sq_quantize_resolve(sq_quantize_opts *o, sq_err *err) {
      * qwen3_moe matrix fixture) while the calibration-weighted one is better (0.000514). */
     if (o->grid_auto) {
         bool data_free_8 = o->q.bits == 8 && m->calib_optional && m->int_format && !o->calib && !o->stats_in;
-        o->q.grid = m->own_grid || o->device == SQ_DEVICE_CUDA || data_free_8 ? SQ_GRID_MINMAX : SQ_GRID_MSE;
+        o->q.grid = m->own_grid || o->backend || data_free_8 ? SQ_GRID_MINMAX : SQ_GRID_MSE;
         o->grid_auto = false;
     }
     if (o->q.bits != 4 && o->q.bits != 8) return sq_fail(err, SQ_ERR_ARG, "--bits %d: spotq writes 4 or 8 bits", o->q.bits);
@@ -50,8 +50,10 @@ sq_status sq_quantize_resolve(sq_quantize_opts *o, sq_err *err) {
     if (!(o->q.damp > 0)) return sq_fail(err, SQ_ERR_ARG, "--damp must be positive");
     if (o->q.grid == SQ_GRID_MSE && m->own_grid)
         return sq_fail(err, SQ_ERR_ARG, "--grid mse applies to rtn, gptq and awq+gptq (--method %s has a grid of its own)", m->name);
-    if (o->q.grid == SQ_GRID_MSE && o->device == SQ_DEVICE_CUDA)
-        return sq_fail(err, SQ_ERR_UNSUPPORTED, "--grid mse: GPTQ on the GPU has the minmax grid only (use --grid minmax or --device cpu)");
+    const sq_backend_i *be = o->backend ? o->backend : sq_backend_cpu(); /* the backend of the Hessians and GPTQ solves (--device) */
+    if (m->gpu && !be->supports(SQ_OP_GPTQ, o->q.grid == SQ_GRID_MSE ? SQ_QGRID_INT_MSE : SQ_QGRID_INT_MINMAX))
+        return sq_fail(err, SQ_ERR_UNSUPPORTED, "--grid %s: GPTQ on the %s backend lacks that grid (use --grid minmax or --device cpu)",
+                       o->q.grid == SQ_GRID_MSE ? "mse" : "minmax", be->name);
     bool data_free = m->calib_optional && (m->int_format || o->act != SQ_ACT_STATIC);
     if (o->stats_in && (o->calib || (m->needs & SQ_NEED_FEATURES)))
         return sq_fail(err, SQ_ERR_ARG, "--stats replaces --calib, for rtn, gptq, fp8 and fp8+gptq (awq needs the activations themselves)");

@@ -1,11 +1,13 @@
 /* quant.h: weight quantisation of one linear layer: RTN and GPTQ, into a format-neutral integer form
- * that the packers in formats/ turn into GPTQ, AWQ or compressed-tensors tensors.
+ * that the packers in formats/ turn into GPTQ, AWQ or compressed-tensors tensors. The arithmetic is a
+ * backend's calibration ops (kernels/backend.h); the functions without a backend argument use the CPU's.
  *
  * Layout: W is [N, K] row-major (PyTorch's [out_features, in_features]). */
 #ifndef SQ_QUANT_H
 #define SQ_QUANT_H
 
 #include "../formats/qpack.h"
+#include "../kernels/backend.h"
 
 /* How a group's scale (and zero) is chosen: from its min and max (the GPTQ reference's default), or
  * searched over shrunk ranges for the least error weighted by the calibration's per-input importance. */
@@ -34,31 +36,35 @@ sq_status sq_quant_rtn(const float *w, int64_t n, int64_t k, const sq_qparams *p
 sq_status sq_quant_rtn_weighted(const float *w, int64_t n, int64_t k, const sq_qparams *p, const float *imp, sq_qmatrix *out /* OUT */,
                                 sq_err *err);
 
+/* Hessian accumulator: H = 2/T * sum over tokens of x x^T, kept as a running mean like the reference,
+ * by a backend's hess ops (on a device until finished); h is the host copy, complete once finished. */
+typedef struct {
+    int64_t k;
+    int64_t tokens;
+    float *h;                 /* [K, K] */
+    const sq_backend_i *be;   /* the backend accumulating it (NULL: h was filled by the caller) */
+    sq_hess *acc;             /* its accumulator */
+} sq_hessian;
+/* On the CPU; sq_hessian_init_on: on backend be. */
+sq_status sq_hessian_init(sq_hessian *hs, int64_t k, sq_err *err);
+sq_status sq_hessian_init_on(sq_hessian *hs, const sq_backend_i *be, int64_t k, sq_err *err);
+/* Adds T tokens x [T, K] (row-major, host memory)... */
+sq_status sq_hessian_add(sq_hessian *hs, const float *x, int64_t t, sq_err *err);
+/* ...until this makes h the full symmetric matrix. */
+sq_status sq_hessian_finish(sq_hessian *hs, sq_err *err);
+void sq_hessian_free(sq_hessian *hs);
+
 /* GPTQ of W [N, K] with the Hessian H [K, K] (2/T sum x x^T over T calibration tokens, row-major,
  * symmetric; not modified), as IST-DASLab's reference does it. A Hessian that will not factor gets its
  * damping raised tenfold, up to three times, then RTN (out->fallback = 1), with a warning through sq_log. */
 sq_status sq_quant_gptq(const float *w, const float *h, int64_t n, int64_t k, const sq_qparams *p, sq_qmatrix *out /* OUT */,
                         sq_err *err);
-
-/* Hessian accumulator: H = 2/T * sum over tokens of x x^T, kept as a running mean like the reference. */
-typedef struct {
-    int64_t k;
-    int64_t tokens;
-    float *h;            /* [K, K] */
-    void *dev;           /* the GPU accumulator (sq_hessian_init_cuda in gptq_cuda.h); NULL on the CPU */
-    sq_err dev_err;      /* its first failure (add and finish return nothing): see sq_hessian_check */
-} sq_hessian;
-sq_status sq_hessian_init(sq_hessian *hs, int64_t k, sq_err *err);
-/* Adds T tokens x [T, K] (row-major). Only the upper triangle is kept up to date... */
-void sq_hessian_add(sq_hessian *hs, const float *x, int64_t t);
-/* ...until this fills the lower one, making h the full symmetric matrix. */
-void sq_hessian_finish(sq_hessian *hs);
-void sq_hessian_free(sq_hessian *hs);
-/* SQ_OK, or the first failure of a GPU accumulator's add or finish (always SQ_OK on the CPU). */
-sq_status sq_hessian_check(const sq_hessian *hs, sq_err *err);
+/* The same on backend be, with the finished Hessian hs (when hs was accumulated on be, its copy there is used). */
+sq_status sq_quant_gptq_on(const sq_backend_i *be, const float *w, const sq_hessian *hs, int64_t n, int64_t k, const sq_qparams *p,
+                           sq_qmatrix *out /* OUT */, sq_err *err);
 
 /* ||W X^T - Q X^T||_F / ||W X^T||_F over the calibration inputs, computed from H (no X needed):
- * tr(D H D^T) / tr(W H W^T) with D = W - Q, square-rooted. */
+ * tr(D H D^T) / tr(W H W^T) with D = W - Q, square-rooted. NaN when out of memory. */
 double sq_quant_output_error(const float *w, const float *q, const float *h, int64_t n, int64_t k);
 
 #endif

@@ -6,10 +6,10 @@
 set -e
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build/release}
-make -j"$(nproc)" CUDA=1 all "$BUILD/tests/test_gptq" "$BUILD/tests/test_gptq_cuda_plan" "$BUILD/tests/cuda/test_gptq_cuda" "$BUILD/bench/gptq_cuda"
+make -j"$(nproc)" CUDA=1 all "$BUILD/tests/test_gptq" "$BUILD/tests/test_backend_ops" "$BUILD/bench/gptq_cuda"
 rm -rf build/gpu-libs
 mkdir -p build/gpu-libs
-for bin in "$BUILD/spotq" "$BUILD/libspotq_cuda.so" "$BUILD/tests/cuda/test_gptq_cuda" "$BUILD/bench/gptq_cuda"; do
+for bin in "$BUILD/spotq" "$BUILD/libspotq_cuda.so" "$BUILD/tests/test_backend_ops" "$BUILD/bench/gptq_cuda"; do
     ldd "$bin" | awk '/=> \// { print $3 }'
 done | sort -u | grep -vE '/(libc|libm|libpthread|libdl|librt|libgcc_s|libstdc\+\+)\.so|/ld-linux|libcu|libnvJitLink' |
     while read -r lib; do cp -L "$lib" build/gpu-libs/; done

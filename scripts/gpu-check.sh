@@ -1,7 +1,8 @@
 #!/bin/sh
-# gpu-check.sh: the one script to run on a machine with an NVIDIA GPU: builds spotq with CUDA, runs the
-# CUDA-vs-CPU tests (make test-cuda), then benchmarks GPTQ of a Llama-7B- and a Llama-70B-shaped block
-# (bench/gptq_cuda.c) and prints its table. Every step is time-limited; any failure prints
+# gpu-check.sh: the one script to run on a machine with an NVIDIA GPU: builds spotq with CUDA, runs every
+# backend op against the CPU reference (tests/unit/test_backend_ops.c, the CUDA ops included: a missing
+# GPU fails it here), quantize --device cuda on the bundled model, then benchmarks GPTQ of a Llama-7B- and
+# a Llama-70B-shaped block (bench/gptq_cuda.c) and prints its table. Every step is time-limited; any failure prints
 # "gpu-check: FAIL: <step>" with the tail of its log and exits 1. Expected: a few minutes in all
 # (build ~1-2 min, tests ~10 s, benchmark well under a minute on an H100).
 # Usage: sh scripts/gpu-check.sh [--quick]   (--quick: 16 calibration samples instead of 128)
@@ -31,28 +32,24 @@ NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 
 if [ "${SKIP_BUILD:-0}" = 1 ]; then
     step "SKIP_BUILD=1: using the binaries in $BUILD"
-    for f in spotq tests/test_gptq tests/test_gptq_cuda_plan tests/cuda/test_gptq_cuda bench/gptq_cuda; do
+    for f in spotq libspotq_cuda.so tests/test_gptq tests/test_backend_ops bench/gptq_cuda; do
         [ -x "$BUILD/$f" ] || fail "SKIP_BUILD=1 but $BUILD/$f is missing" /dev/null
     done
 else
     step "building with CUDA=1"
-    timeout 300 make -j"$(nproc)" CUDA=1 NVCC="$NVCC" all "$BUILD/tests/test_gptq" "$BUILD/tests/test_gptq_cuda_plan" >"$LOG/build.log" 2>&1 ||
+    timeout 300 make -j"$(nproc)" CUDA=1 NVCC="$NVCC" all "$BUILD/tests/test_gptq" "$BUILD/tests/test_backend_ops" >"$LOG/build.log" 2>&1 ||
         fail "make CUDA=1" "$LOG/build.log"
     grep -i "warning" "$LOG/build.log" && echo "gpu-check: (the build printed warnings, above)"
 fi
 
-step "CPU reference and host-side tests"
-{ timeout 120 "$BUILD/tests/test_gptq" && timeout 120 "$BUILD/tests/test_gptq_cuda_plan"; } >"$LOG/unit.log" 2>&1 ||
-    fail "CPU GPTQ tests" "$LOG/unit.log"
-tail -n 2 "$LOG/unit.log"
+step "CPU reference GPTQ tests"
+timeout 120 "$BUILD/tests/test_gptq" >"$LOG/unit.log" 2>&1 || fail "CPU GPTQ tests" "$LOG/unit.log"
+tail -n 1 "$LOG/unit.log"
 
-step "make test-cuda (CUDA GPTQ/RTN/Hessian against the CPU)"
-if [ "${SKIP_BUILD:-0}" = 1 ]; then
-    timeout 180 "$BUILD/tests/cuda/test_gptq_cuda" >"$LOG/test-cuda.log" 2>&1 || fail "tests/cuda/test_gptq_cuda" "$LOG/test-cuda.log"
-else
-    timeout 180 make CUDA=1 NVCC="$NVCC" test-cuda >"$LOG/test-cuda.log" 2>&1 || fail "make test-cuda" "$LOG/test-cuda.log"
-fi
-grep -E "^(device|hessian|[a-z0-9_]+: codes|test_gptq_cuda)" "$LOG/test-cuda.log"
+step "test_backend_ops: every op of cpu and cuda against the CPU reference (a missing GPU fails)"
+SPOTQ_NEED_DEVICE=cuda timeout 180 "$BUILD/tests/test_backend_ops" >"$LOG/backend-ops.log" 2>&1 ||
+    fail "tests/unit/test_backend_ops (SPOTQ_NEED_DEVICE=cuda)" "$LOG/backend-ops.log"
+grep -E "^(device|cuda:)|^  cuda |^test_backend_ops" "$LOG/backend-ops.log"
 
 step "quantize --device cuda on the bundled model (CLI test)"
 SPOTQ="$PWD/$BUILD/spotq" timeout 180 sh tests/cli/device_cuda.sh >"$LOG/cli.log" 2>&1 || fail "tests/cli/device_cuda.sh" "$LOG/cli.log"

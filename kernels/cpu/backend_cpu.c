@@ -111,6 +111,7 @@ static const sq_backend_i cpu_backend = {
     .attention = sq_cpu_attention,
     .swiglu = sq_cpu_swiglu,
     .add = sq_cpu_add,
+    SQ_CPU_CALIB_OPS,
 };
 
 static const sq_backend_i cpu_ref_backend = {
@@ -126,6 +127,7 @@ static const sq_backend_i cpu_ref_backend = {
     .attention = sq_cpu_attention_ref,
     .swiglu = sq_cpu_swiglu_ref,
     .add = sq_cpu_add_ref,
+    SQ_CPU_CALIB_OPS,
 };
 
 /* Without AVX2/FMA/F16C the fast kernels cannot run: "cpu" is then the reference table. */

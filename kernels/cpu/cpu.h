@@ -111,6 +111,10 @@ sq_status sq_cpu_f8matmul_ref(sq_kctx *c, const sq_wmat *w, const float *bias, c
  * fast version equals the reference bit for bit. */
 void sq_cpu_fp8_act(const sq_fp8weight *f, const float *x, float *out, int n, int64_t k);
 void sq_cpu_fp8_act_ref(const sq_fp8weight *f, const float *x, float *out, int n, int64_t k);
+/* Dense weights (F32, F16, BF16; matmul.c, ref.c). */
+sq_status sq_cpu_dense_matmul(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
+sq_status sq_cpu_dense_matmul_ref(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
+/* Any weight kind, through the traits table (traits.c). */
 sq_status sq_cpu_matmul(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
 sq_status sq_cpu_matmul_ref(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
 void sq_cpu_embed(sq_kctx *c, const sq_wmat *w, const int *ids, int n, float *out);
@@ -139,9 +143,56 @@ sq_status sq_cpu_tiled_gemm(sq_kctx *c, const sq_wmat *w, sq_rows_fn to_f32, con
 
 /* Row r of a weight matrix as float (n = w->cols values). */
 void sq_cpu_row_to_f32(const sq_wmat *w, int64_t r, float *dst);
+/* Rows r0 .. r0+m-1 as floats, per kind: dense (matmul.c), quantised (qmatmul.c, packed column order), FP8 (fp8matmul.c). */
+void sq_cpu_dense_rows_to_f32(const sq_wmat *w, int64_t r0, int64_t m, float *dst);
+void sq_cpu_qrows_to_f32(const sq_wmat *w, int64_t r0, int64_t m, float *dst);
+void sq_cpu_f8rows_to_f32(const sq_wmat *w, int64_t r0, int64_t m, float *dst);
+/* Row r of an FP8 weight as floats, scalar. */
+void sq_cpu_f8row_to_f32_ref(const sq_wmat *w, int64_t r, float *dst);
+
+/* ---------------------------------------------------------------- weight kinds (traits.c) */
+
+/* Every kind of weight the kernels read, as ggml's type traits: what sq_cpu_matmul dispatches on. */
+typedef enum { SQ_WKIND_F32, SQ_WKIND_F16, SQ_WKIND_BF16, SQ_WKIND_INT4, SQ_WKIND_INT8, SQ_WKIND_FP8_E4M3, SQ_WKIND_COUNT } sq_wkind;
+typedef struct {
+    const char *name;
+    /* Rows r0 .. r0+m-1 as floats (fast; the quantised kinds in packed column order), for the tiled sgemm. */
+    sq_rows_fn rows_to_f32;
+    /* Row r as floats, the scalar reference. */
+    void (*row_to_f32_ref)(const sq_wmat *w, int64_t r, float *dst);
+    /* y = x . W^T + bias: the GEMV/GEMM, and the scalar reference (see backend.h's matmul). */
+    sq_status (*matmul)(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
+    sq_status (*matmul_ref)(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
+    /* The activations as the kind's GEMM sees them, out (n, cols), fast and reference (NULL: x as given;
+     * the integer GEMV quantises its activations itself, sq_cpu_q8_quantize). */
+    void (*act)(const sq_wmat *w, const float *x, float *out, int n);
+    void (*act_ref)(const sq_wmat *w, const float *x, float *out, int n);
+} sq_wkind_traits;
+/* The kind of w, or -1 when the kernels cannot read it (an unsupported dtype). */
+int sq_cpu_wkind_of(const sq_wmat *w);
+const sq_wkind_traits *sq_cpu_wkind_traits(sq_wkind kind);
 /* Dot products of row r of w with x: the fast AVX2 version and the scalar reference. */
 float sq_cpu_dot_row(const sq_wmat *w, int64_t r, const float *x);
 /* exp(x) for a vector of floats, AVX2 (relative error < 2e-7 over the float range; -inf -> 0). */
 void sq_cpu_vexp(float *x, int64_t n);
+
+/* ---------------------------------------------------------------- calibration ops (calib.c) */
+
+/* One version each, OpenBLAS and LAPACK: the reference the other backends are held to. */
+bool sq_cpu_supports(sq_op op, sq_qgrid_kind grid);
+sq_status sq_cpu_hess_new(sq_hess **out, int64_t k, float *h, sq_err *err);
+sq_status sq_cpu_hess_add(sq_hess *hs, const float *x, int64_t t, sq_err *err);
+sq_status sq_cpu_hess_finish(sq_hess *hs, sq_err *err);
+void sq_cpu_hess_free(sq_hess *hs);
+sq_status sq_cpu_factor(const float *h, float *u, int64_t k, double damp, double *damp_used, sq_err *err);
+sq_status sq_cpu_gptq(const float *w, const float *h, const sq_hess *hs, int64_t n, int64_t k, const sq_qgrid *g, const sq_gptq_args *a,
+                      sq_qout *out, double *damp_used, sq_err *err);
+sq_status sq_cpu_rtn(const float *w, int64_t n, int64_t k, const sq_qgrid *g, sq_qout *out, sq_err *err);
+sq_status sq_cpu_output_error(const float *w, const float *q, const float *h, int64_t n, int64_t k, double *out, sq_err *err);
+float sq_cpu_absmax(const float *x, int64_t n, int64_t *bad);
+#define SQ_CPU_CALIB_OPS                                                                                          \
+    .supports = sq_cpu_supports, .hess_new = sq_cpu_hess_new, .hess_add = sq_cpu_hess_add, .hess_finish = sq_cpu_hess_finish, \
+    .hess_free = sq_cpu_hess_free, .factor = sq_cpu_factor, .gptq = sq_cpu_gptq, .rtn = sq_cpu_rtn,                 \
+    .output_error = sq_cpu_output_error, .absmax = sq_cpu_absmax
 
 #endif

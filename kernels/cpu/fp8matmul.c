@@ -134,7 +134,7 @@ SQ_AVX2 static inline __m256i codes_to_f16(const uint8_t *p) {
 }
 
 /* Rows r0 .. r0+m-1 of W, scale applied, as floats into dst (m, cols). */
-SQ_AVX2 static void f8rows_to_f32(const sq_wmat *w, int64_t r0, int64_t m, float *dst) {
+SQ_AVX2 void sq_cpu_f8rows_to_f32(const sq_wmat *w, int64_t r0, int64_t m, float *dst) {
     const uint8_t *codes = w->data;
     int64_t K = w->cols;
     for (int64_t i = 0; i < m; i++) {
@@ -149,6 +149,11 @@ SQ_AVX2 static void f8rows_to_f32(const sq_wmat *w, int64_t r0, int64_t m, float
         }
         for (; j < K; j++) d[j] = sq_e4m3_to_f32(row[j]) * wscale(w->f8, r0 + i);
     }
+}
+
+void sq_cpu_f8row_to_f32_ref(const sq_wmat *w, int64_t r, float *dst) {
+    const uint8_t *row = (const uint8_t *)w->data + r * w->cols;
+    for (int64_t j = 0; j < w->cols; j++) dst[j] = sq_e4m3_to_f32(row[j]) * wscale(w->f8, r);
 }
 
 typedef struct {
@@ -224,6 +229,6 @@ sq_status sq_cpu_f8matmul(sq_kctx *c, const sq_wmat *w, const float *bias, const
     if (n <= GEMV_MAX_N) {
         f8_job j = {c, w, bias, xin, y, n};
         sq_pool_run_work(c->pool, f8_gemv, &j, (int64_t)n * w->rows * K);
-    } else s = sq_cpu_tiled_gemm(c, w, f8rows_to_f32, bias, xin, y, n, err);
+    } else s = sq_cpu_tiled_gemm(c, w, sq_cpu_f8rows_to_f32, bias, xin, y, n, err);
     return s;
 }

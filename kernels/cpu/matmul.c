@@ -1,8 +1,9 @@
-/* matmul.c: y = x . W^T for weights in F32, F16 or BF16, straight from the mmap.
- * A few rows of x (decode, a speculative verify step): a threaded AVX2 GEMV that streams each weight
- * row once. More rows (prefill): OpenBLAS sgemm on chunks of W's rows (sq_cpu_tiled_gemm, which the
- * quantised and FP8 kernels share); F16/BF16 chunks are converted one tile at a time into the
- * thread's scratch, never the whole matrix. Threads take chunks as they come free. */
+/* matmul.c: the dense weight kinds' kernels: y = x . W^T for weights in F32, F16 or BF16, straight from
+ * the mmap. A few rows of x (decode, a speculative verify step): a threaded AVX2 GEMV that streams each
+ * weight row once. More rows (prefill): OpenBLAS sgemm on chunks of W's rows (gemm.c's
+ * sq_cpu_tiled_gemm, which the quantised and FP8 kinds share); F16/BF16 chunks are converted one tile at
+ * a time into the thread's scratch, never the whole matrix. Threads take chunks as they come free.
+ * sq_cpu_matmul dispatches on the weight kind through traits.c's table. */
 #include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,13 +12,8 @@
 
 /* Up to this many rows of x, the GEMV path: it reads W once for all of them. */
 #define GEMV_MAX_N 8
-/* Rows of W per chunk of work: the GEMV's, and the F32 sgemm's (sgemm runs as fast on 128 rows of W
- * at a time as on all of them). Multiples of 16 keep chunks cache-line aligned in y. */
+/* Rows of W per chunk of the GEMV's work. Multiples of 16 keep chunks cache-line aligned in y. */
 #define GEMV_CHUNK 64
-#define GEMM_CHUNK 128
-/* A converted tile holds about this many floats (rows * cols), at least TILE_MIN_ROWS rows. */
-#define TILE_FLOATS (1 << 18)
-#define TILE_MIN_ROWS 16
 
 SQ_AVX2 static float dot_f32(const float *w, const float *x, int64_t k) {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
@@ -125,7 +121,7 @@ SQ_AVX2 static void dot4_f16(const sq_wmat *w, int64_t r, int64_t k, const float
 SQ_AVX2 static void dot4_bf16(const sq_wmat *w, int64_t r, int64_t k, const float *x, float *out) { DOT4_BODY(uint16_t, sq_load_bf16, sq_bf16_to_f32) }
 
 /* Rows r0 .. r0+m-1 of w as floats into dst (m, cols). */
-SQ_AVX2 static void rows_to_f32(const sq_wmat *w, int64_t r0, int64_t m, float *dst) {
+SQ_AVX2 void sq_cpu_dense_rows_to_f32(const sq_wmat *w, int64_t r0, int64_t m, float *dst) {
     int64_t n = m * w->cols, i = 0;
     if (w->dtype == SQ_DT_F32) {
         memcpy(dst, (const float *)w->data + r0 * w->cols, (size_t)n * sizeof *dst);
@@ -144,7 +140,6 @@ SQ_AVX2 static void rows_to_f32(const sq_wmat *w, int64_t r0, int64_t m, float *
 typedef struct {
     sq_kctx *c;
     const sq_wmat *w;
-    sq_rows_fn to_f32;           /* GEMM: W's rows as floats (NULL: F32, read in place) */
     const float *bias, *x;
     float *y;
     int n;
@@ -172,48 +167,13 @@ static void mm_gemv(void *arg, int ith, int nth) {
     }
 }
 
-static void mm_gemm(void *arg, int ith, int nth) {
-    mm_job *j = arg;
-    const sq_wmat *w = j->w;
-    int64_t lo, hi, k = w->cols;
-    float *tile = j->c->scratch[ith];
-    while (sq_chunk_next(&j->next, w->rows, j->chunk, &lo, &hi)) {
-        const float *b = (const float *)w->data + lo * k;
-        if (j->to_f32) {
-            j->to_f32(w, lo, hi - lo, tile);
-            b = tile;
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, (int)(hi - lo), (int)k, 1.0f, j->x, (int)k, b, (int)k, 0.0f,
-                    j->y + lo, (int)w->rows);
-        sq_cpu_add_bias(j->y, j->bias, j->n, j->w->rows, lo, hi);
-    }
-}
-
-sq_status sq_cpu_matmul(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err) {
-    if (w->q) return sq_cpu_qmatmul(c, w, bias, x, y, n, err);
-    if (w->f8) return sq_cpu_f8matmul(c, w, bias, x, y, n, err);
-    if (w->dtype != SQ_DT_F32 && w->dtype != SQ_DT_F16 && w->dtype != SQ_DT_BF16)
-        return sq_fail(err, SQ_ERR_UNSUPPORTED, "matmul: weight dtype %s is not supported by the CPU kernels", sq_dtype_name(w->dtype));
+sq_status sq_cpu_dense_matmul(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err) {
     if (w->rows > 0x7fffffff || w->cols > 0x7fffffff)
         return sq_fail(err, SQ_ERR_UNSUPPORTED, "matmul: a %lld x %lld matrix is too large for BLAS", (long long)w->rows, (long long)w->cols);
     if (n <= 0 || w->rows == 0) return SQ_OK;
-    if (n > GEMV_MAX_N) return sq_cpu_tiled_gemm(c, w, w->dtype == SQ_DT_F32 ? NULL : rows_to_f32, bias, x, y, n, err);
+    if (n > GEMV_MAX_N) return sq_cpu_tiled_gemm(c, w, w->dtype == SQ_DT_F32 ? NULL : sq_cpu_dense_rows_to_f32, bias, x, y, n, err);
     mm_job j = {.c = c, .w = w, .bias = bias, .x = x, .y = y, .n = n, .chunk = GEMV_CHUNK};
     sq_pool_run_work(c->pool, mm_gemv, &j, (int64_t)n * w->rows * w->cols);
-    return SQ_OK;
-}
-
-sq_status sq_cpu_tiled_gemm(sq_kctx *c, const sq_wmat *w, sq_rows_fn to_f32, const float *bias, const float *x, float *y, int n,
-                            sq_err *err) {
-    if (n <= 0 || w->rows == 0) return SQ_OK;
-    mm_job j = {.c = c, .w = w, .to_f32 = to_f32, .bias = bias, .x = x, .y = y, .n = n, .chunk = GEMM_CHUNK};
-    if (to_f32) {
-        int64_t tr = TILE_FLOATS / (w->cols > 0 ? w->cols : 1);
-        j.chunk = tr < TILE_MIN_ROWS ? TILE_MIN_ROWS : tr / TILE_MIN_ROWS * TILE_MIN_ROWS;
-        sq_status s = sq_kctx_reserve(c, (size_t)(j.chunk * w->cols), err);
-        if (s) return s;
-    }
-    sq_pool_run_work(c->pool, mm_gemm, &j, (int64_t)n * w->rows * w->cols);
     return SQ_OK;
 }
 
@@ -228,7 +188,7 @@ static void embed_rows(void *arg, int ith, int nth) {
     const embed_job *j = arg;
     int64_t lo, hi;
     sq_split(j->n, ith, nth, 1, &lo, &hi);
-    for (int64_t t = lo; t < hi; t++) rows_to_f32(j->w, j->ids[t], 1, j->out + t * j->w->cols);
+    for (int64_t t = lo; t < hi; t++) sq_cpu_dense_rows_to_f32(j->w, j->ids[t], 1, j->out + t * j->w->cols);
 }
 
 void sq_cpu_embed(sq_kctx *c, const sq_wmat *w, const int *ids, int n, float *out) {

@@ -126,7 +126,7 @@ SQ_AVX2 static void qmm_gemv(void *arg, int ith, int nth) {
     sq_cpu_add_bias(j->y, j->bias, j->n, j->w->rows, lo, hi);
 }
 
-static void qrows_to_f32(const sq_wmat *w, int64_t r0, int64_t m, float *dst) {
+void sq_cpu_qrows_to_f32(const sq_wmat *w, int64_t r0, int64_t m, float *dst) {
     for (int64_t i = 0; i < m; i++) sq_cpu_qrow_to_f32(w, r0 + i, dst + i * w->cols);
 }
 
@@ -440,12 +440,12 @@ sq_status sq_cpu_qmatmul(sq_kctx *c, const sq_wmat *w, const float *bias, const 
     if (!sq_cpu_has_avx2() || q->group_size % 8) return sq_cpu_qmatmul_ref(c, w, bias, x, y, n, err);
     int64_t K = w->cols, G = q->n_groups;
     if (n > GEMV_MAX_N) {
-        if (!q->perm) return sq_cpu_tiled_gemm(c, w, qrows_to_f32, bias, x, y, n, err);
+        if (!q->perm) return sq_cpu_tiled_gemm(c, w, sq_cpu_qrows_to_f32, bias, x, y, n, err);
         float *xp = sq_malloc((size_t)(n * K) * sizeof *xp, err); /* x in packed column order (the scratch holds the tiles) */
         if (!xp) return SQ_ERR_NOMEM;
         for (int t = 0; t < n; t++)
             for (int64_t jc = 0; jc < K; jc++) xp[(int64_t)t * K + jc] = x[(int64_t)t * K + q->perm[jc]];
-        sq_status s = sq_cpu_tiled_gemm(c, w, qrows_to_f32, bias, xp, y, n, err);
+        sq_status s = sq_cpu_tiled_gemm(c, w, sq_cpu_qrows_to_f32, bias, xp, y, n, err);
         free(xp);
         return s;
     }

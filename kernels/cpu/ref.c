@@ -21,11 +21,7 @@ static double row_value(const sq_wmat *w, int64_t r, int64_t c) {
     }
 }
 
-sq_status sq_cpu_matmul_ref(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err) {
-    if (w->q) return sq_cpu_qmatmul_ref(c, w, bias, x, y, n, err);
-    if (w->f8) return sq_cpu_f8matmul_ref(c, w, bias, x, y, n, err);
-    if (w->dtype != SQ_DT_F32 && w->dtype != SQ_DT_F16 && w->dtype != SQ_DT_BF16)
-        return sq_fail(err, SQ_ERR_UNSUPPORTED, "matmul: weight dtype %s is not supported by the CPU kernels", sq_dtype_name(w->dtype));
+sq_status sq_cpu_dense_matmul_ref(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err) {
     for (int t = 0; t < n; t++)
         for (int64_t r = 0; r < w->rows; r++) {
             double s = bias ? bias[r] : 0.0;

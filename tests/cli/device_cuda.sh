@@ -18,7 +18,9 @@ if [ $rc -ne 0 ]; then
         { echo "unclear message: $(cat $T/err)"; exit 1; }
     [ ! -e $T/g ] && [ -z "$(ls $T | grep spotq-tmp)" ] || { echo "--device cuda failure left files: $(ls $T)"; exit 1; }
 else
-    # a GPU: the same model quantised on the CPU must evaluate the same to within 1%
+    # a GPU: quantize names it (a quiet CPU run would not), and the same model quantised on the CPU must
+    # evaluate the same to within 1%
+    grep -q "on cuda: " $T/err || { echo "--device cuda succeeded without naming the GPU it ran on: $(cat $T/err)"; exit 1; }
     $SPOTQ quantize $M -o $T/c --method gptq $C 2>/dev/null || { echo "CPU quantize failed"; exit 1; }
     evalj $T/g.json $T/g --data data/tinystories/eval.txt --ctx 256
     evalj $T/c.json $T/c --data data/tinystories/eval.txt --ctx 256

@@ -105,8 +105,8 @@ static void test_hessian(const float *x, const float *h_ref) {
     sq_hessian hs;
     sq_err err = {0};
     CHECK_OK(sq_hessian_init(&hs, K, &err), &err);
-    for (int64_t b = 0; b < T; b += 100) sq_hessian_add(&hs, x + b * K, b + 100 <= T ? 100 : T - b);
-    sq_hessian_finish(&hs);
+    for (int64_t b = 0; b < T; b += 100) CHECK_OK(sq_hessian_add(&hs, x + b * K, b + 100 <= T ? 100 : T - b, &err), &err);
+    CHECK_OK(sq_hessian_finish(&hs, &err), &err);
     double maxrel = 0, scale = 0;
     for (int64_t i = 0; i < K * K; i++) scale = fmax(scale, fabs(h_ref[i]));
     for (int64_t i = 0; i < K * K; i++) maxrel = fmax(maxrel, fabs(hs.h[i] - h_ref[i]) / scale);
@@ -123,8 +123,8 @@ static void test_degenerate(const float *w) {
     float *x = calloc((size_t)K, sizeof *x);
     for (int64_t c = 0; c < K; c++) x[c] = c % 7 == 0 ? 0.0f : (float)sin((double)c);
     sq_hessian_init(&hs, K, &err);
-    sq_hessian_add(&hs, x, 1);
-    sq_hessian_finish(&hs);
+    CHECK_OK(sq_hessian_add(&hs, x, 1, &err), &err);
+    CHECK_OK(sq_hessian_finish(&hs, &err), &err);
     sq_qmatrix m;
     CHECK_OK(sq_quant_gptq(w, hs.h, N, K, &p, &m, &err), &err);
     float *dq = malloc((size_t)(N * K) * sizeof *dq);

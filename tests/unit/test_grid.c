@@ -160,8 +160,8 @@ int main(void) {
     sq_hessian hs;
     CHECK_OK(sq_hessian_init(&hs, K, &err), &err);
     for (int i = 0; i < T * K; i++) xs[i] = (float)(nrand() * exp(0.7 * nrand()));
-    sq_hessian_add(&hs, xs, T);
-    sq_hessian_finish(&hs);
+    CHECK_OK(sq_hessian_add(&hs, xs, T, &err), &err);
+    CHECK_OK(sq_hessian_finish(&hs, &err), &err);
     for (int c = 0; c < K; c++) hd[c] = hs.h[c * K + c];
     for (int stat = 0; stat < 2; stat++)
         for (int sym = 0; sym < 2; sym++) {

@@ -1,0 +1,363 @@
+/* calib.c: the CPU backend's calibration ops: the Hessian accumulator, the damped Cholesky inverse,
+ * GPTQ's sweep (IST-DASLab's reference step for step) on every grid kind, round to nearest, the output
+ * error and absmax, through OpenBLAS and LAPACK. The grids' arithmetic is kernels/qmath.h's. */
+#include <cblas.h>
+#include <lapacke.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../qmath.h"
+#include "cpu.h"
+
+/* ---------------------------------------------------------------- Hessian */
+
+struct sq_hess {
+    int64_t k, tokens;
+    float *h;            /* the caller's [K, K] */
+};
+
+sq_status sq_cpu_hess_new(sq_hess **out, int64_t k, float *h, sq_err *err) {
+    *out = sq_calloc(1, sizeof **out, err);
+    if (!*out) return SQ_ERR_NOMEM;
+    (*out)->k = k;
+    (*out)->h = h;
+    return SQ_OK;
+}
+
+sq_status sq_cpu_hess_add(sq_hess *hs, const float *x, int64_t t, sq_err *err) {
+    (void)err;
+    if (t <= 0) return SQ_OK;
+    /* Running mean, as the reference: H *= n/(n+t); H += (2/(n+t)) X^T X. */
+    int64_t total = hs->tokens + t;
+    float keep = (float)((double)hs->tokens / (double)total);
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)hs->k, (int)t, (float)(2.0 / (double)total), x, (int)hs->k, keep, hs->h,
+                (int)hs->k);
+    hs->tokens = total;
+    return SQ_OK;
+}
+
+sq_status sq_cpu_hess_finish(sq_hess *hs, sq_err *err) {
+    (void)err;
+    int64_t k = hs->k;
+    for (int64_t i = 0; i < k; i++)
+        for (int64_t j = 0; j < i; j++) hs->h[i * k + j] = hs->h[j * k + i];
+    return SQ_OK;
+}
+
+void sq_cpu_hess_free(sq_hess *hs) { free(hs); }
+
+/* ---------------------------------------------------------------- output error, absmax */
+
+sq_status sq_cpu_output_error(const float *w, const float *q, const float *h, int64_t n, int64_t k, double *out, sq_err *err) {
+    /* ||D X^T||^2 / ||W X^T||^2 = tr(D H D^T) / tr(W H W^T); both share the factor T/2. */
+    float *d = malloc((size_t)(n * k) * sizeof *d), *dh = malloc((size_t)(n * k) * sizeof *dh);
+    if (!d || !dh) {
+        free(d);
+        free(dh);
+        *out = NAN;
+        return sq_fail(err, SQ_ERR_NOMEM, "output error: out of memory [%lld x %lld]", (long long)n, (long long)k);
+    }
+    double num = 0, den = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int64_t i = 0; i < n * k; i++) d[i] = pass ? w[i] : w[i] - q[i];
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)k, (int)k, 1.0f, d, (int)k, h, (int)k, 0.0f, dh, (int)k);
+        double acc = 0;
+        for (int64_t i = 0; i < n * k; i++) acc += (double)d[i] * dh[i];
+        if (pass) den = acc; else num = acc;
+    }
+    free(d);
+    free(dh);
+    if (den <= 0) *out = num <= 0 ? 0.0 : INFINITY;
+    else *out = sqrt(fmax(num, 0.0) / den);
+    return SQ_OK;
+}
+
+float sq_cpu_absmax(const float *w, int64_t n, int64_t *bad) {
+    float m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(w[i])) {
+            *bad = i;
+            return -1;
+        }
+        m = fmaxf(m, fabsf(w[i]));
+    }
+    *bad = -1;
+    return m;
+}
+
+/* ---------------------------------------------------------------- factorisation */
+
+/* U = upper Cholesky factor of (H + damp I)^-1; returns false when H will not factor. */
+static bool inverse_factor(const float *hp, float *u, int64_t k, double damp_frac) {
+    double mean = 0;
+    for (int64_t i = 0; i < k; i++) mean += hp[i * k + i];
+    mean /= (double)k;
+    memcpy(u, hp, (size_t)(k * k) * sizeof *u);
+    for (int64_t i = 0; i < k; i++) u[i * k + i] += (float)(damp_frac * mean);
+    if (LAPACKE_spotrf(LAPACK_ROW_MAJOR, 'L', (int)k, u, (int)k) != 0) return false;
+    if (LAPACKE_spotri(LAPACK_ROW_MAJOR, 'L', (int)k, u, (int)k) != 0) return false;
+    for (int64_t i = 0; i < k; i++)
+        for (int64_t j = i + 1; j < k; j++) u[i * k + j] = u[j * k + i];
+    if (LAPACKE_spotrf(LAPACK_ROW_MAJOR, 'U', (int)k, u, (int)k) != 0) return false;
+    for (int64_t i = 0; i < k * k; i++)
+        if (!isfinite(u[i]) && (i % k) >= (i / k)) return false;
+    return true;
+}
+
+static void damped_factor(const float *hp, float *u, int64_t k, double damp0, double *damp_used) {
+    double damp = damp0;
+    bool ok = false;
+    for (int attempt = 0; attempt < 4 && !ok; attempt++, damp *= 10) ok = inverse_factor(hp, u, k, damp);
+    *damp_used = ok ? damp / 10 : -1;
+}
+
+sq_status sq_cpu_factor(const float *h, float *u, int64_t k, double damp, double *damp_used, sq_err *err) {
+    (void)err;
+    damped_factor(h, u, k, damp, damp_used);
+    return SQ_OK;
+}
+
+/* ---------------------------------------------------------------- grids as the sweep sees them */
+
+/* The grid GPTQ's sweep rounds onto, column by column. */
+typedef struct grid_state {
+    const sq_qgrid *g;
+    sq_qout *out;
+    int64_t n, k, gs;
+    const int64_t *perm; /* perm[col] is the source column at position col */
+    float *sscale;       /* static groups: every group's grid, from the original W */
+    int32_t *szero;
+    float *imp;          /* mse: diag(H) [K] in source order, then [K] in the sweep's order */
+} grid_state;
+
+static bool is_int(sq_qgrid_kind kind) { return kind == SQ_QGRID_INT_MINMAX || kind == SQ_QGRID_INT_MSE; }
+
+/* Grid of rows [c0, c1) of wt ([K, N]: column c of W is row c) into scale/zero [N]. The mse grid
+ * weights column c by imp[c] (the Hessian's diagonal at the column in that position). */
+static void group_grid(const float *wt, int64_t n, int64_t c0, int64_t c1, const sq_qgrid *p, const float *imp, float *scale, int32_t *zero) {
+    if (p->kind == SQ_QGRID_INT_MSE) {
+        for (int64_t r = 0; r < n; r++) sq_qm_grid_search(wt + c0 * n + r, n, imp + c0, c1 - c0, p->bits, p->sym, p->norm, &scale[r], &zero[r]);
+        return;
+    }
+    for (int64_t r = 0; r < n; r++) {
+        float lo = wt[c0 * n + r], hi = lo;
+        for (int64_t c = c0 + 1; c < c1; c++) { lo = fminf(lo, wt[c * n + r]); hi = fmaxf(hi, wt[c * n + r]); }
+        sq_qm_grid_params(lo, hi, p->bits, p->sym, &scale[r], &zero[r]);
+    }
+}
+
+/* Called once with W^T [K, N] (dead inputs zeroed), before any permutation or update. */
+static sq_status grid_begin(grid_state *g, const float *wt, sq_err *err) {
+    if (!is_int(g->g->kind)) return SQ_OK;
+    int64_t n = g->n, k = g->k, gs = g->gs;
+    sq_qmatrix *q = g->out->q;
+    /* Per-channel (group_size -1): one grid from the whole, not yet updated, W. */
+    if (g->g->group_size <= 0) group_grid(wt, n, 0, k, g->g, g->imp, q->scale, q->zero);
+    /* Static groups: every grid from the original (dead-zeroed) W, before any update or permutation. */
+    if (g->g->static_groups && g->g->group_size > 0) {
+        g->sscale = malloc((size_t)(q->n_groups * n) * sizeof *g->sscale);
+        g->szero = malloc((size_t)(q->n_groups * n) * sizeof *g->szero);
+        if (!g->sscale || !g->szero) return sq_fail(err, SQ_ERR_NOMEM, "GPTQ: out of memory");
+        for (int64_t c = 0; c < q->n_groups; c++)
+            group_grid(wt, n, c * gs, (c + 1) * gs < k ? (c + 1) * gs : k, g->g, g->imp, g->sscale + c * n, g->szero + c * n);
+    }
+    return SQ_OK;
+}
+
+/* Rounds wc [N], the current values of source column src (position col of the sweep's order), keeping
+ * its codes, and gives the values they stand for in dq [N]. wt is W^T as updated before this lazy block. */
+static void grid_column(grid_state *g, int64_t col, int64_t src, const float *wt, const float *wc, float *dq) {
+    int64_t n = g->n, k = g->k, gs = g->gs;
+    if (!is_int(g->g->kind)) {
+        bool pc = g->g->kind == SQ_QGRID_FP8_CHANNEL;
+        for (int64_t r = 0; r < n; r++) {
+            float s = g->g->fp8_scale[pc ? r : 0];
+            uint8_t c = sq_qm_fp8_code(wc[r], s);
+            g->out->codes[r * k + src] = c;
+            dq[r] = sq_qm_e4m3_decode(c) * s;
+        }
+        return;
+    }
+    sq_qmatrix *out = g->out->q;
+    float *sc = out->scale;
+    int32_t *zr = out->zero;
+    if (g->g->group_size > 0) {
+        int64_t q;
+        if (g->g->static_groups) {
+            q = src / gs;
+            sc = g->sscale + q * n;
+            zr = g->szero + q * n;
+        } else {
+            q = col / gs;
+            sc = out->scale + q * n;
+            zr = out->zero + q * n;
+            /* The reference reads W here, not the block copy: in-block updates are not seen. */
+            if (col % gs == 0) {
+                if (g->imp && col == 0) /* the importances in the sweep's order, once */
+                    for (int64_t c = 0; c < k; c++) g->imp[k + c] = g->imp[g->perm[c]];
+                group_grid(wt, n, col, col + gs < k ? col + gs : k, g->g, g->imp ? g->imp + k : NULL, sc, zr);
+            }
+        }
+        out->g_idx[src] = (int32_t)q;
+    }
+    int maxq = (1 << g->g->bits) - 1;
+    uint8_t *qc = out->q + src * n;
+    for (int64_t r = 0; r < n; r++) {
+        qc[r] = sq_qm_grid_quant(wc[r], sc[r], zr[r], maxq);
+        dq[r] = sc[r] * (float)((int32_t)qc[r] - zr[r]);
+    }
+}
+
+/* ---------------------------------------------------------------- GPTQ */
+
+typedef struct { float diag; int64_t idx; } diag_item;
+
+static int cmp_diag_desc(const void *a, const void *b) {
+    const diag_item *x = a, *y = b;
+    if (x->diag != y->diag) return x->diag < y->diag ? 1 : -1;
+    return (x->idx > y->idx) - (x->idx < y->idx); /* stable, like torch.argsort(stable) */
+}
+
+static sq_status sweep(const float *w, const float *h, int64_t n, int64_t k, bool act_order, double damp0, int64_t bs, grid_state *g,
+                       double *damp_used, sq_err *err) {
+    if (bs <= 0) bs = 128;
+    sq_status s = SQ_OK;
+    float *wt = calloc((size_t)(n * k), sizeof *wt);     /* [K, N] W transposed, then permuted */
+    float *tmp = NULL;
+    float *hp = malloc((size_t)(k * k) * sizeof *hp);    /* [K, K] H permuted */
+    float *u = malloc((size_t)(k * k) * sizeof *u);      /* [K, K] upper factor of H^-1 */
+    float *w1 = malloc((size_t)(bs * n) * sizeof *w1);   /* [B, N] the block being quantised */
+    float *e1 = malloc((size_t)(bs * n) * sizeof *e1);   /* [B, N] its scaled errors */
+    float *dq = malloc((size_t)n * sizeof *dq);
+    int64_t *perm = malloc((size_t)k * sizeof *perm);
+    diag_item *items = malloc((size_t)k * sizeof *items);
+    *damp_used = -1;
+    if (!wt || !hp || !u || !w1 || !e1 || !dq || !perm || !items) { s = sq_fail(err, SQ_ERR_NOMEM, "GPTQ: out of memory (K=%lld)", (long long)k); goto done; }
+
+    /* Dead inputs (no calibration signal): H[d,d] = 1, W[:,d] = 0. u holds the fixed H for now. */
+    memcpy(u, h, (size_t)(k * k) * sizeof *u);
+    for (int64_t c = 0; c < k; c++) {
+        bool dead = h[c * k + c] == 0;
+        if (dead) u[c * k + c] = 1.0f;
+        for (int64_t r = 0; r < n; r++) wt[c * n + r] = dead ? 0.0f : w[r * k + c];
+    }
+    if ((s = grid_begin(g, wt, err))) goto done;
+
+    for (int64_t c = 0; c < k; c++) { items[c].diag = u[c * k + c]; items[c].idx = c; }
+    if (act_order) qsort(items, (size_t)k, sizeof *items, cmp_diag_desc);
+    for (int64_t c = 0; c < k; c++) perm[c] = items[c].idx;
+    g->perm = perm;
+    for (int64_t i = 0; i < k; i++)
+        for (int64_t j = 0; j < k; j++) hp[i * k + j] = u[perm[i] * k + perm[j]];
+    if (!(tmp = malloc((size_t)(n * k) * sizeof *tmp))) { s = sq_fail(err, SQ_ERR_NOMEM, "GPTQ: out of memory"); goto done; }
+    for (int64_t c = 0; c < k; c++) memcpy(tmp + c * n, wt + perm[c] * n, (size_t)n * sizeof *tmp);
+    free(wt);
+    wt = tmp;
+    tmp = NULL;
+
+    double damp;
+    damped_factor(hp, u, k, damp0, &damp);
+    if (damp < 0) goto done;
+    *damp_used = damp;
+
+    for (int64_t i1 = 0; i1 < k; i1 += bs) {
+        int64_t i2 = i1 + bs < k ? i1 + bs : k, cnt = i2 - i1;
+        memcpy(w1, wt + i1 * n, (size_t)(cnt * n) * sizeof *w1);
+        for (int64_t i = 0; i < cnt; i++) {
+            int64_t col = i1 + i;
+            float d = u[col * k + col];
+            float *wc = w1 + i * n, *ec = e1 + i * n;
+            grid_column(g, col, perm[col], wt, wc, dq);
+            for (int64_t r = 0; r < n; r++) ec[r] = (wc[r] - dq[r]) / d;
+            for (int64_t j = i + 1; j < cnt; j++) cblas_saxpy((int)n, -u[col * k + i1 + j], ec, 1, w1 + j * n, 1);
+        }
+        if (i2 < k)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(k - i2), (int)n, (int)cnt, -1.0f, u + i1 * k + i2, (int)k, e1,
+                        (int)n, 1.0f, wt + i2 * n, (int)n);
+    }
+done:
+    free(wt);
+    free(tmp);
+    free(hp);
+    free(u);
+    free(w1);
+    free(e1);
+    free(dq);
+    free(perm);
+    free(items);
+    g->perm = NULL;
+    return s;
+}
+
+static sq_status check_grid(const sq_qgrid *g, const sq_qout *out, sq_err *err) {
+    if (is_int(g->kind) ? !out->q || (g->bits != 4 && g->bits != 8) : (g->kind != SQ_QGRID_FP8_TENSOR && g->kind != SQ_QGRID_FP8_CHANNEL) || !out->codes || !g->fp8_scale)
+        return sq_fail(err, SQ_ERR_ARG, "quantiser: grid %s lacks its output or its settings", sq_qgrid_name(g->kind));
+    return SQ_OK;
+}
+
+sq_status sq_cpu_gptq(const float *w, const float *h, const sq_hess *hs, int64_t n, int64_t k, const sq_qgrid *p, const sq_gptq_args *a,
+                      sq_qout *out, double *damp_used, sq_err *err) {
+    (void)hs; /* h is the same matrix, on the host */
+    *damp_used = -1;
+    sq_status s = check_grid(p, out, err);
+    if (s) return s;
+    grid_state g = {.g = p, .out = out, .n = n, .k = k, .gs = p->group_size > 0 ? p->group_size : k};
+    if (p->kind == SQ_QGRID_INT_MSE) {
+        /* The grid search weights each column by diag(H), the per-channel second moment of its input */
+        if (!(g.imp = malloc((size_t)(2 * k) * sizeof *g.imp))) return sq_fail(err, SQ_ERR_NOMEM, "GPTQ: out of memory");
+        for (int64_t c = 0; c < k; c++) g.imp[c] = h[c * k + c];
+    }
+    s = sweep(w, h, n, k, a->act_order, a->damp, a->block_size, &g, damp_used, err);
+    if (!s && *damp_used >= 0 && is_int(p->kind) && p->static_groups && p->group_size > 0) {
+        sq_qmatrix *q = out->q;
+        memcpy(q->scale, g.sscale, (size_t)(q->n_groups * n) * sizeof *g.sscale);
+        memcpy(q->zero, g.szero, (size_t)(q->n_groups * n) * sizeof *g.szero);
+        for (int64_t c = 0; c < k; c++) q->g_idx[c] = (int32_t)(c / g.gs);
+    }
+    free(g.sscale);
+    free(g.szero);
+    free(g.imp);
+    return s;
+}
+
+/* ---------------------------------------------------------------- RTN */
+
+sq_status sq_cpu_rtn(const float *w, int64_t n, int64_t k, const sq_qgrid *p, sq_qout *o, sq_err *err) {
+    sq_status s = check_grid(p, o, err);
+    if (s) return s;
+    if (!is_int(p->kind)) {
+        bool pc = p->kind == SQ_QGRID_FP8_CHANNEL;
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t j = 0; j < k; j++) o->codes[r * k + j] = sq_qm_fp8_code(w[r * k + j], p->fp8_scale[pc ? r : 0]);
+        return SQ_OK;
+    }
+    sq_qmatrix *out = o->q;
+    int64_t gs = p->group_size > 0 ? p->group_size : k;
+    int maxq = (1 << p->bits) - 1;
+    const float *imp = p->imp;
+    for (int64_t c = 0; c < k; c++) out->g_idx[c] = (int32_t)(c / gs);
+    for (int64_t r = 0; r < n; r++) {
+        const float *row = w + r * k;
+        for (int64_t g = 0; g < out->n_groups; g++) {
+            int64_t c0 = g * gs, c1 = c0 + gs < k ? c0 + gs : k;
+            float sc;
+            int32_t z;
+            if (p->kind == SQ_QGRID_INT_MSE) sq_qm_grid_search(row + c0, 1, imp ? imp + c0 : NULL, c1 - c0, p->bits, p->sym, p->norm, &sc, &z);
+            else {
+                float lo = row[c0], hi = row[c0];
+                for (int64_t c = c0; c < c1; c++) { lo = fminf(lo, row[c]); hi = fmaxf(hi, row[c]); }
+                sq_qm_grid_params(lo, hi, p->bits, p->sym, &sc, &z);
+            }
+            out->scale[g * n + r] = sc;
+            out->zero[g * n + r] = z;
+            for (int64_t c = c0; c < c1; c++) out->q[c * n + r] = sq_qm_grid_quant(row[c], sc, z, maxq);
+        }
+    }
+    return SQ_OK;
+}
+
+bool sq_cpu_supports(sq_op op, sq_qgrid_kind grid) {
+    (void)grid;
+    return op >= 0 && op < SQ_OP_COUNT;
+}

@@ -1,0 +1,214 @@
+/* qmath.h: the quantisation grids' arithmetic, one copy for the CPU (cc) and the GPU (nvcc): fp16 and
+ * E4M3 rounding on bit patterns, the integer grid of a group (scale and zero from its min and max, or
+ * searched for the least importance-weighted error), code rounding, and the E4M3 code of a scaled
+ * value. Every function is `static inline` (host and device under nvcc); the CPU's and the GPU's grids
+ * are therefore the same expressions. nvcc must not contract a * b + c here (the Makefile builds the
+ * CUDA code with -fmad=false; the kernels write fmaf where they mean it).
+ *
+ * The fp16 and E4M3 conversions are formats/dtype.c's integer code restated (the formats layer is
+ * compiled by cc only); tests/unit/test_backend_ops.c holds them equal over every input code. */
+#ifndef SQ_KERNELS_QMATH_H
+#define SQ_KERNELS_QMATH_H
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifdef __CUDACC__
+#define SQ_QM static inline __host__ __device__
+#define SQ_STATIC_ASSERT(c, m) static_assert(c, m)
+#else
+#define SQ_QM static inline
+#define SQ_STATIC_ASSERT(c, m) _Static_assert(c, m)
+#endif
+
+/* ---------------------------------------------------------------- packed layouts */
+
+/* Integer codes are packed LSB first into 32-bit words along the packing dimension: 32 / bits a word. */
+#define SQ_QM_PACK(bits) (32 / (bits))
+SQ_STATIC_ASSERT(sizeof(uint32_t) * 8 == 32, "a packed word is 32 bits");
+SQ_STATIC_ASSERT(SQ_QM_PACK(4) == 8 && SQ_QM_PACK(4) * 4 == 32, "INT4: 8 codes a word, no padding");
+SQ_STATIC_ASSERT(SQ_QM_PACK(8) == 4 && SQ_QM_PACK(8) * 8 == 32, "INT8: 4 codes a word, no padding");
+SQ_STATIC_ASSERT(sizeof(uint8_t) == 1, "an E4M3 code is one byte");
+SQ_STATIC_ASSERT(sizeof(uint16_t) == 2, "an fp16 scale is two bytes");
+SQ_STATIC_ASSERT(sizeof(float) == 4 && sizeof(int32_t) == 4, "float scales and int32 zeros are four bytes");
+
+/* The largest E4M3 magnitude. */
+#define SQ_QM_FP8_MAX 448.0f
+
+/* ---------------------------------------------------------------- bit patterns */
+
+SQ_QM uint32_t sq_qm_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+SQ_QM float sq_qm_float(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* f32 -> F16 bits, round to nearest even (dtype.c's f16_narrow). */
+SQ_QM uint32_t sq_qm_f16_narrow(uint32_t x) {
+    uint32_t sign = (x >> 16) & 0x8000u;
+    uint32_t a = x & 0x7FFFFFFFu;
+    uint32_t n = a - ((127u - 15u) << 23);
+    n = (n + 0x0FFFu + ((n >> 13) & 1u)) >> 13;
+    uint32_t e = a >> 23;
+    uint32_t m = (a & 0x7FFFFFu) | 0x800000u;
+    uint32_t sh = 126u - (e < 101u ? 101u : e > 112u ? 112u : e);
+    uint32_t q = (m + (1u << (sh - 1u)) - 1u + ((m >> sh) & 1u)) >> sh;
+    uint32_t r = a < 0x38800000u ? q : n;
+    r = a >= 0x477FF000u ? 0x7C00u : r;
+    r = a > 0x7F800000u ? 0x7E00u | ((a >> 13) & 0x1FFu) : r;
+    return sign | r;
+}
+
+/* F16 bits -> f32 bits (dtype.c's f16_widen). */
+SQ_QM uint32_t sq_qm_f16_widen(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t em = h & 0x7FFFu;
+    uint32_t normal = (em << 13) + ((127u - 15u) << 23);
+    uint32_t special = (em << 13) | 0x7F800000u | (em > 0x7C00u ? 0x00400000u : 0u);
+    uint32_t m = em, s = 0;
+    s += m < 0x008u ? 8u : 0u, m = m < 0x008u ? m << 8 : m;
+    s += m < 0x080u ? 4u : 0u, m = m < 0x080u ? m << 4 : m;
+    s += m < 0x200u ? 2u : 0u, m = m < 0x200u ? m << 2 : m;
+    s += m < 0x400u ? 1u : 0u, m = m < 0x400u ? m << 1 : m;
+    uint32_t sub = em == 0 ? 0u : ((113u - s) << 23) | ((m & 0x3FFu) << 13);
+    uint32_t r = em < 0x0400u ? sub : em >= 0x7C00u ? special : normal;
+    return sign | r;
+}
+
+/* E4M3 (fn) code -> f32 (dtype.c's e4m3_widen): S.1111.111 is NaN; no Inf. */
+SQ_QM float sq_qm_e4m3_decode(uint8_t b) {
+    uint32_t sign = (uint32_t)(b & 0x80u) << 24;
+    uint32_t em = b & 0x7Fu;
+    uint32_t normal = (em << 20) + ((127u - 7u) << 23);
+    uint32_t m = em, s = 0;
+    s += m < 0x4u ? 2u : 0u, m = m < 0x4u ? m << 2 : m;
+    s += m < 0x8u ? 1u : 0u, m = m < 0x8u ? m << 1 : m;
+    uint32_t sub = em == 0 ? 0u : ((121u - s) << 23) | ((m & 0x7u) << 20);
+    uint32_t r = em < 0x08u ? sub : em == 0x7Fu ? 0x7FC00000u : normal;
+    return sq_qm_float(sign | r);
+}
+
+/* f32 -> E4M3 (fn) code, round to nearest even, saturating at +-448; NaN gives 0x7F | sign (dtype.c's e4m3_narrow). */
+SQ_QM uint8_t sq_qm_e4m3_encode(float f) {
+    uint32_t x = sq_qm_bits(f);
+    uint32_t sign = (x >> 24) & 0x80u;
+    uint32_t a = x & 0x7FFFFFFFu;
+    uint32_t n = a - ((127u - 7u) << 23);
+    n = (n + 0x7FFFFu + ((n >> 20) & 1u)) >> 20;
+    uint32_t e = a >> 23;
+    uint32_t m = (a & 0x7FFFFFu) | 0x800000u;
+    uint32_t sh = 141u - (e < 116u ? 116u : e > 120u ? 120u : e);
+    uint32_t q = (m + (1u << (sh - 1u)) - 1u + ((m >> sh) & 1u)) >> sh;
+    uint32_t r = a < 0x3C800000u ? q : n;
+    r = a > 0x43E00000u ? 0x7Eu : r;
+    r = a > 0x7F800000u ? 0x7Fu : r;
+    return (uint8_t)(sign | r);
+}
+
+/* The E4M3 code of w with scale s: e4m3(clamp(w / s, +-448)) (the clamp matters only for the last ulp
+ * of the division, but it is what the peers do). */
+SQ_QM uint8_t sq_qm_fp8_code(float w, float s) { return sq_qm_e4m3_encode(fmaxf(-SQ_QM_FP8_MAX, fminf(w / s, SQ_QM_FP8_MAX))); }
+
+/* ---------------------------------------------------------------- the integer grid */
+
+/* s rounded to the fp16 value the file will hold, kept positive and finite. */
+SQ_QM float sq_qm_f16_scale(float s) {
+    float h = sq_qm_float(sq_qm_f16_widen((uint16_t)sq_qm_f16_narrow(sq_qm_bits(s))));
+    if (!(h > 0)) h = 5.9604645e-08f; /* smallest fp16 subnormal */
+    if (isinf(h)) h = 65504.0f;
+    return h;
+}
+
+/* Code of x on the grid: clamp(round_half_even(x / s) + z, 0, maxq). */
+SQ_QM uint8_t sq_qm_grid_quant(float x, float s, int32_t z, int maxq) {
+    float q = nearbyintf(x / s) + (float)z;
+    q = q < 0 ? 0 : q > (float)maxq ? (float)maxq : q;
+    return (uint8_t)q;
+}
+
+/* Scale and zero of a group whose values span [xmin, xmax] (the GPTQ reference's quantizer). */
+SQ_QM void sq_qm_grid_params(float xmin, float xmax, int bits, bool sym, float *scale, int32_t *zero) {
+    int maxq = (1 << bits) - 1;
+    xmin = fminf(xmin, 0.0f);
+    xmax = fmaxf(xmax, 0.0f);
+    if (sym) {
+        xmax = fmaxf(-xmin, xmax);
+        if (xmin < 0) xmin = -xmax;
+    }
+    if (xmin == 0 && xmax == 0) { xmin = -1; xmax = 1; }
+    float s = (xmax - xmin) / (float)maxq;
+    int32_t z = sym ? (maxq + 1) / 2 : (int32_t)nearbyintf(-xmin / s);
+    if (!sym && z == 0) {
+        /* GPTQ v1 stores zero - 1, and loaders disagree on how a stored -1 reads back: keep zero >= 1 by
+         * giving the group one step below 0 (the range [xmin, xmax] still fits: |xmin| < s/2). */
+        z = 1;
+        s = xmax / (float)(maxq - 1);
+    }
+    *scale = sq_qm_f16_scale(s);
+    *zero = z;
+}
+
+/* Sum d_i |x_i - dq(x_i)|^norm over m values x[i * stride] with importances d[i] (d NULL: all 1; norm <= 0: 2). */
+SQ_QM double sq_qm_grid_error(const float *x, int64_t stride, const float *d, int64_t m, float scale, int32_t zero, int maxq, double norm) {
+    double acc = 0;
+    bool sq = !(norm > 0) || norm == 2;
+    for (int64_t i = 0; i < m; i++) {
+        float xi = x[i * stride];
+        float e = scale * (float)((int32_t)sq_qm_grid_quant(xi, scale, zero, maxq) - zero) - xi;
+        double t = sq ? (double)e * e : pow(fabs((double)e), norm);
+        acc += d ? d[i] * t : t;
+    }
+    return acc;
+}
+
+/* The search's grid, as the GPTQ reference's quant.py (grid 100, maxshrink 0.8). */
+#define SQ_QM_GRID_STEPS 100
+#define SQ_QM_GRID_SHRINK_STEPS 80
+
+/* The mse grid of m values x[i * stride] with importances d (see quant/quant_internal.h's sq_grid_search). */
+SQ_QM void sq_qm_grid_search(const float *x, int64_t stride, const float *d, int64_t m, int bits, bool sym, double norm, float *scale,
+                             int32_t *zero) {
+    int maxq = (1 << bits) - 1;
+    float lo = x[0], hi = x[0], ext = x[0]; /* ext: the value of the largest magnitude, with its sign */
+    for (int64_t i = 1; i < m; i++) {
+        float xi = x[i * stride];
+        lo = fminf(lo, xi);
+        hi = fmaxf(hi, xi);
+        if (fabsf(xi) > fabsf(ext)) ext = xi;
+    }
+    sq_qm_grid_params(lo, hi, bits, sym, scale, zero);
+    if (ext == 0) return;
+    double best = sq_qm_grid_error(x, stride, d, m, *scale, *zero, maxq, norm);
+    /* Symmetric: every format spotq writes reads all 2^b codes of a symmetric grid, the value being
+     * s (q - 2^(b-1)) for q in [0, 2^b - 1], i.e. [-2^(b-1), 2^(b-1) - 1] steps: GPTQ v1 stores the zero 2^(b-1)
+     * as 2^(b-1) - 1 and AutoGPTQ and vLLM's exllama kernel add the 1 back, vLLM's Marlin runs sym as
+     * uint4b8 / uint8b128 (the same implicit zero), and compressed-tensors' sym int4 range is [-8, 7]
+     * (offset binary in the file, uint4b8 in vLLM). So the largest magnitude, when negative, may sit on
+     * -2^(b-1) exactly; the minmax grid (the reference's (2 amax) / maxq) puts neither end on a value. */
+    int32_t half = (maxq + 1) / 2;
+    float s0 = ext < 0 ? -ext / (float)half : ext / (float)(half - 1);
+    for (int i = 0; i < SQ_QM_GRID_SHRINK_STEPS; i++) {
+        float p = 1.0f - (float)i / (float)SQ_QM_GRID_STEPS, s;
+        int32_t z;
+        if (sym) {
+            s = sq_qm_f16_scale(p * s0);
+            z = half;
+        } else sq_qm_grid_params(p * lo, p * hi, bits, false, &s, &z);
+        double e = sq_qm_grid_error(x, stride, d, m, s, z, maxq, norm);
+        if (e < best) {
+            best = e;
+            *scale = s;
+            *zero = z;
+        }
+    }
+}
+
+#endif
