@@ -80,22 +80,22 @@ static bool re_match(const char *pat, const char *name) {
 }
 
 /* Whether the config leaves module unquantised, and the field that says so (for messages). */
-static bool ignored(const qc *x, sq_quant_method m, const char *module, const char **field) {
+static bool ignored(const qc *x, sq_format m, const char *module, const char **field) {
     const cJSON *list, *e;
     switch (m) {
-    case SQ_QM_GPTQ: /* GPTQModel's and vLLM's "dynamic": "-:regex" keys skip the modules they match */
+    case SQ_FORMAT_GPTQ: /* GPTQModel's and vLLM's "dynamic": "-:regex" keys skip the modules they match */
         *field = ".dynamic";
         list = cJSON_GetObjectItemCaseSensitive(x->q, "dynamic");
         cJSON_ArrayForEach(e, (cJSON_IsObject(list) ? list : NULL))
             if (e->string && !strncmp(e->string, "-:", 2) && re_match(e->string + 2, module)) return true;
         return false;
-    case SQ_QM_AWQ: /* transformers and vLLM: a module whose name contains an entry */
+    case SQ_FORMAT_AWQ: /* transformers and vLLM: a module whose name contains an entry */
         *field = ".modules_to_not_convert";
         list = cJSON_GetObjectItemCaseSensitive(x->q, "modules_to_not_convert");
         cJSON_ArrayForEach(e, (cJSON_IsArray(list) ? list : NULL))
             if (cJSON_IsString(e) && strstr(module, e->valuestring)) return true;
         return false;
-    case SQ_QM_FP8:
+    case SQ_FORMAT_FP8:
         *field = ".ignored_layers";
         list = cJSON_GetObjectItemCaseSensitive(x->q, "ignored_layers");
         break;
@@ -274,11 +274,11 @@ static void missing_input_scale(qc *x, const char *module) {
 }
 
 /* FP8: the weight scale's strategy and the activations against weight_scale and input_scale. */
-static void check_fp8(qc *x, sq_quant_method m, const char *module, int64_t N) {
+static void check_fp8(qc *x, sq_format m, const char *module, int64_t N) {
     const sq_tensor *ws = tensor(x, module, "weight_scale"), *is = tensor(x, module, "input_scale");
     if (!ws) return; /* the loader's message */
     bool per_channel = ws->numel != 1;
-    if (m == SQ_QM_FP8) {
+    if (m == SQ_FORMAT_FP8) {
         const char *act = jstr(x->q, "activation_scheme");
         if (per_channel) bad(x, " (vLLM's fp8) holds one weight scale per tensor, but %s holds %lld", module, (long long)ws->numel);
         else if (act && !strcmp(act, "dynamic") && is) bad(x, ".activation_scheme is 'dynamic', but %s holds an input_scale", module);
@@ -307,7 +307,7 @@ static void check_fp8(qc *x, sq_quant_method m, const char *module, int64_t N) {
 
 typedef struct {
     qc *x;
-    sq_quant_method m;
+    sq_format m;
 } walk;
 
 static const char *kind_name(int k) {
@@ -337,12 +337,12 @@ static int check_linear(const char *name, int ndim, const int64_t *shape, bool i
         bad(x, "%s lists %s, but it holds %s", field, module, kind_name(kind));
         return 1;
     }
-    int want = wk->m == SQ_QM_GPTQ || wk->m == SQ_QM_AWQ ? 1 : wk->m == SQ_QM_FP8 ? 3 : kind == 1 ? 2 : kind;
+    int want = wk->m == SQ_FORMAT_GPTQ || wk->m == SQ_FORMAT_AWQ ? 1 : wk->m == SQ_FORMAT_FP8 ? 3 : kind == 1 ? 2 : kind;
     if (kind != want) {
         bad(x, ".quant_method is '%s', but %s holds %s", x->ck->cfg.quant_method_name, module, kind_name(kind));
         return 1;
     }
-    if (kind == 1 && wk->m == SQ_QM_GPTQ) check_gptq(x, module, shape[0], shape[1]);
+    if (kind == 1 && wk->m == SQ_FORMAT_GPTQ) check_gptq(x, module, shape[0], shape[1]);
     else if (kind == 1) check_awq(x, module, shape[0], shape[1]);
     else if (kind == 2) check_ct_int(x, module, shape[0], shape[1]);
     else check_fp8(x, wk->m, module, shape[0]);
@@ -350,8 +350,8 @@ static int check_linear(const char *name, int ndim, const int64_t *shape, bool i
 }
 
 sq_status sq_ckpt_check_quant(const sq_ckpt *ck, sq_err *err) {
-    sq_quant_method m = ck->cfg.quant_method;
-    if (m == SQ_QM_NONE || m == SQ_QM_OTHER) return SQ_OK;
+    sq_format m = ck->cfg.quant_method;
+    if (m == SQ_FORMAT_NONE || m == SQ_FORMAT_OTHER) return SQ_OK;
     char *text;
     size_t len;
     sq_status s = sq_read_file(ck->config_path, &text, &len, err);
@@ -360,7 +360,7 @@ sq_status sq_ckpt_check_quant(const sq_ckpt *ck, sq_err *err) {
     free(text);
     if (!root) return sq_fail(err, SQ_ERR_FORMAT, "%s: not valid JSON", ck->config_path);
     qc x = {.ck = ck, .q = cJSON_GetObjectItemCaseSensitive(root, "quantization_config"), .err = err};
-    if (m == SQ_QM_COMPRESSED_TENSORS) find_group(&x);
+    if (m == SQ_FORMAT_CT) find_group(&x);
     walk wk = {&x, m};
     if (!x.status) sq_ckpt_expected_tensors(&ck->cfg, check_linear, &wk);
     cJSON_Delete(root);

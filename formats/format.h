@@ -1,0 +1,92 @@
+/* format.h: the format table: one row per on-disk quantised-linear format (GPTQ v1, AWQ GEMM,
+ * compressed-tensors pack-quantized and float-quantized, vLLM's fp8), each a descriptor plus functions,
+ * as ggml's type traits: what it can hold, how it writes one linear and reads it back, the
+ * quantization_config it writes and the config it recognises. The quantiser hands a row a quantised
+ * linear (codes, scales, zeros, g_idx; or E4M3 codes, scales and an input scale) without saying which
+ * method made it; the runtime loads every quantised linear through the row that holds it.
+ *
+ * Rows: formats/fmt_gptq.c, fmt_awq.c, fmt_ct_pack.c, fmt_ct_float.c, fmt_fp8.c; the table in format.c;
+ * bit packing in qpack.c; layouts in FORMATS.md.
+ *
+ * Adding a format (e.g. NVFP4 as compressed-tensors nvfp4-pack-quantized: E2M1 codes in groups of 16,
+ * E4M3 group scales, an FP32 global scale) touches:
+ *   - formats/fmt_ct_nvfp4.c (new): the row: can_hold (kind FP4, group 16), write (weight_packed U8
+ *     [N, K/2], weight_scale F8_E4M3 [N, K/16], weight_global_scale F32 [1], input_global_scale when
+ *     activations are quantised), read, config (config_groups type "float", num_bits 4, group 16,
+ *     format "nvfp4-pack-quantized"), recognise (quant_format "nvfp4-pack-quantized");
+ *   - formats/format.c: one row in the table;
+ *   - formats/qscheme.h: SQ_SCHEME_FP4 in sq_scheme_kind (and its fields, if any);
+ *   - formats/format.h: the FP4 fields of sq_qlinear (codes, group scales, global scale);
+ *   - runtime/qlinear.c: the FP4 case of the glue from sq_qlinear to the kernels' weight kind;
+ *   - and outside this table: the kernel (kernels/, its weight kind) and the method that makes the codes. */
+#ifndef SQ_FORMAT_H
+#define SQ_FORMAT_H
+
+#include "config.h"
+#include "qpack.h"
+#include "qscheme.h"
+#include "safetensors.h"
+
+struct cJSON;
+
+/* One quantised linear (n = out_features, k = in_features), in format-neutral form. Handed to write()
+ * (nothing owned); filled by read() (then owned: sq_qlinear_free). */
+typedef struct {
+    sq_scheme_kind kind;
+    int64_t n, k;
+    sq_qmatrix q;            /* INT: codes [K, N], scales, zeros, g_idx */
+    const uint8_t *codes;    /* FP8: E4M3 [N, K] (read: aliases the tensor) */
+    float *scale;            /* FP8: [1] or [N] (per_channel) */
+    bool per_channel;
+    float input_scale;       /* FP8: the static activation scale, 0 when none is stored */
+} sq_qlinear;
+void sq_qlinear_free(sq_qlinear *l); /* read() results; NULL-filled is fine */
+
+/* Where a row reads a linear's tensors from (a checkpoint, a test's list): find returns NULL when
+ * absent; path names the weights in messages. */
+typedef struct {
+    const sq_tensor *(*find)(void *user, const char *name);
+    void *user;
+    const char *path;
+} sq_tensor_src;
+
+/* Where a row writes a linear's tensors (the output's shards, a test's list). */
+typedef struct {
+    sq_status (*add)(void *user, const char *name, sq_dtype dt, int ndim, const int64_t *shape, const void *data, sq_err *err);
+    void *user;
+} sq_tensor_sink;
+
+typedef struct sq_fmt {
+    const char *name;            /* the row: "gptq", "awq", "ct-pack", "ct-float", "fp8" */
+    sq_format format;            /* the --format that writes it... */
+    sq_scheme_kind kind;         /* ...for schemes of this kind */
+    const char *quant_method;    /* quantization_config.quant_method */
+    const char *ct_format;       /* compressed-tensors' format string, NULL for other formats */
+    /* Whether the format holds scheme s for an n x k linear (n = k = 0: the scheme alone); else false
+     * and the reason into why. */
+    bool (*can_hold)(const sq_scheme *s, int64_t n, int64_t k, char *why, size_t cap);
+    /* Writes linear l (module "model.layers.0.self_attn.q_proj") as the format's tensors; *bytes: the
+     * bytes of its quantised tensors (codes, scales, zeros, g_idx) for bits-per-weight figures. */
+    sq_status (*write)(const sq_scheme *s, const char *module, const sq_qlinear *l, const sq_tensor_sink *out, double *bytes,
+                       sq_err *err);
+    /* Whether module's tensors in src are this format's (cfg: the checkpoint's config). */
+    bool (*holds)(const sq_tensor_src *src, const char *module, const sq_config *cfg);
+    /* Reads module back as an n x k linear (the shape the architecture expects) into *out. */
+    sq_status (*read)(const sq_tensor_src *src, const char *module, int64_t n, int64_t k, const sq_config *cfg, sq_qlinear *out,
+                      sq_err *err);
+    /* The quantization_config of scheme s; kept: the array of modules left in full precision (taken). */
+    struct cJSON *(*config)(const sq_scheme *s, struct cJSON *kept);
+    /* Whether a parsed config.json states this format. */
+    bool (*recognise)(const sq_config *cfg);
+} sq_fmt;
+
+int sq_fmt_count(void);
+const sq_fmt *sq_fmt_get(int i);
+/* The row that writes --format f for schemes of kind k; NULL for none (SQ_FORMAT_AUTO included). */
+const sq_fmt *sq_fmt_for(sq_format f, sq_scheme_kind k);
+/* The row a config states; NULL when none (not quantised, or a format spotq does not read). */
+const sq_fmt *sq_fmt_of_config(const sq_config *cfg);
+/* The row whose tensors hold module in src, NULL when it is not quantised (a plain .weight). */
+const sq_fmt *sq_fmt_of_linear(const sq_tensor_src *src, const char *module, const sq_config *cfg);
+
+#endif
