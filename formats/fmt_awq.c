@@ -4,8 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "fmt_internal.h"
+#include "qcheck.h"
 
 static bool can_hold(const sq_scheme *s, int64_t n, int64_t k, char *why, size_t cap) {
     if (!sq_fmt_int_shape(s, n, k, why, cap)) return false;
@@ -76,7 +78,47 @@ static cJSON *config(const sq_scheme *p, cJSON *kept) {
 
 static bool recognise(const sq_config *cfg) { return cfg->quant_method == SQ_FORMAT_AWQ; }
 
+/* transformers and vLLM: a module whose name contains an entry of modules_to_not_convert. */
+static bool ignores(const cJSON *q, const char *module, const char **field) {
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(q, "modules_to_not_convert"), *e;
+    *field = ".modules_to_not_convert";
+    cJSON_ArrayForEach(e, (cJSON_IsArray(list) ? list : NULL))
+        if (cJSON_IsString(e) && strstr(module, e->valuestring)) return true;
+    return false;
+}
+
+static void check(sq_qc *x, const char *module, int64_t N, int64_t K) {
+    const sq_tensor *qw = sq_qc_tensor(x, module, "qweight"), *sc = sq_qc_tensor(x, module, "scales"), *qz = sq_qc_tensor(x, module, "qzeros");
+    if (!sc || sc->ndim != 2 || sc->shape[0] < 1) return;
+    if (qw->ndim == 2 && qw->shape[1] == N && qw->shape[0] * 32 % K == 0 && qw->shape[0] != K) {
+        sq_qc_bad(x, ".quant_method is 'awq', but %s's qweight is [%lld, %lld], GPTQ's layout (AWQ GEMM packs along the outputs: [%lld, %lld])",
+            module, (long long)qw->shape[0], (long long)N, (long long)K, (long long)(N / 8));
+        return;
+    }
+    int cb = sq_qc_int(x->q, "bits", sq_qc_int(x->q, "w_bit", 0)), gs = sq_qc_int(x->q, "group_size", sq_qc_int(x->q, "q_group_size", 0));
+    int zp = sq_qc_bool(x->q, "zero_point", 1);
+    const char *ver = sq_qc_str(x->q, "version");
+    if (cb != 4) {
+        sq_qc_bad(x, ".bits is %d, but %s holds 4-bit AWQ GEMM codes (qweight [%lld, %lld], 8 to a word)", cb, module,
+            (long long)qw->shape[0], qw->ndim > 1 ? (long long)qw->shape[1] : 0LL);
+        return;
+    }
+    if (gs == 0 || gs < -1) {
+        sq_qc_bad(x, " has no valid group_size (%s holds %lld groups of its %lld inputs)", module, (long long)sc->shape[0], (long long)K);
+        return;
+    }
+    sq_qc_groups(x, ".group_size", gs, module, sc->shape[0], K);
+    if (x->status) return;
+    if (ver && strcasecmp(ver, "gemm")) {
+        sq_qc_bad(x, ".version is '%s', but %s's tensors are laid out for GEMM (qweight [%lld, %lld]), the only layout the runtime reads", ver,
+            module, (long long)K, (long long)(N / 8));
+        return;
+    }
+    if (zp != 1 && qz) sq_qc_bad(x, ".zero_point is %s, but %s holds qzeros", zp == 0 ? "false" : "not a boolean", module);
+}
+
 const sq_fmt sq_fmt_awq = {
     .name = "awq", .format = SQ_FORMAT_AWQ, .kind = SQ_SCHEME_INT, .quant_method = "awq", .ct_format = NULL,
     .can_hold = can_hold, .write = write, .holds = holds, .read = read, .config = config, .recognise = recognise,
+    .tensors = "GPTQ/AWQ tensors (qweight)", .ignores = ignores, .check_config = NULL, .check = check,
 };

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "fmt_internal.h"
+#include "qcheck.h"
 
 static bool can_hold(const sq_scheme *s, int64_t n, int64_t k, char *why, size_t cap) {
     why[0] = 0;
@@ -69,7 +70,31 @@ static bool recognise(const sq_config *cfg) {
     return cfg->quant_method == SQ_FORMAT_CT && (!strcmp(cfg->quant_format, "float-quantized") || !strcmp(cfg->quant_format, "naive-quantized"));
 }
 
+/* The first Linear group's weight strategy against weight_scale, its input_activations against input_scale. */
+static void check(sq_qc *x, const char *module, int64_t N, int64_t K) {
+    const sq_tensor *ws = sq_qc_tensor(x, module, "weight_scale"), *is = sq_qc_tensor(x, module, "input_scale");
+    if (!ws) return; /* the loader's message */
+    bool per_channel = ws->numel != 1;
+    const char *fmt = sq_qc_str(x->q, "format"), *type = sq_qc_str(x->w, "type"), *strat = sq_qc_str(x->w, "strategy"), *g = x->group;
+    if (fmt && strcmp(fmt, "float-quantized") && strcmp(fmt, "naive-quantized"))
+        sq_qc_bad(x, ".format is '%s', but %s holds FP8 weights (float-quantized)", fmt, module);
+    else if (!cJSON_IsObject(x->w)) sq_qc_bad(x, ".config_groups.%s has no weights", g);
+    else if (sq_qc_int(x->w, "num_bits", 0) != 8 || !type || strcmp(type, "float"))
+        sq_qc_bad(x, ".config_groups.%s.weights is %d-bit %s, but %s holds F8_E4M3 weights", g, sq_qc_int(x->w, "num_bits", 0), type ? type : "(no type)", module);
+    else if (!strat || strcmp(strat, per_channel ? "channel" : "tensor"))
+        sq_qc_bad(x, ".config_groups.%s.weights.strategy is '%s', but %s holds %lld weight scale%s", g, strat ? strat : "absent", module,
+            (long long)ws->numel, ws->numel == 1 ? "" : "s");
+    else if (per_channel && ws->numel != N)
+        sq_qc_bad(x, ".config_groups.%s.weights.strategy is 'channel', but %s holds %lld weight scales for %lld outputs", g, module, (long long)ws->numel, (long long)N);
+    else if ((!x->ia || cJSON_IsNull(x->ia)) && is)
+        sq_qc_bad(x, ".config_groups.%s.input_activations is null, but %s holds an input_scale", g, module);
+    else if (x->ia && !cJSON_IsNull(x->ia) && sq_qc_bool(x->ia, "dynamic", 0) != 0 && is)
+        sq_qc_bad(x, ".config_groups.%s.input_activations.dynamic is true, but %s holds an input_scale", g, module);
+    else if (x->ia && !cJSON_IsNull(x->ia) && sq_qc_bool(x->ia, "dynamic", 0) == 0 && !is) sq_qc_missing_input_scale(x, module);
+}
+
 const sq_fmt sq_fmt_ct_float = {
     .name = "ct-float", .format = SQ_FORMAT_CT, .kind = SQ_SCHEME_FP8, .quant_method = "compressed-tensors", .ct_format = "float-quantized",
     .can_hold = can_hold, .write = write, .holds = holds, .read = read, .config = config, .recognise = recognise,
+    .tensors = "FP8 weights", .ignores = sq_fmt_ct_ignores, .check_config = sq_fmt_ct_group, .check = check,
 };

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "fmt_internal.h"
+#include "qcheck.h"
 
 static bool can_hold(const sq_scheme *s, int64_t n, int64_t k, char *why, size_t cap) {
     if (!sq_fmt_int_shape(s, n, k, why, cap)) return false;
@@ -107,7 +108,77 @@ static bool recognise(const sq_config *cfg) {
     return cfg->quant_method == SQ_FORMAT_CT && strcmp(cfg->quant_format, "float-quantized") && strcmp(cfg->quant_format, "naive-quantized");
 }
 
+bool sq_fmt_ct_ignores(const cJSON *q, const char *module, const char **field) {
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(q, "ignore"), *e;
+    *field = ".ignore";
+    cJSON_ArrayForEach(e, (cJSON_IsArray(list) ? list : NULL))
+        if (cJSON_IsString(e) && !strncmp(e->valuestring, "re:", 3) && sq_qc_re_match(e->valuestring + 3, module)) return true;
+    cJSON_ArrayForEach(e, (cJSON_IsArray(list) ? list : NULL))
+        if (cJSON_IsString(e) && !strcmp(e->valuestring, module)) return true;
+    return false;
+}
+
+/* compressed-tensors: the first group targeting Linear (spotq writes one). */
+void sq_fmt_ct_group(sq_qc *x) {
+    const cJSON *groups = cJSON_GetObjectItemCaseSensitive(x->q, "config_groups"), *g;
+    cJSON_ArrayForEach(g, (cJSON_IsObject(groups) ? groups : NULL)) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(g, "targets"), *e;
+        bool linear = false;
+        cJSON_ArrayForEach(e, (cJSON_IsArray(t) ? t : NULL)) linear = linear || (cJSON_IsString(e) && !strcmp(e->valuestring, "Linear"));
+        if (!linear) continue;
+        snprintf(x->group, sizeof x->group, "%s", g->string ? g->string : "?");
+        x->w = cJSON_GetObjectItemCaseSensitive(g, "weights");
+        x->ia = cJSON_GetObjectItemCaseSensitive(g, "input_activations");
+        return;
+    }
+    sq_qc_bad(x, ".config_groups has no group targeting Linear");
+}
+
+static void check(sq_qc *x, const char *module, int64_t N, int64_t K) {
+    const sq_tensor *wp = sq_qc_tensor(x, module, "weight_packed"), *ws = sq_qc_tensor(x, module, "weight_scale");
+    const sq_tensor *zp = sq_qc_tensor(x, module, "weight_zero_point"), *gi = sq_qc_tensor(x, module, "weight_g_idx");
+    if (wp->ndim != 2 || (wp->shape[1] * 32) % K || !ws || ws->ndim != 2 || ws->shape[1] < 1) return;
+    int bits = (int)(wp->shape[1] * 32 / K);
+    int64_t G = ws->shape[1];
+    const char *fmt = sq_qc_str(x->q, "format"), *type = sq_qc_str(x->w, "type"), *strat = sq_qc_str(x->w, "strategy"), *ao = sq_qc_str(x->w, "actorder");
+    const char *g = x->group;
+    if (fmt && strcmp(fmt, "pack-quantized")) {
+        sq_qc_bad(x, ".format is '%s', but %s holds pack-quantized tensors (weight_packed)", fmt, module);
+        return;
+    }
+    if (!cJSON_IsObject(x->w)) {
+        sq_qc_bad(x, ".config_groups.%s has no weights", g);
+        return;
+    }
+    int nb = sq_qc_int(x->w, "num_bits", 0), gs = sq_qc_int(x->w, "group_size", -1), sym = sq_qc_bool(x->w, "symmetric", -2);
+    if (nb != bits) sq_qc_bad(x, ".config_groups.%s.weights.num_bits is %d, but %s holds %d-bit codes (weight_packed [%lld, %lld])", g, nb, module, bits,
+                        (long long)N, (long long)wp->shape[1]);
+    else if (!type || strcmp(type, "int")) sq_qc_bad(x, ".config_groups.%s.weights.type is '%s', but %s holds integer codes", g, type ? type : "absent", module);
+    else if (!strat || (strcmp(strat, "group") && strcmp(strat, "channel")))
+        sq_qc_bad(x, ".config_groups.%s.weights.strategy is '%s', but %s holds %s scales", g, strat ? strat : "absent", module, G == 1 ? "per-channel" : "per-group");
+    else if (!strcmp(strat, "channel") && G != 1)
+        sq_qc_bad(x, ".config_groups.%s.weights.strategy is 'channel', but %s holds %lld groups of its %lld inputs", g, module, (long long)G, (long long)K);
+    else if (!strcmp(strat, "group") && gs <= 0) sq_qc_bad(x, ".config_groups.%s.weights.group_size must be positive with strategy 'group'", g);
+    else if (!strcmp(strat, "group")) {
+        char field[128];
+        snprintf(field, sizeof field, ".config_groups.%s.weights.group_size", g);
+        sq_qc_groups(x, field, gs, module, G, K);
+    }
+    if (x->status) return;
+    if (sym < 0) sq_qc_bad(x, ".config_groups.%s.weights.symmetric is not a boolean", g);
+    else if (sym == (zp != NULL))
+        sq_qc_bad(x, ".config_groups.%s.weights.symmetric is %s, but %s %s weight_zero_point", g, sq_qc_yes(sym), module, zp ? "holds" : "has no");
+    else if (sq_qc_bool(x->w, "dynamic", 0)) sq_qc_bad(x, ".config_groups.%s.weights.dynamic is not false, but %s holds stored scales", g, module);
+    else if (ao && !strcmp(ao, "group") && !gi) sq_qc_bad(x, ".config_groups.%s.weights.actorder is 'group', but %s has no weight_g_idx", g, module);
+    else if ((!ao || strcmp(ao, "group")) && !sq_qc_g_idx_trivial(gi, K, G))
+        sq_qc_bad(x, ".config_groups.%s.weights.actorder is %s%s%s, but %s's weight_g_idx puts its inputs out of order", g, ao ? "'" : "", ao ? ao : "null",
+            ao ? "'" : "", module);
+    else if (x->ia && !cJSON_IsNull(x->ia))
+        sq_qc_bad(x, ".config_groups.%s.input_activations is set, but %s holds pack-quantized weights, which the runtime runs with float activations", g, module);
+}
+
 const sq_fmt sq_fmt_ct_pack = {
     .name = "ct-pack", .format = SQ_FORMAT_CT, .kind = SQ_SCHEME_INT, .quant_method = "compressed-tensors", .ct_format = "pack-quantized",
     .can_hold = can_hold, .write = write, .holds = holds, .read = read, .config = config, .recognise = recognise,
+    .tensors = "pack-quantized tensors (weight_packed)", .ignores = sq_fmt_ct_ignores, .check_config = sq_fmt_ct_group, .check = check,
 };

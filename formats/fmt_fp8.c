@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "fmt_internal.h"
+#include "qcheck.h"
 
 static const char *act_name(sq_act a) { return a == SQ_ACT_STATIC ? "static" : a == SQ_ACT_DYNAMIC ? "dynamic" : "none"; }
 
@@ -48,7 +49,28 @@ static cJSON *config(const sq_scheme *p, cJSON *kept) {
 
 static bool recognise(const sq_config *cfg) { return cfg->quant_method == SQ_FORMAT_FP8; }
 
+/* ignored_layers: module names. */
+static bool ignores(const cJSON *q, const char *module, const char **field) {
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(q, "ignored_layers"), *e;
+    *field = ".ignored_layers";
+    cJSON_ArrayForEach(e, (cJSON_IsArray(list) ? list : NULL))
+        if (cJSON_IsString(e) && !strcmp(e->valuestring, module)) return true;
+    return false;
+}
+
+/* One weight scale per tensor; activation_scheme against input_scale. */
+static void check(sq_qc *x, const char *module, int64_t N, int64_t K) {
+    const sq_tensor *ws = sq_qc_tensor(x, module, "weight_scale"), *is = sq_qc_tensor(x, module, "input_scale");
+    if (!ws) return; /* the loader's message */
+    bool per_channel = ws->numel != 1;
+    const char *act = sq_qc_str(x->q, "activation_scheme");
+    if (per_channel) sq_qc_bad(x, " (vLLM's fp8) holds one weight scale per tensor, but %s holds %lld", module, (long long)ws->numel);
+    else if (act && !strcmp(act, "dynamic") && is) sq_qc_bad(x, ".activation_scheme is 'dynamic', but %s holds an input_scale", module);
+    else if (act && !strcmp(act, "static") && !is) sq_qc_missing_input_scale(x, module);
+}
+
 const sq_fmt sq_fmt_fp8 = {
     .name = "fp8", .format = SQ_FORMAT_FP8, .kind = SQ_SCHEME_FP8, .quant_method = "fp8", .ct_format = NULL,
     .can_hold = can_hold, .write = write, .holds = holds, .read = read, .config = config, .recognise = recognise,
+    .tensors = "FP8 weights", .ignores = ignores, .check_config = NULL, .check = check,
 };

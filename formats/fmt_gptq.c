@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "fmt_internal.h"
+#include "qcheck.h"
 
 static bool can_hold(const sq_scheme *s, int64_t n, int64_t k, char *why, size_t cap) { return sq_fmt_int_shape(s, n, k, why, cap); }
 
@@ -97,7 +98,63 @@ static cJSON *config(const sq_scheme *p, cJSON *kept) {
 
 static bool recognise(const sq_config *cfg) { return cfg->quant_method == SQ_FORMAT_GPTQ; }
 
+/* GPTQModel's and vLLM's "dynamic": "-:regex" keys skip the modules they match. */
+static bool ignores(const cJSON *q, const char *module, const char **field) {
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(q, "dynamic"), *e;
+    *field = ".dynamic";
+    cJSON_ArrayForEach(e, (cJSON_IsObject(list) ? list : NULL))
+        if (e->string && !strncmp(e->string, "-:", 2) && sq_qc_re_match(e->string + 2, module)) return true;
+    return false;
+}
+
+static void check(sq_qc *x, const char *module, int64_t N, int64_t K) {
+    const sq_tensor *qw = sq_qc_tensor(x, module, "qweight"), *sc = sq_qc_tensor(x, module, "scales"), *qz = sq_qc_tensor(x, module, "qzeros"),
+                    *gi = sq_qc_tensor(x, module, "g_idx");
+    if (qw->ndim == 2 && qw->shape[0] == K && qw->shape[1] * 8 == N && N != 8) {
+        sq_qc_bad(x, ".quant_method is 'gptq', but %s's qweight is [%lld, %lld], AWQ GEMM's layout (GPTQ packs along the inputs)", module,
+            (long long)K, (long long)(N / 8));
+        return;
+    }
+    if (qw->ndim != 2 || !sc || sc->ndim != 2 || sc->shape[0] < 1 || (qw->shape[0] * 32) % K) return; /* the loader's message */
+    int bits = (int)(qw->shape[0] * 32 / K), G = (int)sc->shape[0];
+    int cb = sq_qc_int(x->q, "bits", 0), gs = sq_qc_int(x->q, "group_size", 0), sym = sq_qc_bool(x->q, "sym", 1), desc = sq_qc_bool(x->q, "desc_act", 0);
+    const char *fmt = sq_qc_str(x->q, "checkpoint_format");
+    if (cb != bits) {
+        if (cb == 0) sq_qc_bad(x, " has no bits (%s holds %d-bit codes)", module, bits);
+        else sq_qc_bad(x, ".bits is %d, but %s holds %d-bit codes (qweight [%lld, %lld])", cb, module, bits, (long long)qw->shape[0], (long long)N);
+        return;
+    }
+    if (gs == 0 || gs < -1) {
+        sq_qc_bad(x, " has no valid group_size (%s holds %d groups of its %lld inputs)", module, G, (long long)K);
+        return;
+    }
+    sq_qc_groups(x, ".group_size", gs, module, G, K);
+    if (x->status) return;
+    if (fmt && strcmp(fmt, "gptq")) {
+        sq_qc_bad(x, ".checkpoint_format is '%s', but %s holds GPTQ v1 zero points (stored minus one), the only form the runtime reads", fmt,
+            module);
+        return;
+    }
+    if (sym < 0 || desc < 0) {
+        sq_qc_bad(x, ".%s is not a boolean", sym < 0 ? "sym" : "desc_act");
+        return;
+    }
+    /* Symmetric: every zero point 2^(b-1), stored as 2^(b-1) - 1 in v1. */
+    if (sym && qz && qz->dtype == SQ_DT_I32) {
+        uint32_t mask = (1u << bits) - 1, want = (1u << (bits - 1)) - 1;
+        for (int64_t i = 0; i < qz->numel; i++)
+            for (int s = 0; s < 32; s += bits)
+                if ((((uint32_t)sq_qc_i32(qz, i) >> s) & mask) != want) {
+                    sq_qc_bad(x, ".sym is true, but %s's qzeros hold zero points other than %u", module, want + 1);
+                    return;
+                }
+    }
+    if (!desc && !sq_qc_g_idx_trivial(gi, K, G))
+        sq_qc_bad(x, ".desc_act is false, but %s's g_idx puts its inputs out of order (act-order)", module);
+}
+
 const sq_fmt sq_fmt_gptq = {
     .name = "gptq", .format = SQ_FORMAT_GPTQ, .kind = SQ_SCHEME_INT, .quant_method = "gptq", .ct_format = NULL,
     .can_hold = can_hold, .write = write, .holds = holds, .read = read, .config = config, .recognise = recognise,
+    .tensors = "GPTQ/AWQ tensors (qweight)", .ignores = ignores, .check_config = NULL, .check = check,
 };

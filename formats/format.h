@@ -13,7 +13,8 @@
  *   - formats/fmt_ct_nvfp4.c (new): the row: can_hold (kind FP4, group 16), write (weight_packed U8
  *     [N, K/2], weight_scale F8_E4M3 [N, K/16], weight_global_scale F32 [1], input_global_scale when
  *     activations are quantised), read, config (config_groups type "float", num_bits 4, group 16,
- *     format "nvfp4-pack-quantized"), recognise (quant_format "nvfp4-pack-quantized");
+ *     format "nvfp4-pack-quantized"), recognise (quant_format "nvfp4-pack-quantized"), check (what
+ *     its config must state about those tensors; ignores and check_config: compressed-tensors' own);
  *   - formats/format.c: one row in the table;
  *   - formats/qscheme.h: SQ_SCHEME_FP4 in sq_scheme_kind (and its fields, if any);
  *   - formats/format.h: the FP4 fields of sq_qlinear (codes, group scales, global scale);
@@ -28,6 +29,7 @@
 #include "safetensors.h"
 
 struct cJSON;
+struct sq_qc;
 
 /* One quantised linear (n = out_features, k = in_features), in format-neutral form. Handed to write()
  * (nothing owned); filled by read() (then owned: sq_qlinear_free). */
@@ -78,6 +80,14 @@ typedef struct sq_fmt {
     struct cJSON *(*config)(const sq_scheme *s, struct cJSON *kept);
     /* Whether a parsed config.json states this format. */
     bool (*recognise)(const sq_config *cfg);
+    /* Holding a checkpoint's quantization_config to its tensors (qconfig.c, formats/qcheck.h): what
+     * its tensors are, for messages; whether the config leaves module unquantised (*field: the key
+     * that says so); the config as a whole before its linears (may be NULL); and what the config must
+     * state about module's n x k tensors, a mismatch through sq_qc_bad. */
+    const char *tensors;
+    bool (*ignores)(const struct cJSON *q, const char *module, const char **field);
+    void (*check_config)(struct sq_qc *x);
+    void (*check)(struct sq_qc *x, const char *module, int64_t n, int64_t k);
 } sq_fmt;
 
 int sq_fmt_count(void);

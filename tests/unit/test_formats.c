@@ -157,6 +157,36 @@ static void int_round_trip(const sq_fmt *f, const sq_scheme *s, int64_t n, int64
               f->name, (long long)n, (long long)k, s->bits, s->group_size, s->sym, sq_scheme_g_idx(s));
         int_trips++;
     }
+    /* scales as peers store them (llm-compressor: the model's dtype): F32 and BF16 read to the same values */
+    for (int i = 0; i < st.n; i++) {
+        sq_tensor *t = &st.t[i];
+        if (t->dtype != SQ_DT_F16) continue;
+        for (int dt = 0; dt < 2; dt++) {
+            float *v = malloc((size_t)t->numel * sizeof *v);
+            sq_dtype_to_f32(SQ_DT_F16, t->data, v, (size_t)t->numel);
+            sq_dtype wide = dt ? SQ_DT_BF16 : SQ_DT_F32;
+            void *w = malloc((size_t)t->numel * (size_t)sq_dtype_size(wide)), *f16 = (void *)t->data;
+            sq_dtype_from_f32(wide, v, w, (size_t)t->numel);
+            t->data = w;
+            t->dtype = wide;
+            t->nbytes = t->numel * sq_dtype_size(wide);
+            sq_qlinear wb;
+            sq_status ws = f->read(&src, mod, n, k, &cfg, &wb, &err);
+            /* BF16 keeps 8 mantissa bits: compare with the scales rounded the same way */
+            sq_qmatrix want = m;
+            float *wsc = malloc((size_t)(m.n_groups * n) * sizeof *wsc);
+            for (int64_t j = 0; j < m.n_groups * n; j++) wsc[j] = dt ? sq_bf16_to_f32(sq_f32_to_bf16(m.scale[j])) : m.scale[j];
+            want.scale = wsc;
+            CHECK(ws == SQ_OK && same_qmatrix(&want, &wb.q), "%s: scales in %s: %s", f->name, sq_dtype_name(wide), ws ? err.msg : "differ");
+            sq_qlinear_free(&wb);
+            free(wsc);
+            free(w);
+            free(v);
+            t->data = f16;
+            t->dtype = SQ_DT_F16;
+            t->nbytes = t->numel * 2;
+        }
+    }
     /* the wrong shape asked for is an error naming the module, never a crash */
     sq_qlinear bad;
     CHECK(f->read(&src, mod, n + 8, k, &cfg, &bad, &err) != SQ_OK && strstr(err.msg, mod), "%s: wrong n: %s", f->name, err.msg);
@@ -186,6 +216,11 @@ static void fp8_round_trip(const sq_fmt *f, const sq_scheme *s, int64_t n, int64
     sq_qlinear l = {.kind = SQ_SCHEME_FP8, .n = n, .k = k, .codes = codes, .scale = scale, .per_channel = s->fp8_per_channel,
                     .input_scale = in_scale};
     CHECK_OK(f->write(s, mod, &l, &out, &bytes, &err), &err);
+    /* the scale's shape as each peer's loader expects it: vLLM's fp8 a scalar; compressed-tensors [1], or [N, 1] per channel */
+    const sq_tensor *wsc = store_find(&st, "model.layers.0.mlp.up_proj.weight_scale");
+    int want_nd = f->format == SQ_FORMAT_FP8 ? 0 : s->fp8_per_channel ? 2 : 1;
+    CHECK(wsc && wsc->dtype == SQ_DT_F32 && wsc->ndim == want_nd && wsc->numel == ns && (want_nd < 2 || wsc->shape[1] == 1),
+          "%s: weight_scale shape", f->name);
     sq_config cfg;
     CHECK(config_round_trip(f, s, &cfg), "%s: config", f->name);
     CHECK(cfg.quant_act == (s->act == SQ_ACT_STATIC ? SQ_QACT_STATIC : s->act == SQ_ACT_DYNAMIC ? SQ_QACT_DYNAMIC_TOKEN : SQ_QACT_NONE),
