@@ -1,5 +1,5 @@
 /* fmt_internal.h: what the format table's rows share (format.c): checked views of a linear's tensors,
- * scale tensors in any float dtype, the integer formats' shape rule, and the rows themselves. */
+ * scale tensors in any float dtype, the integer formats' shape rule, E4M3 weights. */
 #ifndef SQ_FMT_INTERNAL_H
 #define SQ_FMT_INTERNAL_H
 
@@ -29,7 +29,5 @@ sq_status sq_fmt_read_e4m3(const sq_tensor_src *src, const char *module, int64_t
                            sq_err *err);
 /* Whether module's weight is an F8_E4M3 tensor. */
 bool sq_fmt_has_e4m3(const sq_tensor_src *src, const char *module);
-
-extern const sq_fmt sq_fmt_gptq, sq_fmt_awq, sq_fmt_ct_pack, sq_fmt_ct_float, sq_fmt_fp8;
 
 #endif

@@ -9,7 +9,8 @@
 
 #include "dtype.h"
 
-/* The rows, in the order a linear's tensors are matched against them. */
+/* The rows (each defined in its fmt_*.c), in the order a linear's tensors are matched against them. */
+extern const sq_fmt sq_fmt_gptq, sq_fmt_awq, sq_fmt_ct_pack, sq_fmt_ct_float, sq_fmt_fp8;
 static const sq_fmt *const table[] = {&sq_fmt_gptq, &sq_fmt_awq, &sq_fmt_ct_pack, &sq_fmt_ct_float, &sq_fmt_fp8};
 
 int sq_fmt_count(void) { return (int)(sizeof table / sizeof *table); }

@@ -8,18 +8,27 @@
  * Rows: formats/fmt_gptq.c, fmt_awq.c, fmt_ct_pack.c, fmt_ct_float.c, fmt_fp8.c; the table in format.c;
  * bit packing in qpack.c; layouts in FORMATS.md.
  *
- * Adding a format (e.g. NVFP4 as compressed-tensors nvfp4-pack-quantized: E2M1 codes in groups of 16,
- * E4M3 group scales, an FP32 global scale) touches:
- *   - formats/fmt_ct_nvfp4.c (new): the row: can_hold (kind FP4, group 16), write (weight_packed U8
- *     [N, K/2], weight_scale F8_E4M3 [N, K/16], weight_global_scale F32 [1], input_global_scale when
- *     activations are quantised), read, config (config_groups type "float", num_bits 4, group 16,
- *     format "nvfp4-pack-quantized"), recognise (quant_format "nvfp4-pack-quantized"), check (what
- *     its config must state about those tensors; ignores and check_config: compressed-tensors' own);
- *   - formats/format.c: one row in the table;
- *   - formats/qscheme.h: SQ_SCHEME_FP4 in sq_scheme_kind (and its fields, if any);
- *   - formats/format.h: the FP4 fields of sq_qlinear (codes, group scales, global scale);
+ * Adding a format. NVFP4 as issue 14 describes it (compressed-tensors nvfp4-pack-quantized: E2M1 codes
+ * in groups of 16, E4M3 group scales, an FP32 global scale) touches, on the format side:
+ *   - formats/fmt_ct_nvfp4.c (new): the row: can_hold (kind SQ_SCHEME_FP4, group 16, sym), write
+ *     (weight_packed U8 [N, K/2], weight_scale F8_E4M3 [N, K/16], weight_global_scale F32 [1], and
+ *     input_global_scale with W4A4), holds/read (the same tensors back into sq_qlinear), config
+ *     (config_groups weights type "float", num_bits 4, strategy "tensor_group", group_size 16; format
+ *     "nvfp4-pack-quantized"), recognise (quant_format "nvfp4-pack-quantized"), tensors, check (what
+ *     the config must state about those tensors); ignores = sq_fmt_ct_ignores and check_config =
+ *     sq_fmt_ct_group, compressed-tensors' own;
+ *   - formats/format.c: the row in table[] and its extern (two lines);
+ *   - formats/qscheme.h: SQ_SCHEME_FP4 in sq_scheme_kind (the group size and sq_act are there already);
+ *   - formats/format.h: sq_qlinear's FP4 fields (packed codes, E4M3 group scales, global scale, input
+ *     global scale);
  *   - runtime/qlinear.c: the FP4 case of the glue from sq_qlinear to the kernels' weight kind;
- *   - and outside this table: the kernel (kernels/, its weight kind) and the method that makes the codes. */
+ *   - tests/unit/test_formats.c: an FP4 branch of the round trip; tests/fuzz/fuzz_fmt_ct_nvfp4.c and
+ *     tests/fuzz/corpus/fmt_ct_nvfp4/ (new, seeds written by the harness).
+ * Outside the table, and not format code: the kernel (kernels/, a weight-kind row: be13's area), the
+ * method that makes the codes (quant/, a method row stating its scheme kind; today sq_pl_scheme in
+ * quant/pipeline.c derives the kind from sq_pl_is_fp8), vLLM's FP4 kernel rule in serving.c, and the
+ * one-line descriptions of a checkpoint's scheme (formats/checkpoint.c sq_ckpt_describe and
+ * cmd/cmd_inspect.c, which tell FP8 from integer schemes by quant_format). */
 #ifndef SQ_FORMAT_H
 #define SQ_FORMAT_H
 
