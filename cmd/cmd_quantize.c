@@ -145,10 +145,8 @@ int cmd_quantize(int argc, char **argv) {
     if (!format && !awq) o.format = SQ_FORMAT_AUTO; /* the library picks GPTQ v1 where vLLM's Marlin takes it */
     else {
         if (!format) format = "awq";
-        if (!strcmp(format, "gptq")) o.format = SQ_FORMAT_GPTQ;
-        else if (!strcmp(format, "compressed-tensors")) o.format = SQ_FORMAT_CT;
-        else if (!strcmp(format, "awq")) o.format = SQ_FORMAT_AWQ;
-        else if (!strcmp(format, "fp8") && fp8) o.format = SQ_FORMAT_FP8;
+        sq_format f; /* the format table's names (formats/qscheme.h) */
+        if (sq_format_parse(format, &f) && f != SQ_FORMAT_AUTO && (f != SQ_FORMAT_FP8 || fp8)) o.format = f;
         else {
             fprintf(stderr, "spotq quantize: --format %s: use gptq, awq or compressed-tensors\n", format);
             return SQ_EXIT_USAGE;

@@ -27,9 +27,6 @@ const char *sq_method_name(sq_method m) {
     static const char *names[] = {"rtn", "gptq", "awq", "awq+gptq", "fp8", "fp8+gptq"};
     return m >= 0 && m < (int)(sizeof names / sizeof *names) ? names[m] : "?";
 }
-const char *sq_format_name(sq_format f) {
-    return f == SQ_FORMAT_CT ? "compressed-tensors" : f == SQ_FORMAT_AWQ ? "awq" : f == SQ_FORMAT_FP8 ? "fp8" : f == SQ_FORMAT_AUTO ? "auto" : "gptq";
-}
 
 bool sq_pl_is_awq(sq_method m) { return m == SQ_METHOD_AWQ || m == SQ_METHOD_AWQ_GPTQ; }
 bool sq_pl_is_fp8(sq_method m) { return m == SQ_METHOD_FP8 || m == SQ_METHOD_FP8_GPTQ; }
@@ -71,13 +68,10 @@ void sq_pl_keep_reason(const run *r, const char *name, int64_t n, int64_t k, cha
             snprintf(why, cap, "ignored (--ignore %s)", r->o->ignore[i]);
             return;
         }
-    if (sq_pl_is_fp8(r->o->method)) return; /* E4M3 takes any shape */
-    const sq_qparams *p = &r->o->q;
-    int pack = 32 / p->bits;
-    if (k % pack) snprintf(why, cap, "in_features %lld is not a multiple of %d (the %d-bit packing)", (long long)k, pack, p->bits);
-    else if (n % pack) snprintf(why, cap, "out_features %lld is not a multiple of %d (the zero-point packing)", (long long)n, pack);
-    else if (p->group_size > 0 && k % p->group_size)
-        snprintf(why, cap, "in_features %lld is not a multiple of the group size %d", (long long)k, p->group_size);
+    sq_scheme sc = sq_pl_scheme(r->o);
+    const sq_fmt *f = sq_pl_format(r->o);
+    if (f->can_hold(&sc, 0, 0, why, cap)) f->can_hold(&sc, n, k, why, cap);
+    else why[0] = 0; /* the scheme itself: refused before anything runs */
 }
 
 static sq_status add_tensor(run *r, const char *module, const char *suffix, sq_dtype dt, int nd, int64_t d0, int64_t d1,
@@ -88,54 +82,6 @@ static sq_status add_tensor(run *r, const char *module, const char *suffix, sq_d
     double t = sq_pl_now();
     sq_status s = sq_shards_add(r->w, name, dt, nd, shape, data, err);
     r->t_write += sq_pl_now() - t;
-    return s;
-}
-
-/* Writes one quantised matrix in the output format. */
-sq_status sq_pl_write_packed(run *r, const char *module, const sq_qmatrix *q, sq_err *err) {
-    int per = 32 / q->bits;
-    int64_t n = q->n, k = q->k, G = q->n_groups;
-    sq_status s = SQ_ERR_NOMEM;
-    /* bits per weight: codes, fp16 scales, packed zeros, g_idx, as each format stores them */
-    double codes = (double)(n * k) * q->bits / 8, scales = (double)(G * n) * 2, zeros = (double)(G * n) * q->bits / 8;
-    r->packed_bytes += codes + scales +
-                       (r->o->format == SQ_FORMAT_GPTQ ? zeros + 4.0 * (double)k : r->o->format == SQ_FORMAT_AWQ ? zeros : r->o->q.sym ? 0 : zeros);
-    if (r->o->format == SQ_FORMAT_AWQ) {
-        int32_t *qw = malloc((size_t)(k * n / 8) * 4), *qz = malloc((size_t)(G * n / 8) * 4);
-        uint16_t *sc = malloc((size_t)(G * n) * 2);
-        if (qw && qz && sc) {
-            sq_pack_awq(q, qw, qz, sc);
-            if (!(s = add_tensor(r, module, "qweight", SQ_DT_I32, 2, k, n / 8, qw, err)) &&
-                !(s = add_tensor(r, module, "qzeros", SQ_DT_I32, 2, G, n / 8, qz, err)))
-                s = add_tensor(r, module, "scales", SQ_DT_F16, 2, G, n, sc, err);
-        } else sq_fail(err, SQ_ERR_NOMEM, "out of memory packing %s", module);
-        free(qw); free(qz); free(sc);
-        return s;
-    }
-    if (r->o->format == SQ_FORMAT_GPTQ) {
-        int32_t *qw = malloc((size_t)(k / per * n) * 4), *qz = malloc((size_t)(G * n / per) * 4), *gi = malloc((size_t)k * 4);
-        uint16_t *sc = malloc((size_t)(G * n) * 2);
-        if (qw && qz && gi && sc) {
-            sq_pack_gptq(q, qw, qz, sc, gi);
-            if (!(s = add_tensor(r, module, "qweight", SQ_DT_I32, 2, k / per, n, qw, err)) &&
-                !(s = add_tensor(r, module, "qzeros", SQ_DT_I32, 2, G, n / per, qz, err)) &&
-                !(s = add_tensor(r, module, "scales", SQ_DT_F16, 2, G, n, sc, err)))
-                s = add_tensor(r, module, "g_idx", SQ_DT_I32, 1, k, 0, gi, err);
-        } else sq_fail(err, SQ_ERR_NOMEM, "out of memory packing %s", module);
-        free(qw); free(qz); free(gi); free(sc);
-        return s;
-    }
-    int32_t *wp = malloc((size_t)(n * k / per) * 4), *zp = r->o->q.sym ? NULL : malloc((size_t)(n / per * G) * 4);
-    uint16_t *ws = malloc((size_t)(n * G) * 2);
-    int64_t shape[2] = {n, k};
-    if (wp && ws && (r->o->q.sym || zp)) {
-        sq_pack_ct(q, wp, ws, zp);
-        if (!(s = add_tensor(r, module, "weight_packed", SQ_DT_I32, 2, n, k / per, wp, err)) &&
-            !(s = add_tensor(r, module, "weight_scale", SQ_DT_F16, 2, n, G, ws, err)) &&
-            !(s = add_tensor(r, module, "weight_shape", SQ_DT_I64, 1, 2, 0, shape, err)) && zp)
-            s = add_tensor(r, module, "weight_zero_point", SQ_DT_I32, 2, n / per, G, zp, err);
-    } else sq_fail(err, SQ_ERR_NOMEM, "out of memory packing %s", module);
-    free(wp); free(zp); free(ws);
     return s;
 }
 
@@ -308,7 +254,7 @@ static sq_status fp8_stage(run *r, int l, size_t si, int unit, const char (*why)
 static sq_status fp8_linear(run *r, int l, int unit, sq_lin which, float tensor_absmax, float in_scale, sq_err *err) {
     const sq_wmat *wm = sq_model_linear_unit(r->m, l, unit, which);
     int64_t n = wm->rows, k = wm->cols, ns = r->o->fp8_per_channel ? n : 1;
-    bool vllm = r->o->format == SQ_FORMAT_FP8, pc = r->o->fp8_per_channel;
+    bool pc = r->o->fp8_per_channel;
     lin_report *rep = new_report(r, l, unit, which, wm);
     const float *h = r->hs[unit].h;
     rep->act_scale = in_scale;
@@ -344,11 +290,8 @@ static sq_status fp8_linear(run *r, int l, int unit, sq_lin which, float tensor_
     if (s) { free(f); return s; }
     rep->quantized = true;
     r->n_weights_q += n * k;
-    r->packed_bytes += (double)(n * k) + 4.0 * (double)ns + (in_scale > 0 ? 4.0 : 0.0);
-    /* vLLM's fp8: F32 scalars; compressed-tensors: [1], or [N, 1] per channel (as its initialisation shapes them) */
-    if (!(s = add_tensor(r, rep->name, "weight", SQ_DT_F8_E4M3, 2, n, k, codes, err)) &&
-        !(s = add_tensor(r, rep->name, "weight_scale", SQ_DT_F32, vllm ? 0 : pc ? 2 : 1, pc ? n : 1, 1, scale, err)) && in_scale > 0)
-        s = add_tensor(r, rep->name, "input_scale", SQ_DT_F32, vllm ? 0 : 1, 1, 0, &in_scale, err);
+    sq_qlinear fl = {.kind = SQ_SCHEME_FP8, .n = n, .k = k, .codes = codes, .scale = scale, .per_channel = pc, .input_scale = in_scale};
+    s = sq_pl_write_linear(r, rep->name, &fl, err);
     *f = (sq_fp8weight){.scale = scale, .per_channel = pc, .input_scale = in_scale,
                         .act = r->o->act == SQ_ACT_STATIC ? SQ_FP8_ACT_STATIC : r->o->act == SQ_ACT_DYNAMIC ? SQ_FP8_ACT_DYNAMIC_TOKEN : SQ_FP8_ACT_NONE};
     sq_wmat fw = {.dtype = SQ_DT_F8_E4M3, .rows = n, .cols = k, .data = codes, .f8 = f};
@@ -656,6 +599,12 @@ sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err) {
                        o->q.grid == SQ_GRID_MSE ? "mse" : "minmax", calib_backend(o)->name);
     if (o->format != SQ_FORMAT_GPTQ && o->format != SQ_FORMAT_AUTO && !sq_pl_is_fp8(o->method) && o->q.act_order && !o->q.static_groups)
         return sq_fail(err, SQ_ERR_ARG, "--act-order with --format %s needs --static-groups (the format stores no g_idx)", sq_format_name(o->format));
+    if (o->format != SQ_FORMAT_AUTO && !o->stats_out) { /* the output format holds the scheme */
+        char why[256];
+        sq_scheme sc = sq_pl_scheme(o);
+        if (!sq_pl_format(o)->can_hold(&sc, 0, 0, why, sizeof why))
+            return sq_fail(err, SQ_ERR_ARG, "--format %s cannot hold this scheme: %s", sq_format_name(o->format), why);
+    }
     bool data_free = o->method == SQ_METHOD_RTN || (o->method == SQ_METHOD_FP8 && o->act != SQ_ACT_STATIC);
     if (o->stats_out && !o->calib) return sq_fail(err, SQ_ERR_ARG, "calib needs --calib FILE (calibration text)");
     if (o->stats_in && (o->calib || sq_pl_is_awq(o->method)))

@@ -1,8 +1,10 @@
 /* pipeline_internal.h: what the quantize pipeline's files share (pipeline.c: the driver, RTN, GPTQ and
- * FP8 blocks; pipeline_awq.c: the AWQ block; pipeline_out.c: config.json and spotq.json). */
+ * FP8 blocks; pipeline_awq.c: the AWQ block; pipeline_out.c: config.json and spotq.json;
+ * pipeline_write.c: the write seam to the format table). */
 #ifndef SQ_PIPELINE_INTERNAL_H
 #define SQ_PIPELINE_INTERNAL_H
 
+#include "../formats/format.h"
 #include "../formats/serving.h"
 #include "../calib/stats.h"
 #include "../formats/outdir.h"
@@ -77,7 +79,12 @@ bool sq_pl_is_fp8(sq_method m);
 void sq_pl_keep_reason(const run *r, const char *name, int64_t n, int64_t k, char *why, size_t cap);
 /* NaN or Inf in a source tensor is an error naming it. */
 sq_status sq_pl_check_finite(const run *r, const char *name, sq_dtype dt, const void *data, int64_t numel, sq_err *err);
-/* Writes one quantised matrix in the output format. */
+/* The write seam (pipeline_write.c): the scheme o asks for, the format-table row that writes o's
+ * output (while SQ_FORMAT_AUTO is unresolved, the row whose rules it starts from), and one quantised
+ * linear (or integer matrix) handed to that row. */
+sq_scheme sq_pl_scheme(const sq_quantize_opts *o);
+const sq_fmt *sq_pl_format(const sq_quantize_opts *o);
+sq_status sq_pl_write_linear(run *r, const char *module, const sq_qlinear *l, sq_err *err);
 sq_status sq_pl_write_packed(run *r, const char *module, const sq_qmatrix *q, sq_err *err);
 /* AWQ: scales, folding, clipping and quantisation of block l (pipeline_awq.c). */
 sq_status sq_pl_awq_block(run *r, int l, sq_err *err);
