@@ -74,10 +74,10 @@ static void print_text(const sq_ckpt *ck, const sizes *z, int64_t disk, const ch
     if (c->n_experts)
         printf("experts:          %d, %d per token, width %d%s%s\n", c->n_experts, c->n_experts_per_tok, c->moe_intermediate,
                c->shared_expert_intermediate ? ", shared expert" : "", c->norm_topk_prob ? ", top-k renormalised" : "");
-    if (c->quant_method == SQ_QM_FP8 || !strcmp(c->quant_format, "float-quantized"))
+    if (c->quant_method == SQ_FORMAT_FP8 || !strcmp(c->quant_format, "float-quantized"))
         printf("quantization:     %s%s%s, FP8 E4M3 weights, activations %s\n", c->quant_method_name, c->quant_format[0] ? " " : "",
                c->quant_format, acts[c->quant_act]);
-    else if (c->quant_method != SQ_QM_NONE)
+    else if (c->quant_method != SQ_FORMAT_NONE)
         printf("quantization:     %s, %d bits, group %d%s\n", c->quant_method_name, c->quant_bits, c->quant_group_size,
                c->quant_sym ? ", sym" : "");
     else printf("quantization:     none\n");
@@ -133,7 +133,7 @@ static int print_json(const sq_ckpt *ck, const sizes *z, int64_t disk, const cha
         cJSON_AddNumberToObject(m, "shared_expert_intermediate", c->shared_expert_intermediate);
         cJSON_AddBoolToObject(m, "norm_topk_prob", c->norm_topk_prob);
     }
-    if (c->quant_method != SQ_QM_NONE) {
+    if (c->quant_method != SQ_FORMAT_NONE) {
         cJSON *q = cJSON_AddObjectToObject(o, "quantization");
         cJSON_AddStringToObject(q, "quant_method", c->quant_method_name);
         cJSON_AddNumberToObject(q, "bits", c->quant_bits);

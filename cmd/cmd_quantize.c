@@ -111,11 +111,9 @@ int cmd_quantize(int argc, char **argv) {
         fprintf(stderr, "spotq quantize: --act %s: use none, static or dynamic\n", act_mode);
         return SQ_EXIT_USAGE;
     }
+    sq_format f; /* the format table's names (formats/qscheme.h); which fits the method is the library's rule */
     if (!format) o.format = SQ_FORMAT_AUTO; /* the library picks: GPTQ v1 where vLLM's Marlin takes it, AWQ GEMM, vLLM's fp8 */
-    else if (!strcmp(format, "gptq")) o.format = SQ_FORMAT_GPTQ;
-    else if (!strcmp(format, "compressed-tensors")) o.format = SQ_FORMAT_CT;
-    else if (!strcmp(format, "awq")) o.format = SQ_FORMAT_AWQ;
-    else if (!strcmp(format, "fp8")) o.format = SQ_FORMAT_FP8;
+    else if (sq_format_parse(format, &f) && f != SQ_FORMAT_AUTO) o.format = f;
     else {
         fprintf(stderr, "spotq quantize: --format %s: use gptq, awq or compressed-tensors\n", format);
         return SQ_EXIT_USAGE;

@@ -151,7 +151,7 @@ void sq_ckpt_describe(const sq_ckpt *ck, char *scheme, size_t cap, int64_t *para
     for (int64_t i = 0; i < sq_st_count(ck->st); i++) *bytes += sq_st_get(ck->st, i)->nbytes;
     static const char *const acts[] = {"none", "static", "dynamic per token", "dynamic per tensor"};
     const char *fmt = c->quant_format[0] ? c->quant_format : c->quant_method_name;
-    if (c->quant_method == SQ_QM_FP8 || !strcmp(c->quant_format, "float-quantized")) {
+    if (c->quant_method == SQ_FORMAT_FP8 || !strcmp(c->quant_format, "float-quantized")) {
         const char *per = "?"; /* a weight_scale with no packed weight beside it is FP8's: one value per tensor or per row */
         for (int64_t i = 0; i < sq_st_count(ck->st); i++) {
             const sq_tensor *t = sq_st_get(ck->st, i);
@@ -162,7 +162,7 @@ void sq_ckpt_describe(const sq_ckpt *ck, char *scheme, size_t cap, int64_t *para
             }
         }
         snprintf(scheme, cap, "fp8 %s, activations %s (%s)", per, acts[c->quant_act], fmt);
-    } else if (c->quant_method != SQ_QM_NONE) {
+    } else if (c->quant_method != SQ_FORMAT_NONE) {
         char g[24];
         if (c->quant_group_size > 0) snprintf(g, sizeof g, "g%d", c->quant_group_size);
         else snprintf(g, sizeof g, "per-channel");
@@ -194,7 +194,7 @@ static int check_one(const char *name, int ndim, const int64_t *shape, bool is_l
     check_ctx *x = user;
     const sq_ckpt *ck = x->ck;
     const sq_tensor *t = sq_st_find(ck->st, name);
-    if (is_linear && ck->cfg.quant_method != SQ_QM_NONE) return 0;
+    if (is_linear && ck->cfg.quant_method != SQ_FORMAT_NONE) return 0;
     if (!t) {
         x->status = sq_fail(x->err, SQ_ERR_FORMAT, "%s: missing tensor '%s' (needed by %s)", ck->weights_path, name, ck->cfg.model_type);
         return 1;

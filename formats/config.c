@@ -200,14 +200,14 @@ static void parse_token_ids(reader *r, sq_config *c) {
 static void parse_quant_act(reader *r, const cJSON *q, sq_config *c) {
     c->quant_act = SQ_QACT_NONE;
     if (r->status) return;
-    if (c->quant_method == SQ_QM_FP8) {
+    if (c->quant_method == SQ_FORMAT_FP8) {
         const cJSON *a = cJSON_GetObjectItemCaseSensitive(q, "activation_scheme");
         if (cJSON_IsString(a) && !strcmp(a->valuestring, "static")) c->quant_act = SQ_QACT_STATIC;
         else if (cJSON_IsString(a) && !strcmp(a->valuestring, "dynamic")) c->quant_act = SQ_QACT_DYNAMIC_TOKEN;
         else r->status = sq_fail(r->err, SQ_ERR_FORMAT, "%s: quantization_config: activation_scheme must be \"static\" or \"dynamic\"", r->path);
         return;
     }
-    if (c->quant_method != SQ_QM_COMPRESSED_TENSORS) return;
+    if (c->quant_method != SQ_FORMAT_CT) return;
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(q, "format");
     if (cJSON_IsString(f)) snprintf(c->quant_format, sizeof c->quant_format, "%s", f->valuestring);
     const cJSON *groups = cJSON_GetObjectItemCaseSensitive(q, "config_groups");
@@ -238,7 +238,7 @@ static void parse_quant_act(reader *r, const cJSON *q, sq_config *c) {
 
 static void parse_quant(reader *r, sq_config *c) {
     const cJSON *q = get(r, "quantization_config");
-    c->quant_method = SQ_QM_NONE;
+    c->quant_method = SQ_FORMAT_NONE;
     if (!q || cJSON_IsNull(q)) return;
     const cJSON *m = cJSON_IsObject(q) ? cJSON_GetObjectItemCaseSensitive(q, "quant_method") : NULL;
     if (!cJSON_IsString(m)) {
@@ -247,11 +247,7 @@ static void parse_quant(reader *r, sq_config *c) {
     }
     snprintf(c->quant_method_name, sizeof c->quant_method_name, "%s", m->valuestring);
     const char *name = m->valuestring;
-    c->quant_method = !strcmp(name, "gptq") ? SQ_QM_GPTQ
-                      : !strcmp(name, "awq") ? SQ_QM_AWQ
-                      : !strcmp(name, "compressed-tensors") ? SQ_QM_COMPRESSED_TENSORS
-                      : !strcmp(name, "fp8") ? SQ_QM_FP8
-                      : SQ_QM_OTHER;
+    c->quant_method = sq_format_of_quant_method(name);
     reader qr = {q, r->path, r->err, SQ_OK};
     c->quant_bits = get_int(&qr, "bits", 0, 0, 1);
     if (!c->quant_bits) c->quant_bits = get_int(&qr, "w_bit", 0, 0, 1);

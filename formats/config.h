@@ -3,6 +3,7 @@
 #define SQ_CONFIG_H
 
 #include "../base/base.h"
+#include "qscheme.h"
 
 typedef enum {
     SQ_ARCH_LLAMA, SQ_ARCH_MISTRAL, SQ_ARCH_QWEN2, SQ_ARCH_MIXTRAL, SQ_ARCH_QWEN2_MOE, SQ_ARCH_QWEN3_MOE,
@@ -11,7 +12,6 @@ typedef enum {
 
 typedef enum { SQ_ROPE_NONE, SQ_ROPE_LLAMA3, SQ_ROPE_LINEAR } sq_rope_type;
 
-typedef enum { SQ_QM_NONE, SQ_QM_GPTQ, SQ_QM_AWQ, SQ_QM_COMPRESSED_TENSORS, SQ_QM_FP8, SQ_QM_OTHER } sq_quant_method;
 /* How a checkpoint's activations are quantised at run time (FP8): not at all, with a stored input_scale,
  * or with a scale computed per token or per tensor as they come. */
 typedef enum { SQ_QACT_NONE, SQ_QACT_STATIC, SQ_QACT_DYNAMIC_TOKEN, SQ_QACT_DYNAMIC_TENSOR } sq_quant_act;
@@ -56,7 +56,7 @@ typedef struct {
     int decoder_sparse_step; /* qwen MoE: every Nth layer is sparse (1 = all) */
     uint64_t mlp_only[SQ_CONFIG_MAX_LAYERS / 64]; /* qwen MoE: mlp_only_layers (dense), as bits */
     /* An existing quantization_config */
-    sq_quant_method quant_method;
+    sq_format quant_method;      /* the format quantization_config.quant_method names (SQ_FORMAT_NONE: none) */
     char quant_method_name[32];
     int quant_bits, quant_group_size;
     bool quant_sym, quant_desc_act;

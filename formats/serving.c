@@ -146,7 +146,7 @@ static int check_linear(const char *tname, int ndim, const int64_t *shape, bool 
     snprintf(name, sizeof name, "%.*s", (int)(nl > 7 && !strcmp(tname + nl - 7, ".weight") ? nl - 7 : nl), tname);
     sq_serve_storage as = SQ_SERVE_AS_FULL;
     snprintf(buf, sizeof buf, "%s.qweight", name);
-    if (sq_st_find(ck->st, buf)) as = c->quant_method == SQ_QM_AWQ ? SQ_SERVE_AS_AWQ : SQ_SERVE_AS_GPTQ;
+    if (sq_st_find(ck->st, buf)) as = c->quant_method == SQ_FORMAT_AWQ ? SQ_SERVE_AS_AWQ : SQ_SERVE_AS_GPTQ;
     snprintf(buf, sizeof buf, "%s.weight_packed", name);
     if (sq_st_find(ck->st, buf)) as = SQ_SERVE_AS_CT_INT;
     const sq_tensor *t = sq_st_find(ck->st, tname);

@@ -16,9 +16,9 @@ static const sq_method_row rows[] = {
      .report = {.awq = true, .gptq = true}, .init = sq_awq_init, .fini = sq_awq_fini, .block_begin = sq_awq_block_begin,
      .stage_hessians = sq_awq_stage_hessians, .quantize = sq_awq_gptq_linear, .block_end = sq_awq_block_end,
      .writes_tensor = sq_awq_writes_tensor},
-    {.id = SQ_METHOD_FP8, .name = "fp8", .needs = SQ_NEED_HESSIAN | SQ_NEED_ABSMAX, .any_shape = true, .own_grid = true, .calib_optional = true,
+    {.id = SQ_METHOD_FP8, .name = "fp8", .needs = SQ_NEED_HESSIAN | SQ_NEED_ABSMAX, .own_grid = true, .calib_optional = true,
      .report = {.fp8 = true}, .init = sq_fp8_init, .fini = sq_fp8_fini, .unit_begin = sq_fp8_unit_begin, .quantize = sq_fp8_linear},
-    {.id = SQ_METHOD_FP8_GPTQ, .name = "fp8+gptq", .needs = SQ_NEED_HESSIAN | SQ_NEED_ABSMAX, .any_shape = true, .own_grid = true,
+    {.id = SQ_METHOD_FP8_GPTQ, .name = "fp8+gptq", .needs = SQ_NEED_HESSIAN | SQ_NEED_ABSMAX, .own_grid = true,
      .report = {.fp8 = true, .gptq = true}, .init = sq_fp8_init, .fini = sq_fp8_fini, .unit_begin = sq_fp8_unit_begin,
      .quantize = sq_fp8_gptq_linear},
 };

@@ -17,7 +17,6 @@ typedef struct sq_method_row {
     sq_method id;
     const char *name;
     unsigned needs;              /* SQ_NEED_* */
-    bool any_shape;              /* takes a linear of any shape (E4M3), no packing rules */
     bool own_grid;               /* a grid of its own: --grid mse does not apply */
     bool int_format;             /* written in an integer format (gptq, awq, compressed-tensors pack-quantized) */
     bool calib_optional;         /* runs data-free (fp8: unless its activations take static scales) */

@@ -86,7 +86,7 @@ static sq_status fp8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_
     float tensor_absmax = f8s->tensor_absmax, in_scale = f8s->in_scale;
     const sq_wmat *wm = sq_model_linear_unit(r->m, l, unit, which);
     int64_t n = wm->rows, k = wm->cols, ns = r->o->fp8_per_channel ? n : 1;
-    bool vllm = r->o->format == SQ_FORMAT_FP8, pc = r->o->fp8_per_channel;
+    bool pc = r->o->fp8_per_channel;
     sq_report_row *rep = sq_pl_new_row(r, l, unit, which, wm);
     rep->act_scale = in_scale;
     char what[300];
@@ -121,11 +121,8 @@ static sq_status fp8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_
     if (s) { free(f); return s; }
     rep->quantized = true;
     r->n_weights_q += n * k;
-    r->packed_bytes += (double)(n * k) + 4.0 * (double)ns + (in_scale > 0 ? 4.0 : 0.0);
-    /* vLLM's fp8: F32 scalars; compressed-tensors: [1], or [N, 1] per channel (as its initialisation shapes them) */
-    if (!(s = add_tensor(r, rep->name, "weight", SQ_DT_F8_E4M3, 2, n, k, codes, err)) &&
-        !(s = add_tensor(r, rep->name, "weight_scale", SQ_DT_F32, vllm ? 0 : pc ? 2 : 1, pc ? n : 1, 1, scale, err)) && in_scale > 0)
-        s = add_tensor(r, rep->name, "input_scale", SQ_DT_F32, vllm ? 0 : 1, 1, 0, &in_scale, err);
+    sq_qlinear fl = {.kind = SQ_SCHEME_FP8, .n = n, .k = k, .codes = codes, .scale = scale, .per_channel = pc, .input_scale = in_scale};
+    s = sq_pl_write_linear(r, rep->name, &fl, err);
     *f = (sq_fp8weight){.scale = scale, .per_channel = pc, .input_scale = in_scale,
                         .act = r->o->act == SQ_ACT_STATIC ? SQ_FP8_ACT_STATIC : r->o->act == SQ_ACT_DYNAMIC ? SQ_FP8_ACT_DYNAMIC_TOKEN : SQ_FP8_ACT_NONE};
     sq_wmat fw = {.dtype = SQ_DT_F8_E4M3, .rows = n, .cols = k, .data = codes, .f8 = f};

@@ -15,9 +15,6 @@
 
 #define stages sq_calib_stages
 
-const char *sq_format_name(sq_format f) {
-    return f == SQ_FORMAT_CT ? "compressed-tensors" : f == SQ_FORMAT_AWQ ? "awq" : f == SQ_FORMAT_FP8 ? "fp8" : f == SQ_FORMAT_AUTO ? "auto" : "gptq";
-}
 
 /* One true-sequential stage of block l, for every FFN unit it has: the statistics of its site (the
  * method's own, a calibration pass, --stats, or none), then each unit's linears quantised (or kept,
@@ -282,7 +279,7 @@ sq_status sq_quantize_model(const sq_quantize_opts *opts, sq_err *err) {
         sq_log(SQ_LOG_WARN, "%d of %d linear layers stay in full precision (see kept_in_full_precision in spotq.json), e.g. %s: %s",
                nkept, r->nrows, r->rows[0].quantized ? r->rows[r->nrows - 1].name : r->rows[0].name,
                r->rows[0].quantized ? r->rows[r->nrows - 1].note : r->rows[0].note);
-    sq_qreport rep = {.o = o, .c = r->c, .t = r->meth->report, .rows = r->rows, .nrows = r->nrows, .calib_hash = p.cal.hash,
+    sq_qreport rep = {.o = o, .c = r->c, .t = r->meth->report, .scheme = sq_pl_scheme(o), .fmt = sq_pl_format(o), .rows = r->rows, .nrows = r->nrows, .calib_hash = p.cal.hash,
                       .calib_tokens = p.cal.nids, .bos_id = p.cal.bos_id, .bos_rule = p.cal.bos_rule,
                       .stats = o->stats_in ? &p.cal.stats : NULL, .moe_tokens = p.cal.moe_tokens, .moe_all = p.cal.moe_all,
                       .n_weights_q = r->n_weights_q, .packed_bytes = r->packed_bytes};

@@ -3,19 +3,16 @@
 #ifndef SQ_PIPELINE_H
 #define SQ_PIPELINE_H
 
+#include "../formats/qscheme.h"
 #include "quant.h"
 
 /* SQ_METHOD_AWQ_GPTQ: AWQ's scales and clipping, then GPTQ on the scaled weights. SQ_METHOD_FP8_GPTQ:
  * E4M3 with the scales of SQ_METHOD_FP8, the codes chosen by GPTQ's error compensation. */
 typedef enum { SQ_METHOD_RTN, SQ_METHOD_GPTQ, SQ_METHOD_AWQ, SQ_METHOD_AWQ_GPTQ, SQ_METHOD_FP8, SQ_METHOD_FP8_GPTQ } sq_method;
-/* SQ_FORMAT_CT: pack-quantized for integer methods, float-quantized for fp8. SQ_FORMAT_FP8: vLLM's fp8.
- * SQ_FORMAT_AUTO: for rtn and gptq GPTQ v1 where vLLM's Marlin takes every linear that is quantised
- * (symmetric, its group sizes and shapes), else compressed-tensors pack-quantized, which vLLM serves
- * either way; for awq AWQ GEMM; for fp8 vLLM's fp8 where it holds the scheme, else compressed-tensors. */
-typedef enum { SQ_FORMAT_GPTQ, SQ_FORMAT_CT, SQ_FORMAT_AWQ, SQ_FORMAT_FP8, SQ_FORMAT_AUTO } sq_format;
-/* FP8 activations: kept in float (weight-only), a static per-tensor scale from calibration (max |x| at
- * the linear's input / 448), or per-token scales computed at run time (nothing stored). */
-typedef enum { SQ_ACT_NONE, SQ_ACT_STATIC, SQ_ACT_DYNAMIC } sq_act;
+/* The output format (sq_format) and FP8 activations (sq_act): formats/qscheme.h. SQ_FORMAT_AUTO asks the
+ * library to choose: for rtn and gptq GPTQ v1 where vLLM's Marlin takes every linear that is quantised,
+ * else compressed-tensors pack-quantized; for awq AWQ GEMM; for fp8 vLLM's fp8 where it holds the
+ * scheme, else compressed-tensors float-quantized. */
 
 typedef struct {
     const char *model;           /* source checkpoint */
@@ -60,6 +57,5 @@ sq_status sq_quantize_resolve(sq_quantize_opts *o, sq_err *err);
 sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err);
 
 const char *sq_method_name(sq_method m);
-const char *sq_format_name(sq_format f);
 
 #endif

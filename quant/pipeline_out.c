@@ -32,46 +32,6 @@ static cJSON *kept_modules(const sq_qreport *r) {
 
 static const char *act_name(sq_act a) { return a == SQ_ACT_STATIC ? "static" : a == SQ_ACT_DYNAMIC ? "dynamic" : "none"; }
 
-/* FP8's quantization_config: vLLM's fp8 {quant_method, activation_scheme, ignored_layers}, or
- * compressed-tensors float-quantized with one config group (FORMATS.md). */
-static cJSON *fp8_config(const sq_qreport *r) {
-    const sq_quantize_opts *o = r->o;
-    cJSON *q = cJSON_CreateObject(), *ign = kept_modules(r);
-    cJSON_InsertItemInArray(ign, 0, cJSON_CreateString("lm_head"));
-    if (o->format == SQ_FORMAT_FP8) {
-        cJSON_AddStringToObject(q, "quant_method", "fp8");
-        cJSON_AddStringToObject(q, "activation_scheme", act_name(o->act));
-        cJSON_AddItemToObject(q, "ignored_layers", ign);
-        return q;
-    }
-    cJSON_AddStringToObject(q, "quant_method", "compressed-tensors");
-    cJSON_AddStringToObject(q, "format", "float-quantized");
-    cJSON_AddStringToObject(q, "quantization_status", "compressed");
-    cJSON *g0 = cJSON_AddObjectToObject(cJSON_AddObjectToObject(q, "config_groups"), "group_0");
-    cJSON_AddItemToArray(cJSON_AddArrayToObject(g0, "targets"), cJSON_CreateString("Linear"));
-    cJSON *wq = cJSON_AddObjectToObject(g0, "weights");
-    cJSON_AddNumberToObject(wq, "num_bits", 8);
-    cJSON_AddStringToObject(wq, "type", "float");
-    cJSON_AddStringToObject(wq, "strategy", o->fp8_per_channel ? "channel" : "tensor");
-    cJSON_AddBoolToObject(wq, "symmetric", true);
-    cJSON_AddBoolToObject(wq, "dynamic", false);
-    cJSON_AddNullToObject(wq, "group_size");
-    if (o->act == SQ_ACT_NONE) cJSON_AddNullToObject(g0, "input_activations");
-    else {
-        cJSON *ia = cJSON_AddObjectToObject(g0, "input_activations");
-        cJSON_AddNumberToObject(ia, "num_bits", 8);
-        cJSON_AddStringToObject(ia, "type", "float");
-        cJSON_AddStringToObject(ia, "strategy", o->act == SQ_ACT_STATIC ? "tensor" : "token");
-        cJSON_AddBoolToObject(ia, "symmetric", true);
-        cJSON_AddBoolToObject(ia, "dynamic", o->act == SQ_ACT_DYNAMIC);
-    }
-    cJSON_AddNullToObject(g0, "output_activations");
-    cJSON_AddStringToObject(g0, "format", "float-quantized");
-    cJSON_AddItemToObject(q, "ignore", ign);
-    cJSON_AddNullToObject(q, "kv_cache_scheme");
-    return q;
-}
-
 /* Per MoE layer: the calibration tokens routed to each expert, and the experts calibrated on every
  * token because they were routed too few. */
 static cJSON *moe_report(const sq_qreport *r) {
@@ -91,72 +51,9 @@ static cJSON *moe_report(const sq_qreport *r) {
     return a;
 }
 
+/* The output format's quantization_config for the scheme written (formats/format.h). */
 static cJSON *quant_config(const sq_qreport *r) {
-    if (r->t.fp8) return fp8_config(r);
-    const sq_qparams *p = &r->o->q;
-    cJSON *q = cJSON_CreateObject();
-    if (r->o->format == SQ_FORMAT_AWQ) {
-        cJSON_AddStringToObject(q, "quant_method", "awq");
-        cJSON_AddNumberToObject(q, "bits", p->bits);
-        cJSON_AddNumberToObject(q, "group_size", p->group_size > 0 ? p->group_size : -1);
-        cJSON_AddBoolToObject(q, "zero_point", true);
-        cJSON_AddStringToObject(q, "version", "gemm");
-        cJSON_AddItemToObject(q, "modules_to_not_convert", kept_modules(r));
-        cJSON_AddStringToObject(q, "quantizer", "spotq " SQ_VERSION);
-        return q;
-    }
-    if (r->o->format == SQ_FORMAT_GPTQ) {
-        cJSON_AddStringToObject(q, "quant_method", "gptq");
-        cJSON_AddNumberToObject(q, "bits", p->bits);
-        cJSON_AddNumberToObject(q, "group_size", p->group_size > 0 ? p->group_size : -1);
-        cJSON_AddBoolToObject(q, "desc_act", p->act_order && !p->static_groups);
-        cJSON_AddBoolToObject(q, "sym", p->sym);
-        cJSON_AddNumberToObject(q, "damp_percent", p->damp);
-        cJSON_AddBoolToObject(q, "true_sequential", true);
-        cJSON_AddBoolToObject(q, "static_groups", p->static_groups);
-        cJSON_AddStringToObject(q, "checkpoint_format", "gptq");
-        /* Modules kept in full precision: GPTQModel's and vLLM's "dynamic" negative matches. */
-        cJSON *dyn = cJSON_CreateObject(), *kept = kept_modules(r), *m;
-        cJSON_ArrayForEach(m, kept) {
-            char key[256], *o = key + 2;
-            strcpy(key, "-:");
-            for (const char *c = m->valuestring; *c && o < key + sizeof key - 3; c++) {
-                if (*c == '.') *o++ = '\\';
-                *o++ = *c;
-            }
-            *o = 0;
-            cJSON_AddItemToObject(dyn, key, cJSON_CreateObject());
-        }
-        cJSON_Delete(kept);
-        cJSON_AddItemToObject(q, "dynamic", dyn);
-        cJSON_AddStringToObject(q, "quantizer", "spotq " SQ_VERSION);
-    } else {
-        cJSON_AddStringToObject(q, "quant_method", "compressed-tensors");
-        cJSON_AddStringToObject(q, "format", "pack-quantized");
-        cJSON_AddStringToObject(q, "quantization_status", "compressed");
-        cJSON *groups = cJSON_AddObjectToObject(q, "config_groups");
-        cJSON *g0 = cJSON_AddObjectToObject(groups, "group_0");
-        cJSON *t = cJSON_AddArrayToObject(g0, "targets");
-        cJSON_AddItemToArray(t, cJSON_CreateString("Linear"));
-        cJSON *wq = cJSON_AddObjectToObject(g0, "weights");
-        cJSON_AddNumberToObject(wq, "num_bits", p->bits);
-        cJSON_AddStringToObject(wq, "type", "int");
-        cJSON_AddBoolToObject(wq, "symmetric", p->sym);
-        cJSON_AddStringToObject(wq, "strategy", p->group_size > 0 ? "group" : "channel");
-        if (p->group_size > 0) cJSON_AddNumberToObject(wq, "group_size", p->group_size);
-        else cJSON_AddNullToObject(wq, "group_size");
-        if (p->act_order) cJSON_AddStringToObject(wq, "actorder", "static");
-        else cJSON_AddNullToObject(wq, "actorder");
-        cJSON_AddBoolToObject(wq, "dynamic", false);
-        cJSON_AddNullToObject(g0, "input_activations");
-        cJSON_AddNullToObject(g0, "output_activations");
-        cJSON_AddStringToObject(g0, "format", "pack-quantized");
-        cJSON *ign = kept_modules(r);
-        cJSON_InsertItemInArray(ign, 0, cJSON_CreateString("lm_head"));
-        cJSON_AddItemToObject(q, "ignore", ign);
-        cJSON_AddNullToObject(q, "kv_cache_scheme");
-    }
-    return q;
+    return r->fmt->config(&r->scheme, kept_modules(r));
 }
 
 sq_status sq_pl_write_config(const sq_qreport *r, sq_outdir *od, const char *src_config, sq_err *err) {

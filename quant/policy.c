@@ -26,6 +26,8 @@ sq_status sq_quantize_resolve(sq_quantize_opts *o, sq_err *err) {
             return sq_fail(err, SQ_ERR_ARG, "--fp8-scheme and --act apply to --method fp8 and fp8+gptq");
         if (o->format == SQ_FORMAT_AUTO && m->format_default != SQ_FORMAT_AUTO) o->format = m->format_default;
     }
+    if (o->format == SQ_FORMAT_NONE || o->format == SQ_FORMAT_OTHER)
+        return sq_fail(err, SQ_ERR_ARG, "--format %s: use gptq, awq or compressed-tensors", sq_format_name(o->format));
     if (o->format == SQ_FORMAT_AWQ && o->q.bits != 4) return sq_fail(err, SQ_ERR_ARG, "--format awq is 4-bit only");
     if (m->zero_point) o->q.sym = false; /* AWQ's grid has a zero point: it is asymmetric whatever --sym says */
     /* compressed-tensors' decompressor and AWQ GEMM have no g_idx: act-order there uses static groups */
@@ -54,6 +56,12 @@ sq_status sq_quantize_resolve(sq_quantize_opts *o, sq_err *err) {
     if (m->gpu && !be->supports(SQ_OP_GPTQ, o->q.grid == SQ_GRID_MSE ? SQ_QGRID_INT_MSE : SQ_QGRID_INT_MINMAX))
         return sq_fail(err, SQ_ERR_UNSUPPORTED, "--grid %s: GPTQ on the %s backend lacks that grid (use --grid minmax or --device cpu)",
                        o->q.grid == SQ_GRID_MSE ? "mse" : "minmax", be->name);
+    if (o->format != SQ_FORMAT_AUTO) { /* the output format holds the scheme */
+        char why[256];
+        sq_scheme sc = sq_pl_scheme(o);
+        if (!sq_pl_format(o)->can_hold(&sc, 0, 0, why, sizeof why))
+            return sq_fail(err, SQ_ERR_ARG, "--format %s cannot hold this scheme: %s", sq_format_name(o->format), why);
+    }
     bool data_free = m->calib_optional && (m->int_format || o->act != SQ_ACT_STATIC);
     if (o->stats_in && (o->calib || (m->needs & SQ_NEED_FEATURES)))
         return sq_fail(err, SQ_ERR_ARG, "--stats replaces --calib, for rtn, gptq, fp8 and fp8+gptq (awq needs the activations themselves)");

@@ -25,13 +25,10 @@ void sq_pl_keep_reason(const sq_qrun *r, const char *name, int64_t n, int64_t k,
             snprintf(why, cap, "ignored (--ignore %s)", r->o->ignore[i]);
             return;
         }
-    if (r->meth->any_shape) return; /* E4M3 takes any shape */
-    const sq_qparams *p = &r->o->q;
-    int pack = 32 / p->bits;
-    if (k % pack) snprintf(why, cap, "in_features %lld is not a multiple of %d (the %d-bit packing)", (long long)k, pack, p->bits);
-    else if (n % pack) snprintf(why, cap, "out_features %lld is not a multiple of %d (the zero-point packing)", (long long)n, pack);
-    else if (p->group_size > 0 && k % p->group_size)
-        snprintf(why, cap, "in_features %lld is not a multiple of the group size %d", (long long)k, p->group_size);
+    sq_scheme sc = sq_pl_scheme(r->o);
+    const sq_fmt *f = sq_pl_format(r->o);
+    if (f->can_hold(&sc, 0, 0, why, cap)) f->can_hold(&sc, n, k, why, cap);
+    else why[0] = 0; /* the scheme itself: refused before anything runs */
 }
 
 sq_status sq_pl_add_tensor(sq_qrun *r, const char *module, const char *suffix, sq_dtype dt, int nd, int64_t d0, int64_t d1,
@@ -45,54 +42,6 @@ sq_status sq_pl_add_tensor(sq_qrun *r, const char *module, const char *suffix, s
     return s;
 }
 #define add_tensor sq_pl_add_tensor
-
-/* Writes one quantised matrix in the output format. */
-sq_status sq_pl_write_packed(sq_qrun *r, const char *module, const sq_qmatrix *q, sq_err *err) {
-    int per = 32 / q->bits;
-    int64_t n = q->n, k = q->k, G = q->n_groups;
-    sq_status s = SQ_ERR_NOMEM;
-    /* bits per weight: codes, fp16 scales, packed zeros, g_idx, as each format stores them */
-    double codes = (double)(n * k) * q->bits / 8, scales = (double)(G * n) * 2, zeros = (double)(G * n) * q->bits / 8;
-    r->packed_bytes += codes + scales +
-                       (r->o->format == SQ_FORMAT_GPTQ ? zeros + 4.0 * (double)k : r->o->format == SQ_FORMAT_AWQ ? zeros : r->o->q.sym ? 0 : zeros);
-    if (r->o->format == SQ_FORMAT_AWQ) {
-        int32_t *qw = malloc((size_t)(k * n / 8) * 4), *qz = malloc((size_t)(G * n / 8) * 4);
-        uint16_t *sc = malloc((size_t)(G * n) * 2);
-        if (qw && qz && sc) {
-            sq_pack_awq(q, qw, qz, sc);
-            if (!(s = add_tensor(r, module, "qweight", SQ_DT_I32, 2, k, n / 8, qw, err)) &&
-                !(s = add_tensor(r, module, "qzeros", SQ_DT_I32, 2, G, n / 8, qz, err)))
-                s = add_tensor(r, module, "scales", SQ_DT_F16, 2, G, n, sc, err);
-        } else sq_fail(err, SQ_ERR_NOMEM, "out of memory packing %s", module);
-        free(qw); free(qz); free(sc);
-        return s;
-    }
-    if (r->o->format == SQ_FORMAT_GPTQ) {
-        int32_t *qw = malloc((size_t)(k / per * n) * 4), *qz = malloc((size_t)(G * n / per) * 4), *gi = malloc((size_t)k * 4);
-        uint16_t *sc = malloc((size_t)(G * n) * 2);
-        if (qw && qz && gi && sc) {
-            sq_pack_gptq(q, qw, qz, sc, gi);
-            if (!(s = add_tensor(r, module, "qweight", SQ_DT_I32, 2, k / per, n, qw, err)) &&
-                !(s = add_tensor(r, module, "qzeros", SQ_DT_I32, 2, G, n / per, qz, err)) &&
-                !(s = add_tensor(r, module, "scales", SQ_DT_F16, 2, G, n, sc, err)))
-                s = add_tensor(r, module, "g_idx", SQ_DT_I32, 1, k, 0, gi, err);
-        } else sq_fail(err, SQ_ERR_NOMEM, "out of memory packing %s", module);
-        free(qw); free(qz); free(gi); free(sc);
-        return s;
-    }
-    int32_t *wp = malloc((size_t)(n * k / per) * 4), *zp = r->o->q.sym ? NULL : malloc((size_t)(n / per * G) * 4);
-    uint16_t *ws = malloc((size_t)(n * G) * 2);
-    int64_t shape[2] = {n, k};
-    if (wp && ws && (r->o->q.sym || zp)) {
-        sq_pack_ct(q, wp, ws, zp);
-        if (!(s = add_tensor(r, module, "weight_packed", SQ_DT_I32, 2, n, k / per, wp, err)) &&
-            !(s = add_tensor(r, module, "weight_scale", SQ_DT_F16, 2, n, G, ws, err)) &&
-            !(s = add_tensor(r, module, "weight_shape", SQ_DT_I64, 1, 2, 0, shape, err)) && zp)
-            s = add_tensor(r, module, "weight_zero_point", SQ_DT_I32, 2, n / per, G, zp, err);
-    } else sq_fail(err, SQ_ERR_NOMEM, "out of memory packing %s", module);
-    free(wp); free(zp); free(ws);
-    return s;
-}
 
 double sq_pl_output_error(const float *w, const float *q, const float *h, int64_t n, int64_t k) {
     return h ? sq_quant_output_error(w, q, h, n, k) : NAN;

@@ -6,6 +6,7 @@
 #define SQ_QRUN_H
 
 #include "../calib/driver.h"
+#include "../formats/format.h"
 #include "../formats/safetensors.h"
 #include "../runtime/runtime.h"
 #include "report.h"
@@ -37,7 +38,12 @@ sq_status sq_pl_check_finite(const sq_qrun *r, const char *name, sq_dtype dt, co
 /* Adds module.suffix to the output. */
 sq_status sq_pl_add_tensor(sq_qrun *r, const char *module, const char *suffix, sq_dtype dt, int nd, int64_t d0, int64_t d1,
                            const void *data, sq_err *err);
-/* Writes one quantised matrix in the output format. */
+/* The write seam (pipeline_write.c): the scheme o asks for, the format-table row that writes o's
+ * output (while SQ_FORMAT_AUTO is unresolved, the row whose rules it starts from), and one quantised
+ * linear (or integer matrix) handed to that row. */
+sq_scheme sq_pl_scheme(const sq_quantize_opts *o);
+const sq_fmt *sq_pl_format(const sq_quantize_opts *o);
+sq_status sq_pl_write_linear(sq_qrun *r, const char *module, const sq_qlinear *l, sq_err *err);
 sq_status sq_pl_write_packed(sq_qrun *r, const char *module, const sq_qmatrix *q, sq_err *err);
 /* Writes floats v under the source tensor `name`'s dtype and shape (nothing when the source has no such tensor). */
 sq_status sq_pl_write_floats(sq_qrun *r, const char *name, const float *v, sq_err *err);

@@ -4,6 +4,7 @@
 #define SQ_REPORT_H
 
 #include "../calib/stats.h"
+#include "../formats/format.h"
 #include "../formats/outdir.h"
 #include "../formats/serving.h"
 #include "pipeline.h"
@@ -33,6 +34,8 @@ typedef struct {
     const sq_quantize_opts *o;   /* as resolved (the format chosen, seqlen) */
     const sq_config *c;
     sq_report_traits t;
+    sq_scheme scheme;            /* what was written... */
+    const sq_fmt *fmt;           /* ...in this format (its quantization_config) */
     const sq_report_row *rows;
     int nrows;
     /* calibration */

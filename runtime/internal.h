@@ -59,27 +59,21 @@ struct sq_model {
     float *final_norm;           /* (hidden) */
     sq_layer *layers;            /* (n_layers) */
     double *inv_freq;            /* (head_dim / 2) RoPE frequencies, scaling applied */
-    sq_qweight **qweights;       /* owned: the repacked quantised linears (see qweight.c) */
+    sq_qweight **qweights;       /* owned: the repacked quantised linears (see qlinear.c) */
     int n_qweights;
-    sq_fp8weight **fp8;          /* owned: the scales of the FP8 linears (see fp8.c) */
+    sq_fp8weight **fp8;          /* owned: the scales of the FP8 linears (see qlinear.c) */
     int n_fp8;
 };
 
-/* qweight.c: when the checkpoint holds `weight_name` ("<module>.weight") in a quantised form (GPTQ v1:
- * <module>.qweight/qzeros/scales/g_idx; compressed-tensors pack-quantized: <module>.weight_packed/
- * weight_scale/weight_shape[/weight_zero_point/weight_g_idx]), repacks it for the kernels into an
- * sq_qweight the model owns and points w at it; *found = false when there is none. rows and cols are
- * the shape the architecture expects. */
+/* qlinear.c: when the checkpoint holds `weight_name` ("<module>.weight") in a quantised form (any row
+ * of the format table, formats/format.h), reads it through that row, puts it in the kernels' layout (an
+ * sq_qweight or sq_fp8weight the model owns; FP8 codes alias the mmap) and points w at it; *found =
+ * false when there is none. rows and cols are the shape the architecture expects. */
 sq_status sq_rt_load_qlinear(sq_model *m, const char *weight_name, int64_t rows, int64_t cols, sq_wmat *w, bool *found, sq_err *err);
 void sq_rt_free_qweights(sq_model *m);
+void sq_rt_free_fp8(sq_model *m);
 /* A quantised matrix in the kernels' layout (what names it in errors); freed by sq_rt_qweight_free. */
 sq_status sq_rt_qweight_new(const sq_qmatrix *qm, const char *what, sq_qweight **out /* OUT */, sq_err *err);
 void sq_rt_qweight_free(sq_qweight *q); /* NULL is fine */
-
-/* fp8.c: `<module>.weight` in F8_E4M3 (vLLM's fp8: weight_scale one F32; compressed-tensors
- * float-quantized: weight_scale [1] or [N, 1]; input_scale when config.json asks for static activation
- * scales) as an FP8 weight whose codes alias the mmap and whose scales the model owns. */
-sq_status sq_rt_load_fp8(sq_model *m, const char *module, int64_t rows, int64_t cols, sq_wmat *w, sq_err *err);
-void sq_rt_free_fp8(sq_model *m);
 
 #endif

@@ -64,7 +64,7 @@ static sq_status mat(loader *ld, sq_wmat *w, const char *fmt, int l) {
 
 /* A linear layer's weight of the expected shape: quantised when the checkpoint holds it so, else dense. */
 static sq_status lin(loader *ld, sq_wmat *w, const char *fmt, int l, int64_t rows, int64_t cols) {
-    if (ld->m->cfg.quant_method != SQ_QM_NONE) {
+    if (ld->m->cfg.quant_method != SQ_FORMAT_NONE) {
         char name[256];
         snprintf(name, sizeof name, fmt, l);
         bool found;
@@ -209,8 +209,8 @@ sq_status sq_model_open(sq_model **out, const char *path, sq_exec *ex, sq_err *e
     if (s) goto fail;
     m->cfg = m->ck->cfg;
     const sq_config *c = &m->cfg;
-    if (c->quant_method != SQ_QM_NONE && c->quant_method != SQ_QM_GPTQ && c->quant_method != SQ_QM_COMPRESSED_TENSORS &&
-        c->quant_method != SQ_QM_FP8 && c->quant_method != SQ_QM_AWQ) {
+    if (c->quant_method != SQ_FORMAT_NONE && c->quant_method != SQ_FORMAT_GPTQ && c->quant_method != SQ_FORMAT_CT &&
+        c->quant_method != SQ_FORMAT_FP8 && c->quant_method != SQ_FORMAT_AWQ) {
         s = sq_fail(err, SQ_ERR_UNSUPPORTED, "%s: quantised checkpoints (%s) cannot be run yet (gptq, awq, compressed-tensors, fp8)",
                     m->ck->config_path, c->quant_method_name);
         goto fail;

@@ -25,7 +25,7 @@ static void test_families(void) {
           "llama3 rope");
     CHECK(!c.tied_embeddings && !c.attn_bias && c.bos_id == 128000 && c.eos_id == 128001 && c.n_eos == 3 && c.eos_ids[2] == 128009,
           "llama3 ids");
-    CHECK(c.n_experts == 0 && c.quant_method == SQ_QM_NONE, "llama3 dense");
+    CHECK(c.n_experts == 0 && c.quant_method == SQ_FORMAT_NONE, "llama3 dense");
 
     const char *mistral = "{\"model_type\":\"mistral\",\"hidden_size\":4096,\"intermediate_size\":14336,\"num_hidden_layers\":32,"
                           "\"num_attention_heads\":32,\"num_key_value_heads\":8,\"vocab_size\":32768,\"rms_norm_eps\":1e-05,"
@@ -83,7 +83,7 @@ static void test_families(void) {
                        "\"num_attention_heads\":8,\"vocab_size\":512,\"rms_norm_eps\":1e-05,\"quantization_config\":{"
                        "\"quant_method\":\"gptq\",\"bits\":4,\"group_size\":128,\"desc_act\":true,\"sym\":true}}";
     CHECK_OK(parse(&c, gptq, &err), &err);
-    CHECK(c.quant_method == SQ_QM_GPTQ && c.quant_bits == 4 && c.quant_group_size == 128 && c.quant_sym && c.quant_desc_act &&
+    CHECK(c.quant_method == SQ_FORMAT_GPTQ && c.quant_bits == 4 && c.quant_group_size == 128 && c.quant_sym && c.quant_desc_act &&
               c.n_kv_heads == 8,
           "gptq quantization_config");
     CHECK(!sq_config_moe_layer(&c, 0), "llama: dense");
