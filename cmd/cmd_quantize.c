@@ -88,13 +88,7 @@ int cmd_quantize(int argc, char **argv) {
                           .seed = (uint64_t)(unsigned)seed, .threads = threads, .force = force, .ignore = ignore.v,
                           .n_ignore = ignore.n, .progress = isatty(2) ? sq_cmd_progress : NULL, .max_shard_bytes = max_shard, .stats_in = stats,
                           .max_hessian_bytes = max_hess};
-    if (!strcmp(method, "gptq")) o.method = SQ_METHOD_GPTQ;
-    else if (!strcmp(method, "rtn")) o.method = SQ_METHOD_RTN;
-    else if (!strcmp(method, "awq")) o.method = SQ_METHOD_AWQ;
-    else if (!strcmp(method, "awq+gptq")) o.method = SQ_METHOD_AWQ_GPTQ;
-    else if (!strcmp(method, "fp8")) o.method = SQ_METHOD_FP8;
-    else if (!strcmp(method, "fp8+gptq")) o.method = SQ_METHOD_FP8_GPTQ;
-    else {
+    if (!sq_method_parse(method, &o.method)) {
         fprintf(stderr, "spotq quantize: --method %s: use rtn, gptq, awq, awq+gptq, fp8 or fp8+gptq\n", method);
         return SQ_EXIT_USAGE;
     }

@@ -25,8 +25,8 @@
  *   - tests/unit/test_formats.c: an FP4 branch of the round trip; tests/fuzz/fuzz_fmt_ct_nvfp4.c and
  *     tests/fuzz/corpus/fmt_ct_nvfp4/ (new, seeds written by the harness).
  * Outside the table, and not format code: the kernel (kernels/, a weight-kind row: be13's area), the
- * method that makes the codes (quant/, a method row stating its scheme kind; today sq_pl_scheme in
- * quant/pipeline.c derives the kind from sq_pl_is_fp8), vLLM's FP4 kernel rule in serving.c, and the
+ * method that makes the codes (quant/: a row in method.c stating its scheme kind, which sq_pl_scheme in
+ * quant/pipeline_write.c reads, and its quantise hook), vLLM's FP4 kernel rule in serving.c, and the
  * one-line descriptions of a checkpoint's scheme (formats/checkpoint.c sq_ckpt_describe and
  * cmd/cmd_inspect.c, which tell FP8 from integer schemes by quant_format). */
 #ifndef SQ_FORMAT_H

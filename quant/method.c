@@ -1,24 +1,29 @@
 /* method.c: the method table: one row per method (rtn, gptq, awq, awq+gptq, fp8, fp8+gptq). */
 #include "method.h"
 
+#include <string.h>
+
+#define INT .scheme = SQ_SCHEME_INT
+#define FP8 .scheme = SQ_SCHEME_FP8
+
 static const sq_method_row rows[] = {
-    {.id = SQ_METHOD_RTN, .format_default = SQ_FORMAT_AUTO, .name = "rtn", .needs = SQ_NEED_HESSIAN, .int_format = true, .calib_optional = true,
+    {.id = SQ_METHOD_RTN, .format_default = SQ_FORMAT_AUTO, .name = "rtn", .needs = SQ_NEED_HESSIAN, INT, .calib_optional = true,
      .report = {.grid_errors = true}, .quantize = sq_rtn_quantize},
-    {.id = SQ_METHOD_GPTQ, .format_default = SQ_FORMAT_AUTO, .name = "gptq", .needs = SQ_NEED_HESSIAN, .int_format = true, .gpu = true,
+    {.id = SQ_METHOD_GPTQ, .format_default = SQ_FORMAT_AUTO, .name = "gptq", .needs = SQ_NEED_HESSIAN, INT, .gpu = true,
      .report = {.grid_errors = true, .gptq = true}, .quantize = sq_gptq_linear},
-    {.id = SQ_METHOD_AWQ, .name = "awq", .needs = SQ_NEED_FEATURES, .own_grid = true, .int_format = true, .zero_point = true,
+    {.id = SQ_METHOD_AWQ, .name = "awq", .needs = SQ_NEED_FEATURES, .own_grid = true, INT, .zero_point = true,
      .format_default = SQ_FORMAT_AWQ, .index_order = true, .keep_at_end = true,
      .report = {.awq = true}, .init = sq_awq_init, .fini = sq_awq_fini, .block_begin = sq_awq_block_begin,
      .stage_hessians = sq_awq_stage_hessians, .quantize = sq_awq_linear, .block_end = sq_awq_block_end,
      .writes_tensor = sq_awq_writes_tensor},
-    {.id = SQ_METHOD_AWQ_GPTQ, .name = "awq+gptq", .needs = SQ_NEED_FEATURES, .int_format = true, .format_default = SQ_FORMAT_AWQ, .index_order = true, .keep_at_end = true,
+    {.id = SQ_METHOD_AWQ_GPTQ, .name = "awq+gptq", .needs = SQ_NEED_FEATURES, INT, .format_default = SQ_FORMAT_AWQ, .index_order = true, .keep_at_end = true,
     
      .report = {.awq = true, .gptq = true}, .init = sq_awq_init, .fini = sq_awq_fini, .block_begin = sq_awq_block_begin,
      .stage_hessians = sq_awq_stage_hessians, .quantize = sq_awq_gptq_linear, .block_end = sq_awq_block_end,
      .writes_tensor = sq_awq_writes_tensor},
-    {.id = SQ_METHOD_FP8, .name = "fp8", .needs = SQ_NEED_HESSIAN | SQ_NEED_ABSMAX, .own_grid = true, .calib_optional = true,
+    {.id = SQ_METHOD_FP8, .name = "fp8", .needs = SQ_NEED_HESSIAN | SQ_NEED_ABSMAX, FP8, .own_grid = true, .calib_optional = true,
      .report = {.fp8 = true}, .init = sq_fp8_init, .fini = sq_fp8_fini, .unit_begin = sq_fp8_unit_begin, .quantize = sq_fp8_linear},
-    {.id = SQ_METHOD_FP8_GPTQ, .name = "fp8+gptq", .needs = SQ_NEED_HESSIAN | SQ_NEED_ABSMAX, .own_grid = true,
+    {.id = SQ_METHOD_FP8_GPTQ, .name = "fp8+gptq", .needs = SQ_NEED_HESSIAN | SQ_NEED_ABSMAX, FP8, .own_grid = true,
      .report = {.fp8 = true, .gptq = true}, .init = sq_fp8_init, .fini = sq_fp8_fini, .unit_begin = sq_fp8_unit_begin,
      .quantize = sq_fp8_gptq_linear},
 };
@@ -27,6 +32,15 @@ const sq_method_row *sq_method_row_of(sq_method m) {
     for (size_t i = 0; i < sizeof rows / sizeof *rows; i++)
         if (rows[i].id == m) return &rows[i];
     return NULL;
+}
+
+bool sq_method_parse(const char *name, sq_method *out) {
+    for (size_t i = 0; i < sizeof rows / sizeof *rows; i++)
+        if (!strcmp(rows[i].name, name)) {
+            *out = rows[i].id;
+            return true;
+        }
+    return false;
 }
 
 const char *sq_method_name(sq_method m) {

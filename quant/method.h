@@ -18,7 +18,7 @@ typedef struct sq_method_row {
     const char *name;
     unsigned needs;              /* SQ_NEED_* */
     bool own_grid;               /* a grid of its own: --grid mse does not apply */
-    bool int_format;             /* written in an integer format (gptq, awq, compressed-tensors pack-quantized) */
+    sq_scheme_kind scheme;       /* what its linears are written as (formats/qscheme.h): integer codes or E4M3 */
     bool calib_optional;         /* runs data-free (fp8: unless its activations take static scales) */
     bool index_order;            /* a stage's linears written in index order (q, k, v), not the true-sequential (k, v, q) */
     bool keep_at_end;            /* the linears it keeps written after the block's quantised ones, not with their stage */

@@ -57,5 +57,7 @@ sq_status sq_quantize_resolve(sq_quantize_opts *o, sq_err *err);
 sq_status sq_quantize_model(const sq_quantize_opts *o, sq_err *err);
 
 const char *sq_method_name(sq_method m);
+/* The method `--method name` asks for (the method table's names); false when none has that name. */
+bool sq_method_parse(const char *name, sq_method *out /* OUT */);
 
 #endif

@@ -7,7 +7,7 @@
 sq_status sq_quantize_resolve(sq_quantize_opts *o, sq_err *err) {
     const sq_method_row *m = sq_method_row_of(o->method);
     if (!m) return sq_fail(err, SQ_ERR_ARG, "--method %d: use rtn, gptq, awq, awq+gptq, fp8 or fp8+gptq", (int)o->method);
-    if (!m->int_format) { /* E4M3: vLLM's fp8 format has one weight scale per tensor and always quantises activations */
+    if (m->scheme != SQ_SCHEME_INT) { /* E4M3: vLLM's fp8 format has one weight scale per tensor and always quantises activations */
         bool vllm_ok = !o->fp8_per_channel && o->act != SQ_ACT_NONE;
         if (o->format == SQ_FORMAT_AUTO) {
             o->format = vllm_ok ? SQ_FORMAT_FP8 : SQ_FORMAT_CT;
@@ -31,7 +31,7 @@ sq_status sq_quantize_resolve(sq_quantize_opts *o, sq_err *err) {
     if (o->format == SQ_FORMAT_AWQ && o->q.bits != 4) return sq_fail(err, SQ_ERR_ARG, "--format awq is 4-bit only");
     if (m->zero_point) o->q.sym = false; /* AWQ's grid has a zero point: it is asymmetric whatever --sym says */
     /* compressed-tensors' decompressor and AWQ GEMM have no g_idx: act-order there uses static groups */
-    if (m->int_format && (o->format == SQ_FORMAT_CT || o->format == SQ_FORMAT_AWQ) && o->q.act_order && !o->q.static_groups) {
+    if (m->scheme == SQ_SCHEME_INT && (o->format == SQ_FORMAT_CT || o->format == SQ_FORMAT_AWQ) && o->q.act_order && !o->q.static_groups) {
         o->q.static_groups = true;
         sq_log(SQ_LOG_INFO, "--format %s with --act-order: using static groups (the format stores no g_idx)", sq_format_name(o->format));
     }
@@ -41,12 +41,12 @@ sq_status sq_quantize_resolve(sq_quantize_opts *o, sq_err *err) {
      * worse (KLD 0.000543 vs 0.000531 per channel on the bundled model, 0.0766 vs 0.0723 at g32 on the
      * qwen3_moe matrix fixture) while the calibration-weighted one is better (0.000514). */
     if (o->grid_auto) {
-        bool data_free_8 = o->q.bits == 8 && m->calib_optional && m->int_format && !o->calib && !o->stats_in;
+        bool data_free_8 = o->q.bits == 8 && m->calib_optional && m->scheme == SQ_SCHEME_INT && !o->calib && !o->stats_in;
         o->q.grid = m->own_grid || o->backend || data_free_8 ? SQ_GRID_MINMAX : SQ_GRID_MSE;
         o->grid_auto = false;
     }
     if (o->q.bits != 4 && o->q.bits != 8) return sq_fail(err, SQ_ERR_ARG, "--bits %d: spotq writes 4 or 8 bits", o->q.bits);
-    if (m->int_format && (o->q.group_size == 0 || o->q.group_size < -1 || (o->q.group_size > 0 && o->q.group_size % (32 / o->q.bits))))
+    if (m->scheme == SQ_SCHEME_INT && (o->q.group_size == 0 || o->q.group_size < -1 || (o->q.group_size > 0 && o->q.group_size % (32 / o->q.bits))))
         return sq_fail(err, SQ_ERR_ARG, "--group-size %d: use -1 (one group per output channel) or a positive multiple of %d (the %d-bit packing)",
                        o->q.group_size, 32 / o->q.bits, o->q.bits);
     if (!(o->q.damp > 0)) return sq_fail(err, SQ_ERR_ARG, "--damp must be positive");
@@ -62,11 +62,11 @@ sq_status sq_quantize_resolve(sq_quantize_opts *o, sq_err *err) {
         if (!sq_pl_format(o)->can_hold(&sc, 0, 0, why, sizeof why))
             return sq_fail(err, SQ_ERR_ARG, "--format %s cannot hold this scheme: %s", sq_format_name(o->format), why);
     }
-    bool data_free = m->calib_optional && (m->int_format || o->act != SQ_ACT_STATIC);
+    bool data_free = m->calib_optional && (m->scheme == SQ_SCHEME_INT || o->act != SQ_ACT_STATIC);
     if (o->stats_in && (o->calib || (m->needs & SQ_NEED_FEATURES)))
         return sq_fail(err, SQ_ERR_ARG, "--stats replaces --calib, for rtn, gptq, fp8 and fp8+gptq (awq needs the activations themselves)");
     if (!o->calib && !data_free && !o->stats_in)
         return sq_fail(err, SQ_ERR_ARG, "--method %s%s needs --calib FILE (calibration text) or --stats STATS", m->name,
-                       m->calib_optional && !m->int_format ? " --act static" : "");
+                       m->calib_optional && m->scheme != SQ_SCHEME_INT ? " --act static" : "");
     return SQ_OK;
 }
