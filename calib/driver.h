@@ -7,7 +7,7 @@
 #define SQ_CALIB_DRIVER_H
 
 #include "../kernels/backend.h"
-#include "../quant/quant.h" /* sq_hessian */
+#include "hessian.h"
 #include "../runtime/runtime.h"
 #include "stats.h"
 

@@ -9,7 +9,7 @@
 #include <time.h>
 
 #include "../formats/dtype.h"
-#include "method.h"
+
 
 double sq_pl_now(void) {
     struct timespec ts;

@@ -7,6 +7,7 @@
 #define SQ_QUANT_H
 
 #include "../formats/qpack.h"
+#include "../calib/hessian.h" /* sq_hessian: the statistic GPTQ solves from */
 #include "../kernels/backend.h"
 
 /* How a group's scale (and zero) is chosen: from its min and max (the GPTQ reference's default), or
@@ -36,23 +37,6 @@ sq_status sq_quant_rtn(const float *w, int64_t n, int64_t k, const sq_qparams *p
 sq_status sq_quant_rtn_weighted(const float *w, int64_t n, int64_t k, const sq_qparams *p, const float *imp, sq_qmatrix *out /* OUT */,
                                 sq_err *err);
 
-/* Hessian accumulator: H = 2/T * sum over tokens of x x^T, kept as a running mean like the reference,
- * by a backend's hess ops (on a device until finished); h is the host copy, complete once finished. */
-typedef struct {
-    int64_t k;
-    int64_t tokens;
-    float *h;                 /* [K, K] */
-    const sq_backend_i *be;   /* the backend accumulating it (NULL: h was filled by the caller) */
-    sq_hess *acc;             /* its accumulator */
-} sq_hessian;
-/* On the CPU; sq_hessian_init_on: on backend be. */
-sq_status sq_hessian_init(sq_hessian *hs, int64_t k, sq_err *err);
-sq_status sq_hessian_init_on(sq_hessian *hs, const sq_backend_i *be, int64_t k, sq_err *err);
-/* Adds T tokens x [T, K] (row-major, host memory)... */
-sq_status sq_hessian_add(sq_hessian *hs, const float *x, int64_t t, sq_err *err);
-/* ...until this makes h the full symmetric matrix. */
-sq_status sq_hessian_finish(sq_hessian *hs, sq_err *err);
-void sq_hessian_free(sq_hessian *hs);
 
 /* GPTQ of W [N, K] with the Hessian H [K, K] (2/T sum x x^T over T calibration tokens, row-major,
  * symmetric; not modified), as IST-DASLab's reference does it. A Hessian that will not factor gets its
