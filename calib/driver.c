@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "../base/par.h"
+#include "../formats/checkpoint.h"
 #include "../formats/outdir.h"
 #include "../formats/text.h"
 #include "../formats/tokenizer.h"
@@ -28,11 +30,34 @@ static double now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* MPI: one tap's Hessian input kept as a record: unit, tokens, dim (int64 each), then the rows. */
+static void record_rows(sq_calib *r, int unit, const float *x, int n, int dim) {
+    int64_t bytes = 3 * (int64_t)sizeof(int64_t) + (int64_t)n * dim * (int64_t)sizeof *x;
+    if (r->rec_len + bytes > r->rec_cap) {
+        int64_t cap = 2 * (r->rec_len + bytes);
+        char *p = realloc(r->rec, (size_t)cap);
+        if (!p) {
+            sq_err e;
+            sq_fail(&e, SQ_ERR_NOMEM, "out of memory keeping %lld bytes of calibration inputs", (long long)cap);
+            sq_par_abort(&e);
+            return;
+        }
+        r->rec = p, r->rec_cap = cap;
+    }
+    int64_t head[3] = {unit, n, dim};
+    memcpy(r->rec + r->rec_len, head, sizeof head);
+    memcpy(r->rec + r->rec_len + sizeof head, x, (size_t)n * (size_t)dim * sizeof *x);
+    r->rec_len += bytes;
+}
+
 static bool tap(void *user, sq_site site, int unit, const float *x, int n, int dim) {
     sq_calib *r = user;
     if (site != r->want || unit >= r->units) return false;
     double t = now();
-    if (unit >= r->u0 && unit < r->u1 && !r->hess_err.code) sq_hessian_add(&r->hs[unit], x, n, &r->hess_err);
+    if (unit >= r->u0 && unit < r->u1 && !r->hess_err.code) {
+        if (r->recording) record_rows(r, unit, x, n, dim); /* MPI: added in window order by run_layer_par */
+        else sq_hessian_add(&r->hs[unit], x, n, &r->hess_err);
+    }
     if (r->counting) r->unit_tokens[unit] += n;
     if (r->counting && r->o.absmax) { /* max |x|: FP8 scales, and kept by spotq calib */
         int64_t bad;
@@ -43,8 +68,61 @@ static bool tap(void *user, sq_site site, int unit, const float *x, int n, int d
     return unit == (r->counting ? r->units : r->u1) - 1; /* nothing after the last unit wanted is needed */
 }
 
+/* MPI, N ranks: window w is rank w mod N's (base/par.h). Keeping the outputs, each rank runs its
+ * windows and every rank then gets them all. A collecting pass (tap is this file's) goes in rounds of N
+ * windows; after each, every rank gets the round's Hessian inputs and adds them window by window, in
+ * the order one process adds them, so that the Hessians (and all that follows) are the same bits for
+ * every N. The token counts and max |x| are summed and maxed over ranks (exact whatever the order). */
+static sq_status run_layer_par(sq_calib *r, int l, bool keep_outputs, sq_err *err) {
+    int64_t T = r->o.seqlen, H = r->c->hidden;
+    int N = sq_par_size(), me = sq_par_rank();
+    double t = now(), th = 0, w0 = sq_par_wait_seconds();
+    if (keep_outputs) {
+        for (int w = me; w < r->o.nsamples; w += N) {
+            sq_status s = sq_layer_forward(r->st, l, r->x + w * T * H, (int)T, NULL, NULL, err);
+            if (s) return s;
+        }
+        sq_par_gather_chunks(r->x, r->o.nsamples, T * H * (int64_t)sizeof *r->x);
+        r->t_forward += now() - t - (sq_par_wait_seconds() - w0);
+        return SQ_OK;
+    }
+    int64_t *off = malloc((size_t)(N + 1) * sizeof *off);
+    if (!off) return sq_fail(err, SQ_ERR_NOMEM, "out of memory");
+    for (int j0 = 0; j0 < r->o.nsamples; j0 += N) {
+        int w = j0 + me;
+        r->rec_len = 0;
+        r->recording = true;
+        if (w < r->o.nsamples) {
+            memcpy(r->tmp, r->x + w * T * H, (size_t)(T * H) * sizeof *r->tmp);
+            sq_status s = sq_layer_forward(r->st, l, r->tmp, (int)T, tap, r, err);
+            if (s) { r->recording = false; free(off); return s; }
+        }
+        r->recording = false;
+        char *all = sq_par_allgatherv(r->rec, r->rec_len, off);
+        double t1 = now();
+        for (int q = 0; q < N; q++) /* window j0 + q */
+            for (int64_t at = off[q]; at < off[q + 1];) {
+                int64_t head[3];
+                memcpy(head, all + at, sizeof head);
+                if (!r->hess_err.code) sq_hessian_add(&r->hs[head[0]], (const float *)(all + at + sizeof head), head[1], &r->hess_err);
+                at += (int64_t)sizeof head + head[1] * head[2] * (int64_t)sizeof(float);
+            }
+        th += now() - t1;
+        free(all);
+    }
+    free(off);
+    if (r->counting) {
+        sq_par_sum_i64(r->unit_tokens, r->units);
+        sq_par_max_f32(r->act_absmax, r->units);
+    }
+    r->t_hessian += th;
+    r->t_forward += now() - t - th - (sq_par_wait_seconds() - w0); /* the forward alone, not the waits */
+    return SQ_OK;
+}
+
 /* Runs layer l on every calibration window (in place when keeping its outputs, else into tmp per window). */
 static sq_status run_layer(sq_calib *r, int l, bool keep_outputs, sq_tap_fn fn, void *user, sq_err *err) {
+    if (sq_par_size() > 1 && (keep_outputs ? !fn : fn == tap)) return run_layer_par(r, l, keep_outputs, err);
     int64_t T = r->o.seqlen, H = r->c->hidden;
     double t = now();
     for (int smp = 0; smp < r->o.nsamples; smp++) {
@@ -229,6 +307,7 @@ void sq_calib_end(sq_calib *r) {
     free(r->tmp);
     free(r->win);
     free(r->ids);
+    free(r->rec);
     sq_state_free(r->st);
     sq_stats_free(&r->stats);
     memset(r, 0, sizeof *r);
@@ -286,11 +365,12 @@ sq_status sq_calib_model(const char *model, const char *out, bool force, const s
     snprintf(st.hash, sizeof st.hash, "%016llx", (unsigned long long)cal.hash);
     st.hidden = c->hidden, st.n_layers = c->n_layers, st.vocab = c->vocab, st.n_experts = c->n_experts;
     st.text_tokens = cal.nids, st.nsamples = cal.o.nsamples, st.seqlen = cal.o.seqlen, st.seed = o->seed;
+    if ((s = sq_par_start(SQ_OK, sq_ckpt_hash(ck, cal.hash), err))) goto done;
     for (int l = 0; l < c->n_layers && !s; l++) {
-        s = calib_block(&cal, &st, l, err);
+        s = sq_par_test_fault(l) ? sq_fail(err, SQ_ERR_INTERNAL, "test fault at block %d (SPOTQ_TEST_FAULT)", l) : calib_block(&cal, &st, l, err);
         if (!s && progress) progress(progress_user, "calib", l + 1, c->n_layers, now() - t0);
     }
-    if (!s) s = sq_stats_write(&st, out, err);
+    if (!s && sq_par_root()) s = sq_stats_write(&st, out, err); /* MPI: every rank holds every statistic; rank 0 writes them */
     if (!s)
         sq_log(SQ_LOG_INFO, "kept %lld statistics (%.1f MiB of Hessians before compression) of %d x %d tokens in %.1f s", (long long)st.n,
                (double)st.data_len * 4.0 / 1048576.0, cal.o.nsamples, cal.o.seqlen, now() - t0);

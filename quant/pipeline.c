@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "../base/par.h"
 #include "../formats/outdir.h"
 #include "method.h"
 
@@ -196,6 +197,22 @@ static void resolve_format(sq_qrun *r, sq_quantize_opts *o, char *note, size_t c
 
 /* ---------------------------------------------------------------- the pipeline */
 
+/* MPI: what each rank sent over the whole run and per block, and where its time went, said by rank 0. */
+static void par_summary(const sq_qrun *r, int64_t last_block_bytes) {
+    typedef struct { int64_t sent, last; double fwd, hess, quant, wait; } par_row;
+    int N = sq_par_size();
+    par_row mine = {sq_par_bytes_sent(), last_block_bytes, r->cal->t_forward, r->cal->t_hessian, r->t_quant, sq_par_wait_seconds()};
+    int64_t *off = malloc((size_t)(N + 1) * sizeof *off);
+    par_row *all = off ? sq_par_allgatherv(&mine, sizeof mine, off) : NULL;
+    free(off);
+    for (int q = 0; q < N && all && sq_par_root(); q++)
+        sq_log(SQ_LOG_INFO, "MPI rank %d of %d: sent %.1f MiB, %.2f MiB per block (%d blocks; the last block %.2f MiB); forward %.1f s, "
+               "hessian %.1f s, solve %.1f s, in MPI calls %.1f s", q, N, (double)all[q].sent / 1048576.0,
+               (double)all[q].sent / 1048576.0 / r->c->n_layers, r->c->n_layers, (double)all[q].last / 1048576.0, all[q].fwd,
+               all[q].hess, all[q].quant, all[q].wait);
+    free(all);
+}
+
 /* Everything a run holds, freed at its end. */
 typedef struct {
     sq_qrun r;
@@ -259,13 +276,21 @@ sq_status sq_quantize_model(const sq_quantize_opts *opts, sq_err *err) {
         goto done;
     }
     if (r->meth->init && (s = r->meth->init(r, err))) goto done;
-    if ((s = sq_outdir_begin(&p.od, o->out, o->force, err))) goto done;
-    if ((s = sq_shards_open(&r->w, sq_outdir_tmp(p.od), o->max_shard_bytes > 0 ? o->max_shard_bytes : SQ_DEFAULT_SHARD_BYTES, err))) goto done;
-    if ((s = copy_others(r, ck->st, err))) goto done;
+    if (sq_par_root()) { /* MPI: rank 0 alone writes OUT (the others' r->w stays NULL: their tensors go nowhere) */
+        if ((s = sq_outdir_begin(&p.od, o->out, o->force, err))) goto done;
+        if ((s = sq_shards_open(&r->w, sq_outdir_tmp(p.od), o->max_shard_bytes > 0 ? o->max_shard_bytes : SQ_DEFAULT_SHARD_BYTES, err))) goto done;
+        if ((s = copy_others(r, ck->st, err))) goto done;
+    }
+    if ((s = sq_par_start(SQ_OK, sq_ckpt_hash(ck, p.cal.hash), err))) goto done; /* every rank ready, the same inputs */
+    int64_t block_bytes = 0;
     for (int64_t i = 0; i < sq_st_count(ck->st); i++) /* embeddings, lm_head: written, not needed again */
         if (strncmp(sq_st_get(ck->st, i)->name, "model.layers.", 13) != 0) sq_st_release(ck->st, sq_st_get(ck->st, i));
     for (int l = 0; l < r->c->n_layers; l++) {
+        int64_t sent = sq_par_bytes_sent();
+        if (sq_par_test_fault(l)) { s = sq_fail(err, SQ_ERR_INTERNAL, "test fault at block %d (SPOTQ_TEST_FAULT)", l); goto done; }
         if ((s = quantize_block(r, l, err))) goto done;
+        block_bytes = sq_par_bytes_sent() - sent;
+        if (sq_par_size() > 1) sq_log(SQ_LOG_DEBUG, "rank %d: block %d: sent %lld bytes", sq_par_rank(), l, (long long)block_bytes);
         /* Done with this block's weights: out of resident memory, so the peak stays about one block. */
         char prefix[64];
         int np = snprintf(prefix, sizeof prefix, "model.layers.%d.", l);
@@ -273,6 +298,8 @@ sq_status sq_quantize_model(const sq_quantize_opts *opts, sq_err *err) {
             if (strncmp(sq_st_get(ck->st, i)->name, prefix, (size_t)np) == 0) sq_st_release(ck->st, sq_st_get(ck->st, i));
         if (o->progress) o->progress(o->progress_user, "quantize", l + 1, r->c->n_layers, sq_pl_now() - t0);
     }
+    if (sq_par_size() > 1) par_summary(r, block_bytes);
+    if (!sq_par_root()) goto done; /* the rest writes OUT */
     int nkept = 0;
     for (int i = 0; i < r->nrows; i++) nkept += !r->rows[i].quantized;
     if (nkept)
