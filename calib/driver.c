@@ -30,6 +30,10 @@ static double now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+bool sq_calib_rank_needs(const sq_calib *r, int q, int u) {
+    return !r->need || !r->need[u] || q >= 64 || (r->need[u] >> q & 1);
+}
+
 /* MPI: one tap's Hessian input kept as a record: unit, tokens, dim (int64 each), then the rows. */
 static void record_rows(sq_calib *r, int unit, const float *x, int n, int dim) {
     int64_t bytes = 3 * (int64_t)sizeof(int64_t) + (int64_t)n * dim * (int64_t)sizeof *x;
@@ -86,8 +90,8 @@ static sq_status run_layer_par(sq_calib *r, int l, bool keep_outputs, sq_err *er
         r->t_forward += now() - t - (sq_par_wait_seconds() - w0);
         return SQ_OK;
     }
-    int64_t *off = malloc((size_t)(N + 1) * sizeof *off);
-    if (!off) return sq_fail(err, SQ_ERR_NOMEM, "out of memory");
+    int64_t *off = malloc((size_t)(N + 1) * sizeof *off), *cnt = malloc((size_t)N * sizeof *cnt);
+    if (!off || !cnt) { free(off); free(cnt); return sq_fail(err, SQ_ERR_NOMEM, "out of memory"); }
     for (int j0 = 0; j0 < r->o.nsamples; j0 += N) {
         int w = j0 + me;
         r->rec_len = 0;
@@ -95,10 +99,34 @@ static sq_status run_layer_par(sq_calib *r, int l, bool keep_outputs, sq_err *er
         if (w < r->o.nsamples) {
             memcpy(r->tmp, r->x + w * T * H, (size_t)(T * H) * sizeof *r->tmp);
             sq_status s = sq_layer_forward(r->st, l, r->tmp, (int)T, tap, r, err);
-            if (s) { r->recording = false; free(off); return s; }
+            if (s) { r->recording = false; free(off); free(cnt); return s; }
         }
         r->recording = false;
-        char *all = sq_par_allgatherv(r->rec, r->rec_len, off);
+        /* each record to the ranks that accumulate its unit's Hessian (sq_calib_rank_needs), in rank order */
+        int64_t bytes = 0;
+        for (int q = 0; q < N; q++) {
+            cnt[q] = 0;
+            for (int64_t at = 0; at < r->rec_len;) {
+                int64_t head[3];
+                memcpy(head, r->rec + at, sizeof head);
+                int64_t len = (int64_t)sizeof head + head[1] * head[2] * (int64_t)sizeof(float);
+                if (sq_calib_rank_needs(r, q, (int)head[0])) cnt[q] += len;
+                at += len;
+            }
+            bytes += cnt[q];
+        }
+        char *send = malloc(bytes > 0 ? (size_t)bytes : 1), *to = send;
+        if (!send) { free(off); free(cnt); return sq_fail(err, SQ_ERR_NOMEM, "out of memory sending %lld bytes", (long long)bytes); }
+        for (int q = 0; q < N; q++)
+            for (int64_t at = 0; at < r->rec_len;) {
+                int64_t head[3];
+                memcpy(head, r->rec + at, sizeof head);
+                int64_t len = (int64_t)sizeof head + head[1] * head[2] * (int64_t)sizeof(float);
+                if (sq_calib_rank_needs(r, q, (int)head[0])) memcpy(to, r->rec + at, (size_t)len), to += len;
+                at += len;
+            }
+        char *all = sq_par_alltoallv(send, cnt, off);
+        free(send);
         double t1 = now();
         for (int q = 0; q < N; q++) /* window j0 + q */
             for (int64_t at = off[q]; at < off[q + 1];) {
@@ -111,6 +139,7 @@ static sq_status run_layer_par(sq_calib *r, int l, bool keep_outputs, sq_err *er
         free(all);
     }
     free(off);
+    free(cnt);
     if (r->counting) {
         sq_par_sum_i64(r->unit_tokens, r->units);
         sq_par_max_f32(r->act_absmax, r->units);
@@ -155,6 +184,7 @@ static sq_status collect(sq_calib *r, int l, int si, int units, int u0, int u1, 
     r->counting = counting;
     for (int u = u0; u < u1 && !s; u++, r->u1++) {
         int64_t k = sq_model_linear_unit(r->m, l, u, stages[si].lin[0])->cols; /* the shared expert may be wider */
+        if (!sq_calib_rank_needs(r, sq_par_rank(), u)) { r->hs[u] = (sq_hessian){.k = k}; continue; } /* MPI: another rank's */
         s = sq_hessian_init_on(&r->hs[u], be, k, err);
     }
     for (int u = 0; u < units && counting; u++) r->unit_tokens[u] = 0, r->act_absmax[u] = 0;
@@ -162,7 +192,8 @@ static sq_status collect(sq_calib *r, int l, int si, int units, int u0, int u1, 
     r->hess_err = (sq_err){0};
     if (!s) s = run_layer(r, l, false, tap, r, err);
     if (!s && r->hess_err.code) s = (*err = r->hess_err).code;
-    for (int u = u0; u < u1 && !s; u++) s = sq_hessian_finish(&r->hs[u], err);
+    for (int u = u0; u < u1 && !s; u++)
+        if (sq_calib_rank_needs(r, sq_par_rank(), u)) s = sq_hessian_finish(&r->hs[u], err);
     return s;
 }
 
@@ -288,6 +319,7 @@ sq_status sq_calib_begin(sq_calib *r, sq_model *m, const sq_calib_opts *o, sq_er
     r->moe_tokens = sq_calloc((size_t)(E * r->c->n_layers), sizeof *r->moe_tokens, err);
     r->moe_all = sq_calloc((size_t)(E * r->c->n_layers), 1, err);
     if (!r->hs || !r->unit_tokens || !r->act_absmax || !r->route_all || !r->moe_tokens || !r->moe_all) return SQ_ERR_NOMEM;
+    if (sq_par_size() > 1 && !(r->need = sq_calloc((size_t)r->max_units, sizeof *r->need, err))) return SQ_ERR_NOMEM;
     if (o->calib) {
         if ((s = sq_state_new(&r->st, m, (int)T, (int)T, err))) return s;
         sq_state_route_all(r->st, r->route_all);
@@ -308,6 +340,7 @@ void sq_calib_end(sq_calib *r) {
     free(r->win);
     free(r->ids);
     free(r->rec);
+    free(r->need);
     sq_state_free(r->st);
     sq_stats_free(&r->stats);
     memset(r, 0, sizeof *r);
@@ -320,11 +353,16 @@ static sq_status calib_block(sq_calib *r, sq_stats *out, int l, sq_err *err) {
     sq_status s = SQ_OK;
     for (int si = 0; si < SQ_CALIB_NSTAGES && !s; si++) {
         bool ffn = stages[si].site == SQ_SITE_GATEUP || stages[si].site == SQ_SITE_DOWN;
-        int units = ffn ? sq_model_ffn_units(r->m, l) : 1, group = sq_calib_unit_group(r, l, si, units);
+        int units = ffn ? sq_model_ffn_units(r->m, l) : 1, group = sq_calib_unit_group(r, l, si, units), N = sq_par_size();
+        for (int u = 0; u < units && r->need; u++) r->need[u] = u % N < 64 ? 1ULL << (u % N) : 0; /* MPI: unit u on rank u mod N */
         for (int u0 = 0; u0 < units && !s; u0 += group) {
             int u1 = u0 + group < units ? u0 + group : units;
             s = collect_group(r, l, si, units, u0, u1, err);
-            for (int u = u0; u < u1 && !s; u++)
+            for (int u = u0; u < u1 && !s && r->need; u++) { /* MPI: each Hessian from its rank to rank 0, which writes them */
+                if (!r->hs[u].h && sq_par_root() && (s = sq_hessian_init(&r->hs[u], r->hs[u].k, err))) break;
+                if (sq_par_root() || sq_par_mine(u)) sq_par_send(r->hs[u].h, r->hs[u].k * r->hs[u].k * (int64_t)sizeof(float), u % N, 0);
+            }
+            for (int u = u0; u < u1 && !s && sq_par_root(); u++)
                 s = sq_stats_add(out, l, stages[si].site, u, r->hs[u].k, r->unit_tokens[u], r->act_absmax[u], r->hs[u].h, err);
             sq_calib_free_hessians(r);
         }

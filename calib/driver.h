@@ -72,6 +72,8 @@ typedef struct {
     char *rec;
     int64_t rec_len, rec_cap;
     bool recording;
+    uint64_t *need;              /* (max_units; NULL with one rank) the ranks (bit q) that accumulate each unit's
+                                  * Hessian; 0: every rank. Set by the caller before a stage's statistics */
 } sq_calib;
 
 /* Tokenises o->calib with the model's tokenizer (its vocabulary checked), cuts the windows, embeds
@@ -79,6 +81,8 @@ typedef struct {
  * NULL, every count zero). */
 sq_status sq_calib_begin(sq_calib *cal, sq_model *m, const sq_calib_opts *o, sq_err *err);
 void sq_calib_end(sq_calib *cal);
+/* MPI: whether rank q accumulates unit u's Hessian (cal->need). */
+bool sq_calib_rank_needs(const sq_calib *cal, int q, int u);
 /* A new block: no expert calibrated on every token yet. */
 void sq_calib_block_begin(sq_calib *cal);
 /* How many units' Hessians one pass of stage si collects: as many as the budget holds (at least one). */
