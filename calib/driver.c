@@ -370,6 +370,21 @@ static sq_status calib_block(sq_calib *r, sq_stats *out, int l, sq_err *err) {
     return s ? s : run_layer(r, l, true, NULL, NULL, err);
 }
 
+/* MPI: what each rank sent and where its time went, said by rank 0. */
+static void par_summary(const sq_calib *r) {
+    typedef struct { int64_t sent; double fwd, hess, wait; } par_row;
+    int N = sq_par_size();
+    par_row mine = {sq_par_bytes_sent(), r->t_forward, r->t_hessian, sq_par_wait_seconds()};
+    int64_t *off = malloc((size_t)(N + 1) * sizeof *off);
+    par_row *all = off ? sq_par_allgatherv(&mine, sizeof mine, off) : NULL;
+    free(off);
+    for (int q = 0; q < N && all && sq_par_root(); q++)
+        sq_log(SQ_LOG_INFO, "MPI rank %d of %d: sent %.1f MiB, %.2f MiB per block (%d blocks); forward %.1f s, hessian %.1f s, in MPI calls %.1f s",
+               q, N, (double)all[q].sent / 1048576.0, (double)all[q].sent / 1048576.0 / r->c->n_layers, r->c->n_layers, all[q].fwd,
+               all[q].hess, all[q].wait);
+    free(all);
+}
+
 sq_status sq_calib_model(const char *model, const char *out, bool force, const sq_calib_opts *o, int threads,
                          sq_calib_progress_fn progress, void *progress_user, sq_err *err) {
     double t0 = now();
@@ -408,6 +423,7 @@ sq_status sq_calib_model(const char *model, const char *out, bool force, const s
         s = sq_par_test_fault(l) ? sq_fail(err, SQ_ERR_INTERNAL, "test fault at block %d (SPOTQ_TEST_FAULT)", l) : calib_block(&cal, &st, l, err);
         if (!s && progress) progress(progress_user, "calib", l + 1, c->n_layers, now() - t0);
     }
+    if (!s && sq_par_size() > 1) par_summary(&cal);
     if (!s && sq_par_root()) s = sq_stats_write(&st, out, err); /* MPI: every rank holds every statistic; rank 0 writes them */
     if (!s)
         sq_log(SQ_LOG_INFO, "kept %lld statistics (%.1f MiB of Hessians before compression) of %d x %d tokens in %.1f s", (long long)st.n,
