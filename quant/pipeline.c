@@ -62,7 +62,8 @@ static sq_status solve_group_par(sq_qrun *r, int l, int si, int units, int u0, i
         if (m->unit_begin) s = m->unit_begin(r, l, si, u, (const char (*)[128])why[u], err);
         r->capturing = false;
         if (!s && !(caps[ui] = malloc(r->cap_len > 0 ? (size_t)r->cap_len : 1))) s = sq_fail(err, SQ_ERR_NOMEM, "out of memory");
-        if (!s) memcpy(caps[ui], r->cap, (size_t)r->cap_len), hd[ui].cap_len = r->cap_len;
+        if (!s && r->cap_len > 0) memcpy(caps[ui], r->cap, (size_t)r->cap_len);
+        if (!s) hd[ui].cap_len = r->cap_len;
         for (int j = 0; j < stages[si].n && !s; j++) {
             if (why[u][lin[j]][0]) continue;
             if (solver_of(si, units, u, j) == me) {
@@ -80,7 +81,7 @@ static sq_status solve_group_par(sq_qrun *r, int l, int si, int units, int u0, i
                                                                           : 0};
                 r->n_weights_q = nq, r->packed_bytes = pb, r->t_quant = tq;
                 if (!s && !(caps[i] = malloc(r->cap_len > 0 ? (size_t)r->cap_len : 1))) s = sq_fail(err, SQ_ERR_NOMEM, "out of memory");
-                if (!s) memcpy(caps[i], r->cap, (size_t)r->cap_len);
+                if (!s && r->cap_len > 0) memcpy(caps[i], r->cap, (size_t)r->cap_len);
             }
             i++;
         }
