@@ -14,6 +14,15 @@ endif
 NVCC    ?= $(NVCC_PATH)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 
+# MPI=1 (the default where mpicc is found): `mpirun -np N spotq ...` spreads calibration and eval over N
+# processes (base/par.c). MPI=0: one process, the same binary as before MPI.
+MPICC_PATH := $(shell command -v mpicc 2>/dev/null)
+ifeq ($(MPICC_PATH),)
+MPI     ?= 0
+else
+MPI     ?= 1
+endif
+
 PKGS    := libcjson libpcre2-8 libzstd openblas
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -25,6 +34,10 @@ LDFLAGS_debug  := -fsanitize=address,undefined,float-cast-overflow
 CFLAGS  += -std=c11 -D_GNU_SOURCE -pthread -fPIC $(WARN) $(CFLAGS_$(MODE)) $(PKG_CFLAGS) -MMD -MP
 LDLIBS  += $(PKG_LIBS) -llapacke -lm -ldl -pthread
 LDFLAGS += $(LDFLAGS_$(MODE))
+ifeq ($(MPI),1)
+CFLAGS  += -DSQ_MPI $(shell mpicc --showme:compile)
+LDLIBS  += $(shell mpicc --showme:link)
+endif
 
 # Sources: each folder is a layer; listed here once.
 LIB_SRC  := $(wildcard base/*.c formats/*.c kernels/*.c kernels/cpu/*.c calib/*.c quant/*.c runtime/*.c)

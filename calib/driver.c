@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "../base/par.h"
+#include "../formats/checkpoint.h"
 #include "../formats/outdir.h"
 #include "../formats/text.h"
 #include "../formats/tokenizer.h"
@@ -28,11 +30,38 @@ static double now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+bool sq_calib_rank_needs(const sq_calib *r, int q, int u) {
+    return !r->need || !r->need[u] || q >= 64 || (r->need[u] >> q & 1);
+}
+
+/* MPI: one tap's Hessian input kept as a record: unit, tokens, dim (int64 each), then the rows. */
+static void record_rows(sq_calib *r, int unit, const float *x, int n, int dim) {
+    int64_t bytes = 3 * (int64_t)sizeof(int64_t) + (int64_t)n * dim * (int64_t)sizeof *x;
+    if (r->rec_len + bytes > r->rec_cap) {
+        int64_t cap = 2 * (r->rec_len + bytes);
+        char *p = realloc(r->rec, (size_t)cap);
+        if (!p) {
+            sq_err e;
+            sq_fail(&e, SQ_ERR_NOMEM, "out of memory keeping %lld bytes of calibration inputs", (long long)cap);
+            sq_par_abort(&e);
+            return;
+        }
+        r->rec = p, r->rec_cap = cap;
+    }
+    int64_t head[3] = {unit, n, dim};
+    memcpy(r->rec + r->rec_len, head, sizeof head);
+    memcpy(r->rec + r->rec_len + sizeof head, x, (size_t)n * (size_t)dim * sizeof *x);
+    r->rec_len += bytes;
+}
+
 static bool tap(void *user, sq_site site, int unit, const float *x, int n, int dim) {
     sq_calib *r = user;
     if (site != r->want || unit >= r->units) return false;
     double t = now();
-    if (unit >= r->u0 && unit < r->u1 && !r->hess_err.code) sq_hessian_add(&r->hs[unit], x, n, &r->hess_err);
+    if (unit >= r->u0 && unit < r->u1 && !r->hess_err.code) {
+        if (r->recording) record_rows(r, unit, x, n, dim); /* MPI: added in window order by run_layer_par */
+        else sq_hessian_add(&r->hs[unit], x, n, &r->hess_err);
+    }
     if (r->counting) r->unit_tokens[unit] += n;
     if (r->counting && r->o.absmax) { /* max |x|: FP8 scales, and kept by spotq calib */
         int64_t bad;
@@ -43,8 +72,86 @@ static bool tap(void *user, sq_site site, int unit, const float *x, int n, int d
     return unit == (r->counting ? r->units : r->u1) - 1; /* nothing after the last unit wanted is needed */
 }
 
+/* MPI, N ranks: window w is rank w mod N's (base/par.h). Keeping the outputs, each rank runs its
+ * windows and every rank then gets them all. A collecting pass (tap is this file's) goes in rounds of N
+ * windows; after each, every rank gets the round's Hessian inputs and adds them window by window, in
+ * the order one process adds them, so that the Hessians (and all that follows) are the same bits for
+ * every N. The token counts and max |x| are summed and maxed over ranks (exact whatever the order). */
+static sq_status run_layer_par(sq_calib *r, int l, bool keep_outputs, sq_err *err) {
+    int64_t T = r->o.seqlen, H = r->c->hidden;
+    int N = sq_par_size(), me = sq_par_rank();
+    double t = now(), th = 0, w0 = sq_par_wait_seconds();
+    if (keep_outputs) {
+        for (int w = me; w < r->o.nsamples; w += N) {
+            sq_status s = sq_layer_forward(r->st, l, r->x + w * T * H, (int)T, NULL, NULL, err);
+            if (s) return s;
+        }
+        sq_par_gather_chunks(r->x, r->o.nsamples, T * H * (int64_t)sizeof *r->x);
+        r->t_forward += now() - t - (sq_par_wait_seconds() - w0);
+        return SQ_OK;
+    }
+    int64_t *off = malloc((size_t)(N + 1) * sizeof *off), *cnt = malloc((size_t)N * sizeof *cnt);
+    if (!off || !cnt) { free(off); free(cnt); return sq_fail(err, SQ_ERR_NOMEM, "out of memory"); }
+    for (int j0 = 0; j0 < r->o.nsamples; j0 += N) {
+        int w = j0 + me;
+        r->rec_len = 0;
+        r->recording = true;
+        if (w < r->o.nsamples) {
+            memcpy(r->tmp, r->x + w * T * H, (size_t)(T * H) * sizeof *r->tmp);
+            sq_status s = sq_layer_forward(r->st, l, r->tmp, (int)T, tap, r, err);
+            if (s) { r->recording = false; free(off); free(cnt); return s; }
+        }
+        r->recording = false;
+        /* each record to the ranks that accumulate its unit's Hessian (sq_calib_rank_needs), in rank order */
+        int64_t bytes = 0;
+        for (int q = 0; q < N; q++) {
+            cnt[q] = 0;
+            for (int64_t at = 0; at < r->rec_len;) {
+                int64_t head[3];
+                memcpy(head, r->rec + at, sizeof head);
+                int64_t len = (int64_t)sizeof head + head[1] * head[2] * (int64_t)sizeof(float);
+                if (sq_calib_rank_needs(r, q, (int)head[0])) cnt[q] += len;
+                at += len;
+            }
+            bytes += cnt[q];
+        }
+        char *send = malloc(bytes > 0 ? (size_t)bytes : 1), *to = send;
+        if (!send) { free(off); free(cnt); return sq_fail(err, SQ_ERR_NOMEM, "out of memory sending %lld bytes", (long long)bytes); }
+        for (int q = 0; q < N; q++)
+            for (int64_t at = 0; at < r->rec_len;) {
+                int64_t head[3];
+                memcpy(head, r->rec + at, sizeof head);
+                int64_t len = (int64_t)sizeof head + head[1] * head[2] * (int64_t)sizeof(float);
+                if (sq_calib_rank_needs(r, q, (int)head[0])) memcpy(to, r->rec + at, (size_t)len), to += len;
+                at += len;
+            }
+        char *all = sq_par_alltoallv(send, cnt, off);
+        free(send);
+        double t1 = now();
+        for (int q = 0; q < N; q++) /* window j0 + q */
+            for (int64_t at = off[q]; at < off[q + 1];) {
+                int64_t head[3];
+                memcpy(head, all + at, sizeof head);
+                if (!r->hess_err.code) sq_hessian_add(&r->hs[head[0]], (const float *)(all + at + sizeof head), head[1], &r->hess_err);
+                at += (int64_t)sizeof head + head[1] * head[2] * (int64_t)sizeof(float);
+            }
+        th += now() - t1;
+        free(all);
+    }
+    free(off);
+    free(cnt);
+    if (r->counting) {
+        sq_par_sum_i64(r->unit_tokens, r->units);
+        sq_par_max_f32(r->act_absmax, r->units);
+    }
+    r->t_hessian += th;
+    r->t_forward += now() - t - th - (sq_par_wait_seconds() - w0); /* the forward alone, not the waits */
+    return SQ_OK;
+}
+
 /* Runs layer l on every calibration window (in place when keeping its outputs, else into tmp per window). */
 static sq_status run_layer(sq_calib *r, int l, bool keep_outputs, sq_tap_fn fn, void *user, sq_err *err) {
+    if (sq_par_size() > 1 && (keep_outputs ? !fn : fn == tap)) return run_layer_par(r, l, keep_outputs, err);
     int64_t T = r->o.seqlen, H = r->c->hidden;
     double t = now();
     for (int smp = 0; smp < r->o.nsamples; smp++) {
@@ -77,6 +184,7 @@ static sq_status collect(sq_calib *r, int l, int si, int units, int u0, int u1, 
     r->counting = counting;
     for (int u = u0; u < u1 && !s; u++, r->u1++) {
         int64_t k = sq_model_linear_unit(r->m, l, u, stages[si].lin[0])->cols; /* the shared expert may be wider */
+        if (!sq_calib_rank_needs(r, sq_par_rank(), u)) { r->hs[u] = (sq_hessian){.k = k}; continue; } /* MPI: another rank's */
         s = sq_hessian_init_on(&r->hs[u], be, k, err);
     }
     for (int u = 0; u < units && counting; u++) r->unit_tokens[u] = 0, r->act_absmax[u] = 0;
@@ -84,7 +192,8 @@ static sq_status collect(sq_calib *r, int l, int si, int units, int u0, int u1, 
     r->hess_err = (sq_err){0};
     if (!s) s = run_layer(r, l, false, tap, r, err);
     if (!s && r->hess_err.code) s = (*err = r->hess_err).code;
-    for (int u = u0; u < u1 && !s; u++) s = sq_hessian_finish(&r->hs[u], err);
+    for (int u = u0; u < u1 && !s; u++)
+        if (sq_calib_rank_needs(r, sq_par_rank(), u)) s = sq_hessian_finish(&r->hs[u], err);
     return s;
 }
 
@@ -210,6 +319,7 @@ sq_status sq_calib_begin(sq_calib *r, sq_model *m, const sq_calib_opts *o, sq_er
     r->moe_tokens = sq_calloc((size_t)(E * r->c->n_layers), sizeof *r->moe_tokens, err);
     r->moe_all = sq_calloc((size_t)(E * r->c->n_layers), 1, err);
     if (!r->hs || !r->unit_tokens || !r->act_absmax || !r->route_all || !r->moe_tokens || !r->moe_all) return SQ_ERR_NOMEM;
+    if (sq_par_size() > 1 && !(r->need = sq_calloc((size_t)r->max_units, sizeof *r->need, err))) return SQ_ERR_NOMEM;
     if (o->calib) {
         if ((s = sq_state_new(&r->st, m, (int)T, (int)T, err))) return s;
         sq_state_route_all(r->st, r->route_all);
@@ -229,6 +339,8 @@ void sq_calib_end(sq_calib *r) {
     free(r->tmp);
     free(r->win);
     free(r->ids);
+    free(r->rec);
+    free(r->need);
     sq_state_free(r->st);
     sq_stats_free(&r->stats);
     memset(r, 0, sizeof *r);
@@ -241,16 +353,36 @@ static sq_status calib_block(sq_calib *r, sq_stats *out, int l, sq_err *err) {
     sq_status s = SQ_OK;
     for (int si = 0; si < SQ_CALIB_NSTAGES && !s; si++) {
         bool ffn = stages[si].site == SQ_SITE_GATEUP || stages[si].site == SQ_SITE_DOWN;
-        int units = ffn ? sq_model_ffn_units(r->m, l) : 1, group = sq_calib_unit_group(r, l, si, units);
+        int units = ffn ? sq_model_ffn_units(r->m, l) : 1, group = sq_calib_unit_group(r, l, si, units), N = sq_par_size();
+        for (int u = 0; u < units && r->need; u++) r->need[u] = u % N < 64 ? 1ULL << (u % N) : 0; /* MPI: unit u on rank u mod N */
         for (int u0 = 0; u0 < units && !s; u0 += group) {
             int u1 = u0 + group < units ? u0 + group : units;
             s = collect_group(r, l, si, units, u0, u1, err);
-            for (int u = u0; u < u1 && !s; u++)
+            for (int u = u0; u < u1 && !s && r->need; u++) { /* MPI: each Hessian from its rank to rank 0, which writes them */
+                if (!r->hs[u].h && sq_par_root() && (s = sq_hessian_init(&r->hs[u], r->hs[u].k, err))) break;
+                if (sq_par_root() || sq_par_mine(u)) sq_par_send(r->hs[u].h, r->hs[u].k * r->hs[u].k * (int64_t)sizeof(float), u % N, 0);
+            }
+            for (int u = u0; u < u1 && !s && sq_par_root(); u++)
                 s = sq_stats_add(out, l, stages[si].site, u, r->hs[u].k, r->unit_tokens[u], r->act_absmax[u], r->hs[u].h, err);
             sq_calib_free_hessians(r);
         }
     }
     return s ? s : run_layer(r, l, true, NULL, NULL, err);
+}
+
+/* MPI: what each rank sent and where its time went, said by rank 0. */
+static void par_summary(const sq_calib *r) {
+    typedef struct { int64_t sent; double fwd, hess, wait; } par_row;
+    int N = sq_par_size();
+    par_row mine = {sq_par_bytes_sent(), r->t_forward, r->t_hessian, sq_par_wait_seconds()};
+    int64_t *off = malloc((size_t)(N + 1) * sizeof *off);
+    par_row *all = off ? sq_par_allgatherv(&mine, sizeof mine, off) : NULL;
+    free(off);
+    for (int q = 0; q < N && all && sq_par_root(); q++)
+        sq_log(SQ_LOG_INFO, "MPI rank %d of %d: sent %.1f MiB, %.2f MiB per block (%d blocks); forward %.1f s, hessian %.1f s, in MPI calls %.1f s",
+               q, N, (double)all[q].sent / 1048576.0, (double)all[q].sent / 1048576.0 / r->c->n_layers, r->c->n_layers, all[q].fwd,
+               all[q].hess, all[q].wait);
+    free(all);
 }
 
 sq_status sq_calib_model(const char *model, const char *out, bool force, const sq_calib_opts *o, int threads,
@@ -286,11 +418,13 @@ sq_status sq_calib_model(const char *model, const char *out, bool force, const s
     snprintf(st.hash, sizeof st.hash, "%016llx", (unsigned long long)cal.hash);
     st.hidden = c->hidden, st.n_layers = c->n_layers, st.vocab = c->vocab, st.n_experts = c->n_experts;
     st.text_tokens = cal.nids, st.nsamples = cal.o.nsamples, st.seqlen = cal.o.seqlen, st.seed = o->seed;
+    if ((s = sq_par_start(SQ_OK, sq_ckpt_hash(ck, cal.hash), err))) goto done;
     for (int l = 0; l < c->n_layers && !s; l++) {
-        s = calib_block(&cal, &st, l, err);
+        s = sq_par_test_fault(l) ? sq_fail(err, SQ_ERR_INTERNAL, "test fault at block %d (SPOTQ_TEST_FAULT)", l) : calib_block(&cal, &st, l, err);
         if (!s && progress) progress(progress_user, "calib", l + 1, c->n_layers, now() - t0);
     }
-    if (!s) s = sq_stats_write(&st, out, err);
+    if (!s && sq_par_size() > 1) par_summary(&cal);
+    if (!s && sq_par_root()) s = sq_stats_write(&st, out, err); /* MPI: every rank holds every statistic; rank 0 writes them */
     if (!s)
         sq_log(SQ_LOG_INFO, "kept %lld statistics (%.1f MiB of Hessians before compression) of %d x %d tokens in %.1f s", (long long)st.n,
                (double)st.data_len * 4.0 / 1048576.0, cal.o.nsamples, cal.o.seqlen, now() - t0);

@@ -67,6 +67,13 @@ typedef struct {
     int64_t *moe_tokens;         /* (n_layers, n_experts) tokens routed to each expert */
     uint8_t *moe_all;            /* (n_layers, n_experts) the experts calibrated on every token */
     double t_forward, t_hessian;
+    /* MPI (base/par.h), more than one rank: the tap's Hessian inputs of this rank's window, kept as
+     * records (unit, tokens, dim, then the rows) for every rank to add in window order */
+    char *rec;
+    int64_t rec_len, rec_cap;
+    bool recording;
+    uint64_t *need;              /* (max_units; NULL with one rank) the ranks (bit q) that accumulate each unit's
+                                  * Hessian; 0: every rank. Set by the caller before a stage's statistics */
 } sq_calib;
 
 /* Tokenises o->calib with the model's tokenizer (its vocabulary checked), cuts the windows, embeds
@@ -74,6 +81,8 @@ typedef struct {
  * NULL, every count zero). */
 sq_status sq_calib_begin(sq_calib *cal, sq_model *m, const sq_calib_opts *o, sq_err *err);
 void sq_calib_end(sq_calib *cal);
+/* MPI: whether rank q accumulates unit u's Hessian (cal->need). */
+bool sq_calib_rank_needs(const sq_calib *cal, int q, int u);
 /* A new block: no expert calibrated on every token yet. */
 void sq_calib_block_begin(sq_calib *cal);
 /* How many units' Hessians one pass of stage si collects: as many as the budget holds (at least one). */
@@ -88,7 +97,8 @@ void sq_calib_free_hessians(sq_calib *cal);
  * Returns true when one is. */
 bool sq_calib_route_rare_experts(sq_calib *cal, int l);
 /* Runs layer l on every window in place, tap (may be NULL) seeing each site: the block's outputs
- * become the next block's inputs. */
+ * become the next block's inputs. MPI: without a tap each rank runs its own windows and every rank
+ * then holds all the outputs; with one, every rank runs every window (its tap sees them all). */
 sq_status sq_calib_forward(sq_calib *cal, int l, sq_tap_fn tap, void *user, sq_err *err);
 
 /* `spotq calib`: opens model, calibrates every block of the full-precision model (every site of every

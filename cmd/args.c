@@ -1,4 +1,5 @@
 /* args.c: long-option parsing shared by every command; --help is handled here, once. */
+#include "../base/par.h"
 #include "../runtime/runtime.h"
 #include "cmd.h"
 
@@ -112,6 +113,13 @@ void sq_cmd_progress_end(void) {
 }
 
 int sq_cmd_fail(const sq_err *err) {
+    sq_err e = *err;
+    if (sq_par_size() > 1) { /* under mpirun: one line for the job (base/par.h) */
+        if (!e.code) e.code = SQ_ERR_INTERNAL;
+        if (sq_par_started() && !sq_par_failed_together()) sq_par_abort(&e); /* this rank alone failed, mid-run */
+        if (!sq_par_started()) sq_par_start(e.code, 0, &e); /* failed before the start: the others wait there */
+        err = &e;
+    }
     fprintf(stderr, "spotq: error: %s\n", err->msg);
     return err->code == SQ_ERR_ARG ? SQ_EXIT_USAGE : SQ_EXIT_FAIL;
 }

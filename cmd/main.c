@@ -1,6 +1,10 @@
-/* main.c: spotq's entry point: the command table, `help`, `--version`. */
+/* main.c: spotq's entry point: the command table, `help`, `--version`; the ranks of an MPI job. */
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "../base/par.h"
 
 #include "cmd.h"
 
@@ -41,7 +45,36 @@ static int cmd_help(int argc, char **argv) {
     return c->run(2, args);
 }
 
+static int run(int argc, char **argv);
+
+/* Under mpirun every rank runs the command; rank 0 alone speaks (the others' stdout and stderr go to
+ * /dev/null, but for the one line of an error that ends the job). */
 int main(int argc, char **argv) {
+    sq_err err = {0};
+    if (sq_par_init(&argc, &argv, &err)) {
+        fprintf(stderr, "spotq: error: %s\n", err.msg);
+        return SQ_EXIT_FAIL;
+    }
+    if (sq_par_rank() > 0) {
+        int keep = dup(2), nul = open("/dev/null", O_WRONLY);
+        if (keep >= 0 && nul >= 0) {
+            sq_par_set_error_fd(keep);
+            dup2(nul, 1);
+            dup2(nul, 2);
+        }
+        if (nul > 2) close(nul);
+    }
+    int rc;
+    if (sq_par_size() > 1 && argc >= 2 && strcmp(argv[1], "quantize") && strcmp(argv[1], "calib") && strcmp(argv[1], "eval")) {
+        fprintf(stderr, "spotq: %s runs in one process: under mpirun (%d ranks) spotq runs quantize, calib and eval\n", argv[1],
+                sq_par_size());
+        rc = SQ_EXIT_USAGE;
+    } else rc = run(argc, argv);
+    sq_par_finalize();
+    return rc;
+}
+
+static int run(int argc, char **argv) {
     if (argc < 2) { usage(stderr); return SQ_EXIT_USAGE; }
     if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) return cmd_version(0, NULL);
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) { usage(stdout); return 0; }

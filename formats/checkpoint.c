@@ -1,6 +1,8 @@
 /* checkpoint.c: finding a model's files and checking its tensors against its architecture. */
 #include "checkpoint.h"
 
+#include "../base/par.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -222,4 +224,22 @@ sq_status sq_ckpt_check(const sq_ckpt *ck, sq_err *err) {
     check_ctx x = {ck, err, SQ_OK};
     sq_ckpt_expected_tensors(&ck->cfg, check_one, &x);
     return x.status ? x.status : sq_ckpt_check_quant(ck, err);
+}
+
+uint64_t sq_ckpt_hash(const sq_ckpt *ck, uint64_t h) {
+    char *text = NULL;
+    size_t len = 0;
+    if (sq_read_file(ck->config_path, &text, &len, NULL) == SQ_OK) h = sq_par_hash(h, text, len);
+    free(text);
+    for (int i = 0; i < sq_st_nshards(ck->st); i++) {
+        int64_t size = sq_st_shard_size(ck->st, i);
+        h = sq_par_hash(h, &size, sizeof size);
+    }
+    for (int64_t i = 0; i < sq_st_count(ck->st); i++) {
+        const sq_tensor *t = sq_st_get(ck->st, i);
+        int64_t fields[3 + SQ_MAX_DIMS] = {t->dtype, t->ndim, t->shard};
+        for (int d = 0; d < t->ndim && d < SQ_MAX_DIMS; d++) fields[3 + d] = t->shape[d];
+        h = sq_par_hash(sq_par_hash(h, t->name, strlen(t->name) + 1), fields, sizeof fields);
+    }
+    return h;
 }

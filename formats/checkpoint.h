@@ -39,6 +39,9 @@ void sq_ckpt_describe(const sq_ckpt *ck, char *scheme, size_t cap, int64_t *para
 /* Checks that every expected tensor is present with its shape and a float dtype (F32, F16, BF16).
  * Linear weights are skipped for quantised checkpoints (their layout is the format's business). */
 sq_status sq_ckpt_check(const sq_ckpt *ck, sq_err *err);
+/* A hash of the checkpoint's header (config.json, its tensors' names, dtypes, shapes and files' sizes),
+ * continuing from h: what the ranks of an MPI job compare before any work (base/par.h). */
+uint64_t sq_ckpt_hash(const sq_ckpt *ck, uint64_t h);
 
 /* A quantised checkpoint's quantization_config against its tensors (qconfig.c): for every linear
  * layer, the bits, group size, symmetry, act-order, checkpoint format and version, FP8 weight and

@@ -72,7 +72,7 @@ void sq_stw_abort(sq_stw *w);                      /* NULL is fine */
  * shard of its own. */
 typedef struct sq_shards sq_shards;
 sq_status sq_shards_open(sq_shards **out /* OUT */, const char *dir, int64_t max_bytes, sq_err *err);
-sq_status sq_shards_add(sq_shards *w, const char *name, sq_dtype dtype, int ndim, const int64_t *shape, const void *data, sq_err *err);
+sq_status sq_shards_add(sq_shards *w, const char *name, sq_dtype dtype, int ndim, const int64_t *shape, const void *data, sq_err *err);  /* w NULL: nothing (MPI ranks > 0) */
 int64_t sq_shards_bytes(const sq_shards *w); /* tensor data added so far (headers not counted) */
 sq_status sq_shards_finish(sq_shards *w, int *n_shards /* OUT, may be NULL */, sq_err *err); /* frees w whatever the result */
 void sq_shards_abort(sq_shards *w);                                                     /* NULL is fine */

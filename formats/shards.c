@@ -44,6 +44,7 @@ sq_status sq_shards_open(sq_shards **out, const char *dir, int64_t max_bytes, sq
 int64_t sq_shards_bytes(const sq_shards *w) { return w ? w->total_bytes : 0; }
 
 sq_status sq_shards_add(sq_shards *w, const char *name, sq_dtype dtype, int ndim, const int64_t *shape, const void *data, sq_err *err) {
+    if (!w) return SQ_OK; /* an MPI rank other than 0, which writes nothing (base/par.h) */
     int64_t nbytes = sq_dtype_size(dtype);
     for (int k = 0; k < ndim; k++)
         if (shape[k] < 0 || !sq_mul_i64(nbytes, shape[k], &nbytes)) return sq_fail(err, SQ_ERR_ARG, "%s: tensor '%s': bad shape", w->dir, name);

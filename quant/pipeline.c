@@ -10,11 +10,143 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "../base/par.h"
 #include "../formats/outdir.h"
 #include "method.h"
 
 #define stages sq_calib_stages
 
+
+/* MPI: the rank that solves the j-th linear (in lin order) of stage si of unit u: an MoE site's units
+ * go round the ranks (each expert's linears on one rank, which alone holds its Hessian); a one-unit
+ * stage's linears do, numbered through the block (0 .. 6), so that the stages' Hessians land on
+ * different ranks. */
+static int solver_of(int si, int units, int u, int j) {
+    int at = 0;
+    for (int i = 0; i < si; i++) at += stages[i].n;
+    return units > 1 ? u % sq_par_size() : (at + j) % sq_par_size();
+}
+
+/* MPI: the units' Hessians each rank needs: those of the linears it solves (cal->need). */
+static void set_needs(sq_qrun *r, int si, int units, const sq_lin *lin, char (*why)[SQ_LIN_COUNT][128]) {
+    uint64_t *need = r->cal->need;
+    for (int u = 0; u < units; u++) {
+        need[u] = 0;
+        for (int j = 0; j < stages[si].n; j++)
+            if (!why[u][lin[j]][0] && solver_of(si, units, u, j) < 64) need[u] |= 1ULL << solver_of(si, units, u, j);
+        if (!need[u]) need[u] = 1; /* nothing to solve: rank 0 keeps it (nothing reads it) */
+    }
+}
+
+/* What a solve hands to the other ranks besides its tensors and report row. */
+typedef struct { int64_t cap_len, wbytes, dtype, n_weights_q; double packed_bytes, t_quant; } solve_head;
+
+/* MPI: the solves of units u0 .. u1-1, each linear on its rank (solver_of; the unit's begin hook on
+ * every rank), then each result sent in the order one process makes them: the weights the next
+ * forward runs on (dequantised F32, or the E4M3 codes and scales) to every rank, the report row, and
+ * the tensors to rank 0 alone, which writes them. */
+static sq_status solve_group_par(sq_qrun *r, int l, int si, int units, int u0, int u1, const sq_lin *lin,
+                                 char (*why)[SQ_LIN_COUNT][128], sq_err *err) {
+    const sq_method_row *m = r->meth;
+    int me = sq_par_rank(), base = r->nrows, n_items = 0, nu = u1 - u0;
+    for (int u = u0; u < u1; u++)
+        for (int j = 0; j < stages[si].n; j++) n_items += !why[u][lin[j]][0];
+    char **caps = calloc((size_t)(n_items + nu) + 1, sizeof *caps); /* each unit's begin hook's tensors, then each solve's */
+    solve_head *hd = calloc((size_t)(n_items + nu) + 1, sizeof *hd);
+    if (!caps || !hd) { free(caps); free(hd); return sq_fail(err, SQ_ERR_NOMEM, "out of memory"); }
+    sq_status s = SQ_OK;
+    int i = 0;
+    for (int u = u0; u < u1 && !s; u++) {
+        int ui = n_items + (u - u0);
+        r->capturing = true, r->cap_len = 0;
+        if (m->unit_begin) s = m->unit_begin(r, l, si, u, (const char (*)[128])why[u], err);
+        r->capturing = false;
+        if (!s && !(caps[ui] = malloc(r->cap_len > 0 ? (size_t)r->cap_len : 1))) s = sq_fail(err, SQ_ERR_NOMEM, "out of memory");
+        if (!s && r->cap_len > 0) memcpy(caps[ui], r->cap, (size_t)r->cap_len);
+        if (!s) hd[ui].cap_len = r->cap_len;
+        for (int j = 0; j < stages[si].n && !s; j++) {
+            if (why[u][lin[j]][0]) continue;
+            if (solver_of(si, units, u, j) == me) {
+                int64_t nq = r->n_weights_q;
+                double pb = r->packed_bytes, tq = r->t_quant;
+                r->nrows = base + i, r->capturing = true, r->cap_len = 0;
+                s = m->quantize(r, l, u, lin[j], &r->cal->hs[u], err);
+                r->capturing = false;
+                const sq_wmat *wm = sq_model_linear_unit(r->m, l, u, lin[j]);
+                int64_t nk = wm->rows * wm->cols;
+                hd[i] = (solve_head){.cap_len = r->cap_len, .dtype = wm->dtype, .n_weights_q = r->n_weights_q - nq,
+                                     .packed_bytes = r->packed_bytes - pb, .t_quant = r->t_quant - tq,
+                                     .wbytes = wm->dtype == SQ_DT_F32 ? nk * (int64_t)sizeof(float)
+                                             : wm->dtype == SQ_DT_F8_E4M3 ? (int64_t)sizeof(sq_fp8weight) + (wm->f8->per_channel ? wm->rows : 1) * (int64_t)sizeof(float) + nk
+                                                                          : 0};
+                r->n_weights_q = nq, r->packed_bytes = pb, r->t_quant = tq;
+                if (!s && !(caps[i] = malloc(r->cap_len > 0 ? (size_t)r->cap_len : 1))) s = sq_fail(err, SQ_ERR_NOMEM, "out of memory");
+                if (!s && r->cap_len > 0) memcpy(caps[i], r->cap, (size_t)r->cap_len);
+            }
+            i++;
+        }
+    }
+    r->nrows = base + n_items;
+    i = 0;
+    for (int u = u0; u < u1 && !s; u++) {
+        int ui = n_items + (u - u0);
+        for (int64_t at = 0; at < hd[ui].cap_len && !s && me == 0;) { /* rank 0: the unit's own tensors first, as one process */
+            sq_pl_cap_head h;
+            memcpy(&h, caps[ui] + at, sizeof h);
+            s = sq_shards_add(r->w, h.name, (sq_dtype)h.dtype, (int)h.nd, h.shape, caps[ui] + at + sizeof h, err);
+            at += (int64_t)sizeof h + h.nbytes;
+        }
+        for (int j = 0; j < stages[si].n && !s; j++) {
+            sq_lin which = lin[j];
+            if (why[u][which][0]) continue;
+            int root = solver_of(si, units, u, j);
+            sq_par_bcast(&hd[i], sizeof hd[i], root);
+            sq_par_bcast(&r->rows[base + i], sizeof r->rows[base + i], root);
+            r->n_weights_q += hd[i].n_weights_q, r->packed_bytes += hd[i].packed_bytes;
+            if (me == 0 && root != 0 && !(caps[i] = malloc(hd[i].cap_len > 0 ? (size_t)hd[i].cap_len : 1))) { s = sq_fail(err, SQ_ERR_NOMEM, "out of memory"); break; }
+            sq_par_send(caps[i], hd[i].cap_len, root, 0); /* the tensors to rank 0 alone */
+            if (hd[i].wbytes) {
+                const sq_wmat *wm = sq_model_linear_unit(r->m, l, u, which);
+                int64_t n = wm->rows, k = wm->cols;
+                char *wbuf = malloc((size_t)hd[i].wbytes);
+                if (!wbuf) { s = sq_fail(err, SQ_ERR_NOMEM, "out of memory"); break; }
+                if (me == root) {
+                    if (hd[i].dtype == SQ_DT_F32) memcpy(wbuf, wm->data, (size_t)hd[i].wbytes);
+                    else {
+                        int64_t ns = wm->f8->per_channel ? n : 1;
+                        memcpy(wbuf, wm->f8, sizeof(sq_fp8weight));
+                        memcpy(wbuf + sizeof(sq_fp8weight), wm->f8->scale, (size_t)ns * sizeof(float));
+                        memcpy(wbuf + sizeof(sq_fp8weight) + ns * sizeof(float), wm->data, (size_t)(n * k));
+                    }
+                }
+                sq_par_bcast(wbuf, hd[i].wbytes, root);
+                if (me == root) free(wbuf);
+                else { /* the solver's weights into this rank's model, as the method put them there */
+                    sq_wmat w = {.dtype = SQ_DT_F32, .rows = n, .cols = k, .data = wbuf};
+                    if (hd[i].dtype == SQ_DT_F8_E4M3) {
+                        sq_fp8weight *f = (sq_fp8weight *)wbuf;
+                        f->scale = (const float *)(f + 1);
+                        w = (sq_wmat){.dtype = SQ_DT_F8_E4M3, .rows = n, .cols = k, .data = (const uint8_t *)(f->scale + (f->per_channel ? n : 1)), .f8 = f};
+                    }
+                    if ((s = sq_model_set_linear_unit(r->m, l, u, which, &w, err))) { free(wbuf); break; }
+                    free(r->held[u * SQ_LIN_COUNT + which]);
+                    r->held[u * SQ_LIN_COUNT + which] = wbuf;
+                }
+            }
+            for (int64_t at = 0; at < hd[i].cap_len && !s && me == 0;) { /* rank 0: the tensors, in order */
+                sq_pl_cap_head h;
+                memcpy(&h, caps[i] + at, sizeof h);
+                s = sq_shards_add(r->w, h.name, (sq_dtype)h.dtype, (int)h.nd, h.shape, caps[i] + at + sizeof h, err);
+                at += (int64_t)sizeof h + h.nbytes;
+            }
+            i++;
+        }
+    }
+    for (int t = 0; t < n_items + nu; t++) free(caps[t]);
+    free(caps);
+    free(hd);
+    return s;
+}
 
 /* One true-sequential stage of block l, for every FFN unit it has: the statistics of its site (the
  * method's own, a calibration pass, --stats, or none), then each unit's linears quantised (or kept,
@@ -44,10 +176,13 @@ static sq_status quantize_stage(sq_qrun *r, int l, int si, sq_err *err) {
     sq_status s = SQ_OK;
     sq_calib *cal = r->cal;
     int group = todo ? sq_calib_unit_group(cal, l, si, units) : units;
+    bool par = sq_par_size() > 1 && !m->stage_hessians; /* MPI: the solves round the ranks (a method's own statistics: every rank solves) */
+    if (par) set_needs(r, si, units, lin, why);
     for (int u0 = 0; u0 < units && todo && !s; u0 += group) {
         int u1 = u0 + group < units ? u0 + group : units;
         s = m->stage_hessians ? m->stage_hessians(r, l, si, u0, u1, err) : sq_calib_stage_stats(cal, l, si, units, u0, u1, err);
-        for (int u = u0; u < u1 && !s; u++) {
+        if (par && !s) s = solve_group_par(r, l, si, units, u0, u1, lin, why, err);
+        for (int u = u0; u < u1 && !s && !par; u++) {
             if (m->unit_begin) s = m->unit_begin(r, l, si, u, (const char (*)[128])why[u], err);
             for (int j = 0; j < stages[si].n && !s; j++)
                 if (!why[u][lin[j]][0]) s = m->quantize(r, l, u, lin[j], &cal->hs[u], err);
@@ -196,6 +331,22 @@ static void resolve_format(sq_qrun *r, sq_quantize_opts *o, char *note, size_t c
 
 /* ---------------------------------------------------------------- the pipeline */
 
+/* MPI: what each rank sent over the whole run and per block, and where its time went, said by rank 0. */
+static void par_summary(const sq_qrun *r, int64_t last_block_bytes) {
+    typedef struct { int64_t sent, last; double fwd, hess, quant, wait; } par_row;
+    int N = sq_par_size();
+    par_row mine = {sq_par_bytes_sent(), last_block_bytes, r->cal->t_forward, r->cal->t_hessian, r->t_quant, sq_par_wait_seconds()};
+    int64_t *off = malloc((size_t)(N + 1) * sizeof *off);
+    par_row *all = off ? sq_par_allgatherv(&mine, sizeof mine, off) : NULL;
+    free(off);
+    for (int q = 0; q < N && all && sq_par_root(); q++)
+        sq_log(SQ_LOG_INFO, "MPI rank %d of %d: sent %.1f MiB, %.2f MiB per block (%d blocks; the last block %.2f MiB); forward %.1f s, "
+               "hessian %.1f s, solve %.1f s, in MPI calls %.1f s", q, N, (double)all[q].sent / 1048576.0,
+               (double)all[q].sent / 1048576.0 / r->c->n_layers, r->c->n_layers, (double)all[q].last / 1048576.0, all[q].fwd,
+               all[q].hess, all[q].quant, all[q].wait);
+    free(all);
+}
+
 /* Everything a run holds, freed at its end. */
 typedef struct {
     sq_qrun r;
@@ -211,6 +362,9 @@ static void pipeline_free(pipeline *p) {
     if (r->meth && r->meth->fini) r->meth->fini(r);
     for (int j = 0; r->deq && j < r->max_units * SQ_LIN_COUNT; j++) free(r->deq[j]);
     free(r->deq);
+    for (int j = 0; r->held && j < r->max_units * SQ_LIN_COUNT; j++) free(r->held[j]);
+    free(r->held);
+    free(r->cap);
     free(r->rows);
     sq_calib_end(&p->cal);
     sq_model_close(r->m);
@@ -254,18 +408,27 @@ sq_status sq_quantize_model(const sq_quantize_opts *opts, sq_err *err) {
     }
     r->rows = sq_calloc((size_t)nlin, sizeof *r->rows, err);
     r->deq = sq_calloc((size_t)r->max_units * SQ_LIN_COUNT, sizeof *r->deq, err);
-    if (!r->rows || !r->deq) {
+    if (sq_par_size() > 1) r->held = sq_calloc((size_t)r->max_units * SQ_LIN_COUNT, sizeof *r->held, err);
+    if (!r->rows || !r->deq || (sq_par_size() > 1 && !r->held)) {
         s = SQ_ERR_NOMEM;
         goto done;
     }
     if (r->meth->init && (s = r->meth->init(r, err))) goto done;
-    if ((s = sq_outdir_begin(&p.od, o->out, o->force, err))) goto done;
-    if ((s = sq_shards_open(&r->w, sq_outdir_tmp(p.od), o->max_shard_bytes > 0 ? o->max_shard_bytes : SQ_DEFAULT_SHARD_BYTES, err))) goto done;
-    if ((s = copy_others(r, ck->st, err))) goto done;
+    if (sq_par_root()) { /* MPI: rank 0 alone writes OUT (the others' r->w stays NULL: their tensors go nowhere) */
+        if ((s = sq_outdir_begin(&p.od, o->out, o->force, err))) goto done;
+        if ((s = sq_shards_open(&r->w, sq_outdir_tmp(p.od), o->max_shard_bytes > 0 ? o->max_shard_bytes : SQ_DEFAULT_SHARD_BYTES, err))) goto done;
+        if ((s = copy_others(r, ck->st, err))) goto done;
+    }
+    if ((s = sq_par_start(SQ_OK, sq_ckpt_hash(ck, p.cal.hash), err))) goto done; /* every rank ready, the same inputs */
+    int64_t block_bytes = 0;
     for (int64_t i = 0; i < sq_st_count(ck->st); i++) /* embeddings, lm_head: written, not needed again */
         if (strncmp(sq_st_get(ck->st, i)->name, "model.layers.", 13) != 0) sq_st_release(ck->st, sq_st_get(ck->st, i));
     for (int l = 0; l < r->c->n_layers; l++) {
+        int64_t sent = sq_par_bytes_sent();
+        if (sq_par_test_fault(l)) { s = sq_fail(err, SQ_ERR_INTERNAL, "test fault at block %d (SPOTQ_TEST_FAULT)", l); goto done; }
         if ((s = quantize_block(r, l, err))) goto done;
+        block_bytes = sq_par_bytes_sent() - sent;
+        if (sq_par_size() > 1) sq_log(SQ_LOG_DEBUG, "rank %d: block %d: sent %lld bytes", sq_par_rank(), l, (long long)block_bytes);
         /* Done with this block's weights: out of resident memory, so the peak stays about one block. */
         char prefix[64];
         int np = snprintf(prefix, sizeof prefix, "model.layers.%d.", l);
@@ -273,6 +436,8 @@ sq_status sq_quantize_model(const sq_quantize_opts *opts, sq_err *err) {
             if (strncmp(sq_st_get(ck->st, i)->name, prefix, (size_t)np) == 0) sq_st_release(ck->st, sq_st_get(ck->st, i));
         if (o->progress) o->progress(o->progress_user, "quantize", l + 1, r->c->n_layers, sq_pl_now() - t0);
     }
+    if (sq_par_size() > 1) par_summary(r, block_bytes);
+    if (!sq_par_root()) goto done; /* the rest writes OUT */
     int nkept = 0;
     for (int i = 0; i < r->nrows; i++) nkept += !r->rows[i].quantized;
     if (nkept)

@@ -21,6 +21,7 @@ const sq_fmt *sq_pl_format(const sq_quantize_opts *o) {
 
 static sq_status sink_add(void *user, const char *name, sq_dtype dt, int nd, const int64_t *shape, const void *data, sq_err *err) {
     sq_qrun *r = user;
+    if (r->capturing) return sq_pl_capture_tensor(r, name, dt, nd, shape, data, err); /* MPI: sent to rank 0 in order */
     double t = sq_pl_now();
     sq_status s = sq_shards_add(r->w, name, dt, nd, shape, data, err);
     r->t_write += sq_pl_now() - t;

@@ -31,11 +31,28 @@ void sq_pl_keep_reason(const sq_qrun *r, const char *name, int64_t n, int64_t k,
     else why[0] = 0; /* the scheme itself: refused before anything runs */
 }
 
+sq_status sq_pl_capture_tensor(sq_qrun *r, const char *name, sq_dtype dt, int nd, const int64_t *shape, const void *data, sq_err *err) {
+    sq_pl_cap_head h = {.dtype = dt, .nd = nd, .shape = {shape[0], nd > 1 ? shape[1] : 0}, .nbytes = (int64_t)sq_dtype_size(dt)};
+    snprintf(h.name, sizeof h.name, "%s", name);
+    for (int i = 0; i < nd; i++) h.nbytes *= shape[i];
+    int64_t need = r->cap_len + (int64_t)sizeof h + h.nbytes;
+    if (need > r->cap_size) {
+        char *p = realloc(r->cap, (size_t)(2 * need));
+        if (!p) return sq_fail(err, SQ_ERR_NOMEM, "out of memory keeping %s", name);
+        r->cap = p, r->cap_size = 2 * need;
+    }
+    memcpy(r->cap + r->cap_len, &h, sizeof h);
+    memcpy(r->cap + r->cap_len + sizeof h, data, (size_t)h.nbytes);
+    r->cap_len = need;
+    return SQ_OK;
+}
+
 sq_status sq_pl_add_tensor(sq_qrun *r, const char *module, const char *suffix, sq_dtype dt, int nd, int64_t d0, int64_t d1,
                            const void *data, sq_err *err) {
     char name[256];
     snprintf(name, sizeof name, "%s.%s", module, suffix);
     int64_t shape[2] = {d0, d1};
+    if (r->capturing) return sq_pl_capture_tensor(r, name, dt, nd, shape, data, err); /* MPI: sent to rank 0 in order */
     double t = sq_pl_now();
     sq_status s = sq_shards_add(r->w, name, dt, nd, shape, data, err);
     r->t_write += sq_pl_now() - t;

@@ -28,6 +28,12 @@ typedef struct sq_qrun {
     int max_units;
     float **deq;                 /* (max_units, SQ_LIN_COUNT) this block's dequantised weights, in use by the model */
     void *ms;                    /* the method's own state (method_awq.c, method_fp8.c) */
+    /* MPI (base/par.h), the solves round the ranks (pipeline.c): the tensors a solve writes, kept while
+     * capturing for rank 0 to write in one process's order; another rank's results this rank runs on */
+    char *cap;
+    int64_t cap_len, cap_size;
+    bool capturing;
+    void **held;                 /* (max_units, SQ_LIN_COUNT) */
 } sq_qrun;
 
 double sq_pl_now(void);
@@ -35,6 +41,9 @@ double sq_pl_now(void);
 void sq_pl_keep_reason(const sq_qrun *r, const char *name, int64_t n, int64_t k, char *why, size_t cap);
 /* NaN or Inf in a source tensor is an error naming it. */
 sq_status sq_pl_check_finite(const sq_qrun *r, const char *name, sq_dtype dt, const void *data, int64_t numel, sq_err *err);
+/* MPI: a tensor kept (r->capturing): name, dtype, dims, shape, bytes, then the data. */
+typedef struct { char name[256]; int64_t dtype, nd, shape[2], nbytes; } sq_pl_cap_head;
+sq_status sq_pl_capture_tensor(sq_qrun *r, const char *name, sq_dtype dt, int nd, const int64_t *shape, const void *data, sq_err *err);
 /* Adds module.suffix to the output. */
 sq_status sq_pl_add_tensor(sq_qrun *r, const char *module, const char *suffix, sq_dtype dt, int nd, int64_t d0, int64_t d1,
                            const void *data, sq_err *err);

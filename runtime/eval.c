@@ -5,6 +5,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "../base/par.h"
+#include "../formats/checkpoint.h"
 #include "internal.h"
 
 /* Positions whose logits are computed at once (bounds the (positions, vocab) buffers). */
@@ -64,7 +66,8 @@ sq_status sq_eval_ppl(sq_model *m, sq_model *ref, const int *ids, int64_t n, con
     sq_state *sm = NULL, *sr = NULL;
     float *zm = NULL, *zr = NULL;
     int *win = NULL;
-    double *kld = NULL;
+    double *kld = NULL, *pos_nll = NULL, *pos_ref = NULL;
+    int64_t *win_agree = NULL;
     sq_status s;
     int64_t chunk_floats = (int64_t)LOGITS_CHUNK * vocab;
     if ((s = sq_state_new(&sm, m, ctx, 0, err)) || (ref && (s = sq_state_new(&sr, ref, ctx, 0, err)))) goto done;
@@ -72,14 +75,24 @@ sq_status sq_eval_ppl(sq_model *m, sq_model *ref, const int *ids, int64_t n, con
     zr = ref ? sq_malloc((size_t)chunk_floats * sizeof *zr, err) : NULL;
     win = sq_malloc((size_t)ctx * sizeof *win, err);
     kld = ref ? sq_malloc((size_t)(total > 0 ? total : 1) * sizeof *kld, err) : NULL;
-    if (!zm || !win || (ref && (!zr || !kld))) {
+    /* each position's terms, kept so that the sums run in position order whichever rank scored them */
+    pos_nll = sq_malloc((size_t)(total > 0 ? total : 1) * sizeof *pos_nll, err);
+    pos_ref = ref ? sq_malloc((size_t)(total > 0 ? total : 1) * sizeof *pos_ref, err) : NULL;
+    win_agree = sq_calloc((size_t)windows, sizeof *win_agree, err);
+    if (!zm || !win || !pos_nll || !win_agree || (ref && (!zr || !kld || !pos_ref))) {
         s = SQ_ERR_NOMEM;
         goto done;
+    }
+    { /* under MPI: every rank the same binary, arguments, models and text before any work */
+        uint64_t h = sq_ckpt_hash(sq_model_ckpt(m), sq_par_hash(SQ_PAR_HASH0, ids, (size_t)n * sizeof *ids));
+        if ((s = sq_par_start(SQ_OK, ref ? sq_ckpt_hash(sq_model_ckpt(ref), h) : h, err))) goto done;
     }
 
     double nll = 0, nll_ref = 0, t0 = now_s();
     int64_t scored = 0, agree = 0;
     for (int64_t w = 0; w < windows; w++) {
+        if (!sq_par_mine(w)) continue; /* window w is rank w mod N's (base/par.h) */
+        scored = w * per_window;
         memcpy(win, ids + w * ctx, (size_t)ctx * sizeof *win);
         if (o->protocol == SQ_PPL_LLAMACPP && o->bos_id >= 0) win[0] = o->bos_id;
         if ((s = sq_state_rewind(sm, 0, err)) || (s = sq_forward(sm, win, ctx, err))) goto done;
@@ -92,19 +105,30 @@ sq_status sq_eval_ppl(sq_model *m, sq_model *ref, const int *ids, int64_t n, con
                 const float *lm = zm + (int64_t)i * vocab;
                 int next = win[p0 + i + 1];
                 double lse_m = logsumexp(lm, vocab);
-                nll += lse_m - lm[next];
+                pos_nll[scored] = lse_m - lm[next];
                 if (ref) {
                     const float *lr = zr + (int64_t)i * vocab;
                     double lse_r = logsumexp(lr, vocab);
-                    nll_ref += lse_r - lr[next];
+                    pos_ref[scored] = lse_r - lr[next];
                     kld[scored] = kl_div(lr, lse_r, lm, lse_m, vocab);
-                    agree += sq_argmax(lm, vocab) == sq_argmax(lr, vocab);
+                    win_agree[w] += sq_argmax(lm, vocab) == sq_argmax(lr, vocab);
                 }
                 scored++;
             }
         }
-        if (o->progress) o->progress(o->progress_user, (int)w + 1, (int)windows, (w + 1) * ctx, now_s() - t0);
+        if (o->progress && sq_par_root()) o->progress(o->progress_user, (int)w + 1, (int)windows, (w + 1) * ctx, now_s() - t0);
     }
+    /* every window's terms on every rank, then the sums in position order: the numbers of one process */
+    sq_par_gather_chunks(pos_nll, windows, per_window * (int64_t)sizeof *pos_nll);
+    if (ref) {
+        sq_par_gather_chunks(pos_ref, windows, per_window * (int64_t)sizeof *pos_ref);
+        sq_par_gather_chunks(kld, windows, per_window * (int64_t)sizeof *kld);
+    }
+    sq_par_gather_chunks(win_agree, windows, (int64_t)sizeof *win_agree);
+    scored = total;
+    for (int64_t i = 0; i < total; i++) nll += pos_nll[i];
+    for (int64_t i = 0; ref && i < total; i++) nll_ref += pos_ref[i];
+    for (int64_t w = 0; w < windows; w++) agree += win_agree[w];
     r->windows = windows;
     r->scored = scored;
     r->tokens = windows * ctx;
@@ -134,5 +158,8 @@ done:
     free(zr);
     free(win);
     free(kld);
+    free(pos_nll);
+    free(pos_ref);
+    free(win_agree);
     return s;
 }
