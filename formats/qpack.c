@@ -64,17 +64,19 @@ void sq_pack_gptq(const sq_qmatrix *m, int32_t *qweight, int32_t *qzeros, uint16
     memcpy(g_idx, m->g_idx, (size_t)k * sizeof *g_idx);
 }
 
-static sq_status check_unpack_args(int64_t n, int64_t k, int bits, sq_err *err) {
+/* n_packed: whether out_features are packed too (GPTQ's and AWQ's qzeros, compressed-tensors' zero points);
+ * compressed-tensors' symmetric weight_packed [N, K / per] packs only along K, so any N reads back. */
+static sq_status check_unpack_args(int64_t n, int64_t k, int bits, bool n_packed, sq_err *err) {
     if (bits != 4 && bits != 8) return sq_fail(err, SQ_ERR_UNSUPPORTED, "%d-bit packing is not supported (4 or 8)", bits);
     int per = 32 / bits;
-    if (n <= 0 || k <= 0 || k % per || n % per)
+    if (n <= 0 || k <= 0 || k % per || (n_packed && n % per))
         return sq_fail(err, SQ_ERR_FORMAT, "a [%lld, %lld] matrix cannot be %d-bit packed", (long long)n, (long long)k, bits);
     return SQ_OK;
 }
 
 sq_status sq_unpack_gptq(sq_qmatrix *m, int64_t n, int64_t k, int bits, int group_size, const int32_t *qweight,
                          const int32_t *qzeros, const uint16_t *scales, const int32_t *g_idx, sq_err *err) {
-    sq_status s = check_unpack_args(n, k, bits, err);
+    sq_status s = check_unpack_args(n, k, bits, true, err);
     if (s || (s = sq_qmatrix_alloc(m, n, k, bits, group_size, err))) return s;
     int per = 32 / bits;
     uint32_t mask = (1u << bits) - 1;
@@ -118,7 +120,7 @@ void sq_pack_ct(const sq_qmatrix *m, int32_t *weight_packed, uint16_t *weight_sc
 
 sq_status sq_unpack_ct(sq_qmatrix *m, int64_t n, int64_t k, int bits, int group_size, const int32_t *weight_packed,
                        const uint16_t *weight_scale, const int32_t *weight_zero_point, const int32_t *g_idx, sq_err *err) {
-    sq_status s = check_unpack_args(n, k, bits, err);
+    sq_status s = check_unpack_args(n, k, bits, weight_zero_point != NULL, err);
     if (s || (s = sq_qmatrix_alloc(m, n, k, bits, group_size, err))) return s;
     int per = 32 / bits;
     uint32_t mask = (1u << bits) - 1;
@@ -166,7 +168,7 @@ void sq_pack_awq(const sq_qmatrix *m, int32_t *qweight, int32_t *qzeros, uint16_
 
 sq_status sq_unpack_awq(sq_qmatrix *m, int64_t n, int64_t k, int group_size, const int32_t *qweight, const int32_t *qzeros,
                         const uint16_t *scales, sq_err *err) {
-    sq_status s = check_unpack_args(n, k, 4, err);
+    sq_status s = check_unpack_args(n, k, 4, true, err);
     if (s || (s = sq_qmatrix_alloc(m, n, k, 4, group_size, err))) return s;
     int64_t w8 = n / 8, gs = group_size > 0 ? group_size : k;
     for (int64_t c = 0; c < k; c++) {

@@ -21,4 +21,14 @@ rm -rf "$tmp"
 python3 scripts/check_peers.py
 for g in tests/fixtures/gen_*.py; do python3 "$g"; done
 git diff --stat --exit-code tests/fixtures || { echo "check-peers: regenerated fixtures differ from the committed ones"; exit 1; }
+# llm-compressor pins torch and transformers below the pins above: it runs in an environment of its own.
+# A fresh llm-compressor checkpoint (tests/fixtures/make_llmc.py) must evaluate in spotq to transformers'
+# perplexity on it within 1e-3 (tests/cli/llmc.sh, which make test runs on the committed ones).
+LLMC_PINS="llmcompressor==0.14.0.1 torch==2.14.0 transformers==5.17.0"
+[ -x build/venv-llmc/bin/python ] || python3 -m venv build/venv-llmc
+build/venv-llmc/bin/python -m pip install -q $LLMC_PINS
+tmp=$(mktemp -d)
+build/venv-llmc/bin/python tests/fixtures/make_llmc.py "$BUILD/spotq" "$tmp" 2>/dev/null | grep "transformers ppl"
+SPOTQ="$PWD/$BUILD/spotq" LLMC="$tmp" sh tests/cli/llmc.sh
+rm -rf "$tmp"
 echo "check-peers: all peer checks passed"

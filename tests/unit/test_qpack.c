@@ -185,6 +185,28 @@ static void test_awq(const float *w, const sq_st *golden, const sq_st *peer) {
     sq_qmatrix_free(&u);
 }
 
+
+/* compressed-tensors' symmetric weight_packed [N, K / 8] packs only along K, so out_features need no
+ * multiple of 8 (llm-compressor writes gate/up of 172 outputs so); zero points pack N too. */
+static void test_ct_any_n(const float *w) {
+    enum { n = 12, k = 32 };
+    sq_err err = {0};
+    sq_qparams p = {.bits = 4, .group_size = 16, .sym = true};
+    sq_qmatrix m, u;
+    CHECK_OK(sq_quant_rtn(w, n, k, &p, &m, &err), &err);
+    int32_t wp[n * k / 8], zp[2 * 2] = {0};
+    uint16_t ws[n * 2];
+    sq_pack_ct(&m, wp, ws, NULL);
+    CHECK_OK(sq_unpack_ct(&u, n, k, 4, 16, wp, ws, NULL, NULL, &err), &err);
+    float a[n * k], b[n * k];
+    sq_qmatrix_dequant(&m, a);
+    sq_qmatrix_dequant(&u, b);
+    CHECK(memcmp(a, b, sizeof a) == 0, "symmetric pack-quantized with 12 outputs: round trip differs");
+    sq_qmatrix_free(&u);
+    CHECK(sq_unpack_ct(&u, n, k, 4, 16, wp, ws, zp, NULL, &err) == SQ_ERR_FORMAT, "zero points of 12 outputs cannot be 4-bit packed");
+    sq_qmatrix_free(&m);
+}
+
 int main(int argc, char **argv) {
     sq_err err = {0};
     sq_st *fx = NULL, *golden = NULL, *peer = NULL;
@@ -254,6 +276,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     test_zero_never_zero();
+    test_ct_any_n(w);
     test_awq(w, golden, peer);
     sq_st_close(fx);
     sq_st_close(golden);
