@@ -17,6 +17,10 @@ uint64_t sq_rng_below(sq_rng *r, uint64_t n);
  * ("FILE: 812 tokens, too short for --seqlen 2048"). */
 sq_status sq_calib_windows(const int *ids, int64_t n, const char *path, int nsamples, int seqlen, uint64_t seed,
                            int **out /* OUT */, sq_err *err);
+/* The start of the next window of seqlen tokens in a stream of n (>= seqlen) tokens, as sq_calib_windows
+ * draws them from r seeded with its seed: replaying it finds the tokens calibration saw (held-out
+ * windows are the others). */
+int64_t sq_calib_window_start(sq_rng *r, int64_t n, int seqlen);
 
 /* FNV-1a 64 of the window ids, recorded in spotq.json so a run can be tied to its data. */
 uint64_t sq_calib_hash(const int *ids, int64_t n);

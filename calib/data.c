@@ -36,12 +36,14 @@ sq_status sq_calib_windows(const int *ids, int64_t n, const char *path, int nsam
     sq_rng r;
     sq_rng_seed(&r, seed);
     for (int s = 0; s < nsamples; s++) {
-        int64_t start = (int64_t)sq_rng_below(&r, (uint64_t)(n - seqlen + 1));
+        int64_t start = sq_calib_window_start(&r, n, seqlen);
         memcpy(w + (int64_t)s * seqlen, ids + start, (size_t)seqlen * sizeof *w);
     }
     *out = w;
     return SQ_OK;
 }
+
+int64_t sq_calib_window_start(sq_rng *r, int64_t n, int seqlen) { return (int64_t)sq_rng_below(r, (uint64_t)(n - seqlen + 1)); }
 
 uint64_t sq_calib_hash(const int *ids, int64_t n) {
     uint64_t h = 0xcbf29ce484222325ULL;

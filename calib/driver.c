@@ -385,12 +385,43 @@ static void par_summary(const sq_calib *r) {
     free(all);
 }
 
+sq_status sq_calib_collect(sq_model *m, const sq_calib_opts *o, sq_stats *st, sq_calib_progress_fn progress, void *progress_user,
+                           sq_err *err) {
+    double t0 = now();
+    sq_calib cal = {0};
+    sq_status s;
+    memset(st, 0, sizeof *st);
+    if (!o->calib) return sq_fail(err, SQ_ERR_ARG, "calibration statistics need --calib FILE (calibration text)");
+    const sq_ckpt *ck = sq_model_ckpt(m);
+    sq_calib_opts co = *o;
+    co.absmax = true; /* kept for FP8's static scales */
+    co.stats_in = NULL;
+    if ((s = sq_calib_begin(&cal, m, &co, err))) goto done;
+    const sq_config *c = cal.c;
+    snprintf(st->arch, sizeof st->arch, "%s", sq_arch_name(c->arch));
+    snprintf(st->calib, sizeof st->calib, "%s", o->calib);
+    snprintf(st->hash, sizeof st->hash, "%016llx", (unsigned long long)cal.hash);
+    st->hidden = c->hidden, st->n_layers = c->n_layers, st->vocab = c->vocab, st->n_experts = c->n_experts;
+    st->text_tokens = cal.nids, st->nsamples = cal.o.nsamples, st->seqlen = cal.o.seqlen, st->seed = o->seed;
+    if ((s = sq_par_start(SQ_OK, sq_ckpt_hash(ck, cal.hash), err))) goto done;
+    for (int l = 0; l < c->n_layers && !s; l++) {
+        s = sq_par_test_fault(l) ? sq_fail(err, SQ_ERR_INTERNAL, "test fault at block %d (SPOTQ_TEST_FAULT)", l) : calib_block(&cal, st, l, err);
+        if (!s && progress) progress(progress_user, "calib", l + 1, c->n_layers, now() - t0);
+    }
+    if (!s && sq_par_size() > 1) par_summary(&cal);
+    if (!s)
+        sq_log(SQ_LOG_INFO, "kept %lld statistics (%.1f MiB of Hessians before compression) of %d x %d tokens in %.1f s", (long long)st->n,
+               (double)st->data_len * 4.0 / 1048576.0, cal.o.nsamples, cal.o.seqlen, now() - t0);
+done:
+    sq_calib_end(&cal);
+    if (s) sq_stats_free(st);
+    return s;
+}
+
 sq_status sq_calib_model(const char *model, const char *out, bool force, const sq_calib_opts *o, int threads,
                          sq_calib_progress_fn progress, void *progress_user, sq_err *err) {
-    double t0 = now();
     sq_exec *ex = NULL;
     sq_model *m = NULL;
-    sq_calib cal = {0};
     sq_stats st = {0};
     sq_status s;
     if (!o->calib) return sq_fail(err, SQ_ERR_ARG, "calib needs --calib FILE (calibration text)");
@@ -409,27 +440,9 @@ sq_status sq_calib_model(const char *model, const char *out, bool force, const s
     }
     sq_calib_opts co = *o;
     co.model = model;
-    co.absmax = true; /* kept for FP8's static scales */
-    co.stats_in = NULL;
-    if ((s = sq_calib_begin(&cal, m, &co, err))) goto done;
-    const sq_config *c = cal.c;
-    snprintf(st.arch, sizeof st.arch, "%s", sq_arch_name(c->arch));
-    snprintf(st.calib, sizeof st.calib, "%s", o->calib);
-    snprintf(st.hash, sizeof st.hash, "%016llx", (unsigned long long)cal.hash);
-    st.hidden = c->hidden, st.n_layers = c->n_layers, st.vocab = c->vocab, st.n_experts = c->n_experts;
-    st.text_tokens = cal.nids, st.nsamples = cal.o.nsamples, st.seqlen = cal.o.seqlen, st.seed = o->seed;
-    if ((s = sq_par_start(SQ_OK, sq_ckpt_hash(ck, cal.hash), err))) goto done;
-    for (int l = 0; l < c->n_layers && !s; l++) {
-        s = sq_par_test_fault(l) ? sq_fail(err, SQ_ERR_INTERNAL, "test fault at block %d (SPOTQ_TEST_FAULT)", l) : calib_block(&cal, &st, l, err);
-        if (!s && progress) progress(progress_user, "calib", l + 1, c->n_layers, now() - t0);
-    }
-    if (!s && sq_par_size() > 1) par_summary(&cal);
-    if (!s && sq_par_root()) s = sq_stats_write(&st, out, err); /* MPI: every rank holds every statistic; rank 0 writes them */
-    if (!s)
-        sq_log(SQ_LOG_INFO, "kept %lld statistics (%.1f MiB of Hessians before compression) of %d x %d tokens in %.1f s", (long long)st.n,
-               (double)st.data_len * 4.0 / 1048576.0, cal.o.nsamples, cal.o.seqlen, now() - t0);
+    if ((s = sq_calib_collect(m, &co, &st, progress, progress_user, err))) goto done;
+    if (sq_par_root()) s = sq_stats_write(&st, out, err); /* MPI: every rank holds every statistic; rank 0 writes them */
 done:
-    sq_calib_end(&cal);
     sq_stats_free(&st);
     sq_model_close(m);
     sq_exec_free(ex);

@@ -106,5 +106,8 @@ sq_status sq_calib_forward(sq_calib *cal, int l, sq_tap_fn tap, void *user, sq_e
 typedef void (*sq_calib_progress_fn)(void *user, const char *what, int done, int total, double seconds);
 sq_status sq_calib_model(const char *model, const char *out, bool force, const sq_calib_opts *o, int threads,
                          sq_calib_progress_fn progress, void *progress_user, sq_err *err);
+/* The same statistics of the already opened m into st (zeroed first; sq_stats_free it), nothing written. */
+sq_status sq_calib_collect(sq_model *m, const sq_calib_opts *o, sq_stats *st /* OUT */, sq_calib_progress_fn progress, void *progress_user,
+                           sq_err *err);
 
 #endif
