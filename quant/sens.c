@@ -474,6 +474,7 @@ done:
     free_work(&uw);
     free(wbuf), free(hbuf), free(d), free(dh);
     sq_state_free(me.st);
+    if (!s) out->windows = me.win, me.win = NULL;
     free(me.win);
     free(me.ref_lp);
     free(me.logits);
@@ -493,5 +494,6 @@ void sq_sens_free(sq_sens *s) {
     free(s->cost);
     free(s->kld);
     free(s->ref);
+    free(s->windows);
     memset(s, 0, sizeof *s);
 }

@@ -61,6 +61,7 @@ typedef struct {
     double fixed_bytes;           /* every tensor outside the units (embeddings, norms, lm_head) */
     int64_t params;               /* the architecture's parameters, every tensor counted */
     int measure_windows, measure_ctx, heldout_windows; /* windows measured on, how many share no calibration token */
+    int *windows;                 /* [measure_windows, measure_ctx] their tokens (owned) */
     int n_validate;               /* second measurements */
     double validate_r;            /* Pearson correlation of log predicted and log measured KLD over them */
     double validate_ratio;        /* median of predicted / measured */
