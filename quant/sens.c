@@ -10,6 +10,7 @@
 
 #include "../calib/calib.h"
 #include "../formats/dtype.h"
+#include "budget.h"
 #include "quant.h"
 
 static double now(void) {
@@ -496,4 +497,63 @@ void sq_sens_free(sq_sens *s) {
     free(s->ref);
     free(s->windows);
     memset(s, 0, sizeof *s);
+}
+
+sq_status sq_sens_choose(const sq_sens *s, double target_bits, double max_kld, int *choice, double *bytes, double *kld, sq_err *err) {
+    int nu = s->n_units, ns = s->n_schemes;
+    sq_budget_cand *cand = malloc((size_t)nu * (size_t)ns * sizeof *cand);
+    sq_budget_unit *units = malloc((size_t)nu * sizeof *units);
+    int **idx = calloc((size_t)nu, sizeof *idx), *sub = malloc((size_t)nu * sizeof *sub);
+    sq_status st = SQ_OK;
+    if (!cand || !units || !idx || !sub) {
+        st = sq_fail(err, SQ_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (int u = 0; u < nu; u++) { /* the schemes that hold the unit, as the solver's candidates */
+        idx[u] = malloc((size_t)ns * sizeof **idx);
+        if (!idx[u]) {
+            st = sq_fail(err, SQ_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        units[u] = (sq_budget_unit){0, cand + (size_t)u * ns};
+        for (int si = 0; si < ns; si++) {
+            double b = s->bytes[(size_t)u * ns + si];
+            if (b <= 0) continue;
+            idx[u][units[u].n_cand] = si;
+            cand[(size_t)u * ns + units[u].n_cand++] = (sq_budget_cand){b, s->cost[(size_t)u * ns + si]};
+        }
+        if (!units[u].n_cand) {
+            st = sq_fail(err, SQ_ERR_ARG, "%s: none of the candidate schemes holds it (add keep to --schemes)", s->units[u].name);
+            goto done;
+        }
+    }
+    sq_budget_total tot;
+    if (target_bits > 0) {
+        double budget = target_bits * (double)s->params / 8 - s->fixed_bytes;
+        st = sq_budget_min_cost(units, nu, budget, 0, sub, &tot, err);
+        if (st == SQ_ERR_ARG) {
+            double least = s->fixed_bytes;
+            for (int u = 0; u < nu; u++) {
+                double m = units[u].cand[0].bytes;
+                for (int c = 1; c < units[u].n_cand; c++) m = fmin(m, units[u].cand[c].bytes);
+                least += m;
+            }
+            st = sq_fail(err, SQ_ERR_ARG, "--target-bits %g is below the %.3f bits per weight of the smallest candidate schemes", target_bits,
+                         8 * least / (double)s->params);
+        }
+    } else {
+        st = sq_budget_min_bytes(units, nu, max_kld, 0, sub, &tot, err);
+    }
+    if (st) goto done;
+    for (int u = 0; u < nu; u++) choice[u] = idx[u][sub[u]];
+    *bytes = tot.bytes + s->fixed_bytes;
+    *kld = tot.cost;
+done:
+    if (idx)
+        for (int u = 0; u < nu; u++) free(idx[u]);
+    free(idx);
+    free(sub);
+    free(cand);
+    free(units);
+    return st;
 }

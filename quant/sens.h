@@ -87,6 +87,15 @@ sq_status sq_sens_run(sq_model *m, const sq_sens_scheme *schemes, int n_schemes,
                       sq_err *err);
 void sq_sens_free(sq_sens *s); /* zero-filled is fine */
 
+/* One scheme per unit (choice [n_units], an index into s->schemes) under a budget, by quant/budget.h's
+ * exact solver: target_bits > 0: the least predicted KLD whose checkpoint (every tensor counted) has at
+ * most target_bits bits per parameter; else max_kld > 0: the fewest bytes whose predicted KLD is at most
+ * max_kld. *bytes, *kld: the checkpoint's bytes and the predicted KLD of the choice. A target below the
+ * smallest scheme of every unit (or a KLD below what keeping every unit predicts) is SQ_ERR_ARG, naming
+ * the least the candidates reach. */
+sq_status sq_sens_choose(const sq_sens *s, double target_bits, double max_kld, int *choice /* OUT */, double *bytes /* OUT */,
+                         double *kld /* OUT */, sq_err *err);
+
 /* The bytes compressed-tensors pack-quantized stores for an n x k linear under scheme s (kept: at the
  * source dtype's size dt_size); 0 when s cannot hold it. */
 double sq_sens_linear_bytes(const sq_sens_scheme *s, int64_t n, int64_t k, int dt_size);

@@ -70,6 +70,32 @@ int main(void) {
     CHECK(s.n_validate == 10 && isfinite(s.validate_r) && s.validate_ratio > 0, "validation: %d, r %g", s.n_validate, s.validate_r);
     printf("proxy vs measured over %d units: r = %.3f, median predicted/measured %.3f (%.2f s proxy, %.2f s measuring)\n", s.n_validate,
            s.validate_r, s.validate_ratio, s.seconds_proxy, s.seconds_measure);
+    /* choosing under a budget: the least and the most the candidates take, targets between */
+    double lo = s.fixed_bytes, hi = s.fixed_bytes;
+    for (int u = 0; u < s.n_units; u++) {
+        double mn = INFINITY;
+        for (int i = 0; i < ns; i++)
+            if (s.bytes[u * ns + i] > 0) mn = fmin(mn, s.bytes[u * ns + i]);
+        lo += mn, hi += s.bytes[u * ns + 7];
+    }
+    int choice[20];
+    double bytes, kld, kld_prev = INFINITY, P = (double)s.params;
+    for (int step = 1; step <= 4; step++) {
+        double bits = 8 * (lo + (hi - lo) * step / 5.0) / P;
+        CHECK_OK(sq_sens_choose(&s, bits, 0, choice, &bytes, &kld, &err), &err);
+        CHECK(8 * bytes / P <= bits + 1e-9, "--target-bits %g: %g bits", bits, 8 * bytes / P);
+        CHECK(kld <= kld_prev, "--target-bits %g: more bits, no less KLD (%g after %g)", bits, kld, kld_prev);
+        double sum = 0, b2 = s.fixed_bytes;
+        for (int u = 0; u < s.n_units; u++) sum += s.cost[u * ns + choice[u]], b2 += s.bytes[u * ns + choice[u]];
+        CHECK(fabs(sum - kld) < 1e-12 && fabs(b2 - bytes) < 1e-6, "the totals are the choice's");
+        kld_prev = kld;
+        double k2, by2;
+        int ch2[20];
+        CHECK_OK(sq_sens_choose(&s, 0, kld, ch2, &by2, &k2, &err), &err);
+        CHECK(k2 <= kld + 1e-15 && by2 <= bytes * 1.01, "--max-kld %g: %g bytes (the budget's %g), KLD %g", kld, by2, bytes, k2);
+    }
+    CHECK(sq_sens_choose(&s, 8 * lo / P - 0.01, 0, choice, &bytes, &kld, &err) == SQ_ERR_ARG && strstr(err.msg, "below the"), "%s", err.msg);
+    CHECK_OK(sq_sens_choose(&s, 8 * lo / P + 1e-9, 0, choice, &bytes, &kld, &err), &err);
     /* layer 0's q/k/v at int4-g64-sym again, through eval.c */
     CHECK_OK(sq_model_open(&m2, MODEL, ex, &err), &err);
     CHECK_OK(sq_model_open(&ref, MODEL, ex, &err), &err);
