@@ -5,6 +5,7 @@
 # (32, 64, and -1, which is 64 here: the attention matrices are 64 wide, the MLP's 172 packs at no
 # size); spotq.json names the grid and RTN's error on both; bad values and the GPU path are one-line errors.
 set -e
+export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell} # the goldens' OpenBLAS kernels (see bytes.sh)
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 M=models/stories260K
