@@ -11,7 +11,7 @@ static const char *USAGE = "MODEL [--json]\n\n"
                            "MODEL is a Hugging Face directory or a .safetensors file with config.json beside it.";
 
 /* sq_quant_act, as inspect prints it. */
-static const char *const acts[] = {"none", "static", "dynamic per token", "dynamic per tensor"};
+static const char *const acts[] = {"none", "static", "dynamic per token", "dynamic per tensor", "dynamic per token group"};
 
 /* What the checkpoint would weigh: linear weights quantised, everything else in BF16. */
 typedef struct {
@@ -75,8 +75,8 @@ static void print_text(const sq_ckpt *ck, const sizes *z, int64_t disk, const ch
         printf("experts:          %d, %d per token, width %d%s%s\n", c->n_experts, c->n_experts_per_tok, c->moe_intermediate,
                c->shared_expert_intermediate ? ", shared expert" : "", c->norm_topk_prob ? ", top-k renormalised" : "");
     if (c->quant_method == SQ_FORMAT_FP8 || !strcmp(c->quant_format, "float-quantized"))
-        printf("quantization:     %s%s%s, FP8 E4M3 weights, activations %s\n", c->quant_method_name, c->quant_format[0] ? " " : "",
-               c->quant_format, acts[c->quant_act]);
+        printf("quantization:     %s%s%s, FP8 E4M3 weights%s, activations %s\n", c->quant_method_name, c->quant_format[0] ? " " : "",
+               c->quant_format, c->quant_block_n > 0 ? " in blocks" : "", acts[c->quant_act]);
     else if (c->quant_method != SQ_FORMAT_NONE)
         printf("quantization:     %s, %d bits, group %d%s\n", c->quant_method_name, c->quant_bits, c->quant_group_size,
                c->quant_sym ? ", sym" : "");

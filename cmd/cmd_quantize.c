@@ -58,8 +58,8 @@ int cmd_quantize(int argc, char **argv) {
                                "weighted by the calibration's diag(H); unweighted data-free) (default mse; minmax for awq, fp8, --device cuda and 8-bit rtn without data)"},
         {"--awq-duo", 's', &duo, "AWQ: on (AutoAWQ's duo scaling, default) or off (llm-awq's x_mean^alpha)"},
         {"--awq-clip", 's', &clip, "AWQ: on (default; the clipping search, never on q and k) or off"},
-        {"--fp8-scheme", 's', &fp8_scheme, "FP8: weight scales per tensor (default) or per channel (compressed-tensors only)"},
-        {"--act", 's', &act_mode, "FP8: activations none (weight-only, default), static (scales from calibration) or dynamic (per token)"},
+        {"--fp8-scheme", 's', &fp8_scheme, "FP8: weight scales per tensor (default), per channel (compressed-tensors only) or per 128x128 block (activations dynamic per token and group of 128)"},
+        {"--act", 's', &act_mode, "FP8: activations none (weight-only, default), static (scales from calibration) or dynamic (per token; the default and only choice for --fp8-scheme block)"},
         {"--damp", 'd', &damp, "GPTQ: damping as a fraction of mean(diag H) (default 0.01)"},
         {"--nsamples", 'i', &nsamples, "calibration windows (default 128)"},
         {"--seqlen", 'i', &seqlen, "tokens per window (default 2048, or the model's maximum if smaller)"},
@@ -94,8 +94,9 @@ int cmd_quantize(int argc, char **argv) {
     }
     if (!fp8_scheme || !strcmp(fp8_scheme, "tensor")) o.fp8_per_channel = false;
     else if (!strcmp(fp8_scheme, "channel")) o.fp8_per_channel = true;
+    else if (!strcmp(fp8_scheme, "block")) o.fp8_block = true;
     else {
-        fprintf(stderr, "spotq quantize: --fp8-scheme %s: use tensor or channel\n", fp8_scheme);
+        fprintf(stderr, "spotq quantize: --fp8-scheme %s: use tensor, channel or block\n", fp8_scheme);
         return SQ_EXIT_USAGE;
     }
     if (!act_mode || !strcmp(act_mode, "none")) o.act = SQ_ACT_NONE;
@@ -133,6 +134,7 @@ int cmd_quantize(int argc, char **argv) {
     o.q = (sq_qparams){.bits = bits, .group_size = group, .sym = sym && !asym, .act_order = act, .static_groups = stat,
                        .damp = damp, .block_size = 128};
     o.grid_auto = !grid;
+    o.act_auto = !act_mode;
     if (grid && !strcmp(grid, "mse")) o.q.grid = SQ_GRID_MSE;
     else if (grid && strcmp(grid, "minmax")) {
         fprintf(stderr, "spotq quantize: --grid %s: use minmax or mse\n", grid);

@@ -151,14 +151,14 @@ void sq_ckpt_describe(const sq_ckpt *ck, char *scheme, size_t cap, int64_t *para
     *params = *bytes = 0;
     sq_ckpt_expected_tensors(c, count_params, params);
     for (int64_t i = 0; i < sq_st_count(ck->st); i++) *bytes += sq_st_get(ck->st, i)->nbytes;
-    static const char *const acts[] = {"none", "static", "dynamic per token", "dynamic per tensor"};
+    static const char *const acts[] = {"none", "static", "dynamic per token", "dynamic per tensor", "dynamic per token group"};
     const char *fmt = c->quant_format[0] ? c->quant_format : c->quant_method_name;
     if (c->quant_method == SQ_FORMAT_FP8 || !strcmp(c->quant_format, "float-quantized")) {
-        const char *per = "?"; /* a weight_scale with no packed weight beside it is FP8's: one value per tensor or per row */
+        const char *per = c->quant_block_n > 0 ? "per-block" : "?"; /* a weight_scale with no packed weight beside it is FP8's: one value per tensor or per row */
         for (int64_t i = 0; i < sq_st_count(ck->st); i++) {
             const sq_tensor *t = sq_st_get(ck->st, i);
             size_t n = strlen(t->name);
-            if (n > 13 && !strcmp(t->name + n - 13, ".weight_scale")) {
+            if (c->quant_block_n <= 0 && n > 13 && !strcmp(t->name + n - 13, ".weight_scale")) {
                 per = t->numel == 1 ? "per-tensor" : "per-channel";
                 break;
             }

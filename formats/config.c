@@ -195,6 +195,20 @@ static void parse_token_ids(reader *r, sq_config *c) {
     }
 }
 
+/* A block shape [block_n, block_k] of positive integers into c, or false with the error in r. */
+static bool parse_block(reader *r, const cJSON *bs, const char *field, sq_config *c) {
+    const cJSON *b0 = cJSON_GetArrayItem(bs, 0), *b1 = cJSON_GetArrayItem(bs, 1);
+    if (!cJSON_IsArray(bs) || cJSON_GetArraySize(bs) != 2 || !cJSON_IsNumber(b0) || !cJSON_IsNumber(b1) || b0->valuedouble < 1 ||
+        b1->valuedouble < 1 || b0->valuedouble > 1 << 16 || b1->valuedouble > 1 << 16 || b0->valuedouble != (int)b0->valuedouble ||
+        b1->valuedouble != (int)b1->valuedouble) {
+        r->status = sq_fail(r->err, SQ_ERR_FORMAT, "%s: quantization_config: %s must be two positive integers [rows, cols]", r->path, field);
+        return false;
+    }
+    c->quant_block_n = (int)b0->valuedouble;
+    c->quant_block_k = (int)b1->valuedouble;
+    return true;
+}
+
 /* The activation side of an FP8 config (vLLM's fp8, compressed-tensors' config groups), and
  * compressed-tensors' format and first config group's weights. */
 static void parse_quant_act(reader *r, const cJSON *q, sq_config *c) {
@@ -205,6 +219,14 @@ static void parse_quant_act(reader *r, const cJSON *q, sq_config *c) {
         if (cJSON_IsString(a) && !strcmp(a->valuestring, "static")) c->quant_act = SQ_QACT_STATIC;
         else if (cJSON_IsString(a) && !strcmp(a->valuestring, "dynamic")) c->quant_act = SQ_QACT_DYNAMIC_TOKEN;
         else r->status = sq_fail(r->err, SQ_ERR_FORMAT, "%s: quantization_config: activation_scheme must be \"static\" or \"dynamic\"", r->path);
+        /* weight_block_size [block_n, block_k]: vLLM's Fp8Config; the activations then run per token and
+         * group of block_k (Fp8LinearMethod: GroupShape(1, block_k)) and must be dynamic */
+        const cJSON *bs = cJSON_GetObjectItemCaseSensitive(q, "weight_block_size");
+        if (!r->status && bs && !cJSON_IsNull(bs) && !parse_block(r, bs, "weight_block_size", c)) return;
+        if (!r->status && c->quant_block_n && c->quant_act == SQ_QACT_DYNAMIC_TOKEN) {
+            c->quant_act = SQ_QACT_DYNAMIC_GROUP;
+            c->quant_act_group = c->quant_block_k;
+        }
         return;
     }
     if (c->quant_method != SQ_FORMAT_CT) return;
@@ -221,6 +243,9 @@ static void parse_quant_act(reader *r, const cJSON *q, sq_config *c) {
         if (cJSON_IsString(ws) && !strcmp(ws->valuestring, "channel")) c->quant_group_size = -1;
         else if (cJSON_IsNumber(gs) && gs->valuedouble >= 1 && gs->valuedouble <= 1 << 20) c->quant_group_size = (int)gs->valuedouble;
         if (cJSON_IsBool(sy)) c->quant_sym = cJSON_IsTrue(sy);
+        if (cJSON_IsString(ws) && !strcmp(ws->valuestring, "block") &&
+            !parse_block(r, cJSON_GetObjectItemCaseSensitive(w, "block_structure"), "weights.block_structure", c))
+            return;
     }
     const cJSON *ia = cJSON_IsObject(g0) ? cJSON_GetObjectItemCaseSensitive(g0, "input_activations") : NULL;
     if (!ia || cJSON_IsNull(ia)) return;
@@ -231,9 +256,13 @@ static void parse_quant_act(reader *r, const cJSON *q, sq_config *c) {
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(ia, "strategy");
     const cJSON *dy = cJSON_GetObjectItemCaseSensitive(ia, "dynamic"); /* true, false, or "local" (group scales) */
     bool dynamic = cJSON_IsTrue(dy) || cJSON_IsString(dy);
+    const cJSON *ag = cJSON_GetObjectItemCaseSensitive(ia, "group_size");
     if (!dynamic) c->quant_act = SQ_QACT_STATIC;
     else if (cJSON_IsString(st) && !strcmp(st->valuestring, "tensor")) c->quant_act = SQ_QACT_DYNAMIC_TENSOR;
-    else c->quant_act = SQ_QACT_DYNAMIC_TOKEN;
+    else if (cJSON_IsString(st) && !strcmp(st->valuestring, "group") && cJSON_IsNumber(ag) && ag->valuedouble >= 1 && ag->valuedouble <= 1 << 20) {
+        c->quant_act = SQ_QACT_DYNAMIC_GROUP;
+        c->quant_act_group = (int)ag->valuedouble;
+    } else c->quant_act = SQ_QACT_DYNAMIC_TOKEN;
 }
 
 static void parse_quant(reader *r, sq_config *c) {

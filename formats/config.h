@@ -14,7 +14,7 @@ typedef enum { SQ_ROPE_NONE, SQ_ROPE_LLAMA3, SQ_ROPE_LINEAR } sq_rope_type;
 
 /* How a checkpoint's activations are quantised at run time (FP8): not at all, with a stored input_scale,
  * or with a scale computed per token or per tensor as they come. */
-typedef enum { SQ_QACT_NONE, SQ_QACT_STATIC, SQ_QACT_DYNAMIC_TOKEN, SQ_QACT_DYNAMIC_TENSOR } sq_quant_act;
+typedef enum { SQ_QACT_NONE, SQ_QACT_STATIC, SQ_QACT_DYNAMIC_TOKEN, SQ_QACT_DYNAMIC_TENSOR, SQ_QACT_DYNAMIC_GROUP } sq_quant_act;
 
 /* Layers mlp_only_layers can name (the deepest released MoE models have under 100). */
 #define SQ_CONFIG_MAX_LAYERS 512
@@ -64,6 +64,10 @@ typedef struct {
     /* fp8: activation_scheme "static" or "dynamic" (vLLM runs dynamic per token on Hopper);
      * compressed-tensors: the first config group's input_activations (null: none) */
     sq_quant_act quant_act;
+    int quant_act_group;     /* SQ_QACT_DYNAMIC_GROUP: inputs per activation scale (compressed-tensors' group_size; vLLM's fp8: block_k) */
+    /* FP8 block-wise weights: vLLM's fp8 weight_block_size, compressed-tensors' weights.block_structure
+     * ([rows, cols] = [block_n, block_k]); 0 when the weights are not block-wise */
+    int quant_block_n, quant_block_k;
 } sq_config;
 
 const char *sq_arch_name(sq_arch a);

@@ -160,20 +160,27 @@ sq_status sq_fmt_read_e4m3(const sq_tensor_src *src, const char *module, int64_t
                            sq_err *err) {
     const char *path = src->path;
     memset(out, 0, sizeof *out);
-    const sq_tensor *wt = sq_fmt_tensor(src, module, "weight"), *ws = sq_fmt_tensor(src, module, "weight_scale"),
+    /* block-wise: vLLM's fp8 names the scale weight_scale_inv (a multiplier despite the name), compressed-tensors weight_scale */
+    int bn = cfg->quant_block_n, bk = cfg->quant_block_k;
+    const char *ws_name = bn > 0 && cfg->quant_method == SQ_FORMAT_FP8 ? "weight_scale_inv" : "weight_scale";
+    const sq_tensor *wt = sq_fmt_tensor(src, module, "weight"), *ws = sq_fmt_tensor(src, module, ws_name),
                     *is = sq_fmt_tensor(src, module, "input_scale");
     if (!wt || wt->dtype != SQ_DT_F8_E4M3) return sq_fail(err, SQ_ERR_INTERNAL, "%s: '%s.weight' is not an FP8 tensor", path, module);
     if (wt->ndim != 2 || wt->shape[0] != N || wt->shape[1] != K)
         return sq_fail(err, SQ_ERR_FORMAT, "%s: tensor '%s.weight' has the wrong shape for a [%lld, %lld] linear layer", path, module,
                        (long long)N, (long long)K);
     if (!ws) {
-        if (sq_fmt_tensor(src, module, "weight_scale_inv"))
-            return sq_fail(err, SQ_ERR_UNSUPPORTED, "%s: %s has block-wise FP8 scales (weight_scale_inv); the runtime reads per-tensor and per-channel scales",
+        if (!bn && sq_fmt_tensor(src, module, "weight_scale_inv"))
+            return sq_fail(err, SQ_ERR_FORMAT, "%s: %s has block-wise FP8 scales (weight_scale_inv), but config.json states no weight_block_size",
                            path, module);
-        return sq_fail(err, SQ_ERR_FORMAT, "%s: missing tensor '%s.weight_scale'", path, module);
+        return sq_fail(err, SQ_ERR_FORMAT, "%s: missing tensor '%s.%s'", path, module, ws_name);
     }
-    /* one scale ([], [1], [1, 1]) or one per output row ([N], [N, 1]) */
-    bool per_channel = ws->numel != 1;
+    /* block-wise: [ceil(N / bn), ceil(K / bk)]; else one scale ([], [1], [1, 1]) or one per output row ([N], [N, 1]) */
+    int64_t nb = bn > 0 ? (N + bn - 1) / bn : 0, kb = bn > 0 ? (K + bk - 1) / bk : 0;
+    bool per_channel = !bn && ws->numel != 1;
+    if (bn > 0 && !(ws->ndim == 2 && ws->shape[0] == nb && ws->shape[1] == kb))
+        return sq_fail(err, SQ_ERR_FORMAT, "%s: tensor '%s.%s' has the wrong shape for [%d, %d] blocks of a [%lld, %lld] linear layer (expected [%lld, %lld])",
+                       path, module, ws_name, bn, bk, (long long)N, (long long)K, (long long)nb, (long long)kb);
     if (per_channel && !(ws->numel == N && ws->shape[0] == N && (ws->ndim == 1 || (ws->ndim == 2 && ws->shape[1] == 1))))
         return sq_fail(err, SQ_ERR_UNSUPPORTED, "%s: tensor '%s.weight_scale' has %d dimensions and %lld values; the runtime reads one scale or one per output row ([%lld, 1])",
                        path, module, ws->ndim, (long long)ws->numel, (long long)N);
@@ -182,11 +189,12 @@ sq_status sq_fmt_read_e4m3(const sq_tensor_src *src, const char *module, int64_t
     for (int64_t i = 0; i < N * K; i++)
         if ((codes[i] & 0x7F) == 0x7F)
             return sq_fail(err, SQ_ERR_FORMAT, "%s: tensor '%s.weight' holds an E4M3 NaN at element %lld", path, module, (long long)i);
-    int64_t ns = per_channel ? N : 1;
+    int64_t ns = bn > 0 ? nb * kb : per_channel ? N : 1;
     float *scale = sq_malloc((size_t)ns * sizeof *scale, err);
     if (!scale) return SQ_ERR_NOMEM;
-    *out = (sq_qlinear){.kind = SQ_SCHEME_FP8, .n = N, .k = K, .codes = codes, .scale = scale, .per_channel = per_channel};
-    sq_status s = read_scales(src, module, "weight_scale", ws, ns, scale, err);
+    *out = (sq_qlinear){.kind = SQ_SCHEME_FP8, .n = N, .k = K, .codes = codes, .scale = scale, .per_channel = per_channel,
+                        .block_n = bn > 0 ? bn : 0, .block_k = bn > 0 ? bk : 0};
+    sq_status s = read_scales(src, module, ws_name, ws, ns, scale, err);
     if (!s && cfg->quant_act == SQ_QACT_STATIC) {
         if (!is)
             s = sq_fail(err, SQ_ERR_FORMAT, "%s: missing tensor '%s.input_scale' (config.json asks for static activation scales)", path,

@@ -50,6 +50,7 @@ typedef struct {
     float *scale;            /* FP8: [1] or [N] (per_channel) */
     bool per_channel;
     float input_scale;       /* FP8: the static activation scale, 0 when none is stored */
+    int block_n, block_k;    /* FP8 block-wise (> 0): scale [ceil(N / block_n), ceil(K / block_k)] row-major */
 } sq_qlinear;
 void sq_qlinear_free(sq_qlinear *l); /* read() results; NULL-filled is fine */
 

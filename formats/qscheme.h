@@ -30,6 +30,10 @@ typedef enum { SQ_ACT_NONE, SQ_ACT_STATIC, SQ_ACT_DYNAMIC } sq_act;
 
 typedef enum { SQ_SCHEME_INT, SQ_SCHEME_FP8 } sq_scheme_kind;
 
+/* The block of block-wise FP8 (DeepSeek-V3 / Qwen3-FP8, compressed-tensors' FP8_BLOCK preset): 128 x 128 weight
+ * blocks, activation groups of 128 along K. */
+#define SQ_FP8_BLOCK 128
+
 /* What a quantiser stores, whatever method chose the values. */
 typedef struct {
     sq_scheme_kind kind;
@@ -40,6 +44,7 @@ typedef struct {
     bool static_groups;      /* ...with groups kept in column order (no g_idx needed) */
     double damp;             /* GPTQ's damping (recorded by configs that state it) */
     bool fp8_per_channel;    /* FP8: one weight scale per output channel; else one per tensor */
+    bool fp8_block;          /* FP8: one weight scale per SQ_FP8_BLOCK x SQ_FP8_BLOCK block, activations dynamic per token and group of SQ_FP8_BLOCK */
     sq_act act;              /* FP8: the activations */
 } sq_scheme;
 

@@ -99,6 +99,39 @@ static void serve_fp8(const lin_ctx *x, sq_serve_linear *l) {
     snprintf(l->kernel, sizeof l->kernel, "FP8 scaled_mm (shapes not checked)");
 }
 
+/* Block-wise FP8 (serving.h): the block shape is the config's (128 x 128 when it states none). */
+static void serve_fp8_block(const lin_ctx *x, sq_serve_linear *l) {
+    int bn = x->c->quant_block_n > 0 ? x->c->quant_block_n : 128, bk = x->c->quant_block_k > 0 ? x->c->quant_block_k : 128;
+    int64_t n = l->n, k_part = x->k_part;
+    l->verdict = SQ_SERVE_REJECT;
+    if (x->expert) {
+        int64_t inter = x->n_part < x->k_part ? x->n_part : x->k_part, hidden = x->c->hidden;
+        snprintf(l->kernel, sizeof l->kernel, "fused MoE block FP8 (Triton / DeepGEMM)");
+        if (inter % bn) snprintf(l->rule, sizeof l->rule, "block-wise FP8 MoE needs the expert width per shard %lld to be a multiple of block_n %d", (long long)inter, bn);
+        else if (x->tp > 1 && inter % bk) snprintf(l->rule, sizeof l->rule, "block-wise FP8 MoE with TP needs the expert width per shard %lld to be a multiple of block_k %d", (long long)inter, bk);
+        else if (hidden % bk || inter % bk)
+            snprintf(l->rule, sizeof l->rule, "the activations' K (%lld) is not a multiple of %d (per_token_group_quant_fp8 asserts it)", (long long)(hidden % bk ? hidden : inter), bk);
+        else l->verdict = SQ_SERVE_KERNEL;
+        return;
+    }
+    bool row = strstr(l->name, ".o_proj") || strstr(l->name, ".down_proj");
+    int64_t n_part = row || x->tp == 1 ? n : n / x->tp; /* this linear's own shard of a merged partition */
+    bool merged_not_last = x->fused && !strstr(l->name, ".v_proj") && !strstr(l->name, ".up_proj");
+    snprintf(l->kernel, sizeof l->kernel, "block FP8");
+    if (x->tp > 1 && row && k_part % bk)
+        snprintf(l->rule, sizeof l->rule, "in_features per shard %lld is not a multiple of block_k %d (validate_fp8_block_shape)", (long long)k_part, bk);
+    else if (((x->tp > 1 && !row) || merged_not_last) && n_part % bn)
+        snprintf(l->rule, sizeof l->rule, "%s %lld is not a multiple of block_n %d (validate_fp8_block_shape)",
+                 x->tp > 1 ? "out_features per shard" : "an output partition of a merged linear (not its last)", (long long)n_part, bn);
+    else if (k_part % bk)
+        snprintf(l->rule, sizeof l->rule, "in_features %lld is not a multiple of %d: per_token_group_quant_fp8 asserts the activations' K %% %d == 0", (long long)k_part, bk, bk);
+    else {
+        l->verdict = SQ_SERVE_KERNEL;
+        if (bn == 128 && bk == 128 && n_part % 128 == 0 && k_part % 128 == 0) snprintf(l->kernel, sizeof l->kernel, "CUTLASS block FP8 (DeepGEMM where installed)");
+        else snprintf(l->kernel, sizeof l->kernel, "Triton w8a8_block_fp8_matmul");
+    }
+}
+
 /* A column-parallel linear splits its outputs across shards, a row-parallel one its inputs. */
 static bool row_parallel(const char *name) {
     return strstr(name, ".o_proj") || strstr(name, ".down_proj") || strstr(name, ".w2");
@@ -121,7 +154,7 @@ void sq_serve_plan(const sq_config *c, const char *name, int64_t n, int64_t k, s
     } else {
         if (row) x.k_part = k / tp;
         else x.n_part /= tp;
-        static const serve_fn fns[] = {NULL, serve_gptq, serve_awq, serve_ct_int, serve_fp8};
+        static const serve_fn fns[] = {NULL, serve_gptq, serve_awq, serve_ct_int, serve_fp8, serve_fp8_block};
         if (fns[as]) fns[as](&x, &l);
         else l.verdict = SQ_SERVE_FULL;
     }
@@ -150,7 +183,7 @@ static int check_linear(const char *tname, int ndim, const int64_t *shape, bool 
     snprintf(buf, sizeof buf, "%s.weight_packed", name);
     if (sq_st_find(ck->st, buf)) as = SQ_SERVE_AS_CT_INT;
     const sq_tensor *t = sq_st_find(ck->st, tname);
-    if (t && t->dtype == SQ_DT_F8_E4M3) as = SQ_SERVE_AS_FP8;
+    if (t && t->dtype == SQ_DT_F8_E4M3) as = c->quant_block_n > 0 ? SQ_SERVE_AS_FP8_BLOCK : SQ_SERVE_AS_FP8;
     sq_serve_linear l;
     sq_serve_plan(c, name, shape[0], shape[1], as, c->quant_bits, c->quant_group_size, c->quant_sym, w->tp, &l);
     if (l.verdict == SQ_SERVE_FULL) snprintf(l.kernel, sizeof l.kernel, "%s GEMM (not quantised)", t ? sq_dtype_name(t->dtype) : "?");

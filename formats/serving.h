@@ -15,7 +15,16 @@
  *   AWQ: awq_marlin.py (4-bit with zero points through Marlin) and the AWQ GEMM kernel (awq.py) otherwise.
  *   compressed-tensors pack-quantized (W4A16/W8A16): the mixed-precision kernel chooser tries Marlin among
  *     others; where Marlin's rules fail spotq says so (a fallback, not checked further).
- *   FP8: served by the scaled-mm kernels; spotq checks no shape rule for them yet. */
+ *   FP8: served by the scaled-mm kernels; spotq checks no shape rule for them yet.
+ *   FP8 block-wise (quantization/utils/fp8_utils.py, read in several copies of 2026; see FORMATS-2026.md §3):
+ *     validate_fp8_block_shape: with TP > 1 a row-parallel linear's in_features per shard must be a
+ *     multiple of block_k; with TP > 1 every column shard, and in a merged linear (q/k/v, gate/up) every
+ *     output partition but the last, a multiple of block_n. per_token_group_quant_fp8 asserts the
+ *     activations' K % block_k == 0 (the load passes, the first forward fails: rejected here). Kernels
+ *     (W8A8BlockFp8LinearOp): DeepGEMM where installed, else CUTLASS block FP8 for 128 x 128 blocks with
+ *     N % 128 == 0 and K % 128 == 0, else the Triton w8a8_block_fp8_matmul (any block). MoE experts
+ *     (Fp8MoEMethod / CompressedTensorsW8A8Fp8MoEMethod): the intermediate size per shard a multiple of
+ *     block_n (and of block_k with TP > 1). */
 #ifndef SQ_SERVING_H
 #define SQ_SERVING_H
 
@@ -49,7 +58,7 @@ sq_status sq_serve_check(const sq_ckpt *ck, int tp, sq_serve_fn fn, void *user, 
 const char *sq_serve_verdict_name(sq_serve_verdict v);
 
 /* How a linear would be stored, for checking a plan before anything is written. */
-typedef enum { SQ_SERVE_AS_FULL, SQ_SERVE_AS_GPTQ, SQ_SERVE_AS_AWQ, SQ_SERVE_AS_CT_INT, SQ_SERVE_AS_FP8 } sq_serve_storage;
+typedef enum { SQ_SERVE_AS_FULL, SQ_SERVE_AS_GPTQ, SQ_SERVE_AS_AWQ, SQ_SERVE_AS_CT_INT, SQ_SERVE_AS_FP8, SQ_SERVE_AS_FP8_BLOCK } sq_serve_storage;
 
 /* The verdict on one linear (module name as in sq_serve_linear, n x k) of a model with config c stored
  * as `as` with the given integer scheme, at tensor parallelism tp (>= 1); fills *out. */

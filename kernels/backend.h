@@ -35,13 +35,22 @@ typedef struct {
  * by it are first put through E4M3 as a Hopper FP8 GEMM sees them (vLLM's quantisation kernels):
  * x' = e4m3(clamp(x * (1/s), -448, 448)) * s, with s the static input_scale, or per token (row of x)
  * max(max|x_t| / 448, 1 / (448 * 512)), or one such scale over all the rows of x; or x kept in float. */
-typedef enum { SQ_FP8_ACT_NONE, SQ_FP8_ACT_STATIC, SQ_FP8_ACT_DYNAMIC_TOKEN, SQ_FP8_ACT_DYNAMIC_TENSOR } sq_fp8_act;
+/* Block-wise (block_n, block_k > 0): W[r, c] = e4m3(data[r, c]) * scale[r / block_n, c / block_k] and the
+ * activations per token and group of block_k along K (SQ_FP8_ACT_DYNAMIC_GROUP), as vLLM's
+ * W8A8BlockFp8LinearOp runs them: y[t, r] = sum_b a_s[t, b] * b_s[r / block_n, b] * sum_{c in b} e4m3(x) e4m3(w). */
+typedef enum { SQ_FP8_ACT_NONE, SQ_FP8_ACT_STATIC, SQ_FP8_ACT_DYNAMIC_TOKEN, SQ_FP8_ACT_DYNAMIC_TENSOR, SQ_FP8_ACT_DYNAMIC_GROUP } sq_fp8_act;
 typedef struct {
-    const float *scale;      /* (rows) when per_channel, else (1) */
+    const float *scale;      /* (rows) when per_channel, (ceil(rows / block_n), ceil(cols / block_k)) block-wise, else (1) */
     bool per_channel;
     sq_fp8_act act;
     float input_scale;       /* SQ_FP8_ACT_STATIC: s (> 0) */
+    int block_n, block_k;    /* > 0: block-wise scales; 0: per tensor or per channel */
 } sq_fp8weight;
+/* The number of scales f holds for a rows x cols weight. */
+static inline int64_t sq_fp8weight_nscales(const sq_fp8weight *f, int64_t rows, int64_t cols) {
+    if (f->block_n > 0) return ((rows + f->block_n - 1) / f->block_n) * ((cols + f->block_k - 1) / f->block_k);
+    return f->per_channel ? rows : 1;
+}
 
 typedef struct {
     sq_dtype dtype;          /* F32, F16 or BF16 (unused when q is set); F8_E4M3 when f8 is set */
@@ -88,8 +97,8 @@ const char *sq_op_name(sq_op op);
 
 /* The grid a quantiser rounds onto. Integer grids: per-group scale and zero (kernels/qmath.h), from the
  * group's min and max or searched for the least importance-weighted error (mse); FP8: E4M3 with fixed
- * scales, one per tensor or one per output channel. */
-typedef enum { SQ_QGRID_INT_MINMAX, SQ_QGRID_INT_MSE, SQ_QGRID_FP8_TENSOR, SQ_QGRID_FP8_CHANNEL, SQ_QGRID_COUNT } sq_qgrid_kind;
+ * scales, one per tensor, one per output channel, or one per 128 x 128 block (kernels/qmath.h's sq_qm_fp8_scale_idx). */
+typedef enum { SQ_QGRID_INT_MINMAX, SQ_QGRID_INT_MSE, SQ_QGRID_FP8_TENSOR, SQ_QGRID_FP8_CHANNEL, SQ_QGRID_FP8_BLOCK, SQ_QGRID_COUNT } sq_qgrid_kind;
 const char *sq_qgrid_name(sq_qgrid_kind kind);
 
 typedef struct {
@@ -100,7 +109,7 @@ typedef struct {
     bool static_groups;      /* integer, GPTQ: every group's grid fixed from the original W */
     double norm;             /* mse: exponent of the error minimised (<= 0: 2) */
     const float *imp;        /* mse: importance of each input column [K] (NULL: all 1); GPTQ takes diag(H) itself */
-    const float *fp8_scale;  /* FP8: (N) per channel, or (1) */
+    const float *fp8_scale;  /* FP8: (N) per channel, (ceil(N/128), ceil(K/128)) block-wise (SQ_QM_FP8_BLOCK), or (1) */
 } sq_qgrid;
 
 /* Where a quantiser's codes go: integer grids fill q (allocated by the caller with

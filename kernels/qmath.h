@@ -117,6 +117,16 @@ SQ_QM uint8_t sq_qm_e4m3_encode(float f) {
  * of the division, but it is what the peers do). */
 SQ_QM uint8_t sq_qm_fp8_code(float w, float s) { return sq_qm_e4m3_encode(fmaxf(-SQ_QM_FP8_MAX, fminf(w / s, SQ_QM_FP8_MAX))); }
 
+/* Block-wise FP8 grids: one scale per SQ_QM_FP8_BLOCK x SQ_QM_FP8_BLOCK block of W [N, K] (the last blocks
+ * of a row or column short), scales (ceil(N/128), ceil(K/128)) row-major. */
+#define SQ_QM_FP8_BLOCK 128
+/* The index of the scale of element (r, c) of an n x k FP8 weight: per tensor 0, per channel r, block-wise
+ * the (r / 128, c / 128) block. */
+SQ_QM int64_t sq_qm_fp8_scale_idx(bool per_channel, bool block, int64_t r, int64_t c, int64_t k) {
+    if (block) return (r / SQ_QM_FP8_BLOCK) * ((k + SQ_QM_FP8_BLOCK - 1) / SQ_QM_FP8_BLOCK) + c / SQ_QM_FP8_BLOCK;
+    return per_channel ? r : 0;
+}
+
 /* ---------------------------------------------------------------- the integer grid */
 
 /* s rounded to the fp16 value the file will hold, kept positive and finite. */

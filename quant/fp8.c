@@ -49,9 +49,9 @@ void sq_fp8_dequant(const uint8_t *codes, const float *scales, int64_t n, int64_
     }
 }
 
-sq_status sq_fp8_gptq(const float *w, const float *h, int64_t n, int64_t k, bool per_channel, const float *scales, bool act_order,
+static sq_status gptq(const float *w, const float *h, int64_t n, int64_t k, sq_qgrid_kind kind, const float *scales, bool act_order,
                       double damp, uint8_t *codes, double *damp_used, sq_err *err) {
-    sq_qgrid g = {.kind = per_channel ? SQ_QGRID_FP8_CHANNEL : SQ_QGRID_FP8_TENSOR, .fp8_scale = scales};
+    sq_qgrid g = {.kind = kind, .fp8_scale = scales};
     sq_gptq_args a = {.act_order = act_order, .damp = damp, .block_size = 128};
     sq_qout o = {.codes = codes};
     sq_status s = sq_backend_cpu()->gptq(w, h, NULL, n, k, &g, &a, &o, damp_used, err);
@@ -59,4 +59,40 @@ sq_status sq_fp8_gptq(const float *w, const float *h, int64_t n, int64_t k, bool
         sq_log(SQ_LOG_WARN, "GPTQ: Hessian [%lld x %lld] will not factor even with damping %.3g; using RTN for this matrix",
                (long long)k, (long long)k, damp * 1000);
     return s;
+}
+
+sq_status sq_fp8_gptq(const float *w, const float *h, int64_t n, int64_t k, bool per_channel, const float *scales, bool act_order,
+                      double damp, uint8_t *codes, double *damp_used, sq_err *err) {
+    return gptq(w, h, n, k, per_channel ? SQ_QGRID_FP8_CHANNEL : SQ_QGRID_FP8_TENSOR, scales, act_order, damp, codes, damp_used, err);
+}
+
+sq_status sq_fp8_gptq_block(const float *w, const float *h, int64_t n, int64_t k, const float *scales, bool act_order, double damp,
+                            uint8_t *codes, double *damp_used, sq_err *err) {
+    return gptq(w, h, n, k, SQ_QGRID_FP8_BLOCK, scales, act_order, damp, codes, damp_used, err);
+}
+
+/* ---------------------------------------------------------------- block-wise */
+
+sq_status sq_fp8_quantize_block(const float *w, int64_t n, int64_t k, uint8_t *codes, float *scales, const char *what, sq_err *err) {
+    int64_t bad, total;
+    if (n < 0 || k < 0 || !sq_mul_i64(n, k, &total)) return sq_fail(err, SQ_ERR_ARG, "%s: bad shape [%lld, %lld]", what, (long long)n, (long long)k);
+    if (sq_fp8_absmax(w, total, &bad) < 0)
+        return sq_fail(err, SQ_ERR_NUMERIC, "%s has a NaN or Inf at element %lld (row %lld, column %lld)", what, (long long)bad,
+                       (long long)(bad / k), (long long)(bad % k));
+    const int64_t B = SQ_QM_FP8_BLOCK, nb = (n + B - 1) / B, kb = (k + B - 1) / B;
+    for (int64_t i = 0; i < nb; i++)
+        for (int64_t j = 0; j < kb; j++) {
+            float m = 0;
+            for (int64_t r = i * B; r < n && r < (i + 1) * B; r++)
+                for (int64_t c = j * B; c < k && c < (j + 1) * B; c++) m = fmaxf(m, fabsf(w[r * k + c]));
+            scales[i * kb + j] = sq_fp8_scale(m);
+        }
+    sq_qgrid g = {.kind = SQ_QGRID_FP8_BLOCK, .fp8_scale = scales};
+    sq_qout o = {.codes = codes};
+    return sq_backend_cpu()->rtn(w, n, k, &g, &o, err);
+}
+
+void sq_fp8_dequant_block(const uint8_t *codes, const float *scales, int64_t n, int64_t k, float *out) {
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t j = 0; j < k; j++) out[r * k + j] = sq_e4m3_to_f32(codes[r * k + j]) * scales[sq_qm_fp8_scale_idx(false, true, r, j, k)];
 }

@@ -29,6 +29,19 @@ sq_status sq_fp8_quantize(const float *w, int64_t n, int64_t k, bool per_channel
 sq_status sq_fp8_gptq(const float *w, const float *h, int64_t n, int64_t k, bool per_channel, const float *scales, bool act_order,
                       double damp, uint8_t *codes /* IN/OUT */, double *damp_used /* OUT */, sq_err *err);
 
+/* Block-wise (compressed-tensors' strategy "block", block_structure [128, 128]): scales (ceil(N/128),
+ * ceil(K/128)), each the max |w| of its block (the edge blocks zero-padded, which leaves their max as it
+ * is) / 448, then the codes by round to nearest; the errors as sq_fp8_quantize's. */
+sq_status sq_fp8_quantize_block(const float *w, int64_t n, int64_t k, uint8_t *codes /* OUT */, float *scales /* OUT */, const char *what,
+                                sq_err *err);
+/* GPTQ on the block grid: the scales fixed from the original W (sq_fp8_quantize_block's) before the
+ * sweep, each column rounded with the scale of its row's block (llm-compressor's GPTQ has no block
+ * strategy: its quantize_weight raises for it; this is the fixed-scale sweep it runs per tensor and per
+ * channel). Arguments as sq_fp8_gptq's. */
+sq_status sq_fp8_gptq_block(const float *w, const float *h, int64_t n, int64_t k, const float *scales, bool act_order, double damp,
+                            uint8_t *codes /* IN/OUT */, double *damp_used /* OUT */, sq_err *err);
+void sq_fp8_dequant_block(const uint8_t *codes, const float *scales, int64_t n, int64_t k, float *out);
+
 /* out (N, K) = the values those codes and scales stand for. */
 void sq_fp8_dequant(const uint8_t *codes, const float *scales, int64_t n, int64_t k, bool per_channel, float *out);
 

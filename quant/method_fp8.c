@@ -1,6 +1,7 @@
 /* method_fp8.c: the fp8 and fp8+gptq rows: E4M3 weights per tensor or per channel, with the scales a
- * stage's fused linears share (and their static input scale), the codes by round-to-nearest or by
- * GPTQ's error compensation; the FP8 linears then run in the model. */
+ * stage's fused linears share (and their static input scale), or per 128 x 128 block (each block its own
+ * scale: nothing shared), the codes by round-to-nearest or by GPTQ's error compensation; the FP8 linears
+ * then run in the model. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,7 +61,7 @@ sq_status sq_fp8_unit_begin(sq_qrun *r, int l, int si, int unit, const char (*wh
     float *tensor_absmax = &f->tensor_absmax, *in_scale = &f->in_scale;
     *tensor_absmax = 0;
     *in_scale = 0;
-    if (!r->o->fp8_per_channel)
+    if (!r->o->fp8_per_channel && !r->o->fp8_block)
         for (int j = 0; j < stages[si].n; j++)
             if (!why[stages[si].lin[j]][0])
                 *tensor_absmax = fmaxf(*tensor_absmax, weight_absmax(sq_model_linear_unit(r->m, l, unit, stages[si].lin[j])));
@@ -85,8 +86,9 @@ static sq_status fp8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_
     fp8_state *f8s = r->ms;
     float tensor_absmax = f8s->tensor_absmax, in_scale = f8s->in_scale;
     const sq_wmat *wm = sq_model_linear_unit(r->m, l, unit, which);
-    int64_t n = wm->rows, k = wm->cols, ns = r->o->fp8_per_channel ? n : 1;
-    bool pc = r->o->fp8_per_channel;
+    const int64_t B = SQ_FP8_BLOCK;
+    bool pc = r->o->fp8_per_channel, blk = r->o->fp8_block;
+    int64_t n = wm->rows, k = wm->cols, ns = blk ? ((n + B - 1) / B) * ((k + B - 1) / B) : pc ? n : 1;
     sq_report_row *rep = sq_pl_new_row(r, l, unit, which, wm);
     rep->act_scale = in_scale;
     char what[300];
@@ -99,19 +101,22 @@ static sq_status fp8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_
     uint8_t *codes = (uint8_t *)(scale + ns);
     sq_dtype_to_f32(wm->dtype, wm->data, w, (size_t)(n * k));
     double t = sq_pl_now();
-    sq_status s = sq_fp8_quantize(w, n, k, pc, tensor_absmax, codes, scale, what, err);
+    sq_status s = blk ? sq_fp8_quantize_block(w, n, k, codes, scale, what, err) : sq_fp8_quantize(w, n, k, pc, tensor_absmax, codes, scale, what, err);
     if (!s) {
-        sq_fp8_dequant(codes, scale, n, k, pc, dq);
+        if (blk) sq_fp8_dequant_block(codes, scale, n, k, dq);
+        else sq_fp8_dequant(codes, scale, n, k, pc, dq);
         rep->err_rtn = rep->err = output_error(w, dq, h, n, k);
     }
     if (!s && gptq) {
-        s = sq_fp8_gptq(w, h, n, k, pc, scale, r->o->q.act_order, r->o->q.damp, codes, &rep->damp, err);
+        s = blk ? sq_fp8_gptq_block(w, h, n, k, scale, r->o->q.act_order, r->o->q.damp, codes, &rep->damp, err)
+                : sq_fp8_gptq(w, h, n, k, pc, scale, r->o->q.act_order, r->o->q.damp, codes, &rep->damp, err);
         if (!s && rep->damp < 0) {
             rep->damp = 0;
             snprintf(rep->note, sizeof rep->note, "Hessian would not factor: RTN used");
         }
         if (!s) {
-            sq_fp8_dequant(codes, scale, n, k, pc, dq);
+            if (blk) sq_fp8_dequant_block(codes, scale, n, k, dq);
+            else sq_fp8_dequant(codes, scale, n, k, pc, dq);
             rep->err = output_error(w, dq, h, n, k);
         }
     }
@@ -121,10 +126,13 @@ static sq_status fp8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_
     if (s) { free(f); return s; }
     rep->quantized = true;
     r->n_weights_q += n * k;
-    sq_qlinear fl = {.kind = SQ_SCHEME_FP8, .n = n, .k = k, .codes = codes, .scale = scale, .per_channel = pc, .input_scale = in_scale};
+    sq_qlinear fl = {.kind = SQ_SCHEME_FP8, .n = n, .k = k, .codes = codes, .scale = scale, .per_channel = pc, .input_scale = in_scale,
+                     .block_n = blk ? SQ_FP8_BLOCK : 0, .block_k = blk ? SQ_FP8_BLOCK : 0};
     s = sq_pl_write_linear(r, rep->name, &fl, err);
     *f = (sq_fp8weight){.scale = scale, .per_channel = pc, .input_scale = in_scale,
-                        .act = r->o->act == SQ_ACT_STATIC ? SQ_FP8_ACT_STATIC : r->o->act == SQ_ACT_DYNAMIC ? SQ_FP8_ACT_DYNAMIC_TOKEN : SQ_FP8_ACT_NONE};
+                        .act = r->o->act == SQ_ACT_STATIC ? SQ_FP8_ACT_STATIC : r->o->act == SQ_ACT_DYNAMIC ? SQ_FP8_ACT_DYNAMIC_TOKEN : SQ_FP8_ACT_NONE,
+                        .block_n = blk ? SQ_FP8_BLOCK : 0, .block_k = blk ? SQ_FP8_BLOCK : 0};
+    if (blk) f->act = SQ_FP8_ACT_DYNAMIC_GROUP; /* per token and group of 128, as vLLM's block-wise linear */
     sq_wmat fw = {.dtype = SQ_DT_F8_E4M3, .rows = n, .cols = k, .data = codes, .f8 = f};
     if (!s) s = sq_model_set_linear_unit(r->m, l, unit, which, &fw, err);
     if (s) { free(f); return s; }

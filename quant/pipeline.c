@@ -77,7 +77,7 @@ static sq_status solve_group_par(sq_qrun *r, int l, int si, int units, int u0, i
                 hd[i] = (solve_head){.cap_len = r->cap_len, .dtype = wm->dtype, .n_weights_q = r->n_weights_q - nq,
                                      .packed_bytes = r->packed_bytes - pb, .t_quant = r->t_quant - tq,
                                      .wbytes = wm->dtype == SQ_DT_F32 ? nk * (int64_t)sizeof(float)
-                                             : wm->dtype == SQ_DT_F8_E4M3 ? (int64_t)sizeof(sq_fp8weight) + (wm->f8->per_channel ? wm->rows : 1) * (int64_t)sizeof(float) + nk
+                                             : wm->dtype == SQ_DT_F8_E4M3 ? (int64_t)sizeof(sq_fp8weight) + sq_fp8weight_nscales(wm->f8, wm->rows, wm->cols) * (int64_t)sizeof(float) + nk
                                                                           : 0};
                 r->n_weights_q = nq, r->packed_bytes = pb, r->t_quant = tq;
                 if (!s && !(caps[i] = malloc(r->cap_len > 0 ? (size_t)r->cap_len : 1))) s = sq_fail(err, SQ_ERR_NOMEM, "out of memory");
@@ -113,7 +113,7 @@ static sq_status solve_group_par(sq_qrun *r, int l, int si, int units, int u0, i
                 if (me == root) {
                     if (hd[i].dtype == SQ_DT_F32) memcpy(wbuf, wm->data, (size_t)hd[i].wbytes);
                     else {
-                        int64_t ns = wm->f8->per_channel ? n : 1;
+                        int64_t ns = sq_fp8weight_nscales(wm->f8, n, k);
                         memcpy(wbuf, wm->f8, sizeof(sq_fp8weight));
                         memcpy(wbuf + sizeof(sq_fp8weight), wm->f8->scale, (size_t)ns * sizeof(float));
                         memcpy(wbuf + sizeof(sq_fp8weight) + ns * sizeof(float), wm->data, (size_t)(n * k));
@@ -126,7 +126,7 @@ static sq_status solve_group_par(sq_qrun *r, int l, int si, int units, int u0, i
                     if (hd[i].dtype == SQ_DT_F8_E4M3) {
                         sq_fp8weight *f = (sq_fp8weight *)wbuf;
                         f->scale = (const float *)(f + 1);
-                        w = (sq_wmat){.dtype = SQ_DT_F8_E4M3, .rows = n, .cols = k, .data = (const uint8_t *)(f->scale + (f->per_channel ? n : 1)), .f8 = f};
+                        w = (sq_wmat){.dtype = SQ_DT_F8_E4M3, .rows = n, .cols = k, .data = (const uint8_t *)(f->scale + sq_fp8weight_nscales(f, n, k)), .f8 = f};
                     }
                     if ((s = sq_model_set_linear_unit(r->m, l, u, which, &w, err))) { free(wbuf); break; }
                     free(r->held[u * SQ_LIN_COUNT + which]);

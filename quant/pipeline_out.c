@@ -99,7 +99,7 @@ sq_status sq_pl_write_report(const sq_qreport *r, sq_outdir *od, sq_err *err) {
         size_t n_int_only = r->t.gptq ? 4 : 6; /* fp8+gptq keeps GPTQ's act_order and damp */
         for (size_t i = 0; i < n_int_only; i++) cJSON_DeleteItemFromObjectCaseSensitive(a, int_only[i]);
         cJSON_DeleteItemFromObjectCaseSensitive(a, "grid");
-        cJSON_AddStringToObject(a, "fp8_scheme", o->fp8_per_channel ? "channel" : "tensor");
+        cJSON_AddStringToObject(a, "fp8_scheme", o->fp8_block ? "block" : o->fp8_per_channel ? "channel" : "tensor");
         cJSON_AddStringToObject(a, "act", act_name(o->act));
     }
     if (r->t.awq) {

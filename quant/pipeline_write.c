@@ -9,7 +9,7 @@ sq_scheme sq_pl_scheme(const sq_quantize_opts *o) {
     bool fp8 = m && m->scheme == SQ_SCHEME_FP8;
     return (sq_scheme){.kind = fp8 ? SQ_SCHEME_FP8 : SQ_SCHEME_INT, .bits = fp8 ? 8 : p->bits, .group_size = p->group_size,
                        .sym = fp8 || p->sym, .act_order = p->act_order, .static_groups = p->static_groups, .damp = p->damp,
-                       .fp8_per_channel = o->fp8_per_channel, .act = o->act};
+                       .fp8_per_channel = o->fp8_per_channel, .fp8_block = o->fp8_block, .act = o->act};
 }
 
 const sq_fmt *sq_pl_format(const sq_quantize_opts *o) {

@@ -7,7 +7,18 @@
 sq_status sq_quantize_resolve(sq_quantize_opts *o, sq_err *err) {
     const sq_method_row *m = sq_method_row_of(o->method);
     if (!m) return sq_fail(err, SQ_ERR_ARG, "--method %d: use rtn, gptq, awq, awq+gptq, fp8 or fp8+gptq", (int)o->method);
-    if (m->scheme != SQ_SCHEME_INT) { /* E4M3: vLLM's fp8 format has one weight scale per tensor and always quantises activations */
+    if (m->scheme != SQ_SCHEME_INT && o->fp8_block) {
+        /* Block-wise FP8 runs its activations dynamic per token and group of 128 (vLLM's W8A8BlockFp8LinearOp
+         * asserts a dynamic input; compressed-tensors' FP8_BLOCK preset states dynamic groups) */
+        if (o->act_auto) o->act = SQ_ACT_DYNAMIC;
+        o->act_auto = false;
+        if (o->act != SQ_ACT_DYNAMIC)
+            return sq_fail(err, SQ_ERR_ARG, "--fp8-scheme block runs its activations dynamic per token and group of 128 (vLLM asserts "
+                                            "a dynamic input for block-wise FP8): drop --act %s or use --act dynamic",
+                           o->act == SQ_ACT_STATIC ? "static" : "none");
+    }
+    o->act_auto = false;
+    if (m->scheme != SQ_SCHEME_INT) { /* E4M3: vLLM's fp8 format has one weight scale per tensor (or per block) and always quantises activations */
         bool vllm_ok = !o->fp8_per_channel && o->act != SQ_ACT_NONE;
         if (o->format == SQ_FORMAT_AUTO) {
             o->format = vllm_ok ? SQ_FORMAT_FP8 : SQ_FORMAT_CT;
@@ -22,7 +33,7 @@ sq_status sq_quantize_resolve(sq_quantize_opts *o, sq_err *err) {
             return sq_fail(err, SQ_ERR_ARG, "--method fp8 writes --format fp8 or compressed-tensors");
     } else {
         if (o->format == SQ_FORMAT_FP8) return sq_fail(err, SQ_ERR_ARG, "--format fp8: use gptq, awq or compressed-tensors");
-        if (o->fp8_per_channel || o->act != SQ_ACT_NONE)
+        if (o->fp8_per_channel || o->fp8_block || o->act != SQ_ACT_NONE)
             return sq_fail(err, SQ_ERR_ARG, "--fp8-scheme and --act apply to --method fp8 and fp8+gptq");
         if (o->format == SQ_FORMAT_AUTO && m->format_default != SQ_FORMAT_AUTO) o->format = m->format_default;
     }

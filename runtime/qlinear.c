@@ -104,15 +104,25 @@ static sq_status put_fp8(sq_model *m, const char *module, const sq_qlinear *l, s
     sq_fp8weight **list = realloc(m->fp8, (size_t)(m->n_fp8 + 1) * sizeof *list);
     if (!list) return sq_fail(err, SQ_ERR_NOMEM, "out of memory loading %s", module);
     m->fp8 = list;
-    int64_t ns = l->per_channel ? l->n : 1;
+    sq_fp8weight shape = {.per_channel = l->per_channel, .block_n = l->block_n, .block_k = l->block_k};
+    int64_t ns = sq_fp8weight_nscales(&shape, l->n, l->k);
     sq_fp8weight *f = sq_calloc(1, sizeof *f + (size_t)ns * sizeof(float), err);
     if (!f) return SQ_ERR_NOMEM;
     m->fp8[m->n_fp8++] = f;
     float *scale = (float *)(f + 1);
     memcpy(scale, l->scale, (size_t)ns * sizeof *scale);
-    *f = (sq_fp8weight){.scale = scale, .per_channel = l->per_channel, .act = SQ_FP8_ACT_NONE};
+    *f = shape;
+    f->scale = scale;
+    f->act = SQ_FP8_ACT_NONE;
+    if (l->block_n > 0) { /* block-wise: vLLM runs the activations per token and group of block_k whatever the config's group */
+        if (m->cfg.quant_act != SQ_QACT_NONE) f->act = SQ_FP8_ACT_DYNAMIC_GROUP;
+        *w = (sq_wmat){.dtype = SQ_DT_F8_E4M3, .rows = l->n, .cols = l->k, .data = l->codes, .f8 = f};
+        return SQ_OK;
+    }
     switch (m->cfg.quant_act) {
     case SQ_QACT_NONE: break;
+    case SQ_QACT_DYNAMIC_GROUP: /* per-token groups on per-tensor or per-channel weights: no vLLM kernel runs it */
+        return sq_fail(err, SQ_ERR_UNSUPPORTED, "%s: %s: activations per group on FP8 weights that are not block-wise", m->ck->weights_path, module);
     case SQ_QACT_DYNAMIC_TOKEN: f->act = SQ_FP8_ACT_DYNAMIC_TOKEN; break;
     case SQ_QACT_DYNAMIC_TENSOR: f->act = SQ_FP8_ACT_DYNAMIC_TENSOR; break;
     case SQ_QACT_STATIC:

@@ -17,6 +17,9 @@ cmp "$tmp/spotq_packed.safetensors" tests/fixtures/peers/spotq_packed.safetensor
 "$BUILD/tests/test_fp8" --write "$tmp/spotq_fp8.safetensors"
 cmp "$tmp/spotq_fp8.safetensors" tests/fixtures/peers/spotq_fp8.safetensors || {
     echo "check-peers: spotq's FP8 fixture changed; review, then copy $tmp/spotq_fp8.safetensors into tests/fixtures/peers"; exit 1; }
+"$BUILD/tests/test_fp8" --write-block "$tmp/spotq_fp8_block.safetensors"
+cmp "$tmp/spotq_fp8_block.safetensors" tests/fixtures/peers/spotq_fp8_block.safetensors || {
+    echo "check-peers: spotq's block FP8 fixture changed; review, then copy $tmp/spotq_fp8_block.safetensors into tests/fixtures/peers"; exit 1; }
 rm -rf "$tmp"
 python3 scripts/check_peers.py
 for g in tests/fixtures/gen_*.py; do python3 "$g"; done

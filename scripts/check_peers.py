@@ -101,6 +101,52 @@ def fp8_main():
     save_file(out, os.path.join(FIX, "peer_fp8.safetensors"), metadata=provenance())
     return bad
 
+def vllm_group_act(x, group=128):
+    """vLLM's per_token_group_quant_fp8 (fp8_utils.py, the Triton kernel): per token and group of 128 along K,
+    s = max(amax, 1e-10) / 448, q = e4m3(clamp(x / s, +-448)) (a division, not a reciprocal); the GEMM sees q * s."""
+    t, k = x.shape
+    g = x.reshape(t, k // group, group)
+    s = torch.clamp(g.abs().amax(dim=-1, keepdim=True), min=1e-10) / 448.0
+    q = (g / s).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+    return (q.to(torch.float32) * s).reshape(t, k)
+
+def fp8_block_main():
+    """Holds tests/fixtures/peers/spotq_fp8_block.safetensors (written by `test_fp8 --write-block`) to compressed-tensors'
+    block strategy (block_structure [128, 128]: calculate_qparams over each zero-padded block, as llm-compressor's observer
+    flattens it, then FloatQuantizationCompressor.compress, which pads and truncates; decompress of spotq's tensors) and to
+    vLLM's activation group quantisation; writes tests/fixtures/peers/peer_fp8_block.safetensors, test_fp8's golden file.
+    vLLM's native form stores the same scale as weight_scale_inv and multiplies by it, so the same golden holds it."""
+    import torch.nn.functional as F
+    from compressed_tensors.compressors.naive_quantized.base import FloatQuantizationCompressor
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+    from compressed_tensors.quantization.utils import calculate_qparams
+    src = load_file(os.path.join(FIX, "spotq_fp8_block.safetensors"))
+    args = QuantizationArgs(num_bits=8, type="float", symmetric=True, strategy="block", block_structure=[128, 128], dynamic=False)
+    scheme = QuantizationScheme(targets=["Linear"], weights=args)
+    out, bad = {}, 0
+    for m in sorted({k.split(".")[0] for k in src if k.endswith(".source")}):
+        w, pre = src[f"{m}.source"], f"{m}.block."
+        n, k = w.shape
+        nb, kb = -(-n // 128), -(-k // 128)
+        blocks = F.pad(w, (0, kb * 128 - k, 0, nb * 128 - n)).reshape(nb, 128, kb, 128).transpose(1, 2).reshape(nb, kb, -1)
+        scale, _ = calculate_qparams(blocks.amin(dim=-1), blocks.amax(dim=-1), args)
+        scale = scale.to(torch.float32).contiguous()
+        codes = FloatQuantizationCompressor.compress({"weight": w, "weight_scale": scale}, scheme)["weight"].contiguous()
+        deq = FloatQuantizationCompressor.decompress({"weight": src[pre + "weight"], "weight_scale": src[pre + "weight_scale"]},
+                                                     scheme)["weight"].to(torch.float32).contiguous()
+        out[pre + "ct_weight"], out[pre + "ct_weight_scale"], out[pre + "ct_f32"] = codes, scale, deq
+        same_s = torch.equal(scale, src[pre + "weight_scale"])
+        same_q = torch.equal(codes.view(torch.uint8), src[pre + "weight"].view(torch.uint8))
+        print(f"fp8 block {m} [{n}, {k}]: compressed-tensors scales {'==' if same_s else '!='} spotq, codes {'==' if same_q else '!='} spotq")
+        bad += (not same_s) + (not same_q)
+    ref = vllm_group_act(src["act.x_group"]).contiguous()
+    out["act.torch_group"] = ref
+    same = torch.equal(ref.view(torch.int32), src["act.spotq_group"].view(torch.int32))
+    print(f"fp8 activations per token group of 128: torch (vLLM's formula) {'==' if same else '!='} spotq")
+    bad += not same
+    save_file(out, os.path.join(FIX, "peer_fp8_block.safetensors"), metadata=provenance())
+    return bad
+
 def fp8_model_check(spotq):
     """Quantises the bundled model to float-quantized and reads it back through compressed-tensors: the config
     parses as a QuantizationConfig and every linear decompresses to the weights spotq's runtime uses."""
@@ -109,7 +155,7 @@ def fp8_model_check(spotq):
     from compressed_tensors.quantization import QuantizationConfig
     bad = 0
     with tempfile.TemporaryDirectory() as tmp:
-        for scheme, act in (("tensor", "none"), ("channel", "static"), ("channel", "dynamic")):
+        for scheme, act in (("tensor", "none"), ("channel", "static"), ("channel", "dynamic"), ("block", "dynamic")):
             out = os.path.join(tmp, f"{scheme}-{act}")
             subprocess.check_call([spotq, "quantize", os.path.join(ROOT, "models/stories260K"), "-o", out, "--method", "fp8",
                                    "--format", "compressed-tensors", "--fp8-scheme", scheme, "--act", act, "--calib",
@@ -122,7 +168,11 @@ def fp8_model_check(spotq):
             n = 0
             for m in mods:
                 w = FloatQuantizationCompressor.decompress({"weight": sd[m + ".weight"], "weight_scale": sd[m + ".weight_scale"]}, group)["weight"]
-                scale = sd[m + ".weight_scale"].reshape(-1, 1) if scheme == "channel" else sd[m + ".weight_scale"].reshape(())
+                if scheme == "block":  # each [128, 128] block's scale over its (possibly short) block
+                    n_, k_ = sd[m + ".weight"].shape
+                    scale = sd[m + ".weight_scale"].repeat_interleave(128, 0).repeat_interleave(128, 1)[:n_, :k_]
+                else:
+                    scale = sd[m + ".weight_scale"].reshape(-1, 1) if scheme == "channel" else sd[m + ".weight_scale"].reshape(())
                 n += torch.equal(w.float(), sd[m + ".weight"].float() * scale)
                 if act == "static":
                     n -= sd[m + ".input_scale"].shape != (1,)
@@ -345,6 +395,7 @@ def main():
     bad += not same
     save_file(out, os.path.join(FIX, "peer_dequant.safetensors"), metadata=provenance())
     bad += fp8_main()
+    bad += fp8_block_main()
     spotq = os.path.join(ROOT, os.environ.get("BUILD", "build/release"), "spotq")
     if os.path.exists(spotq):
         bad += fp8_model_check(spotq)

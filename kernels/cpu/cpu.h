@@ -111,6 +111,14 @@ sq_status sq_cpu_f8matmul_ref(sq_kctx *c, const sq_wmat *w, const float *bias, c
  * fast version equals the reference bit for bit. */
 void sq_cpu_fp8_act(const sq_fp8weight *f, const float *x, float *out, int n, int64_t k);
 void sq_cpu_fp8_act_ref(const sq_fp8weight *f, const float *x, float *out, int n, int64_t k);
+/* Block-wise FP8 weights (w->f8->block_n > 0, fp8block.c): the activations per token and group of block_k
+ * through E4M3, the products summed per K block times both scales (vLLM's W8A8BlockFp8LinearOp); the
+ * reference in double, the fast path through the tiled sgemm. act: x as that GEMM sees it (q * s). */
+sq_status sq_cpu_fp8b_matmul(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
+sq_status sq_cpu_fp8b_matmul_ref(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
+void sq_cpu_fp8b_act_ref(const sq_fp8weight *f, const float *x, float *out, int n, int64_t k);
+void sq_cpu_fp8b_rows_to_f32(const sq_wmat *w, int64_t r0, int64_t m, float *dst);
+void sq_cpu_fp8b_row_to_f32_ref(const sq_wmat *w, int64_t r, float *dst);
 /* Dense weights (F32, F16, BF16; matmul.c, ref.c). */
 sq_status sq_cpu_dense_matmul(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
 sq_status sq_cpu_dense_matmul_ref(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
@@ -153,7 +161,7 @@ void sq_cpu_f8row_to_f32_ref(const sq_wmat *w, int64_t r, float *dst);
 /* ---------------------------------------------------------------- weight kinds (traits.c) */
 
 /* Every kind of weight the kernels read, as ggml's type traits: what sq_cpu_matmul dispatches on. */
-typedef enum { SQ_WKIND_F32, SQ_WKIND_F16, SQ_WKIND_BF16, SQ_WKIND_INT4, SQ_WKIND_INT8, SQ_WKIND_FP8_E4M3, SQ_WKIND_COUNT } sq_wkind;
+typedef enum { SQ_WKIND_F32, SQ_WKIND_F16, SQ_WKIND_BF16, SQ_WKIND_INT4, SQ_WKIND_INT8, SQ_WKIND_FP8_E4M3, SQ_WKIND_FP8_BLOCK, SQ_WKIND_COUNT } sq_wkind;
 typedef struct {
     const char *name;
     /* Rows r0 .. r0+m-1 as floats (fast; the quantised kinds in packed column order), for the tiled sgemm. */

@@ -7,6 +7,8 @@
 static void fp8_act(const sq_wmat *w, const float *x, float *out, int n) { sq_cpu_fp8_act(w->f8, x, out, n, w->cols); }
 static void fp8_act_ref(const sq_wmat *w, const float *x, float *out, int n) { sq_cpu_fp8_act_ref(w->f8, x, out, n, w->cols); }
 
+static void fp8b_act(const sq_wmat *w, const float *x, float *out, int n) { sq_cpu_fp8b_act_ref(w->f8, x, out, n, w->cols); }
+
 static void qrow_ref(const sq_wmat *w, int64_t r, float *dst) { sq_cpu_qrow_to_f32(w, r, dst); }
 
 #define DENSE(nm) {nm, sq_cpu_dense_rows_to_f32, sq_cpu_row_to_f32, sq_cpu_dense_matmul, sq_cpu_dense_matmul_ref, NULL, NULL}
@@ -19,11 +21,12 @@ static const sq_wkind_traits traits[SQ_WKIND_COUNT] = {
     [SQ_WKIND_INT4] = QUANT("int4"),
     [SQ_WKIND_INT8] = QUANT("int8"),
     [SQ_WKIND_FP8_E4M3] = {"fp8-e4m3", sq_cpu_f8rows_to_f32, sq_cpu_f8row_to_f32_ref, sq_cpu_f8matmul, sq_cpu_f8matmul_ref, fp8_act, fp8_act_ref},
+    [SQ_WKIND_FP8_BLOCK] = {"fp8-block", sq_cpu_fp8b_rows_to_f32, sq_cpu_fp8b_row_to_f32_ref, sq_cpu_fp8b_matmul, sq_cpu_fp8b_matmul_ref, fp8b_act, fp8b_act},
 };
 
 int sq_cpu_wkind_of(const sq_wmat *w) {
     if (w->q) return w->q->bits == 8 ? SQ_WKIND_INT8 : SQ_WKIND_INT4; /* other widths: qmatmul's own error */
-    if (w->f8) return SQ_WKIND_FP8_E4M3;
+    if (w->f8) return w->f8->block_n > 0 ? SQ_WKIND_FP8_BLOCK : SQ_WKIND_FP8_E4M3;
     switch (w->dtype) {
     case SQ_DT_F32: return SQ_WKIND_F32;
     case SQ_DT_F16: return SQ_WKIND_F16;

@@ -1,7 +1,7 @@
 /* gptq.cu: the CUDA backend's GPTQ sweep and damped factorisation (damped Cholesky inverse with
  * cuSOLVER, the block update as one kernel plus a cuBLAS GEMM), following kernels/cpu/calib.c step for
  * step on every grid kind: integer minmax and mse (kernels/qmath.h, the same expressions as the CPU's)
- * and FP8 E4M3 per tensor or per channel.
+ * and FP8 E4M3 per tensor, per channel or per 128x128 block.
  *
  * Matching the CPU reference bit for bit where it can be matched: the grid (fp16-rounded scales, zero >=
  * 1 for asym) and the codes use IEEE division and no contraction like the C code (compiled in ISO mode;
@@ -124,11 +124,11 @@ __global__ static void k_gptq_block(const float *__restrict__ wt, float *__restr
                                     dev_grid g) {
     int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (r >= n) return;
-    bool fp8 = g.kind == SQ_QGRID_FP8_TENSOR || g.kind == SQ_QGRID_FP8_CHANNEL;
+    bool blk = g.kind == SQ_QGRID_FP8_BLOCK, fp8 = g.kind == SQ_QGRID_FP8_TENSOR || g.kind == SQ_QGRID_FP8_CHANNEL || blk;
     int maxq = (1 << g.bits) - 1;
     float s = 0;
     int32_t z = 0;
-    if (fp8) s = g.fscale[g.kind == SQ_QGRID_FP8_CHANNEL ? r : 0];
+    if (fp8 && !blk) s = g.fscale[g.kind == SQ_QGRID_FP8_CHANNEL ? r : 0];
     else if (g.gs <= 0) { s = g.scale[r]; z = g.zero[r]; }
     else if (!g.stat) { int64_t q = i1 / g.gs; s = g.scale[q * n + r]; z = g.zero[q * n + r]; }
     for (int i = 0; i < cnt; i++) {
@@ -148,6 +148,7 @@ __global__ static void k_gptq_block(const float *__restrict__ wt, float *__restr
         const float *urow = u + col * k + i1;
         float d = urow[i], w = w1[i * n + r], dq;
         if (fp8) {
+            if (blk) s = g.fscale[sq_qm_fp8_scale_idx(false, true, r, perm[col], k)]; /* the source column's block, fixed */
             uint8_t c = sq_qm_fp8_code(w, s);
             g.codes[r * k + perm[col]] = c;
             dq = __fmul_rn(sq_qm_e4m3_decode(c), s);
@@ -309,7 +310,7 @@ sq_status sq_cuda_gptq(const float *w, const float *h, const sq_hess *hs, int64_
                        sq_qout *out, double *damp_used, sq_err *err) {
     sq_status s = SQ_OK;
     cuda_ctx *c = NULL;
-    bool fp8 = g->kind == SQ_QGRID_FP8_TENSOR || g->kind == SQ_QGRID_FP8_CHANNEL, mse = g->kind == SQ_QGRID_INT_MSE;
+    bool fp8 = g->kind == SQ_QGRID_FP8_TENSOR || g->kind == SQ_QGRID_FP8_CHANNEL || g->kind == SQ_QGRID_FP8_BLOCK, mse = g->kind == SQ_QGRID_INT_MSE;
     bool h_on_device = hs && hs->k == k;
     int64_t gs = !fp8 && g->group_size > 0 ? g->group_size : 0, bs = 0, ng = 1;
     bool stat = !fp8 && g->static_groups && gs > 0;
@@ -366,7 +367,8 @@ sq_status sq_cuda_gptq(const float *w, const float *h, const sq_hess *hs, int64_
     CK_CUDA(cudaMemcpyAsync(d_wt, w, (size_t)(n * k) * sizeof(float), cudaMemcpyHostToDevice, c->stream));
     CK_CUDA(launch_transpose_dead(d_wt, d_dead, n, k, d_w, c->stream)); /* d_w: [K, N], not yet permuted */
     if (fp8) {
-        int64_t ns = g->kind == SQ_QGRID_FP8_CHANNEL ? n : 1;
+        const int64_t B = SQ_QM_FP8_BLOCK;
+        int64_t ns = g->kind == SQ_QGRID_FP8_BLOCK ? ((n + B - 1) / B) * ((k + B - 1) / B) : g->kind == SQ_QGRID_FP8_CHANNEL ? n : 1;
         CK(sq_cuda_dmalloc(c, (void **)&d_fscale, (size_t)ns * sizeof(float), err));
         CK_CUDA(cudaMemcpyAsync(d_fscale, g->fp8_scale, (size_t)ns * sizeof(float), cudaMemcpyHostToDevice, c->stream));
     } else {

@@ -22,9 +22,9 @@ __global__ static void k_rtn_int(const float *w, int64_t n, int64_t k, int64_t g
     for (int64_t c = c0; c < c1; c++) q[c * n + r] = sq_qm_grid_quant(row[c], sc, z, maxq);
 }
 
-__global__ static void k_rtn_fp8(const float *w, int64_t n, int64_t k, const float *scale, bool per_channel, uint8_t *codes) {
+__global__ static void k_rtn_fp8(const float *w, int64_t n, int64_t k, const float *scale, bool per_channel, bool block, uint8_t *codes) {
     for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < n * k; idx += (int64_t)gridDim.x * blockDim.x)
-        codes[idx] = sq_qm_fp8_code(w[idx], scale[per_channel ? idx / k : 0]);
+        codes[idx] = sq_qm_fp8_code(w[idx], scale[sq_qm_fp8_scale_idx(per_channel, block, idx / k, idx % k, k)]);
 }
 
 static cudaError_t launch_rtn_int(const float *w, int64_t n, int64_t k, int64_t gs, int64_t ng, const sq_qgrid *g, const float *imp, uint8_t *q,
@@ -33,16 +33,20 @@ static cudaError_t launch_rtn_int(const float *w, int64_t n, int64_t k, int64_t 
     return cudaGetLastError();
 }
 
-static cudaError_t launch_rtn_fp8(const float *w, int64_t n, int64_t k, const float *scale, bool per_channel, uint8_t *codes, cudaStream_t st) {
-    k_rtn_fp8<<<grid1(n * k, 256), 256, 0, st>>>(w, n, k, scale, per_channel, codes);
+static cudaError_t launch_rtn_fp8(const float *w, int64_t n, int64_t k, const float *scale, bool per_channel, bool block, uint8_t *codes,
+                                  cudaStream_t st) {
+    k_rtn_fp8<<<grid1(n * k, 256), 256, 0, st>>>(w, n, k, scale, per_channel, block, codes);
     return cudaGetLastError();
 }
 
 sq_status sq_cuda_rtn(const float *w, int64_t n, int64_t k, const sq_qgrid *g, sq_qout *out, sq_err *err) {
     sq_status s = SQ_OK;
     cuda_ctx *c = NULL;
-    bool fp8 = g->kind == SQ_QGRID_FP8_TENSOR || g->kind == SQ_QGRID_FP8_CHANNEL, pc = g->kind == SQ_QGRID_FP8_CHANNEL;
-    int64_t gs = !fp8 && g->group_size > 0 ? g->group_size : k, ng = fp8 ? 1 : out->q ? out->q->n_groups : 0, ns = pc ? n : 1;
+    bool blk = g->kind == SQ_QGRID_FP8_BLOCK, fp8 = g->kind == SQ_QGRID_FP8_TENSOR || g->kind == SQ_QGRID_FP8_CHANNEL || blk,
+         pc = g->kind == SQ_QGRID_FP8_CHANNEL;
+    const int64_t B = SQ_QM_FP8_BLOCK;
+    int64_t gs = !fp8 && g->group_size > 0 ? g->group_size : k, ng = fp8 ? 1 : out->q ? out->q->n_groups : 0,
+            ns = blk ? ((n + B - 1) / B) * ((k + B - 1) / B) : pc ? n : 1;
     float *d_w = NULL, *d_scale = NULL, *d_imp = NULL;
     int32_t *d_zero = NULL;
     uint8_t *d_q = NULL;
@@ -55,7 +59,7 @@ sq_status sq_cuda_rtn(const float *w, int64_t n, int64_t k, const sq_qgrid *g, s
     if (fp8) {
         CK(sq_cuda_dmalloc(c, (void **)&d_scale, (size_t)ns * sizeof(float), err));
         CK_CUDA(cudaMemcpyAsync(d_scale, g->fp8_scale, (size_t)ns * sizeof(float), cudaMemcpyHostToDevice, c->stream));
-        CK_CUDA(launch_rtn_fp8(d_w, n, k, d_scale, pc, d_q, c->stream));
+        CK_CUDA(launch_rtn_fp8(d_w, n, k, d_scale, pc, blk, d_q, c->stream));
         CK_CUDA(cudaMemcpyAsync(out->codes, d_q, (size_t)(n * k), cudaMemcpyDeviceToHost, c->stream));
         CK_CUDA(cudaStreamSynchronize(c->stream));
         goto done;

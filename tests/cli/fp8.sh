@@ -2,7 +2,8 @@
 # fp8.sh: `spotq quantize --method fp8` on the bundled model: every scheme x activation variant writes
 # the tensors and config its format describes (the 172-wide FFN matrices included), runs close to the
 # source model, the same settings give the same model in vLLM's fp8 and compressed-tensors forms, the
-# output does not depend on --threads, and settings a format cannot hold are usage errors. fp8+gptq
+# output does not depend on --threads, and settings a format cannot hold are usage errors. Block-wise FP8
+# (--fp8-scheme block) in both forms, with its serving check, on the bundled, a 128-wide and the Mixtral model. fp8+gptq
 # lowers every linear's output error below plain rounding's and, with the default calibration, meets
 # the FP8 quality bars (per-tensor weight-only within 1% of FP32 perplexity, static activations 1.5%).
 set -e
@@ -115,6 +116,71 @@ for v in "none 1.01" "static 1.015"; do
     echo "fp8+gptq --act $1: $(grep 'ppl ratio' $T/gq_$1.txt)"
 done
 
+# block-wise FP8 (--fp8-scheme block): vLLM's fp8 form by default (weight_block_size [128, 128], an F32
+# weight_scale_inv [ceil(N/128), ceil(K/128)]), compressed-tensors' FP8_BLOCK config on request; activations
+# dynamic per token and group of 128 (the default). The bundled model is 64 wide: it quantises and evaluates,
+# and quantize warns that vLLM would not load it (K % 128, block_n), which spotq check rejects with the rule.
+tmp=$T
+. tests/cli/lib/expect.sh
+q bk --fp8-scheme block
+q bk_ct --fp8-scheme block --format compressed-tensors
+grep -q '"quant_method":	"fp8"' $T/bk/config.json && grep -q '"activation_scheme":	"dynamic"' $T/bk/config.json &&
+    grep -q '"weight_block_size":	\[128, 128\]' $T/bk/config.json || fail "block fp8 config: $(cat $T/bk/config.json)"
+grep -q '"strategy":	"block"' $T/bk_ct/config.json && grep -q '"block_structure":	\[128, 128\]' $T/bk_ct/config.json &&
+    grep -q '"strategy":	"group"' $T/bk_ct/config.json && grep -q '"group_size":	128' $T/bk_ct/config.json ||
+    fail "block compressed-tensors config: $(cat $T/bk_ct/config.json)"
+$SPOTQ inspect $T/bk >$T/bk.txt
+$SPOTQ inspect $T/bk_ct >$T/bk_ct.txt
+grep -q "FP8 E4M3 weights in blocks, activations dynamic per token group" $T/bk.txt || fail "inspect block: $(grep quantization $T/bk.txt)"
+grep -q 'layers.0.mlp.gate_proj.weight_scale_inv  *F32  *\[2, 1\]' $T/bk.txt && grep -q 'layers.0.mlp.down_proj.weight_scale_inv  *F32  *\[1, 2\]' $T/bk.txt ||
+    fail "vLLM fp8 block scale shapes"
+grep -q 'layers.0.mlp.gate_proj.weight_scale  *F32  *\[2, 1\]' $T/bk_ct.txt && ! grep -q weight_scale_inv $T/bk_ct.txt || fail "compressed-tensors block scale shapes"
+! grep -q input_scale $T/bk/model.safetensors || fail "block fp8 stores an input_scale"
+grep -q '"fp8_scheme":	"block"' $T/bk/spotq.json || fail "spotq.json: fp8_scheme"
+grep -q "warning: vLLM would not load $T/bk: 35 of 35 linears" $T/bk.log || fail "no serving warning: $(cat $T/bk.log)"
+expect 1 "vLLM would not load it: 35 linears break its kernel rules, e.g. model.layers.0.self_attn.q_proj: an output partition of a merged linear \(not its last\) 64 is not a multiple of block_n 128" -- check $T/bk
+$SPOTQ check $T/bk >$T/bk_check.txt 2>/dev/null || true
+grep -q "down_proj .* rejected .*in_features 172 is not a multiple of 128: per_token_group_quant_fp8" $T/bk_check.txt || fail "K rule: $(cat $T/bk_check.txt)"
+for v in bk bk_ct; do
+    ev $v
+    r=$(field $T/$v.json ppl_ratio); k=$(field $T/$v.json mean)
+    echo "$v: ppl ratio $r, kld $k"
+    bound "$v: out of bounds" 'r > 1 && r < 1.03 && k > 0 && k < 0.03' r=$r k=$k
+done
+[ "$(field $T/bk.json ppl)" = "$(field $T/bk_ct.json ppl)" ] || fail "block: fp8 and compressed-tensors differ"
+# per-token dynamic on the same weights is a different model: the group scales must matter
+[ "$(field $T/bk.json ppl)" != "$(field $T/td.json ppl)" ] || fail "block and per-tensor dynamic evaluate the same"
+q bk1 --fp8-scheme block --threads 1
+cmp $T/bk/model.safetensors $T/bk1/model.safetensors || fail "block: output depends on --threads"
+# fp8+gptq on the block grid: every linear below plain rounding's error, the same config and scales
+$SPOTQ quantize $M -o $T/bg --method fp8+gptq --fp8-scheme block $C 2>/dev/null
+below_rtn $T/bg/spotq.json || fail "block fp8+gptq: a layer's error is not below RTN's"
+cmp -s $T/bg/config.json $T/bk/config.json || fail "block fp8+gptq: config differs from fp8's"
+# a 128-wide model (zeros) is servable: every linear on CUTLASS's block kernel
+. tests/cli/lib/mkmodel.sh
+mkmodel $T/w128 128 256 2 2
+$SPOTQ quantize $T/w128 -o $T/w128b --method fp8 --fp8-scheme block 2>$T/w128b.log || fail "w128 block: $(cat $T/w128b.log)"
+! grep -q "would not load" $T/w128b.log || fail "w128 block: $(cat $T/w128b.log)"
+$SPOTQ check $T/w128b >$T/w128b.txt || fail "w128 block rejected: $(cat $T/w128b.txt)"
+[ "$(grep -c "CUTLASS block FP8" $T/w128b.txt)" -eq 7 ] || fail "w128 block kernels: $(cat $T/w128b.txt)"
+$SPOTQ quantize $T/w128 -o $T/w128bc --method fp8 --fp8-scheme block --format compressed-tensors 2>/dev/null
+$SPOTQ check $T/w128bc >/dev/null || fail "w128 block compressed-tensors rejected"
+expect 1 "4 linears break .*q_proj: out_features per shard 64 is not a multiple of block_n 128 \(validate_fp8_block_shape\)" -- check $T/w128b --tp 2
+$SPOTQ check $T/w128b --tp 2 >$T/tp2.txt 2>/dev/null || true
+grep -q "o_proj .* rejected .*in_features per shard 64 is not a multiple of block_k 128" $T/tp2.txt && grep -q "down_proj .* CUTLASS block FP8" $T/tp2.txt ||
+    fail "--tp 2: $(cat $T/tp2.txt)"
+# the MoE fixture (Mixtral, 4 experts): quantises and evaluates close to the source
+X=tests/fixtures/moe/mixtral
+$SPOTQ quantize $X -o $T/mx --method fp8 --fp8-scheme block 2>/dev/null
+$SPOTQ quantize $X -o $T/mxg --method fp8+gptq --fp8-scheme block --format compressed-tensors $C 2>/dev/null
+grep -q 'experts.0.w1.weight_scale_inv' $T/mx/model.safetensors || fail "mixtral: no block scales on the experts"
+for v in mx mxg; do
+    evalj $T/$v.json $T/$v --data data/tinystories/eval.txt --ctx 256 --ref $X
+    r=$(field $T/$v.json ppl_ratio); k=$(field $T/$v.json mean)
+    echo "mixtral $v: ppl ratio $r, kld $k"
+    bound "mixtral $v: out of bounds" 'r > 0.97 && r < 1.05 && k > 0 && k < 0.08' r=$r k=$k # per-tensor and per-channel dynamic: KLD 0.044, 0.047
+done
+
 # settings a format cannot hold, and bad values: usage errors, each with its one line
 tmp=$T
 . tests/cli/lib/expect.sh
@@ -123,9 +189,13 @@ expect 2 "--format fp8 holds one weight scale per tensor .* use --format compres
 expect 2 "--format fp8 holds one weight scale per tensor .* use --format compressed-tensors for per-channel scales" -- \
     quantize $M -o $T/x --method fp8 $C --format fp8 --fp8-scheme channel --act static
 expect 2 "--act sometimes: use none, static or dynamic" -- quantize $M -o $T/x --method fp8 $C --act sometimes
-expect 2 "--fp8-scheme row: use tensor or channel" -- quantize $M -o $T/x --method fp8 $C --fp8-scheme row
+expect 2 "--fp8-scheme row: use tensor, channel or block" -- quantize $M -o $T/x --method fp8 $C --fp8-scheme row
 expect 2 "--method fp8 writes --format fp8 or compressed-tensors" -- quantize $M -o $T/x --method fp8 $C --format gptq --act static
 expect 2 "--fp8-scheme and --act apply to --method fp8 and fp8\+gptq" -- quantize $M -o $T/x --method rtn $C --act static
 expect 2 "use --format compressed-tensors for weight-only FP8" -- quantize $M -o $T/x --method fp8+gptq $C --format fp8
+expect 2 "--fp8-scheme block runs its activations dynamic per token and group of 128 .*drop --act static" -- \
+    quantize $M -o $T/x --method fp8 $C --fp8-scheme block --act static
+expect 2 "--fp8-scheme block runs its activations dynamic .*drop --act none" -- quantize $M -o $T/x --method fp8+gptq $C --fp8-scheme block --act none
+expect 2 "--fp8-scheme and --act apply to --method fp8 and fp8\+gptq" -- quantize $M -o $T/x --method gptq $C --fp8-scheme block
 [ ! -e $T/x ] || fail "a refused quantize wrote $T/x"
 exit 0

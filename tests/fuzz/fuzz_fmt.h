@@ -5,7 +5,9 @@
  *   zero-filled where the input ends]
  * Each tensor is a separate allocation, so a read past one is a heap overflow ASan sees. Built with
  * -DFUZZ_FMT_SEED, the file is instead a program writing seeds: a random valid linear written by the
- * row, as records (fuzz_fmt_seed OUT N K BITS GROUP SYM). */
+ * row, as records (fuzz_fmt_seed OUT N K BITS GROUP SYM). With FUZZ_FMT_BLOCK defined (the block size),
+ * the config states block-wise FP8 weights of that block (vLLM's weight_block_size, compressed-tensors'
+ * block_structure) and, unless byte 2 asks for static ones, activations dynamic per group. */
 #ifndef FUZZ_FMT_H
 #define FUZZ_FMT_H
 
@@ -50,6 +52,10 @@ static int fuzz_fmt_run(const sq_fmt *f, const char *const *suffixes, const uint
     cfg.quant_method = f->format;
     snprintf(cfg.quant_format, sizeof cfg.quant_format, "%s", f->ct_format ? f->ct_format : "");
     cfg.quant_act = data[2] & 1 ? SQ_QACT_STATIC : SQ_QACT_NONE;
+#ifdef FUZZ_FMT_BLOCK
+    cfg.quant_block_n = cfg.quant_block_k = FUZZ_FMT_BLOCK;
+    if (!(data[2] & 1)) cfg.quant_act = SQ_QACT_DYNAMIC_GROUP, cfg.quant_act_group = FUZZ_FMT_BLOCK;
+#endif
     fuzz_store st = {.n = 0};
     size_t p = 3;
     int ns = fuzz_n_suffixes(suffixes);
@@ -93,7 +99,9 @@ static int fuzz_fmt_run(const sq_fmt *f, const char *const *suffixes, const uint
             free(w);
         } else {
             volatile float acc = 0;
-            for (int64_t i = 0; i < N * K; i++) acc += sq_e4m3_to_f32(l.codes[i]) * l.scale[l.per_channel ? i / K : 0];
+            int64_t kb = l.block_n > 0 ? (K + l.block_k - 1) / l.block_k : 0;
+            for (int64_t i = 0; i < N * K; i++)
+                acc += sq_e4m3_to_f32(l.codes[i]) * l.scale[l.block_n > 0 ? (i / K / l.block_n) * kb + (i % K) / l.block_k : l.per_channel ? i / K : 0];
             if (!(l.input_scale >= 0)) abort();
         }
         sq_qlinear_free(&l);
@@ -131,10 +139,16 @@ static int fuzz_fmt_seed(const sq_fmt *f, const char *const *suffixes, int argc,
     int bits = atoi(argv[4]), gs = atoi(argv[5]), sym = atoi(argv[6]);
     seed_out = fopen(argv[1], "wb");
     if (!seed_out) return 1;
-    uint8_t hdr[3] = {(uint8_t)n, (uint8_t)(k / 2), (uint8_t)(f->kind == SQ_SCHEME_FP8)};
+#ifdef FUZZ_FMT_BLOCK
+    const int block = FUZZ_FMT_BLOCK; /* block-wise: activations dynamic (byte 2 clear) */
+#else
+    const int block = 0;
+#endif
+    uint8_t hdr[3] = {(uint8_t)n, (uint8_t)(k / 2), (uint8_t)(f->kind == SQ_SCHEME_FP8 && !block)};
     fwrite(hdr, 1, 3, seed_out);
     sq_scheme s = {.kind = f->kind, .bits = bits, .group_size = gs, .sym = sym, .act = f->kind == SQ_SCHEME_FP8 ? SQ_ACT_STATIC : SQ_ACT_NONE,
-                   .fp8_per_channel = gs == -1 && f->format == SQ_FORMAT_CT};
+                   .fp8_per_channel = gs == -1 && f->format == SQ_FORMAT_CT && !block, .fp8_block = block > 0};
+    if (block) s.act = SQ_ACT_DYNAMIC;
     sq_tensor_sink out = {seed_add, (void *)suffixes};
     sq_err err;
     double bytes;
@@ -156,7 +170,8 @@ static int fuzz_fmt_seed(const sq_fmt *f, const char *const *suffixes, int argc,
         l.codes = codes;
         l.scale = scale;
         l.per_channel = s.fp8_per_channel;
-        l.input_scale = 0.05f;
+        l.input_scale = block ? 0 : 0.05f;
+        l.block_n = l.block_k = block;
     }
     sq_status st = f->write(&s, "m", &l, &out, &bytes, &err);
     fclose(seed_out);

@@ -235,7 +235,7 @@ static float *hessian_on(const sq_backend_i *b, const float *x, int64_t t, int64
 }
 
 typedef struct { int64_t n, k, t; } shape;
-static const shape cshapes[] = {{8, 8, 3}, {24, 40, 17}, {40, 96, 300}, {64, 256, 700}};
+static const shape cshapes[] = {{8, 8, 3}, {24, 40, 17}, {40, 96, 300}, {64, 256, 700}, {136, 200, 500}}; /* the last: 2 x 2 FP8 blocks, both short */
 
 static void test_hessian(const backend *bk) {
     char sh[64];
@@ -371,8 +371,15 @@ static const gcase gcases[] = {
     {SQ_QGRID_INT_MINMAX, 4, 8, false, false, true}, {SQ_QGRID_INT_MINMAX, 8, -1, true, false, false},
     {SQ_QGRID_INT_MINMAX, 4, 8, true, true, true},   {SQ_QGRID_INT_MSE, 4, 8, false, false, true},
     {SQ_QGRID_INT_MSE, 4, -1, true, false, true},    {SQ_QGRID_FP8_TENSOR, 0, 0, false, false, true},
-    {SQ_QGRID_FP8_CHANNEL, 0, 0, false, false, false},
+    {SQ_QGRID_FP8_CHANNEL, 0, 0, false, false, false}, {SQ_QGRID_FP8_BLOCK, 0, 0, false, false, false},
+    {SQ_QGRID_FP8_BLOCK, 0, 0, false, false, true},
 };
+
+/* The scale of W[r, c] on an FP8 grid: block-wise the (r / 128, c / 128) block of (ceil(N/128), ceil(K/128)). */
+static int64_t fp8_idx(sq_qgrid_kind kind, int64_t r, int64_t c, int64_t k) {
+    if (kind == SQ_QGRID_FP8_BLOCK) return (r / 128) * ((k + 127) / 128) + c / 128;
+    return kind == SQ_QGRID_FP8_CHANNEL ? r : 0;
+}
 
 static bool is_int(sq_qgrid_kind k) { return k == SQ_QGRID_INT_MINMAX || k == SQ_QGRID_INT_MSE; }
 
@@ -393,7 +400,7 @@ static sq_status quantise(const sq_backend_i *b, bool gptq, const float *w, cons
     if (is_int(gc->kind)) sq_qmatrix_dequant(q, dq);
     else
         for (int64_t r = 0; r < n; r++)
-            for (int64_t c = 0; c < k; c++) dq[r * k + c] = sq_e4m3_to_f32(codes[r * k + c]) * fscale[gc->kind == SQ_QGRID_FP8_CHANNEL ? r : 0];
+            for (int64_t c = 0; c < k; c++) dq[r * k + c] = sq_e4m3_to_f32(codes[r * k + c]) * fscale[fp8_idx(gc->kind, r, c, k)];
     return SQ_OK;
 }
 
@@ -402,7 +409,7 @@ static void test_quantisers(const backend *bk) {
     for (size_t si = 1; si < sizeof cshapes / sizeof *cshapes; si++) {
         int64_t n = cshapes[si].n, k = cshapes[si].k, t = cshapes[si].t;
         float *x = rand_acts(t, k), *h = hessian_on(cpu, x, t, k), *w = rand_vec(n * k, 0.05f);
-        float *imp = malloc((size_t)k * sizeof *imp), *fs = malloc((size_t)n * sizeof *fs);
+        float *imp = malloc((size_t)k * sizeof *imp), *fs = malloc((size_t)(n + ((n + 127) / 128) * ((k + 127) / 128)) * sizeof *fs);
         float *dq = malloc((size_t)(n * k) * sizeof *dq), *dqr = malloc((size_t)(n * k) * sizeof *dqr);
         uint8_t *codes = malloc((size_t)(n * k)), *codesr = malloc((size_t)(n * k));
         for (int64_t c = 0; c < k; c++) imp[c] = h[c * k + c];
@@ -418,6 +425,11 @@ static void test_quantisers(const backend *bk) {
             bool pc = gc->kind == SQ_QGRID_FP8_CHANNEL;
             float tmax = (float)max_abs(w, n * k);
             for (int64_t r = 0; r < n; r++) fs[r] = (pc ? (float)max_abs(w + r * k, k) : tmax) / 448.0f;
+            if (gc->kind == SQ_QGRID_FP8_BLOCK) { /* each 128 x 128 block's max / 448 (the edge blocks short) */
+                for (int64_t i = 0; i < ((n + 127) / 128) * ((k + 127) / 128); i++) fs[i] = 0;
+                for (int64_t r = 0; r < n; r++)
+                    for (int64_t c = 0; c < k; c++) fs[fp8_idx(gc->kind, r, c, k)] = fmaxf(fs[fp8_idx(gc->kind, r, c, k)], fabsf(w[r * k + c]) / 448.0f);
+            }
             sq_err err = {0};
             sq_qmatrix q, qr;
             double damp, dampr, erq, err_rtn, err_gptq;
@@ -441,7 +453,7 @@ static void test_quantisers(const backend *bk) {
                     } else
                         for (int64_t r = 0; r < n; r++)
                             for (int64_t c = 0; c < k; c++)
-                                bad += codes[r * k + c] != sq_f32_to_e4m3(fmaxf(-448.0f, fminf(w[r * k + c] / fs[pc ? r : 0], 448.0f)));
+                                bad += codes[r * k + c] != sq_f32_to_e4m3(fmaxf(-448.0f, fminf(w[r * k + c] / fs[fp8_idx(gc->kind, r, c, k)], 448.0f)));
                     CHECK(bad == 0, "cpu rtn %s: %d codes off their definition", sh, bad);
                     note(bk->name, "rtn", sh, "ok (codes by definition; fp16 scales)");
                 } else {
@@ -591,6 +603,9 @@ static void test_wkinds(void) {
     sq_qweight q4 = {.bits = 4, .group_size = 32, .n_groups = 3, .codes = codes, .scale = scale, .zero = zero};
     sq_qweight q8 = {.bits = 8, .group_size = 32, .n_groups = 3, .codes = codes, .scale = scale, .zero = zero};
     sq_fp8weight f8 = {.scale = f8s, .per_channel = true};
+    float f8b[3 * 3];
+    for (int i = 0; i < 9; i++) f8b[i] = 0.002f * (1 + i);
+    sq_fp8weight f8blk = {.scale = f8b, .act = SQ_FP8_ACT_DYNAMIC_GROUP, .block_n = 8, .block_k = 32}; /* 3 x 3 blocks, the last row short */
     const sq_wmat ws[SQ_WKIND_COUNT] = {
         [SQ_WKIND_F32] = {.dtype = SQ_DT_F32, .rows = R, .cols = C, .data = wf},
         [SQ_WKIND_F16] = {.dtype = SQ_DT_F16, .rows = R, .cols = C, .data = wh},
@@ -598,6 +613,7 @@ static void test_wkinds(void) {
         [SQ_WKIND_INT4] = {.rows = R, .cols = C, .q = &q4},
         [SQ_WKIND_INT8] = {.rows = R, .cols = C, .q = &q8},
         [SQ_WKIND_FP8_E4M3] = {.dtype = SQ_DT_F8_E4M3, .rows = R, .cols = C, .data = w8, .f8 = &f8},
+        [SQ_WKIND_FP8_BLOCK] = {.dtype = SQ_DT_F8_E4M3, .rows = R, .cols = C, .data = w8, .f8 = &f8blk},
     };
     for (int kd = 0; kd < SQ_WKIND_COUNT; kd++) {
         const sq_wkind_traits *t = sq_cpu_wkind_traits((sq_wkind)kd);
@@ -611,6 +627,14 @@ static void test_wkinds(void) {
             bad += memcmp(row, fast + r * C, sizeof(float) * C) != 0;
         }
         CHECK(bad == 0, "kind %s: rows_to_f32 differs from the reference on %d rows", t->name, bad);
+        if (kd == SQ_WKIND_FP8_BLOCK) { /* the reference row itself: each code times its block's scale */
+            int off = 0;
+            for (int r = 0; r < R; r++) {
+                t->row_to_f32_ref(&ws[kd], r, row);
+                for (int c = 0; c < C; c++) off += row[c] != sq_e4m3_to_f32(w8[r * C + c]) * f8b[(r / 8) * 3 + c / 32];
+            }
+            CHECK(off == 0, "fp8-block rows: %d values not code x block scale", off);
+        }
         note("cpu", "wkind rows", t->name, "ok (19x96; exact)");
     }
     sq_wmat bad = {.dtype = SQ_DT_I32, .rows = 1, .cols = 1};

@@ -127,10 +127,10 @@ static bool config_round_trip(const sq_fmt *f, const sq_scheme *s, sq_config *cf
 
 /* ---------------------------------------------------------------- round trips */
 
-static const int64_t shapes[][2] = {{32, 64}, {64, 128}, {96, 256}, {8, 32}};
+static const int64_t shapes[][2] = {{32, 64}, {64, 128}, {96, 256}, {8, 32}, {136, 264}}; /* the last: FP8 edge blocks */
 #define NSHAPES (int)(sizeof shapes / sizeof *shapes)
 
-static int int_trips, fp8_trips;
+static int int_trips, fp8_trips, block_trips;
 
 static void int_round_trip(const sq_fmt *f, const sq_scheme *s, int64_t n, int64_t k) {
     char why[256];
@@ -198,7 +198,8 @@ static void int_round_trip(const sq_fmt *f, const sq_scheme *s, int64_t n, int64
 static void fp8_round_trip(const sq_fmt *f, const sq_scheme *s, int64_t n, int64_t k) {
     char why[256];
     if (!f->can_hold(s, n, k, why, sizeof why)) return;
-    int64_t ns = s->fp8_per_channel ? n : 1;
+    bool blk = s->fp8_block;
+    int64_t nb = (n + 127) / 128, kb = (k + 127) / 128, ns = blk ? nb * kb : s->fp8_per_channel ? n : 1;
     uint8_t *codes = malloc((size_t)(n * k));
     float *scale = malloc((size_t)ns * sizeof *scale);
     for (int64_t i = 0; i < n * k; i++) {
@@ -214,30 +215,42 @@ static void fp8_round_trip(const sq_fmt *f, const sq_scheme *s, int64_t n, int64
     const char *mod = "model.layers.0.mlp.up_proj";
     float in_scale = s->act == SQ_ACT_STATIC ? 0.0123f : 0;
     sq_qlinear l = {.kind = SQ_SCHEME_FP8, .n = n, .k = k, .codes = codes, .scale = scale, .per_channel = s->fp8_per_channel,
-                    .input_scale = in_scale};
+                    .input_scale = in_scale, .block_n = blk ? 128 : 0, .block_k = blk ? 128 : 0};
     CHECK_OK(f->write(s, mod, &l, &out, &bytes, &err), &err);
     /* the scale's shape as each peer's loader expects it: vLLM's fp8 a scalar; compressed-tensors [1], or [N, 1] per channel */
-    const sq_tensor *wsc = store_find(&st, "model.layers.0.mlp.up_proj.weight_scale");
-    int want_nd = f->format == SQ_FORMAT_FP8 ? 0 : s->fp8_per_channel ? 2 : 1;
-    CHECK(wsc && wsc->dtype == SQ_DT_F32 && wsc->ndim == want_nd && wsc->numel == ns && (want_nd < 2 || wsc->shape[1] == 1),
+    /* block-wise: vLLM's fp8 weight_scale_inv, compressed-tensors' weight_scale, both [ceil(N/128), ceil(K/128)] */
+    const sq_tensor *wsc = store_find(&st, blk && f->format == SQ_FORMAT_FP8 ? "model.layers.0.mlp.up_proj.weight_scale_inv" : "model.layers.0.mlp.up_proj.weight_scale");
+    int want_nd = blk ? 2 : f->format == SQ_FORMAT_FP8 ? 0 : s->fp8_per_channel ? 2 : 1;
+    CHECK(wsc && wsc->dtype == SQ_DT_F32 && wsc->ndim == want_nd && wsc->numel == ns &&
+              (want_nd < 2 || (blk ? wsc->shape[0] == nb && wsc->shape[1] == kb : wsc->shape[1] == 1)),
           "%s: weight_scale shape", f->name);
+    CHECK(!blk || !store_find(&st, f->format == SQ_FORMAT_FP8 ? "model.layers.0.mlp.up_proj.weight_scale" : "model.layers.0.mlp.up_proj.weight_scale_inv"),
+          "%s: one scale tensor", f->name);
     sq_config cfg;
     CHECK(config_round_trip(f, s, &cfg), "%s: config", f->name);
-    CHECK(cfg.quant_act == (s->act == SQ_ACT_STATIC ? SQ_QACT_STATIC : s->act == SQ_ACT_DYNAMIC ? SQ_QACT_DYNAMIC_TOKEN : SQ_QACT_NONE),
-          "%s: activations %d read as %d", f->name, s->act, cfg.quant_act);
+    sq_quant_act want_act = s->act == SQ_ACT_STATIC ? SQ_QACT_STATIC : s->act == SQ_ACT_DYNAMIC ? (blk ? SQ_QACT_DYNAMIC_GROUP : SQ_QACT_DYNAMIC_TOKEN) : SQ_QACT_NONE;
+    CHECK(cfg.quant_act == want_act && (!blk || cfg.quant_act_group == 128), "%s: activations %d read as %d", f->name, s->act, cfg.quant_act);
+    CHECK(cfg.quant_block_n == (blk ? 128 : 0) && cfg.quant_block_k == (blk ? 128 : 0), "%s: block %d x %d", f->name, cfg.quant_block_n, cfg.quant_block_k);
     CHECK(sq_fmt_of_linear(&src, mod, &cfg) == f, "%s: its tensors are its own", f->name);
     sq_qlinear back;
     sq_status rs = f->read(&src, mod, n, k, &cfg, &back, &err);
     CHECK(rs == SQ_OK, "%s: %s", f->name, err.msg);
     if (!rs) {
         bool same = back.kind == SQ_SCHEME_FP8 && back.n == n && back.k == k && back.per_channel == s->fp8_per_channel &&
+                    back.block_n == (blk ? 128 : 0) && back.block_k == (blk ? 128 : 0) &&
                     !memcmp(back.codes, codes, (size_t)(n * k)) && !memcmp(back.scale, scale, (size_t)ns * sizeof *scale) &&
                     back.input_scale == in_scale;
         float *da = malloc((size_t)(n * k) * sizeof *da), *db = malloc((size_t)(n * k) * sizeof *db);
-        sq_fp8_dequant(codes, scale, n, k, s->fp8_per_channel, da);
-        sq_fp8_dequant(back.codes, back.scale, n, k, back.per_channel, db);
-        CHECK(same && !memcmp(da, db, (size_t)(n * k) * sizeof *da), "%s %lldx%lld per-channel %d act %d", f->name, (long long)n, (long long)k,
-              s->fp8_per_channel, s->act);
+        if (blk) {
+            sq_fp8_dequant_block(codes, scale, n, k, da);
+            sq_fp8_dequant_block(back.codes, back.scale, n, k, db);
+        } else {
+            sq_fp8_dequant(codes, scale, n, k, s->fp8_per_channel, da);
+            sq_fp8_dequant(back.codes, back.scale, n, k, back.per_channel, db);
+        }
+        CHECK(same && !memcmp(da, db, (size_t)(n * k) * sizeof *da), "%s %lldx%lld per-channel %d block %d act %d", f->name, (long long)n,
+              (long long)k, s->fp8_per_channel, blk, s->act);
+        if (blk) block_trips++;
         free(da);
         free(db);
         fp8_trips++;
@@ -268,9 +281,9 @@ static void test_round_trips(void) {
                             int_round_trip(f, &s, n, k);
                         }
             } else
-                for (int pc = 0; pc < 2; pc++)
+                for (int pc = 0; pc < 3; pc++) /* per tensor, per channel, per 128 x 128 block */
                     for (int act = SQ_ACT_NONE; act <= SQ_ACT_DYNAMIC; act++) {
-                        sq_scheme s = {.kind = SQ_SCHEME_FP8, .bits = 8, .sym = true, .fp8_per_channel = pc, .act = (sq_act)act};
+                        sq_scheme s = {.kind = SQ_SCHEME_FP8, .bits = 8, .sym = true, .fp8_per_channel = pc == 1, .fp8_block = pc == 2, .act = (sq_act)act};
                         fp8_round_trip(f, &s, n, k);
                     }
         }
@@ -327,6 +340,13 @@ static void test_can_hold(void) {
     }
     CHECK(holds("ct-float", f8pc, 0, 0, NULL) && holds("ct-float", f8w, 0, 0, NULL), "ct-float holds per-channel and weight-only");
     CHECK(!holds("fp8", f8pc, 0, 0, "per tensor") && !holds("fp8", f8w, 0, 0, "weight-only"), "fp8 refuses per-channel and weight-only");
+    sq_scheme fb = f8, fbs = f8;
+    fb.fp8_block = fbs.fp8_block = true;
+    fbs.act = SQ_ACT_STATIC;
+    for (int i = 0; i < 2; i++) {
+        CHECK(holds(fps[i], fb, 0, 0, NULL) && holds(fps[i], fb, 200, 300, NULL), "%s holds block-wise FP8 of any shape", fps[i]);
+        CHECK(!holds(fps[i], fbs, 0, 0, "dynamic"), "%s refuses block-wise FP8 with static activations", fps[i]);
+    }
 }
 
 /* ---------------------------------------------------------------- the table and its names */
@@ -356,7 +376,7 @@ int main(void) {
     test_table();
     test_can_hold();
     test_round_trips();
-    CHECK(int_trips >= 60 && fp8_trips >= 20, "%d integer and %d FP8 round trips", int_trips, fp8_trips);
+    CHECK(int_trips >= 60 && fp8_trips >= 20 && block_trips >= 2 * NSHAPES, "%d integer, %d FP8 (%d block-wise) round trips", int_trips, fp8_trips, block_trips);
     printf("%d integer and %d FP8 round trips\n", int_trips, fp8_trips);
     return check_report("test_formats");
 }

@@ -8,7 +8,13 @@
  * (2) Activations put through E4M3 (static scale, per token, per tensor) equal torch's float8 cast
  *     under vLLM's formula, bit for bit (same golden file); the AVX2 version equals the scalar one.
  * (3) The fast FP8 matmul (GEMV and tiled sgemm) agrees with the scalar reference for every scheme.
- * (4) NaN weights are an error naming the tensor; zeros and a shared scale behave. */
+ * (4) NaN weights are an error naming the tensor; zeros and a shared scale behave.
+ * (5) Block-wise (128 x 128, edge blocks short): spotq's block scales and codes of the sources in
+ *     tests/fixtures/peers/spotq_fp8_block.safetensors (`test_fp8 --write-block FILE` rewrites it) equal
+ *     compressed-tensors' calculate_qparams over each zero-padded block and its FloatQuantizationCompressor
+ *     .compress with strategy "block"; the kernels execute its decompress bit for bit; activations per
+ *     token and group of 128 equal torch under vLLM's per_token_group_quant_fp8 formula
+ *     (tests/fixtures/peers/peer_fp8_block.safetensors, written by scripts/check_peers.py). */
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
@@ -22,6 +28,10 @@
 
 #define SPOTQ_FIXTURE "tests/fixtures/peers/spotq_fp8.safetensors"
 #define PEER_FIXTURE "tests/fixtures/peers/peer_fp8.safetensors"
+#define SPOTQ_BLOCK_FIXTURE "tests/fixtures/peers/spotq_fp8_block.safetensors"
+#define PEER_BLOCK_FIXTURE "tests/fixtures/peers/peer_fp8_block.safetensors"
+static const struct { const char *name; int64_t n, k; } bmats[] = {{"c", 200, 300}, {"d", 136, 128}};
+#define GACT_K 256
 
 static const struct { const char *name; int64_t n, k; } mats[] = {{"a", 96, 256}, {"b", 172, 64}};
 static const char *schemes[] = {"tensor", "channel"};
@@ -252,6 +262,101 @@ static void test_edges(void) {
     CHECK(out[0] == 0 && out[3] == 0, "zero token");
 }
 
+/* ---------------------------------------------------------------- (5) block-wise */
+
+static void test_block(const sq_st *src, const sq_st *peer, sq_kctx *fast, sq_kctx *ref) {
+    sq_err err = {0};
+    for (size_t mi = 0; mi < sizeof bmats / sizeof *bmats; mi++) {
+        int64_t n = bmats[mi].n, k = bmats[mi].k, ns = ((n + 127) / 128) * ((k + 127) / 128);
+        char pre[32];
+        snprintf(pre, sizeof pre, "%s.block.", bmats[mi].name);
+        const sq_tensor *w = find(src, bmats[mi].name, ".source", ""), *cw = find(peer, pre, "ct_weight", ""),
+                        *cs = find(peer, pre, "ct_weight_scale", ""), *cf = find(peer, pre, "ct_f32", "");
+        if (!w || !cw || !cs || !cf) continue;
+        CHECK(cw->numel == n * k && cs->numel == ns && cs->ndim == 2 && cs->shape[0] == (n + 127) / 128 && cf->numel == n * k, "%s: fixture shapes", pre);
+        uint8_t *codes = malloc((size_t)(n * k));
+        float *scale = malloc((size_t)ns * sizeof *scale), *got = malloc((size_t)(n * k) * sizeof *got);
+        CHECK_OK(sq_fp8_quantize_block(w->data, n, k, codes, scale, pre, &err), &err);
+        CHECK(memcmp(scale, cs->data, (size_t)ns * 4) == 0, "%s: block scales differ from compressed-tensors' calculate_qparams", pre);
+        size_t bad = 0;
+        for (int64_t i = 0; i < n * k; i++) bad += codes[i] != ((const uint8_t *)cw->data)[i];
+        CHECK(bad == 0, "%s: %zu of %lld codes differ from compressed-tensors' compress (strategy block)", pre, bad, (long long)(n * k));
+        sq_fp8weight f = {.scale = scale, .act = SQ_FP8_ACT_NONE, .block_n = 128, .block_k = 128};
+        sq_wmat wm = {.dtype = SQ_DT_F8_E4M3, .rows = n, .cols = k, .data = codes, .f8 = &f};
+        for (int r = 0; r < 2; r++) { /* the kernels applied to the identity (weight-only: x as given) */
+            float *eye = calloc((size_t)(k * k), sizeof *eye), *y = malloc((size_t)(k * n) * sizeof *y);
+            for (int64_t j = 0; j < k; j++) eye[j * k + j] = 1;
+            CHECK_OK(r ? sq_cpu_fp8b_matmul_ref(ref, &wm, NULL, eye, y, (int)k, &err) : sq_cpu_fp8b_matmul(fast, &wm, NULL, eye, y, (int)k, &err), &err);
+            bad = 0;
+            for (int64_t row = 0; row < n; row++)
+                for (int64_t j = 0; j < k; j++) bad += y[j * n + row] != ((const float *)cf->data)[row * k + j];
+            CHECK(bad == 0, "%s: %zu of the %s block kernel's weights differ from compressed-tensors' decompress", pre, bad, r ? "reference" : "fast");
+            free(eye);
+            free(y);
+        }
+        sq_fp8_dequant_block(codes, scale, n, k, got);
+        bad = 0;
+        for (int64_t i = 0; i < n * k; i++) bad += got[i] != ((const float *)cf->data)[i];
+        CHECK(bad == 0, "%s: sq_fp8_dequant_block differs from compressed-tensors' decompress on %zu values", pre, bad);
+        free(codes);
+        free(scale);
+        free(got);
+    }
+    const sq_tensor *x = find(src, "act.", "x_group", ""), *want = find(peer, "act.", "torch_group", "");
+    if (x && want && x->numel == ACT_T * GACT_K && want->numel == x->numel) {
+        float out[ACT_T * GACT_K];
+        sq_fp8weight f = {.act = SQ_FP8_ACT_DYNAMIC_GROUP, .block_n = 128, .block_k = 128};
+        sq_cpu_fp8b_act_ref(&f, x->data, out, ACT_T, GACT_K);
+        size_t bad = 0;
+        for (int i = 0; i < ACT_T * GACT_K; i++) bad += bits(out[i]) != bits(((const float *)want->data)[i]);
+        CHECK(bad == 0, "activations per token group: %zu values differ from vLLM's per_token_group_quant_fp8 in torch", bad);
+    }
+}
+
+static int write_block_fixture(const char *path) {
+    sq_err err = {0};
+    sq_stw *w = NULL;
+    if (sq_stw_open(&w, path, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+    sq_status s = SQ_OK;
+    for (size_t mi = 0; mi < sizeof bmats / sizeof *bmats && !s; mi++) {
+        int64_t n = bmats[mi].n, k = bmats[mi].k, shape[2] = {n, k}, sshape[2] = {(n + 127) / 128, (k + 127) / 128};
+        float *src = malloc((size_t)(n * k) * sizeof *src), *scale = malloc((size_t)(sshape[0] * sshape[1]) * sizeof *scale);
+        uint8_t *codes = malloc((size_t)(n * k));
+        make_source(n, k, src);
+        char key[64];
+        snprintf(key, sizeof key, "%s.source", bmats[mi].name);
+        s = sq_stw_add(w, key, SQ_DT_F32, 2, shape, src, &err);
+        if (!s && !(s = sq_fp8_quantize_block(src, n, k, codes, scale, key, &err))) {
+            snprintf(key, sizeof key, "%s.block.weight", bmats[mi].name);
+            s = sq_stw_add(w, key, SQ_DT_F8_E4M3, 2, shape, codes, &err);
+            snprintf(key, sizeof key, "%s.block.weight_scale", bmats[mi].name);
+            if (!s) s = sq_stw_add(w, key, SQ_DT_F32, 2, sshape, scale, &err);
+        }
+        free(src);
+        free(scale);
+        free(codes);
+    }
+    float x[ACT_T * GACT_K], y[ACT_T * GACT_K];
+    int64_t xs[2] = {ACT_T, GACT_K};
+    for (int t = 0; t < ACT_T; t++) /* ordinary groups, a zero group (the 1e-10 floor), outliers, tiny values, -0 */
+        for (int j = 0; j < GACT_K; j++) x[t * GACT_K + j] = nrand() * (t == 3 ? 1e-3f : t == 4 ? 8.0f : 1.0f);
+    for (int j = 0; j < 128; j++) x[2 * GACT_K + j] = 0;
+    x[4 * GACT_K + 5] = 1e4f;
+    x[5 * GACT_K] = -0.0f;
+    x[5 * GACT_K + 1] = 1e-30f;
+    sq_fp8weight f = {.act = SQ_FP8_ACT_DYNAMIC_GROUP, .block_n = 128, .block_k = 128};
+    sq_cpu_fp8b_act_ref(&f, x, y, ACT_T, GACT_K);
+    if (!s) s = sq_stw_add(w, "act.x_group", SQ_DT_F32, 2, xs, x, &err);
+    if (!s) s = sq_stw_add(w, "act.spotq_group", SQ_DT_F32, 2, xs, y, &err);
+    if (s) {
+        sq_stw_abort(w);
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    if (sq_stw_finish(w, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- --write */
 
 static int write_fixture(const char *path) {
@@ -303,6 +408,7 @@ static int write_fixture(const char *path) {
 
 int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "--write")) return write_fixture(argv[2]);
+    if (argc == 3 && !strcmp(argv[1], "--write-block")) return write_block_fixture(argv[2]);
     sq_err err = {0};
     sq_st *src = NULL, *peer = NULL;
     sq_kctx *fast = NULL, *one = NULL, *ref = NULL;
@@ -315,6 +421,12 @@ int main(int argc, char **argv) {
         test_weights(src, peer, fast, ref);
         test_acts(src, peer);
     }
+    sq_st *bsrc = NULL, *bpeer = NULL;
+    CHECK_OK(sq_st_open(&bsrc, SPOTQ_BLOCK_FIXTURE, &err), &err);
+    CHECK_OK(sq_st_open(&bpeer, PEER_BLOCK_FIXTURE, &err), &err);
+    if (bsrc && bpeer && fast && ref) test_block(bsrc, bpeer, fast, ref);
+    sq_st_close(bsrc);
+    sq_st_close(bpeer);
     if (fast && one && ref) test_kernels(fast, one, ref);
     test_edges();
     sq_cpu_ctx_free(fast);

@@ -330,6 +330,88 @@ static void test_qint(sq_kctx *c) {
     sq_cpu_ctx_free(one);
 }
 
+/* Block-wise FP8 (kernels/cpu/fp8block.c, the fp8-block weight kind) against vLLM's computation written
+ * out here independently: activations per token and group of block_k, s = max(amax, 1e-10) / 448,
+ * q = e4m3(clamp(x / s, +-448)); y = sum over K blocks of a_s * b_s * (sum of e4m3 products), in double.
+ * The kernels' reference equals it to float rounding (<= 1e-6 relative); the fast path (x' and W' each
+ * rounded to float once, then sgemm) within 1e-5 * sqrt(cols) of |y|'s scale. K not a multiple of the
+ * block: the last group is short (vLLM would assert; spotq's serving check rejects it). */
+static double fp8b_want(const uint8_t *w, const float *bs, const float *x, int64_t rows, int64_t K, int bn, int bk, int64_t t, int64_t r,
+                        bool quant) {
+    int64_t kb = (K + bk - 1) / bk;
+    const float *xt = x + t * K;
+    double y = 0;
+    for (int64_t b = 0; b < kb; b++) {
+        int64_t c0 = b * bk, c1 = c0 + bk < K ? c0 + bk : K;
+        double amax = 0, part = 0;
+        for (int64_t c = c0; c < c1; c++) amax = fmax(amax, fabs(xt[c]));
+        float s = (float)fmax(amax, 1e-10) / 448.0f;
+        for (int64_t c = c0; c < c1; c++) {
+            double xv = quant ? (double)sq_e4m3_to_f32(sq_f32_to_e4m3(fmaxf(-448.0f, fminf(xt[c] / s, 448.0f)))) : (double)xt[c];
+            part += xv * (double)sq_e4m3_to_f32(w[r * K + c]);
+        }
+        y += part * (quant ? (double)s : 1.0) * (double)bs[(r / bn) * kb + b];
+    }
+    (void)rows;
+    return y;
+}
+
+static void test_fp8_block(sq_kctx *c) {
+    sq_err err = {0};
+    const int64_t shapes[][2] = {{256, 384}, {200, 300}, {37, 70}, {128, 128}};
+    const int blocks[][2] = {{128, 128}, {128, 128}, {16, 32}, {64, 128}};
+    const int ns[] = {1, 3, 9, 33};
+    for (int si = 0; si < 4; si++) {
+        int64_t rows = shapes[si][0], K = shapes[si][1];
+        int bn = blocks[si][0], bk = blocks[si][1];
+        int64_t nb = (rows + bn - 1) / bn, kb = (K + bk - 1) / bk;
+        uint8_t *w = malloc((size_t)(rows * K));
+        float *bs = malloc((size_t)(nb * kb) * sizeof *bs), *bias = malloc((size_t)rows * sizeof *bias);
+        for (int64_t i = 0; i < rows * K; i++) w[i] = sq_f32_to_e4m3(frand() * 448.0f);
+        for (int64_t i = 0; i < nb * kb; i++) bs[i] = (0.5f + 0.5f * (frand() + 1.0f)) / 448.0f;
+        fill(bias, rows, 1.0f);
+        for (int q = 0; q < 2; q++) {
+            sq_fp8weight f = {.scale = bs, .act = q ? SQ_FP8_ACT_DYNAMIC_GROUP : SQ_FP8_ACT_NONE, .block_n = bn, .block_k = bk};
+            sq_wmat wm = {.dtype = SQ_DT_F8_E4M3, .rows = rows, .cols = K, .data = w, .f8 = &f};
+            CHECK(sq_cpu_wkind_of(&wm) == SQ_WKIND_FP8_BLOCK, "block-wise FP8 is its own weight kind");
+            for (int ni = 0; ni < 4; ni++) {
+                int n = ns[ni];
+                float *x = malloc((size_t)(n * K) * sizeof *x), *y = malloc((size_t)(n * rows) * sizeof *y),
+                      *yr = malloc((size_t)(n * rows) * sizeof *yr);
+                fill(x, n * K, 3.0f);
+                if (n > 1) memset(x + K, 0, (size_t)K * sizeof *x); /* an all-zero token: the 1e-10 floor, no NaN */
+                CHECK_OK(sq_cpu_matmul_ref(c, &wm, bias, x, yr, n, &err), &err);
+                CHECK_OK(sq_cpu_matmul(c, &wm, bias, x, y, n, &err), &err);
+                double dref = 0, dfast = 0, mag = 0;
+                for (int t = 0; t < n; t++)
+                    for (int64_t r = 0; r < rows; r++) {
+                        double want = fp8b_want(w, bs, x, rows, K, bn, bk, t, r, q) + bias[r];
+                        mag = fmax(mag, fabs(want));
+                        dref = fmax(dref, fabs(yr[t * rows + r] - want));
+                        dfast = fmax(dfast, fabs(y[t * rows + r] - want));
+                        if (!isfinite(y[t * rows + r])) dfast = INFINITY;
+                    }
+                CHECK(dref <= 1e-6 * fmax(mag, 1.0), "fp8-block ref %lldx%lld [%d,%d] n=%d act %d: %.3g off vLLM's formula", (long long)rows,
+                      (long long)K, bn, bk, n, q, dref);
+                CHECK(dfast <= 1e-5 * sqrt((double)K) * fmax(mag, 1.0), "fp8-block %lldx%lld [%d,%d] n=%d act %d threads=%d: %.3g", (long long)rows,
+                      (long long)K, bn, bk, n, q, c->threads, dfast);
+                free(x);
+                free(y);
+                free(yr);
+            }
+        }
+        free(w);
+        free(bs);
+        free(bias);
+    }
+    /* one group by hand: x = (1, -2, 0.3) in a group of 3: s = 2/448, codes 224, -448, 67.2 -> 224, -448, 64 (e4m3: step 8 in [64, 128)) */
+    float x[3] = {1.0f, -2.0f, 0.3f}, out[3];
+    sq_fp8weight f = {.act = SQ_FP8_ACT_DYNAMIC_GROUP, .block_n = 1, .block_k = 3};
+    sq_cpu_fp8b_act_ref(&f, x, out, 1, 3);
+    float s = 2.0f / 448.0f;
+    CHECK(out[0] == 224.0f * s && out[1] == -448.0f * s && out[2] == 64.0f * s, "activation group: %g %g %g", out[0] / s, out[1] / s, out[2] / s);
+}
+
 int main(void) {
     sq_err err = {0};
     CHECK(sq_cpu_has_avx2(), "this machine has AVX2/FMA/F16C (else the fast kernels are not used)");
@@ -346,6 +428,7 @@ int main(void) {
         test_matmul(c);
         test_attention(c);
         test_qint(c);
+        test_fp8_block(c);
         if (t == 1) {
             test_embed(c);
             test_elementwise(c);

@@ -81,6 +81,26 @@ int main(void) {
     o = base(SQ_METHOD_GPTQ);
     o.act = SQ_ACT_STATIC;
     expect(o, "--fp8-scheme and --act apply to --method fp8", "gptq with --act");
+    /* block-wise FP8: activations dynamic by default (act_auto) and only dynamic; vLLM's fp8 format by default */
+    o = base(SQ_METHOD_FP8);
+    o.fp8_block = true, o.act_auto = true;
+    sq_quantize_opts ob = resolved(o, "fp8 block");
+    CHECK(ob.act == SQ_ACT_DYNAMIC && ob.format == SQ_FORMAT_FP8 && !ob.act_auto, "fp8 block: dynamic activations, vLLM's fp8");
+    o = base(SQ_METHOD_FP8_GPTQ);
+    o.fp8_block = true, o.act_auto = true, o.format = SQ_FORMAT_CT;
+    CHECK(resolved(o, "fp8+gptq block ct").act == SQ_ACT_DYNAMIC, "fp8+gptq block in compressed-tensors: dynamic");
+    o = base(SQ_METHOD_FP8);
+    o.fp8_block = true, o.act = SQ_ACT_STATIC;
+    expect(o, "--fp8-scheme block runs its activations dynamic per token and group of 128", "fp8 block static");
+    o = base(SQ_METHOD_FP8);
+    o.fp8_block = true, o.act = SQ_ACT_NONE; /* --act none given */
+    expect(o, "drop --act none or use --act dynamic", "fp8 block weight-only");
+    o = base(SQ_METHOD_GPTQ);
+    o.fp8_block = true;
+    expect(o, "--fp8-scheme and --act apply to --method fp8", "gptq with --fp8-scheme block");
+    o = base(SQ_METHOD_FP8);
+    o.act_auto = true; /* act_auto alone leaves per-tensor FP8 as it was: weight-only, compressed-tensors */
+    CHECK(resolved(o, "fp8 act auto").act == SQ_ACT_NONE, "fp8 without --act: weight-only");
     /* rtn and gptq keep SQ_FORMAT_AUTO: chosen with the model */
     CHECK(resolved(base(SQ_METHOD_GPTQ), "gptq auto").format == SQ_FORMAT_AUTO, "gptq: the format waits for the model");
     /* the grid default: mse where it runs */

@@ -83,12 +83,13 @@ typedef struct {
     bool sym, act_order, static_groups, per_channel;
     sq_act act;
     const char *ignore;
+    bool block;              /* FP8 per 128 x 128 block */
 } run_case;
 
 /* What the tensors say about the first quantised linear (model.layers.0.self_attn.q_proj, [64, 64]). */
 typedef struct {
     int bits, groups;
-    bool zero_points, g_idx_ordered, fp8, per_channel, input_scale;
+    bool zero_points, g_idx_ordered, fp8, per_channel, input_scale, block;
 } seen;
 
 /* Probes layer 0's down_proj ([64, 256]), or its q_proj ([64, 64]) where down_proj stays dense. */
@@ -126,7 +127,9 @@ static seen look(const sq_st *st, const run_case *c, int *K) {
         s.g_idx_ordered = T("weight_g_idx") == NULL;
     } else if ((t = T("weight")) && t->dtype == SQ_DT_F8_E4M3) {
         s.fp8 = true;
-        s.per_channel = T("weight_scale")->numel == 64; /* N = 64 either way */
+        const sq_tensor *ws = T("weight_scale"), *wi = T("weight_scale_inv");
+        s.block = wi || (ws && ws->ndim == 2 && ws->shape[1] != 1); /* [ceil(N/128), ceil(K/128)] = [1, 2] */
+        s.per_channel = !s.block && ws && ws->numel == 64; /* N = 64 either way */
         s.input_scale = T("input_scale") != NULL;
     }
 #undef T
@@ -178,11 +181,15 @@ static void check_config(const run_case *c, const char *dir) {
     } else {
         bool fp8 = c->method == SQ_METHOD_FP8 || c->method == SQ_METHOD_FP8_GPTQ;
         if (c->format == SQ_FORMAT_FP8) {
-            static const char *keys[] = {"quant_method", "activation_scheme", "ignored_layers", NULL};
-            CHECK(keys_are(q, keys) && is_str(q, "quant_method", "fp8"), "%s: fp8 config keys", c->name);
+            static const char *keys[] = {"quant_method", "activation_scheme", "ignored_layers", NULL},
+                              *bkeys[] = {"quant_method", "activation_scheme", "weight_block_size", "ignored_layers", NULL};
+            CHECK(keys_are(q, c->block ? bkeys : keys) && is_str(q, "quant_method", "fp8"), "%s: fp8 config keys", c->name);
+            const cJSON *bs = get(q, "weight_block_size");
+            CHECK(!c->block || (cJSON_GetArraySize(bs) == 2 && cJSON_GetArrayItem(bs, 0)->valuedouble == 128 &&
+                                cJSON_GetArrayItem(bs, 1)->valuedouble == 128 && s.block), "%s: weight_block_size", c->name);
             CHECK(is_str(q, "activation_scheme", c->act == SQ_ACT_STATIC ? "static" : "dynamic") && s.input_scale == (c->act == SQ_ACT_STATIC),
                   "%s: activation_scheme", c->name);
-            CHECK(s.fp8 && !s.per_channel, "%s: per-tensor FP8 weights", c->name);
+            CHECK(s.fp8 && !s.per_channel && s.block == c->block, "%s: per-tensor (or block) FP8 weights", c->name);
             cJSON_AddItemToArray(k2, cJSON_CreateString("lm_head"));
             joined(k2, kept, sizeof kept);
             joined(get(q, "ignored_layers"), listed, sizeof listed);
@@ -200,16 +207,23 @@ static void check_config(const run_case *c, const char *dir) {
             const cJSON *t = get(g, "targets");
             CHECK(cJSON_GetArraySize(t) == 1 && cJSON_IsString(t->child) && !strcmp(t->child->valuestring, "Linear"), "%s: targets", c->name);
             if (fp8) {
-                static const char *wkeys[] = {"num_bits", "type", "strategy", "symmetric", "dynamic", "group_size", NULL};
-                CHECK(keys_are(w, wkeys) && is_num(w, "num_bits", 8) && is_str(w, "type", "float") && is_bool(w, "symmetric", true) &&
+                static const char *wkeys[] = {"num_bits", "type", "strategy", "symmetric", "dynamic", "group_size", NULL},
+                                  *bwkeys[] = {"num_bits", "type", "strategy", "symmetric", "dynamic", "group_size", "block_structure", NULL};
+                const cJSON *bs = get(w, "block_structure");
+                CHECK(!c->block || (cJSON_GetArraySize(bs) == 2 && cJSON_GetArrayItem(bs, 0)->valuedouble == 128 &&
+                                    cJSON_GetArrayItem(bs, 1)->valuedouble == 128 && s.block), "%s: block_structure", c->name);
+                CHECK(keys_are(w, c->block ? bwkeys : wkeys) && is_num(w, "num_bits", 8) && is_str(w, "type", "float") && is_bool(w, "symmetric", true) &&
                           is_bool(w, "dynamic", false) && is_null(w, "group_size"), "%s: weights", c->name);
-                CHECK(is_str(w, "strategy", c->per_channel ? "channel" : "tensor") && s.fp8 && s.per_channel == c->per_channel, "%s: strategy", c->name);
+                CHECK(is_str(w, "strategy", c->block ? "block" : c->per_channel ? "channel" : "tensor") && s.fp8 && s.per_channel == c->per_channel,
+                      "%s: strategy", c->name);
                 if (c->act == SQ_ACT_NONE) CHECK(is_null(g, "input_activations") && !s.input_scale, "%s: input_activations", c->name);
                 else {
-                    static const char *akeys[] = {"num_bits", "type", "strategy", "symmetric", "dynamic", NULL};
+                    static const char *akeys[] = {"num_bits", "type", "strategy", "symmetric", "dynamic", NULL},
+                                      *bakeys[] = {"num_bits", "type", "strategy", "symmetric", "dynamic", "group_size", NULL};
                     bool st_ = c->act == SQ_ACT_STATIC;
-                    CHECK(keys_are(ia, akeys) && is_num(ia, "num_bits", 8) && is_str(ia, "type", "float") && is_bool(ia, "symmetric", true) &&
-                              is_str(ia, "strategy", st_ ? "tensor" : "token") && is_bool(ia, "dynamic", !st_) && s.input_scale == st_,
+                    CHECK(keys_are(ia, c->block ? bakeys : akeys) && is_num(ia, "num_bits", 8) && is_str(ia, "type", "float") && is_bool(ia, "symmetric", true) &&
+                              is_str(ia, "strategy", c->block ? "group" : st_ ? "tensor" : "token") && is_bool(ia, "dynamic", !st_) && s.input_scale == st_ &&
+                              (!c->block || is_num(ia, "group_size", 128)),
                           "%s: input_activations", c->name);
                 }
             } else {
@@ -282,7 +296,7 @@ static void run(const run_case *c) {
                           .q = {.bits = c->bits, .group_size = c->group, .sym = c->sym, .act_order = c->act_order,
                                 .static_groups = c->static_groups, .damp = 0.01, .block_size = 128},
                           .nsamples = 2, .seqlen = 32, .seed = 0, .threads = 1, .force = true, .ignore = c->ignore ? ign : NULL,
-                          .n_ignore = c->ignore ? 1 : 0, .awq_duo = true, .awq_clip = true, .fp8_per_channel = c->per_channel, .act = c->act};
+                          .n_ignore = c->ignore ? 1 : 0, .awq_duo = true, .awq_clip = true, .fp8_per_channel = c->per_channel, .fp8_block = c->block, .act = c->act};
     bool calib = c->method != SQ_METHOD_RTN && !(c->method == SQ_METHOD_FP8 && c->act != SQ_ACT_STATIC);
     o.calib = calib ? "data/tinystories/calib.txt" : NULL;
     sq_err err = {0};
@@ -299,20 +313,22 @@ int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/spotq-test-qconfig-XXXXXX");
     if (!mkdtemp(tmpdir)) return 1;
     static const run_case cases[] = {
-        {"gptq4", SQ_METHOD_RTN, SQ_FORMAT_GPTQ, 4, 32, true, false, false, false, SQ_ACT_NONE, NULL},
-        {"gptq8a", SQ_METHOD_RTN, SQ_FORMAT_GPTQ, 8, -1, false, false, false, false, SQ_ACT_NONE, "model.layers.*.mlp.down_proj"},
-        {"gptq_ao", SQ_METHOD_GPTQ, SQ_FORMAT_GPTQ, 4, 32, true, true, false, false, SQ_ACT_NONE, NULL},
-        {"gptq_sg", SQ_METHOD_GPTQ, SQ_FORMAT_GPTQ, 4, 32, false, true, true, false, SQ_ACT_NONE, NULL},
-        {"gptq128", SQ_METHOD_RTN, SQ_FORMAT_GPTQ, 4, 128, true, false, false, false, SQ_ACT_NONE, NULL}, /* only down_proj fits */
-        {"awq", SQ_METHOD_RTN, SQ_FORMAT_AWQ, 4, 32, false, false, false, false, SQ_ACT_NONE, "*.self_attn.o_proj"},
-        {"ct4", SQ_METHOD_RTN, SQ_FORMAT_CT, 4, 32, true, false, false, false, SQ_ACT_NONE, NULL},
-        {"ct8a", SQ_METHOD_RTN, SQ_FORMAT_CT, 8, -1, false, false, false, false, SQ_ACT_NONE, "model.layers.1.*"},
-        {"ct_ao", SQ_METHOD_GPTQ, SQ_FORMAT_CT, 4, 32, false, true, true, false, SQ_ACT_NONE, NULL},
-        {"ctf", SQ_METHOD_FP8, SQ_FORMAT_CT, 8, 128, true, false, false, false, SQ_ACT_NONE, NULL},
-        {"ctf_cs", SQ_METHOD_FP8, SQ_FORMAT_CT, 8, 128, true, false, false, true, SQ_ACT_STATIC, "model.layers.0.mlp.up_proj"},
-        {"ctf_d", SQ_METHOD_FP8_GPTQ, SQ_FORMAT_CT, 8, 128, true, false, false, false, SQ_ACT_DYNAMIC, NULL},
-        {"fp8s", SQ_METHOD_FP8, SQ_FORMAT_FP8, 8, 128, true, false, false, false, SQ_ACT_STATIC, "model.layers.4.mlp.gate_proj"},
-        {"fp8d", SQ_METHOD_FP8, SQ_FORMAT_FP8, 8, 128, true, false, false, false, SQ_ACT_DYNAMIC, NULL},
+        {"gptq4", SQ_METHOD_RTN, SQ_FORMAT_GPTQ, 4, 32, true, false, false, false, SQ_ACT_NONE, NULL, false},
+        {"gptq8a", SQ_METHOD_RTN, SQ_FORMAT_GPTQ, 8, -1, false, false, false, false, SQ_ACT_NONE, "model.layers.*.mlp.down_proj", false},
+        {"gptq_ao", SQ_METHOD_GPTQ, SQ_FORMAT_GPTQ, 4, 32, true, true, false, false, SQ_ACT_NONE, NULL, false},
+        {"gptq_sg", SQ_METHOD_GPTQ, SQ_FORMAT_GPTQ, 4, 32, false, true, true, false, SQ_ACT_NONE, NULL, false},
+        {"gptq128", SQ_METHOD_RTN, SQ_FORMAT_GPTQ, 4, 128, true, false, false, false, SQ_ACT_NONE, NULL, false}, /* only down_proj fits */
+        {"awq", SQ_METHOD_RTN, SQ_FORMAT_AWQ, 4, 32, false, false, false, false, SQ_ACT_NONE, "*.self_attn.o_proj", false},
+        {"ct4", SQ_METHOD_RTN, SQ_FORMAT_CT, 4, 32, true, false, false, false, SQ_ACT_NONE, NULL, false},
+        {"ct8a", SQ_METHOD_RTN, SQ_FORMAT_CT, 8, -1, false, false, false, false, SQ_ACT_NONE, "model.layers.1.*", false},
+        {"ct_ao", SQ_METHOD_GPTQ, SQ_FORMAT_CT, 4, 32, false, true, true, false, SQ_ACT_NONE, NULL, false},
+        {"ctf", SQ_METHOD_FP8, SQ_FORMAT_CT, 8, 128, true, false, false, false, SQ_ACT_NONE, NULL, false},
+        {"ctf_cs", SQ_METHOD_FP8, SQ_FORMAT_CT, 8, 128, true, false, false, true, SQ_ACT_STATIC, "model.layers.0.mlp.up_proj", false},
+        {"ctf_d", SQ_METHOD_FP8_GPTQ, SQ_FORMAT_CT, 8, 128, true, false, false, false, SQ_ACT_DYNAMIC, NULL, false},
+        {"fp8s", SQ_METHOD_FP8, SQ_FORMAT_FP8, 8, 128, true, false, false, false, SQ_ACT_STATIC, "model.layers.4.mlp.gate_proj", false},
+        {"fp8d", SQ_METHOD_FP8, SQ_FORMAT_FP8, 8, 128, true, false, false, false, SQ_ACT_DYNAMIC, NULL, false},
+        {"fp8b", SQ_METHOD_FP8, SQ_FORMAT_FP8, 8, 128, true, false, false, false, SQ_ACT_DYNAMIC, NULL, true},
+        {"ctfb", SQ_METHOD_FP8_GPTQ, SQ_FORMAT_CT, 8, 128, true, false, false, false, SQ_ACT_DYNAMIC, "model.layers.1.mlp.down_proj", true},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) run(&cases[i]);
     char d[600];
@@ -354,6 +370,16 @@ int main(void) {
     lie(DIR("fp8d"), "activation_scheme", "\"static\"", "missing tensor 'model.layers.0.self_attn.q_proj.input_scale' (config.json asks for static");
     lie(DIR("fp8s"), "ignored_layers", "[\"lm_head\"]", "quantization_config.ignored_layers does not list model.layers.4.mlp.gate_proj");
     lie(DIR("fp8d"), "quant_method", "\"gptq\"", "quantization_config.quant_method is 'gptq'");
+    lie(DIR("fp8b"), "weight_block_size", "null", "quantization_config states no weight_block_size, but model.layers.0.self_attn.q_proj holds block-wise scales (weight_scale_inv)");
+    lie(DIR("fp8b"), "weight_block_size", "[32, 128]", "quantization_config.weight_block_size is [32, 128], but model.layers.0.self_attn.q_proj holds 1 weight_scale_inv values (expected [2, 1])");
+    lie(DIR("fp8b"), "weight_block_size", "[128]", "quantization_config: weight_block_size must be two positive integers");
+    lie(DIR("fp8b"), "activation_scheme", "\"static\"", "quantization_config.activation_scheme is 'static', but block-wise fp8");
+    lie(DIR("fp8d"), "weight_block_size", "[128, 128]", "quantization_config.weight_block_size is [128, 128], but model.layers.0.self_attn.q_proj holds a weight_scale");
+    lie(DIR("ctfb"), "config_groups/group_0/weights/block_structure", "[32, 128]", ".weights.block_structure is [32, 128], but model.layers.0.self_attn.q_proj holds 1 weight scales (expected [2, 1])");
+    lie(DIR("ctfb"), "config_groups/group_0/input_activations/strategy", "\"token\"", ".input_activations.strategy is 'token', but block-wise FP8 runs activations per group");
+    lie(DIR("ctfb"), "config_groups/group_0/input_activations/group_size", "64", ".input_activations.group_size is 64, but the weight blocks are 128 wide");
+    lie(DIR("ctfb"), "config_groups/group_0/weights/strategy", "\"tensor\"", ".weights.strategy is 'tensor', but model.layers.0.mlp.gate_proj holds 2 weight scales");
+    lie(DIR("ctfb"), "ignore", "[\"lm_head\"]", "quantization_config.ignore does not list model.layers.1.mlp.down_proj");
 #undef DIR
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
