@@ -46,10 +46,23 @@ static int64_t steps_of(double extra, double step, int64_t cap) {
     return x <= 0 ? 0 : x > (double)cap ? cap + 1 : (int64_t)x;
 }
 
-static double unit_min(const sq_budget_unit *u) {
-    double m = u->cand[0].bytes;
-    for (int c = 1; c < u->n_cand; c++) m = fmin(m, u->cand[c].bytes);
+/* A unit's least (or, largest, most) bytes, or its least cost (cost). */
+static double unit_extreme(const sq_budget_unit *u, bool cost, bool largest) {
+    double m = cost ? u->cand[0].cost : u->cand[0].bytes;
+    for (int c = 1; c < u->n_cand; c++) {
+        double v = cost ? u->cand[c].cost : u->cand[c].bytes;
+        m = largest ? fmax(m, v) : fmin(m, v);
+    }
     return m;
+}
+
+static double unit_min(const sq_budget_unit *u) { return unit_extreme(u, false, false); }
+
+/* The sum over the units of unit_extreme. */
+static double sum_extreme(const sq_budget_unit *u, int n_units, bool cost, bool largest) {
+    double s = 0;
+    for (int i = 0; i < n_units; i++) s += unit_extreme(&u[i], cost, largest);
+    return s;
 }
 
 static sq_status dp_run(const sq_budget_unit *u, int n_units, double step, int64_t B, dp_table *t, sq_err *err) {
@@ -100,22 +113,12 @@ static void dp_free(dp_table *t) {
     free(t->pick);
 }
 
-static double least_bytes(const sq_budget_unit *u, int n_units, bool largest) {
-    double s = 0;
-    for (int i = 0; i < n_units; i++) {
-        double m = u[i].cand[0].bytes;
-        for (int c = 1; c < u[i].n_cand; c++) m = largest ? fmax(m, u[i].cand[c].bytes) : fmin(m, u[i].cand[c].bytes);
-        s += m;
-    }
-    return s;
-}
-
 sq_status sq_budget_min_cost(const sq_budget_unit *u, int n_units, double budget, int resolution, int *choice, sq_budget_total *tot,
                              sq_err *err) {
     sq_status s = check_units(u, n_units, err);
     if (s) return s;
     if (resolution <= 0) resolution = 4096;
-    double need = least_bytes(u, n_units, false);
+    double need = sum_extreme(u, n_units, false, false);
     if (!(budget >= need))
         return sq_fail(err, SQ_ERR_ARG, "a budget of %.0f bytes is below the %.0f bytes of the smallest scheme of every unit", budget, need);
     double step = fmax(budget - need, 1e-300) / resolution; /* the grid spans the bytes over the smallest candidates */
@@ -135,15 +138,10 @@ sq_status sq_budget_min_bytes(const sq_budget_unit *u, int n_units, double max_c
     sq_status s = check_units(u, n_units, err);
     if (s) return s;
     if (resolution <= 0) resolution = 4096;
-    double least = 0;
-    for (int i = 0; i < n_units; i++) {
-        double m = u[i].cand[0].cost;
-        for (int c = 1; c < u[i].n_cand; c++) m = fmin(m, u[i].cand[c].cost);
-        least += m;
-    }
+    double least = sum_extreme(u, n_units, true, false);
     if (!(max_cost >= least))
         return sq_fail(err, SQ_ERR_ARG, "a cost limit of %g is below %g, the least any choice of schemes predicts", max_cost, least);
-    double top = least_bytes(u, n_units, true) - least_bytes(u, n_units, false), step = fmax(top, 1e-300) / resolution;
+    double top = sum_extreme(u, n_units, false, true) - sum_extreme(u, n_units, false, false), step = fmax(top, 1e-300) / resolution;
     dp_table t;
     if ((s = dp_run(u, n_units, step, resolution + n_units, &t, err))) return s; /* + n_units: the round-up of each unit */
     int64_t best = -1;
@@ -179,7 +177,7 @@ static double relaxed(const sq_budget_unit *u, int n_units, double lambda, int *
 sq_status sq_budget_lagrange(const sq_budget_unit *u, int n_units, double budget, int *choice, sq_budget_total *tot, double *bound, sq_err *err) {
     sq_status s = check_units(u, n_units, err);
     if (s) return s;
-    double need = least_bytes(u, n_units, false);
+    double need = sum_extreme(u, n_units, false, false);
     if (!(budget >= need))
         return sq_fail(err, SQ_ERR_ARG, "a budget of %.0f bytes is below the %.0f bytes of the smallest scheme of every unit", budget, need);
     double bytes, lo = 0, hi = 1;

@@ -190,10 +190,7 @@ static sq_status pick_windows(const sq_sens_opts *o, measure *me, int *heldout, 
         return sq_fail(err, SQ_ERR_ARG, "the calibration text (%lld tokens) is too short for %d measurement windows of %d tokens",
                        (long long)o->n_ids, me->n_win, me->ctx);
     uint8_t *used = calloc((size_t)slots, 1);
-    int64_t *starts = calloc((size_t)(o->calib_nsamples > 0 ? o->calib_nsamples : 1), sizeof *starts);
-    if (!used || !starts) {
-        free(used);
-        free(starts);
+    if (!used) {
         return sq_fail(err, SQ_ERR_NOMEM, "out of memory");
     }
     if (o->calib_nsamples > 0 && o->n_ids >= o->calib_seqlen) {
@@ -219,7 +216,6 @@ static sq_status pick_windows(const sq_sens_opts *o, measure *me, int *heldout, 
     for (int64_t sl = 0; sl < slots && got < me->n_win; sl++)
         if (used[sl]) memcpy(me->win + (int64_t)got++ * me->ctx, o->ids + sl * me->ctx, (size_t)me->ctx * sizeof(int));
     free(used);
-    free(starts);
     return SQ_OK;
 }
 
@@ -324,13 +320,11 @@ sq_status sq_sens_run(sq_model *m, const sq_sens_scheme *schemes, int n_schemes,
             const sq_wmat *w = sq_model_linear_unit(m, li->layer, li->unit, li->which);
             unit_src += (double)(w->rows * w->cols) * sq_dtype_size(w->dtype);
         }
-    double all = 0;
-    for (int64_t i = 0; i < sq_st_count(ck->st); i++) all += (double)sq_st_get(ck->st, i)->nbytes;
     char scheme_desc[128];
     int64_t params = 0, bytes_all = 0;
     sq_ckpt_describe(ck, scheme_desc, sizeof scheme_desc, &params, &bytes_all);
     out->params = params;
-    out->fixed_bytes = all - unit_src;
+    out->fixed_bytes = (double)bytes_all - unit_src; /* every stored tensor's data, less the units' */
 
     /* the measurement's windows and the full-precision log-probabilities */
     measure me = {.n_win = o->measure_windows > 0 ? o->measure_windows : 8, .ctx = o->measure_ctx > 0 ? o->measure_ctx : 128,
