@@ -10,23 +10,57 @@
 #include <unistd.h>
 
 /* Asked once: the kernels ask on every call, and cpuid under a hypervisor traps (microseconds). */
-bool sq_cpu_has_avx2(void) {
-    static _Atomic int known = -1;
-    int k = atomic_load_explicit(&known, memory_order_relaxed);
-    if (k >= 0) return k;
+static _Atomic int isa_max = -1, isa_now = -1;
+
+static int detect_isa(void) {
     __builtin_cpu_init();
     /* F16C through cpuid (leaf 1, ECX bit 29): clang's __builtin_cpu_supports does not know "f16c". */
     unsigned a, b, c, d;
     bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
-    k = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
-    atomic_store_explicit(&known, k, memory_order_relaxed);
+    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c)) return SQ_ISA_SCALAR;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512vnni"))
+        return SQ_ISA_AVX512;
+    return SQ_ISA_AVX2;
+}
+
+const char *sq_cpu_isa_name(sq_isa isa) { return isa == SQ_ISA_AVX512 ? "avx512" : isa == SQ_ISA_AVX2 ? "avx2" : "scalar"; }
+
+sq_isa sq_cpu_isa_max(void) {
+    int m = atomic_load_explicit(&isa_max, memory_order_relaxed);
+    if (m < 0) {
+        m = detect_isa();
+        atomic_store_explicit(&isa_max, m, memory_order_relaxed);
+    }
+    return (sq_isa)m;
+}
+
+sq_isa sq_cpu_set_isa(sq_isa want) {
+    sq_isa m = sq_cpu_isa_max(), k = want < m ? want : m;
+    atomic_store_explicit(&isa_now, (int)k, memory_order_relaxed);
     return k;
 }
+
+sq_isa sq_cpu_isa(void) {
+    int k = atomic_load_explicit(&isa_now, memory_order_relaxed);
+    if (k >= 0) return (sq_isa)k;
+    sq_isa want = sq_cpu_isa_max();
+    const char *e = getenv("SPOTQ_CPU_ISA");
+    if (e && *e) {
+        if (!strcmp(e, "scalar")) want = SQ_ISA_SCALAR;
+        else if (!strcmp(e, "avx2")) want = SQ_ISA_AVX2;
+        else if (!strcmp(e, "avx512")) want = SQ_ISA_AVX512;
+        else fprintf(stderr, "spotq: SPOTQ_CPU_ISA=%s is not scalar, avx2 or avx512; using %s\n", e, sq_cpu_isa_name(want));
+    }
+    return sq_cpu_set_isa(want);
+}
+
+bool sq_cpu_has_avx2(void) { return sq_cpu_isa() >= SQ_ISA_AVX2; }
 
 static sq_status cpu_query(char *desc, size_t cap, sq_err *err) {
     (void)err;
     long n = sysconf(_SC_NPROCESSORS_ONLN);
-    snprintf(desc, cap, "cpu: %ld cores%s", n, sq_cpu_has_avx2() ? ", avx2" : " (no avx2: scalar kernels)");
+    snprintf(desc, cap, "cpu: %ld cores, %s kernels (cpu has %s)", n, sq_cpu_isa_name(sq_cpu_isa()), sq_cpu_isa_name(sq_cpu_isa_max()));
     return SQ_OK;
 }
 

@@ -12,7 +12,19 @@
 /* The fast kernels use AVX2, FMA and F16C, enabled per function so that the library still compiles
  * (and runs the reference kernels) where the compiler is not told to target x86-64-v3. */
 #define SQ_AVX2 __attribute__((target("avx2,fma,f16c")))
-bool sq_cpu_has_avx2(void);
+/* AVX-512 F/BW/VL with VNNI (vpdpbusd), for the variants chosen at run time (sq_cpu_isa). */
+#define SQ_AVX512VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+bool sq_cpu_has_avx2(void); /* sq_cpu_isa() >= SQ_ISA_AVX2 */
+
+/* The instruction set the kernels use, from one binary: the most the CPU has (cpuid), lowered by
+ * SPOTQ_CPU_ISA=scalar|avx2|avx512 (read once; a name above what the CPU has is taken as its most).
+ * avx512 means F, BW, VL and VNNI together. sq_cpu_set_isa changes it (tests run every variant the
+ * machine has) and returns the level now in force; sq_cpu_isa_max is what the CPU has. */
+typedef enum { SQ_ISA_SCALAR, SQ_ISA_AVX2, SQ_ISA_AVX512 } sq_isa;
+sq_isa sq_cpu_isa(void);
+sq_isa sq_cpu_isa_max(void);
+sq_isa sq_cpu_set_isa(sq_isa want);
+const char *sq_cpu_isa_name(sq_isa isa);
 
 /* ---------------------------------------------------------------- thread pool */
 

@@ -248,103 +248,6 @@ SQ_AVX2 static inline __attribute__((always_inline)) void store_acc(const qint_j
     }
 }
 
-/* Rows r0 .. r0+RB-1 of a 4-bit weight against tokens t0 .. t0+NT-1 (RB, NT constants after
- * inlining): each 64 columns are 32 bytes, the low nibbles the even columns and the high the odd. */
-SQ_AVX2 static inline __attribute__((always_inline)) void q4_block(const qint_job *j, int64_t r0, int RB, int t0, int NT) {
-    const sq_qweight *q = j->w->q;
-    int64_t K = j->w->cols, G = q->n_groups, gs = q->group_size, wpr = K / 8;
-    const uint8_t *wb = (const uint8_t *)(q->codes + r0 * wpr);
-    const float *s = q->scale + r0 * G;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-    const __m256i pair = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-    __m256 acc[4][4];
-    UNROLL
-    for (int b = 0; b < RB; b++) {
-        UNROLL
-        for (int t = 0; t < NT; t++) acc[b][t] = _mm256_setzero_ps();
-    }
-    /* the weight scales of each 64 columns: two groups' (g32) or one group's, spread over the lanes */
-    int64_t cpg = gs / 64, g = 0, left = cpg;
-    for (int64_t c = 0; c < K / 64; c++) {
-        __m256i lo[4], hi[4];
-        __m256 sv[4];
-        UNROLL
-        for (int b = 0; b < RB; b++) {
-            __m256i v = _mm256_loadu_si256((const __m256i *)(wb + b * wpr * 4 + 32 * c));
-            lo[b] = _mm256_and_si256(v, m4);
-            hi[b] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-            sv[b] = gs == 32 ? _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(s + b * G + 2 * c)))), pair)
-                             : _mm256_broadcast_ss(s + b * G + g);
-        }
-        if (gs != 32 && --left == 0) {
-            g++;
-            left = cpg;
-        }
-        UNROLL
-        for (int t = 0; t < NT; t++) {
-            const int8_t *xt = j->xq + (int64_t)(t0 + t) * K + 64 * c;
-            __m256i xe = _mm256_loadu_si256((const __m256i *)xt), xo = _mm256_loadu_si256((const __m256i *)(xt + 32));
-            __m256 dx = _mm256_loadu_ps(j->dx + (int64_t)(t0 + t) * (K / 8) + 8 * c);
-            UNROLL
-            for (int b = 0; b < RB; b++) {
-                __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo[b], xe), _mm256_maddubs_epi16(hi[b], xo));
-                __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
-                acc[b][t] = _mm256_fmadd_ps(f, _mm256_mul_ps(dx, sv[b]), acc[b][t]);
-            }
-        }
-    }
-    store_acc(j, acc, r0, RB, t0, NT);
-}
-
-/* The same for an 8-bit weight: codes q - 128 as signed bytes, multiplied by the activation codes
- * as |q - 128| * (c with q - 128's sign), which maddubs takes without saturating (2 * 128 * 127). */
-SQ_AVX2 static inline __attribute__((always_inline)) void q8_block(const qint_job *j, int64_t r0, int RB, int t0, int NT) {
-    const sq_qweight *q = j->w->q;
-    int64_t K = j->w->cols, G = q->n_groups, gs = q->group_size, bpg = gs / QBLK;
-    const uint8_t *wb = (const uint8_t *)(q->codes + r0 * (K / 4));
-    const float *s = q->scale + r0 * G;
-    const __m256i flip = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
-    __m256 acc[4][4];
-    UNROLL
-    for (int b = 0; b < RB; b++) {
-        UNROLL
-        for (int t = 0; t < NT; t++) acc[b][t] = _mm256_setzero_ps();
-    }
-    for (int64_t g = 0; g < G; g++) {
-        __m256 ag[4][4];
-        UNROLL
-        for (int b = 0; b < RB; b++) {
-            UNROLL
-            for (int t = 0; t < NT; t++) ag[b][t] = _mm256_setzero_ps();
-        }
-        for (int64_t k = g * bpg; k < (g + 1) * bpg; k++) {
-            __m256i v[4], av[4];
-            UNROLL
-            for (int b = 0; b < RB; b++) {
-                v[b] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(wb + b * K + QBLK * k)), flip);
-                av[b] = _mm256_abs_epi8(v[b]);
-            }
-            UNROLL
-            for (int t = 0; t < NT; t++) {
-                __m256i xt = _mm256_loadu_si256((const __m256i *)(j->xq + (int64_t)(t0 + t) * K + QBLK * k));
-                __m256 d = _mm256_broadcast_ss(j->d + (int64_t)(t0 + t) * (K / QBLK) + k);
-                UNROLL
-                for (int b = 0; b < RB; b++) {
-                    __m256i p = _mm256_maddubs_epi16(av[b], _mm256_sign_epi8(xt, v[b]));
-                    ag[b][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), d, ag[b][t]);
-                }
-            }
-        }
-        UNROLL
-        for (int b = 0; b < RB; b++) {
-            __m256 sv = _mm256_broadcast_ss(s + b * G + g);
-            UNROLL
-            for (int t = 0; t < NT; t++) acc[b][t] = _mm256_fmadd_ps(ag[b][t], sv, acc[b][t]);
-        }
-    }
-    store_acc(j, acc, r0, RB, t0, NT);
-}
-
 /* y[t, r] -= sum_g s_g z_g zs[t, g] (z - 128 for 8-bit codes, which the dot took as q - 128), then the bias. */
 SQ_AVX2 static void qint_zero_bias(const qint_job *j, int64_t lo, int64_t hi) {
     const sq_qweight *q = j->w->q;
@@ -390,15 +293,21 @@ SQ_AVX2 static void qint_zero_bias(const qint_job *j, int64_t lo, int64_t hi) {
         }                                                                                                               \
     } while (0)
 
-SQ_AVX2 static void qint_gemv(void *arg, int ith, int nth) {
-    qint_job *j = arg;
-    int64_t lo, hi;
-    while (sq_chunk_next(&j->next, j->w->rows, INT_CHUNK, &lo, &hi)) {
-        if (j->w->q->bits == 4) QINT_ROWS(q4_block);
-        else QINT_ROWS(q8_block);
-        qint_zero_bias(j, lo, hi);
-    }
-}
+#define QINT_TARGET SQ_AVX2
+#define QINT_NAME(x) x##_avx2
+#define QINT_DOT1(a, x) _mm256_madd_epi16(_mm256_maddubs_epi16(a, x), _mm256_set1_epi16(1))
+#define QINT_DOT2(a, x, b, y) _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(a, x), _mm256_maddubs_epi16(b, y)), _mm256_set1_epi16(1))
+#include "qint_body.h"
+#undef QINT_TARGET
+#undef QINT_NAME
+#undef QINT_DOT1
+#undef QINT_DOT2
+
+#define QINT_TARGET SQ_AVX512VNNI
+#define QINT_NAME(x) x##_vnni
+#define QINT_DOT1(a, x) _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, x)
+#define QINT_DOT2(a, x, b, y) _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), a, x), b, y)
+#include "qint_body.h"
 
 /* The integer GEMV of n <= GEMV_MAX_N rows of xin (packed column order); buffers from the context. */
 static sq_status qmatmul_int(sq_kctx *c, const sq_wmat *w, const float *bias, const float *xin, float *y, int n, sq_err *err) {
@@ -425,7 +334,7 @@ static sq_status qmatmul_int(sq_kctx *c, const sq_wmat *w, const float *bias, co
         }
     }
     qint_job j = {.w = w, .bias = bias, .xq = xq, .d = d, .dx = q->bits == 4 ? dx : NULL, .zs = zs, .y = y, .n = n};
-    sq_pool_run_work(c->pool, qint_gemv, &j, (int64_t)n * w->rows * K);
+    sq_pool_run_work(c->pool, sq_cpu_isa() >= SQ_ISA_AVX512 ? qint_gemv_vnni : qint_gemv_avx2, &j, (int64_t)n * w->rows * K);
     return SQ_OK;
 }
 

@@ -294,6 +294,15 @@ static void test_qint(sq_kctx *c) {
                     CHECK_OK(sq_cpu_qmatmul(c, &w, bias, x, y, n, &err), &err);
                     CHECK_OK(sq_cpu_qmatmul(one, &w, bias, x, y1, n, &err), &err);
                     CHECK(!memcmp(y, y1, (size_t)(n * R) * sizeof *y), "integer GEMV %d-bit g%lld n=%d: %d threads differ from 1", bits, (long long)gs, n, c->threads);
+                    /* every variant the CPU has gives the same bits (the same integers, the same float operations) */
+                    sq_isa now = sq_cpu_isa();
+                    for (int v = SQ_ISA_AVX2; v <= (int)sq_cpu_isa_max(); v++) {
+                        sq_cpu_set_isa((sq_isa)v);
+                        CHECK_OK(sq_cpu_qmatmul(c, &w, bias, x, y1, n, &err), &err);
+                        CHECK(!memcmp(y, y1, (size_t)(n * R) * sizeof *y), "integer GEMV %d-bit g%lld n=%d: %s differs from %s", bits, (long long)gs, n,
+                              sq_cpu_isa_name((sq_isa)v), sq_cpu_isa_name(now));
+                    }
+                    sq_cpu_set_isa(now);
                     CHECK_OK(sq_cpu_qmatmul_ref(c, &w, bias, x, yr, n, &err), &err);
                     double worst_q = 0, over = 0, worst = 0, scale = 0;
                     for (int t = 0; t < n; t++) {
@@ -416,11 +425,15 @@ int main(void) {
     sq_err err = {0};
     CHECK(sq_cpu_has_avx2(), "this machine has AVX2/FMA/F16C (else the fast kernels are not used)");
     __builtin_cpu_init();
-    /* Which kernel variants ran: there is one (AVX2/FMA/F16C, integer dot products on maddubs); the
-     * AVX-512 instructions are reported for the record, no kernel uses them yet. */
-    printf("kernel variants run: avx2 (float GEMV, sgemm tiles, integer GEMV); cpu has avx512f %d, avx512vnni %d, avx512bf16 %d: "
-           "no avx512 variants built\n", __builtin_cpu_supports("avx512f") != 0, __builtin_cpu_supports("avx512vnni") != 0,
-           __builtin_cpu_supports("avx512bf16") != 0);
+    /* Every kernel variant this CPU has runs the whole set (SPOTQ_CPU_ISA may lower the most); a CI
+     * machine without AVX-512 runs the avx2 one only, and says so. */
+    sq_isa top = sq_cpu_isa();
+    printf("kernel variants: cpu has %s (avx512f %d, avx512vnni %d, avx512bf16 %d); running avx2 .. %s\n", sq_cpu_isa_name(sq_cpu_isa_max()),
+           __builtin_cpu_supports("avx512f") != 0, __builtin_cpu_supports("avx512vnni") != 0, __builtin_cpu_supports("avx512bf16") != 0,
+           sq_cpu_isa_name(top));
+    for (int v = SQ_ISA_AVX2; v <= (int)top; v++) {
+    sq_cpu_set_isa((sq_isa)v);
+    printf("variant %s: integer GEMV on %s\n", sq_cpu_isa_name((sq_isa)v), v == SQ_ISA_AVX512 ? "vpdpbusd (avx512vnni, 256-bit)" : "maddubs (avx2)");
     test_pool();
     for (int t = 1; t <= 3; t++) {
         sq_kctx *c;
@@ -435,5 +448,7 @@ int main(void) {
         }
         sq_cpu_ctx_free(c);
     }
+    }
+    sq_cpu_set_isa(top);
     return check_report("test_kernels");
 }
