@@ -135,7 +135,8 @@ SQ_QM int64_t sq_qm_fp8_scale_idx(bool per_channel, bool block, int64_t r, int64
  * (the peers never see one: the quantisers refuse NaN weights). -0 keeps its sign bit. */
 #define SQ_QM_FP4_MAX 6.0f
 SQ_QM float sq_qm_e2m1_decode(uint8_t c) {
-    float m = (c & 7u) < 4u ? 0.5f * (float)(c & 7u) : (float)(1u << ((c & 7u) - 3u)) * ((c & 1u) ? 1.5f : 1.0f);
+    uint32_t i = c & 7u; /* i < 4: i / 2; else 2^((i >> 1) - 1) * (1 + (i & 1) / 2) */
+    float m = i < 4u ? 0.5f * (float)i : (float)(1u << ((i >> 1) - 1u)) * ((i & 1u) ? 1.5f : 1.0f);
     return (c & 8u) ? -m : m;
 }
 SQ_QM uint8_t sq_qm_e2m1_encode(float x) {
