@@ -34,7 +34,7 @@ static void check(sq_qc *x, const char *module, int64_t N, int64_t K) {
 }
 
 const sq_fmt sq_fmt_ct_mxfp4 = {
-    .name = "ct-mxfp4", .format = SQ_FORMAT_CT, .kind = SQ_SCHEME_FP4, .quant_method = "compressed-tensors", .ct_format = "mxfp4-pack-quantized",
+    .name = "ct-mxfp4", .format = SQ_FORMAT_CT, .kind = SQ_SCHEME_FP4, .fp4 = SQ_FP4_MX, .quant_method = "compressed-tensors", .ct_format = "mxfp4-pack-quantized",
     .can_hold = can_hold, .write = write, .holds = holds, .read = read, .config = sq_fmt_fp4_config, .recognise = recognise,
     .tensors = "MXFP4 weights", .ignores = sq_fmt_ct_ignores, .check_config = sq_fmt_ct_group, .check = check,
 };

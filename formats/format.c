@@ -24,10 +24,9 @@ const sq_fmt *sq_fmt_for(sq_format f, sq_scheme_kind k) {
 }
 
 const sq_fmt *sq_fmt_for_scheme(sq_format f, const sq_scheme *s) {
-    char why[256];
     for (int i = 0; i < sq_fmt_count(); i++)
-        if (table[i]->format == f && table[i]->kind == s->kind && table[i]->can_hold(s, 0, 0, why, sizeof why)) return table[i];
-    return sq_fmt_for(f, s->kind);
+        if (table[i]->format == f && table[i]->kind == s->kind && (s->kind != SQ_SCHEME_FP4 || table[i]->fp4 == s->fp4)) return table[i];
+    return NULL;
 }
 
 const sq_fmt *sq_fmt_of_config(const sq_config *cfg) {

@@ -79,6 +79,7 @@ typedef struct sq_fmt {
     const char *name;            /* the row: "gptq", "awq", "ct-pack", "ct-float", "fp8" */
     sq_format format;            /* the --format that writes it... */
     sq_scheme_kind kind;         /* ...for schemes of this kind */
+    sq_fp4_variant fp4;          /* ...and, for SQ_SCHEME_FP4, of this variant */
     const char *quant_method;    /* quantization_config.quant_method */
     const char *ct_format;       /* compressed-tensors' format string, NULL for other formats */
     /* Whether the format holds scheme s for an n x k linear (n = k = 0: the scheme alone); else false
@@ -111,8 +112,7 @@ int sq_fmt_count(void);
 const sq_fmt *sq_fmt_get(int i);
 /* The row that writes --format f for schemes of kind k; NULL for none (SQ_FORMAT_AUTO included). */
 const sq_fmt *sq_fmt_for(sq_format f, sq_scheme_kind k);
-/* The row that writes --format f for scheme s: the first of kind s->kind that holds it (FP4: the variant's
- * row), else sq_fmt_for's. */
+/* The row that writes --format f for scheme s: of kind s->kind (FP4: and its variant), NULL for none. */
 const sq_fmt *sq_fmt_for_scheme(sq_format f, const sq_scheme *s);
 /* The row a config states; NULL when none (not quantised, or a format spotq does not read). */
 const sq_fmt *sq_fmt_of_config(const sq_config *cfg);
