@@ -2,6 +2,7 @@
  * whole options struct with a one-line error naming the option, and the choices it makes said once. */
 #include <stdio.h>
 
+#include "../base/par.h"
 #include "method.h"
 
 sq_status sq_quantize_resolve(sq_quantize_opts *o, sq_err *err) {
@@ -13,6 +14,8 @@ sq_status sq_quantize_resolve(sq_quantize_opts *o, sq_err *err) {
         if (o->fp8_per_channel || o->fp8_block) return sq_fail(err, SQ_ERR_ARG, "--fp8-scheme applies to --method fp8 and fp8+gptq");
         if (o->format == SQ_FORMAT_AUTO) o->format = SQ_FORMAT_CT;
         if (o->format != SQ_FORMAT_CT) return sq_fail(err, SQ_ERR_ARG, "--method %s writes --format compressed-tensors", m->name);
+        if (sq_par_size() > 1) /* the solved FP4 weights are not yet sent between ranks (pipeline.c ships F32 and E4M3 ones) */
+            return sq_fail(err, SQ_ERR_UNSUPPORTED, "--method %s does not run under MPI yet (run it on one rank)", m->name);
     }
     if (m->scheme == SQ_SCHEME_FP8 && o->fp8_block) {
         /* Block-wise FP8 runs its activations dynamic per token and group of 128 (vLLM's W8A8BlockFp8LinearOp
