@@ -136,13 +136,21 @@ static bool targets(const cJSON *g, const char *module) {
     return false;
 }
 
+/* Whether g's targets name modules (a dotted name or "re:" pattern), not a class such as "Embedding". */
+static bool names_modules(const cJSON *g) {
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(g, "targets"), *e;
+    cJSON_ArrayForEach(e, (cJSON_IsArray(t) ? t : NULL))
+        if (cJSON_IsString(e) && (!strncmp(e->valuestring, "re:", 3) || strchr(e->valuestring, '.'))) return true;
+    return false;
+}
+
 /* compressed-tensors: the group targeting Linear, else (several groups, each naming its modules, as spotq
  * writes a per-linear plan and llm-compressor a mixed recipe) the first group; sq_fmt_ct_group_of then
  * picks each module's own. */
 void sq_fmt_ct_group(sq_qc *x) {
     const cJSON *groups = cJSON_GetObjectItemCaseSensitive(x->q, "config_groups"), *g, *first = NULL;
     cJSON_ArrayForEach(g, (cJSON_IsObject(groups) ? groups : NULL)) {
-        if (!first && cJSON_IsObject(g)) first = g;
+        if (!first && cJSON_IsObject(g) && names_modules(g)) first = g;
         if (targets(g, NULL)) { use_group(x, g); return; }
     }
     if (first) { use_group(x, first); return; }
