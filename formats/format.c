@@ -10,8 +10,8 @@
 #include "dtype.h"
 
 /* The rows (each defined in its fmt_*.c), in the order a linear's tensors are matched against them. */
-extern const sq_fmt sq_fmt_gptq, sq_fmt_awq, sq_fmt_ct_pack, sq_fmt_ct_float, sq_fmt_fp8;
-static const sq_fmt *const table[] = {&sq_fmt_gptq, &sq_fmt_awq, &sq_fmt_ct_pack, &sq_fmt_ct_float, &sq_fmt_fp8};
+extern const sq_fmt sq_fmt_gptq, sq_fmt_awq, sq_fmt_ct_pack, sq_fmt_ct_float, sq_fmt_fp8, sq_fmt_ct_int;
+static const sq_fmt *const table[] = {&sq_fmt_gptq, &sq_fmt_awq, &sq_fmt_ct_pack, &sq_fmt_ct_float, &sq_fmt_fp8, &sq_fmt_ct_int};
 
 int sq_fmt_count(void) { return (int)(sizeof table / sizeof *table); }
 const sq_fmt *sq_fmt_get(int i) { return i >= 0 && i < sq_fmt_count() ? table[i] : NULL; }

@@ -28,7 +28,9 @@ sq_format sq_format_of_quant_method(const char *quant_method);
  * the linear's input / 448), or per-token scales computed at run time (nothing stored). */
 typedef enum { SQ_ACT_NONE, SQ_ACT_STATIC, SQ_ACT_DYNAMIC } sq_act;
 
-typedef enum { SQ_SCHEME_INT, SQ_SCHEME_FP8 } sq_scheme_kind;
+/* SQ_SCHEME_W8A8: INT8 weights, one F32 scale per output channel (symmetric), activations INT8 dynamic per
+ * token (compressed-tensors int-quantized; vLLM's CUTLASS scaled_mm). */
+typedef enum { SQ_SCHEME_INT, SQ_SCHEME_FP8, SQ_SCHEME_W8A8 } sq_scheme_kind;
 
 /* The block of block-wise FP8 (DeepSeek-V3 / Qwen3-FP8, compressed-tensors' FP8_BLOCK preset): 128 x 128 weight
  * blocks, activation groups of 128 along K. */

@@ -169,6 +169,15 @@ static sq_status grid_begin(grid_state *g, const float *wt, sq_err *err) {
  * its codes, and gives the values they stand for in dq [N]. wt is W^T as updated before this lazy block. */
 static void grid_column(grid_state *g, int64_t col, int64_t src, const float *wt, const float *wc, float *dq) {
     int64_t n = g->n, k = g->k, gs = g->gs;
+    if (g->g->kind == SQ_QGRID_INT8_CHANNEL) {
+        for (int64_t r = 0; r < n; r++) {
+            float s = g->g->fp8_scale[r];
+            int8_t c = sq_qm_i8_code(wc[r], s);
+            g->out->codes[r * k + src] = (uint8_t)c;
+            dq[r] = (float)c * s;
+        }
+        return;
+    }
     if (!is_int(g->g->kind)) {
         bool pc = g->g->kind == SQ_QGRID_FP8_CHANNEL, blk = g->g->kind == SQ_QGRID_FP8_BLOCK;
         for (int64_t r = 0; r < n; r++) { /* block-wise: the scale of the source column's block, fixed before the sweep */
@@ -291,7 +300,7 @@ done:
 }
 
 static sq_status check_grid(const sq_qgrid *g, const sq_qout *out, sq_err *err) {
-    if (is_int(g->kind) ? !out->q || (g->bits != 4 && g->bits != 8) : (g->kind != SQ_QGRID_FP8_TENSOR && g->kind != SQ_QGRID_FP8_CHANNEL && g->kind != SQ_QGRID_FP8_BLOCK) || !out->codes || !g->fp8_scale)
+    if (is_int(g->kind) ? !out->q || (g->bits != 4 && g->bits != 8) : (g->kind != SQ_QGRID_FP8_TENSOR && g->kind != SQ_QGRID_FP8_CHANNEL && g->kind != SQ_QGRID_FP8_BLOCK && g->kind != SQ_QGRID_INT8_CHANNEL) || !out->codes || !g->fp8_scale)
         return sq_fail(err, SQ_ERR_ARG, "quantiser: grid %s lacks its output or its settings", sq_qgrid_name(g->kind));
     return SQ_OK;
 }
@@ -326,6 +335,11 @@ sq_status sq_cpu_gptq(const float *w, const float *h, const sq_hess *hs, int64_t
 sq_status sq_cpu_rtn(const float *w, int64_t n, int64_t k, const sq_qgrid *p, sq_qout *o, sq_err *err) {
     sq_status s = check_grid(p, o, err);
     if (s) return s;
+    if (p->kind == SQ_QGRID_INT8_CHANNEL) {
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t j = 0; j < k; j++) o->codes[r * k + j] = (uint8_t)sq_qm_i8_code(w[r * k + j], p->fp8_scale[r]);
+        return SQ_OK;
+    }
     if (!is_int(p->kind)) {
         bool pc = p->kind == SQ_QGRID_FP8_CHANNEL, blk = p->kind == SQ_QGRID_FP8_BLOCK;
         for (int64_t r = 0; r < n; r++)
