@@ -1,10 +1,11 @@
-/* method.c: the method table: one row per method (rtn, gptq, awq, awq+gptq, fp8, fp8+gptq). */
+/* method.c: the method table: one row per method (rtn, gptq, awq, awq+gptq, fp8, fp8+gptq, int8, int8+gptq). */
 #include "method.h"
 
 #include <string.h>
 
 #define INT .scheme = SQ_SCHEME_INT
 #define FP8 .scheme = SQ_SCHEME_FP8
+#define W8A8 .scheme = SQ_SCHEME_W8A8
 
 static const sq_method_row rows[] = {
     {.id = SQ_METHOD_RTN, .format_default = SQ_FORMAT_AUTO, .name = "rtn", .needs = SQ_NEED_HESSIAN, INT, .calib_optional = true,
@@ -26,6 +27,11 @@ static const sq_method_row rows[] = {
     {.id = SQ_METHOD_FP8_GPTQ, .name = "fp8+gptq", .needs = SQ_NEED_HESSIAN | SQ_NEED_ABSMAX, FP8, .own_grid = true,
      .report = {.fp8 = true, .gptq = true}, .init = sq_fp8_init, .fini = sq_fp8_fini, .unit_begin = sq_fp8_unit_begin,
      .quantize = sq_fp8_gptq_linear},
+    /* INT8 W8A8 (compressed-tensors int-quantized): data-free RTN, or GPTQ on the fixed per-channel grid (CPU) */
+    {.id = SQ_METHOD_INT8, .name = "int8", .needs = SQ_NEED_HESSIAN, W8A8, .own_grid = true, .calib_optional = true,
+     .format_default = SQ_FORMAT_CT, .report = {.grid_errors = true}, .init = sq_int8_init, .fini = sq_int8_fini, .quantize = sq_int8_linear},
+    {.id = SQ_METHOD_INT8_GPTQ, .name = "int8+gptq", .needs = SQ_NEED_HESSIAN, W8A8, .own_grid = true, .format_default = SQ_FORMAT_CT,
+     .report = {.grid_errors = true, .gptq = true}, .init = sq_int8_init, .fini = sq_int8_fini, .quantize = sq_int8_gptq_linear},
 };
 
 const sq_method_row *sq_method_row_of(sq_method m) {

@@ -6,9 +6,10 @@
 sq_scheme sq_pl_scheme(const sq_quantize_opts *o) {
     const sq_qparams *p = &o->q;
     const sq_method_row *m = sq_method_row_of(o->method); /* the row states its scheme's kind */
-    bool fp8 = m && m->scheme == SQ_SCHEME_FP8;
-    return (sq_scheme){.kind = fp8 ? SQ_SCHEME_FP8 : SQ_SCHEME_INT, .bits = fp8 ? 8 : p->bits, .group_size = p->group_size,
-                       .sym = fp8 || p->sym, .act_order = p->act_order, .static_groups = p->static_groups, .damp = p->damp,
+    sq_scheme_kind kind = m ? m->scheme : SQ_SCHEME_INT;
+    bool fp8 = kind == SQ_SCHEME_FP8, w8 = kind == SQ_SCHEME_W8A8; /* W8A8: 8-bit, per channel, symmetric by definition */
+    return (sq_scheme){.kind = kind, .bits = fp8 || w8 ? 8 : p->bits, .group_size = w8 ? -1 : p->group_size,
+                       .sym = fp8 || w8 || p->sym, .act_order = p->act_order, .static_groups = p->static_groups, .damp = p->damp,
                        .fp8_per_channel = o->fp8_per_channel, .fp8_block = o->fp8_block, .act = o->act};
 }
 
@@ -16,7 +17,7 @@ const sq_fmt *sq_pl_format(const sq_quantize_opts *o) {
     const sq_method_row *m = sq_method_row_of(o->method);
     sq_scheme_kind k = m ? m->scheme : SQ_SCHEME_INT;
     const sq_fmt *f = sq_fmt_for(o->format, k);
-    return f ? f : sq_fmt_for(k == SQ_SCHEME_FP8 ? SQ_FORMAT_CT : SQ_FORMAT_GPTQ, k); /* auto (unresolved) or none: the widest row */
+    return f ? f : sq_fmt_for(k != SQ_SCHEME_INT ? SQ_FORMAT_CT : SQ_FORMAT_GPTQ, k); /* auto (unresolved) or none: the widest row */
 }
 
 static sq_status sink_add(void *user, const char *name, sq_dtype dt, int nd, const int64_t *shape, const void *data, sq_err *err) {

@@ -6,8 +6,15 @@
 
 sq_status sq_quantize_resolve(sq_quantize_opts *o, sq_err *err) {
     const sq_method_row *m = sq_method_row_of(o->method);
-    if (!m) return sq_fail(err, SQ_ERR_ARG, "--method %d: use rtn, gptq, awq, awq+gptq, fp8 or fp8+gptq", (int)o->method);
-    if (m->scheme != SQ_SCHEME_INT && o->fp8_block) {
+    if (!m) return sq_fail(err, SQ_ERR_ARG, "--method %d: use rtn, gptq, awq, awq+gptq, fp8, fp8+gptq, int8 or int8+gptq", (int)o->method);
+    if (m->scheme == SQ_SCHEME_W8A8) { /* INT8 W8A8: compressed-tensors int-quantized, activations dynamic per token by definition */
+        if (o->fp8_per_channel || o->fp8_block || o->act != SQ_ACT_NONE)
+            return sq_fail(err, SQ_ERR_ARG, "--fp8-scheme and --act apply to --method fp8 and fp8+gptq (--method %s runs its activations INT8 per token)", m->name);
+        if (o->format == SQ_FORMAT_AUTO) o->format = SQ_FORMAT_CT;
+        if (o->format != SQ_FORMAT_CT) return sq_fail(err, SQ_ERR_ARG, "--method %s writes --format compressed-tensors (int-quantized)", m->name);
+        o->q.bits = 8, o->q.group_size = -1, o->q.sym = true;
+    }
+    if (m->scheme == SQ_SCHEME_FP8 && o->fp8_block) {
         /* Block-wise FP8 runs its activations dynamic per token and group of 128 (vLLM's W8A8BlockFp8LinearOp
          * asserts a dynamic input; compressed-tensors' FP8_BLOCK preset states dynamic groups) */
         if (o->act_auto) o->act = SQ_ACT_DYNAMIC;
@@ -18,7 +25,8 @@ sq_status sq_quantize_resolve(sq_quantize_opts *o, sq_err *err) {
                            o->act == SQ_ACT_STATIC ? "static" : "none");
     }
     o->act_auto = false;
-    if (m->scheme != SQ_SCHEME_INT) { /* E4M3: vLLM's fp8 format has one weight scale per tensor (or per block) and always quantises activations */
+    if (m->scheme == SQ_SCHEME_W8A8) {
+    } else if (m->scheme != SQ_SCHEME_INT) { /* E4M3: vLLM's fp8 format has one weight scale per tensor (or per block) and always quantises activations */
         bool vllm_ok = !o->fp8_per_channel && o->act != SQ_ACT_NONE;
         if (o->format == SQ_FORMAT_AUTO) {
             o->format = vllm_ok ? SQ_FORMAT_FP8 : SQ_FORMAT_CT;
@@ -78,6 +86,6 @@ sq_status sq_quantize_resolve(sq_quantize_opts *o, sq_err *err) {
         return sq_fail(err, SQ_ERR_ARG, "--stats replaces --calib, for rtn, gptq, fp8 and fp8+gptq (awq needs the activations themselves)");
     if (!o->calib && !data_free && !o->stats_in)
         return sq_fail(err, SQ_ERR_ARG, "--method %s%s needs --calib FILE (calibration text) or --stats STATS", m->name,
-                       m->calib_optional && m->scheme != SQ_SCHEME_INT ? " --act static" : "");
+                       m->calib_optional && m->scheme == SQ_SCHEME_FP8 ? " --act static" : "");
     return SQ_OK;
 }
