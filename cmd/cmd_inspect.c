@@ -77,6 +77,8 @@ static void print_text(const sq_ckpt *ck, const sizes *z, int64_t disk, const ch
     if (c->quant_method == SQ_FORMAT_FP8 || !strcmp(c->quant_format, "float-quantized"))
         printf("quantization:     %s%s%s, FP8 E4M3 weights%s, activations %s\n", c->quant_method_name, c->quant_format[0] ? " " : "",
                c->quant_format, c->quant_block_n > 0 ? " in blocks" : "", acts[c->quant_act]);
+    else if (!strcmp(c->quant_format, "int-quantized"))
+        printf("quantization:     %s int-quantized, INT8 W8A8 weights per channel, activations INT8 %s\n", c->quant_method_name, acts[c->quant_act]);
     else if (c->quant_method != SQ_FORMAT_NONE)
         printf("quantization:     %s, %d bits, group %d%s\n", c->quant_method_name, c->quant_bits, c->quant_group_size,
                c->quant_sym ? ", sym" : "");

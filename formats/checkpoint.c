@@ -164,6 +164,8 @@ void sq_ckpt_describe(const sq_ckpt *ck, char *scheme, size_t cap, int64_t *para
             }
         }
         snprintf(scheme, cap, "fp8 %s, activations %s (%s)", per, acts[c->quant_act], fmt);
+    } else if (!strcmp(c->quant_format, "int-quantized")) {
+        snprintf(scheme, cap, "int8 w8a8 per-channel sym, activations %s (%s)", acts[c->quant_act], fmt);
     } else if (c->quant_method != SQ_FORMAT_NONE) {
         char g[24];
         if (c->quant_group_size > 0) snprintf(g, sizeof g, "g%d", c->quant_group_size);

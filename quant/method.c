@@ -29,9 +29,9 @@ static const sq_method_row rows[] = {
      .quantize = sq_fp8_gptq_linear},
     /* INT8 W8A8 (compressed-tensors int-quantized): data-free RTN, or GPTQ on the fixed per-channel grid (CPU) */
     {.id = SQ_METHOD_INT8, .name = "int8", .needs = SQ_NEED_HESSIAN, W8A8, .own_grid = true, .calib_optional = true,
-     .format_default = SQ_FORMAT_CT, .report = {.grid_errors = true}, .init = sq_int8_init, .fini = sq_int8_fini, .quantize = sq_int8_linear},
+     .format_default = SQ_FORMAT_CT, .report = {0}, .init = sq_int8_init, .fini = sq_int8_fini, .quantize = sq_int8_linear},
     {.id = SQ_METHOD_INT8_GPTQ, .name = "int8+gptq", .needs = SQ_NEED_HESSIAN, W8A8, .own_grid = true, .format_default = SQ_FORMAT_CT,
-     .report = {.grid_errors = true, .gptq = true}, .init = sq_int8_init, .fini = sq_int8_fini, .quantize = sq_int8_gptq_linear},
+     .report = {.gptq = true}, .init = sq_int8_init, .fini = sq_int8_fini, .quantize = sq_int8_gptq_linear},
 };
 
 const sq_method_row *sq_method_row_of(sq_method m) {
