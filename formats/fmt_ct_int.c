@@ -53,9 +53,10 @@ static sq_status read(const sq_tensor_src *src, const char *module, int64_t N, i
     sq_dtype_to_f32(ws->dtype, ws->data, scale, (size_t)N);
     for (int64_t i = 0; i < N; i++)
         if (!(isfinite(scale[i]) && scale[i] > 0)) {
+            double bad = scale[i];
             free(scale);
             return sq_fail(err, SQ_ERR_FORMAT, "%s: tensor '%s.weight_scale' holds %g at %lld (scales must be finite and positive)", path,
-                           module, (double)scale[i], (long long)i);
+                           module, bad, (long long)i);
         }
     *out = (sq_qlinear){.kind = SQ_SCHEME_W8A8, .n = N, .k = K, .codes = wt->data, .scale = scale, .per_channel = true};
     return SQ_OK;
