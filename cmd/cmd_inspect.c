@@ -80,6 +80,8 @@ static void print_text(const sq_ckpt *ck, const sizes *z, int64_t disk, const ch
     else if (strstr(c->quant_format, "fp4-pack-quantized")) /* nvfp4- / mxfp4-pack-quantized */
         printf("quantization:     %s %s, FP4 E2M1 weights in groups of %d (%s scales), activations %s\n", c->quant_method_name, c->quant_format,
                c->quant_group_size, c->quant_format[0] == 'n' ? "E4M3 and a global" : "E8M0", c->quant_act != SQ_QACT_NONE ? "FP4 per group of 16" : "none");
+    else if (!strcmp(c->quant_format, "int-quantized"))
+        printf("quantization:     %s int-quantized, INT8 W8A8 weights per channel, activations INT8 %s\n", c->quant_method_name, acts[c->quant_act]);
     else if (c->quant_method != SQ_FORMAT_NONE)
         printf("quantization:     %s, %d bits, group %d%s\n", c->quant_method_name, c->quant_bits, c->quant_group_size,
                c->quant_sym ? ", sym" : "");

@@ -11,7 +11,7 @@
 #include "cmd.h"
 
 static const char *USAGE =
-    "MODEL -o OUT --method rtn|gptq|awq|awq+gptq|fp8|fp8+gptq [--calib FILE] [options]\n\n"
+    "MODEL -o OUT --method rtn|gptq|awq|awq+gptq|fp8|fp8+gptq|int8|int8+gptq [--calib FILE] [options]\n\n"
     "Calibrates MODEL block by block on FILE (.txt or .jsonl) and writes OUT, a Hugging Face directory with\n"
     "packed weights (for rtn/gptq GPTQ v1 where vLLM's Marlin takes every linear, else compressed-tensors\n"
     "pack-quantized; AWQ GEMM for awq), its quantization_config, the tokenizer and generation files, and\n"
@@ -20,6 +20,8 @@ static const char *USAGE =
     "--method fp8 writes E4M3 weights in vLLM's fp8 format (per-tensor scales, --act static or dynamic)\n"
     "or compressed-tensors float-quantized (weight-only or per-channel too); --method fp8+gptq chooses the same\n"
     "E4M3 codes with GPTQ's error compensation (--act-order and --damp apply).\n"
+    "--method int8 writes INT8 W8A8 (compressed-tensors int-quantized: per-channel symmetric INT8 weights,\n"
+    "activations INT8 dynamic per token, as vLLM's CUTLASS scaled_mm runs them); int8+gptq chooses the codes with GPTQ.\n"
     "OUT is written into a temporary directory and renamed into place at the end.";
 
 /* On Ctrl-C, remove the temporary output directory: an interrupted run leaves nothing half-written. */
@@ -44,7 +46,7 @@ int cmd_quantize(int argc, char **argv) {
     const sq_opt opts[] = {
         {"-o", 's', &out, "output directory (required)"},
         {"--out", 's', &out, "same as -o"},
-        {"--method", 's', &method, "rtn, gptq, awq, awq+gptq (AWQ's scales and clipping, then GPTQ), fp8 (E4M3) or fp8+gptq (E4M3 through GPTQ) (required)"},
+        {"--method", 's', &method, "rtn, gptq, awq, awq+gptq (AWQ's scales and clipping, then GPTQ), fp8 (E4M3), fp8+gptq (E4M3 through GPTQ), int8 (INT8 W8A8) or int8+gptq (required)"},
         {"--stats", 's', &stats, "statistics from spotq calib, instead of --calib (rtn, gptq, fp8, fp8+gptq; not sequential)"},
         {"--calib", 's', &calib, "calibration text, .txt or .jsonl (required but for rtn and fp8 without --act static, which then run data-free and report no errors)"},
         {"--format", 's', &format, "gptq (v1), awq (GEMM; default for awq), compressed-tensors, fp8 (vLLM's; default for fp8 where it fits); rtn and gptq default to gptq where vLLM's Marlin takes every linear (symmetric, its group sizes and shapes), else compressed-tensors"},
@@ -89,7 +91,7 @@ int cmd_quantize(int argc, char **argv) {
                           .n_ignore = ignore.n, .progress = isatty(2) ? sq_cmd_progress : NULL, .max_shard_bytes = max_shard, .stats_in = stats,
                           .max_hessian_bytes = max_hess};
     if (!sq_method_parse(method, &o.method)) {
-        fprintf(stderr, "spotq quantize: --method %s: use rtn, gptq, awq, awq+gptq, fp8, fp8+gptq, nvfp4, nvfp4+gptq, mxfp4 or mxfp4+gptq\n", method);
+        fprintf(stderr, "spotq quantize: --method %s: use rtn, gptq, awq, awq+gptq, fp8, fp8+gptq, nvfp4, nvfp4+gptq, mxfp4, mxfp4+gptq, int8 or int8+gptq\n", method);
         return SQ_EXIT_USAGE;
     }
     if (!fp8_scheme || !strcmp(fp8_scheme, "tensor")) o.fp8_per_channel = false;

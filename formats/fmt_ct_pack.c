@@ -105,7 +105,8 @@ static cJSON *config(const sq_scheme *p, cJSON *kept) {
 }
 
 static bool recognise(const sq_config *cfg) {
-    return cfg->quant_method == SQ_FORMAT_CT && strcmp(cfg->quant_format, "float-quantized") && strcmp(cfg->quant_format, "naive-quantized");
+    return cfg->quant_method == SQ_FORMAT_CT && strcmp(cfg->quant_format, "float-quantized") && strcmp(cfg->quant_format, "naive-quantized") &&
+           strcmp(cfg->quant_format, "int-quantized"); /* INT8 W8A8: fmt_ct_int.c */
 }
 
 bool sq_fmt_ct_ignores(const cJSON *q, const char *module, const char **field) {

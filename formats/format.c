@@ -11,8 +11,8 @@
 
 /* The rows (each defined in its fmt_*.c), in the order a linear's tensors are matched against them. */
 /* The FP4 rows come before ct-pack, whose weight_packed and catch-all format string would claim them. */
-extern const sq_fmt sq_fmt_gptq, sq_fmt_awq, sq_fmt_ct_nvfp4, sq_fmt_ct_mxfp4, sq_fmt_ct_pack, sq_fmt_ct_float, sq_fmt_fp8;
-static const sq_fmt *const table[] = {&sq_fmt_gptq, &sq_fmt_awq, &sq_fmt_ct_nvfp4, &sq_fmt_ct_mxfp4, &sq_fmt_ct_pack, &sq_fmt_ct_float, &sq_fmt_fp8};
+extern const sq_fmt sq_fmt_gptq, sq_fmt_awq, sq_fmt_ct_nvfp4, sq_fmt_ct_mxfp4, sq_fmt_ct_pack, sq_fmt_ct_float, sq_fmt_fp8, sq_fmt_ct_int;
+static const sq_fmt *const table[] = {&sq_fmt_gptq, &sq_fmt_awq, &sq_fmt_ct_nvfp4, &sq_fmt_ct_mxfp4, &sq_fmt_ct_pack, &sq_fmt_ct_float, &sq_fmt_fp8, &sq_fmt_ct_int};
 
 int sq_fmt_count(void) { return (int)(sizeof table / sizeof *table); }
 const sq_fmt *sq_fmt_get(int i) { return i >= 0 && i < sq_fmt_count() ? table[i] : NULL; }

@@ -46,8 +46,8 @@ typedef struct {
     sq_scheme_kind kind;
     int64_t n, k;
     sq_qmatrix q;            /* INT: codes [K, N], scales, zeros, g_idx */
-    const uint8_t *codes;    /* FP8: E4M3 [N, K] (read: aliases the tensor) */
-    float *scale;            /* FP8: [1] or [N] (per_channel) */
+    const uint8_t *codes;    /* FP8: E4M3 [N, K]; W8A8: signed INT8 codes [N, K] (read: aliases the tensor) */
+    float *scale;            /* FP8: [1] or [N] (per_channel); W8A8: [N] */
     bool per_channel;
     float input_scale;       /* FP8: the static activation scale, 0 when none is stored */
     int block_n, block_k;    /* FP8 block-wise (> 0): scale [ceil(N / block_n), ceil(K / block_k)] row-major */

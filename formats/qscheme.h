@@ -28,8 +28,10 @@ sq_format sq_format_of_quant_method(const char *quant_method);
  * the linear's input / 448), or per-token scales computed at run time (nothing stored). */
 typedef enum { SQ_ACT_NONE, SQ_ACT_STATIC, SQ_ACT_DYNAMIC } sq_act;
 
-/* INT: integer codes; FP8: E4M3; FP4: E2M1 codes in groups along K (the variant in sq_scheme.fp4). */
-typedef enum { SQ_SCHEME_INT, SQ_SCHEME_FP8, SQ_SCHEME_FP4 } sq_scheme_kind;
+/* INT: integer codes; FP8: E4M3; FP4: E2M1 codes in groups along K (the variant in sq_scheme.fp4);
+ * W8A8: INT8 weights, one F32 scale per output channel (symmetric), activations INT8 dynamic per token
+ * (compressed-tensors int-quantized; vLLM's CUTLASS scaled_mm). */
+typedef enum { SQ_SCHEME_INT, SQ_SCHEME_FP8, SQ_SCHEME_FP4, SQ_SCHEME_W8A8 } sq_scheme_kind;
 
 /* The FP4 variants: NVFP4 (groups of 16, E4M3 group scales, an FP32 global scale; compressed-tensors
  * nvfp4-pack-quantized) and MXFP4 (groups of 32, E8M0 power-of-two scales; mxfp4-pack-quantized). */

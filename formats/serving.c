@@ -152,6 +152,26 @@ static void serve_fp8_block(const lin_ctx *x, sq_serve_linear *l) {
     }
 }
 
+/* INT8 W8A8 (serving.h): CUTLASS where the shard's K and N are multiples of 16, else vLLM's Triton scaled_mm. */
+static void serve_w8a8(const lin_ctx *x, sq_serve_linear *l) {
+    if (x->expert) {
+        l->verdict = SQ_SERVE_KERNEL;
+        snprintf(l->kernel, sizeof l->kernel, "fused MoE INT8 W8A8 (Triton)");
+        return;
+    }
+    bool row = strstr(l->name, ".o_proj") || strstr(l->name, ".down_proj");
+    int64_t n_part = row ? l->n : x->n_part, k_part = x->k_part; /* a merged linear (q/k/v, gate/up) runs as one GEMM */
+    if (n_part % 16 == 0 && k_part % 16 == 0) {
+        l->verdict = SQ_SERVE_KERNEL;
+        snprintf(l->kernel, sizeof l->kernel, "CUTLASS scaled_mm int8");
+        return;
+    }
+    l->verdict = SQ_SERVE_FALLBACK;
+    snprintf(l->kernel, sizeof l->kernel, "Triton scaled_mm int8");
+    snprintf(l->rule, sizeof l->rule, "CUTLASS scaled_mm needs K and N per shard multiples of 16 (has %lld x %lld: cutlass_compatible_b)",
+             (long long)k_part, (long long)n_part);
+}
+
 /* A column-parallel linear splits its outputs across shards, a row-parallel one its inputs. */
 static bool row_parallel(const char *name) {
     return strstr(name, ".o_proj") || strstr(name, ".down_proj") || strstr(name, ".w2");
@@ -174,7 +194,7 @@ void sq_serve_plan(const sq_config *c, const char *name, int64_t n, int64_t k, s
     } else {
         if (row) x.k_part = k / tp;
         else x.n_part /= tp;
-        static const serve_fn fns[] = {NULL, serve_gptq, serve_awq, serve_ct_int, serve_fp8, serve_fp8_block, serve_fp4};
+        static const serve_fn fns[] = {NULL, serve_gptq, serve_awq, serve_ct_int, serve_fp8, serve_fp8_block, serve_fp4, serve_w8a8};
         if (fns[as]) fns[as](&x, &l);
         else l.verdict = SQ_SERVE_FULL;
     }
@@ -204,6 +224,7 @@ static int check_linear(const char *tname, int ndim, const int64_t *shape, bool 
     const sq_tensor *wp = sq_st_find(ck->st, buf);
     if (wp) as = wp->dtype == SQ_DT_U8 ? SQ_SERVE_AS_FP4 : SQ_SERVE_AS_CT_INT;
     const sq_tensor *t = sq_st_find(ck->st, tname);
+    if (t && t->dtype == SQ_DT_I8 && c->quant_method == SQ_FORMAT_CT) as = SQ_SERVE_AS_W8A8;
     if (t && t->dtype == SQ_DT_F8_E4M3) as = c->quant_block_n > 0 ? SQ_SERVE_AS_FP8_BLOCK : SQ_SERVE_AS_FP8;
     sq_serve_linear l;
     sq_serve_plan(c, name, shape[0], shape[1], as, c->quant_bits, c->quant_group_size, c->quant_sym, w->tp, &l);

@@ -24,7 +24,12 @@
  *     (W8A8BlockFp8LinearOp): DeepGEMM where installed, else CUTLASS block FP8 for 128 x 128 blocks with
  *     N % 128 == 0 and K % 128 == 0, else the Triton w8a8_block_fp8_matmul (any block). MoE experts
  *     (Fp8MoEMethod / CompressedTensorsW8A8Fp8MoEMethod): the intermediate size per shard a multiple of
- *     block_n (and of block_k with TP > 1). */
+ *     block_n (and of block_k with TP > 1).
+ *   INT8 W8A8 (compressed-tensors int-quantized, CompressedTensorsW8A8Int8: per-channel weights, dynamic per-token
+ *     activations; vllm/_custom_ops.py cutlass_scaled_mm, main 2026): CUTLASS scaled_mm int8 where the weight,
+ *     as b [K, N] per shard, has K % 16 == 0 and N % 16 == 0 (cutlass_compatible_b), else triton_scaled_mm
+ *     (it loads, slower: a fallback here); MoE experts: the fused MoE Triton kernel of
+ *     CompressedTensorsW8A8Int8MoEMethod (channel weights, dynamic per-token activations). */
 #ifndef SQ_SERVING_H
 #define SQ_SERVING_H
 
@@ -58,7 +63,7 @@ sq_status sq_serve_check(const sq_ckpt *ck, int tp, sq_serve_fn fn, void *user, 
 const char *sq_serve_verdict_name(sq_serve_verdict v);
 
 /* How a linear would be stored, for checking a plan before anything is written. */
-typedef enum { SQ_SERVE_AS_FULL, SQ_SERVE_AS_GPTQ, SQ_SERVE_AS_AWQ, SQ_SERVE_AS_CT_INT, SQ_SERVE_AS_FP8, SQ_SERVE_AS_FP8_BLOCK, SQ_SERVE_AS_FP4 } sq_serve_storage;
+typedef enum { SQ_SERVE_AS_FULL, SQ_SERVE_AS_GPTQ, SQ_SERVE_AS_AWQ, SQ_SERVE_AS_CT_INT, SQ_SERVE_AS_FP8, SQ_SERVE_AS_FP8_BLOCK, SQ_SERVE_AS_FP4, SQ_SERVE_AS_W8A8 } sq_serve_storage;
 
 /* The verdict on one linear (module name as in sq_serve_linear, n x k) of a model with config c stored
  * as `as` with the given integer scheme, at tensor parallelism tp (>= 1); fills *out. */

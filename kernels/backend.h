@@ -70,7 +70,8 @@ typedef struct {
     int64_t rows, cols;
     const void *data;        /* (rows, cols) */
     const sq_qweight *q;     /* non-NULL: a quantised weight, data unused */
-    const sq_fp8weight *f8;  /* non-NULL: an FP8 weight, data its E4M3 codes */
+    const sq_fp8weight *f8;  /* non-NULL: an FP8 weight, data its E4M3 codes; with dtype I8 an INT8 W8A8 weight, data its
+                              * signed codes, f8->scale one per row (per_channel), activations INT8 per token */
     const sq_fp4weight *f4;  /* non-NULL: an FP4 weight, data its packed E2M1 codes (dtype U8) */
 } sq_wmat;
 
@@ -111,8 +112,10 @@ const char *sq_op_name(sq_op op);
 
 /* The grid a quantiser rounds onto. Integer grids: per-group scale and zero (kernels/qmath.h), from the
  * group's min and max or searched for the least importance-weighted error (mse); FP8: E4M3 with fixed
- * scales, one per tensor, one per output channel, or one per 128 x 128 block (kernels/qmath.h's sq_qm_fp8_scale_idx). */
-typedef enum { SQ_QGRID_INT_MINMAX, SQ_QGRID_INT_MSE, SQ_QGRID_FP8_TENSOR, SQ_QGRID_FP8_CHANNEL, SQ_QGRID_FP8_BLOCK, SQ_QGRID_FP4, SQ_QGRID_COUNT } sq_qgrid_kind;
+ * scales, one per tensor, one per output channel, or one per 128 x 128 block (kernels/qmath.h's sq_qm_fp8_scale_idx);
+ * FP4: E2M1 codes with fixed group scales; INT8 channel (W8A8): signed codes (N, K) in codes (two's complement bytes)
+ * with fixed F32 scales per output row in fp8_scale, code = clamp(round_half_even(w / s), -128, 127) (kernels/qmath.h's sq_qm_i8_code). */
+typedef enum { SQ_QGRID_INT_MINMAX, SQ_QGRID_INT_MSE, SQ_QGRID_FP8_TENSOR, SQ_QGRID_FP8_CHANNEL, SQ_QGRID_FP8_BLOCK, SQ_QGRID_FP4, SQ_QGRID_INT8_CHANNEL, SQ_QGRID_COUNT } sq_qgrid_kind;
 const char *sq_qgrid_name(sq_qgrid_kind kind);
 
 typedef struct {

@@ -24,7 +24,7 @@ sq_status sq_gptq_plan_device(int64_t n, int64_t k, const sq_qgrid *g, int block
     double kk = (double)k * (double)k * 4, nk = (double)n * (double)k, grids = integer ? (double)out->n_groups * (double)n * 8 : 0;
     double stat = integer && g->static_groups && g->group_size > 0 ? grids : 0, small = 13.0 * (double)k;
     if (g->kind == SQ_QGRID_INT_MSE) small += 8.0 * (double)k;    /* the importances, both orders */
-    if (g->kind == SQ_QGRID_FP8_CHANNEL) small += 4.0 * (double)n; /* the scales */
+    if (g->kind == SQ_QGRID_FP8_CHANNEL || g->kind == SQ_QGRID_INT8_CHANNEL) small += 4.0 * (double)n; /* the scales */
     if (g->kind == SQ_QGRID_FP8_BLOCK) small += 4.0 * (double)((n + 127) / 128) * (double)((k + 127) / 128);
     if (g->kind == SQ_QGRID_FP4 && g->group_size > 0) small += 4.0 * (double)n * (double)(k / g->group_size);
     /* The three high points of the sweep: permuting H (upload, hp), factoring (hp, u, workspace), the blocks. */

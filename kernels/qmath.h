@@ -149,6 +149,21 @@ SQ_QM uint8_t sq_qm_e2m1_encode(float x) {
 SQ_QM uint8_t sq_qm_fp4_code(float w, float s) { return sq_qm_e2m1_encode(fmaxf(-SQ_QM_FP4_MAX, fminf(w / s, SQ_QM_FP4_MAX))); }
 /* E8M0 (float8_e8m0fnu): 2^(e - 127); 255 is NaN. */
 SQ_QM float sq_qm_e8m0_decode(uint8_t e) { return e == 255u ? sq_qm_float(0x7FC00000u) : e == 0u ? sq_qm_float(0x00400000u) : sq_qm_float((uint32_t)e << 23); }
+/* ---------------------------------------------------------------- INT8 W8A8 */
+
+/* x rounded half to even and saturated to [-128, 127]: CUDA's cvt.rni.sat.s8.f32, vLLM's float_to_int8_rn
+ * (csrc/quantization/w8a8/int8/scaled_quant.cu, vLLM main 2026). nearbyintf under the default rounding mode. */
+SQ_QM int8_t sq_qm_i8_rn(float x) {
+    float r = nearbyintf(x);
+    r = r != r ? 0.0f : r; /* NaN: 0, as cvt.rni.sat gives */
+    r = r < -128.0f ? -128.0f : r > 127.0f ? 127.0f : r;
+    return (int8_t)r;
+}
+
+/* The INT8 code of weight w with scale s, as compressed-tensors 0.20 quantizes (forward.py _quantize:
+ * clamp(w / s, -128, 127) then torch.round, half to even); s = max|w_row| / 127.5 (calculate_qparams: the
+ * absmax over half the int8 range 255). */
+SQ_QM int8_t sq_qm_i8_code(float w, float s) { return sq_qm_i8_rn(fmaxf(-128.0f, fminf(w / s, 127.0f))); }
 
 /* ---------------------------------------------------------------- the integer grid */
 

@@ -1,4 +1,4 @@
-/* method.c: the method table: one row per method (rtn, gptq, awq, awq+gptq, fp8, fp8+gptq). */
+/* method.c: the method table: one row per method (rtn, gptq, awq, awq+gptq, fp8, fp8+gptq, int8, int8+gptq). */
 #include "method.h"
 
 #include <string.h>
@@ -6,6 +6,7 @@
 #define INT .scheme = SQ_SCHEME_INT
 #define FP8 .scheme = SQ_SCHEME_FP8
 #define FP4(v) .scheme = SQ_SCHEME_FP4, .fp4 = v
+#define W8A8 .scheme = SQ_SCHEME_W8A8
 
 static const sq_method_row rows[] = {
     {.id = SQ_METHOD_RTN, .format_default = SQ_FORMAT_AUTO, .name = "rtn", .needs = SQ_NEED_HESSIAN, INT, .calib_optional = true,
@@ -35,6 +36,11 @@ static const sq_method_row rows[] = {
      .report = {.fp4 = true}, .init = sq_fp4_init, .fini = sq_fp4_fini, .unit_begin = sq_fp4_unit_begin, .quantize = sq_fp4_linear},
     {.id = SQ_METHOD_MXFP4_GPTQ, .name = "mxfp4+gptq", .needs = SQ_NEED_HESSIAN, FP4(SQ_FP4_MX), .own_grid = true,
      .report = {.fp4 = true, .gptq = true}, .init = sq_fp4_init, .fini = sq_fp4_fini, .unit_begin = sq_fp4_unit_begin, .quantize = sq_fp4_gptq_linear},
+    /* INT8 W8A8 (compressed-tensors int-quantized): data-free RTN, or GPTQ on the fixed per-channel grid (CPU) */
+    {.id = SQ_METHOD_INT8, .name = "int8", .needs = SQ_NEED_HESSIAN, W8A8, .own_grid = true, .calib_optional = true,
+     .format_default = SQ_FORMAT_CT, .report = {0}, .init = sq_int8_init, .fini = sq_int8_fini, .quantize = sq_int8_linear},
+    {.id = SQ_METHOD_INT8_GPTQ, .name = "int8+gptq", .needs = SQ_NEED_HESSIAN, W8A8, .own_grid = true, .format_default = SQ_FORMAT_CT,
+     .report = {.gptq = true}, .init = sq_int8_init, .fini = sq_int8_fini, .quantize = sq_int8_gptq_linear},
 };
 
 const sq_method_row *sq_method_row_of(sq_method m) {

@@ -57,6 +57,12 @@ void sq_fp8_fini(sq_qrun *r);
 sq_status sq_fp8_unit_begin(sq_qrun *r, int l, int si, int unit, const char (*why)[128], sq_err *err);
 sq_status sq_fp8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err);
 sq_status sq_fp8_gptq_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err);
+sq_status sq_int8_init(sq_qrun *r, sq_err *err);
+void sq_int8_fini(sq_qrun *r);
+sq_status sq_int8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err);
+sq_status sq_int8_gptq_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err);
+/* INT8 W8A8 codes (N, K) and per-row scales of W (method_int8.c's grid); NaN or Inf is an error beginning with what. */
+sq_status sq_int8_quantize(const float *w, int64_t n, int64_t k, int8_t *codes /* OUT */, float *scale /* OUT */, const char *what, sq_err *err);
 sq_status sq_awq_init(sq_qrun *r, sq_err *err);
 void sq_awq_fini(sq_qrun *r);
 sq_status sq_awq_block_begin(sq_qrun *r, int l, sq_err *err);

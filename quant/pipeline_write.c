@@ -7,10 +7,10 @@ sq_scheme sq_pl_scheme(const sq_quantize_opts *o) {
     const sq_qparams *p = &o->q;
     const sq_method_row *m = sq_method_row_of(o->method); /* the row states its scheme's kind */
     sq_scheme_kind kind = m ? m->scheme : SQ_SCHEME_INT;
-    bool fp8 = kind == SQ_SCHEME_FP8, fp4 = kind == SQ_SCHEME_FP4;
+    bool fp8 = kind == SQ_SCHEME_FP8, fp4 = kind == SQ_SCHEME_FP4, w8 = kind == SQ_SCHEME_W8A8; /* W8A8: 8-bit, per channel, symmetric by definition */
     int fp4_group = m && m->fp4 == SQ_FP4_MX ? SQ_MXFP4_GROUP : SQ_NVFP4_GROUP;
-    return (sq_scheme){.kind = kind, .bits = fp8 ? 8 : fp4 ? 4 : p->bits, .group_size = fp4 ? fp4_group : p->group_size,
-                       .fp4 = m ? m->fp4 : SQ_FP4_NV, .sym = fp8 || fp4 || p->sym, .act_order = p->act_order, .static_groups = p->static_groups, .damp = p->damp,
+    return (sq_scheme){.kind = kind, .bits = fp8 || w8 ? 8 : fp4 ? 4 : p->bits, .group_size = fp4 ? fp4_group : w8 ? -1 : p->group_size,
+                       .fp4 = m ? m->fp4 : SQ_FP4_NV, .sym = fp8 || fp4 || w8 || p->sym, .act_order = p->act_order, .static_groups = p->static_groups, .damp = p->damp,
                        .fp8_per_channel = o->fp8_per_channel, .fp8_block = o->fp8_block, .act = o->act};
 }
 

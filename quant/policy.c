@@ -7,7 +7,7 @@
 
 sq_status sq_quantize_resolve(sq_quantize_opts *o, sq_err *err) {
     const sq_method_row *m = sq_method_row_of(o->method);
-    if (!m) return sq_fail(err, SQ_ERR_ARG, "--method %d: use rtn, gptq, awq, awq+gptq, fp8, fp8+gptq, nvfp4, nvfp4+gptq, mxfp4 or mxfp4+gptq", (int)o->method);
+    if (!m) return sq_fail(err, SQ_ERR_ARG, "--method %d: use rtn, gptq, awq, awq+gptq, fp8, fp8+gptq, nvfp4, nvfp4+gptq, mxfp4, mxfp4+gptq, int8 or int8+gptq", (int)o->method);
     if (m->scheme == SQ_SCHEME_FP4) { /* compressed-tensors nvfp4/mxfp4-pack-quantized; activations none (W4A16) or dynamic (W4A4) */
         if (o->act_auto) o->act = SQ_ACT_NONE;
         o->act_auto = false;
@@ -16,6 +16,13 @@ sq_status sq_quantize_resolve(sq_quantize_opts *o, sq_err *err) {
         if (o->format != SQ_FORMAT_CT) return sq_fail(err, SQ_ERR_ARG, "--method %s writes --format compressed-tensors", m->name);
         if (sq_par_size() > 1) /* the solved FP4 weights are not yet sent between ranks (pipeline.c ships F32 and E4M3 ones) */
             return sq_fail(err, SQ_ERR_UNSUPPORTED, "--method %s does not run under MPI yet (run it on one rank)", m->name);
+    }
+    if (m->scheme == SQ_SCHEME_W8A8) { /* INT8 W8A8: compressed-tensors int-quantized, activations dynamic per token by definition */
+        if (o->fp8_per_channel || o->fp8_block || o->act != SQ_ACT_NONE)
+            return sq_fail(err, SQ_ERR_ARG, "--fp8-scheme and --act apply to --method fp8 and fp8+gptq (--method %s runs its activations INT8 per token)", m->name);
+        if (o->format == SQ_FORMAT_AUTO) o->format = SQ_FORMAT_CT;
+        if (o->format != SQ_FORMAT_CT) return sq_fail(err, SQ_ERR_ARG, "--method %s writes --format compressed-tensors (int-quantized)", m->name);
+        o->q.bits = 8, o->q.group_size = -1, o->q.sym = true;
     }
     if (m->scheme == SQ_SCHEME_FP8 && o->fp8_block) {
         /* Block-wise FP8 runs its activations dynamic per token and group of 128 (vLLM's W8A8BlockFp8LinearOp
@@ -28,7 +35,7 @@ sq_status sq_quantize_resolve(sq_quantize_opts *o, sq_err *err) {
                            o->act == SQ_ACT_STATIC ? "static" : "none");
     }
     o->act_auto = false;
-    if (m->scheme == SQ_SCHEME_FP4) {
+    if (m->scheme == SQ_SCHEME_FP4 || m->scheme == SQ_SCHEME_W8A8) {
     } else if (m->scheme != SQ_SCHEME_INT) { /* E4M3: vLLM's fp8 format has one weight scale per tensor (or per block) and always quantises activations */
         bool vllm_ok = !o->fp8_per_channel && o->act != SQ_ACT_NONE;
         if (o->format == SQ_FORMAT_AUTO) {
@@ -84,7 +91,7 @@ sq_status sq_quantize_resolve(sq_quantize_opts *o, sq_err *err) {
         if (!sq_pl_format(o)->can_hold(&sc, 0, 0, why, sizeof why))
             return sq_fail(err, SQ_ERR_ARG, "--format %s cannot hold this scheme: %s", sq_format_name(o->format), why);
     }
-    bool data_free = m->calib_optional && (m->scheme == SQ_SCHEME_INT || (m->scheme == SQ_SCHEME_FP8 && o->act != SQ_ACT_STATIC) ||
+    bool data_free = m->calib_optional && (m->scheme == SQ_SCHEME_INT || m->scheme == SQ_SCHEME_W8A8 || (m->scheme == SQ_SCHEME_FP8 && o->act != SQ_ACT_STATIC) ||
                                            (m->scheme == SQ_SCHEME_FP4 && o->act == SQ_ACT_NONE));
     if (o->stats_in && (o->calib || (m->needs & SQ_NEED_FEATURES)))
         return sq_fail(err, SQ_ERR_ARG, "--stats replaces --calib, for rtn, gptq, fp8 and fp8+gptq (awq needs the activations themselves)");

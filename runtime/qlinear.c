@@ -115,6 +115,11 @@ static sq_status put_fp8(sq_model *m, const char *module, const sq_qlinear *l, s
     *f = shape;
     f->scale = scale;
     f->act = SQ_FP8_ACT_NONE;
+    if (l->kind == SQ_SCHEME_W8A8) { /* INT8 codes, activations INT8 per token (fmt_ct_int.c checks the config states it) */
+        f->act = SQ_FP8_ACT_DYNAMIC_TOKEN;
+        *w = (sq_wmat){.dtype = SQ_DT_I8, .rows = l->n, .cols = l->k, .data = l->codes, .f8 = f};
+        return SQ_OK;
+    }
     if (l->block_n > 0) { /* block-wise: vLLM runs the activations per token and group of block_k whatever the config's group */
         if (m->cfg.quant_act != SQ_QACT_NONE) f->act = SQ_FP8_ACT_DYNAMIC_GROUP;
         *w = (sq_wmat){.dtype = SQ_DT_F8_E4M3, .rows = l->n, .cols = l->k, .data = l->codes, .f8 = f};
@@ -171,7 +176,7 @@ sq_status sq_rt_load_qlinear(sq_model *m, const char *weight_name, int64_t rows,
     sq_qlinear l;
     sq_status s = f->read(&src, module, rows, cols, &m->cfg, &l, err);
     if (s) return s;
-    s = l.kind == SQ_SCHEME_FP8 ? put_fp8(m, module, &l, w, err) : l.kind == SQ_SCHEME_FP4 ? put_fp4(m, module, &l, w, err) : repack(m, module, &l.q, w, err);
+    s = l.kind == SQ_SCHEME_FP4 ? put_fp4(m, module, &l, w, err) : l.kind != SQ_SCHEME_INT ? put_fp8(m, module, &l, w, err) : repack(m, module, &l.q, w, err);
     sq_qlinear_free(&l);
     return s;
 }

@@ -196,7 +196,11 @@ def transformers_check(spotq):
     cases = [("moe/mixtral", ["--method", "gptq", "--group-size", "32", "--format", "compressed-tensors"] + calib, 1e-3),
              ("moe/qwen2_moe", ["--method", "fp8", "--format", "compressed-tensors"] + calib, 1e-5),
              ("moe/qwen2_moe", ["--method", "rtn", "--bits", "8", "--group-size", "32", "--format", "compressed-tensors"], 1e-3),
-             (None, ["--method", "gptq", "--group-size", "32", "--format", "compressed-tensors", "--max-shard-size", "200k"] + calib, 1e-5)]
+             (None, ["--method", "gptq", "--group-size", "32", "--format", "compressed-tensors", "--max-shard-size", "200k"] + calib, 1e-5),
+             # INT8 W8A8: transformers runs compressed-tensors' own fake quantisation of the activations (per-token
+             # scale max|x| / 127.5 where vLLM and spotq use / 127), so the perplexities agree to 2e-3, not exactly (measured 8.4e-4 and 9.1e-4)
+             (None, ["--method", "int8", "--format", "compressed-tensors"], 2e-3),
+             (None, ["--method", "int8+gptq", "--format", "compressed-tensors"] + calib, 2e-3)]
     bad = 0
     with tempfile.TemporaryDirectory() as tmp:
         for i, (fixture, args, tol) in enumerate(cases):
@@ -347,6 +351,45 @@ def config_loaders_check(spotq):
             bad += not ok
     return bad
 
+def int8_main():
+    """INT8 W8A8 goldens (tests/fixtures/peers/peer_int8.safetensors, test_int8's): fixed matrices (seeded torch
+    normals, a zero row, an outlier column) quantised by compressed-tensors 0.20 itself (calculate_qparams over each
+    row's min/max under the W8A8 preset's weights, IntQuantizationCompressor.compress: weight I8, weight_scale),
+    and activations under vLLM's dynamic per-token INT8 formula written out in torch (scaled_quant.cu: s = max|x| / 127,
+    q = round_half_even(x * (127 / max|x|)) saturated, 0 for a zero token) with the int32 GEMM and CUTLASS's
+    epilogue s_x * (s_w * acc)."""
+    from compressed_tensors.compressors.naive_quantized.base import IntQuantizationCompressor
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+    from compressed_tensors.quantization.utils import calculate_qparams
+    wargs = QuantizationArgs(num_bits=8, type="int", symmetric=True, strategy="channel")
+    aargs = QuantizationArgs(num_bits=8, type="int", symmetric=True, strategy="token", dynamic=True)
+    scheme = QuantizationScheme(targets=["Linear"], weights=wargs, input_activations=aargs)
+    g = torch.Generator().manual_seed(14)
+    out = {}
+    for name, (n, k) in (("m0", (48, 64)), ("m1", (33, 172))):
+        w = torch.randn(n, k, generator=g, dtype=torch.float32) * 0.05
+        w[3] = 0.0
+        w[:, 5] *= 20.0
+        zero = torch.zeros(n, 1)
+        scale, zp = calculate_qparams(torch.minimum(w.amin(1, keepdim=True), zero), torch.maximum(w.amax(1, keepdim=True), zero), wargs)
+        sd = IntQuantizationCompressor.compress({"weight": w, "weight_scale": scale, "weight_zero_point": zp}, scheme)
+        out[f"{name}.source"] = w
+        out[f"{name}.ct_weight"] = sd["weight"].contiguous()
+        out[f"{name}.ct_weight_scale"] = sd["weight_scale"].contiguous()
+        x = torch.randn(5, k, generator=g, dtype=torch.float32)
+        x[1] = 0.0
+        x[2, 7] = 40.0
+        amax = x.abs().amax(1, keepdim=True)
+        sx = amax / 127.0
+        inv = torch.where(amax == 0, torch.zeros_like(amax), torch.full_like(amax, 127.0) / amax)
+        q = torch.round(x * inv).clamp(-128, 127).to(torch.int8)
+        acc = (q.to(torch.int64) @ sd["weight"].to(torch.int64).t()).to(torch.int32)
+        y = sx * (sd["weight_scale"].reshape(1, n) * acc.to(torch.float32))
+        out[f"{name}.x"], out[f"{name}.x_q"], out[f"{name}.x_scale"], out[f"{name}.y"] = x, q, sx.reshape(-1).contiguous(), y
+    save_file(out, os.path.join(FIX, "peer_int8.safetensors"), metadata=provenance())
+    print("int8: compressed-tensors IntQuantizationCompressor and vLLM's per-token INT8 formula written to peer_int8.safetensors")
+    return 0
+
 def main():
     packed = load_file(os.path.join(FIX, "spotq_packed.safetensors"))
     QuantLinear = autogptq_quantlinear()
@@ -400,6 +443,7 @@ def main():
     # (regenerated here; check-peers.sh fails when they differ from the committed ones)
     for g in ("gen_fp4_peer.py", "gen_fp4_golden.py"):
         subprocess.check_call([sys.executable, os.path.join(ROOT, "scripts", g)])
+    bad += int8_main()
     spotq = os.path.join(ROOT, os.environ.get("BUILD", "build/release"), "spotq")
     if os.path.exists(spotq):
         bad += fp8_model_check(spotq)

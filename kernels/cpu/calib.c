@@ -179,6 +179,15 @@ static void grid_column(grid_state *g, int64_t col, int64_t src, const float *wt
         }
         return;
     }
+    if (g->g->kind == SQ_QGRID_INT8_CHANNEL) {
+        for (int64_t r = 0; r < n; r++) {
+            float s = g->g->fp8_scale[r];
+            int8_t c = sq_qm_i8_code(wc[r], s);
+            g->out->codes[r * k + src] = (uint8_t)c;
+            dq[r] = (float)c * s;
+        }
+        return;
+    }
     if (!is_int(g->g->kind)) {
         bool pc = g->g->kind == SQ_QGRID_FP8_CHANNEL, blk = g->g->kind == SQ_QGRID_FP8_BLOCK;
         for (int64_t r = 0; r < n; r++) { /* block-wise: the scale of the source column's block, fixed before the sweep */
@@ -301,7 +310,7 @@ done:
 }
 
 static sq_status check_grid(const sq_qgrid *g, int64_t k, const sq_qout *out, sq_err *err) {
-    if (is_int(g->kind) ? !out->q || (g->bits != 4 && g->bits != 8) : (g->kind != SQ_QGRID_FP8_TENSOR && g->kind != SQ_QGRID_FP8_CHANNEL && g->kind != SQ_QGRID_FP8_BLOCK && g->kind != SQ_QGRID_FP4) || !out->codes || !g->fp8_scale ||
+    if (is_int(g->kind) ? !out->q || (g->bits != 4 && g->bits != 8) : (g->kind != SQ_QGRID_FP8_TENSOR && g->kind != SQ_QGRID_FP8_CHANNEL && g->kind != SQ_QGRID_FP8_BLOCK && g->kind != SQ_QGRID_FP4 && g->kind != SQ_QGRID_INT8_CHANNEL) || !out->codes || !g->fp8_scale ||
         (g->kind == SQ_QGRID_FP4 && (g->group_size <= 0 || k % g->group_size)))
         return sq_fail(err, SQ_ERR_ARG, "quantiser: grid %s lacks its output or its settings", sq_qgrid_name(g->kind));
     return SQ_OK;
@@ -341,6 +350,11 @@ sq_status sq_cpu_rtn(const float *w, int64_t n, int64_t k, const sq_qgrid *p, sq
         int64_t ng = k / p->group_size;
         for (int64_t r = 0; r < n; r++)
             for (int64_t j = 0; j < k; j++) o->codes[r * k + j] = sq_qm_fp4_code(w[r * k + j], p->fp8_scale[r * ng + j / p->group_size]);
+        return SQ_OK;
+    }
+    if (p->kind == SQ_QGRID_INT8_CHANNEL) {
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t j = 0; j < k; j++) o->codes[r * k + j] = (uint8_t)sq_qm_i8_code(w[r * k + j], p->fp8_scale[r]);
         return SQ_OK;
     }
     if (!is_int(p->kind)) {

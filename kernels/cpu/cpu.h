@@ -138,6 +138,14 @@ sq_status sq_cpu_fp4_matmul_ref(sq_kctx *c, const sq_wmat *w, const float *bias,
 void sq_cpu_fp4_act_ref(const sq_fp4weight *f, const float *x, float *out, int n, int64_t k);
 void sq_cpu_fp4_rows_to_f32(const sq_wmat *w, int64_t r0, int64_t m, float *dst);
 void sq_cpu_fp4_row_to_f32_ref(const sq_wmat *w, int64_t r, float *dst);
+/* INT8 W8A8 weights (w->f8 set, dtype I8, w8a8matmul.c): activations INT8 dynamic per token, int32 sums,
+ * y = s_x * (s_w * acc) + bias as vLLM's CUTLASS scaled_mm; the fast path equals the reference bit for bit.
+ * act_ref: x as that GEMM sees it (code * s_x). */
+sq_status sq_cpu_w8a8_matmul(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
+sq_status sq_cpu_w8a8_matmul_ref(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
+void sq_cpu_w8a8_act_ref(const sq_wmat *w, const float *x, float *out, int n);
+void sq_cpu_w8a8_rows_to_f32(const sq_wmat *w, int64_t r0, int64_t m, float *dst);
+void sq_cpu_w8a8_row_to_f32_ref(const sq_wmat *w, int64_t r, float *dst);
 /* Dense weights (F32, F16, BF16; matmul.c, ref.c). */
 sq_status sq_cpu_dense_matmul(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
 sq_status sq_cpu_dense_matmul_ref(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
@@ -180,7 +188,7 @@ void sq_cpu_f8row_to_f32_ref(const sq_wmat *w, int64_t r, float *dst);
 /* ---------------------------------------------------------------- weight kinds (traits.c) */
 
 /* Every kind of weight the kernels read, as ggml's type traits: what sq_cpu_matmul dispatches on. */
-typedef enum { SQ_WKIND_F32, SQ_WKIND_F16, SQ_WKIND_BF16, SQ_WKIND_INT4, SQ_WKIND_INT8, SQ_WKIND_FP8_E4M3, SQ_WKIND_FP8_BLOCK, SQ_WKIND_FP4, SQ_WKIND_COUNT } sq_wkind;
+typedef enum { SQ_WKIND_F32, SQ_WKIND_F16, SQ_WKIND_BF16, SQ_WKIND_INT4, SQ_WKIND_INT8, SQ_WKIND_FP8_E4M3, SQ_WKIND_FP8_BLOCK, SQ_WKIND_FP4, SQ_WKIND_W8A8, SQ_WKIND_COUNT } sq_wkind;
 typedef struct {
     const char *name;
     /* Rows r0 .. r0+m-1 as floats (fast; the quantised kinds in packed column order), for the tiled sgemm. */

@@ -21,7 +21,7 @@ static bool cuda_supports(sq_op op, sq_qgrid_kind grid) {
     case SQ_OP_HESSIAN:
     case SQ_OP_FACTOR: return true;
     case SQ_OP_GPTQ:
-    case SQ_OP_RTN: return grid >= 0 && grid < SQ_QGRID_COUNT;
+    case SQ_OP_RTN: return grid >= 0 && grid < SQ_QGRID_COUNT && grid != SQ_QGRID_INT8_CHANNEL; /* W8A8 solves on the CPU */
     default: return false;
     }
 }

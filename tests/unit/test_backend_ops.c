@@ -603,6 +603,7 @@ static void test_wkinds(void) {
     sq_qweight q4 = {.bits = 4, .group_size = 32, .n_groups = 3, .codes = codes, .scale = scale, .zero = zero};
     sq_qweight q8 = {.bits = 8, .group_size = 32, .n_groups = 3, .codes = codes, .scale = scale, .zero = zero};
     sq_fp8weight f8 = {.scale = f8s, .per_channel = true};
+    sq_fp8weight w8a8 = {.scale = f8s, .per_channel = true, .act = SQ_FP8_ACT_DYNAMIC_TOKEN};
     float f8b[3 * 3];
     for (int i = 0; i < 9; i++) f8b[i] = 0.002f * (1 + i);
     sq_fp8weight f8blk = {.scale = f8b, .act = SQ_FP8_ACT_DYNAMIC_GROUP, .block_n = 8, .block_k = 32}; /* 3 x 3 blocks, the last row short */
@@ -616,6 +617,7 @@ static void test_wkinds(void) {
         [SQ_WKIND_FP8_E4M3] = {.dtype = SQ_DT_F8_E4M3, .rows = R, .cols = C, .data = w8, .f8 = &f8},
         [SQ_WKIND_FP8_BLOCK] = {.dtype = SQ_DT_F8_E4M3, .rows = R, .cols = C, .data = w8, .f8 = &f8blk},
         [SQ_WKIND_FP4] = {.dtype = SQ_DT_U8, .rows = R, .cols = C, .data = w8, .f4 = &f4},
+        [SQ_WKIND_W8A8] = {.dtype = SQ_DT_I8, .rows = R, .cols = C, .data = w8, .f8 = &w8a8}, /* the bytes read as signed INT8 codes */
     };
     for (int kd = 0; kd < SQ_WKIND_COUNT; kd++) {
         const sq_wkind_traits *t = sq_cpu_wkind_traits((sq_wkind)kd);

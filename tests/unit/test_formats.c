@@ -265,6 +265,38 @@ static void fp8_round_trip(const sq_fmt *f, const sq_scheme *s, int64_t n, int64
     free(scale);
 }
 
+/* INT8 W8A8 (compressed-tensors int-quantized): codes and per-channel scales back unchanged, the config read as its own. */
+static void w8a8_round_trip(const sq_fmt *f, int64_t n, int64_t k) {
+    sq_scheme s = {.kind = SQ_SCHEME_W8A8, .bits = 8, .group_size = -1, .sym = true};
+    sq_err err = {0};
+    store st = {0};
+    sq_tensor_sink out = {store_add, &st};
+    sq_tensor_src src = {store_find, &st, "mem.safetensors"};
+    uint8_t *codes = malloc((size_t)(n * k));
+    float *scale = malloc((size_t)n * sizeof *scale);
+    for (int64_t i = 0; i < n * k; i++) codes[i] = (uint8_t)rnd();
+    for (int64_t i = 0; i < n; i++) scale[i] = 1e-3f * (float)(1 + rnd() % 1000);
+    sq_qlinear l = {.kind = SQ_SCHEME_W8A8, .n = n, .k = k, .codes = codes, .scale = scale, .per_channel = true};
+    double bytes = 0;
+    CHECK(f->write(&s, "m", &l, &out, &bytes, &err) == SQ_OK, "%s: %s", f->name, err.msg);
+    sq_config cfg = {0};
+    CHECK(config_round_trip(f, &s, &cfg), "%s: config", f->name);
+    CHECK(cfg.quant_act == SQ_QACT_DYNAMIC_TOKEN, "%s: activations read as %d", f->name, cfg.quant_act);
+    CHECK(sq_fmt_of_linear(&src, "m", &cfg) == f, "%s: its tensors are its own", f->name);
+    sq_qlinear back;
+    sq_status rs = f->read(&src, "m", n, k, &cfg, &back, &err);
+    CHECK(rs == SQ_OK, "%s: %s", f->name, err.msg);
+    if (!rs) {
+        CHECK(back.kind == SQ_SCHEME_W8A8 && back.n == n && back.k == k && !memcmp(back.codes, codes, (size_t)(n * k)) &&
+                  !memcmp(back.scale, scale, (size_t)n * sizeof *scale), "%s %lldx%lld", f->name, (long long)n, (long long)k);
+        fp8_trips++;
+    }
+    sq_qlinear_free(&back);
+    store_clear(&st);
+    free(codes);
+    free(scale);
+}
+
 static void test_round_trips(void) {
     static const int bits[] = {4, 8}, groups[] = {-1, 32, 64};
     for (int i = 0; i < sq_fmt_count(); i++) {
@@ -280,6 +312,9 @@ static void test_round_trips(void) {
                                            .static_groups = mode == 3, .damp = 0.01};
                             int_round_trip(f, &s, n, k);
                         }
+            } else if (f->kind == SQ_SCHEME_W8A8) {
+                w8a8_round_trip(f, n, k);
+                w8a8_round_trip(f, n, k);
             } else
                 for (int pc = 0; pc < 3; pc++) /* per tensor, per channel, per 128 x 128 block */
                     for (int act = SQ_ACT_NONE; act <= SQ_ACT_DYNAMIC; act++) {
