@@ -6,6 +6,12 @@
 # start. Skips (saying why) where mpirun is absent or this spotq has no MPI.
 set -e
 SPOTQ=${SPOTQ:-./spotq}
+# a CUDA build: the NCCL collectives (kernels/cuda/coll.cu) are in its library, linked with NCCL (compile-only here)
+L=$(dirname "$(readlink -f "$SPOTQ")")/libspotq_cuda.so
+if [ -f "$L" ]; then
+    nm -D --defined-only "$L" | grep -q " sq_cuda_coll_impl$" || { echo "mpi: $L has no sq_cuda_coll_impl"; exit 1; }
+    ldd "$L" | grep -q libnccl || { echo "mpi: $L is not linked with NCCL"; exit 1; }
+fi
 command -v mpirun >/dev/null 2>&1 || { echo "mpi: skipped: no mpirun (apt-get install openmpi-bin libopenmpi-dev)"; exit 0; }
 ldd "$SPOTQ" 2>/dev/null | grep -q libmpi || { echo "mpi: skipped: $SPOTQ is built without MPI (make MPI=1)"; exit 0; }
 M=models/stories260K
