@@ -56,78 +56,147 @@ static bool tap(void *user, sq_site site, int unit, const float *x, int n, int d
 static int nchunks(const sq_calib *r) { return r->o.nsamples < SQ_CALIB_CHUNKS ? r->o.nsamples : SQ_CALIB_CHUNKS; }
 static int chunk_start(const sq_calib *r, int c) { return (int)((int64_t)c * r->o.nsamples / nchunks(r)); }
 
-/* Adds a chunk's finished Hessian p (a running mean over t tokens, the full matrix) to the total hs:
- * H = n/(n+t) H + t/(n+t) P, the same float arithmetic element by element whoever runs it. */
-static void combine(sq_hessian *hs, const float *p, int64_t t) {
-    if (t <= 0) return;
-    int64_t n = hs->tokens, kk = hs->k * hs->k;
-    float keep = (float)((double)n / (double)(n + t)), add = (float)((double)t / (double)(n + t));
-    for (int64_t i = 0; i < kk; i++) hs->h[i] = keep * hs->h[i] + add * p[i];
-    hs->tokens = n + t;
+/* A node of the fixed reduction tree over the C chunks: level L, index i covers chunks
+ * [i 2^L, min((i+1) 2^L, C)); node (L, i) is (L-1, 2i) added to (L-1, 2i+1), or (L-1, 2i) itself where
+ * that has no right sibling. The tree depends on C alone, so every node is the same bits whichever
+ * rank adds it. h: the running-mean Hessian of its t tokens (the full matrix). */
+typedef struct {
+    int level, index;
+    int64_t t;
+    float *h;
+} hnode;
+#define HSTACK 8 /* the deepest stack: log2(C) + 2 */
+
+/* H = nl/(nl+nr) L + nr/(nl+nr) R, element by element (the same float arithmetic everywhere: -std=c11
+ * contracts no multiply-add; kernels/cuda/coll.cu's combine is its device twin). Into left. */
+static void combine(hnode *left, hnode *right, int64_t kk) {
+    int64_t n = left->t, t = right->t;
+    if (t > 0 && n == 0) { float *p = left->h; left->h = right->h, right->h = p; }
+    else if (t > 0) {
+        float keep = (float)((double)n / (double)(n + t)), add = (float)((double)t / (double)(n + t));
+        for (int64_t i = 0; i < kk; i++) left->h[i] = keep * left->h[i] + add * right->h[i];
+    }
+    left->t = n + t;
+    free(right->h);
+    right->h = NULL;
 }
 
-/* A collecting pass (the tap is this file's) over the chunks: chunk c is rank c mod N's (base/par.h),
- * in rounds of N chunks. Each rank runs its chunk's windows into a partial Hessian per unit (part);
- * the finished partials go to the ranks that solve from each unit (sq_calib_rank_needs), which add them
- * to the unit's total (hs) in chunk order 0 .. C-1: the same bits for every N, and the same as one
- * process (which takes the same path). Token counts and max |x| are summed and maxed over ranks
- * (exact whatever the order). Only the partials travel: k^2 floats per unit and chunk. */
+/* Pushes node nd (in chunk order) onto the stack st (depth *d): siblings are added, a node without a
+ * right sibling goes up a level as it is. */
+static void push(hnode *st, int *d, hnode nd, int C, int64_t kk) {
+    st[(*d)++] = nd;
+    for (;;) {
+        hnode *top = &st[*d - 1];
+        int64_t span = (int64_t)1 << top->level;
+        if (span >= C) break; /* the root */
+        if (!(top->index & 1) && (int64_t)(top->index + 1) * span >= C) { top->level++, top->index /= 2; continue; }
+        if ((top->index & 1) && *d >= 2 && st[*d - 2].level == top->level && st[*d - 2].index == top->index - 1) {
+            combine(&st[*d - 2], top, kk);
+            (*d)--;
+            st[*d - 1].level++, st[*d - 1].index /= 2;
+            continue;
+        }
+        break;
+    }
+}
+
+/* A collecting pass (the tap is this file's) over the chunks, rank q running chunks [q C/N, (q+1) C/N)
+ * (contiguous: base/par.h's rule that no result depends on N is kept by the fixed tree above). Each
+ * rank runs its chunks' windows in order, each chunk into a partial Hessian per unit (part, on the
+ * backend), and adds them up the tree as far as its chunks reach; the nodes left (one for 2 ranks and
+ * 8 chunks, at most log2(C)+1) go whole to the ranks that solve from each unit
+ * (sq_calib_rank_needs) in one exchange, which finish the tree in chunk order. One process takes the
+ * same tree, so the Hessians are the same bits for every N. Token counts and max |x| are summed and
+ * maxed over ranks (exact whatever the order). */
 static sq_status run_collect(sq_calib *r, int l, const sq_backend_i *be, sq_err *err) {
     int64_t T = r->o.seqlen, H = r->c->hidden;
-    int N = sq_par_size(), me = sq_par_rank(), C = nchunks(r);
+    int N = sq_par_size(), me = sq_par_rank(), C = nchunks(r), nu = r->u1 - r->u0;
+    int c0 = (int)((int64_t)me * C / N), c1 = (int)((int64_t)(me + 1) * C / N);
     double t = now(), th = 0, w0 = sq_par_wait_seconds();
+    hnode *st = sq_calloc((size_t)nu * HSTACK, sizeof *st, err);
+    int *depth = sq_calloc((size_t)nu, sizeof *depth, err);
     int64_t *off = malloc((size_t)(N + 1) * sizeof *off), *cnt = malloc((size_t)N * sizeof *cnt);
-    if (!off || !cnt) { free(off); free(cnt); return sq_fail(err, SQ_ERR_NOMEM, "out of memory"); }
-    sq_status s = SQ_OK;
-    for (int j0 = 0; j0 < C && !s; j0 += N) {
-        int c = j0 + me;
-        bool have = c < C;
-        for (int u = r->u0; u < r->u1 && !s && have; u++) s = sq_hessian_init_on(&r->part[u], be, r->hs[u].k, err);
-        for (int w = have ? chunk_start(r, c) : 0; have && !s && w < chunk_start(r, c + 1); w++) {
+    sq_status s = (!st || !depth || !off || !cnt) ? sq_fail(err, SQ_ERR_NOMEM, "out of memory") : SQ_OK;
+    for (int c = c0; c < c1 && !s; c++) {
+        for (int u = r->u0; u < r->u1 && !s; u++) s = sq_hessian_init_on(&r->part[u], be, r->hs[u].k, err);
+        for (int w = chunk_start(r, c); !s && w < chunk_start(r, c + 1); w++) {
             memcpy(r->tmp, r->x + w * T * H, (size_t)(T * H) * sizeof *r->tmp);
             s = sq_layer_forward(r->st, l, r->tmp, (int)T, tap, r, err);
             if (!s && r->hess_err.code) s = (*err = r->hess_err).code;
         }
-        for (int u = r->u0; u < r->u1 && !s && have; u++) s = sq_hessian_finish(&r->part[u], err);
-        if (s && N > 1) sq_par_abort(err); /* the others would wait in the exchange below */
-        if (s) break;
+        for (int u = r->u0; u < r->u1 && !s; u++) s = sq_hessian_finish(&r->part[u], err);
         double t1 = now();
-        if (N == 1) {
-            for (int u = r->u0; u < r->u1; u++) combine(&r->hs[u], r->part[u].h, r->part[u].tokens);
-        } else {
-            /* to each rank q, in unit order, the partials of the units it solves from: (unit, tokens), then k^2 floats */
-            int64_t bytes = 0;
-            for (int q = 0; q < N; q++) {
-                cnt[q] = 0;
-                for (int u = r->u0; u < r->u1 && have; u++)
-                    if (sq_calib_rank_needs(r, q, u)) cnt[q] += 2 * (int64_t)sizeof(int64_t) + r->hs[u].k * r->hs[u].k * (int64_t)sizeof(float);
-                bytes += cnt[q];
-            }
-            char *send = malloc(bytes > 0 ? (size_t)bytes : 1), *to = send;
-            if (!send) { s = sq_fail(err, SQ_ERR_NOMEM, "out of memory sending %lld bytes", (long long)bytes); sq_par_abort(err); break; }
-            for (int q = 0; q < N; q++)
-                for (int u = r->u0; u < r->u1 && have; u++) {
-                    if (!sq_calib_rank_needs(r, q, u)) continue;
-                    int64_t head[2] = {u, r->part[u].tokens}, kk = r->hs[u].k * r->hs[u].k;
-                    memcpy(to, head, sizeof head), to += sizeof head;
-                    memcpy(to, r->part[u].h, (size_t)kk * sizeof(float)), to += kk * (int64_t)sizeof(float);
-                }
-            char *all = sq_par_alltoallv(send, cnt, off);
-            free(send);
-            for (int q = 0; q < N; q++) /* chunk j0 + q */
-                for (int64_t at = off[q]; at < off[q + 1];) {
-                    int64_t head[2];
-                    memcpy(head, all + at, sizeof head);
-                    sq_hessian *hs = &r->hs[head[0]];
-                    combine(hs, (const float *)(all + at + sizeof head), head[1]);
-                    at += (int64_t)sizeof head + hs->k * hs->k * (int64_t)sizeof(float);
-                }
-            free(all);
+        for (int u = r->u0; u < r->u1 && !s; u++) { /* the chunk's leaf up the tree (its h taken from part) */
+            int64_t kk = r->hs[u].k * r->hs[u].k;
+            hnode leaf = {0, c, r->part[u].tokens, r->part[u].h};
+            r->part[u].h = NULL;
+            push(st + (u - r->u0) * HSTACK, &depth[u - r->u0], leaf, C, kk);
         }
         for (int u = r->u0; u < r->u1; u++) sq_hessian_free(&r->part[u]);
         th += now() - t1;
     }
+    if (s && N > 1) sq_par_abort(err); /* the others would wait in the exchange below */
+    double t1 = now();
+    if (!s && N == 1) { /* the root */
+        for (int u = r->u0; u < r->u1; u++) {
+            hnode *root = &st[(u - r->u0) * HSTACK];
+            if (depth[u - r->u0] == 0) continue; /* no chunks */
+            free(r->hs[u].h);
+            r->hs[u].h = root->h, r->hs[u].tokens = root->t;
+            root->h = NULL;
+        }
+    } else if (!s) {
+        /* to each rank q, in unit order, this rank's nodes of the units it solves from: (unit, level, index, tokens), then k^2 floats */
+        int64_t bytes = 0;
+        for (int q = 0; q < N; q++) {
+            cnt[q] = 0;
+            for (int u = r->u0; u < r->u1; u++)
+                if (sq_calib_rank_needs(r, q, u)) cnt[q] += depth[u - r->u0] * (4 * (int64_t)sizeof(int64_t) + r->hs[u].k * r->hs[u].k * (int64_t)sizeof(float));
+            bytes += cnt[q];
+        }
+        char *send = malloc(bytes > 0 ? (size_t)bytes : 1), *to = send;
+        if (!send) { s = sq_fail(err, SQ_ERR_NOMEM, "out of memory sending %lld bytes", (long long)bytes); sq_par_abort(err); }
+        for (int q = 0; q < N && send; q++)
+            for (int u = r->u0; u < r->u1; u++) {
+                if (!sq_calib_rank_needs(r, q, u)) continue;
+                int64_t kk = r->hs[u].k * r->hs[u].k;
+                for (int j = 0; j < depth[u - r->u0]; j++) {
+                    hnode *nd = &st[(u - r->u0) * HSTACK + j];
+                    int64_t head[4] = {u, nd->level, nd->index, nd->t};
+                    memcpy(to, head, sizeof head), to += sizeof head;
+                    memcpy(to, nd->h, (size_t)kk * sizeof(float)), to += kk * (int64_t)sizeof(float);
+                }
+            }
+        for (int j = 0; j < nu * HSTACK && st; j++) free(st[j].h), st[j].h = NULL;
+        memset(depth, 0, (size_t)nu * sizeof *depth);
+        char *all = send ? sq_par_alltoallv(send, cnt, off) : NULL;
+        free(send);
+        for (int q = 0; q < N && all && !s; q++) /* rank q's chunks, in chunk order */
+            for (int64_t at = off[q]; at < off[q + 1];) {
+                int64_t head[4];
+                memcpy(head, all + at, sizeof head);
+                int u = (int)head[0];
+                int64_t kk = r->hs[u].k * r->hs[u].k;
+                hnode nd = {(int)head[1], (int)head[2], head[3], malloc((size_t)kk * sizeof(float))};
+                if (!nd.h) { s = sq_fail(err, SQ_ERR_NOMEM, "out of memory"); sq_par_abort(err); break; }
+                memcpy(nd.h, all + at + sizeof head, (size_t)kk * sizeof(float));
+                push(st + (u - r->u0) * HSTACK, &depth[u - r->u0], nd, C, kk);
+                at += (int64_t)sizeof head + kk * (int64_t)sizeof(float);
+            }
+        free(all);
+        for (int u = r->u0; u < r->u1 && !s; u++) {
+            if (!sq_calib_rank_needs(r, me, u) || depth[u - r->u0] == 0) continue;
+            hnode *root = &st[(u - r->u0) * HSTACK];
+            free(r->hs[u].h);
+            r->hs[u].h = root->h, r->hs[u].tokens = root->t;
+            root->h = NULL;
+        }
+    }
+    th += now() - t1;
     for (int u = r->u0; u < r->u1; u++) sq_hessian_free(&r->part[u]);
+    for (int j = 0; j < nu * HSTACK && st; j++) free(st[j].h);
+    free(st);
+    free(depth);
     free(off);
     free(cnt);
     if (s) return s;
