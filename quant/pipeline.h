@@ -43,6 +43,13 @@ typedef struct {
     int64_t max_shard_bytes;     /* tensor bytes per output shard (0: SQ_DEFAULT_SHARD_BYTES) */
     int64_t max_hessian_bytes;   /* Hessians collected in one pass, e.g. a group of experts (0: SQ_CALIB_DEFAULT_HESSIAN_BYTES) */
     const char *stats_in;        /* quantize from these statistics (spotq calib) instead of calibrating */
+    /* The per-linear plan (quant/plan.h): NULL: the library's (the options' scheme for every linear, its
+     * group size lowered per linear to the largest servable one dividing in_features, for methods whose
+     * row states plan_groups); else this plan, one entry per layer and sq_lin, fused sets sharing one
+     * scheme (issue 18's --target-bits). Several distinct schemes need --format compressed-tensors
+     * (auto chooses it). */
+    const struct sq_plan *plan;
+    bool strict_group_size;      /* no lowering: a group size that does not divide some linear is a usage error */
 } sq_quantize_opts;
 
 /* Output shards hold at most this much tensor data by default (4 GiB). */
