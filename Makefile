@@ -53,7 +53,8 @@ CMD_OBJ  := $(CMD_SRC:%.c=$(BUILD)/%.o)
 ifeq ($(CUDA),1)
 CUDA_OBJ := $(CUDA_SRC:%.cu=$(BUILD)/%.o)
 CUDA_SO  := $(BUILD)/libspotq_cuda.so
-CUDA_LIBS := -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/targets/x86_64-linux/lib -lcusolver -lcublas -lcudart -lstdc++
+# NCCL (kernels/cuda/coll.cu) comes with the CUDA toolkit install here (include/nccl.h, lib64/libnccl.so)
+CUDA_LIBS := -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/targets/x86_64-linux/lib -lnccl -lcusolver -lcublas -lcudart -lstdc++
 endif
 NVFLAGS  ?= -O2 -std=c++17 -arch=sm_90 -fmad=false -Xcompiler -Wall -Xcompiler -fPIC
 

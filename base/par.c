@@ -14,7 +14,10 @@
 #endif
 
 static int g_rank = 0, g_size = 1, g_local = 0;
-static bool g_mpi = false, g_started = false, g_together = false;
+#ifdef SQ_MPI
+static bool g_mpi = false; /* MPI_Init was called */
+#endif
+static bool g_started = false, g_together = false;
 static int g_err_fd = 2;
 static uint64_t g_self_hash = SQ_PAR_HASH0; /* the binary and argv */
 static int64_t g_sent = 0;

@@ -5,7 +5,7 @@
 # REPS times, the medians and the speed-up; the load average around each run; the bytes each rank
 # sent per block (spotq's own "MPI rank R of N: sent" line). Checks that both wrote the same bytes.
 # Environment: BENCH_DIR (default build/bench), NSAMPLES (default 16), SEQLEN (default 256), REPS (3),
-# QUANT (1: also time quantize gptq, once per setting, with --grid minmax).
+# QUANT (1: also time quantize gptq, once per setting, with --grid minmax), PYTHON (with numpy: python3).
 set -e
 BIN=${1:-build/release/spotq}
 DIR=${BENCH_DIR:-build/bench}
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 [ -x "$BIN" ] || { echo "bench: no binary at $BIN (make first)"; exit 1; }
 command -v mpirun >/dev/null || { echo "bench: no mpirun (apt-get install openmpi-bin libopenmpi-dev)"; exit 1; }
 model=$DIR/synth-llama-f32
-python3 bench/make_model.py "$model" --dtype F32
+${PYTHON:-python3} bench/make_model.py "$model" --dtype F32
 [ -f "$model/tokenizer.json" ] || cp models/stories260K/tokenizer.json "$model/"
 C="--calib data/tinystories/calib.txt --nsamples $NS --seqlen $SL --threads 1 --force"
 echo "machine: $(nproc) CPUs (autogroup $(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null)), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $NS windows x $SL tokens"

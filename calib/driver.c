@@ -34,33 +34,12 @@ bool sq_calib_rank_needs(const sq_calib *r, int q, int u) {
     return !r->need || !r->need[u] || q >= 64 || (r->need[u] >> q & 1);
 }
 
-/* MPI: one tap's Hessian input kept as a record: unit, tokens, dim (int64 each), then the rows. */
-static void record_rows(sq_calib *r, int unit, const float *x, int n, int dim) {
-    int64_t bytes = 3 * (int64_t)sizeof(int64_t) + (int64_t)n * dim * (int64_t)sizeof *x;
-    if (r->rec_len + bytes > r->rec_cap) {
-        int64_t cap = 2 * (r->rec_len + bytes);
-        char *p = realloc(r->rec, (size_t)cap);
-        if (!p) {
-            sq_err e;
-            sq_fail(&e, SQ_ERR_NOMEM, "out of memory keeping %lld bytes of calibration inputs", (long long)cap);
-            sq_par_abort(&e);
-            return;
-        }
-        r->rec = p, r->rec_cap = cap;
-    }
-    int64_t head[3] = {unit, n, dim};
-    memcpy(r->rec + r->rec_len, head, sizeof head);
-    memcpy(r->rec + r->rec_len + sizeof head, x, (size_t)n * (size_t)dim * sizeof *x);
-    r->rec_len += bytes;
-}
-
 static bool tap(void *user, sq_site site, int unit, const float *x, int n, int dim) {
     sq_calib *r = user;
     if (site != r->want || unit >= r->units) return false;
     double t = now();
     if (unit >= r->u0 && unit < r->u1 && !r->hess_err.code) {
-        if (r->recording) record_rows(r, unit, x, n, dim); /* MPI: added in window order by run_layer_par */
-        else sq_hessian_add(&r->hs[unit], x, n, &r->hess_err);
+        sq_hessian_add(&r->part[unit], x, n, &r->hess_err); /* this chunk's partial (run_collect) */
     }
     if (r->counting) r->unit_tokens[unit] += n;
     if (r->counting && r->o.absmax) { /* max |x|: FP8 scales, and kept by spotq calib */
@@ -72,75 +51,156 @@ static bool tap(void *user, sq_site site, int unit, const float *x, int n, int d
     return unit == (r->counting ? r->units : r->u1) - 1; /* nothing after the last unit wanted is needed */
 }
 
-/* MPI, N ranks: window w is rank w mod N's (base/par.h). Keeping the outputs, each rank runs its
- * windows and every rank then gets them all. A collecting pass (tap is this file's) goes in rounds of N
- * windows; after each, every rank gets the round's Hessian inputs and adds them window by window, in
- * the order one process adds them, so that the Hessians (and all that follows) are the same bits for
- * every N. The token counts and max |x| are summed and maxed over ranks (exact whatever the order). */
-static sq_status run_layer_par(sq_calib *r, int l, bool keep_outputs, sq_err *err) {
-    int64_t T = r->o.seqlen, H = r->c->hidden;
-    int N = sq_par_size(), me = sq_par_rank();
-    double t = now(), th = 0, w0 = sq_par_wait_seconds();
-    if (keep_outputs) {
-        for (int w = me; w < r->o.nsamples; w += N) {
-            sq_status s = sq_layer_forward(r->st, l, r->x + w * T * H, (int)T, NULL, NULL, err);
-            if (s) return s;
-        }
-        sq_par_gather_chunks(r->x, r->o.nsamples, T * H * (int64_t)sizeof *r->x);
-        r->t_forward += now() - t - (sq_par_wait_seconds() - w0);
-        return SQ_OK;
+/* The calibration windows in SQ_CALIB_CHUNKS chunks (fewer when there are fewer windows), a number
+ * fixed by nsamples alone, never by the ranks: chunk c holds windows [c*W/C, (c+1)*W/C). */
+static int nchunks(const sq_calib *r) { return r->o.nsamples < SQ_CALIB_CHUNKS ? r->o.nsamples : SQ_CALIB_CHUNKS; }
+static int chunk_start(const sq_calib *r, int c) { return (int)((int64_t)c * r->o.nsamples / nchunks(r)); }
+
+/* A node of the fixed reduction tree over the C chunks: level L, index i covers chunks
+ * [i 2^L, min((i+1) 2^L, C)); node (L, i) is (L-1, 2i) added to (L-1, 2i+1), or (L-1, 2i) itself where
+ * that has no right sibling. The tree depends on C alone, so every node is the same bits whichever
+ * rank adds it. h: the running-mean Hessian of its t tokens (the full matrix). */
+typedef struct {
+    int level, index;
+    int64_t t;
+    float *h;
+} hnode;
+#define HSTACK 8 /* the deepest stack: log2(C) + 2 */
+
+/* H = nl/(nl+nr) L + nr/(nl+nr) R, element by element (the same float arithmetic everywhere: -std=c11
+ * contracts no multiply-add; kernels/cuda/coll.cu's combine is its device twin). Into left. */
+static void combine(hnode *left, hnode *right, int64_t kk) {
+    int64_t n = left->t, t = right->t;
+    if (t > 0 && n == 0) { float *p = left->h; left->h = right->h, right->h = p; }
+    else if (t > 0) {
+        float keep = (float)((double)n / (double)(n + t)), add = (float)((double)t / (double)(n + t));
+        for (int64_t i = 0; i < kk; i++) left->h[i] = keep * left->h[i] + add * right->h[i];
     }
-    int64_t *off = malloc((size_t)(N + 1) * sizeof *off), *cnt = malloc((size_t)N * sizeof *cnt);
-    if (!off || !cnt) { free(off); free(cnt); return sq_fail(err, SQ_ERR_NOMEM, "out of memory"); }
-    for (int j0 = 0; j0 < r->o.nsamples; j0 += N) {
-        int w = j0 + me;
-        r->rec_len = 0;
-        r->recording = true;
-        if (w < r->o.nsamples) {
-            memcpy(r->tmp, r->x + w * T * H, (size_t)(T * H) * sizeof *r->tmp);
-            sq_status s = sq_layer_forward(r->st, l, r->tmp, (int)T, tap, r, err);
-            if (s) { r->recording = false; free(off); free(cnt); return s; }
+    left->t = n + t;
+    free(right->h);
+    right->h = NULL;
+}
+
+/* Pushes node nd (in chunk order) onto the stack st (depth *d): siblings are added, a node without a
+ * right sibling goes up a level as it is. */
+static void push(hnode *st, int *d, hnode nd, int C, int64_t kk) {
+    st[(*d)++] = nd;
+    for (;;) {
+        hnode *top = &st[*d - 1];
+        int64_t span = (int64_t)1 << top->level;
+        if (span >= C) break; /* the root */
+        if (!(top->index & 1) && (int64_t)(top->index + 1) * span >= C) { top->level++, top->index /= 2; continue; }
+        if ((top->index & 1) && *d >= 2 && st[*d - 2].level == top->level && st[*d - 2].index == top->index - 1) {
+            combine(&st[*d - 2], top, kk);
+            (*d)--;
+            st[*d - 1].level++, st[*d - 1].index /= 2;
+            continue;
         }
-        r->recording = false;
-        /* each record to the ranks that accumulate its unit's Hessian (sq_calib_rank_needs), in rank order */
+        break;
+    }
+}
+
+/* A collecting pass (the tap is this file's) over the chunks, rank q running chunks [q C/N, (q+1) C/N)
+ * (contiguous: base/par.h's rule that no result depends on N is kept by the fixed tree above). Each
+ * rank runs its chunks' windows in order, each chunk into a partial Hessian per unit (part, on the
+ * backend), and adds them up the tree as far as its chunks reach; the nodes left (one for 2 ranks and
+ * 8 chunks, at most log2(C)+1) go whole to the ranks that solve from each unit
+ * (sq_calib_rank_needs) in one exchange, which finish the tree in chunk order. One process takes the
+ * same tree, so the Hessians are the same bits for every N. Token counts and max |x| are summed and
+ * maxed over ranks (exact whatever the order). */
+static sq_status run_collect(sq_calib *r, int l, const sq_backend_i *be, sq_err *err) {
+    int64_t T = r->o.seqlen, H = r->c->hidden;
+    int N = sq_par_size(), me = sq_par_rank(), C = nchunks(r), nu = r->u1 - r->u0;
+    int c0 = (int)((int64_t)me * C / N), c1 = (int)((int64_t)(me + 1) * C / N);
+    double t = now(), th = 0, w0 = sq_par_wait_seconds();
+    hnode *st = sq_calloc((size_t)nu * HSTACK, sizeof *st, err);
+    int *depth = sq_calloc((size_t)nu, sizeof *depth, err);
+    int64_t *off = malloc((size_t)(N + 1) * sizeof *off), *cnt = malloc((size_t)N * sizeof *cnt);
+    sq_status s = (!st || !depth || !off || !cnt) ? sq_fail(err, SQ_ERR_NOMEM, "out of memory") : SQ_OK;
+    for (int c = c0; c < c1 && !s; c++) {
+        for (int u = r->u0; u < r->u1 && !s; u++) s = sq_hessian_init_on(&r->part[u], be, r->hs[u].k, err);
+        for (int w = chunk_start(r, c); !s && w < chunk_start(r, c + 1); w++) {
+            memcpy(r->tmp, r->x + w * T * H, (size_t)(T * H) * sizeof *r->tmp);
+            s = sq_layer_forward(r->st, l, r->tmp, (int)T, tap, r, err);
+            if (!s && r->hess_err.code) s = (*err = r->hess_err).code;
+        }
+        for (int u = r->u0; u < r->u1 && !s; u++) s = sq_hessian_finish(&r->part[u], err);
+        double t1 = now();
+        for (int u = r->u0; u < r->u1 && !s; u++) { /* the chunk's leaf up the tree (its h taken from part) */
+            int64_t kk = r->hs[u].k * r->hs[u].k;
+            hnode leaf = {0, c, r->part[u].tokens, r->part[u].h};
+            r->part[u].h = NULL;
+            push(st + (u - r->u0) * HSTACK, &depth[u - r->u0], leaf, C, kk);
+        }
+        for (int u = r->u0; u < r->u1; u++) sq_hessian_free(&r->part[u]);
+        th += now() - t1;
+    }
+    if (s && N > 1) sq_par_abort(err); /* the others would wait in the exchange below */
+    double t1 = now();
+    if (!s && N == 1) { /* the root */
+        for (int u = r->u0; u < r->u1; u++) {
+            hnode *root = &st[(u - r->u0) * HSTACK];
+            if (depth[u - r->u0] == 0) continue; /* no chunks */
+            free(r->hs[u].h);
+            r->hs[u].h = root->h, r->hs[u].tokens = root->t;
+            root->h = NULL;
+        }
+    } else if (!s) {
+        /* to each rank q, in unit order, this rank's nodes of the units it solves from: (unit, level, index, tokens), then k^2 floats */
         int64_t bytes = 0;
         for (int q = 0; q < N; q++) {
             cnt[q] = 0;
-            for (int64_t at = 0; at < r->rec_len;) {
-                int64_t head[3];
-                memcpy(head, r->rec + at, sizeof head);
-                int64_t len = (int64_t)sizeof head + head[1] * head[2] * (int64_t)sizeof(float);
-                if (sq_calib_rank_needs(r, q, (int)head[0])) cnt[q] += len;
-                at += len;
-            }
+            for (int u = r->u0; u < r->u1; u++)
+                if (sq_calib_rank_needs(r, q, u)) cnt[q] += depth[u - r->u0] * (4 * (int64_t)sizeof(int64_t) + r->hs[u].k * r->hs[u].k * (int64_t)sizeof(float));
             bytes += cnt[q];
         }
         char *send = malloc(bytes > 0 ? (size_t)bytes : 1), *to = send;
-        if (!send) { free(off); free(cnt); return sq_fail(err, SQ_ERR_NOMEM, "out of memory sending %lld bytes", (long long)bytes); }
-        for (int q = 0; q < N; q++)
-            for (int64_t at = 0; at < r->rec_len;) {
-                int64_t head[3];
-                memcpy(head, r->rec + at, sizeof head);
-                int64_t len = (int64_t)sizeof head + head[1] * head[2] * (int64_t)sizeof(float);
-                if (sq_calib_rank_needs(r, q, (int)head[0])) memcpy(to, r->rec + at, (size_t)len), to += len;
-                at += len;
+        if (!send) { s = sq_fail(err, SQ_ERR_NOMEM, "out of memory sending %lld bytes", (long long)bytes); sq_par_abort(err); }
+        for (int q = 0; q < N && send; q++)
+            for (int u = r->u0; u < r->u1; u++) {
+                if (!sq_calib_rank_needs(r, q, u)) continue;
+                int64_t kk = r->hs[u].k * r->hs[u].k;
+                for (int j = 0; j < depth[u - r->u0]; j++) {
+                    hnode *nd = &st[(u - r->u0) * HSTACK + j];
+                    int64_t head[4] = {u, nd->level, nd->index, nd->t};
+                    memcpy(to, head, sizeof head), to += sizeof head;
+                    memcpy(to, nd->h, (size_t)kk * sizeof(float)), to += kk * (int64_t)sizeof(float);
+                }
             }
-        char *all = sq_par_alltoallv(send, cnt, off);
+        for (int j = 0; j < nu * HSTACK && st; j++) free(st[j].h), st[j].h = NULL;
+        memset(depth, 0, (size_t)nu * sizeof *depth);
+        char *all = send ? sq_par_alltoallv(send, cnt, off) : NULL;
         free(send);
-        double t1 = now();
-        for (int q = 0; q < N; q++) /* window j0 + q */
+        for (int q = 0; q < N && all && !s; q++) /* rank q's chunks, in chunk order */
             for (int64_t at = off[q]; at < off[q + 1];) {
-                int64_t head[3];
+                int64_t head[4];
                 memcpy(head, all + at, sizeof head);
-                if (!r->hess_err.code) sq_hessian_add(&r->hs[head[0]], (const float *)(all + at + sizeof head), head[1], &r->hess_err);
-                at += (int64_t)sizeof head + head[1] * head[2] * (int64_t)sizeof(float);
+                int u = (int)head[0];
+                int64_t kk = r->hs[u].k * r->hs[u].k;
+                hnode nd = {(int)head[1], (int)head[2], head[3], malloc((size_t)kk * sizeof(float))};
+                if (!nd.h) { s = sq_fail(err, SQ_ERR_NOMEM, "out of memory"); sq_par_abort(err); break; }
+                memcpy(nd.h, all + at + sizeof head, (size_t)kk * sizeof(float));
+                push(st + (u - r->u0) * HSTACK, &depth[u - r->u0], nd, C, kk);
+                at += (int64_t)sizeof head + kk * (int64_t)sizeof(float);
             }
-        th += now() - t1;
         free(all);
+        for (int u = r->u0; u < r->u1 && !s; u++) {
+            if (!sq_calib_rank_needs(r, me, u) || depth[u - r->u0] == 0) continue;
+            hnode *root = &st[(u - r->u0) * HSTACK];
+            free(r->hs[u].h);
+            r->hs[u].h = root->h, r->hs[u].tokens = root->t;
+            root->h = NULL;
+        }
     }
+    th += now() - t1;
+    for (int u = r->u0; u < r->u1; u++) sq_hessian_free(&r->part[u]);
+    for (int j = 0; j < nu * HSTACK && st; j++) free(st[j].h);
+    free(st);
+    free(depth);
     free(off);
     free(cnt);
-    if (r->counting) {
+    if (s) return s;
+    if (r->counting && N > 1) {
         sq_par_sum_i64(r->unit_tokens, r->units);
         sq_par_max_f32(r->act_absmax, r->units);
     }
@@ -149,9 +209,24 @@ static sq_status run_layer_par(sq_calib *r, int l, bool keep_outputs, sq_err *er
     return SQ_OK;
 }
 
+/* MPI, N ranks, keeping a block's outputs: window w is rank w mod N's; each rank runs its windows and
+ * every rank then gets them all. */
+static sq_status run_layer_par(sq_calib *r, int l, sq_err *err) {
+    int64_t T = r->o.seqlen, H = r->c->hidden;
+    int N = sq_par_size(), me = sq_par_rank();
+    double t = now(), w0 = sq_par_wait_seconds();
+    for (int w = me; w < r->o.nsamples; w += N) {
+        sq_status s = sq_layer_forward(r->st, l, r->x + w * T * H, (int)T, NULL, NULL, err);
+        if (s) return s;
+    }
+    sq_par_gather_chunks(r->x, r->o.nsamples, T * H * (int64_t)sizeof *r->x);
+    r->t_forward += now() - t - (sq_par_wait_seconds() - w0);
+    return SQ_OK;
+}
+
 /* Runs layer l on every calibration window (in place when keeping its outputs, else into tmp per window). */
 static sq_status run_layer(sq_calib *r, int l, bool keep_outputs, sq_tap_fn fn, void *user, sq_err *err) {
-    if (sq_par_size() > 1 && (keep_outputs ? !fn : fn == tap)) return run_layer_par(r, l, keep_outputs, err);
+    if (sq_par_size() > 1 && keep_outputs && !fn) return run_layer_par(r, l, err);
     int64_t T = r->o.seqlen, H = r->c->hidden;
     double t = now();
     for (int smp = 0; smp < r->o.nsamples; smp++) {
@@ -184,16 +259,14 @@ static sq_status collect(sq_calib *r, int l, int si, int units, int u0, int u1, 
     r->counting = counting;
     for (int u = u0; u < u1 && !s; u++, r->u1++) {
         int64_t k = sq_model_linear_unit(r->m, l, u, stages[si].lin[0])->cols; /* the shared expert may be wider */
-        if (!sq_calib_rank_needs(r, sq_par_rank(), u)) { r->hs[u] = (sq_hessian){.k = k}; continue; } /* MPI: another rank's */
-        s = sq_hessian_init_on(&r->hs[u], be, k, err);
+        r->hs[u] = (sq_hessian){.k = k};
+        /* the total, on the host, on the ranks that solve from it (MPI: others keep only k) */
+        if (sq_calib_rank_needs(r, sq_par_rank(), u) && !(r->hs[u].h = sq_calloc((size_t)(k * k), sizeof(float), err))) s = SQ_ERR_NOMEM;
     }
     for (int u = 0; u < units && counting; u++) r->unit_tokens[u] = 0, r->act_absmax[u] = 0;
     r->want = stages[si].site;
     r->hess_err = (sq_err){0};
-    if (!s) s = run_layer(r, l, false, tap, r, err);
-    if (!s && r->hess_err.code) s = (*err = r->hess_err).code;
-    for (int u = u0; u < u1 && !s; u++)
-        if (sq_calib_rank_needs(r, sq_par_rank(), u)) s = sq_hessian_finish(&r->hs[u], err);
+    if (!s && r->x) s = run_collect(r, l, be, err);
     return s;
 }
 
@@ -313,12 +386,13 @@ sq_status sq_calib_begin(sq_calib *r, sq_model *m, const sq_calib_opts *o, sq_er
     }
     int64_t E = r->c->n_experts > 0 ? r->c->n_experts : 1;
     r->hs = sq_calloc((size_t)r->max_units, sizeof *r->hs, err);
+    r->part = sq_calloc((size_t)r->max_units, sizeof *r->part, err);
     r->unit_tokens = sq_calloc((size_t)r->max_units, sizeof *r->unit_tokens, err);
     r->act_absmax = sq_calloc((size_t)r->max_units, sizeof *r->act_absmax, err);
     r->route_all = sq_calloc((size_t)E, 1, err);
     r->moe_tokens = sq_calloc((size_t)(E * r->c->n_layers), sizeof *r->moe_tokens, err);
     r->moe_all = sq_calloc((size_t)(E * r->c->n_layers), 1, err);
-    if (!r->hs || !r->unit_tokens || !r->act_absmax || !r->route_all || !r->moe_tokens || !r->moe_all) return SQ_ERR_NOMEM;
+    if (!r->hs || !r->part || !r->unit_tokens || !r->act_absmax || !r->route_all || !r->moe_tokens || !r->moe_all) return SQ_ERR_NOMEM;
     if (sq_par_size() > 1 && !(r->need = sq_calloc((size_t)r->max_units, sizeof *r->need, err))) return SQ_ERR_NOMEM;
     if (o->calib) {
         if ((s = sq_state_new(&r->st, m, (int)T, (int)T, err))) return s;
@@ -330,6 +404,7 @@ sq_status sq_calib_begin(sq_calib *r, sq_model *m, const sq_calib_opts *o, sq_er
 
 void sq_calib_end(sq_calib *r) {
     free(r->hs);
+    free(r->part);
     free(r->unit_tokens);
     free(r->act_absmax);
     free(r->route_all);
@@ -339,7 +414,6 @@ void sq_calib_end(sq_calib *r) {
     free(r->tmp);
     free(r->win);
     free(r->ids);
-    free(r->rec);
     free(r->need);
     sq_state_free(r->st);
     sq_stats_free(&r->stats);

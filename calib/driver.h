@@ -32,6 +32,10 @@ typedef struct {
     const sq_backend_i *backend; /* the backend accumulating the Hessians of a pass (NULL: the CPU) */
 } sq_calib_opts;
 
+/* The calibration windows are cut into this many chunks (fewer with fewer windows), whatever the
+ * number of ranks: each chunk's Hessians are accumulated apart and added in chunk order. */
+#define SQ_CALIB_CHUNKS 8
+
 /* The experts of an MoE site are calibrated in groups whose Hessians fit this (1 GiB). */
 #define SQ_CALIB_DEFAULT_HESSIAN_BYTES (1ll << 30)
 
@@ -67,11 +71,7 @@ typedef struct {
     int64_t *moe_tokens;         /* (n_layers, n_experts) tokens routed to each expert */
     uint8_t *moe_all;            /* (n_layers, n_experts) the experts calibrated on every token */
     double t_forward, t_hessian;
-    /* MPI (base/par.h), more than one rank: the tap's Hessian inputs of this rank's window, kept as
-     * records (unit, tokens, dim, then the rows) for every rank to add in window order */
-    char *rec;
-    int64_t rec_len, rec_cap;
-    bool recording;
+    sq_hessian *part;            /* (max_units) the partial Hessians of the chunk at hand (run_collect), on the backend */
     uint64_t *need;              /* (max_units; NULL with one rank) the ranks (bit q) that accumulate each unit's
                                   * Hessian; 0: every rank. Set by the caller before a stage's statistics */
 } sq_calib;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../base/par.h"
 #include "../formats/dtype.h"
 #include "awq.h"
 #include "method.h"
@@ -229,19 +230,26 @@ static sq_status compensate_routers(sq_qrun *r, int l, const float *s, const flo
     return SQ_OK;
 }
 
-/* Searches and folds one scale set's scales; *alpha_out the chosen alpha (or -1 when skipped). */
-static sq_status awq_scale_set(sq_qrun *r, int l, const awq_set *set, double *alpha_out, sq_err *err) {
+/* Whether a scale set is left unscaled (the same answer on every rank). */
+static bool awq_set_skipped(sq_qrun *r, int l, const awq_set *set) {
     awq_state *a = r->ms;
-    *alpha_out = -1;
     for (int i = 0; i < set->nl; i++)
-        if (a->why[set->unit[i]][set->lin[i]][0]) return SQ_OK; /* only sets whose linears are all quantised are scaled */
+        if (a->why[set->unit[i]][set->lin[i]][0]) return true; /* only sets whose linears are all quantised are scaled */
     if (set->prev_norm < 0) {
         const sq_wmat *prev = sq_model_linear_unit(r->m, l, set->prev_unit, set->prev_lin),
                       *first = sq_model_linear_unit(r->m, l, set->unit[0], set->lin[0]);
-        if (prev->rows != first->cols) return SQ_OK; /* v -> o under GQA: the shapes do not line up */
+        if (prev->rows != first->cols) return true; /* v -> o under GQA: the shapes do not line up */
     }
+    return set->x->n == 0; /* an expert no calibration token reached */
+}
+
+/* Searches one (not skipped) scale set's scales s (k) and *alpha_out. A search reads only its own
+ * linears, the modules they make and its own inputs, none of which an earlier set's fold changes, so
+ * the searches of a block can run apart (MPI: round the ranks) before the folds, in order. */
+static sq_status awq_search_set(sq_qrun *r, int l, const awq_set *set, float *s, double *alpha_out, sq_err *err) {
+    awq_state *a = r->ms;
+    *alpha_out = -1;
     int64_t k = sq_model_linear_unit(r->m, l, set->unit[0], set->lin[0])->cols, ntok = set->x->n;
-    if (ntok == 0) return SQ_OK; /* an expert no calibration token reached */
     const float **ws = malloc((size_t)set->nl * sizeof *ws);
     int64_t *ns = malloc((size_t)set->nl * sizeof *ns);
     if (!ws || !ns) { free(ws); free(ns); return sq_fail(err, SQ_ERR_NOMEM, "AWQ: out of memory"); }
@@ -250,11 +258,11 @@ static sq_status awq_scale_set(sq_qrun *r, int l, const awq_set *set, double *al
         ns[i] = sq_model_linear_unit(r->m, l, set->unit[i], set->lin[i])->rows;
     }
     int64_t out_dim = set->module == 2 ? ns[0] : r->c->hidden;
-    float *x = set->x->x, *x_old = NULL;
-    float *x_mean = calloc((size_t)k, sizeof *x_mean), *s = malloc((size_t)k * sizeof *s);
+    float *x = set->x->x;
+    float *x_mean = calloc((size_t)k, sizeof *x_mean);
     float *fp = malloc((size_t)(ntok * out_dim) * sizeof *fp), *out = malloc((size_t)(ntok * out_dim) * sizeof *out);
     sq_status st = SQ_OK;
-    if (!x_mean || !s || !fp || !out) { st = sq_fail(err, SQ_ERR_NOMEM, "AWQ: out of memory"); goto done; }
+    if (!x_mean || !fp || !out) { st = sq_fail(err, SQ_ERR_NOMEM, "AWQ: out of memory"); goto done; }
     double *acc = calloc((size_t)k, sizeof *acc);
     if (!acc) { st = sq_fail(err, SQ_ERR_NOMEM, "AWQ: out of memory"); goto done; }
     for (int64_t t = 0; t < ntok; t++)
@@ -269,7 +277,21 @@ static sq_status awq_scale_set(sq_qrun *r, int l, const awq_set *set, double *al
     st = sq_awq_search(ws, ns, set->nl, k, x_mean, &p, awq_loss, &ctx, s, alpha_out, &best_loss, err);
     if (!st && ctx.status) st = ctx.status;
     r->t_quant += sq_pl_now() - t0;
-    if (st) goto done;
+done:
+    free(ws);
+    free(ns);
+    free(x_mean);
+    free(fp);
+    free(out);
+    return st;
+}
+
+/* Folds a searched set's scales s. */
+static sq_status awq_fold_set(sq_qrun *r, int l, const awq_set *set, const float *s, sq_err *err) {
+    awq_state *a = r->ms;
+    int64_t k = sq_model_linear_unit(r->m, l, set->unit[0], set->lin[0])->cols, ntok = set->x->n;
+    float *x = set->x->x, *x_old = NULL;
+    sq_status st = SQ_OK;
     /* Fold: the previous op's output channels divided by s, the set's input columns multiplied by s;
      * the full-precision function is unchanged. The site's inputs are divided too (for the clipping). */
     if (set->prev_norm >= 0) {
@@ -283,9 +305,11 @@ static sq_status awq_scale_set(sq_qrun *r, int l, const awq_set *set, double *al
             if (b) b[c] /= s[c];
         }
     }
-    for (int i = 0; i < set->nl; i++)
-        for (int64_t rr = 0; rr < ns[i]; rr++)
+    for (int i = 0; i < set->nl; i++) {
+        int64_t ni = sq_model_linear_unit(r->m, l, set->unit[i], set->lin[i])->rows;
+        for (int64_t rr = 0; rr < ni; rr++)
             for (int64_t c = 0; c < k; c++) (*wf(a, set->unit[i], set->lin[i]))[rr * k + c] *= s[c];
+    }
     bool whole = set->site == SQ_SITE_GATEUP && a->moe; /* the mixture's whole input: every unit's inputs are rows of it */
     if (whole && !(x_old = malloc((size_t)(ntok * k) * sizeof *x_old))) { st = sq_fail(err, SQ_ERR_NOMEM, "AWQ: out of memory"); goto done; }
     if (x_old) memcpy(x_old, x, (size_t)(ntok * k) * sizeof *x);
@@ -298,13 +322,7 @@ static sq_status awq_scale_set(sq_qrun *r, int l, const awq_set *set, double *al
     }
     if (whole) st = compensate_routers(r, l, s, x_old, x, ntok, err);
 done:
-    free(ws);
-    free(ns);
     free(x_old);
-    free(x_mean);
-    free(s);
-    free(fp);
-    free(out);
     return st;
 }
 
@@ -361,38 +379,63 @@ sq_status sq_awq_block_begin(sq_qrun *r, int l, sq_err *err) {
             sq_wmat w = {.dtype = SQ_DT_F32, .rows = wm->rows, .cols = wm->cols, .data = *wf(a, u, (sq_lin)j)};
             if ((s = sq_model_set_linear_unit(r->m, l, u, (sq_lin)j, &w, err))) { free(x0); return s; }
         }
-    /* The scale sets, in order: [q, k, v], o, the FFN's gate and up (every unit's), each unit's down. */
-    int maxl = 2 * a->units + 3;
-    int *units = malloc((size_t)maxl * sizeof *units);
-    sq_lin *lins = malloc((size_t)maxl * sizeof *lins);
-    if (!units || !lins) { free(units); free(lins); free(x0); return sq_fail(err, SQ_ERR_NOMEM, "AWQ: out of memory"); }
-    for (int si = 0; si < 3 + a->units && !s; si++) {
-        awq_set set = {.unit = units, .lin = lins, .prev_lin = SQ_LIN_COUNT};
+    /* The scale sets, in order: [q, k, v], o, the FFN's gate and up (every unit's), each unit's down:
+     * first every set's search (MPI: set i on rank i mod N, its scales and alpha then sent to every
+     * rank), then the folds in set order on every rank: the same bytes for every N. */
+    int nsets = 3 + a->units, maxl = 2 * a->units + 3;
+    int *units = malloc((size_t)maxl * nsets * sizeof *units);
+    sq_lin *lins = malloc((size_t)maxl * nsets * sizeof *lins);
+    awq_set *sets = calloc((size_t)nsets, sizeof *sets);
+    float **sc = calloc((size_t)nsets, sizeof *sc);
+    double *al = malloc((size_t)nsets * sizeof *al);
+    if (!units || !lins || !sets || !sc || !al) { free(units); free(lins); free(sets); free(sc); free(al); free(x0); return sq_fail(err, SQ_ERR_NOMEM, "AWQ: out of memory"); }
+    for (int si = 0; si < nsets; si++) {
+        awq_set set = {.unit = units + si * maxl, .lin = lins + si * maxl, .prev_lin = SQ_LIN_COUNT};
+        int *units_ = set.unit;
+        sq_lin *lins_ = set.lin;
         if (si == 0) {
             set.site = SQ_SITE_QKV, set.nl = 3, set.prev_norm = 0, set.module = 0;
-            units[0] = units[1] = units[2] = 0, lins[0] = SQ_LIN_Q, lins[1] = SQ_LIN_K, lins[2] = SQ_LIN_V;
+            units_[0] = units_[1] = units_[2] = 0, lins_[0] = SQ_LIN_Q, lins_[1] = SQ_LIN_K, lins_[2] = SQ_LIN_V;
             set.x = feat(a, SQ_SITE_QKV, 0);
         } else if (si == 1) {
             set.site = SQ_SITE_O, set.nl = 1, set.prev_norm = -1, set.prev_unit = 0, set.prev_lin = SQ_LIN_V, set.module = 2;
-            units[0] = 0, lins[0] = SQ_LIN_O;
+            units_[0] = 0, lins_[0] = SQ_LIN_O;
             set.x = feat(a, SQ_SITE_O, 0);
         } else if (si == 2) {
             set.site = SQ_SITE_GATEUP, set.prev_norm = 1, set.module = 1;
             for (int u = 0; u < a->units; u++) {
-                units[set.nl] = u, lins[set.nl++] = SQ_LIN_GATE;
-                units[set.nl] = u, lins[set.nl++] = SQ_LIN_UP;
+                units_[set.nl] = u, lins_[set.nl++] = SQ_LIN_GATE;
+                units_[set.nl] = u, lins_[set.nl++] = SQ_LIN_UP;
             }
             set.x = feat(a, SQ_SITE_GATEUP, a->moe ? a->units : 0);
         } else {
             int u = si - 3;
             set.site = SQ_SITE_DOWN, set.nl = 1, set.prev_norm = -1, set.prev_unit = u, set.prev_lin = SQ_LIN_UP, set.module = 2;
-            units[0] = u, lins[0] = SQ_LIN_DOWN;
+            units_[0] = u, lins_[0] = SQ_LIN_DOWN;
             set.x = feat(a, SQ_SITE_DOWN, u);
         }
-        double al;
-        if ((s = awq_scale_set(r, l, &set, &al, err))) break;
-        for (int j = 0; j < set.nl; j++) a->alpha[set.unit[j] * SQ_LIN_COUNT + set.lin[j]] = al;
+        sets[si] = set;
+        al[si] = -1;
     }
+    for (int si = 0; si < nsets && !s; si++) {
+        if (awq_set_skipped(r, l, &sets[si])) continue;
+        int64_t k = sq_model_linear_unit(r->m, l, sets[si].unit[0], sets[si].lin[0])->cols;
+        if (!(sc[si] = malloc((size_t)k * sizeof **sc))) { s = sq_fail(err, SQ_ERR_NOMEM, "AWQ: out of memory"); break; }
+        if (sq_par_mine(si)) s = awq_search_set(r, l, &sets[si], sc[si], &al[si], err);
+    }
+    if (s && sq_par_size() > 1) sq_par_abort(err); /* the others would wait for this rank's scales */
+    for (int si = 0; si < nsets && !s; si++) {
+        if (!sc[si]) continue;
+        int64_t k = sq_model_linear_unit(r->m, l, sets[si].unit[0], sets[si].lin[0])->cols;
+        sq_par_bcast(sc[si], k * (int64_t)sizeof **sc, sq_par_owner(si));
+        sq_par_bcast(&al[si], sizeof al[si], sq_par_owner(si));
+        if ((s = awq_fold_set(r, l, &sets[si], sc[si], err))) break;
+        for (int j = 0; j < sets[si].nl; j++) a->alpha[sets[si].unit[j] * SQ_LIN_COUNT + sets[si].lin[j]] = al[si];
+    }
+    for (int si = 0; si < nsets; si++) free(sc[si]);
+    free(sc);
+    free(al);
+    free(sets);
     free(units);
     free(lins);
     /* Folding must leave the full-precision block unchanged: window 0 through the scaled block. */

@@ -1,11 +1,17 @@
 #!/bin/sh
 # mpi.sh: `mpirun -np 2` and `-np 3` give the bytes of one process: gptq, awq and fp8 on the bundled
-# model, gptq (with expert groups) and fp8 on the qwen2_moe fixture, spotq calib's statistics; eval the
+# model, gptq (with expert groups), fp8+gptq and awq (its searches round the ranks) on the qwen2_moe fixture, spotq calib's statistics; eval the
 # same ppl and KLD; a rank that fails or is killed mid-run ends the job non-zero with no OUT and no
 # temporary directory, its error in one line naming the rank; ranks with different arguments refuse to
 # start. Skips (saying why) where mpirun is absent or this spotq has no MPI.
 set -e
 SPOTQ=${SPOTQ:-./spotq}
+# a CUDA build: the NCCL collectives (kernels/cuda/coll.cu) are in its library, linked with NCCL (compile-only here)
+L=$(dirname "$(readlink -f "$SPOTQ")")/libspotq_cuda.so
+if [ -f "$L" ]; then
+    nm -D --defined-only "$L" | grep -q " sq_cuda_coll_impl$" || { echo "mpi: $L has no sq_cuda_coll_impl"; exit 1; }
+    ldd "$L" | grep -q libnccl || { echo "mpi: $L is not linked with NCCL"; exit 1; }
+fi
 command -v mpirun >/dev/null 2>&1 || { echo "mpi: skipped: no mpirun (apt-get install openmpi-bin libopenmpi-dev)"; exit 0; }
 ldd "$SPOTQ" 2>/dev/null | grep -q libmpi || { echo "mpi: skipped: $SPOTQ is built without MPI (make MPI=1)"; exit 0; }
 M=models/stories260K
@@ -40,6 +46,7 @@ same awq $M --method awq --group-size 32 $C
 same fp8-static $M --method fp8 --act static $C
 same moe-gptq-groups $Q --method gptq --group-size 32 --max-hessian-memory 20k $C
 same moe-fp8gptq $Q --method fp8+gptq --act static $C
+same moe-awq $Q --method awq --group-size 32 $C
 
 # spotq calib on the MoE fixture: experts round the ranks, each Hessian sent to rank 0
 $SPOTQ calib $Q $C -o $T/m1 --threads 1 2>/dev/null || fail "calib moe failed"
@@ -82,4 +89,4 @@ ASAN_OPTIONS=$NOLEAK mpirun --allow-run-as-root --oversubscribe -np 1 "$SPOTQ" q
 [ ! -e $T/g/out ] || fail "mismatched ranks: OUT written"
 [ "$(grep -c '^spotq: error:' $T/err)" -eq 1 ] || fail "mismatched ranks: not one error line: $(cat $T/err)"
 grep -q "rank 1: its binary or arguments differ from rank 0's" $T/err || fail "mismatched ranks: $(cat $T/err)"
-echo "mpi: -np 2 and 3 the bytes of one process (5 cases, calib), eval the same numbers, faults end the job"
+echo "mpi: -np 2 and 3 the bytes of one process (6 cases, calib), eval the same numbers, faults end the job"
