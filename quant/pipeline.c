@@ -12,6 +12,7 @@
 
 #include "../base/par.h"
 #include "../formats/outdir.h"
+#include "budget_run.h"
 #include "method.h"
 
 #define stages sq_calib_stages
@@ -377,6 +378,22 @@ sq_status sq_quantize_model(const sq_quantize_opts *opts, sq_err *err) {
     sq_status s = sq_quantize_resolve(&resolved, err);
     if (s) return s;
     const sq_quantize_opts *o = &resolved;
+    sq_budget_result budget = {0};
+    bool use_budget = o->target_bits > 0 || o->max_kld > 0;
+    if (use_budget) { /* the choice first, then the pipeline writes it from the same statistics */
+        if ((s = sq_path_check_output(o->out, (const char *[]){o->model, o->calib, o->stats_in}, (const char *[]){"the model", "the calibration text", "the statistics file"}, 3, err)))
+            return s;
+        if ((s = sq_budget_prepare(o, &budget, err))) return s;
+        resolved.stats_in = budget.stats_path;
+        resolved.calib = NULL;
+        s = sq_budget_plan(&budget, &resolved, err);
+        if (s) {
+            sq_budget_free(&budget);
+            return s;
+        }
+        sq_log(SQ_LOG_INFO, "budget: %.3f bits per weight predicted, KLD %.5f predicted, %.5f measured on %d held-out windows (%.1f s)",
+               budget.bits, budget.pred_kld, budget.heldout_kld, budget.sens.heldout_windows, budget.seconds);
+    }
     pipeline p = {0};
     sq_qrun *r = &p.r;
     r->o = o;
@@ -447,7 +464,7 @@ sq_status sq_quantize_model(const sq_quantize_opts *opts, sq_err *err) {
     sq_qreport rep = {.o = o, .c = r->c, .t = r->meth->report, .scheme = sq_pl_scheme(o), .fmt = sq_pl_format(o), .rows = r->rows, .nrows = r->nrows, .calib_hash = p.cal.hash,
                       .calib_tokens = p.cal.nids, .bos_id = p.cal.bos_id, .bos_rule = p.cal.bos_rule,
                       .stats = o->stats_in ? &p.cal.stats : NULL, .moe_tokens = p.cal.moe_tokens, .moe_all = p.cal.moe_all,
-                      .n_weights_q = r->n_weights_q, .packed_bytes = r->packed_bytes};
+                      .n_weights_q = r->n_weights_q, .packed_bytes = r->packed_bytes, .budget = use_budget ? &budget : NULL};
     if (r->meth->report.awq) sq_awq_fold_figures(r, &rep.fold_max, &rep.router_fold_max);
     rep.out_bytes = sq_shards_bytes(r->w);
     char src_scheme[128]; /* the source's parameters and size, counted as bench counts them */
@@ -497,5 +514,6 @@ sq_status sq_quantize_model(const sq_quantize_opts *opts, sq_err *err) {
     }
 done:
     pipeline_free(&p);
+    sq_budget_free(&budget);
     return s;
 }

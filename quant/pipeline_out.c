@@ -1,11 +1,13 @@
 /* pipeline_out.c: the quantize pipeline's config.json (quantization_config of each format) and
  * spotq.json (arguments, calibration, per-layer errors, timings), from its plain report (report.h). */
 #include <cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 
+#include "budget_run.h"
 #include "report.h"
 
 /* ---------------------------------------------------------------- config.json and spotq.json */
@@ -74,6 +76,60 @@ sq_status sq_pl_write_config(const sq_qreport *r, sq_outdir *od, const char *src
     return s;
 }
 
+/* --target-bits / --max-kld: the candidates, the chosen scheme per unit with its predicted and measured
+ * KLD, which source each unit's KLD came from, how well the proxy predicted the measurements, and the whole
+ * choice measured on the held-out windows. */
+static void add_budget(cJSON *j, const sq_budget_result *b, const sq_quantize_opts *o) {
+    const sq_sens *s = &b->sens;
+    cJSON *bj = cJSON_AddObjectToObject(j, "budget");
+    if (o->target_bits > 0) cJSON_AddNumberToObject(bj, "target_bits", o->target_bits);
+    else cJSON_AddNumberToObject(bj, "max_kld", o->max_kld);
+    cJSON *cs = cJSON_AddArrayToObject(bj, "candidates");
+    for (int i = 0; i < s->n_schemes; i++) cJSON_AddItemToArray(cs, cJSON_CreateString(s->schemes[i].name));
+    cJSON_AddStringToObject(bj, "sensitivity",
+                            "proxy: GPTQ's Hessian-weighted output error tr(D H D^T) per unit and scheme (the statistics' Hessians), "
+                            "scaled to a KLD by one measured KLD per unit (the unit alone at its smallest scheme) on held-out windows");
+    cJSON_AddNumberToObject(bj, "predicted_bits_per_weight", b->bits);
+    cJSON_AddNumberToObject(bj, "predicted_bytes", b->bytes);
+    cJSON_AddNumberToObject(bj, "predicted_kld", b->pred_kld);
+    cJSON_AddNumberToObject(bj, "heldout_kld", b->heldout_kld);
+    cJSON_AddNumberToObject(bj, "heldout_windows", s->heldout_windows);
+    cJSON_AddNumberToObject(bj, "measure_windows", s->measure_windows);
+    cJSON_AddNumberToObject(bj, "measure_ctx", s->measure_ctx);
+    if (o->max_kld > 0) {
+        cJSON_AddBoolToObject(bj, "max_kld_met", b->heldout_kld <= o->max_kld);
+        cJSON_AddNumberToObject(bj, "solver_kld", b->solver_kld);
+    }
+    cJSON_AddNumberToObject(bj, "rounds", b->rounds);
+    cJSON *pv = cJSON_AddObjectToObject(bj, "proxy_validation");
+    cJSON_AddNumberToObject(pv, "units", s->n_validate);
+    if (isfinite(s->validate_r)) cJSON_AddNumberToObject(pv, "log_log_r", s->validate_r);
+    else cJSON_AddNullToObject(pv, "log_log_r");
+    if (isfinite(s->validate_ratio)) cJSON_AddNumberToObject(pv, "median_predicted_over_measured", s->validate_ratio);
+    else cJSON_AddNullToObject(pv, "median_predicted_over_measured");
+    cJSON_AddNumberToObject(bj, "seconds_proxy", s->seconds_proxy);
+    cJSON_AddNumberToObject(bj, "seconds_measure", s->seconds_measure);
+    cJSON_AddNumberToObject(bj, "seconds", b->seconds);
+    cJSON *us = cJSON_AddArrayToObject(bj, "units");
+    for (int u = 0; u < s->n_units; u++) {
+        int c = b->choice[u], ns = s->n_schemes;
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "unit", s->units[u].name);
+        cJSON_AddStringToObject(e, "scheme", s->schemes[c].name);
+        cJSON_AddNumberToObject(e, "bytes", s->bytes[(size_t)u * ns + c]);
+        cJSON_AddNumberToObject(e, "predicted_kld", s->cost[(size_t)u * ns + c]);
+        double k = s->kld[(size_t)u * ns + c];
+        if (isfinite(k)) cJSON_AddNumberToObject(e, "measured_kld", k);
+        else cJSON_AddNullToObject(e, "measured_kld");
+        cJSON_AddStringToObject(e, "source", s->schemes[c].keep ? "kept" : isfinite(k) ? "measured" : "proxy");
+        if (s->ref[u] >= 0) {
+            cJSON_AddStringToObject(e, "measured_scheme", s->schemes[s->ref[u]].name);
+            cJSON_AddNumberToObject(e, "measured_scheme_kld", s->kld[(size_t)u * ns + s->ref[u]]);
+        }
+        cJSON_AddItemToArray(us, e);
+    }
+}
+
 sq_status sq_pl_write_report(const sq_qreport *r, sq_outdir *od, sq_err *err) {
     uint64_t calib_hash = r->calib_hash;
     int64_t calib_tokens = r->calib_tokens;
@@ -125,6 +181,7 @@ sq_status sq_pl_write_report(const sq_qreport *r, sq_outdir *od, sq_err *err) {
     cJSON_AddNumberToObject(c, "seqlen", st ? st->seqlen : o->seqlen);
     cJSON_AddNumberToObject(c, "seed", st ? (double)st->seed : (double)o->seed);
     cJSON_AddBoolToObject(c, "sequential", !st); /* statistics are of the full-precision model */
+    if (r->budget) add_budget(j, r->budget, o);
     cJSON *layers = cJSON_AddArrayToObject(j, "layers");
     for (int i = 0; i < r->nrows; i++) {
         const sq_report_row *p = &r->rows[i];

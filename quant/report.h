@@ -55,6 +55,7 @@ typedef struct {
     double packed_bytes;
     int64_t out_bytes, src_bytes, src_params;
     double t_forward, t_hessian, t_quant, t_write, total;
+    const struct sq_budget_result_s *budget; /* --target-bits / --max-kld: the choice and its measurement; else NULL */
 } sq_qreport;
 
 /* config.json with its quantization_config, and spotq.json. */

@@ -96,6 +96,12 @@ void sq_sens_free(sq_sens *s); /* zero-filled is fine */
 sq_status sq_sens_choose(const sq_sens *s, double target_bits, double max_kld, int *choice /* OUT */, double *bytes /* OUT */,
                          double *kld /* OUT */, sq_err *err);
 
+/* The measured KLD of a whole choice (choice [n_units], as sq_sens_choose gives): every unit quantised to
+ * its scheme at once (GPTQ with the statistics' Hessians, as the pipeline writes them), on the same held-out
+ * windows as the run, against the full-precision model; the linears are put back before it returns. */
+sq_status sq_sens_measure_choice(sq_model *m, const sq_sens *s, const int *choice, const sq_sens_opts *o, double *kld /* OUT */,
+                                 sq_err *err);
+
 /* The bytes compressed-tensors pack-quantized stores for an n x k linear under scheme s (kept: at the
  * source dtype's size dt_size); 0 when s cannot hold it. */
 double sq_sens_linear_bytes(const sq_sens_scheme *s, int64_t n, int64_t k, int dt_size);
