@@ -59,6 +59,10 @@ sq_status sq_budget_prepare(const sq_quantize_opts *o, sq_budget_result *r, sq_e
                        .calib_seed = st.seed, .measure_windows = o->budget_windows, .measure_ctx = o->budget_ctx, .damp = o->q.damp,
                        .validate = true};
     if ((s = sq_sens_run(m, sc, ns, &so, &r->sens, err))) goto done;
+    if (r->sens.heldout_windows < r->sens.measure_windows)
+        sq_log(SQ_LOG_WARN, "only %d of the %d measurement windows of %d tokens share no token with the %d calibration windows of %d: "
+               "the KLD is measured partly on calibration text (fewer --nsamples, or a longer --calib, hold more out)",
+               r->sens.heldout_windows, r->sens.measure_windows, r->sens.measure_ctx, st.nsamples, st.seqlen);
     r->choice = malloc((size_t)r->sens.n_units * sizeof *r->choice);
     if (!r->choice) {
         s = sq_fail(err, SQ_ERR_NOMEM, "out of memory");

@@ -386,13 +386,13 @@ sq_status sq_quantize_model(const sq_quantize_opts *opts, sq_err *err) {
         if ((s = sq_budget_prepare(o, &budget, err))) return s;
         resolved.stats_in = budget.stats_path;
         resolved.calib = NULL;
+        sq_log(SQ_LOG_INFO, "budget: %.3f bits per weight predicted, KLD %.5f predicted, %.5f measured on %d held-out windows (%.1f s)",
+               budget.bits, budget.pred_kld, budget.heldout_kld, budget.sens.heldout_windows, budget.seconds);
         s = sq_budget_plan(&budget, &resolved, err);
         if (s) {
             sq_budget_free(&budget);
             return s;
         }
-        sq_log(SQ_LOG_INFO, "budget: %.3f bits per weight predicted, KLD %.5f predicted, %.5f measured on %d held-out windows (%.1f s)",
-               budget.bits, budget.pred_kld, budget.heldout_kld, budget.sens.heldout_windows, budget.seconds);
     }
     pipeline p = {0};
     sq_qrun *r = &p.r;
