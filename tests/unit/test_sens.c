@@ -122,6 +122,21 @@ int main(void) {
     CHECK_OK(sq_eval_ppl(m2, ref, s.windows, (int64_t)s.measure_windows * s.measure_ctx, &eo, &r, &err), &err);
     /* float32 log-probabilities on both sides, summed in other orders */
     CHECK(fabs(r.kld_mean - s.kld[2]) <= 1e-4 * s.kld[2], "eval's KLD %.9g, the measurement's %.9g", r.kld_mean, s.kld[2]);
+    /* a whole choice measured at once: every unit kept is no change; layer 0's q/k/v alone at int4-g64-sym is
+     * the model eval.c just scored */
+    int *ch = malloc((size_t)s.n_units * sizeof *ch);
+    for (int u = 0; u < s.n_units; u++) ch[u] = ns - 1;
+    double kc = -1;
+    CHECK_OK(sq_sens_measure_choice(m, &s, ch, &o, &kc, &err), &err);
+    CHECK(kc >= 0 && kc < 1e-9, "every unit kept: KLD %g", kc);
+    ch[0] = 2;
+    CHECK_OK(sq_sens_measure_choice(m, &s, ch, &o, &kc, &err), &err);
+    CHECK(fabs(kc - r.kld_mean) <= 1e-4 * r.kld_mean, "the choice's KLD %.9g, eval's %.9g", kc, r.kld_mean);
+    for (int u = 0; u < s.n_units; u++) ch[u] = s.ref[u];
+    double kall = -1;
+    CHECK_OK(sq_sens_measure_choice(m, &s, ch, &o, &kall, &err), &err);
+    CHECK(kall > s.kld[2], "every unit at its smallest scheme: KLD %g above one unit's %g", kall, s.kld[2]);
+    free(ch);
     /* the measured model is put back as it was */
     CHECK(sq_model_linear_unit(m, 0, 0, SQ_LIN_Q)->data == orig_q && sq_model_linear_unit(m, 4, 0, SQ_LIN_V)->data == orig_v,
           "the measured model's linears are put back");
