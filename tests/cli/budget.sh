@@ -37,3 +37,32 @@ usage "must be positive" --max-kld -0.5 $C
 usage "--ignore" --target-bits 12 --ignore '*.down_proj' $C
 usage "drop --grid minmax" --target-bits 12 --grid minmax $C
 usage "below the" --target-bits 4 $C
+
+# --target-bits: within the target, at most one solver grid step (and the candidates' granularity) below
+C16="--calib data/tinystories/calib.txt --nsamples 16 --seqlen 512"
+$SPOTQ quantize $M -o $T/tb $C16 --target-bits 11.3 2>$T/tb.log || fail "--target-bits 11.3: $(cat $T/tb.log)"
+bpw=$(jnum $T/tb/spotq.json bits_per_weight) || fail "no bits_per_weight"
+pred=$(jnum $T/tb/spotq.json predicted_bits_per_weight) || fail "no predicted_bits_per_weight"
+bound "--target-bits 11.3: the written checkpoint" 'b <= 11.3 && b > 10.8' b=$bpw
+bound "the predicted size is the written one" 'p - b < 0.01 && b - p < 0.01' p=$pred b=$bpw
+$SPOTQ check $T/tb >$T/tb.check 2>&1 || fail "spotq check: $(tail -3 $T/tb.check)"
+# every unit named with its scheme; q/k/v and gate/up share one config group (fused sets)
+[ "$(grep -c '"unit":' $T/tb/spotq.json)" -eq 20 ] || fail "want 20 units in spotq.json's budget"
+grep -q '"log_log_r":' $T/tb/spotq.json || fail "no proxy validation"
+grep -q '"quant_method":	"compressed-tensors"' $T/tb/config.json || fail "not compressed-tensors: $(head -c 400 $T/tb/config.json)"
+
+# --max-kld: met on the held-out windows, as spotq.json and eval say
+$SPOTQ quantize $M -o $T/mk $C16 --max-kld 0.005 2>$T/mk.log || fail "--max-kld 0.005: $(cat $T/mk.log)"
+hk=$(jnum $T/mk/spotq.json heldout_kld) || fail "no heldout_kld"
+hw=$(jnum $T/mk/spotq.json heldout_windows) || fail "no heldout_windows"
+bound "--max-kld 0.005 on the held-out windows" 'k <= 0.005 && k > 0 && w >= 4' k=$hk w=$hw
+grep -q '"max_kld_met":	true' $T/mk/spotq.json || fail "max_kld_met"
+$SPOTQ eval $T/mk --data data/tinystories/eval.txt --ctx 256 --ref $M >$T/mk.eval 2>&1 || fail "eval: $(cat $T/mk.eval)"
+grep -q "^budget: *--max-kld 0.005: KLD .* held-out windows .*, met$" $T/mk.eval || fail "eval does not report the budget: $(cat $T/mk.eval)"
+$SPOTQ check $T/mk >$T/mk.check 2>&1 || fail "spotq check: $(tail -3 $T/mk.check)"
+# a tighter limit costs bytes
+b1=$(jnum $T/mk/spotq.json bits_per_weight)
+$SPOTQ quantize $M -o $T/mk2 $C16 --max-kld 0.0005 2>$T/mk2.log || fail "--max-kld 0.0005: $(cat $T/mk2.log)"
+b2=$(jnum $T/mk2/spotq.json bits_per_weight)
+bound "a tighter --max-kld takes more bytes" 'b2 > b1' b1=$b1 b2=$b2
+echo "budget: ok"
