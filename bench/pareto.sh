@@ -10,7 +10,7 @@
 # Usage: sh bench/pareto.sh [BIN]; MODEL (models/stories260K), CALIB, DATA, CTX (512), PROTOCOL (gptq),
 #   NSAMPLES (16: the bundled calibration text is about 4.6k tokens, and 16 x 512 leave the budget's
 #   measurement windows held out), SEQLEN (512), TARGETS (bits per weight, default: those of the uniform rows, rounded down),
-#   UNIFORM (0: skip the uniform rows), BUDGET (0: skip the budgeted rows), KQUANTS (Q4_K_M Q5_K_M Q6_K), SCRATCH (build/bench/pareto), PY.
+#   UNIFORM (0: skip the uniform rows), BUDGET (0: skip the budgeted rows), BUDGET_ARGS (e.g. --budget-windows 4), KQUANTS (Q4_K_M Q5_K_M Q6_K), SCRATCH (build/bench/pareto), PY.
 set -e
 BIN=$(realpath "${1:-build/release/spotq}")
 cd "$(dirname "$0")/.."
@@ -66,6 +66,6 @@ if [ -n "$LLAMACPP" ] && [ -x "$LLAMACPP/llama-quantize" ]; then
 fi
 [ "${BUDGET:-1}" = 0 ] || for t in ${TARGETS:-$(echo $ubpw | tr ' ' '\n' | sort -un)}; do
     d="$S/b_$t"
-    "$BIN" quantize "$M" -o "$d" --target-bits "$t" --calib "$CALIB" --stats "$S/stats.sqs" --force 2>"$d.log" || { echo "| budget $t | failed: $(tail -1 "$d.log") | | |"; continue; }
+    "$BIN" quantize "$M" -o "$d" --target-bits "$t" --calib "$CALIB" --stats "$S/stats.sqs" $BUDGET_ARGS --force 2>"$d.log" || { echo "| budget $t | failed: $(tail -1 "$d.log") | | |"; continue; }
     row "budget --target-bits $t" "$d"
 done
