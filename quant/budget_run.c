@@ -10,6 +10,7 @@
 #include "../formats/text.h"
 #include "../formats/tokenizer.h"
 #include "budget_run.h"
+#include "plan.h"
 
 static double now_s(void) {
     struct timespec t;
@@ -111,7 +112,21 @@ void sq_budget_free(sq_budget_result *r) {
     memset(r, 0, sizeof *r);
 }
 
-sq_status sq_budget_plan(const sq_budget_result *r, sq_quantize_opts *o, sq_err *err) {
-    (void)r, (void)o;
-    return sq_fail(err, SQ_ERR_UNSUPPORTED, "--target-bits/--max-kld: the per-linear plan is not in this build yet");
+sq_status sq_budget_plan(const sq_budget_result *r, sq_quantize_opts *o, sq_plan *plan, sq_err *err) {
+    const sq_sens *s = &r->sens;
+    int n_layers = 0;
+    for (int u = 0; u < s->n_units; u++)
+        if (s->units[u].layer + 1 > n_layers) n_layers = s->units[u].layer + 1;
+    sq_scheme base = {.kind = SQ_SCHEME_INT, .bits = 4, .group_size = 128, .sym = true, .damp = o->q.damp};
+    sq_status st = sq_plan_init(plan, n_layers, &base, err);
+    if (st) return st;
+    for (int l = 0; l < n_layers; l++) /* linears no unit covers (none in the architectures spotq reads) stay full precision */
+        for (int w = 0; w < SQ_LIN_COUNT; w++) sq_plan_set(plan, l, (sq_lin)w, NULL);
+    for (int u = 0; u < s->n_units; u++) {
+        const sq_sens_scheme *c = &s->schemes[r->choice[u]];
+        sq_scheme sc = {.kind = SQ_SCHEME_INT, .bits = c->bits, .group_size = c->group_size, .sym = c->sym, .damp = o->q.damp};
+        for (int i = 0; i < s->units[u].n_lin; i++) sq_plan_set(plan, s->units[u].lin[i].layer, s->units[u].lin[i].which, c->keep ? NULL : &sc);
+    }
+    if ((st = sq_plan_check(plan, err))) sq_plan_free(plan);
+    return st;
 }

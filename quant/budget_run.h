@@ -27,7 +27,8 @@ typedef struct sq_budget_result_s {
 /* o resolved (sq_quantize_resolve) with a budget. */
 sq_status sq_budget_prepare(const sq_quantize_opts *o, sq_budget_result *r /* OUT */, sq_err *err);
 void sq_budget_free(sq_budget_result *r); /* zero-filled is fine */
-/* The choice as the pipeline's per-linear plan (o->plan; kept units full precision). */
-sq_status sq_budget_plan(const sq_budget_result *r, sq_quantize_opts *o, sq_err *err);
+/* The choice as the pipeline's per-linear plan (kept units full precision; sq_plan_free it). */
+struct sq_plan;
+sq_status sq_budget_plan(const sq_budget_result *r, sq_quantize_opts *o, struct sq_plan *plan /* OUT */, sq_err *err);
 
 #endif

@@ -13,6 +13,7 @@
 #include "../base/par.h"
 #include "../formats/outdir.h"
 #include "budget_run.h"
+#include "plan.h"
 #include "method.h"
 
 #define stages sq_calib_stages
@@ -379,6 +380,7 @@ sq_status sq_quantize_model(const sq_quantize_opts *opts, sq_err *err) {
     if (s) return s;
     const sq_quantize_opts *o = &resolved;
     sq_budget_result budget = {0};
+    sq_plan budget_plan = {0};
     bool use_budget = o->target_bits > 0 || o->max_kld > 0;
     if (use_budget) { /* the choice first, then the pipeline writes it from the same statistics */
         if ((s = sq_path_check_output(o->out, (const char *[]){o->model, o->calib, o->stats_in}, (const char *[]){"the model", "the calibration text", "the statistics file"}, 3, err)))
@@ -388,9 +390,11 @@ sq_status sq_quantize_model(const sq_quantize_opts *opts, sq_err *err) {
         resolved.calib = NULL;
         sq_log(SQ_LOG_INFO, "budget: %.3f bits per weight predicted, KLD %.5f predicted, %.5f measured on %d held-out windows (%.1f s)",
                budget.bits, budget.pred_kld, budget.heldout_kld, budget.sens.heldout_windows, budget.seconds);
-        s = sq_budget_plan(&budget, &resolved, err);
+        s = sq_budget_plan(&budget, &resolved, &budget_plan, err);
+        if (!s) s = sq_fail(err, SQ_ERR_UNSUPPORTED, "--target-bits/--max-kld: the pipeline takes no per-linear plan in this build yet");
         if (s) {
             sq_budget_free(&budget);
+            sq_plan_free(&budget_plan);
             return s;
         }
     }
@@ -515,5 +519,6 @@ sq_status sq_quantize_model(const sq_quantize_opts *opts, sq_err *err) {
 done:
     pipeline_free(&p);
     sq_budget_free(&budget);
+    sq_plan_free(&budget_plan);
     return s;
 }
