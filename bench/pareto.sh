@@ -10,7 +10,7 @@
 # Usage: sh bench/pareto.sh [BIN]; MODEL (models/stories260K), CALIB, DATA, CTX (512), PROTOCOL (gptq),
 #   NSAMPLES (16: the bundled calibration text is about 4.6k tokens, and 16 x 512 leave the budget's
 #   measurement windows held out), SEQLEN (512), TARGETS (bits per weight, default: those of the uniform rows, rounded down),
-#   UNIFORM (0: skip the uniform rows), BUDGET (0: skip the budgeted rows), BUDGET_ARGS (e.g. --budget-windows 4), KQUANTS (Q4_K_M Q5_K_M Q6_K), SCRATCH (build/bench/pareto), PY.
+#   UNIFORM (0: skip the uniform rows), UNIFORM_METHODS (rtn gptq), BUDGET (0: skip the budgeted rows), BUDGET_ARGS (e.g. --budget-windows 4), KQUANTS (Q4_K_M Q5_K_M Q6_K), SCRATCH (build/bench/pareto), PY.
 set -e
 BIN=$(realpath "${1:-build/release/spotq}")
 cd "$(dirname "$0")/.."
@@ -32,7 +32,7 @@ echo "|---|---|---|---|"
 ubpw=
 if [ "${UNIFORM:-1}" != 0 ]; then
     set --
-    for m in rtn gptq; do
+    for m in ${UNIFORM_METHODS:-rtn gptq}; do
         for g in 32 64 128; do for sy in sym asym; do set -- "$@" "$m --bits 4 --group-size $g --$sy"; done; done
         set -- "$@" "$m --bits 8 --group-size -1 --sym"
     done
