@@ -10,7 +10,8 @@
 # Usage: sh bench/pareto.sh [BIN]; MODEL (models/stories260K), CALIB, DATA, CTX (512), PROTOCOL (gptq),
 #   NSAMPLES (16: the bundled calibration text is about 4.6k tokens, and 16 x 512 leave the budget's
 #   measurement windows held out), SEQLEN (512), TARGETS (bits per weight, default: those of the uniform rows, rounded down),
-#   UNIFORM (0: skip the uniform rows), UNIFORM_METHODS (rtn gptq), BUDGET (0: skip the budgeted rows), BUDGET_ARGS (e.g. --budget-windows 4), KQUANTS (Q4_K_M Q5_K_M Q6_K), SCRATCH (build/bench/pareto), PY.
+#   UNIFORM (0: skip the uniform rows), UNIFORM_METHODS (rtn gptq), UNIFORM_LIST (a file of
+#   --method argument lines instead), BUDGET (0: skip the budgeted rows), BUDGET_ARGS (e.g. --budget-windows 4), KQUANTS (Q4_K_M Q5_K_M Q6_K), SCRATCH (build/bench/pareto), PY.
 set -e
 BIN=$(realpath "${1:-build/release/spotq}")
 cd "$(dirname "$0")/.."
@@ -37,6 +38,7 @@ if [ "${UNIFORM:-1}" != 0 ]; then
         set -- "$@" "$m --bits 8 --group-size -1 --sym"
     done
     set -- "$@" "fp8 --fp8-scheme channel --act none" "fp8+gptq --fp8-scheme channel --act none"
+    if [ -n "$UNIFORM_LIST" ]; then set --; while IFS= read -r l; do [ -n "$l" ] && set -- "$@" "$l"; done <"$UNIFORM_LIST"; fi
     for a in "$@"; do
         d="$S/u_$(echo "$a" | tr -c 'a-z0-9\n' _)"
         "$BIN" quantize "$M" -o "$d" --method $a --format compressed-tensors --stats "$S/stats.sqs" --force 2>"$d.log" ||
