@@ -89,6 +89,7 @@ static bool recognise(const sq_config *cfg) {
 
 /* The first Linear group's weight strategy against weight_scale, its input_activations against input_scale. */
 static void check(sq_qc *x, const char *module, int64_t N, int64_t K) {
+    sq_fmt_ct_group_of(x, module);
     const sq_tensor *ws = sq_qc_tensor(x, module, "weight_scale"), *is = sq_qc_tensor(x, module, "input_scale");
     if (!ws) return; /* the loader's message */
     const sq_config *c = &x->ck->cfg;

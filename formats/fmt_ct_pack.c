@@ -118,23 +118,57 @@ bool sq_fmt_ct_ignores(const cJSON *q, const char *module, const char **field) {
     return false;
 }
 
-/* compressed-tensors: the first group targeting Linear (spotq writes one). */
-void sq_fmt_ct_group(sq_qc *x) {
-    const cJSON *groups = cJSON_GetObjectItemCaseSensitive(x->q, "config_groups"), *g;
-    cJSON_ArrayForEach(g, (cJSON_IsObject(groups) ? groups : NULL)) {
-        const cJSON *t = cJSON_GetObjectItemCaseSensitive(g, "targets"), *e;
-        bool linear = false;
-        cJSON_ArrayForEach(e, (cJSON_IsArray(t) ? t : NULL)) linear = linear || (cJSON_IsString(e) && !strcmp(e->valuestring, "Linear"));
-        if (!linear) continue;
-        snprintf(x->group, sizeof x->group, "%s", g->string ? g->string : "?");
-        x->w = cJSON_GetObjectItemCaseSensitive(g, "weights");
-        x->ia = cJSON_GetObjectItemCaseSensitive(g, "input_activations");
-        return;
+static void use_group(sq_qc *x, const cJSON *g) {
+    snprintf(x->group, sizeof x->group, "%s", g->string ? g->string : "?");
+    x->w = cJSON_GetObjectItemCaseSensitive(g, "weights");
+    x->ia = cJSON_GetObjectItemCaseSensitive(g, "input_activations");
+}
+
+/* Whether group g's targets name module: exactly, as "re:" + a pattern, or (module NULL) the class "Linear". */
+static bool targets(const cJSON *g, const char *module) {
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(g, "targets"), *e;
+    cJSON_ArrayForEach(e, (cJSON_IsArray(t) ? t : NULL)) {
+        if (!cJSON_IsString(e)) continue;
+        if (!module && !strcmp(e->valuestring, "Linear")) return true;
+        if (module && (!strcmp(e->valuestring, module) || (!strncmp(e->valuestring, "re:", 3) && sq_qc_re_match(e->valuestring + 3, module))))
+            return true;
     }
+    return false;
+}
+
+/* Whether g's targets name modules (a dotted name or "re:" pattern), not a class such as "Embedding". */
+static bool names_modules(const cJSON *g) {
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(g, "targets"), *e;
+    cJSON_ArrayForEach(e, (cJSON_IsArray(t) ? t : NULL))
+        if (cJSON_IsString(e) && (!strncmp(e->valuestring, "re:", 3) || strchr(e->valuestring, '.'))) return true;
+    return false;
+}
+
+/* compressed-tensors: the group targeting Linear, else (several groups, each naming its modules, as spotq
+ * writes a per-linear plan and llm-compressor a mixed recipe) the first group; sq_fmt_ct_group_of then
+ * picks each module's own. */
+void sq_fmt_ct_group(sq_qc *x) {
+    const cJSON *groups = cJSON_GetObjectItemCaseSensitive(x->q, "config_groups"), *g, *first = NULL;
+    cJSON_ArrayForEach(g, (cJSON_IsObject(groups) ? groups : NULL)) {
+        if (!first && cJSON_IsObject(g) && names_modules(g)) first = g;
+        if (targets(g, NULL)) { use_group(x, g); return; }
+    }
+    if (first) { use_group(x, first); return; }
     sq_qc_bad(x, ".config_groups has no group targeting Linear");
 }
 
+/* The group whose targets name module (by name or regex, before the class "Linear", as compressed-tensors'
+ * match_targets orders them), else the one sq_fmt_ct_group chose. */
+void sq_fmt_ct_group_of(sq_qc *x, const char *module) {
+    const cJSON *groups = cJSON_GetObjectItemCaseSensitive(x->q, "config_groups"), *g;
+    cJSON_ArrayForEach(g, (cJSON_IsObject(groups) ? groups : NULL))
+        if (cJSON_IsObject(g) && targets(g, module)) { use_group(x, g); return; }
+    cJSON_ArrayForEach(g, (cJSON_IsObject(groups) ? groups : NULL))
+        if (cJSON_IsObject(g) && targets(g, NULL)) { use_group(x, g); return; }
+}
+
 static void check(sq_qc *x, const char *module, int64_t N, int64_t K) {
+    sq_fmt_ct_group_of(x, module);
     const sq_tensor *wp = sq_qc_tensor(x, module, "weight_packed"), *ws = sq_qc_tensor(x, module, "weight_scale");
     const sq_tensor *zp = sq_qc_tensor(x, module, "weight_zero_point"), *gi = sq_qc_tensor(x, module, "weight_g_idx");
     if (wp->ndim != 2 || (wp->shape[1] * 32) % K || !ws || ws->ndim != 2 || ws->shape[1] < 1) return;

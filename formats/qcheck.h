@@ -40,6 +40,8 @@ void sq_qc_missing_input_scale(sq_qc *x, const char *module);
 /* compressed-tensors (both rows): the first config group targeting Linear into x->w, x->ia, x->group;
  * and the modules its ignore list leaves unquantised (names, or "re:" patterns). */
 void sq_fmt_ct_group(sq_qc *x);
+/* The group that targets module by name or regex, else the Linear one, into x->w, x->ia, x->group. */
+void sq_fmt_ct_group_of(sq_qc *x, const char *module);
 bool sq_fmt_ct_ignores(const cJSON *q, const char *module, const char **field);
 
 #endif

@@ -324,7 +324,7 @@ sq_status sq_awq_block_begin(sq_qrun *r, int l, sq_err *err) {
             const sq_wmat *wm = sq_model_linear_unit(r->m, l, u, (sq_lin)j);
             char name[160];
             sq_lin_name_unit(c, l, u, (sq_lin)j, name, sizeof name);
-            sq_pl_keep_reason(r, name, wm->rows, wm->cols, a->why[u][j], sizeof a->why[u][j]);
+            sq_pl_keep_reason(r, l, (sq_lin)j, name, wm->rows, wm->cols, a->why[u][j], sizeof a->why[u][j]);
             char wname[200];
             snprintf(wname, sizeof wname, "%s.weight", name);
             if ((s = sq_pl_check_finite(r, wname, wm->dtype, wm->data, wm->rows * wm->cols, err))) return s;

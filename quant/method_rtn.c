@@ -33,14 +33,15 @@ static sq_status quantize_linear(sq_qrun *r, int l, int unit, sq_lin which, cons
     if (h && !imp) { free(w); free(dq); return sq_fail(err, SQ_ERR_NOMEM, "out of memory for %s", rep->name); }
     for (int64_t c = 0; h && c < k; c++) imp[c] = h[c * k + c];
     sq_qmatrix q;
-    sq_status s = sq_quant_rtn_weighted(w, n, k, &r->o->q, imp, &q, err);
+    sq_qparams qp = sq_pl_lin_qparams(r, l, which); /* the plan's bits, group and symmetry for this linear */
+    sq_status s = sq_quant_rtn_weighted(w, n, k, &qp, imp, &q, err);
     if (s) { free(w); free(dq); free(imp); return s; }
     sq_qmatrix_dequant(&q, dq);
     rep->err_rtn = rep->err = output_error(w, dq, h, n, k);
     rep->err_grid[0] = rep->err_grid[1] = NAN;
     rep->err_grid[r->o->q.grid] = rep->err_rtn;
     if (h) { /* RTN on the other grid too, for spotq.json */
-        sq_qparams other = r->o->q;
+        sq_qparams other = qp;
         other.grid = other.grid == SQ_GRID_MSE ? SQ_GRID_MINMAX : SQ_GRID_MSE;
         sq_qmatrix q2;
         if ((s = sq_quant_rtn_weighted(w, n, k, &other, imp, &q2, err))) { sq_qmatrix_free(&q); free(w); free(dq); free(imp); return s; }
@@ -52,7 +53,7 @@ static sq_status quantize_linear(sq_qrun *r, int l, int unit, sq_lin which, cons
     free(imp);
     if (gptq) {
         sq_qmatrix_free(&q);
-        s = sq_quant_gptq_on(r->o->backend ? r->o->backend : sq_backend_cpu(), w, hs, n, k, &r->o->q, &q, err);
+        s = sq_quant_gptq_on(r->o->backend ? r->o->backend : sq_backend_cpu(), w, hs, n, k, &qp, &q, err);
         if (s) { free(w); free(dq); return s; }
         sq_qmatrix_dequant(&q, dq);
         rep->err = output_error(w, dq, h, n, k);

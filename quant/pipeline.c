@@ -165,7 +165,7 @@ static sq_status quantize_stage(sq_qrun *r, int l, int si, sq_err *err) {
             const sq_wmat *wm = sq_model_linear_unit(r->m, l, u, which);
             char name[160];
             sq_lin_name_unit(r->c, l, u, which, name, sizeof name);
-            sq_pl_keep_reason(r, name, wm->rows, wm->cols, why[u][which], sizeof why[u][which]);
+            sq_pl_keep_reason(r, l, which, name, wm->rows, wm->cols, why[u][which], sizeof why[u][which]);
             todo += why[u][which][0] == 0;
         }
     sq_lin lin[3]; /* the order they are quantised and written in */
@@ -210,7 +210,7 @@ static sq_status quantize_block(sq_qrun *r, int l, sq_err *err) {
             const sq_wmat *wm = sq_model_linear_unit(r->m, l, u, (sq_lin)j);
             char name[160], why[128];
             sq_lin_name_unit(r->c, l, u, (sq_lin)j, name, sizeof name);
-            sq_pl_keep_reason(r, name, wm->rows, wm->cols, why, sizeof why);
+            sq_pl_keep_reason(r, l, (sq_lin)j, name, wm->rows, wm->cols, why, sizeof why);
             if (why[0]) s = sq_pl_keep_linear(r, l, u, (sq_lin)j, why, err);
         }
     if (s) return s;
@@ -255,7 +255,7 @@ static bool find_linear(const sq_qrun *r, linear_fn fn, void *user) {
                 const sq_wmat *wm = sq_model_linear_unit(r->m, l, u, (sq_lin)j);
                 char name[160], keep[160];
                 sq_lin_name_unit(r->c, l, u, (sq_lin)j, name, sizeof name);
-                sq_pl_keep_reason(r, name, wm->rows, wm->cols, keep, sizeof keep);
+                sq_pl_keep_reason(r, l, (sq_lin)j, name, wm->rows, wm->cols, keep, sizeof keep);
                 if (fn(name, wm, keep, user)) return true;
             }
     return false;
@@ -391,7 +391,7 @@ sq_status sq_quantize_model(const sq_quantize_opts *opts, sq_err *err) {
         sq_log(SQ_LOG_INFO, "budget: %.3f bits per weight predicted, KLD %.5f predicted, %.5f measured on %d held-out windows (%.1f s)",
                budget.bits, budget.pred_kld, budget.heldout_kld, budget.sens.heldout_windows, budget.seconds);
         s = sq_budget_plan(&budget, &resolved, &budget_plan, err);
-        if (!s) s = sq_fail(err, SQ_ERR_UNSUPPORTED, "--target-bits/--max-kld: the pipeline takes no per-linear plan in this build yet");
+        resolved.plan = &budget_plan;
         if (s) {
             sq_budget_free(&budget);
             sq_plan_free(&budget_plan);

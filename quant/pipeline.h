@@ -50,6 +50,13 @@ typedef struct {
     const char *schemes;         /* the candidates, comma-separated (sens.h's names; NULL: the defaults) */
     bool scheme_given;           /* --bits, --group-size, --sym or --asym was given (one scheme: no budget) */
     int budget_windows, budget_ctx; /* the measurement's held-out windows and their tokens (0: 8 of 128) */
+    /* The per-linear plan (quant/plan.h): NULL: the library's (the options' scheme for every linear, its
+     * group size lowered per linear to the largest servable one dividing in_features, for methods whose
+     * row states plan_groups); else this plan, one entry per layer and sq_lin, fused sets sharing one
+     * scheme (issue 18's --target-bits). Several distinct schemes need --format compressed-tensors
+     * (auto chooses it). */
+    const struct sq_plan *plan;
+    bool strict_group_size;      /* no lowering: a group size that does not divide some linear is a usage error */
 } sq_quantize_opts;
 
 /* Output shards hold at most this much tensor data by default (4 GiB). */

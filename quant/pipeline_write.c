@@ -30,6 +30,8 @@ static sq_status sink_add(void *user, const char *name, sq_dtype dt, int nd, con
 
 sq_status sq_pl_write_linear(sq_qrun *r, const char *module, const sq_qlinear *l, sq_err *err) {
     sq_scheme sc = sq_pl_scheme(r->o);
+    if (sc.kind == SQ_SCHEME_INT && l->kind == SQ_SCHEME_INT) /* the plan's scheme of this linear, as its codes were made */
+        sc.bits = l->q.bits, sc.group_size = l->q.group_size;
     const sq_fmt *f = sq_fmt_for(r->o->format, sc.kind);
     if (!f) return sq_fail(err, SQ_ERR_INTERNAL, "%s: no format row writes --format %s", module, sq_format_name(r->o->format));
     sq_tensor_sink out = {sink_add, r};

@@ -18,14 +18,32 @@ double sq_pl_now(void) {
 }
 
 /* Why a linear stays in full precision ("" when it is quantised). */
-void sq_pl_keep_reason(const sq_qrun *r, const char *name, int64_t n, int64_t k, char *why, size_t cap) {
+sq_scheme sq_pl_lin_scheme(const sq_qrun *r, int l, sq_lin which) {
+    const sq_plan_entry *e = sq_plan_at(&r->plan, l, which);
+    return e && !e->keep ? e->s : sq_pl_scheme(r->o);
+}
+
+sq_qparams sq_pl_lin_qparams(const sq_qrun *r, int l, sq_lin which) {
+    sq_scheme sc = sq_pl_lin_scheme(r, l, which);
+    sq_qparams q = r->o->q;
+    if (sc.kind == SQ_SCHEME_INT) q.bits = sc.bits, q.group_size = sc.group_size, q.sym = sc.sym;
+    return q;
+}
+
+void sq_pl_keep_reason(const sq_qrun *r, int l, sq_lin which, const char *name, int64_t n, int64_t k, char *why, size_t cap) {
     why[0] = 0;
     for (int i = 0; i < r->o->n_ignore; i++)
         if (fnmatch(r->o->ignore[i], name, 0) == 0) {
             snprintf(why, cap, "ignored (--ignore %s)", r->o->ignore[i]);
             return;
         }
-    sq_scheme sc = sq_pl_scheme(r->o);
+    const sq_plan_entry *e = sq_plan_at(&r->plan, l, which);
+    if (e && e->keep) {
+        if (r->o->plan) snprintf(why, cap, "kept in full precision by the quantisation plan");
+        else snprintf(why, cap, "no servable group size (%d, 128, 64, 32) divides in_features %lld", r->o->q.group_size, (long long)k);
+        return;
+    }
+    sq_scheme sc = sq_pl_lin_scheme(r, l, which);
     const sq_fmt *f = sq_pl_format(r->o);
     if (f->can_hold(&sc, 0, 0, why, cap)) f->can_hold(&sc, n, k, why, cap);
     else why[0] = 0; /* the scheme itself: refused before anything runs */

@@ -9,6 +9,7 @@
 #include "../formats/format.h"
 #include "../formats/safetensors.h"
 #include "../runtime/runtime.h"
+#include "plan.h"
 #include "report.h"
 
 struct sq_method_row;
@@ -34,11 +35,16 @@ typedef struct sq_qrun {
     int64_t cap_len, cap_size;
     bool capturing;
     void **held;                 /* (max_units, SQ_LIN_COUNT) */
+    sq_plan plan;                /* the per-linear plan in effect (plan.h); n_layers 0: o's scheme everywhere */
 } sq_qrun;
 
 double sq_pl_now(void);
-/* Why a linear stays in full precision ("" when it is quantised). */
-void sq_pl_keep_reason(const sq_qrun *r, const char *name, int64_t n, int64_t k, char *why, size_t cap);
+/* Why linear `which` of layer l (module name, n x k) stays in full precision ("" when it is quantised). */
+void sq_pl_keep_reason(const sq_qrun *r, int l, sq_lin which, const char *name, int64_t n, int64_t k, char *why, size_t cap);
+/* The scheme the plan gives linear `which` of layer l (o's scheme where the plan is empty). */
+sq_scheme sq_pl_lin_scheme(const sq_qrun *r, int l, sq_lin which);
+/* o->q with the bits, group size and symmetry of that scheme: what the integer quantisers run with. */
+sq_qparams sq_pl_lin_qparams(const sq_qrun *r, int l, sq_lin which);
 /* NaN or Inf in a source tensor is an error naming it. */
 sq_status sq_pl_check_finite(const sq_qrun *r, const char *name, sq_dtype dt, const void *data, int64_t numel, sq_err *err);
 /* MPI: a tensor kept (r->capturing): name, dtype, dims, shape, bytes, then the data. */
