@@ -39,7 +39,7 @@ int cmd_quantize(int argc, char **argv) {
     const char *fp8_scheme = NULL, *act_mode = NULL, *grid = NULL;
     int bits = 4, group = 128, nsamples = 128, seqlen = 0, seed = 0, threads = 0;
     double damp = 0.01;
-    bool sym = true, asym = false, act = false, stat = false, force = false;
+    bool sym = true, asym = false, act = false, stat = false, force = false, strict = false;
     sq_optlist ignore = {0};
     const sq_opt opts[] = {
         {"-o", 's', &out, "output directory (required)"},
@@ -50,6 +50,7 @@ int cmd_quantize(int argc, char **argv) {
         {"--format", 's', &format, "gptq (v1), awq (GEMM; default for awq), compressed-tensors, fp8 (vLLM's; default for fp8 where it fits); rtn and gptq default to gptq where vLLM's Marlin takes every linear (symmetric, its group sizes and shapes), else compressed-tensors"},
         {"--bits", 'i', &bits, "4 or 8 (default 4)"},
         {"--group-size", 'i', &group, "columns per scale group, -1 for one per output channel (default 128)"},
+        {"--strict-group-size", 'f', &strict, "rtn, gptq: a group size that does not divide some linear's in_features is an error naming the sizes that fit (default: lowered per linear to the largest servable one that divides it, 128, 64 or 32, written as compressed-tensors)"},
         {"--sym", 'f', &sym, "symmetric grid, zero fixed at 2^(bits-1) (default)"},
         {"--asym", 'f', &asym, "asymmetric grid with a zero point per group"},
         {"--act-order", 'f', &act, "GPTQ: columns in descending Hessian diagonal (desc_act)"},
@@ -133,6 +134,7 @@ int cmd_quantize(int argc, char **argv) {
     }
     o.q = (sq_qparams){.bits = bits, .group_size = group, .sym = sym && !asym, .act_order = act, .static_groups = stat,
                        .damp = damp, .block_size = 128};
+    o.strict_group_size = strict;
     o.grid_auto = !grid;
     o.act_auto = !act_mode;
     if (grid && !strcmp(grid, "mse")) o.q.grid = SQ_GRID_MSE;
