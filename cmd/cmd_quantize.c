@@ -54,7 +54,7 @@ int cmd_quantize(int argc, char **argv) {
     double damp = 0.01, target_bits = 0, max_kld = 0;
     const char *schemes = NULL;
     int budget_windows = 0;
-    bool sym = true, asym = false, act = false, stat = false, force = false;
+    bool sym = true, asym = false, act = false, stat = false, force = false, strict = false;
     sq_optlist ignore = {0};
     const sq_opt opts[] = {
         {"-o", 's', &out, "output directory (required)"},
@@ -70,6 +70,7 @@ int cmd_quantize(int argc, char **argv) {
         {"--budget-windows", 'i', &budget_windows, "held-out windows of 128 tokens the budget measures on (default 8)"},
         {"--bits", 'i', &bits, "4 or 8 (default 4)"},
         {"--group-size", 'i', &group, "columns per scale group, -1 for one per output channel (default 128)"},
+        {"--strict-group-size", 'f', &strict, "rtn, gptq: a group size that does not divide some linear's in_features is an error naming the sizes that fit (default: lowered per linear to the largest servable one that divides it, 128, 64 or 32, written as compressed-tensors)"},
         {"--sym", 'f', &sym, "symmetric grid, zero fixed at 2^(bits-1) (default)"},
         {"--asym", 'f', &asym, "asymmetric grid with a zero point per group"},
         {"--act-order", 'f', &act, "GPTQ: columns in descending Hessian diagonal (desc_act)"},
@@ -158,6 +159,7 @@ int cmd_quantize(int argc, char **argv) {
     }
     o.q = (sq_qparams){.bits = bits, .group_size = group, .sym = sym && !asym, .act_order = act, .static_groups = stat,
                        .damp = damp, .block_size = 128};
+    o.strict_group_size = strict;
     o.grid_auto = !grid;
     o.act_auto = !act_mode;
     if (grid && !strcmp(grid, "mse")) o.q.grid = SQ_GRID_MSE;

@@ -53,9 +53,54 @@ static cJSON *moe_report(const sq_qreport *r) {
     return a;
 }
 
-/* The output format's quantization_config for the scheme written (formats/format.h). */
+/* Whether two integer schemes differ only where the plan leaves them (bits, group size, symmetry). */
+static bool same_group(const sq_scheme *a, const sq_scheme *b) {
+    return a->bits == b->bits && a->group_size == b->group_size && a->sym == b->sym;
+}
+
+/* r->scheme with the plan's bits, group size and symmetry of d. */
+static sq_scheme with_group(const sq_qreport *r, const sq_scheme *d) {
+    sq_scheme s = r->scheme;
+    s.bits = d->bits, s.group_size = d->group_size, s.sym = d->sym;
+    return s;
+}
+
+/* The output format's quantization_config for the schemes written (formats/format.h): one scheme (the
+ * quantised rows' own, as the plan gave it) as before, the group targeting the class Linear; several
+ * (a format with several_schemes alone, pipeline.c) one config group each, its targets the names of
+ * its modules, as compressed-tensors' match_targets takes them (compressed-tensors 0.20,
+ * src/compressed_tensors/utils/match.py: a target is a module name, "re:" + a pattern, or a class). */
 static cJSON *quant_config(const sq_qreport *r) {
-    return r->fmt->config(&r->scheme, kept_modules(r));
+    enum { CAP = 16 };
+    sq_scheme d[CAP];
+    int nd = 0;
+    for (int i = 0; i < r->nrows && r->scheme.kind == SQ_SCHEME_INT; i++) {
+        if (!r->rows[i].quantized) continue;
+        int j = 0;
+        while (j < nd && !same_group(&d[j], &r->rows[i].scheme)) j++;
+        if (j == nd && nd < CAP) d[nd++] = r->rows[i].scheme;
+    }
+    sq_scheme s0 = nd ? with_group(r, &d[0]) : r->scheme;
+    cJSON *q = r->fmt->config(&s0, kept_modules(r));
+    cJSON *groups = cJSON_GetObjectItemCaseSensitive(q, "config_groups");
+    if (nd < 2 || !r->fmt->several_schemes || !groups) return q;
+    cJSON_DeleteItemFromObjectCaseSensitive(groups, "group_0");
+    for (int g = 0; g < nd; g++) {
+        sq_scheme sg = with_group(r, &d[g]);
+        cJSON *qg = r->fmt->config(&sg, cJSON_CreateArray());
+        cJSON *one = cJSON_DetachItemFromObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(qg, "config_groups"), "group_0");
+        cJSON_Delete(qg);
+        if (!one) continue;
+        cJSON_DeleteItemFromObjectCaseSensitive(one, "targets");
+        cJSON *t = cJSON_CreateArray();
+        for (int i = 0; i < r->nrows; i++)
+            if (r->rows[i].quantized && same_group(&d[g], &r->rows[i].scheme)) cJSON_AddItemToArray(t, cJSON_CreateString(r->rows[i].name));
+        cJSON_AddItemToObject(one, "targets", t);
+        char name[24];
+        snprintf(name, sizeof name, "group_%d", g);
+        cJSON_AddItemToObject(groups, name, one);
+    }
+    return q;
 }
 
 sq_status sq_pl_write_config(const sq_qreport *r, sq_outdir *od, const char *src_config, sq_err *err) {
@@ -200,6 +245,7 @@ sq_status sq_pl_write_report(const sq_qreport *r, sq_outdir *od, sq_err *err) {
             }
             if (r->t.gptq)
                 cJSON_AddNumberToObject(e, "damp", p->damp);
+            if (p->scheme.kind == SQ_SCHEME_INT) cJSON_AddNumberToObject(e, "group_size", p->scheme.group_size); /* the plan's, per linear */
         }
         if (r->t.awq) cJSON_AddNumberToObject(e, "awq_alpha", p->alpha);
         if (p->act_scale > 0) cJSON_AddNumberToObject(e, "input_scale", p->act_scale);

@@ -20,6 +20,7 @@ typedef struct {
     double damp;
     double alpha;                /* AWQ: the chosen exponent of its scale set (-1: not scaled) */
     float act_scale;             /* FP8: the static input scale (0: none) */
+    sq_scheme scheme;            /* the plan's scheme for it (quantised rows): its config group */
 } sq_report_row;
 
 /* The method's traits the report shows. */
