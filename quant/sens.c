@@ -79,7 +79,7 @@ double sq_sens_linear_bytes(const sq_sens_scheme *s, int64_t n, int64_t k, int d
     double groups = s->group_size > 0 ? (double)(k / s->group_size) : 1;
     double b = (double)n * (double)k * s->bits / 8 + (double)n * groups * 2; /* weight_packed, weight_scale (F16) */
     if (!s->sym) b += (double)n * groups * s->bits / 8;                         /* weight_zero_point, packed along N */
-    return b;
+    return b + 16;                                                              /* weight_shape, I64 [2] */
 }
 
 /* ---------------------------------------------------------------- units */

@@ -4,7 +4,7 @@
  * expert) together, gate/up apart from down.
  *
  * For every unit and scheme: its bytes (as compressed-tensors pack-quantized stores it: codes packed
- * along in_features, F16 scales, packed zero points when asymmetric; the source's dtype when kept) and
+ * along in_features, F16 scales, packed zero points when asymmetric, the I64 [2] weight_shape; the source's dtype when kept) and
  * the proxy GPTQ minimises, err = sum over its linears of tr(D H D^T) with D = W - Q, Q the linear after
  * GPTQ onto that scheme with the full-precision model's Hessian H (from `spotq calib`'s statistics).
  * The proxy is in each unit's own units; one measurement per unit makes it a KLD: the unit alone

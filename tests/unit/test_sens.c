@@ -49,15 +49,17 @@ int main(void) {
         CHECK(b[0] == 0 && b[1] == 0, "%s: 64 or 172 inputs take no group of 128", s.units[u].name);
         if (!attn) { /* 172 = 4 x 43: 8-bit codes pack four to a word, 4-bit ones eight */
             for (int i = 0; i < 6; i++) CHECK(b[i] == 0, "%s: 172 is no 4-bit packing's multiple: %s holds it", s.units[u].name, sc[i].name);
-            double want = strstr(s.units[u].name, "gate/up") ? 2 * 172 * (64 + 2) : 64 * (172 + 2); /* rows x (codes + F16 scale) */
+            /* rows x (codes + F16 scale), and each linear's I64 [2] weight_shape */
+            double want = strstr(s.units[u].name, "gate/up") ? 2 * 172 * (64 + 2) + 2 * 16 : 64 * (172 + 2) + 16;
             CHECK(b[6] == want, "%s: int8-ch-sym bytes %g", s.units[u].name, b[6]);
             CHECK(s.ref[u] == 6 && s.kld[u * ns + 6] > 0, "%s: measured at int8, the only scheme that holds it", s.units[u].name);
             continue;
         }
         /* q/k/v: (64 + 32 + 32) x 64; o: 64 x 64; int4 g32 sym: codes k/2 per row, a F16 scale per 32 */
         int64_t rows = strstr(s.units[u].name, "q/k/v") ? 128 : 64;
-        CHECK(b[4] == rows * (64 / 2 + 2 * 2), "%s: int4-g32-sym bytes %g", s.units[u].name, b[4]);
-        CHECK(b[5] == rows * (64 / 2 + 2 * 2 + 2 / 2.0), "%s: int4-g32-asym bytes %g", s.units[u].name, b[5]);
+        int nl = s.units[u].n_lin;
+        CHECK(b[4] == rows * (64 / 2 + 2 * 2) + 16 * nl, "%s: int4-g32-sym bytes %g", s.units[u].name, b[4]);
+        CHECK(b[5] == rows * (64 / 2 + 2 * 2 + 2 / 2.0) + 16 * nl, "%s: int4-g32-asym bytes %g", s.units[u].name, b[5]);
         CHECK(b[6] == rows * (64 + 2), "%s: int8-ch-sym bytes %g", s.units[u].name, b[6]);
         CHECK(s.ref[u] == 2, "%s: the reference is the smallest, int4-g64-sym: %d", s.units[u].name, s.ref[u]);
         CHECK(e[6] < e[2] && e[6] < e[4], "%s: int8 below int4 (%g, %g, %g)", s.units[u].name, e[6], e[2], e[4]);
