@@ -115,7 +115,7 @@ int cmd_quantize(int argc, char **argv) {
     if (bits == -1) bits = 4;
     if (group == -2) group = 128;
     if (!sq_method_parse(method, &o.method)) {
-        fprintf(stderr, "spotq quantize: --method %s: use rtn, gptq, awq, awq+gptq, fp8 or fp8+gptq\n", method);
+        fprintf(stderr, "spotq quantize: --method %s: use rtn, gptq, awq, awq+gptq, fp8, fp8+gptq, nvfp4, nvfp4+gptq, mxfp4 or mxfp4+gptq\n", method);
         return SQ_EXIT_USAGE;
     }
     if (!fp8_scheme || !strcmp(fp8_scheme, "tensor")) o.fp8_per_channel = false;
