@@ -103,7 +103,9 @@ def main():
            "tie_word_embeddings": "output.weight" not in raw, "hidden_act": "silu", "bos_token_id": bos, "eos_token_id": eos,
            "torch_dtype": "float32"}
     json.dump(cfg, open(os.path.join(out, "config.json"), "w"), indent=1)
-    assert field(r, "tokenizer.ggml.model") == "gpt2"
+    if field(r, "tokenizer.ggml.model") != "gpt2":  # e.g. a SentencePiece model: the caller copies the source's tokenizer files
+        print(f"{src}: tokenizer {field(r, 'tokenizer.ggml.model')}: not written (copy the source model's)", file=sys.stderr)
+        return
     toks, types = strings(r, "tokenizer.ggml.tokens"), r.fields["tokenizer.ggml.token_type"]
     ttype = [int(types.parts[i][0]) for i in types.data]
     merges = strings(r, "tokenizer.ggml.merges")

@@ -1,6 +1,7 @@
 /* cmd_eval.c: `spotq eval MODEL --data FILE`: perplexity by SPEC.md's protocol; with --ref, the KL
  * divergence to a reference model, top-1 agreement and the ppl ratio; quality gates exit 3. */
 #include <cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,38 @@ typedef struct {
     const char *piece, *rule;
 } bos_info;
 
+/* A checkpoint quantised to a budget (spotq.json's budget, issue 18): its target and the KLD measured on the
+ * calibration text's held-out windows when it was written. NULL: none. Owned by the caller (cJSON_Delete). */
+static cJSON *budget_of(const char *model) {
+    char path[4200], *buf = NULL;
+    size_t len = 0;
+    sq_err e = {0};
+    snprintf(path, sizeof path, "%s/spotq.json", model);
+    if (access(path, R_OK) || sq_read_file(path, &buf, &len, &e)) return NULL;
+    cJSON *j = cJSON_ParseWithLength(buf, len), *b = cJSON_DetachItemFromObjectCaseSensitive(j, "budget");
+    free(buf);
+    cJSON_Delete(j);
+    if (b) cJSON_DeleteItemFromObjectCaseSensitive(b, "units"), cJSON_DeleteItemFromObjectCaseSensitive(b, "candidates"),
+        cJSON_DeleteItemFromObjectCaseSensitive(b, "sensitivity");
+    return b;
+}
+
+static double jnum(const cJSON *o, const char *k) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+static void print_budget(const cJSON *b) {
+    if (!b) return;
+    double mk = jnum(b, "max_kld"), tb = jnum(b, "target_bits");
+    char lim[64];
+    if (isfinite(mk)) snprintf(lim, sizeof lim, "--max-kld %g", mk);
+    else snprintf(lim, sizeof lim, "--target-bits %g", tb);
+    printf("budget:         %s: KLD %.6g on %g held-out windows of %g tokens of the calibration text (measured when quantised)%s\n", lim,
+           jnum(b, "heldout_kld"), jnum(b, "heldout_windows"), jnum(b, "measure_ctx"),
+           isfinite(mk) ? (jnum(b, "heldout_kld") <= mk ? ", met" : ", NOT met") : "");
+}
+
 static void print_text(const char *model, const char *data, int64_t n_tokens, const char *protocol, int ctx, const char *ref,
                        const sq_eval_result *r, int threads, const bos_info *b) {
     printf("model:          %s\n", model);
@@ -66,6 +99,9 @@ static void print_text(const char *model, const char *data, int64_t n_tokens, co
         printf("kld:            mean %.6g, median %.6g, p99 %.6g, max %.6g\n", r->kld_mean, r->kld_median, r->kld_p99, r->kld_max);
         printf("top-1 agree:    %.4f%%\n", 100 * r->top1);
     }
+    cJSON *bud = budget_of(model);
+    print_budget(bud);
+    cJSON_Delete(bud);
     printf("speed:          %.1f tokens/s (%lld tokens in %.2f s, %d threads%s)\n", r->seconds > 0 ? (double)r->tokens / r->seconds : 0,
            (long long)r->tokens * (r->has_ref ? 2 : 1), r->seconds, threads, r->has_ref ? ", model and ref" : "");
 }
@@ -109,6 +145,8 @@ static int print_json(const char *model, const char *data, int64_t n_tokens, con
             cJSON_AddBoolToObject(x, "passed", !(r->kld_mean > max_kld));
         }
     }
+    cJSON *bud = budget_of(model);
+    if (bud) cJSON_AddItemToObject(o, "budget", bud);
     cJSON_AddNumberToObject(o, "seconds", r->seconds);
     cJSON_AddNumberToObject(o, "tokens_per_second", r->seconds > 0 ? (double)r->tokens / r->seconds : 0);
     cJSON_AddNumberToObject(o, "threads", threads);

@@ -11,7 +11,8 @@
 #include "cmd.h"
 
 static const char *USAGE =
-    "MODEL -o OUT --method rtn|gptq|awq|awq+gptq|fp8|fp8+gptq|int8|int8+gptq [--calib FILE] [options]\n\n"
+    "MODEL -o OUT --method rtn|gptq|awq|awq+gptq|fp8|fp8+gptq|nvfp4|nvfp4+gptq|mxfp4|mxfp4+gptq|int8|int8+gptq [--calib FILE] [options]\n"
+    "MODEL -o OUT --target-bits B | --max-kld K --calib FILE [--schemes LIST] [options]\n\n"
     "Calibrates MODEL block by block on FILE (.txt or .jsonl) and writes OUT, a Hugging Face directory with\n"
     "packed weights (for rtn/gptq GPTQ v1 where vLLM's Marlin takes every linear, else compressed-tensors\n"
     "pack-quantized; AWQ GEMM for awq), its quantization_config, the tokenizer and generation files, and\n"
@@ -22,6 +23,11 @@ static const char *USAGE =
     "E4M3 codes with GPTQ's error compensation (--act-order and --damp apply).\n"
     "--method int8 writes INT8 W8A8 (compressed-tensors int-quantized: per-channel symmetric INT8 weights,\n"
     "activations INT8 dynamic per token, as vLLM's CUTLASS scaled_mm runs them); int8+gptq chooses the codes with GPTQ.\n"
+    "--target-bits B (bits per weight of the whole checkpoint, every tensor counted) or --max-kld K (mean KLD on\n"
+    "the calibration text's held-out windows) chooses one scheme per layer (q/k/v, o, gate/up, down; all experts\n"
+    "of a layer together) from --schemes by GPTQ's Hessian-weighted error and one measured KLD per layer, and\n"
+    "writes one compressed-tensors checkpoint with a config group per scheme; spotq.json's budget says what was\n"
+    "chosen, predicted and measured.\n"
     "OUT is written into a temporary directory and renamed into place at the end.";
 
 /* On Ctrl-C, remove the temporary output directory: an interrupted run leaves nothing half-written. */
@@ -36,12 +42,21 @@ static void on_signal(int sig) {
     raise(sig);
 }
 
+/* Whether --sym was given (its flag is on by default). */
+static bool sym_given(int argc, char **argv) {
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "--sym")) return true;
+    return false;
+}
+
 int cmd_quantize(int argc, char **argv) {
     const char *stats = NULL, *out = NULL, *method = NULL, *calib = NULL, *format = NULL, *device = "cpu", *duo = "on", *clip = "on", *shard_size = "4G", *hess_mem = "1G";
     const char *fp8_scheme = NULL, *act_mode = NULL, *grid = NULL;
-    int bits = 4, group = 128, nsamples = 128, seqlen = 0, seed = 0, threads = 0;
-    double damp = 0.01;
-    bool sym = true, asym = false, act = false, stat = false, force = false;
+    int bits = -1, group = -2, nsamples = 128, seqlen = 0, seed = 0, threads = 0;
+    double damp = 0.01, target_bits = 0, max_kld = 0;
+    const char *schemes = NULL;
+    int budget_windows = 0;
+    bool sym = true, asym = false, act = false, stat = false, force = false, strict = false;
     sq_optlist ignore = {0};
     const sq_opt opts[] = {
         {"-o", 's', &out, "output directory (required)"},
@@ -50,8 +65,14 @@ int cmd_quantize(int argc, char **argv) {
         {"--stats", 's', &stats, "statistics from spotq calib, instead of --calib (rtn, gptq, fp8, fp8+gptq; not sequential)"},
         {"--calib", 's', &calib, "calibration text, .txt or .jsonl (required but for rtn and fp8 without --act static, which then run data-free and report no errors)"},
         {"--format", 's', &format, "gptq (v1), awq (GEMM; default for awq), compressed-tensors, fp8 (vLLM's; default for fp8 where it fits); rtn and gptq default to gptq where vLLM's Marlin takes every linear (symmetric, its group sizes and shapes), else compressed-tensors"},
+        {"--target-bits", 'd', &target_bits, "bits per weight of the whole checkpoint: a scheme per layer from --schemes within it"},
+        {"--max-kld", 'd', &max_kld, "the most mean KLD on the calibration text's held-out windows: the fewest bytes within it"},
+        {"--schemes", 's', &schemes, "the budget's candidates, comma-separated (default int4-g128-sym,int4-g128-asym,int4-g64-sym,"
+                                     "int4-g64-asym,int4-g32-sym,int4-g32-asym,int8-ch-sym,keep)"},
+        {"--budget-windows", 'i', &budget_windows, "held-out windows of 128 tokens the budget measures on (default 8)"},
         {"--bits", 'i', &bits, "4 or 8 (default 4)"},
         {"--group-size", 'i', &group, "columns per scale group, -1 for one per output channel (default 128)"},
+        {"--strict-group-size", 'f', &strict, "rtn, gptq: a group size that does not divide some linear's in_features is an error naming the sizes that fit (default: lowered per linear to the largest servable one that divides it, 128, 64 or 32, written as compressed-tensors)"},
         {"--sym", 'f', &sym, "symmetric grid, zero fixed at 2^(bits-1) (default)"},
         {"--asym", 'f', &asym, "asymmetric grid with a zero point per group"},
         {"--act-order", 'f', &act, "GPTQ: columns in descending Hessian diagonal (desc_act)"},
@@ -79,6 +100,8 @@ int cmd_quantize(int argc, char **argv) {
     if (r) return r < 0 ? 0 : r;
     sq_err err = {0};
     if (!out) { fprintf(stderr, "spotq quantize: -o OUT is required (see spotq quantize --help)\n"); return SQ_EXIT_USAGE; }
+    bool budget = target_bits != 0 || max_kld != 0;
+    if (!method && (budget || schemes)) method = "gptq"; /* the budget's schemes are GPTQ's (the library checks the rest) */
     if (!method) { fprintf(stderr, "spotq quantize: --method is required (see spotq quantize --help)\n"); return SQ_EXIT_USAGE; }
     int64_t max_shard = sq_parse_size(shard_size), max_hess = sq_parse_size(hess_mem);
     if (!max_shard || !max_hess) {
@@ -89,7 +112,10 @@ int cmd_quantize(int argc, char **argv) {
     sq_quantize_opts o = {.model = pos[0], .out = out, .calib = calib, .nsamples = nsamples, .seqlen = seqlen,
                           .seed = (uint64_t)(unsigned)seed, .threads = threads, .force = force, .ignore = ignore.v,
                           .n_ignore = ignore.n, .progress = isatty(2) ? sq_cmd_progress : NULL, .max_shard_bytes = max_shard, .stats_in = stats,
-                          .max_hessian_bytes = max_hess};
+                          .max_hessian_bytes = max_hess, .target_bits = target_bits, .max_kld = max_kld, .schemes = schemes,
+                          .scheme_given = bits != -1 || group != -2 || asym || sym_given(argc, argv), .budget_windows = budget_windows};
+    if (bits == -1) bits = 4;
+    if (group == -2) group = 128;
     if (!sq_method_parse(method, &o.method)) {
         fprintf(stderr, "spotq quantize: --method %s: use rtn, gptq, awq, awq+gptq, fp8, fp8+gptq, nvfp4, nvfp4+gptq, mxfp4, mxfp4+gptq, int8 or int8+gptq\n", method);
         return SQ_EXIT_USAGE;
@@ -135,6 +161,7 @@ int cmd_quantize(int argc, char **argv) {
     }
     o.q = (sq_qparams){.bits = bits, .group_size = group, .sym = sym && !asym, .act_order = act, .static_groups = stat,
                        .damp = damp, .block_size = 128};
+    o.strict_group_size = strict;
     o.grid_auto = !grid;
     o.act_auto = !act_mode;
     if (grid && !strcmp(grid, "mse")) o.q.grid = SQ_GRID_MSE;

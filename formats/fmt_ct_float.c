@@ -124,7 +124,7 @@ static void check(sq_qc *x, const char *module, int64_t N, int64_t K) {
 }
 
 const sq_fmt sq_fmt_ct_float = {
-    .name = "ct-float", .format = SQ_FORMAT_CT, .kind = SQ_SCHEME_FP8, .quant_method = "compressed-tensors", .ct_format = "float-quantized",
+    .name = "ct-float", .format = SQ_FORMAT_CT, .kind = SQ_SCHEME_FP8, .quant_method = "compressed-tensors", .ct_format = "float-quantized", .several_schemes = true,
     .can_hold = can_hold, .write = write, .holds = holds, .read = read, .config = config, .recognise = recognise,
     .tensors = "FP8 weights", .ignores = sq_fmt_ct_ignores, .check_config = sq_fmt_ct_group, .check = check,
 };

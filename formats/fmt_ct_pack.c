@@ -213,7 +213,7 @@ static void check(sq_qc *x, const char *module, int64_t N, int64_t K) {
 }
 
 const sq_fmt sq_fmt_ct_pack = {
-    .name = "ct-pack", .format = SQ_FORMAT_CT, .kind = SQ_SCHEME_INT, .quant_method = "compressed-tensors", .ct_format = "pack-quantized",
+    .name = "ct-pack", .format = SQ_FORMAT_CT, .kind = SQ_SCHEME_INT, .quant_method = "compressed-tensors", .ct_format = "pack-quantized", .several_schemes = true,
     .can_hold = can_hold, .write = write, .holds = holds, .read = read, .config = config, .recognise = recognise,
     .tensors = "pack-quantized tensors (weight_packed)", .ignores = sq_fmt_ct_ignores, .check_config = sq_fmt_ct_group, .check = check,
 };

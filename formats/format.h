@@ -82,6 +82,7 @@ typedef struct sq_fmt {
     sq_fp4_variant fp4;          /* ...and, for SQ_SCHEME_FP4, of this variant */
     const char *quant_method;    /* quantization_config.quant_method */
     const char *ct_format;       /* compressed-tensors' format string, NULL for other formats */
+    bool several_schemes;        /* its config holds several schemes (config groups, each naming its modules) */
     /* Whether the format holds scheme s for an n x k linear (n = k = 0: the scheme alone); else false
      * and the reason into why. */
     bool (*can_hold)(const sq_scheme *s, int64_t n, int64_t k, char *why, size_t cap);

@@ -9,9 +9,9 @@
 #define W8A8 .scheme = SQ_SCHEME_W8A8
 
 static const sq_method_row rows[] = {
-    {.id = SQ_METHOD_RTN, .format_default = SQ_FORMAT_AUTO, .name = "rtn", .needs = SQ_NEED_HESSIAN, INT, .calib_optional = true,
+    {.id = SQ_METHOD_RTN, .format_default = SQ_FORMAT_AUTO, .name = "rtn", .needs = SQ_NEED_HESSIAN, INT, .calib_optional = true, .plan_groups = true,
      .report = {.grid_errors = true}, .quantize = sq_rtn_quantize},
-    {.id = SQ_METHOD_GPTQ, .format_default = SQ_FORMAT_AUTO, .name = "gptq", .needs = SQ_NEED_HESSIAN, INT, .gpu = true,
+    {.id = SQ_METHOD_GPTQ, .format_default = SQ_FORMAT_AUTO, .name = "gptq", .needs = SQ_NEED_HESSIAN, INT, .gpu = true, .plan_groups = true,
      .report = {.grid_errors = true, .gptq = true}, .quantize = sq_gptq_linear},
     {.id = SQ_METHOD_AWQ, .name = "awq", .needs = SQ_NEED_FEATURES, .own_grid = true, INT, .zero_point = true,
      .format_default = SQ_FORMAT_AWQ, .index_order = true, .keep_at_end = true,

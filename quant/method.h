@@ -25,6 +25,7 @@ typedef struct sq_method_row {
     bool keep_at_end;            /* the linears it keeps written after the block's quantised ones, not with their stage */
     bool gpu;                    /* runs on the GPU (--device cuda): its Hessians and solve there */
     bool zero_point;             /* its grid has a zero point: asymmetric whatever --sym says */
+    bool plan_groups;            /* the default plan lowers its group size per linear to one dividing in_features (plan.h) */
     sq_format format_default;    /* the format under SQ_FORMAT_AUTO (AUTO: chosen with the model, rtn and gptq) */
     sq_report_traits report;
     /* The method's state over the run (may be NULL). */

@@ -63,7 +63,7 @@ static sq_status quantize_linear(sq_qrun *r, int l, int unit, sq_lin which, cons
     r->t_quant += sq_pl_now() - t;
     rep->quantized = true;
     r->n_weights_q += n * k;
-    s = sq_pl_write_packed(r, rep->name, &q, err);
+    s = sq_pl_write_planned(r, l, which, rep->name, &q, err);
     sq_qmatrix_free(&q);
     free(w);
     if (s) { free(dq); return s; }

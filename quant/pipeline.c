@@ -12,6 +12,8 @@
 
 #include "../base/par.h"
 #include "../formats/outdir.h"
+#include "budget_run.h"
+#include "plan.h"
 #include "method.h"
 
 #define stages sq_calib_stages
@@ -246,6 +248,7 @@ static sq_status copy_others(sq_qrun *r, const sq_st *st, sq_err *err) {
 /* Calls fn on every linear of the model (name, matrix, the reason it stays in full precision under r's
  * settings, "" when it is quantised) until fn returns true; returns whether one did. */
 typedef bool (*linear_fn)(const char *name, const sq_wmat *wm, const char *keep, void *user);
+static int find_l, find_which; /* the layer and sq_lin of the linear fn is called on */
 static bool find_linear(const sq_qrun *r, linear_fn fn, void *user) {
     for (int l = 0; l < r->c->n_layers; l++)
         for (int u = 0; u < sq_model_ffn_units(r->m, l); u++)
@@ -254,6 +257,7 @@ static bool find_linear(const sq_qrun *r, linear_fn fn, void *user) {
                 char name[160], keep[160];
                 sq_lin_name_unit(r->c, l, u, (sq_lin)j, name, sizeof name);
                 sq_pl_keep_reason(r, l, (sq_lin)j, name, wm->rows, wm->cols, keep, sizeof keep);
+                find_l = l, find_which = j;
                 if (fn(name, wm, keep, user)) return true;
             }
     return false;
@@ -283,6 +287,7 @@ static sq_status check_some_linear_fits(sq_qrun *r, sq_err *err) {
         sq_quantize_opts t = *r->o;
         sq_qrun probe = *r;
         probe.o = &t;
+        probe.plan = (sq_plan){0}; /* o's scheme everywhere: the candidate group sizes as given */
         int n = 0;
         static const int cand[] = {-1, 32, 64, 128, 256};
         for (size_t c = 0; c < sizeof cand / sizeof *cand; c++) {
@@ -307,7 +312,8 @@ static bool marlin_refuses(const char *name, const sq_wmat *wm, const char *keep
     marlin_probe *p = user;
     if (keep[0]) return false;
     sq_serve_linear v;
-    sq_serve_plan(p->r->c, name, wm->rows, wm->cols, SQ_SERVE_AS_GPTQ, p->o->q.bits, p->o->q.group_size, true, 1, &v);
+    sq_scheme sc = sq_pl_lin_scheme(p->r, find_l, (sq_lin)find_which); /* the plan's scheme for it */
+    sq_serve_plan(p->r->c, name, wm->rows, wm->cols, SQ_SERVE_AS_GPTQ, sc.bits, sc.group_size, true, 1, &v);
     if (v.verdict != SQ_SERVE_REJECT) return false;
     snprintf(p->why, sizeof p->why, "vLLM serves GPTQ v1 only through Marlin, which cannot take %s (%s)", name, v.rule);
     return true;
@@ -318,7 +324,11 @@ static bool marlin_refuses(const char *name, const sq_wmat *wm, const char *keep
  * pack-quantized, with one line saying why. Act-order there takes static groups (no g_idx). */
 static void resolve_format(sq_qrun *r, sq_quantize_opts *o, char *note, size_t cap) {
     marlin_probe p = {r, o, ""};
-    if (!o->q.sym) snprintf(p.why, sizeof p.why, "asymmetric weights (zero points): vLLM serves GPTQ v1 only through Marlin, which takes them symmetric");
+    sq_scheme d[4];
+    int nd = r->plan.n_layers ? sq_plan_distinct(&r->plan, d, 4) : 1;
+    if (nd > 1) snprintf(p.why, sizeof p.why, "the plan writes %d schemes (group sizes %d, %d%s), and GPTQ v1 states one", nd, d[0].group_size,
+                         d[1].group_size, nd > 2 ? ", ..." : "");
+    else if (!o->q.sym) snprintf(p.why, sizeof p.why, "asymmetric weights (zero points): vLLM serves GPTQ v1 only through Marlin, which takes them symmetric");
     else find_linear(r, marlin_refuses, &p);
     o->format = p.why[0] ? SQ_FORMAT_CT : SQ_FORMAT_GPTQ;
     if (!p.why[0]) return;
@@ -328,6 +338,49 @@ static void resolve_format(sq_qrun *r, sq_quantize_opts *o, char *note, size_t c
              stat ? " (act-order with static groups: the format stores no g_idx)" : "", p.why);
 }
 
+
+/* The per-linear plan (plan.h) into r->plan: a copy of o->plan (checked), else for a method row with
+ * plan_groups the default one over each linear's in_features (unit 0: every expert of a layer has the
+ * same shape), its lowering said once; else empty (o's scheme everywhere). */
+static sq_status build_plan(sq_qrun *r, sq_err *err) {
+    const sq_quantize_opts *o = r->o;
+    int L = r->c->n_layers;
+    if (o->plan) {
+        if (o->plan->n_layers != L)
+            return sq_fail(err, SQ_ERR_ARG, "%s: the quantisation plan has %d layers, the model %d", o->model, o->plan->n_layers, L);
+        sq_scheme any = sq_pl_scheme(o);
+        sq_status s = sq_plan_init(&r->plan, L, &any, err);
+        if (s) return s;
+        memcpy(r->plan.e, o->plan->e, (size_t)L * SQ_LIN_COUNT * sizeof *r->plan.e);
+        return sq_plan_check(&r->plan, err);
+    }
+    if (!r->meth->plan_groups) return SQ_OK;
+    int64_t *k = sq_calloc((size_t)(L ? L : 1) * SQ_LIN_COUNT, sizeof *k, err);
+    if (!k) return SQ_ERR_NOMEM;
+    for (int l = 0; l < L; l++)
+        for (int j = 0; j < SQ_LIN_COUNT; j++) {
+            const sq_wmat *wm = sq_model_linear_unit(r->m, l, 0, (sq_lin)j);
+            k[l * SQ_LIN_COUNT + j] = wm ? wm->cols : 0;
+        }
+    sq_scheme base = sq_pl_scheme(o);
+    sq_status s = sq_plan_default(&r->plan, L, k, &base, o->strict_group_size, err);
+    free(k);
+    if (s) {
+        char m[sizeof err->msg];
+        memcpy(m, err->msg, sizeof m);
+        return sq_fail(err, s, "%s: %s", o->model, m);
+    }
+    char note[256];
+    sq_plan_note(&r->plan, o->q.group_size, note, sizeof note);
+    if (note[0]) sq_log(SQ_LOG_INFO, "%s (the largest group size vLLM serves that divides each; --strict-group-size refuses instead)", note);
+    return SQ_OK;
+}
+
+/* After resolve_format: the act-order choices it made (static groups) in every entry of the plan. */
+static void plan_follow(sq_qrun *r) {
+    for (int i = 0; i < r->plan.n_layers * SQ_LIN_COUNT; i++)
+        r->plan.e[i].s.act_order = r->o->q.act_order, r->plan.e[i].s.static_groups = r->o->q.static_groups;
+}
 
 /* ---------------------------------------------------------------- the pipeline */
 
@@ -366,6 +419,7 @@ static void pipeline_free(pipeline *p) {
     free(r->held);
     free(r->cap);
     free(r->rows);
+    sq_plan_free(&r->plan);
     sq_calib_end(&p->cal);
     sq_model_close(r->m);
     sq_exec_free(p->ex);
@@ -377,6 +431,25 @@ sq_status sq_quantize_model(const sq_quantize_opts *opts, sq_err *err) {
     sq_status s = sq_quantize_resolve(&resolved, err);
     if (s) return s;
     const sq_quantize_opts *o = &resolved;
+    sq_budget_result budget = {0};
+    sq_plan budget_plan = {0};
+    bool use_budget = o->target_bits > 0 || o->max_kld > 0;
+    if (use_budget) { /* the choice first, then the pipeline writes it from the same statistics */
+        if ((s = sq_path_check_output(o->out, (const char *[]){o->model, o->calib, o->stats_in}, (const char *[]){"the model", "the calibration text", "the statistics file"}, 3, err)))
+            return s;
+        if ((s = sq_budget_prepare(o, &budget, err))) return s;
+        resolved.stats_in = budget.stats_path;
+        resolved.calib = NULL;
+        sq_log(SQ_LOG_INFO, "budget: %.3f bits per weight predicted, KLD %.5f predicted, %.5f measured on %d held-out windows (%.1f s)",
+               budget.bits, budget.pred_kld, budget.heldout_kld, budget.sens.heldout_windows, budget.seconds);
+        s = sq_budget_plan(&budget, &resolved, &budget_plan, err);
+        resolved.plan = &budget_plan;
+        if (s) {
+            sq_budget_free(&budget);
+            sq_plan_free(&budget_plan);
+            return s;
+        }
+    }
     pipeline p = {0};
     sq_qrun *r = &p.r;
     r->o = o;
@@ -391,9 +464,22 @@ sq_status sq_quantize_model(const sq_quantize_opts *opts, sq_err *err) {
         const char *what[] = {"the model's directory", "the model's weights", "the calibration text", "the statistics file"};
         if ((s = sq_path_check_output(o->out, in, what, 4, err))) goto done;
     }
+    if ((s = build_plan(r, err))) goto done;
     if ((s = check_some_linear_fits(r, err))) goto done;
     char format_note[700] = ""; /* why SQ_FORMAT_AUTO chose compressed-tensors, said after the output is written */
     if (o->format == SQ_FORMAT_AUTO) resolve_format(r, &resolved, format_note, sizeof format_note);
+    else if (r->plan.n_layers && !sq_pl_format(o)->several_schemes) {
+        sq_scheme d[4];
+        int nd = sq_plan_distinct(&r->plan, d, 4);
+        if (nd > 1) {
+            s = sq_fail(err, SQ_ERR_ARG, "%s: --format %s states one group size, but in_features of some linears is no multiple of %d, so "
+                        "the plan writes %d (%d, %d%s): use --format compressed-tensors (or auto), or --strict-group-size with a size "
+                        "that fits every linear", o->model, sq_format_name(o->format), o->q.group_size, nd, d[0].group_size, d[1].group_size,
+                        nd > 2 ? ", ..." : "");
+            goto done;
+        }
+    }
+    plan_follow(r);
     sq_calib_opts co = {.model = o->model, .calib = o->calib, .nsamples = o->nsamples, .seqlen = o->seqlen, .seed = o->seed,
                         .stats_in = o->stats_in, .max_hessian_bytes = o->max_hessian_bytes,
                         .absmax = (r->meth->needs & SQ_NEED_ABSMAX) != 0,
@@ -447,7 +533,7 @@ sq_status sq_quantize_model(const sq_quantize_opts *opts, sq_err *err) {
     sq_qreport rep = {.o = o, .c = r->c, .t = r->meth->report, .scheme = sq_pl_scheme(o), .fmt = sq_pl_format(o), .rows = r->rows, .nrows = r->nrows, .calib_hash = p.cal.hash,
                       .calib_tokens = p.cal.nids, .bos_id = p.cal.bos_id, .bos_rule = p.cal.bos_rule,
                       .stats = o->stats_in ? &p.cal.stats : NULL, .moe_tokens = p.cal.moe_tokens, .moe_all = p.cal.moe_all,
-                      .n_weights_q = r->n_weights_q, .packed_bytes = r->packed_bytes};
+                      .n_weights_q = r->n_weights_q, .packed_bytes = r->packed_bytes, .budget = use_budget ? &budget : NULL};
     if (r->meth->report.awq) sq_awq_fold_figures(r, &rep.fold_max, &rep.router_fold_max);
     rep.out_bytes = sq_shards_bytes(r->w);
     char src_scheme[128]; /* the source's parameters and size, counted as bench counts them */
@@ -497,5 +583,7 @@ sq_status sq_quantize_model(const sq_quantize_opts *opts, sq_err *err) {
     }
 done:
     pipeline_free(&p);
+    sq_budget_free(&budget);
+    sq_plan_free(&budget_plan);
     return s;
 }

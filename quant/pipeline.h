@@ -43,6 +43,13 @@ typedef struct {
     int64_t max_shard_bytes;     /* tensor bytes per output shard (0: SQ_DEFAULT_SHARD_BYTES) */
     int64_t max_hessian_bytes;   /* Hessians collected in one pass, e.g. a group of experts (0: SQ_CALIB_DEFAULT_HESSIAN_BYTES) */
     const char *stats_in;        /* quantize from these statistics (spotq calib) instead of calibrating */
+    /* Quantising to a budget (issue 18; quant/budget_run.c): one scheme per unit (q/k/v, o, gate/up, down, the
+     * experts of a layer) chosen from the candidates by sens.h's measurement and budget.h's solver. */
+    double target_bits;          /* > 0: bits per weight of the whole checkpoint, every tensor counted */
+    double max_kld;              /* > 0: the most mean KLD on the calibration text's held-out windows */
+    const char *schemes;         /* the candidates, comma-separated (sens.h's names; NULL: the defaults) */
+    bool scheme_given;           /* --bits, --group-size, --sym or --asym was given (one scheme: no budget) */
+    int budget_windows, budget_ctx; /* the measurement's held-out windows and their tokens (0: 8 of 128) */
     /* The per-linear plan (quant/plan.h): NULL: the library's (the options' scheme for every linear, its
      * group size lowered per linear to the largest servable one dividing in_features, for methods whose
      * row states plan_groups); else this plan, one entry per layer and sq_lin, fused sets sharing one

@@ -1,11 +1,13 @@
 /* pipeline_out.c: the quantize pipeline's config.json (quantization_config of each format) and
  * spotq.json (arguments, calibration, per-layer errors, timings), from its plain report (report.h). */
 #include <cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 
+#include "budget_run.h"
 #include "report.h"
 
 /* ---------------------------------------------------------------- config.json and spotq.json */
@@ -51,9 +53,54 @@ static cJSON *moe_report(const sq_qreport *r) {
     return a;
 }
 
-/* The output format's quantization_config for the scheme written (formats/format.h). */
+/* Whether two integer schemes differ only where the plan leaves them (bits, group size, symmetry). */
+static bool same_group(const sq_scheme *a, const sq_scheme *b) {
+    return a->bits == b->bits && a->group_size == b->group_size && a->sym == b->sym;
+}
+
+/* r->scheme with the plan's bits, group size and symmetry of d. */
+static sq_scheme with_group(const sq_qreport *r, const sq_scheme *d) {
+    sq_scheme s = r->scheme;
+    s.bits = d->bits, s.group_size = d->group_size, s.sym = d->sym;
+    return s;
+}
+
+/* The output format's quantization_config for the schemes written (formats/format.h): one scheme (the
+ * quantised rows' own, as the plan gave it) as before, the group targeting the class Linear; several
+ * (a format with several_schemes alone, pipeline.c) one config group each, its targets the names of
+ * its modules, as compressed-tensors' match_targets takes them (compressed-tensors 0.20,
+ * src/compressed_tensors/utils/match.py: a target is a module name, "re:" + a pattern, or a class). */
 static cJSON *quant_config(const sq_qreport *r) {
-    return r->fmt->config(&r->scheme, kept_modules(r));
+    enum { CAP = 16 };
+    sq_scheme d[CAP];
+    int nd = 0;
+    for (int i = 0; i < r->nrows && r->scheme.kind == SQ_SCHEME_INT; i++) {
+        if (!r->rows[i].quantized) continue;
+        int j = 0;
+        while (j < nd && !same_group(&d[j], &r->rows[i].scheme)) j++;
+        if (j == nd && nd < CAP) d[nd++] = r->rows[i].scheme;
+    }
+    sq_scheme s0 = nd ? with_group(r, &d[0]) : r->scheme;
+    cJSON *q = r->fmt->config(&s0, kept_modules(r));
+    cJSON *groups = cJSON_GetObjectItemCaseSensitive(q, "config_groups");
+    if (nd < 2 || !r->fmt->several_schemes || !groups) return q;
+    cJSON_DeleteItemFromObjectCaseSensitive(groups, "group_0");
+    for (int g = 0; g < nd; g++) {
+        sq_scheme sg = with_group(r, &d[g]);
+        cJSON *qg = r->fmt->config(&sg, cJSON_CreateArray());
+        cJSON *one = cJSON_DetachItemFromObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(qg, "config_groups"), "group_0");
+        cJSON_Delete(qg);
+        if (!one) continue;
+        cJSON_DeleteItemFromObjectCaseSensitive(one, "targets");
+        cJSON *t = cJSON_CreateArray();
+        for (int i = 0; i < r->nrows; i++)
+            if (r->rows[i].quantized && same_group(&d[g], &r->rows[i].scheme)) cJSON_AddItemToArray(t, cJSON_CreateString(r->rows[i].name));
+        cJSON_AddItemToObject(one, "targets", t);
+        char name[24];
+        snprintf(name, sizeof name, "group_%d", g);
+        cJSON_AddItemToObject(groups, name, one);
+    }
+    return q;
 }
 
 sq_status sq_pl_write_config(const sq_qreport *r, sq_outdir *od, const char *src_config, sq_err *err) {
@@ -72,6 +119,60 @@ sq_status sq_pl_write_config(const sq_qreport *r, sq_outdir *od, const char *src
     s = sq_outdir_write(od, "config.json", out, err);
     free(out);
     return s;
+}
+
+/* --target-bits / --max-kld: the candidates, the chosen scheme per unit with its predicted and measured
+ * KLD, which source each unit's KLD came from, how well the proxy predicted the measurements, and the whole
+ * choice measured on the held-out windows. */
+static void add_budget(cJSON *j, const sq_budget_result *b, const sq_quantize_opts *o) {
+    const sq_sens *s = &b->sens;
+    cJSON *bj = cJSON_AddObjectToObject(j, "budget");
+    if (o->target_bits > 0) cJSON_AddNumberToObject(bj, "target_bits", o->target_bits);
+    else cJSON_AddNumberToObject(bj, "max_kld", o->max_kld);
+    cJSON *cs = cJSON_AddArrayToObject(bj, "candidates");
+    for (int i = 0; i < s->n_schemes; i++) cJSON_AddItemToArray(cs, cJSON_CreateString(s->schemes[i].name));
+    cJSON_AddStringToObject(bj, "sensitivity",
+                            "proxy: GPTQ's Hessian-weighted output error tr(D H D^T) per unit and scheme (the statistics' Hessians), "
+                            "scaled to a KLD by one measured KLD per unit (the unit alone at its smallest scheme) on held-out windows");
+    cJSON_AddNumberToObject(bj, "predicted_bits_per_weight", b->bits);
+    cJSON_AddNumberToObject(bj, "predicted_bytes", b->bytes);
+    cJSON_AddNumberToObject(bj, "predicted_kld", b->pred_kld);
+    cJSON_AddNumberToObject(bj, "heldout_kld", b->heldout_kld);
+    cJSON_AddNumberToObject(bj, "heldout_windows", s->heldout_windows);
+    cJSON_AddNumberToObject(bj, "measure_windows", s->measure_windows);
+    cJSON_AddNumberToObject(bj, "measure_ctx", s->measure_ctx);
+    if (o->max_kld > 0) {
+        cJSON_AddBoolToObject(bj, "max_kld_met", b->heldout_kld <= o->max_kld);
+        cJSON_AddNumberToObject(bj, "solver_kld", b->solver_kld);
+    }
+    cJSON_AddNumberToObject(bj, "rounds", b->rounds);
+    cJSON *pv = cJSON_AddObjectToObject(bj, "proxy_validation");
+    cJSON_AddNumberToObject(pv, "units", s->n_validate);
+    if (isfinite(s->validate_r)) cJSON_AddNumberToObject(pv, "log_log_r", s->validate_r);
+    else cJSON_AddNullToObject(pv, "log_log_r");
+    if (isfinite(s->validate_ratio)) cJSON_AddNumberToObject(pv, "median_predicted_over_measured", s->validate_ratio);
+    else cJSON_AddNullToObject(pv, "median_predicted_over_measured");
+    cJSON_AddNumberToObject(bj, "seconds_proxy", s->seconds_proxy);
+    cJSON_AddNumberToObject(bj, "seconds_measure", s->seconds_measure);
+    cJSON_AddNumberToObject(bj, "seconds", b->seconds);
+    cJSON *us = cJSON_AddArrayToObject(bj, "units");
+    for (int u = 0; u < s->n_units; u++) {
+        int c = b->choice[u], ns = s->n_schemes;
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "unit", s->units[u].name);
+        cJSON_AddStringToObject(e, "scheme", s->schemes[c].name);
+        cJSON_AddNumberToObject(e, "bytes", s->bytes[(size_t)u * ns + c]);
+        cJSON_AddNumberToObject(e, "predicted_kld", s->cost[(size_t)u * ns + c]);
+        double k = s->kld[(size_t)u * ns + c];
+        if (isfinite(k)) cJSON_AddNumberToObject(e, "measured_kld", k);
+        else cJSON_AddNullToObject(e, "measured_kld");
+        cJSON_AddStringToObject(e, "source", s->schemes[c].keep ? "kept" : isfinite(k) ? "measured" : "proxy");
+        if (s->ref[u] >= 0) {
+            cJSON_AddStringToObject(e, "measured_scheme", s->schemes[s->ref[u]].name);
+            cJSON_AddNumberToObject(e, "measured_scheme_kld", s->kld[(size_t)u * ns + s->ref[u]]);
+        }
+        cJSON_AddItemToArray(us, e);
+    }
 }
 
 sq_status sq_pl_write_report(const sq_qreport *r, sq_outdir *od, sq_err *err) {
@@ -134,6 +235,7 @@ sq_status sq_pl_write_report(const sq_qreport *r, sq_outdir *od, sq_err *err) {
     cJSON_AddNumberToObject(c, "seqlen", st ? st->seqlen : o->seqlen);
     cJSON_AddNumberToObject(c, "seed", st ? (double)st->seed : (double)o->seed);
     cJSON_AddBoolToObject(c, "sequential", !st); /* statistics are of the full-precision model */
+    if (r->budget) add_budget(j, r->budget, o);
     cJSON *layers = cJSON_AddArrayToObject(j, "layers");
     for (int i = 0; i < r->nrows; i++) {
         const sq_report_row *p = &r->rows[i];
@@ -152,6 +254,7 @@ sq_status sq_pl_write_report(const sq_qreport *r, sq_outdir *od, sq_err *err) {
             }
             if (r->t.gptq)
                 cJSON_AddNumberToObject(e, "damp", p->damp);
+            if (p->scheme.kind == SQ_SCHEME_INT) cJSON_AddNumberToObject(e, "group_size", p->scheme.group_size); /* the plan's, per linear */
         }
         if (r->t.awq) cJSON_AddNumberToObject(e, "awq_alpha", p->alpha);
         if (p->act_scale > 0) cJSON_AddNumberToObject(e, "input_scale", p->act_scale);

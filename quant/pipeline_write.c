@@ -29,10 +29,7 @@ static sq_status sink_add(void *user, const char *name, sq_dtype dt, int nd, con
     return s;
 }
 
-sq_status sq_pl_write_linear(sq_qrun *r, const char *module, const sq_qlinear *l, sq_err *err) {
-    sq_scheme sc = sq_pl_scheme(r->o);
-    if (sc.kind == SQ_SCHEME_INT && l->kind == SQ_SCHEME_INT) /* the plan's scheme of this linear, as its codes were made */
-        sc.bits = l->q.bits, sc.group_size = l->q.group_size;
+static sq_status write_scheme(sq_qrun *r, const char *module, const sq_qlinear *l, sq_scheme sc, sq_err *err) {
     const sq_fmt *f = sq_fmt_for_scheme(r->o->format, &sc);
     if (!f) return sq_fail(err, SQ_ERR_INTERNAL, "%s: no format row writes --format %s", module, sq_format_name(r->o->format));
     sq_tensor_sink out = {sink_add, r};
@@ -40,6 +37,20 @@ sq_status sq_pl_write_linear(sq_qrun *r, const char *module, const sq_qlinear *l
     sq_status s = f->write(&sc, module, l, &out, &bytes, err);
     r->packed_bytes += bytes; /* bits per weight: codes, scales, zeros, g_idx, as the format stores them */
     return s;
+}
+
+sq_status sq_pl_write_linear(sq_qrun *r, const char *module, const sq_qlinear *l, sq_err *err) {
+    sq_scheme sc = sq_pl_scheme(r->o);
+    if (sc.kind == SQ_SCHEME_INT && l->kind == SQ_SCHEME_INT) /* the plan's scheme of this linear, as its codes were made */
+        sc.bits = l->q.bits, sc.group_size = l->q.group_size;
+    return write_scheme(r, module, l, sc, err);
+}
+
+sq_status sq_pl_write_planned(sq_qrun *r, int layer, sq_lin which, const char *module, const sq_qmatrix *q, sq_err *err) {
+    sq_scheme sc = sq_pl_lin_scheme(r, layer, which); /* symmetry too: a plan mixes sym and asym linears */
+    sc.bits = q->bits, sc.group_size = q->group_size;
+    sq_qlinear l = {.kind = SQ_SCHEME_INT, .n = q->n, .k = q->k, .q = *q};
+    return write_scheme(r, module, &l, sc, err);
 }
 
 sq_status sq_pl_write_packed(sq_qrun *r, const char *module, const sq_qmatrix *q, sq_err *err) {

@@ -4,8 +4,48 @@
 
 #include "../base/par.h"
 #include "method.h"
+#include "sens.h"
+
+/* The budget's rules (issue 18): one of --target-bits and --max-kld, GPTQ (whose error the proxy is) into
+ * compressed-tensors (one config group per scheme), the candidates from --schemes, calibration text for the
+ * held-out windows. */
+static sq_status resolve_budget(sq_quantize_opts *o, sq_err *err) {
+    bool budget = o->target_bits != 0 || o->max_kld != 0;
+    if (!budget) {
+        if (o->schemes) return sq_fail(err, SQ_ERR_ARG, "--schemes restricts the candidates of --target-bits or --max-kld: give one of them");
+        return SQ_OK;
+    }
+    const char *opt = o->target_bits != 0 ? "--target-bits" : "--max-kld";
+    if (o->target_bits != 0 && o->max_kld != 0)
+        return sq_fail(err, SQ_ERR_ARG, "--target-bits and --max-kld are two budgets: give one");
+    if (!(o->target_bits >= 0) || !(o->max_kld >= 0) || (o->target_bits > 0 && o->target_bits > 64))
+        return sq_fail(err, SQ_ERR_ARG, "%s must be positive%s", opt, o->target_bits ? " bits per weight (at most 64)" : "");
+    if (o->method != SQ_METHOD_GPTQ)
+        return sq_fail(err, SQ_ERR_ARG, "%s chooses among GPTQ's schemes: use --method gptq (or leave it out)", opt);
+    if (o->scheme_given)
+        return sq_fail(err, SQ_ERR_ARG, "%s chooses the scheme per layer: drop --bits, --group-size, --sym and --asym (restrict with --schemes)", opt);
+    if (o->format == SQ_FORMAT_AUTO) o->format = SQ_FORMAT_CT;
+    if (o->format != SQ_FORMAT_CT)
+        return sq_fail(err, SQ_ERR_ARG, "%s writes compressed-tensors (a config group per scheme): drop --format %s", opt, sq_format_name(o->format));
+    if (o->q.act_order || o->q.static_groups)
+        return sq_fail(err, SQ_ERR_ARG, "%s: --act-order and --static-groups are not measured by the budget's proxy", opt);
+    if (o->n_ignore) return sq_fail(err, SQ_ERR_ARG, "%s: --ignore is not supported with a budget (add keep to --schemes)", opt);
+    if (o->backend) return sq_fail(err, SQ_ERR_UNSUPPORTED, "%s runs on the CPU for now: drop --device", opt);
+    if (!o->calib)
+        return sq_fail(err, SQ_ERR_ARG, "%s needs --calib FILE: its held-out windows measure the KLD (--stats may give the statistics)", opt);
+    sq_sens_scheme sc[32];
+    int n = 0;
+    if (o->schemes && sq_sens_schemes_parse(o->schemes, sc, 32, &n, err)) return err->code;
+    if (o->schemes && n < 1) return sq_fail(err, SQ_ERR_ARG, "--schemes: name at least one scheme");
+    o->q.bits = 4, o->q.group_size = 128, o->q.sym = true; /* the pipeline's base scheme; the plan overrides it per linear */
+    if (o->grid_auto) o->q.grid = SQ_GRID_MSE, o->grid_auto = false;
+    if (o->q.grid != SQ_GRID_MSE) return sq_fail(err, SQ_ERR_ARG, "%s measures GPTQ on the mse grid: drop --grid minmax", opt);
+    return SQ_OK;
+}
 
 sq_status sq_quantize_resolve(sq_quantize_opts *o, sq_err *err) {
+    sq_status bs = resolve_budget(o, err);
+    if (bs) return bs;
     const sq_method_row *m = sq_method_row_of(o->method);
     if (!m) return sq_fail(err, SQ_ERR_ARG, "--method %d: use rtn, gptq, awq, awq+gptq, fp8, fp8+gptq, nvfp4, nvfp4+gptq, mxfp4, mxfp4+gptq, int8 or int8+gptq", (int)o->method);
     if (m->scheme == SQ_SCHEME_FP4) { /* compressed-tensors nvfp4/mxfp4-pack-quantized; activations none (W4A16) or dynamic (W4A4) */
@@ -93,7 +133,7 @@ sq_status sq_quantize_resolve(sq_quantize_opts *o, sq_err *err) {
     }
     bool data_free = m->calib_optional && (m->scheme == SQ_SCHEME_INT || m->scheme == SQ_SCHEME_W8A8 || (m->scheme == SQ_SCHEME_FP8 && o->act != SQ_ACT_STATIC) ||
                                            (m->scheme == SQ_SCHEME_FP4 && o->act == SQ_ACT_NONE));
-    if (o->stats_in && (o->calib || (m->needs & SQ_NEED_FEATURES)))
+    if (o->stats_in && ((o->calib && !(o->target_bits > 0 || o->max_kld > 0)) || (m->needs & SQ_NEED_FEATURES)))
         return sq_fail(err, SQ_ERR_ARG, "--stats replaces --calib, for rtn, gptq, fp8 and fp8+gptq (awq needs the activations themselves)");
     if (!o->calib && !data_free && !o->stats_in)
         return sq_fail(err, SQ_ERR_ARG, "--method %s%s needs --calib FILE (calibration text) or --stats STATS", m->name,

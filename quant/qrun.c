@@ -88,6 +88,7 @@ sq_report_row *sq_pl_new_row(sq_qrun *r, int l, int unit, sq_lin which, const sq
     sq_lin_name_unit(r->c, l, unit, which, rep->name, sizeof rep->name);
     rep->n = wm->rows;
     rep->k = wm->cols;
+    rep->scheme = sq_pl_lin_scheme(r, l, which);
     return rep;
 }
 

@@ -60,6 +60,8 @@ sq_scheme sq_pl_scheme(const sq_quantize_opts *o);
 const sq_fmt *sq_pl_format(const sq_quantize_opts *o);
 sq_status sq_pl_write_linear(sq_qrun *r, const char *module, const sq_qlinear *l, sq_err *err);
 sq_status sq_pl_write_packed(sq_qrun *r, const char *module, const sq_qmatrix *q, sq_err *err);
+/* The same for linear `which` of layer `layer`, written with the plan's scheme for it (its symmetry included). */
+sq_status sq_pl_write_planned(sq_qrun *r, int layer, sq_lin which, const char *module, const sq_qmatrix *q, sq_err *err);
 /* Writes floats v under the source tensor `name`'s dtype and shape (nothing when the source has no such tensor). */
 sq_status sq_pl_write_floats(sq_qrun *r, const char *name, const float *v, sq_err *err);
 /* The next report row, for linear `which` of FFN unit `unit` of layer l. */

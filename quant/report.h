@@ -20,6 +20,7 @@ typedef struct {
     double damp;
     double alpha;                /* AWQ: the chosen exponent of its scale set (-1: not scaled) */
     float act_scale;             /* FP8: the static input scale (0: none) */
+    sq_scheme scheme;            /* the plan's scheme for it (quantised rows): its config group */
 } sq_report_row;
 
 /* The method's traits the report shows. */
@@ -56,6 +57,7 @@ typedef struct {
     double packed_bytes;
     int64_t out_bytes, src_bytes, src_params;
     double t_forward, t_hessian, t_quant, t_write, total;
+    const struct sq_budget_result_s *budget; /* --target-bits / --max-kld: the choice and its measurement; else NULL */
 } sq_qreport;
 
 /* config.json with its quantization_config, and spotq.json. */

@@ -79,7 +79,7 @@ double sq_sens_linear_bytes(const sq_sens_scheme *s, int64_t n, int64_t k, int d
     double groups = s->group_size > 0 ? (double)(k / s->group_size) : 1;
     double b = (double)n * (double)k * s->bits / 8 + (double)n * groups * 2; /* weight_packed, weight_scale (F16) */
     if (!s->sym) b += (double)n * groups * s->bits / 8;                         /* weight_zero_point, packed along N */
-    return b;
+    return b + 16;                                                              /* weight_shape, I64 [2] */
 }
 
 /* ---------------------------------------------------------------- units */
@@ -549,5 +549,68 @@ done:
     free(sub);
     free(cand);
     free(units);
+    return st;
+}
+
+sq_status sq_sens_measure_choice(sq_model *m, const sq_sens *s, const int *choice, const sq_sens_opts *o, double *kld, sq_err *err) {
+    if (!o->stats) return sq_fail(err, SQ_ERR_ARG, "measuring a choice needs calibration statistics");
+    if (!s->windows || s->measure_windows < 1) return sq_fail(err, SQ_ERR_ARG, "the measurement has no windows");
+    const sq_config *c = sq_model_config(m);
+    double damp = o->damp > 0 ? o->damp : 0.01;
+    measure me = {.n_win = s->measure_windows, .ctx = s->measure_ctx, .vocab = c->vocab, .win = s->windows};
+    int nl = 0;
+    for (int u = 0; u < s->n_units; u++) nl += s->units[u].n_lin;
+    sq_wmat *saved = calloc((size_t)nl, sizeof *saved);
+    const sq_sens_lin **lins = calloc((size_t)nl, sizeof *lins);
+    float **q = calloc((size_t)nl, sizeof *q);
+    me.ref_lp = malloc((size_t)me.n_win * (size_t)(me.ctx - 1) * (size_t)me.vocab * sizeof *me.ref_lp);
+    me.logits = malloc((size_t)me.ctx * (size_t)me.vocab * sizeof *me.logits);
+    float *wbuf = NULL, *hbuf = NULL;
+    int set = 0;
+    sq_status st = SQ_OK;
+    if (!saved || !lins || !q || !me.ref_lp || !me.logits) {
+        st = sq_fail(err, SQ_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    if ((st = sq_state_new(&me.st, m, me.ctx, me.ctx, err))) goto done;
+    for (int w = 0; w < me.n_win && !st; w++) st = run_window(&me, w, me.ref_lp + (int64_t)w * (me.ctx - 1) * me.vocab, err);
+    /* every chosen unit's linears quantised as the pipeline writes them, then set in together */
+    for (int u = 0; u < s->n_units && !st; u++) {
+        const sq_sens_scheme *sc = &s->schemes[choice[u]];
+        if (sc->keep) continue;
+        const sq_sens_unit *un = &s->units[u];
+        for (int i = 0; i < un->n_lin && !st; i++) {
+            int64_t n, k;
+            if ((st = weight_f32(m, &un->lin[i], &wbuf, &n, &k, err)) || (st = hessian_of(o->stats, &un->lin[i], k, &hbuf, err))) break;
+            sq_qparams p = qparams_of(sc, damp);
+            sq_qmatrix qm;
+            if ((st = sq_quant_gptq(wbuf, hbuf, n, k, &p, &qm, err))) break;
+            float *dq = malloc((size_t)(n * k) * sizeof *dq);
+            if (!dq) {
+                sq_qmatrix_free(&qm);
+                st = sq_fail(err, SQ_ERR_NOMEM, "out of memory");
+                break;
+            }
+            sq_qmatrix_dequant(&qm, dq);
+            sq_qmatrix_free(&qm);
+            free(wbuf), free(hbuf);
+            wbuf = hbuf = NULL;
+            lins[set] = &un->lin[i];
+            q[set] = dq;
+            saved[set] = *sq_model_linear_unit(m, un->lin[i].layer, un->lin[i].unit, un->lin[i].which);
+            sq_wmat w = {.dtype = SQ_DT_F32, .rows = saved[set].rows, .cols = saved[set].cols, .data = dq};
+            st = sq_model_set_linear_unit(m, un->lin[i].layer, un->lin[i].unit, un->lin[i].which, &w, err);
+            set++;
+        }
+    }
+    if (!st) st = measure_kld(&me, kld, err);
+done:;
+    sq_err e2 = {0};
+    for (int i = 0; i < set; i++) sq_model_set_linear_unit(m, lins[i]->layer, lins[i]->unit, lins[i]->which, &saved[i], &e2);
+    for (int i = 0; q && i < nl; i++) free(q[i]);
+    free(q), free(lins), free(saved), free(wbuf), free(hbuf);
+    sq_state_free(me.st);
+    free(me.ref_lp);
+    free(me.logits);
     return st;
 }

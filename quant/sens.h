@@ -4,7 +4,7 @@
  * expert) together, gate/up apart from down.
  *
  * For every unit and scheme: its bytes (as compressed-tensors pack-quantized stores it: codes packed
- * along in_features, F16 scales, packed zero points when asymmetric; the source's dtype when kept) and
+ * along in_features, F16 scales, packed zero points when asymmetric, the I64 [2] weight_shape; the source's dtype when kept) and
  * the proxy GPTQ minimises, err = sum over its linears of tr(D H D^T) with D = W - Q, Q the linear after
  * GPTQ onto that scheme with the full-precision model's Hessian H (from `spotq calib`'s statistics).
  * The proxy is in each unit's own units; one measurement per unit makes it a KLD: the unit alone
@@ -95,6 +95,12 @@ void sq_sens_free(sq_sens *s); /* zero-filled is fine */
  * the least the candidates reach. */
 sq_status sq_sens_choose(const sq_sens *s, double target_bits, double max_kld, int *choice /* OUT */, double *bytes /* OUT */,
                          double *kld /* OUT */, sq_err *err);
+
+/* The measured KLD of a whole choice (choice [n_units], as sq_sens_choose gives): every unit quantised to
+ * its scheme at once (GPTQ with the statistics' Hessians, as the pipeline writes them), on the same held-out
+ * windows as the run, against the full-precision model; the linears are put back before it returns. */
+sq_status sq_sens_measure_choice(sq_model *m, const sq_sens *s, const int *choice, const sq_sens_opts *o, double *kld /* OUT */,
+                                 sq_err *err);
 
 /* The bytes compressed-tensors pack-quantized stores for an n x k linear under scheme s (kept: at the
  * source dtype's size dt_size); 0 when s cannot hold it. */

@@ -49,15 +49,17 @@ int main(void) {
         CHECK(b[0] == 0 && b[1] == 0, "%s: 64 or 172 inputs take no group of 128", s.units[u].name);
         if (!attn) { /* 172 = 4 x 43: 8-bit codes pack four to a word, 4-bit ones eight */
             for (int i = 0; i < 6; i++) CHECK(b[i] == 0, "%s: 172 is no 4-bit packing's multiple: %s holds it", s.units[u].name, sc[i].name);
-            double want = strstr(s.units[u].name, "gate/up") ? 2 * 172 * (64 + 2) : 64 * (172 + 2); /* rows x (codes + F16 scale) */
+            /* rows x (codes + F16 scale), and each linear's I64 [2] weight_shape */
+            double want = strstr(s.units[u].name, "gate/up") ? 2 * 172 * (64 + 2) + 2 * 16 : 64 * (172 + 2) + 16;
             CHECK(b[6] == want, "%s: int8-ch-sym bytes %g", s.units[u].name, b[6]);
             CHECK(s.ref[u] == 6 && s.kld[u * ns + 6] > 0, "%s: measured at int8, the only scheme that holds it", s.units[u].name);
             continue;
         }
         /* q/k/v: (64 + 32 + 32) x 64; o: 64 x 64; int4 g32 sym: codes k/2 per row, a F16 scale per 32 */
         int64_t rows = strstr(s.units[u].name, "q/k/v") ? 128 : 64;
-        CHECK(b[4] == rows * (64 / 2 + 2 * 2), "%s: int4-g32-sym bytes %g", s.units[u].name, b[4]);
-        CHECK(b[5] == rows * (64 / 2 + 2 * 2 + 2 / 2.0), "%s: int4-g32-asym bytes %g", s.units[u].name, b[5]);
+        int nl = s.units[u].n_lin;
+        CHECK(b[4] == rows * (64 / 2 + 2 * 2) + 16 * nl, "%s: int4-g32-sym bytes %g", s.units[u].name, b[4]);
+        CHECK(b[5] == rows * (64 / 2 + 2 * 2 + 2 / 2.0) + 16 * nl, "%s: int4-g32-asym bytes %g", s.units[u].name, b[5]);
         CHECK(b[6] == rows * (64 + 2), "%s: int8-ch-sym bytes %g", s.units[u].name, b[6]);
         CHECK(s.ref[u] == 2, "%s: the reference is the smallest, int4-g64-sym: %d", s.units[u].name, s.ref[u]);
         CHECK(e[6] < e[2] && e[6] < e[4], "%s: int8 below int4 (%g, %g, %g)", s.units[u].name, e[6], e[2], e[4]);
@@ -122,6 +124,21 @@ int main(void) {
     CHECK_OK(sq_eval_ppl(m2, ref, s.windows, (int64_t)s.measure_windows * s.measure_ctx, &eo, &r, &err), &err);
     /* float32 log-probabilities on both sides, summed in other orders */
     CHECK(fabs(r.kld_mean - s.kld[2]) <= 1e-4 * s.kld[2], "eval's KLD %.9g, the measurement's %.9g", r.kld_mean, s.kld[2]);
+    /* a whole choice measured at once: every unit kept is no change; layer 0's q/k/v alone at int4-g64-sym is
+     * the model eval.c just scored */
+    int *ch = malloc((size_t)s.n_units * sizeof *ch);
+    for (int u = 0; u < s.n_units; u++) ch[u] = ns - 1;
+    double kc = -1;
+    CHECK_OK(sq_sens_measure_choice(m, &s, ch, &o, &kc, &err), &err);
+    CHECK(kc >= 0 && kc < 1e-9, "every unit kept: KLD %g", kc);
+    ch[0] = 2;
+    CHECK_OK(sq_sens_measure_choice(m, &s, ch, &o, &kc, &err), &err);
+    CHECK(fabs(kc - r.kld_mean) <= 1e-4 * r.kld_mean, "the choice's KLD %.9g, eval's %.9g", kc, r.kld_mean);
+    for (int u = 0; u < s.n_units; u++) ch[u] = s.ref[u];
+    double kall = -1;
+    CHECK_OK(sq_sens_measure_choice(m, &s, ch, &o, &kall, &err), &err);
+    CHECK(kall > s.kld[2], "every unit at its smallest scheme: KLD %g above one unit's %g", kall, s.kld[2]);
+    free(ch);
     /* the measured model is put back as it was */
     CHECK(sq_model_linear_unit(m, 0, 0, SQ_LIN_Q)->data == orig_q && sq_model_linear_unit(m, 4, 0, SQ_LIN_V)->data == orig_v,
           "the measured model's linears are put back");
