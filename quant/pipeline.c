@@ -332,8 +332,9 @@ static void resolve_format(sq_qrun *r, sq_quantize_opts *o, char *note, size_t c
     if (!p.why[0]) return;
     bool stat = o->q.act_order && !o->q.static_groups; /* said with the summary, so that an error stays the only line */
     o->q.static_groups |= stat;
-    snprintf(note, cap, "wrote compressed-tensors pack-quantized%s: %s; --format gptq writes GPTQ v1 anyway",
-             stat ? " (act-order with static groups: the format stores no g_idx)" : "", p.why);
+    snprintf(note, cap, "wrote compressed-tensors pack-quantized%s: %s; %s",
+             stat ? " (act-order with static groups: the format stores no g_idx)" : "", p.why,
+             nd > 1 ? "--strict-group-size with a group size that fits every linear writes one" : "--format gptq writes GPTQ v1 anyway");
 }
 
 
