@@ -369,10 +369,7 @@ static sq_status build_plan(sq_qrun *r, sq_err *err) {
         memcpy(m, err->msg, sizeof m);
         return sq_fail(err, s, "%s: %s", o->model, m);
     }
-    char note[256];
-    sq_plan_note(&r->plan, o->q.group_size, note, sizeof note);
-    if (note[0]) sq_log(SQ_LOG_INFO, "%s (the largest group size vLLM serves that divides each; --strict-group-size refuses instead)", note);
-    return SQ_OK;
+    return SQ_OK; /* its lowering said once the format is settled (an error stays the only line) */
 }
 
 /* After resolve_format: the act-order choices it made (static groups) in every entry of the plan. */
@@ -460,6 +457,11 @@ sq_status sq_quantize_model(const sq_quantize_opts *opts, sq_err *err) {
         }
     }
     plan_follow(r);
+    {
+        char note[256];
+        sq_plan_note(&r->plan, o->q.group_size, note, sizeof note);
+        if (note[0]) sq_log(SQ_LOG_INFO, "%s (the largest group size vLLM serves that divides each; --strict-group-size refuses instead)", note);
+    }
     sq_calib_opts co = {.model = o->model, .calib = o->calib, .nsamples = o->nsamples, .seqlen = o->seqlen, .seed = o->seed,
                         .stats_in = o->stats_in, .max_hessian_bytes = o->max_hessian_bytes,
                         .absmax = (r->meth->needs & SQ_NEED_ABSMAX) != 0,
