@@ -156,14 +156,15 @@ void sq_serve_plan(const sq_config *c, const char *name, int64_t n, int64_t k, s
         else x.n_part /= tp;
         static const serve_fn fns[] = {NULL, serve_gptq, serve_awq, serve_ct_int, serve_fp8, serve_fp8_block};
         bool integer = as == SQ_SERVE_AS_GPTQ || as == SQ_SERVE_AS_AWQ || as == SQ_SERVE_AS_CT_INT;
-        if (integer && group_size > 0 && k % group_size) { /* every kernel's scales hold input_size // group_size groups */
+        if (fns[as]) fns[as](&x, &l);
+        else l.verdict = SQ_SERVE_FULL;
+        if (integer && group_size > 0 && k % group_size && l.verdict != SQ_SERVE_REJECT) { /* whatever kernel the row would pick: its scales hold input_size // group_size groups */
             l.verdict = SQ_SERVE_REJECT;
             snprintf(l.kernel, sizeof l.kernel, "none");
             snprintf(l.rule, sizeof l.rule, "in_features %lld is not a multiple of the group size %d: vLLM's integer schemes hold "
                      "in_features // group_size scale groups (compressed_tensors_wNa16.py, gptq.py, awq.py create_weights): "
                      "the last, short one does not load", (long long)k, group_size);
-        } else if (fns[as]) fns[as](&x, &l);
-        else l.verdict = SQ_SERVE_FULL;
+        }
     }
     *out = l;
 }
