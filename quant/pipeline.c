@@ -4,6 +4,7 @@
  * outputs of the already quantised blocks before it) and every linear quantised or kept, its block-end
  * hook; then the packed tensors, config and spotq.json, written into a temporary directory renamed
  * into place at the end. */
+#include <fnmatch.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -369,6 +370,18 @@ static sq_status build_plan(sq_qrun *r, sq_err *err) {
         memcpy(m, err->msg, sizeof m);
         return sq_fail(err, s, "%s: %s", o->model, m);
     }
+    for (int l = 0; l < L && o->n_ignore; l++) /* a linear --ignore keeps in every unit writes no scheme (its keep reason stays the ignore) */
+        for (int j = 0; j < SQ_LIN_COUNT; j++) {
+            bool all = true;
+            for (int u = 0; u < (j >= SQ_LIN_GATE ? sq_model_ffn_units(r->m, l) : 1) && all; u++) {
+                char name[160];
+                sq_lin_name_unit(r->c, l, u, (sq_lin)j, name, sizeof name);
+                bool hit = false;
+                for (int i = 0; i < o->n_ignore && !hit; i++) hit = fnmatch(o->ignore[i], name, 0) == 0;
+                all = hit;
+            }
+            if (all) r->plan.e[l * SQ_LIN_COUNT + j].keep = true;
+        }
     return SQ_OK; /* its lowering said once the format is settled (an error stays the only line) */
 }
 
