@@ -41,6 +41,8 @@ done
     done
     set -- "$@" "$fp8 --fp8-scheme block" # 128x128 weight blocks, activations dynamic per token and group of 128
 done
+# FP4: NVFP4 W4A16 and W4A4 (activations FP4 per group of 16 at run time), MXFP4 W4A16; RTN and GPTQ on the FP4 grid
+[ "$ROWS" = grid ] || set -- "$@" nvfp4 nvfp4+gptq "nvfp4 --act dynamic" "nvfp4+gptq --act dynamic" mxfp4 mxfp4+gptq
 for m in "$@"; do
     dir="$OUT/$(echo "$m" | tr -c 'a-z0-9\n' _)"
     "$BIN" quantize $M -o "$dir" --method $m $QA --force $EXTRA 2>/dev/null

@@ -77,6 +77,9 @@ static void print_text(const sq_ckpt *ck, const sizes *z, int64_t disk, const ch
     if (c->quant_method == SQ_FORMAT_FP8 || !strcmp(c->quant_format, "float-quantized"))
         printf("quantization:     %s%s%s, FP8 E4M3 weights%s, activations %s\n", c->quant_method_name, c->quant_format[0] ? " " : "",
                c->quant_format, c->quant_block_n > 0 ? " in blocks" : "", acts[c->quant_act]);
+    else if (strstr(c->quant_format, "fp4-pack-quantized")) /* nvfp4- / mxfp4-pack-quantized */
+        printf("quantization:     %s %s, FP4 E2M1 weights in groups of %d (%s scales), activations %s\n", c->quant_method_name, c->quant_format,
+               c->quant_group_size, c->quant_format[0] == 'n' ? "E4M3 and a global" : "E8M0", c->quant_act != SQ_QACT_NONE ? "FP4 per group of 16" : "none");
     else if (c->quant_method != SQ_FORMAT_NONE)
         printf("quantization:     %s, %d bits, group %d%s\n", c->quant_method_name, c->quant_bits, c->quant_group_size,
                c->quant_sym ? ", sym" : "");

@@ -90,7 +90,7 @@ int cmd_quantize(int argc, char **argv) {
                           .n_ignore = ignore.n, .progress = isatty(2) ? sq_cmd_progress : NULL, .max_shard_bytes = max_shard, .stats_in = stats,
                           .max_hessian_bytes = max_hess};
     if (!sq_method_parse(method, &o.method)) {
-        fprintf(stderr, "spotq quantize: --method %s: use rtn, gptq, awq, awq+gptq, fp8 or fp8+gptq\n", method);
+        fprintf(stderr, "spotq quantize: --method %s: use rtn, gptq, awq, awq+gptq, fp8, fp8+gptq, nvfp4, nvfp4+gptq, mxfp4 or mxfp4+gptq\n", method);
         return SQ_EXIT_USAGE;
     }
     if (!fp8_scheme || !strcmp(fp8_scheme, "tensor")) o.fp8_per_channel = false;

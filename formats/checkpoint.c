@@ -164,6 +164,9 @@ void sq_ckpt_describe(const sq_ckpt *ck, char *scheme, size_t cap, int64_t *para
             }
         }
         snprintf(scheme, cap, "fp8 %s, activations %s (%s)", per, acts[c->quant_act], fmt);
+    } else if (strstr(c->quant_format, "fp4-pack-quantized")) {
+        snprintf(scheme, cap, "%s g%d, activations %s (%s)", c->quant_format[0] == 'n' ? "nvfp4" : "mxfp4", c->quant_group_size,
+                 c->quant_act != SQ_QACT_NONE ? "fp4 per group of 16" : "none", fmt);
     } else if (c->quant_method != SQ_FORMAT_NONE) {
         char g[24];
         if (c->quant_group_size > 0) snprintf(g, sizeof g, "g%d", c->quant_group_size);

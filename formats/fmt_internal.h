@@ -30,4 +30,15 @@ sq_status sq_fmt_read_e4m3(const sq_tensor_src *src, const char *module, int64_t
 /* Whether module's weight is an F8_E4M3 tensor. */
 bool sq_fmt_has_e4m3(const sq_tensor_src *src, const char *module);
 
+/* FP4 (fmt_ct_nvfp4.c, shared with fmt_ct_mxfp4.c): whether variant v's row holds scheme s for an n x k
+ * linear; its tensors written and read back (read aliases them); its config; its config checks. */
+struct cJSON;
+struct sq_qc;
+bool sq_fmt_fp4_shape(const sq_scheme *s, sq_fp4_variant v, int64_t n, int64_t k, char *why, size_t cap);
+sq_status sq_fmt_fp4_write(const char *module, const sq_qlinear *l, const sq_tensor_sink *out, double *bytes, sq_err *err);
+sq_status sq_fmt_fp4_read(const sq_tensor_src *src, const char *module, sq_fp4_variant v, int64_t n, int64_t k, const sq_config *cfg,
+                          sq_qlinear *out, sq_err *err);
+struct cJSON *sq_fmt_fp4_config(const sq_scheme *p, struct cJSON *kept);
+void sq_fmt_fp4_check(struct sq_qc *x, sq_fp4_variant v, const char *module);
+
 #endif

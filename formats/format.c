@@ -10,8 +10,9 @@
 #include "dtype.h"
 
 /* The rows (each defined in its fmt_*.c), in the order a linear's tensors are matched against them. */
-extern const sq_fmt sq_fmt_gptq, sq_fmt_awq, sq_fmt_ct_pack, sq_fmt_ct_float, sq_fmt_fp8;
-static const sq_fmt *const table[] = {&sq_fmt_gptq, &sq_fmt_awq, &sq_fmt_ct_pack, &sq_fmt_ct_float, &sq_fmt_fp8};
+/* The FP4 rows come before ct-pack, whose weight_packed and catch-all format string would claim them. */
+extern const sq_fmt sq_fmt_gptq, sq_fmt_awq, sq_fmt_ct_nvfp4, sq_fmt_ct_mxfp4, sq_fmt_ct_pack, sq_fmt_ct_float, sq_fmt_fp8;
+static const sq_fmt *const table[] = {&sq_fmt_gptq, &sq_fmt_awq, &sq_fmt_ct_nvfp4, &sq_fmt_ct_mxfp4, &sq_fmt_ct_pack, &sq_fmt_ct_float, &sq_fmt_fp8};
 
 int sq_fmt_count(void) { return (int)(sizeof table / sizeof *table); }
 const sq_fmt *sq_fmt_get(int i) { return i >= 0 && i < sq_fmt_count() ? table[i] : NULL; }
@@ -19,6 +20,12 @@ const sq_fmt *sq_fmt_get(int i) { return i >= 0 && i < sq_fmt_count() ? table[i]
 const sq_fmt *sq_fmt_for(sq_format f, sq_scheme_kind k) {
     for (int i = 0; i < sq_fmt_count(); i++)
         if (table[i]->format == f && table[i]->kind == k) return table[i];
+    return NULL;
+}
+
+const sq_fmt *sq_fmt_for_scheme(sq_format f, const sq_scheme *s) {
+    for (int i = 0; i < sq_fmt_count(); i++)
+        if (table[i]->format == f && table[i]->kind == s->kind && (s->kind != SQ_SCHEME_FP4 || table[i]->fp4 == s->fp4)) return table[i];
     return NULL;
 }
 

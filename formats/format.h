@@ -51,6 +51,13 @@ typedef struct {
     bool per_channel;
     float input_scale;       /* FP8: the static activation scale, 0 when none is stored */
     int block_n, block_k;    /* FP8 block-wise (> 0): scale [ceil(N / block_n), ceil(K / block_k)] row-major */
+    /* FP4 (read: aliases the tensors): E2M1 codes packed [N, K / 2] (column 2j low nibble), group scales
+     * [N, K / group] as E4M3 (NVFP4) or E8M0 (MXFP4) bytes, NVFP4's global scales (the divisors
+     * 448 * 6 / amax: weight_global_scale; input_global_scale for W4A4, 0 when none). */
+    sq_fp4_variant fp4;
+    int group;
+    const uint8_t *fp4_packed, *fp4_scale;
+    float global_scale, input_global_scale;
 } sq_qlinear;
 void sq_qlinear_free(sq_qlinear *l); /* read() results; NULL-filled is fine */
 
@@ -72,6 +79,7 @@ typedef struct sq_fmt {
     const char *name;            /* the row: "gptq", "awq", "ct-pack", "ct-float", "fp8" */
     sq_format format;            /* the --format that writes it... */
     sq_scheme_kind kind;         /* ...for schemes of this kind */
+    sq_fp4_variant fp4;          /* ...and, for SQ_SCHEME_FP4, of this variant */
     const char *quant_method;    /* quantization_config.quant_method */
     const char *ct_format;       /* compressed-tensors' format string, NULL for other formats */
     bool several_schemes;        /* its config holds several schemes (config groups, each naming its modules) */
@@ -105,6 +113,8 @@ int sq_fmt_count(void);
 const sq_fmt *sq_fmt_get(int i);
 /* The row that writes --format f for schemes of kind k; NULL for none (SQ_FORMAT_AUTO included). */
 const sq_fmt *sq_fmt_for(sq_format f, sq_scheme_kind k);
+/* The row that writes --format f for scheme s: of kind s->kind (FP4: and its variant), NULL for none. */
+const sq_fmt *sq_fmt_for_scheme(sq_format f, const sq_scheme *s);
 /* The row a config states; NULL when none (not quantised, or a format spotq does not read). */
 const sq_fmt *sq_fmt_of_config(const sq_config *cfg);
 /* The row whose tensors hold module in src, NULL when it is not quantised (a plain .weight). */

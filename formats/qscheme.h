@@ -28,7 +28,14 @@ sq_format sq_format_of_quant_method(const char *quant_method);
  * the linear's input / 448), or per-token scales computed at run time (nothing stored). */
 typedef enum { SQ_ACT_NONE, SQ_ACT_STATIC, SQ_ACT_DYNAMIC } sq_act;
 
-typedef enum { SQ_SCHEME_INT, SQ_SCHEME_FP8 } sq_scheme_kind;
+/* INT: integer codes; FP8: E4M3; FP4: E2M1 codes in groups along K (the variant in sq_scheme.fp4). */
+typedef enum { SQ_SCHEME_INT, SQ_SCHEME_FP8, SQ_SCHEME_FP4 } sq_scheme_kind;
+
+/* The FP4 variants: NVFP4 (groups of 16, E4M3 group scales, an FP32 global scale; compressed-tensors
+ * nvfp4-pack-quantized) and MXFP4 (groups of 32, E8M0 power-of-two scales; mxfp4-pack-quantized). */
+typedef enum { SQ_FP4_NV, SQ_FP4_MX } sq_fp4_variant;
+#define SQ_NVFP4_GROUP 16
+#define SQ_MXFP4_GROUP 32
 
 /* The block of block-wise FP8 (DeepSeek-V3 / Qwen3-FP8, compressed-tensors' FP8_BLOCK preset): 128 x 128 weight
  * blocks, activation groups of 128 along K. */
@@ -45,7 +52,8 @@ typedef struct {
     double damp;             /* GPTQ's damping (recorded by configs that state it) */
     bool fp8_per_channel;    /* FP8: one weight scale per output channel; else one per tensor */
     bool fp8_block;          /* FP8: one weight scale per SQ_FP8_BLOCK x SQ_FP8_BLOCK block, activations dynamic per token and group of SQ_FP8_BLOCK */
-    sq_act act;              /* FP8: the activations */
+    sq_act act;              /* FP8: the activations; FP4: none (W4A16) or dynamic (NVFP4 W4A4, per group of 16 with a static global scale) */
+    sq_fp4_variant fp4;      /* FP4: NVFP4 or MXFP4 */
 } sq_scheme;
 
 /* Whether the scheme stores a g_idx (act-order with groups out of column order). */

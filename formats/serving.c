@@ -99,6 +99,26 @@ static void serve_fp8(const lin_ctx *x, sq_serve_linear *l) {
     snprintf(l->kernel, sizeof l->kernel, "FP8 scaled_mm (shapes not checked)");
 }
 
+/* FP4 (compressed-tensors nvfp4- / mxfp4-pack-quantized). vLLM's scheme choice
+ * (model_executor/layers/quantization/compressed_tensors/compressed_tensors.py::_get_scheme_from_parts @be696453):
+ * NVFP4 weights without input_activations -> CompressedTensorsW4A16Fp4 (Marlin FP4); with them ->
+ * CompressedTensorsW4A4Fp4 when cutlass_fp4_supported() (Blackwell, SM100/120: FlashInfer or vLLM CUTLASS
+ * FP4, schemes/compressed_tensors_w4a4_nvfp4.py @0094cb9b), else the Marlin W4A16 fallback (H100/H200: the
+ * activations then stay in 16 bits). MXFP4 -> CompressedTensorsW4A16Mxfp4 (Marlin FP4,
+ * schemes/compressed_tensors_w4a16_mxfp4.py @1a6da548). The hard shape rule is the group along K
+ * (16 or 32) per shard: CUTLASS pads N and K to 32 itself (pad_nvfp4_weight_for_cutlass); Marlin FP4's
+ * thread tiles are not checked in Python (its N%64 / K%128 limits are unconfirmed: not applied). */
+static void serve_fp4(const lin_ctx *x, sq_serve_linear *l) {
+    bool mx = x->group == 32, a4 = !mx && x->c->quant_act != SQ_QACT_NONE;
+    int64_t kp = x->k_part ? x->k_part : l->k;
+    snprintf(l->kernel, sizeof l->kernel, "%s", mx ? "Marlin FP4 (W4A16 MXFP4)" : a4 ? "CUTLASS FP4 W4A4 (SM100+); Marlin FP4 W4A16 below"
+                                                                                   : "Marlin FP4 (W4A16 NVFP4)");
+    if (kp % (mx ? 32 : 16)) {
+        snprintf(l->rule, sizeof l->rule, "in_features per shard %lld is not a multiple of the FP4 group %d", (long long)kp, mx ? 32 : 16);
+        l->verdict = SQ_SERVE_REJECT;
+    }
+}
+
 /* Block-wise FP8 (serving.h): the block shape is the config's (128 x 128 when it states none). */
 static void serve_fp8_block(const lin_ctx *x, sq_serve_linear *l) {
     int bn = x->c->quant_block_n > 0 ? x->c->quant_block_n : 128, bk = x->c->quant_block_k > 0 ? x->c->quant_block_k : 128;
@@ -154,7 +174,7 @@ void sq_serve_plan(const sq_config *c, const char *name, int64_t n, int64_t k, s
     } else {
         if (row) x.k_part = k / tp;
         else x.n_part /= tp;
-        static const serve_fn fns[] = {NULL, serve_gptq, serve_awq, serve_ct_int, serve_fp8, serve_fp8_block};
+        static const serve_fn fns[] = {NULL, serve_gptq, serve_awq, serve_ct_int, serve_fp8, serve_fp8_block, serve_fp4};
         bool integer = as == SQ_SERVE_AS_GPTQ || as == SQ_SERVE_AS_AWQ || as == SQ_SERVE_AS_CT_INT;
         if (fns[as]) fns[as](&x, &l);
         else l.verdict = SQ_SERVE_FULL;
@@ -189,7 +209,8 @@ static int check_linear(const char *tname, int ndim, const int64_t *shape, bool 
     snprintf(buf, sizeof buf, "%s.qweight", name);
     if (sq_st_find(ck->st, buf)) as = c->quant_method == SQ_FORMAT_AWQ ? SQ_SERVE_AS_AWQ : SQ_SERVE_AS_GPTQ;
     snprintf(buf, sizeof buf, "%s.weight_packed", name);
-    if (sq_st_find(ck->st, buf)) as = SQ_SERVE_AS_CT_INT;
+    const sq_tensor *wp = sq_st_find(ck->st, buf);
+    if (wp) as = wp->dtype == SQ_DT_U8 ? SQ_SERVE_AS_FP4 : SQ_SERVE_AS_CT_INT;
     const sq_tensor *t = sq_st_find(ck->st, tname);
     if (t && t->dtype == SQ_DT_F8_E4M3) as = c->quant_block_n > 0 ? SQ_SERVE_AS_FP8_BLOCK : SQ_SERVE_AS_FP8;
     int group = c->quant_group_size;

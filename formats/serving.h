@@ -58,7 +58,7 @@ sq_status sq_serve_check(const sq_ckpt *ck, int tp, sq_serve_fn fn, void *user, 
 const char *sq_serve_verdict_name(sq_serve_verdict v);
 
 /* How a linear would be stored, for checking a plan before anything is written. */
-typedef enum { SQ_SERVE_AS_FULL, SQ_SERVE_AS_GPTQ, SQ_SERVE_AS_AWQ, SQ_SERVE_AS_CT_INT, SQ_SERVE_AS_FP8, SQ_SERVE_AS_FP8_BLOCK } sq_serve_storage;
+typedef enum { SQ_SERVE_AS_FULL, SQ_SERVE_AS_GPTQ, SQ_SERVE_AS_AWQ, SQ_SERVE_AS_CT_INT, SQ_SERVE_AS_FP8, SQ_SERVE_AS_FP8_BLOCK, SQ_SERVE_AS_FP4 } sq_serve_storage;
 
 /* The verdict on one linear (module name as in sq_serve_linear, n x k) of a model with config c stored
  * as `as` with the given integer scheme, at tensor parallelism tp (>= 1); fills *out. */

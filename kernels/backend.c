@@ -74,6 +74,6 @@ const char *sq_op_name(sq_op op) {
 }
 
 const char *sq_qgrid_name(sq_qgrid_kind kind) {
-    static const char *names[SQ_QGRID_COUNT] = {"int-minmax", "int-mse", "fp8-tensor", "fp8-channel", "fp8-block"};
+    static const char *names[SQ_QGRID_COUNT] = {"int-minmax", "int-mse", "fp8-tensor", "fp8-channel", "fp8-block", "fp4"};
     return kind >= 0 && kind < SQ_QGRID_COUNT ? names[kind] : "?";
 }

@@ -52,12 +52,26 @@ static inline int64_t sq_fp8weight_nscales(const sq_fp8weight *f, int64_t rows, 
     return f->per_channel ? rows : 1;
 }
 
+/* An FP4 weight (NVFP4, MXFP4): data holds E2M1 codes packed two a byte, (rows, cols / 2), column 2j in
+ * the low nibble of byte j and 2j + 1 in the high one (compressed-tensors' pack_fp4_to_uint8), and
+ * W[r, c] = e2m1(code[r, c]) * scale[r, c / group]: the effective scale of each group of `group` inputs
+ * (NVFP4: e4m3 group scale / global scale; MXFP4: 2^(e - 127)). act_fp4: the activations are quantised
+ * as vLLM's NVFP4 W4A4 does at run time (scaled_fp4_quant; kernels/cpu/fp4matmul.c): per group of 16,
+ * s = e4m3(clamp(gs_in * max|x_g| / 6, +-448)), x' = e2m1(clamp(x * gs_in / s, +-6)) * s / gs_in. */
+typedef struct {
+    const float *scale;      /* (rows, cols / group) */
+    int group;               /* 16 (NVFP4) or 32 (MXFP4) */
+    bool act_fp4;            /* W4A4 */
+    float input_global_scale; /* act_fp4: gs_in = 448 * 6 / max|x| of the calibration (> 0) */
+} sq_fp4weight;
+
 typedef struct {
     sq_dtype dtype;          /* F32, F16 or BF16 (unused when q is set); F8_E4M3 when f8 is set */
     int64_t rows, cols;
     const void *data;        /* (rows, cols) */
     const sq_qweight *q;     /* non-NULL: a quantised weight, data unused */
     const sq_fp8weight *f8;  /* non-NULL: an FP8 weight, data its E4M3 codes */
+    const sq_fp4weight *f4;  /* non-NULL: an FP4 weight, data its packed E2M1 codes (dtype U8) */
 } sq_wmat;
 
 /* Causal grouped-query attention of n new queries at positions pos0 .. pos0+n-1 over the keys and
@@ -98,7 +112,7 @@ const char *sq_op_name(sq_op op);
 /* The grid a quantiser rounds onto. Integer grids: per-group scale and zero (kernels/qmath.h), from the
  * group's min and max or searched for the least importance-weighted error (mse); FP8: E4M3 with fixed
  * scales, one per tensor, one per output channel, or one per 128 x 128 block (kernels/qmath.h's sq_qm_fp8_scale_idx). */
-typedef enum { SQ_QGRID_INT_MINMAX, SQ_QGRID_INT_MSE, SQ_QGRID_FP8_TENSOR, SQ_QGRID_FP8_CHANNEL, SQ_QGRID_FP8_BLOCK, SQ_QGRID_COUNT } sq_qgrid_kind;
+typedef enum { SQ_QGRID_INT_MINMAX, SQ_QGRID_INT_MSE, SQ_QGRID_FP8_TENSOR, SQ_QGRID_FP8_CHANNEL, SQ_QGRID_FP8_BLOCK, SQ_QGRID_FP4, SQ_QGRID_COUNT } sq_qgrid_kind;
 const char *sq_qgrid_name(sq_qgrid_kind kind);
 
 typedef struct {
@@ -109,6 +123,7 @@ typedef struct {
     bool static_groups;      /* integer, GPTQ: every group's grid fixed from the original W */
     double norm;             /* mse: exponent of the error minimised (<= 0: 2) */
     const float *imp;        /* mse: importance of each input column [K] (NULL: all 1); GPTQ takes diag(H) itself */
+    /* FP4 (SQ_QGRID_FP4): E2M1 with fixed effective scales (N, K / group_size) in fp8_scale. */
     const float *fp8_scale;  /* FP8: (N) per channel, (ceil(N/128), ceil(K/128)) block-wise (SQ_QM_FP8_BLOCK), or (1) */
 } sq_qgrid;
 

@@ -26,6 +26,7 @@ sq_status sq_gptq_plan_device(int64_t n, int64_t k, const sq_qgrid *g, int block
     if (g->kind == SQ_QGRID_INT_MSE) small += 8.0 * (double)k;    /* the importances, both orders */
     if (g->kind == SQ_QGRID_FP8_CHANNEL) small += 4.0 * (double)n; /* the scales */
     if (g->kind == SQ_QGRID_FP8_BLOCK) small += 4.0 * (double)((n + 127) / 128) * (double)((k + 127) / 128);
+    if (g->kind == SQ_QGRID_FP4 && g->group_size > 0) small += 4.0 * (double)n * (double)(k / g->group_size);
     /* The three high points of the sweep: permuting H (upload, hp), factoring (hp, u, workspace), the blocks. */
     double prep = (h_on_device ? 0 : kk) + kk + 8 * nk + grids + stat + small;
     double factor = 2 * kk + 4.0 * (double)k * 256 + 4 * nk + grids + stat + small;

@@ -127,6 +127,29 @@ SQ_QM int64_t sq_qm_fp8_scale_idx(bool per_channel, bool block, int64_t r, int64
     return per_channel ? r : 0;
 }
 
+/* ---------------------------------------------------------------- FP4 (E2M1) */
+/* E2M1: bit 3 the sign, bits 2..0 the magnitude index 0, 0.5, 1, 1.5, 2, 3, 4, 6 (OCP MX spec; vLLM's
+ * kE2M1ToFloat, compressed-tensors 0.20 compressors/nvfp4/helpers.py). Encoding rounds to nearest, ties to
+ * the even code, as compressed-tensors' cast_to_fp4 (quantization/utils/fp4_utils.py 0.20) does: |x| <= 0.25
+ * -> 0, < 0.75 -> 0.5, <= 1.25 -> 1, < 1.75 -> 1.5, <= 2.5 -> 2, < 3.5 -> 3, <= 5 -> 4, else 6; NaN -> 6
+ * (the peers never see one: the quantisers refuse NaN weights). -0 keeps its sign bit. */
+#define SQ_QM_FP4_MAX 6.0f
+SQ_QM float sq_qm_e2m1_decode(uint8_t c) {
+    uint32_t i = c & 7u; /* i < 4: i / 2; else 2^((i >> 1) - 1) * (1 + (i & 1) / 2) */
+    float m = i < 4u ? 0.5f * (float)i : (float)(1u << ((i >> 1) - 1u)) * ((i & 1u) ? 1.5f : 1.0f);
+    return (c & 8u) ? -m : m;
+}
+SQ_QM uint8_t sq_qm_e2m1_encode(float x) {
+    uint8_t sign = (sq_qm_bits(x) >> 31) ? 8u : 0u;
+    float a = fabsf(x);
+    uint8_t i = a <= 0.25f ? 0u : a < 0.75f ? 1u : a <= 1.25f ? 2u : a < 1.75f ? 3u : a <= 2.5f ? 4u : a < 3.5f ? 5u : a <= 5.0f ? 6u : 7u;
+    return (uint8_t)(sign | i);
+}
+/* The E2M1 code of w with the (effective) scale s: e2m1(clamp(w / s, +-6)), compressed-tensors' _quantize. */
+SQ_QM uint8_t sq_qm_fp4_code(float w, float s) { return sq_qm_e2m1_encode(fmaxf(-SQ_QM_FP4_MAX, fminf(w / s, SQ_QM_FP4_MAX))); }
+/* E8M0 (float8_e8m0fnu): 2^(e - 127); 255 is NaN. */
+SQ_QM float sq_qm_e8m0_decode(uint8_t e) { return e == 255u ? sq_qm_float(0x7FC00000u) : e == 0u ? sq_qm_float(0x00400000u) : sq_qm_float((uint32_t)e << 23); }
+
 /* ---------------------------------------------------------------- the integer grid */
 
 /* s rounded to the fp16 value the file will hold, kept positive and finite. */

@@ -5,6 +5,7 @@
 
 #define INT .scheme = SQ_SCHEME_INT
 #define FP8 .scheme = SQ_SCHEME_FP8
+#define FP4(v) .scheme = SQ_SCHEME_FP4, .fp4 = v
 
 static const sq_method_row rows[] = {
     {.id = SQ_METHOD_RTN, .format_default = SQ_FORMAT_AUTO, .name = "rtn", .needs = SQ_NEED_HESSIAN, INT, .calib_optional = true, .plan_groups = true,
@@ -26,6 +27,14 @@ static const sq_method_row rows[] = {
     {.id = SQ_METHOD_FP8_GPTQ, .name = "fp8+gptq", .needs = SQ_NEED_HESSIAN | SQ_NEED_ABSMAX, FP8, .own_grid = true,
      .report = {.fp8 = true, .gptq = true}, .init = sq_fp8_init, .fini = sq_fp8_fini, .unit_begin = sq_fp8_unit_begin,
      .quantize = sq_fp8_gptq_linear},
+    {.id = SQ_METHOD_NVFP4, .name = "nvfp4", .needs = SQ_NEED_HESSIAN | SQ_NEED_ABSMAX, FP4(SQ_FP4_NV), .own_grid = true, .calib_optional = true,
+     .report = {.fp4 = true}, .init = sq_fp4_init, .fini = sq_fp4_fini, .unit_begin = sq_fp4_unit_begin, .quantize = sq_fp4_linear},
+    {.id = SQ_METHOD_NVFP4_GPTQ, .name = "nvfp4+gptq", .needs = SQ_NEED_HESSIAN | SQ_NEED_ABSMAX, FP4(SQ_FP4_NV), .own_grid = true,
+     .report = {.fp4 = true, .gptq = true}, .init = sq_fp4_init, .fini = sq_fp4_fini, .unit_begin = sq_fp4_unit_begin, .quantize = sq_fp4_gptq_linear},
+    {.id = SQ_METHOD_MXFP4, .name = "mxfp4", .needs = SQ_NEED_HESSIAN, FP4(SQ_FP4_MX), .own_grid = true, .calib_optional = true,
+     .report = {.fp4 = true}, .init = sq_fp4_init, .fini = sq_fp4_fini, .unit_begin = sq_fp4_unit_begin, .quantize = sq_fp4_linear},
+    {.id = SQ_METHOD_MXFP4_GPTQ, .name = "mxfp4+gptq", .needs = SQ_NEED_HESSIAN, FP4(SQ_FP4_MX), .own_grid = true,
+     .report = {.fp4 = true, .gptq = true}, .init = sq_fp4_init, .fini = sq_fp4_fini, .unit_begin = sq_fp4_unit_begin, .quantize = sq_fp4_gptq_linear},
 };
 
 const sq_method_row *sq_method_row_of(sq_method m) {

@@ -18,7 +18,8 @@ typedef struct sq_method_row {
     const char *name;
     unsigned needs;              /* SQ_NEED_* */
     bool own_grid;               /* a grid of its own: --grid mse does not apply */
-    sq_scheme_kind scheme;       /* what its linears are written as (formats/qscheme.h): integer codes or E4M3 */
+    sq_scheme_kind scheme;       /* what its linears are written as (formats/qscheme.h): integer codes, E4M3 or E2M1 */
+    sq_fp4_variant fp4;          /* FP4: NVFP4 or MXFP4 */
     bool calib_optional;         /* runs data-free (fp8: unless its activations take static scales) */
     bool index_order;            /* a stage's linears written in index order (q, k, v), not the true-sequential (k, v, q) */
     bool keep_at_end;            /* the linears it keeps written after the block's quantised ones, not with their stage */
@@ -64,6 +65,18 @@ sq_status sq_awq_stage_hessians(sq_qrun *r, int l, int si, int u0, int u1, sq_er
 sq_status sq_awq_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err);
 sq_status sq_awq_gptq_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err);
 bool sq_awq_writes_tensor(const char *name);
+sq_status sq_fp4_init(sq_qrun *r, sq_err *err);
+void sq_fp4_fini(sq_qrun *r);
+sq_status sq_fp4_unit_begin(sq_qrun *r, int l, int si, int unit, const char (*why)[128], sq_err *err);
+sq_status sq_fp4_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err);
+sq_status sq_fp4_gptq_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err);
+/* FP4's arithmetic (method_fp4.c), for the tests: NVFP4's global scale 448 * 6 / amax; MXFP4's E8M0
+ * exponent of a group's amax; the group scales of W [N, K] (raw: E4M3 or E8M0 bytes [N, K / g]; eff: the
+ * effective scales, W ~ e2m1 * eff); codes [N, K] packed two a byte (column 2j in the low nibble). */
+float sq_fp4_global_scale(float amax);
+uint8_t sq_fp4_mx_exponent(float amax);
+void sq_fp4_scales(const float *w, int64_t n, int64_t k, sq_fp4_variant v, float gs, uint8_t *raw, float *eff);
+void sq_fp4_pack(const uint8_t *codes, int64_t n, int64_t k, uint8_t *packed);
 sq_status sq_awq_block_end(sq_qrun *r, int l, sq_err *err);
 /* AWQ's figures for spotq.json: the largest relative change folding made to a block's output and to
  * a router's logits. */

@@ -8,7 +8,7 @@
 
 /* SQ_METHOD_AWQ_GPTQ: AWQ's scales and clipping, then GPTQ on the scaled weights. SQ_METHOD_FP8_GPTQ:
  * E4M3 with the scales of SQ_METHOD_FP8, the codes chosen by GPTQ's error compensation. */
-typedef enum { SQ_METHOD_RTN, SQ_METHOD_GPTQ, SQ_METHOD_AWQ, SQ_METHOD_AWQ_GPTQ, SQ_METHOD_FP8, SQ_METHOD_FP8_GPTQ } sq_method;
+typedef enum { SQ_METHOD_RTN, SQ_METHOD_GPTQ, SQ_METHOD_AWQ, SQ_METHOD_AWQ_GPTQ, SQ_METHOD_FP8, SQ_METHOD_FP8_GPTQ, SQ_METHOD_NVFP4, SQ_METHOD_NVFP4_GPTQ, SQ_METHOD_MXFP4, SQ_METHOD_MXFP4_GPTQ } sq_method;
 /* The output format (sq_format) and FP8 activations (sq_act): formats/qscheme.h. SQ_FORMAT_AUTO asks the
  * library to choose: for rtn and gptq GPTQ v1 where vLLM's Marlin takes every linear that is quantised,
  * else compressed-tensors pack-quantized; for awq AWQ GEMM; for fp8 vLLM's fp8 where it holds the

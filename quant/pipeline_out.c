@@ -147,6 +147,15 @@ sq_status sq_pl_write_report(const sq_qreport *r, sq_outdir *od, sq_err *err) {
         cJSON_AddStringToObject(a, "fp8_scheme", o->fp8_block ? "block" : o->fp8_per_channel ? "channel" : "tensor");
         cJSON_AddStringToObject(a, "act", act_name(o->act));
     }
+    if (r->t.fp4) {
+        static const char *int_only[] = {"bits", "group_size", "sym", "static_groups", "act_order", "damp"};
+        size_t n_int_only = r->t.gptq ? 4 : 6;
+        for (size_t i = 0; i < n_int_only; i++) cJSON_DeleteItemFromObjectCaseSensitive(a, int_only[i]);
+        cJSON_DeleteItemFromObjectCaseSensitive(a, "grid");
+        cJSON_AddStringToObject(a, "fp4", r->scheme.fp4 == SQ_FP4_NV ? "nvfp4" : "mxfp4");
+        cJSON_AddNumberToObject(a, "fp4_group_size", r->scheme.group_size);
+        cJSON_AddStringToObject(a, "act", act_name(o->act));
+    }
     if (r->t.awq) {
         cJSON_AddNumberToObject(j, "awq_fold_max_relative_change", r->fold_max);
         if (r->c->n_experts) cJSON_AddNumberToObject(j, "awq_router_fold_max_relative_change", r->router_fold_max);

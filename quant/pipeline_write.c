@@ -6,17 +6,18 @@
 sq_scheme sq_pl_scheme(const sq_quantize_opts *o) {
     const sq_qparams *p = &o->q;
     const sq_method_row *m = sq_method_row_of(o->method); /* the row states its scheme's kind */
-    bool fp8 = m && m->scheme == SQ_SCHEME_FP8;
-    return (sq_scheme){.kind = fp8 ? SQ_SCHEME_FP8 : SQ_SCHEME_INT, .bits = fp8 ? 8 : p->bits, .group_size = p->group_size,
-                       .sym = fp8 || p->sym, .act_order = p->act_order, .static_groups = p->static_groups, .damp = p->damp,
+    sq_scheme_kind kind = m ? m->scheme : SQ_SCHEME_INT;
+    bool fp8 = kind == SQ_SCHEME_FP8, fp4 = kind == SQ_SCHEME_FP4;
+    int fp4_group = m && m->fp4 == SQ_FP4_MX ? SQ_MXFP4_GROUP : SQ_NVFP4_GROUP;
+    return (sq_scheme){.kind = kind, .bits = fp8 ? 8 : fp4 ? 4 : p->bits, .group_size = fp4 ? fp4_group : p->group_size,
+                       .fp4 = m ? m->fp4 : SQ_FP4_NV, .sym = fp8 || fp4 || p->sym, .act_order = p->act_order, .static_groups = p->static_groups, .damp = p->damp,
                        .fp8_per_channel = o->fp8_per_channel, .fp8_block = o->fp8_block, .act = o->act};
 }
 
 const sq_fmt *sq_pl_format(const sq_quantize_opts *o) {
-    const sq_method_row *m = sq_method_row_of(o->method);
-    sq_scheme_kind k = m ? m->scheme : SQ_SCHEME_INT;
-    const sq_fmt *f = sq_fmt_for(o->format, k);
-    return f ? f : sq_fmt_for(k == SQ_SCHEME_FP8 ? SQ_FORMAT_CT : SQ_FORMAT_GPTQ, k); /* auto (unresolved) or none: the widest row */
+    sq_scheme sc = sq_pl_scheme(o);
+    const sq_fmt *f = sq_fmt_for_scheme(o->format, &sc);
+    return f ? f : sq_fmt_for_scheme(sc.kind != SQ_SCHEME_INT ? SQ_FORMAT_CT : SQ_FORMAT_GPTQ, &sc); /* auto (unresolved) or none: the widest row */
 }
 
 static sq_status sink_add(void *user, const char *name, sq_dtype dt, int nd, const int64_t *shape, const void *data, sq_err *err) {
@@ -32,7 +33,7 @@ sq_status sq_pl_write_linear(sq_qrun *r, const char *module, const sq_qlinear *l
     sq_scheme sc = sq_pl_scheme(r->o);
     if (sc.kind == SQ_SCHEME_INT && l->kind == SQ_SCHEME_INT) /* the plan's scheme of this linear, as its codes were made */
         sc.bits = l->q.bits, sc.group_size = l->q.group_size;
-    const sq_fmt *f = sq_fmt_for(r->o->format, sc.kind);
+    const sq_fmt *f = sq_fmt_for_scheme(r->o->format, &sc);
     if (!f) return sq_fail(err, SQ_ERR_INTERNAL, "%s: no format row writes --format %s", module, sq_format_name(r->o->format));
     sq_tensor_sink out = {sink_add, r};
     double bytes = 0;

@@ -26,6 +26,7 @@ typedef struct {
 /* The method's traits the report shows. */
 typedef struct {
     bool fp8;                    /* E4M3 weights: fp8's quantization_config and arguments */
+    bool fp4;                    /* E2M1 weights: the FP4 variant and its activations */
     bool gptq;                   /* GPTQ's error compensation: act_order, damp and each matrix's damp */
     bool awq;                    /* AWQ: its arguments, each matrix's alpha, the folding checks */
     bool grid_errors;            /* RTN's error on both grids per matrix */

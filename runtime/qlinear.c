@@ -2,6 +2,7 @@
  * checkpoint is read by the row that holds it, then put in the kernels' layout: integer codes of each
  * output row along the input dimension, act-order columns sorted into contiguous groups (x is permuted
  * instead); FP8 codes used in place from the mmap, with their scales and activation scheme. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,6 +135,26 @@ static sq_status put_fp8(sq_model *m, const char *module, const sq_qlinear *l, s
     return SQ_OK;
 }
 
+/* An FP4 linear as the kernels run it: the packed codes in place from the mmap, the effective scales
+ * (E4M3 / global scale, or 2^(e - 127)) in an sq_fp4weight the model owns (kept with the FP8 ones),
+ * W4A4 when config.json states input activations (NVFP4 only: its row refuses an input_global_scale-less one). */
+static sq_status put_fp4(sq_model *m, const char *module, const sq_qlinear *l, sq_wmat *w, sq_err *err) {
+    sq_fp8weight **list = realloc(m->fp8, (size_t)(m->n_fp8 + 1) * sizeof *list);
+    if (!list) return sq_fail(err, SQ_ERR_NOMEM, "out of memory loading %s", module);
+    m->fp8 = list;
+    int64_t ng = l->k / l->group;
+    sq_fp4weight *f = sq_calloc(1, sizeof *f + (size_t)(l->n * ng) * sizeof(float), err);
+    if (!f) return SQ_ERR_NOMEM;
+    m->fp8[m->n_fp8++] = (sq_fp8weight *)(void *)f; /* freed with them: one allocation each */
+    float *scale = (float *)(f + 1);
+    for (int64_t i = 0; i < l->n * ng; i++)
+        scale[i] = l->fp4 == SQ_FP4_NV ? sq_e4m3_to_f32(l->fp4_scale[i]) / l->global_scale : ldexpf(1.0f, (int)l->fp4_scale[i] - 127);
+    *f = (sq_fp4weight){.scale = scale, .group = l->group, .act_fp4 = l->fp4 == SQ_FP4_NV && m->cfg.quant_act != SQ_QACT_NONE,
+                        .input_global_scale = l->input_global_scale};
+    *w = (sq_wmat){.dtype = SQ_DT_U8, .rows = l->n, .cols = l->k, .data = l->fp4_packed, .f4 = f};
+    return SQ_OK;
+}
+
 static const sq_tensor *find(void *user, const char *name) { return sq_st_find(((const sq_model *)user)->ck->st, name); }
 
 sq_status sq_rt_load_qlinear(sq_model *m, const char *weight_name, int64_t rows, int64_t cols, sq_wmat *w, bool *found, sq_err *err) {
@@ -150,7 +171,7 @@ sq_status sq_rt_load_qlinear(sq_model *m, const char *weight_name, int64_t rows,
     sq_qlinear l;
     sq_status s = f->read(&src, module, rows, cols, &m->cfg, &l, err);
     if (s) return s;
-    s = l.kind == SQ_SCHEME_FP8 ? put_fp8(m, module, &l, w, err) : repack(m, module, &l.q, w, err);
+    s = l.kind == SQ_SCHEME_FP8 ? put_fp8(m, module, &l, w, err) : l.kind == SQ_SCHEME_FP4 ? put_fp4(m, module, &l, w, err) : repack(m, module, &l.q, w, err);
     sq_qlinear_free(&l);
     return s;
 }

@@ -428,6 +428,10 @@ def main():
     save_file(out, os.path.join(FIX, "peer_dequant.safetensors"), metadata=provenance())
     bad += fp8_main()
     bad += fp8_block_main()
+    # FP4: compressed-tensors' own NVFP4 / MXFP4 compressors and ml_dtypes' E2M1 / E8M0 on test_fp4's fixtures
+    # (regenerated here; check-peers.sh fails when they differ from the committed ones)
+    for g in ("gen_fp4_peer.py", "gen_fp4_golden.py"):
+        subprocess.check_call([sys.executable, os.path.join(ROOT, "scripts", g)])
     spotq = os.path.join(ROOT, os.environ.get("BUILD", "build/release"), "spotq")
     if os.path.exists(spotq):
         bad += fp8_model_check(spotq)

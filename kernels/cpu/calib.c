@@ -169,6 +169,16 @@ static sq_status grid_begin(grid_state *g, const float *wt, sq_err *err) {
  * its codes, and gives the values they stand for in dq [N]. wt is W^T as updated before this lazy block. */
 static void grid_column(grid_state *g, int64_t col, int64_t src, const float *wt, const float *wc, float *dq) {
     int64_t n = g->n, k = g->k, gs = g->gs;
+    if (g->g->kind == SQ_QGRID_FP4) { /* the scale of the source column's group, fixed before the sweep */
+        int64_t gs4 = g->g->group_size, ng = k / gs4;
+        for (int64_t r = 0; r < n; r++) {
+            float s = g->g->fp8_scale[r * ng + src / gs4];
+            uint8_t c = sq_qm_fp4_code(wc[r], s);
+            g->out->codes[r * k + src] = c;
+            dq[r] = sq_qm_e2m1_decode(c) * s;
+        }
+        return;
+    }
     if (!is_int(g->g->kind)) {
         bool pc = g->g->kind == SQ_QGRID_FP8_CHANNEL, blk = g->g->kind == SQ_QGRID_FP8_BLOCK;
         for (int64_t r = 0; r < n; r++) { /* block-wise: the scale of the source column's block, fixed before the sweep */
@@ -290,8 +300,9 @@ done:
     return s;
 }
 
-static sq_status check_grid(const sq_qgrid *g, const sq_qout *out, sq_err *err) {
-    if (is_int(g->kind) ? !out->q || (g->bits != 4 && g->bits != 8) : (g->kind != SQ_QGRID_FP8_TENSOR && g->kind != SQ_QGRID_FP8_CHANNEL && g->kind != SQ_QGRID_FP8_BLOCK) || !out->codes || !g->fp8_scale)
+static sq_status check_grid(const sq_qgrid *g, int64_t k, const sq_qout *out, sq_err *err) {
+    if (is_int(g->kind) ? !out->q || (g->bits != 4 && g->bits != 8) : (g->kind != SQ_QGRID_FP8_TENSOR && g->kind != SQ_QGRID_FP8_CHANNEL && g->kind != SQ_QGRID_FP8_BLOCK && g->kind != SQ_QGRID_FP4) || !out->codes || !g->fp8_scale ||
+        (g->kind == SQ_QGRID_FP4 && (g->group_size <= 0 || k % g->group_size)))
         return sq_fail(err, SQ_ERR_ARG, "quantiser: grid %s lacks its output or its settings", sq_qgrid_name(g->kind));
     return SQ_OK;
 }
@@ -300,7 +311,7 @@ sq_status sq_cpu_gptq(const float *w, const float *h, const sq_hess *hs, int64_t
                       sq_qout *out, double *damp_used, sq_err *err) {
     (void)hs; /* h is the same matrix, on the host */
     *damp_used = -1;
-    sq_status s = check_grid(p, out, err);
+    sq_status s = check_grid(p, k, out, err);
     if (s) return s;
     grid_state g = {.g = p, .out = out, .n = n, .k = k, .gs = p->group_size > 0 ? p->group_size : k};
     if (p->kind == SQ_QGRID_INT_MSE) {
@@ -324,8 +335,14 @@ sq_status sq_cpu_gptq(const float *w, const float *h, const sq_hess *hs, int64_t
 /* ---------------------------------------------------------------- RTN */
 
 sq_status sq_cpu_rtn(const float *w, int64_t n, int64_t k, const sq_qgrid *p, sq_qout *o, sq_err *err) {
-    sq_status s = check_grid(p, o, err);
+    sq_status s = check_grid(p, k, o, err);
     if (s) return s;
+    if (p->kind == SQ_QGRID_FP4) {
+        int64_t ng = k / p->group_size;
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t j = 0; j < k; j++) o->codes[r * k + j] = sq_qm_fp4_code(w[r * k + j], p->fp8_scale[r * ng + j / p->group_size]);
+        return SQ_OK;
+    }
     if (!is_int(p->kind)) {
         bool pc = p->kind == SQ_QGRID_FP8_CHANNEL, blk = p->kind == SQ_QGRID_FP8_BLOCK;
         for (int64_t r = 0; r < n; r++)

@@ -119,6 +119,13 @@ sq_status sq_cpu_fp8b_matmul_ref(sq_kctx *c, const sq_wmat *w, const float *bias
 void sq_cpu_fp8b_act_ref(const sq_fp8weight *f, const float *x, float *out, int n, int64_t k);
 void sq_cpu_fp8b_rows_to_f32(const sq_wmat *w, int64_t r0, int64_t m, float *dst);
 void sq_cpu_fp8b_row_to_f32_ref(const sq_wmat *w, int64_t r, float *dst);
+/* FP4 weights (w->f4 set, fp4matmul.c): NVFP4 / MXFP4 packed E2M1 codes with group scales; W4A4 activations
+ * through NVFP4 per group of 16 first (sq_cpu_fp4_act_ref). */
+sq_status sq_cpu_fp4_matmul(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
+sq_status sq_cpu_fp4_matmul_ref(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
+void sq_cpu_fp4_act_ref(const sq_fp4weight *f, const float *x, float *out, int n, int64_t k);
+void sq_cpu_fp4_rows_to_f32(const sq_wmat *w, int64_t r0, int64_t m, float *dst);
+void sq_cpu_fp4_row_to_f32_ref(const sq_wmat *w, int64_t r, float *dst);
 /* Dense weights (F32, F16, BF16; matmul.c, ref.c). */
 sq_status sq_cpu_dense_matmul(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
 sq_status sq_cpu_dense_matmul_ref(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);
@@ -161,7 +168,7 @@ void sq_cpu_f8row_to_f32_ref(const sq_wmat *w, int64_t r, float *dst);
 /* ---------------------------------------------------------------- weight kinds (traits.c) */
 
 /* Every kind of weight the kernels read, as ggml's type traits: what sq_cpu_matmul dispatches on. */
-typedef enum { SQ_WKIND_F32, SQ_WKIND_F16, SQ_WKIND_BF16, SQ_WKIND_INT4, SQ_WKIND_INT8, SQ_WKIND_FP8_E4M3, SQ_WKIND_FP8_BLOCK, SQ_WKIND_COUNT } sq_wkind;
+typedef enum { SQ_WKIND_F32, SQ_WKIND_F16, SQ_WKIND_BF16, SQ_WKIND_INT4, SQ_WKIND_INT8, SQ_WKIND_FP8_E4M3, SQ_WKIND_FP8_BLOCK, SQ_WKIND_FP4, SQ_WKIND_COUNT } sq_wkind;
 typedef struct {
     const char *name;
     /* Rows r0 .. r0+m-1 as floats (fast; the quantised kinds in packed column order), for the tiled sgemm. */

@@ -111,7 +111,8 @@ typedef struct {
     float *scale;            /* integer [G, N] */
     int32_t *zero;
     uint8_t *q;              /* integer: codes [K, N] at perm[col] */
-    const float *fscale;     /* FP8: (N) or (1) */
+    const float *fscale;     /* FP8: (N) or (1); FP4: (N, K / fgs) */
+    int64_t fgs;             /* FP4: columns per scale */
     uint8_t *codes;          /* FP8: codes [N, K] */
 } dev_grid;
 
@@ -124,11 +125,11 @@ __global__ static void k_gptq_block(const float *__restrict__ wt, float *__restr
                                     dev_grid g) {
     int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (r >= n) return;
-    bool blk = g.kind == SQ_QGRID_FP8_BLOCK, fp8 = g.kind == SQ_QGRID_FP8_TENSOR || g.kind == SQ_QGRID_FP8_CHANNEL || blk;
+    bool blk = g.kind == SQ_QGRID_FP8_BLOCK, fp4 = g.kind == SQ_QGRID_FP4, fp8 = g.kind == SQ_QGRID_FP8_TENSOR || g.kind == SQ_QGRID_FP8_CHANNEL || blk || fp4;
     int maxq = (1 << g.bits) - 1;
     float s = 0;
     int32_t z = 0;
-    if (fp8 && !blk) s = g.fscale[g.kind == SQ_QGRID_FP8_CHANNEL ? r : 0];
+    if (fp8 && !blk && !fp4) s = g.fscale[g.kind == SQ_QGRID_FP8_CHANNEL ? r : 0];
     else if (g.gs <= 0) { s = g.scale[r]; z = g.zero[r]; }
     else if (!g.stat) { int64_t q = i1 / g.gs; s = g.scale[q * n + r]; z = g.zero[q * n + r]; }
     for (int i = 0; i < cnt; i++) {
@@ -147,7 +148,12 @@ __global__ static void k_gptq_block(const float *__restrict__ wt, float *__restr
         }
         const float *urow = u + col * k + i1;
         float d = urow[i], w = w1[i * n + r], dq;
-        if (fp8) {
+        if (fp4) { /* the source column's group scale, fixed */
+            s = g.fscale[r * (k / g.fgs) + perm[col] / g.fgs];
+            uint8_t c = sq_qm_fp4_code(w, s);
+            g.codes[r * k + perm[col]] = c;
+            dq = __fmul_rn(sq_qm_e2m1_decode(c), s);
+        } else if (fp8) {
             if (blk) s = g.fscale[sq_qm_fp8_scale_idx(false, true, r, perm[col], k)]; /* the source column's block, fixed */
             uint8_t c = sq_qm_fp8_code(w, s);
             g.codes[r * k + perm[col]] = c;
@@ -310,7 +316,7 @@ sq_status sq_cuda_gptq(const float *w, const float *h, const sq_hess *hs, int64_
                        sq_qout *out, double *damp_used, sq_err *err) {
     sq_status s = SQ_OK;
     cuda_ctx *c = NULL;
-    bool fp8 = g->kind == SQ_QGRID_FP8_TENSOR || g->kind == SQ_QGRID_FP8_CHANNEL || g->kind == SQ_QGRID_FP8_BLOCK, mse = g->kind == SQ_QGRID_INT_MSE;
+    bool fp8 = g->kind == SQ_QGRID_FP8_TENSOR || g->kind == SQ_QGRID_FP8_CHANNEL || g->kind == SQ_QGRID_FP8_BLOCK || g->kind == SQ_QGRID_FP4, mse = g->kind == SQ_QGRID_INT_MSE;
     bool h_on_device = hs && hs->k == k;
     int64_t gs = !fp8 && g->group_size > 0 ? g->group_size : 0, bs = 0, ng = 1;
     bool stat = !fp8 && g->static_groups && gs > 0;
@@ -368,7 +374,7 @@ sq_status sq_cuda_gptq(const float *w, const float *h, const sq_hess *hs, int64_
     CK_CUDA(launch_transpose_dead(d_wt, d_dead, n, k, d_w, c->stream)); /* d_w: [K, N], not yet permuted */
     if (fp8) {
         const int64_t B = SQ_QM_FP8_BLOCK;
-        int64_t ns = g->kind == SQ_QGRID_FP8_BLOCK ? ((n + B - 1) / B) * ((k + B - 1) / B) : g->kind == SQ_QGRID_FP8_CHANNEL ? n : 1;
+        int64_t ns = g->kind == SQ_QGRID_FP4 ? (g->group_size > 0 ? n * (k / g->group_size) : 0) : g->kind == SQ_QGRID_FP8_BLOCK ? ((n + B - 1) / B) * ((k + B - 1) / B) : g->kind == SQ_QGRID_FP8_CHANNEL ? n : 1;
         CK(sq_cuda_dmalloc(c, (void **)&d_fscale, (size_t)ns * sizeof(float), err));
         CK_CUDA(cudaMemcpyAsync(d_fscale, g->fp8_scale, (size_t)ns * sizeof(float), cudaMemcpyHostToDevice, c->stream));
     } else {
@@ -425,6 +431,7 @@ sq_status sq_cuda_gptq(const float *w, const float *h, const sq_hess *hs, int64_
     CK(sq_cuda_dmalloc(c, (void **)&d_e1, (size_t)(bs * n) * sizeof(float), err));
     CK(sq_cuda_dmalloc(c, (void **)&d_q, (size_t)(n * k), err));
     dg.kind = g->kind;
+    dg.fgs = g->kind == SQ_QGRID_FP4 ? g->group_size : 0;
     dg.bits = fp8 ? 8 : g->bits;
     dg.sym = g->sym;
     dg.stat = stat;

@@ -22,6 +22,11 @@ __global__ static void k_rtn_int(const float *w, int64_t n, int64_t k, int64_t g
     for (int64_t c = c0; c < c1; c++) q[c * n + r] = sq_qm_grid_quant(row[c], sc, z, maxq);
 }
 
+__global__ static void k_rtn_fp4(const float *w, int64_t n, int64_t k, const float *scale, int64_t gs, uint8_t *codes) {
+    for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < n * k; idx += (int64_t)gridDim.x * blockDim.x)
+        codes[idx] = sq_qm_fp4_code(w[idx], scale[(idx / k) * (k / gs) + (idx % k) / gs]);
+}
+
 __global__ static void k_rtn_fp8(const float *w, int64_t n, int64_t k, const float *scale, bool per_channel, bool block, uint8_t *codes) {
     for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < n * k; idx += (int64_t)gridDim.x * blockDim.x)
         codes[idx] = sq_qm_fp8_code(w[idx], scale[sq_qm_fp8_scale_idx(per_channel, block, idx / k, idx % k, k)]);
@@ -42,15 +47,15 @@ static cudaError_t launch_rtn_fp8(const float *w, int64_t n, int64_t k, const fl
 sq_status sq_cuda_rtn(const float *w, int64_t n, int64_t k, const sq_qgrid *g, sq_qout *out, sq_err *err) {
     sq_status s = SQ_OK;
     cuda_ctx *c = NULL;
-    bool blk = g->kind == SQ_QGRID_FP8_BLOCK, fp8 = g->kind == SQ_QGRID_FP8_TENSOR || g->kind == SQ_QGRID_FP8_CHANNEL || blk,
+    bool blk = g->kind == SQ_QGRID_FP8_BLOCK, fp4 = g->kind == SQ_QGRID_FP4, fp8 = g->kind == SQ_QGRID_FP8_TENSOR || g->kind == SQ_QGRID_FP8_CHANNEL || blk || fp4,
          pc = g->kind == SQ_QGRID_FP8_CHANNEL;
     const int64_t B = SQ_QM_FP8_BLOCK;
     int64_t gs = !fp8 && g->group_size > 0 ? g->group_size : k, ng = fp8 ? 1 : out->q ? out->q->n_groups : 0,
-            ns = blk ? ((n + B - 1) / B) * ((k + B - 1) / B) : pc ? n : 1;
+            ns = fp4 ? (g->group_size > 0 ? n * (k / g->group_size) : 0) : blk ? ((n + B - 1) / B) * ((k + B - 1) / B) : pc ? n : 1;
     float *d_w = NULL, *d_scale = NULL, *d_imp = NULL;
     int32_t *d_zero = NULL;
     uint8_t *d_q = NULL;
-    if (fp8 ? !out->codes || !g->fp8_scale : !out->q || (g->bits != 4 && g->bits != 8))
+    if (fp8 ? !out->codes || !g->fp8_scale || (fp4 && (g->group_size <= 0 || k % g->group_size)) : !out->q || (g->bits != 4 && g->bits != 8))
         return sq_fail(err, SQ_ERR_ARG, "RTN on the GPU: the %s grid lacks its output or its settings", sq_qgrid_name(g->kind));
     CK(sq_cuda_ctx_get(&c, err));
     CK(sq_cuda_dmalloc(c, (void **)&d_w, (size_t)(n * k) * sizeof(float), err));
@@ -59,7 +64,10 @@ sq_status sq_cuda_rtn(const float *w, int64_t n, int64_t k, const sq_qgrid *g, s
     if (fp8) {
         CK(sq_cuda_dmalloc(c, (void **)&d_scale, (size_t)ns * sizeof(float), err));
         CK_CUDA(cudaMemcpyAsync(d_scale, g->fp8_scale, (size_t)ns * sizeof(float), cudaMemcpyHostToDevice, c->stream));
-        CK_CUDA(launch_rtn_fp8(d_w, n, k, d_scale, pc, blk, d_q, c->stream));
+        if (fp4) {
+            k_rtn_fp4<<<grid1(n * k, 256), 256, 0, c->stream>>>(d_w, n, k, d_scale, g->group_size, d_q);
+            CK_CUDA(cudaGetLastError());
+        } else CK_CUDA(launch_rtn_fp8(d_w, n, k, d_scale, pc, blk, d_q, c->stream));
         CK_CUDA(cudaMemcpyAsync(out->codes, d_q, (size_t)(n * k), cudaMemcpyDeviceToHost, c->stream));
         CK_CUDA(cudaStreamSynchronize(c->stream));
         goto done;

@@ -606,6 +606,7 @@ static void test_wkinds(void) {
     float f8b[3 * 3];
     for (int i = 0; i < 9; i++) f8b[i] = 0.002f * (1 + i);
     sq_fp8weight f8blk = {.scale = f8b, .act = SQ_FP8_ACT_DYNAMIC_GROUP, .block_n = 8, .block_k = 32}; /* 3 x 3 blocks, the last row short */
+    sq_fp4weight f4 = {.scale = scale, .group = 32}; /* MXFP4-shaped: 3 groups of 32 a row, codes the first R * C / 2 bytes of w8 */
     const sq_wmat ws[SQ_WKIND_COUNT] = {
         [SQ_WKIND_F32] = {.dtype = SQ_DT_F32, .rows = R, .cols = C, .data = wf},
         [SQ_WKIND_F16] = {.dtype = SQ_DT_F16, .rows = R, .cols = C, .data = wh},
@@ -614,6 +615,7 @@ static void test_wkinds(void) {
         [SQ_WKIND_INT8] = {.rows = R, .cols = C, .q = &q8},
         [SQ_WKIND_FP8_E4M3] = {.dtype = SQ_DT_F8_E4M3, .rows = R, .cols = C, .data = w8, .f8 = &f8},
         [SQ_WKIND_FP8_BLOCK] = {.dtype = SQ_DT_F8_E4M3, .rows = R, .cols = C, .data = w8, .f8 = &f8blk},
+        [SQ_WKIND_FP4] = {.dtype = SQ_DT_U8, .rows = R, .cols = C, .data = w8, .f4 = &f4},
     };
     for (int kd = 0; kd < SQ_WKIND_COUNT; kd++) {
         const sq_wkind_traits *t = sq_cpu_wkind_traits((sq_wkind)kd);
