@@ -195,8 +195,16 @@ void sq_serve_plan(const sq_config *c, const char *name, int64_t n, int64_t k, s
         if (row) x.k_part = k / tp;
         else x.n_part /= tp;
         static const serve_fn fns[] = {NULL, serve_gptq, serve_awq, serve_ct_int, serve_fp8, serve_fp8_block, serve_fp4, serve_w8a8};
+        bool integer = as == SQ_SERVE_AS_GPTQ || as == SQ_SERVE_AS_AWQ || as == SQ_SERVE_AS_CT_INT;
         if (fns[as]) fns[as](&x, &l);
         else l.verdict = SQ_SERVE_FULL;
+        if (integer && group_size > 0 && k % group_size && l.verdict != SQ_SERVE_REJECT) { /* whatever kernel the row would pick: its scales hold input_size // group_size groups */
+            l.verdict = SQ_SERVE_REJECT;
+            snprintf(l.kernel, sizeof l.kernel, "none");
+            snprintf(l.rule, sizeof l.rule, "in_features %lld is not a multiple of the group size %d: vLLM's integer schemes hold "
+                     "in_features // group_size scale groups (compressed_tensors_wNa16.py, gptq.py, awq.py create_weights): "
+                     "the last, short one does not load", (long long)k, group_size);
+        }
     }
     *out = l;
 }
@@ -226,8 +234,16 @@ static int check_linear(const char *tname, int ndim, const int64_t *shape, bool 
     const sq_tensor *t = sq_st_find(ck->st, tname);
     if (t && t->dtype == SQ_DT_I8 && c->quant_method == SQ_FORMAT_CT) as = SQ_SERVE_AS_W8A8;
     if (t && t->dtype == SQ_DT_F8_E4M3) as = c->quant_block_n > 0 ? SQ_SERVE_AS_FP8_BLOCK : SQ_SERVE_AS_FP8;
+    int group = c->quant_group_size;
+    snprintf(buf, sizeof buf, "%s.weight_scale", name);
+    const sq_tensor *ws = as == SQ_SERVE_AS_CT_INT ? sq_st_find(ck->st, buf) : NULL;
+    if (ws && ws->ndim == 2) { /* compressed-tensors: the module's own group size (several config groups), from its scales */
+        int64_t G = ws->shape[1], k = shape[1];
+        if (G == 1) group = -1;
+        else if (!(group > 0 && (k + group - 1) / group == G) && k % G == 0) group = (int)(k / G);
+    }
     sq_serve_linear l;
-    sq_serve_plan(c, name, shape[0], shape[1], as, c->quant_bits, c->quant_group_size, c->quant_sym, w->tp, &l);
+    sq_serve_plan(c, name, shape[0], shape[1], as, c->quant_bits, group, c->quant_sym, w->tp, &l);
     if (l.verdict == SQ_SERVE_FULL) snprintf(l.kernel, sizeof l.kernel, "%s GEMM (not quantised)", t ? sq_dtype_name(t->dtype) : "?");
     sq_serve_summary *s = w->sum;
     s->n_linear++;

@@ -4,6 +4,7 @@
  * outputs of the already quantised blocks before it) and every linear quantised or kept, its block-end
  * hook; then the packed tensors, config and spotq.json, written into a temporary directory renamed
  * into place at the end. */
+#include <fnmatch.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -334,8 +335,9 @@ static void resolve_format(sq_qrun *r, sq_quantize_opts *o, char *note, size_t c
     if (!p.why[0]) return;
     bool stat = o->q.act_order && !o->q.static_groups; /* said with the summary, so that an error stays the only line */
     o->q.static_groups |= stat;
-    snprintf(note, cap, "wrote compressed-tensors pack-quantized%s: %s; --format gptq writes GPTQ v1 anyway",
-             stat ? " (act-order with static groups: the format stores no g_idx)" : "", p.why);
+    snprintf(note, cap, "wrote compressed-tensors pack-quantized%s: %s; %s",
+             stat ? " (act-order with static groups: the format stores no g_idx)" : "", p.why,
+             nd > 1 ? "--strict-group-size with a group size that fits every linear writes one" : "--format gptq writes GPTQ v1 anyway");
 }
 
 
@@ -370,10 +372,19 @@ static sq_status build_plan(sq_qrun *r, sq_err *err) {
         memcpy(m, err->msg, sizeof m);
         return sq_fail(err, s, "%s: %s", o->model, m);
     }
-    char note[256];
-    sq_plan_note(&r->plan, o->q.group_size, note, sizeof note);
-    if (note[0]) sq_log(SQ_LOG_INFO, "%s (the largest group size vLLM serves that divides each; --strict-group-size refuses instead)", note);
-    return SQ_OK;
+    for (int l = 0; l < L && o->n_ignore; l++) /* a linear --ignore keeps in every unit writes no scheme (its keep reason stays the ignore) */
+        for (int j = 0; j < SQ_LIN_COUNT; j++) {
+            bool all = true;
+            for (int u = 0; u < (j >= SQ_LIN_GATE ? sq_model_ffn_units(r->m, l) : 1) && all; u++) {
+                char name[160];
+                sq_lin_name_unit(r->c, l, u, (sq_lin)j, name, sizeof name);
+                bool hit = false;
+                for (int i = 0; i < o->n_ignore && !hit; i++) hit = fnmatch(o->ignore[i], name, 0) == 0;
+                all = hit;
+            }
+            if (all) r->plan.e[l * SQ_LIN_COUNT + j].keep = true;
+        }
+    return SQ_OK; /* its lowering said once the format is settled (an error stays the only line) */
 }
 
 /* After resolve_format: the act-order choices it made (static groups) in every entry of the plan. */
@@ -480,6 +491,11 @@ sq_status sq_quantize_model(const sq_quantize_opts *opts, sq_err *err) {
         }
     }
     plan_follow(r);
+    {
+        char note[256];
+        sq_plan_note(&r->plan, o->q.group_size, note, sizeof note);
+        if (note[0]) sq_log(SQ_LOG_INFO, "%s (the largest group size vLLM serves that divides each; --strict-group-size refuses instead)", note);
+    }
     sq_calib_opts co = {.model = o->model, .calib = o->calib, .nsamples = o->nsamples, .seqlen = o->seqlen, .seed = o->seed,
                         .stats_in = o->stats_in, .max_hessian_bytes = o->max_hessian_bytes,
                         .absmax = (r->meth->needs & SQ_NEED_ABSMAX) != 0,

@@ -40,7 +40,7 @@ void sq_pl_keep_reason(const sq_qrun *r, int l, sq_lin which, const char *name, 
     const sq_plan_entry *e = sq_plan_at(&r->plan, l, which);
     if (e && e->keep) {
         if (r->o->plan) snprintf(why, cap, "kept in full precision by the quantisation plan");
-        else snprintf(why, cap, "no servable group size (%d, 128, 64, 32) divides in_features %lld", r->o->q.group_size, (long long)k);
+        else snprintf(why, cap, "neither the group size %d nor a smaller one vLLM serves (128, 64, 32) divides in_features %lld", r->o->q.group_size, (long long)k);
         return;
     }
     sq_scheme sc = sq_pl_lin_scheme(r, l, which);

@@ -230,6 +230,38 @@ def transformers_check(spotq):
             bad += not ok
     return bad
 
+def groups_check(spotq):
+    """A two-group checkpoint (issue 14): tests/fixtures/groups/llama576 (hidden 576, which 128 does not divide)
+    quantised at spotq's defaults, so q/k/v/o/gate/up go at g64 and down_proj at g128, two config groups each
+    naming its modules. transformers (compressed-tensors decompressing each module by its own group) must load
+    it with no parameter missing or unused, and its logits must be spotq's runtime's: perplexity under the
+    GPTQ protocol (ctx 128, every window from position 0) equal to `spotq eval`'s to 1e-5 relative."""
+    import json, math, tempfile
+    from transformers import AutoModelForCausalLM
+    src = os.path.join(ROOT, "tests/fixtures/groups/llama576")
+    data = os.path.join(ROOT, "data/tinystories/eval.txt")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "q")
+        subprocess.check_call([spotq, "quantize", src, "-o", out, "--method", "rtn"], stderr=subprocess.DEVNULL)
+        groups = json.load(open(os.path.join(out, "config.json")))["quantization_config"]["config_groups"]
+        sizes = sorted(g["weights"]["group_size"] for g in groups.values())
+        ev = json.loads(subprocess.check_output([spotq, "eval", out, "--data", data, "--ctx", "128", "--json"]))
+        m, info = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, output_loading_info=True)
+        all_ids = [int(x) for x in subprocess.check_output([spotq, "tokenize", src, data]).split()]
+        nll, n = 0.0, 0
+        with torch.no_grad():
+            for w in range(len(all_ids) // 128):
+                x = torch.tensor([all_ids[w * 128:(w + 1) * 128]])
+                lp = torch.log_softmax(m(x).logits[0].double(), -1)
+                nll -= lp[torch.arange(127), x[0, 1:]].sum().item()
+                n += 127
+        ppl = math.exp(nll / n)
+        missing = sorted(set(info.get("missing_keys", [])) | set(info.get("unexpected_keys", [])))
+        ok = sizes == [64, 128] and abs(ppl / ev["ppl"] - 1) < 1e-5 and not missing
+        print(f"transformers loads groups/llama576 rtn (config groups at g{sizes}): ppl {ppl:.6f}, spotq {ev['ppl']:.6f}"
+              f"{', missing/unexpected ' + str(missing) if missing else ''}")
+        return not ok
+
 def provenance():
     """The __metadata__ of the golden files written here: this script and the version of every tool it ran."""
     from importlib.metadata import version
@@ -453,6 +485,7 @@ def main():
     if os.path.exists(spotq):
         bad += fp8_model_check(spotq)
         bad += transformers_check(spotq)
+        bad += groups_check(spotq)
         bad += config_loaders_check(spotq)
     print(f"{bad} mismatches")
     return 1 if bad else 0

@@ -1,7 +1,7 @@
 #!/bin/sh
 # summary.sh: what quantize reports is what it wrote, and a run that would quantise nothing fails.
 # - A group size off the packing (7, 12 at 8 bits), or settings under which no linear fits (the default
-#   group 128 on this 64-wide model, --ignore '*'), exit 2 with the reason and the sizes that would fit,
+#   group 128 on this 64-wide model with --strict-group-size, --ignore '*'), exit 2 with the reason and the sizes that would fit,
 #   and write no OUT: a CI step must not ship the full-precision model as quantised.
 # - The summary line and spotq.json give the whole checkpoint's bits per weight (every tensor counted,
 #   over the source's 260,032 parameters) and its size beside the source's; the bytes are checked
@@ -24,11 +24,12 @@ expect 2 "--group-size 7: use -1 \(one group per output channel\) or a positive 
     quantize $M -o $T/a --method rtn --group-size 7
 expect 2 "--group-size 6: use -1 .* or a positive multiple of 4 \(the 8-bit packing\)" -- quantize $M -o $T/a --method rtn --bits 8 --group-size 6
 expect 2 "--group-size 0: use -1" -- quantize $M -o $T/a --method rtn --group-size 0
-expect 2 "no linear layer can be quantised.*all 35 stay in full precision.*q_proj: in_features 64 is not a multiple of the group size 128; --group-size -1, 32, 64 would fit" -- \
-    quantize $M -o $T/a --method rtn
+# the default group 128 on this 64-wide model: lowered to 64 per linear (issue 14); --strict-group-size refuses, naming the sizes that fit
+expect 2 "--strict-group-size: --group-size 128 does not divide in_features 64 of layer 0; group sizes that fit every linear: -1" -- \
+    quantize $M -o $T/a --method rtn --strict-group-size
 expect 2 "no linear layer can be quantised.*ignored \(--ignore \*\)" -- quantize $M -o $T/a --method rtn --group-size 32 --ignore '*'
-expect 2 "no linear layer can be quantised.*in_features 64 is not a multiple of the group size 40" -- quantize $M -o $T/a --method gptq --bits 8 --group-size 40 \
-    --calib data/tinystories/calib.txt --nsamples 4 --seqlen 64
+expect 2 "--strict-group-size: --group-size 40 does not divide in_features 64 of layer 0; group sizes that fit every linear: -1" -- \
+    quantize $M -o $T/a --method gptq --bits 8 --group-size 40 --strict-group-size --calib data/tinystories/calib.txt --nsamples 4 --seqlen 64
 [ ! -e $T/a ] && [ -z "$(ls $T | grep spotq-tmp)" ] || fail "a refused run wrote: $(ls $T)"
 
 # the whole checkpoint's bits per weight

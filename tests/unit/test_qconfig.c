@@ -317,7 +317,8 @@ int main(void) {
         {"gptq8a", SQ_METHOD_RTN, SQ_FORMAT_GPTQ, 8, -1, false, false, false, false, SQ_ACT_NONE, "model.layers.*.mlp.down_proj", false},
         {"gptq_ao", SQ_METHOD_GPTQ, SQ_FORMAT_GPTQ, 4, 32, true, true, false, false, SQ_ACT_NONE, NULL, false},
         {"gptq_sg", SQ_METHOD_GPTQ, SQ_FORMAT_GPTQ, 4, 32, false, true, true, false, SQ_ACT_NONE, NULL, false},
-        {"gptq128", SQ_METHOD_RTN, SQ_FORMAT_GPTQ, 4, 128, true, false, false, false, SQ_ACT_NONE, NULL, false}, /* only down_proj fits */
+        {"gptq128", SQ_METHOD_RTN, SQ_FORMAT_GPTQ, 4, 128, true, false, false, false, SQ_ACT_NONE, "*[qkvoep]_proj", false}, /* only down_proj fits g128; the 64-wide
+                                        * linears ignored (else the plan would write them at g64, two group sizes GPTQ v1 cannot state) */
         {"awq", SQ_METHOD_RTN, SQ_FORMAT_AWQ, 4, 32, false, false, false, false, SQ_ACT_NONE, "*.self_attn.o_proj", false},
         {"ct4", SQ_METHOD_RTN, SQ_FORMAT_CT, 4, 32, true, false, false, false, SQ_ACT_NONE, NULL, false},
         {"ct8a", SQ_METHOD_RTN, SQ_FORMAT_CT, 8, -1, false, false, false, false, SQ_ACT_NONE, "model.layers.1.*", false},
