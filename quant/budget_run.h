@@ -7,7 +7,7 @@
 #ifndef SQ_BUDGET_RUN_H
 #define SQ_BUDGET_RUN_H
 
-#include "pipeline.h"
+#include "qopts.h"
 #include "sens.h"
 
 typedef struct sq_budget_result_s {

@@ -60,7 +60,7 @@ int main(void) {
         int nl = s.units[u].n_lin;
         CHECK(b[4] == rows * (64 / 2 + 2 * 2) + 16 * nl, "%s: int4-g32-sym bytes %g", s.units[u].name, b[4]);
         CHECK(b[5] == rows * (64 / 2 + 2 * 2 + 2 / 2.0) + 16 * nl, "%s: int4-g32-asym bytes %g", s.units[u].name, b[5]);
-        CHECK(b[6] == rows * (64 + 2), "%s: int8-ch-sym bytes %g", s.units[u].name, b[6]);
+        CHECK(b[6] == rows * (64 + 2) + 16 * nl, "%s: int8-ch-sym bytes %g", s.units[u].name, b[6]);
         CHECK(s.ref[u] == 2, "%s: the reference is the smallest, int4-g64-sym: %d", s.units[u].name, s.ref[u]);
         CHECK(e[6] < e[2] && e[6] < e[4], "%s: int8 below int4 (%g, %g, %g)", s.units[u].name, e[6], e[2], e[4]);
         CHECK(s.kld[u * ns + 2] > 0 && c[2] == s.kld[u * ns + 2], "%s: measured %g", s.units[u].name, s.kld[u * ns + 2]);
