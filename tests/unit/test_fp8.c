@@ -313,6 +313,17 @@ static void test_block(const sq_st *src, const sq_st *peer, sq_kctx *fast, sq_kc
     }
 }
 
+/* The end of both --write fixtures: the file completed, or (s an error) removed, the message printed. */
+static int finish_fixture(sq_stw *w, sq_status s, sq_err *err) {
+    if (s) {
+        sq_stw_abort(w);
+        fprintf(stderr, "%s\n", err->msg);
+        return 1;
+    }
+    if (sq_stw_finish(w, err)) { fprintf(stderr, "%s\n", err->msg); return 1; }
+    return 0;
+}
+
 static int write_block_fixture(const char *path) {
     sq_err err = {0};
     sq_stw *w = NULL;
@@ -348,13 +359,7 @@ static int write_block_fixture(const char *path) {
     sq_cpu_fp8b_act_ref(&f, x, y, ACT_T, GACT_K);
     if (!s) s = sq_stw_add(w, "act.x_group", SQ_DT_F32, 2, xs, x, &err);
     if (!s) s = sq_stw_add(w, "act.spotq_group", SQ_DT_F32, 2, xs, y, &err);
-    if (s) {
-        sq_stw_abort(w);
-        fprintf(stderr, "%s\n", err.msg);
-        return 1;
-    }
-    if (sq_stw_finish(w, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
-    return 0;
+    return finish_fixture(w, s, &err);
 }
 
 /* ---------------------------------------------------------------- --write */
@@ -397,13 +402,7 @@ static int write_fixture(const char *path) {
         sq_cpu_fp8_act_ref(&f, x, y, ACT_T, ACT_K);
         s = sq_stw_add(w, cases[i].name, SQ_DT_F32, 2, xs, y, &err);
     }
-    if (s) {
-        sq_stw_abort(w);
-        fprintf(stderr, "%s\n", err.msg);
-        return 1;
-    }
-    if (sq_stw_finish(w, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
-    return 0;
+    return finish_fixture(w, s, &err);
 }
 
 int main(int argc, char **argv) {
