@@ -31,29 +31,16 @@ sq_status sq_fp4_init(sq_qrun *r, sq_err *err) {
     fp4_state *f = sq_calloc(1, sizeof *f, err);
     if (!f) return SQ_ERR_NOMEM;
     r->ms = f;
-    f->buf = sq_calloc((size_t)r->max_units * SQ_LIN_COUNT, sizeof *f->buf, err);
+    f->buf = sq_pl_slots_new(r, err);
     return f->buf ? SQ_OK : SQ_ERR_NOMEM;
 }
 
 void sq_fp4_fini(sq_qrun *r) {
     fp4_state *f = r->ms;
     if (!f) return;
-    for (int j = 0; f->buf && j < r->max_units * SQ_LIN_COUNT; j++) free(f->buf[j]);
-    free(f->buf);
+    sq_pl_slots_free(r, f->buf);
     free(f);
     r->ms = NULL;
-}
-
-static float wmat_absmax(const sq_wmat *wm) {
-    float buf[4096], m = 0;
-    int64_t numel = wm->rows * wm->cols;
-    for (int64_t i = 0; i < numel; i += 4096) {
-        int64_t c = numel - i < 4096 ? numel - i : 4096;
-        sq_dtype_to_f32(wm->dtype, (const char *)wm->data + i * sq_dtype_size(wm->dtype), buf, (size_t)c);
-        for (int64_t j = 0; j < c; j++)
-            if (isfinite(buf[j])) m = fmaxf(m, fabsf(buf[j]));
-    }
-    return m;
 }
 
 sq_status sq_fp4_unit_begin(sq_qrun *r, int l, int si, int unit, const char (*why)[128], sq_err *err) {
@@ -61,7 +48,7 @@ sq_status sq_fp4_unit_begin(sq_qrun *r, int l, int si, int unit, const char (*wh
     f->absmax = 0;
     f->in_absmax = 0;
     for (int j = 0; j < stages[si].n; j++)
-        if (!why[stages[si].lin[j]][0]) f->absmax = fmaxf(f->absmax, wmat_absmax(sq_model_linear_unit(r->m, l, unit, stages[si].lin[j])));
+        if (!why[stages[si].lin[j]][0]) f->absmax = fmaxf(f->absmax, sq_pl_wmat_absmax(sq_model_linear_unit(r->m, l, unit, stages[si].lin[j])));
     if (r->o->act == SQ_ACT_NONE) return SQ_OK;
     float m = r->cal->act_absmax[unit];
     if (unit < r->c->n_experts && sq_config_moe_layer(r->c, l))
@@ -187,8 +174,7 @@ static sq_status fp4_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_
     sq_wmat fw = {.dtype = SQ_DT_U8, .rows = n, .cols = k, .data = packed, .f4 = f};
     if (!s) s = sq_model_set_linear_unit(r->m, l, unit, which, &fw, err);
     if (s) { free(blk); return s; }
-    free(st->buf[unit * SQ_LIN_COUNT + which]);
-    st->buf[unit * SQ_LIN_COUNT + which] = blk;
+    sq_pl_slots_put(st->buf, unit, which, blk);
     return SQ_OK;
 }
 

@@ -18,7 +18,7 @@
 /* FP8's buffers: this run's quantised linears, in use by the model, (max_units, SQ_LIN_COUNT), each
  * with its scales and codes in the same allocation; the scales of the unit at hand. */
 typedef struct {
-    sq_fp8weight **f8buf;
+    void **f8buf; /* sq_pl_slots: the sq_fp8weight each quantised linear runs as */
     float tensor_absmax, in_scale;
 } fp8_state;
 
@@ -26,30 +26,16 @@ sq_status sq_fp8_init(sq_qrun *r, sq_err *err) {
     fp8_state *f = sq_calloc(1, sizeof *f, err);
     if (!f) return SQ_ERR_NOMEM;
     r->ms = f;
-    f->f8buf = sq_calloc((size_t)r->max_units * SQ_LIN_COUNT, sizeof *f->f8buf, err);
+    f->f8buf = sq_pl_slots_new(r, err);
     return f->f8buf ? SQ_OK : SQ_ERR_NOMEM;
 }
 
 void sq_fp8_fini(sq_qrun *r) {
     fp8_state *f = r->ms;
     if (!f) return;
-    for (int j = 0; f->f8buf && j < r->max_units * SQ_LIN_COUNT; j++) free(f->f8buf[j]);
-    free(f->f8buf);
+    sq_pl_slots_free(r, f->f8buf);
     free(f);
     r->ms = NULL;
-}
-
-/* max |w| of a weight in its source dtype (NaN and Inf are left to sq_fp8_quantize to report). */
-static float weight_absmax(const sq_wmat *wm) {
-    float buf[4096], m = 0;
-    int64_t numel = wm->rows * wm->cols;
-    for (int64_t i = 0; i < numel; i += 4096) {
-        int64_t c = numel - i < 4096 ? numel - i : 4096;
-        sq_dtype_to_f32(wm->dtype, (const char *)wm->data + i * sq_dtype_size(wm->dtype), buf, (size_t)c);
-        for (int64_t j = 0; j < c; j++)
-            if (isfinite(buf[j])) m = fmaxf(m, fabsf(buf[j]));
-    }
-    return m;
 }
 
 /* The scales a stage's FP8 linears share. vLLM runs q, k, v (and gate, up) as one fused matrix with
@@ -64,7 +50,7 @@ sq_status sq_fp8_unit_begin(sq_qrun *r, int l, int si, int unit, const char (*wh
     if (!r->o->fp8_per_channel && !r->o->fp8_block)
         for (int j = 0; j < stages[si].n; j++)
             if (!why[stages[si].lin[j]][0])
-                *tensor_absmax = fmaxf(*tensor_absmax, weight_absmax(sq_model_linear_unit(r->m, l, unit, stages[si].lin[j])));
+                *tensor_absmax = fmaxf(*tensor_absmax, sq_pl_wmat_absmax(sq_model_linear_unit(r->m, l, unit, stages[si].lin[j])));
     if (r->o->act != SQ_ACT_STATIC) return SQ_OK;
     /* vLLM's fused MoE runs every expert with one input scale, the largest of theirs */
     float m = r->cal->act_absmax[unit];
@@ -136,8 +122,7 @@ static sq_status fp8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_
     sq_wmat fw = {.dtype = SQ_DT_F8_E4M3, .rows = n, .cols = k, .data = codes, .f8 = f};
     if (!s) s = sq_model_set_linear_unit(r->m, l, unit, which, &fw, err);
     if (s) { free(f); return s; }
-    free(f8s->f8buf[unit * SQ_LIN_COUNT + which]);
-    f8s->f8buf[unit * SQ_LIN_COUNT + which] = f;
+    sq_pl_slots_put(f8s->f8buf, unit, which, f);
     return SQ_OK;
 }
 

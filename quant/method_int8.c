@@ -15,21 +15,20 @@
 #include "method.h"
 
 /* The run's INT8 linears, in use by the model: (max_units, SQ_LIN_COUNT), each scales then codes in one allocation. */
-typedef struct { sq_fp8weight **buf; } int8_state;
+typedef struct { void **buf; /* sq_pl_slots */ } int8_state;
 
 sq_status sq_int8_init(sq_qrun *r, sq_err *err) {
     int8_state *s = sq_calloc(1, sizeof *s, err);
     if (!s) return SQ_ERR_NOMEM;
     r->ms = s;
-    s->buf = sq_calloc((size_t)r->max_units * SQ_LIN_COUNT, sizeof *s->buf, err);
+    s->buf = sq_pl_slots_new(r, err);
     return s->buf ? SQ_OK : SQ_ERR_NOMEM;
 }
 
 void sq_int8_fini(sq_qrun *r) {
     int8_state *s = r->ms;
     if (!s) return;
-    for (int j = 0; s->buf && j < r->max_units * SQ_LIN_COUNT; j++) free(s->buf[j]);
-    free(s->buf);
+    sq_pl_slots_free(r, s->buf);
     free(s);
     r->ms = NULL;
 }
@@ -110,8 +109,7 @@ static sq_status int8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq
     sq_wmat iw = {.dtype = SQ_DT_I8, .rows = n, .cols = k, .data = codes, .f8 = f};
     if (!s) s = sq_model_set_linear_unit(r->m, l, unit, which, &iw, err);
     if (s) { free(f); return s; }
-    free(st->buf[unit * SQ_LIN_COUNT + which]);
-    st->buf[unit * SQ_LIN_COUNT + which] = f;
+    sq_pl_slots_put(st->buf, unit, which, f);
     return SQ_OK;
 }
 

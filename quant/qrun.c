@@ -143,3 +143,27 @@ sq_status sq_pl_use_dequantized(sq_qrun *r, int l, int unit, sq_lin which, float
     r->deq[unit * SQ_LIN_COUNT + which] = dq;
     return SQ_OK;
 }
+
+void **sq_pl_slots_new(const sq_qrun *r, sq_err *err) { return sq_calloc((size_t)r->max_units * SQ_LIN_COUNT, sizeof(void *), err); }
+
+void sq_pl_slots_put(void **slots, int unit, sq_lin which, void *p) {
+    free(slots[unit * SQ_LIN_COUNT + which]);
+    slots[unit * SQ_LIN_COUNT + which] = p;
+}
+
+void sq_pl_slots_free(const sq_qrun *r, void **slots) {
+    for (int j = 0; slots && j < r->max_units * SQ_LIN_COUNT; j++) free(slots[j]);
+    free(slots);
+}
+
+float sq_pl_wmat_absmax(const sq_wmat *wm) {
+    float buf[4096], m = 0;
+    int64_t numel = wm->rows * wm->cols;
+    for (int64_t i = 0; i < numel; i += 4096) {
+        int64_t c = numel - i < 4096 ? numel - i : 4096;
+        sq_dtype_to_f32(wm->dtype, (const char *)wm->data + i * sq_dtype_size(wm->dtype), buf, (size_t)c);
+        for (int64_t j = 0; j < c; j++)
+            if (isfinite(buf[j])) m = fmaxf(m, fabsf(buf[j]));
+    }
+    return m;
+}

@@ -74,4 +74,13 @@ double sq_pl_output_error(const float *w, const float *q, const float *h, int64_
 /* Makes the forward pass run dq (n, k), the dequantised linear, owned by the run from then on. */
 sq_status sq_pl_use_dequantized(sq_qrun *r, int l, int unit, sq_lin which, float *dq, sq_err *err);
 
+/* The kernel weights a method's quantised linears run as, kept alive while the model uses them: one slot
+ * per (unit, linear) of r->max_units x SQ_LIN_COUNT (FP8, FP4, INT8 W8A8 rows). new: NULL on no memory;
+ * put: the slot takes p, freeing what it held; free: every slot, then the array (NULL is fine). */
+void **sq_pl_slots_new(const sq_qrun *r, sq_err *err);
+void sq_pl_slots_put(void **slots, int unit, sq_lin which, void *p);
+void sq_pl_slots_free(const sq_qrun *r, void **slots);
+/* max |w| of a weight in its source dtype, NaN and Inf skipped (the quantisers report them). */
+float sq_pl_wmat_absmax(const sq_wmat *wm);
+
 #endif
