@@ -3,10 +3,11 @@
 # spotq.json's bits_per_weight and the GGUF file's size), mean KLD and ppl ratio against the
 # full-precision model, for every uniform scheme spotq writes (rtn and gptq INT4 g32/g64/g128 sym/asym,
 # INT8 per channel, FP8 per channel; compressed-tensors, the budget's layout), the budgeted checkpoints
-# (--target-bits at each of TARGETS), and llama.cpp's K-quant mixes on the same weights when LLAMACPP
+# (--target-bits at each of TARGETS: by default the sizes of the uniform and llama.cpp rows), and llama.cpp's K-quant mixes on the same weights when LLAMACPP
 # (a folder with llama-quantize) and LLAMACPP_SRC (its convert_hf_to_gguf.py) are given: converted from
 # the same HF weights, quantised with llama.cpp's own mix, dequantised back to HF by bench/gguf_to_hf.py
-# and scored by the same spotq eval. Statistics once (spotq calib), every quantisation from them.
+# and scored by the same spotq eval; their bits per weight count the GGUF's tensor data, as spotq's count
+# the safetensors' (PY needs numpy and PyPI's gguf). Statistics once (spotq calib), every quantisation from them.
 # Usage: sh bench/pareto.sh [BIN]; MODEL (models/stories260K), CALIB, DATA, CTX (512), PROTOCOL (gptq),
 #   NSAMPLES (16: the bundled calibration text is about 4.6k tokens, and 16 x 512 leave the budget's
 #   measurement windows held out), SEQLEN (512), TARGETS (bits per weight, default: those of the uniform rows, rounded down),
@@ -62,8 +63,11 @@ if [ -n "$LLAMACPP" ] && [ -x "$LLAMACPP/llama-quantize" ]; then
         [ -f "$S/$q.gguf" ] || "$LLAMACPP/llama-quantize" "$G" "$S/$q.gguf" $q 2 >"$S/$q.qlog" 2>&1
         [ -f "$S/$q/model.safetensors" ] || "$PY" bench/gguf_to_hf.py "$S/$q.gguf" "$S/$q" >"$S/$q.clog" 2>&1
         for f in tokenizer.json tokenizer_config.json tokenizer.model; do [ -f "$M/$f" ] && cp "$M/$f" "$S/$q/"; done
-        bpw=$(awk -v b="$(stat -c %s "$S/$q.gguf")" -v p="$params" 'BEGIN { print 8 * b / p }')
-        row "llama.cpp $q (file)" "$S/$q" "$bpw"
+        # tensor data only, as spotq.json's bits_per_weight counts it (the GGUF's header and vocabulary left out)
+        tb=$("$PY" -c 'import sys, gguf; print(sum(int(t.n_bytes) for t in gguf.GGUFReader(sys.argv[1]).tensors))' "$S/$q.gguf")
+        bpw=$(awk -v b="$tb" -v p="$params" 'BEGIN { print 8 * b / p }')
+        row "llama.cpp $q" "$S/$q" "$bpw"
+        ubpw="$ubpw $(awk -v b="$bpw" 'BEGIN { printf "%.3f", int(b * 1000) / 1000 }')"
     done
 fi
 [ "${BUDGET:-1}" = 0 ] || for t in ${TARGETS:-$(echo $ubpw | tr ' ' '\n' | sort -un)}; do

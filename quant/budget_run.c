@@ -58,7 +58,7 @@ sq_status sq_budget_prepare(const sq_quantize_opts *o, sq_budget_result *r, sq_e
         goto done;
     sq_sens_opts so = {.stats = &st, .ids = ids, .n_ids = n_ids, .calib_nsamples = st.nsamples, .calib_seqlen = st.seqlen,
                        .calib_seed = st.seed, .measure_windows = o->budget_windows, .measure_ctx = o->budget_ctx, .damp = o->q.damp,
-                       .validate = true};
+                       .validate = true, .keep_bf16 = o->keep_dtype == SQ_KEEP_BF16};
     if ((s = sq_sens_run(m, sc, ns, &so, &r->sens, err))) goto done;
     if (r->sens.heldout_windows < r->sens.measure_windows)
         sq_log(SQ_LOG_WARN, "only %d of the %d measurement windows of %d tokens share no token with the %d calibration windows of %d: "

@@ -11,6 +11,7 @@
  * held-out windows. */
 static sq_status resolve_budget(sq_quantize_opts *o, sq_err *err) {
     bool budget = o->target_bits != 0 || o->max_kld != 0;
+    if (o->keep_dtype == SQ_KEEP_AUTO) o->keep_dtype = budget ? SQ_KEEP_BF16 : SQ_KEEP_SOURCE;
     if (!budget) {
         if (o->schemes) return sq_fail(err, SQ_ERR_ARG, "--schemes restricts the candidates of --target-bits or --max-kld: give one of them");
         return SQ_OK;

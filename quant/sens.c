@@ -325,6 +325,20 @@ sq_status sq_sens_run(sq_model *m, const sq_sens_scheme *schemes, int n_schemes,
     sq_ckpt_describe(ck, scheme_desc, sizeof scheme_desc, &params, &bytes_all);
     out->params = params;
     out->fixed_bytes = (double)bytes_all - unit_src; /* every stored tensor's data, less the units' */
+    if (o->keep_bf16) { /* the F32 matrices outside the units are written as BF16 (qrun.c's sq_pl_keep_as_bf16) */
+        double f32_mat = 0;
+        for (int64_t i = 0; i < sq_st_count(ck->st); i++) {
+            const sq_tensor *t = sq_st_get(ck->st, i);
+            if (t->dtype == SQ_DT_F32 && t->ndim >= 2) f32_mat += (double)t->numel * 4;
+        }
+        for (int u = 0; u < out->n_units; u++)
+            for (int i = 0; i < out->units[u].n_lin; i++) {
+                const sq_sens_lin *li = &out->units[u].lin[i];
+                const sq_wmat *w = sq_model_linear_unit(m, li->layer, li->unit, li->which);
+                if (w->dtype == SQ_DT_F32) f32_mat -= (double)(w->rows * w->cols) * 4;
+            }
+        out->fixed_bytes -= f32_mat / 2;
+    }
 
     /* the measurement's windows and the full-precision log-probabilities */
     measure me = {.n_win = o->measure_windows > 0 ? o->measure_windows : 8, .ctx = o->measure_ctx > 0 ? o->measure_ctx : 128,
@@ -365,7 +379,8 @@ sq_status sq_sens_run(sq_model *m, const sq_sens_scheme *schemes, int n_schemes,
         for (int i = 0; i < un->n_lin && !s; i++) {
             int64_t n, k;
             if ((s = weight_f32(m, &un->lin[i], &wbuf, &n, &k, err)) || (s = hessian_of(o->stats, &un->lin[i], k, &hbuf, err))) break;
-            int dts = (int)sq_dtype_size(sq_model_linear_unit(m, un->lin[i].layer, un->lin[i].unit, un->lin[i].which)->dtype);
+            sq_dtype ldt = sq_model_linear_unit(m, un->lin[i].layer, un->lin[i].unit, un->lin[i].which)->dtype;
+            int dts = o->keep_bf16 && ldt == SQ_DT_F32 ? 2 : (int)sq_dtype_size(ldt);
             d = malloc((size_t)(n * k) * sizeof *d);
             dh = malloc((size_t)(n * k) * sizeof *dh);
             if (!d || !dh) {
