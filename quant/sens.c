@@ -68,13 +68,15 @@ int sq_sens_default_schemes(sq_sens_scheme *out, int cap) {
     return n;
 }
 
-static sq_qparams qparams_of(const sq_sens_scheme *s, double damp) {
-    return (sq_qparams){.bits = s->bits, .group_size = s->group_size, .sym = s->sym, .damp = damp, .block_size = 128, .grid = SQ_GRID_MSE};
+/* act_order: --act-order, with static groups as the pipeline writes it into compressed-tensors (pipeline.c) */
+static sq_qparams qparams_of(const sq_sens_scheme *s, double damp, bool act_order) {
+    return (sq_qparams){.bits = s->bits, .group_size = s->group_size, .sym = s->sym, .damp = damp, .block_size = 128, .grid = SQ_GRID_MSE,
+                        .act_order = act_order, .static_groups = act_order};
 }
 
 double sq_sens_linear_bytes(const sq_sens_scheme *s, int64_t n, int64_t k, int dt_size) {
     if (s->keep) return (double)n * (double)k * dt_size;
-    sq_qparams p = qparams_of(s, 0.01);
+    sq_qparams p = qparams_of(s, 0.01, false);
     if (!sq_quant_fits(n, k, &p)) return 0;
     double groups = s->group_size > 0 ? (double)(k / s->group_size) : 1;
     double b = (double)n * (double)k * s->bits / 8 + (double)n * groups * 2; /* weight_packed, weight_scale (F16) */
@@ -397,7 +399,7 @@ sq_status sq_sens_run(sq_model *m, const sq_sens_scheme *schemes, int n_schemes,
                 }
                 out->bytes[cell] += b;
                 if (schemes[si].keep) continue;
-                sq_qparams p = qparams_of(&schemes[si], damp);
+                sq_qparams p = qparams_of(&schemes[si], damp, o->act_order);
                 sq_qmatrix qm;
                 if ((s = sq_quant_gptq(wbuf, hbuf, n, k, &p, &qm, err))) break;
                 float *q = malloc((size_t)(n * k) * sizeof *q);
@@ -597,7 +599,7 @@ sq_status sq_sens_measure_choice(sq_model *m, const sq_sens *s, const int *choic
         for (int i = 0; i < un->n_lin && !st; i++) {
             int64_t n, k;
             if ((st = weight_f32(m, &un->lin[i], &wbuf, &n, &k, err)) || (st = hessian_of(o->stats, &un->lin[i], k, &hbuf, err))) break;
-            sq_qparams p = qparams_of(sc, damp);
+            sq_qparams p = qparams_of(sc, damp, o->act_order);
             sq_qmatrix qm;
             if ((st = sq_quant_gptq(wbuf, hbuf, n, k, &p, &qm, err))) break;
             float *dq = malloc((size_t)(n * k) * sizeof *dq);

@@ -77,6 +77,7 @@ typedef struct {
     int measure_windows, measure_ctx; /* 0: 8 windows of 128 tokens */
     double damp;                  /* GPTQ's damping (0: 0.01) */
     bool validate;                /* measure a second scheme of each unit */
+    bool act_order;               /* GPTQ in descending diag(H) with static groups (--act-order), as the pipeline writes it */
     bool keep_bf16;               /* --keep-dtype bf16: F32 matrices written unquantised (keep, and every matrix outside
                                    * the units: embeddings, lm_head) count 2 bytes a weight */
     void (*progress)(void *user, int done, int total);
