@@ -173,6 +173,16 @@ typedef struct {
     int *win;          /* [n_win, ctx] */
     float *ref_lp;     /* [n_win, ctx - 1, vocab] the full-precision model's log-probabilities */
     float *logits;     /* [ctx, vocab] */
+    /* the layer-wise path (sq_sens_run): a unit of layer l changes nothing before it, so each window's
+     * full-precision input of layer `at` is kept and a measurement runs layers at .. n_layers-1 only,
+     * then the final norm and lm_head here (both the reference and the quantised runs take this path) */
+    int at, n_layers, hidden;
+    float *x0;         /* [n_win, ctx, hidden] the input of layer `at`; NULL: whole forwards (sq_forward) */
+    float *xb;         /* [ctx, hidden] scratch */
+    float *norm;       /* [hidden] the final norm */
+    const float *head; /* [vocab, hidden] lm_head as F32 */
+    float *head_own;   /* head when converted */
+    float eps;
 } measure;
 
 static void log_softmax(float *x, int n) {
@@ -221,11 +231,77 @@ static sq_status pick_windows(const sq_sens_opts *o, measure *me, int *heldout, 
     return SQ_OK;
 }
 
+/* The layer-wise path's final norm and lm_head (F32), from the checkpoint as runtime/model.c reads them;
+ * false (and the whole-forward path) when they are not found as expected. */
+static bool tail_load(sq_model *m, measure *me) {
+    const sq_config *c = sq_model_config(m);
+    const sq_ckpt *ck = sq_model_ckpt(m);
+    const sq_tensor *nt = sq_st_find(ck->st, "model.norm.weight");
+    const sq_tensor *ht = sq_st_find(ck->st, c->tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
+    if (!nt || !ht || nt->numel != c->hidden || ht->ndim != 2 || ht->shape[0] != c->vocab || ht->shape[1] != c->hidden) return false;
+    if (nt->dtype != SQ_DT_F32 && nt->dtype != SQ_DT_BF16 && nt->dtype != SQ_DT_F16) return false;
+    if (ht->dtype != SQ_DT_F32 && ht->dtype != SQ_DT_BF16 && ht->dtype != SQ_DT_F16) return false;
+    me->norm = malloc((size_t)c->hidden * sizeof *me->norm);
+    if (!me->norm) return false;
+    sq_dtype_to_f32(nt->dtype, nt->data, me->norm, (size_t)c->hidden);
+    if (ht->dtype == SQ_DT_F32) {
+        me->head = ht->data;
+    } else {
+        me->head_own = malloc((size_t)ht->numel * sizeof *me->head_own);
+        if (!me->head_own) return false;
+        sq_dtype_to_f32(ht->dtype, ht->data, me->head_own, (size_t)ht->numel);
+        me->head = me->head_own;
+    }
+    me->n_layers = c->n_layers;
+    me->hidden = c->hidden;
+    me->eps = c->norm_eps;
+    return true;
+}
+
+static void tail_free(measure *me) {
+    free(me->x0), free(me->xb), free(me->norm), free(me->head_own);
+    me->x0 = me->xb = me->norm = me->head_own = NULL;
+    me->head = NULL;
+}
+
+/* Window w's logits at positions 0 .. ctx-2 into lp [ctx - 1, vocab]: layers me->at on from the kept
+ * input, the final norm (as kernels/cpu/ops.c's rmsnorm) and lm_head. */
+static sq_status layerwise_logits(measure *me, int w, float *lp, sq_err *err) {
+    int64_t hd = me->hidden;
+    float *x = me->xb;
+    memcpy(x, me->x0 + (int64_t)w * me->ctx * hd, (size_t)(me->ctx * hd) * sizeof *x);
+    for (int l = me->at; l < me->n_layers; l++) {
+        sq_status s = sq_layer_forward(me->st, l, x, me->ctx, NULL, NULL, err);
+        if (s) return s;
+    }
+    for (int t = 0; t < me->ctx - 1; t++) {
+        float *r = x + t * hd, ss = 0;
+        for (int64_t i = 0; i < hd; i++) ss += r[i] * r[i];
+        float inv = 1.0f / sqrtf(ss / (float)hd + me->eps);
+        for (int64_t i = 0; i < hd; i++) r[i] = r[i] * inv * me->norm[i];
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, me->ctx - 1, me->vocab, (int)hd, 1.0f, x, (int)hd, me->head, (int)hd, 0.0f, lp,
+                me->vocab);
+    return SQ_OK;
+}
+
+/* Moves the kept inputs on to layer l (the model full precision there). */
+static sq_status layerwise_advance(measure *me, int l, sq_err *err) {
+    for (; me->at < l; me->at++)
+        for (int w = 0; w < me->n_win; w++) {
+            sq_status s = sq_layer_forward(me->st, me->at, me->x0 + (int64_t)w * me->ctx * me->hidden, me->ctx, NULL, NULL, err);
+            if (s) return s;
+        }
+    return SQ_OK;
+}
+
 /* Window w's log-probabilities at positions 0 .. ctx-2 into lp [ctx - 1, vocab]. */
 static sq_status run_window(measure *me, int w, float *lp, sq_err *err) {
     sq_status s;
-    if ((s = sq_state_rewind(me->st, 0, err)) || (s = sq_forward(me->st, me->win + (int64_t)w * me->ctx, me->ctx, err)) ||
-        (s = sq_logits(me->st, 0, me->ctx - 1, lp, err)))
+    if (me->x0) {
+        if ((s = layerwise_logits(me, w, lp, err))) return s;
+    } else if ((s = sq_state_rewind(me->st, 0, err)) || (s = sq_forward(me->st, me->win + (int64_t)w * me->ctx, me->ctx, err)) ||
+               (s = sq_logits(me->st, 0, me->ctx - 1, lp, err)))
         return s;
     for (int t = 0; t < me->ctx - 1; t++) log_softmax(lp + (int64_t)t * me->vocab, me->vocab);
     return SQ_OK;
@@ -358,6 +434,15 @@ sq_status sq_sens_run(sq_model *m, const sq_sens_scheme *schemes, int n_schemes,
     if ((s = pick_windows(o, &me, &out->heldout_windows, err)) || (s = sq_state_new(&me.st, m, me.ctx, me.ctx, err))) goto done;
     out->measure_windows = me.n_win;
     out->measure_ctx = me.ctx;
+    if (tail_load(m, &me)) {
+        me.x0 = malloc((size_t)me.n_win * (size_t)me.ctx * (size_t)c->hidden * sizeof *me.x0);
+        me.xb = malloc((size_t)me.ctx * (size_t)c->hidden * sizeof *me.xb);
+        if (!me.x0 || !me.xb) tail_free(&me);
+        else
+            for (int w = 0; w < me.n_win; w++) sq_model_embed(m, me.win + (int64_t)w * me.ctx, me.ctx, me.x0 + (int64_t)w * me.ctx * c->hidden);
+    } else {
+        tail_free(&me);
+    }
     for (int w = 0; w < me.n_win && !s; w++) s = run_window(&me, w, me.ref_lp + (int64_t)w * (me.ctx - 1) * me.vocab, err);
     if (s) goto done;
 
@@ -433,6 +518,7 @@ sq_status sq_sens_run(sq_model *m, const sq_sens_scheme *schemes, int n_schemes,
             if (ref < 0 || out->bytes[cell] < out->bytes[(size_t)u * n_schemes + ref]) ref = si;
         }
         out->ref[u] = ref;
+        if (ref >= 0 && me.x0 && (s = layerwise_advance(&me, un->layer, err))) break;
         if (ref >= 0) {
             size_t rc = (size_t)u * (size_t)n_schemes + (size_t)ref;
             if ((s = measure_unit(m, &me, un, uw.q + (size_t)ref * un->n_lin, &out->kld[rc], err))) break;
@@ -486,6 +572,7 @@ done:
     free_work(&uw);
     free(wbuf), free(hbuf), free(d), free(dh);
     sq_state_free(me.st);
+    tail_free(&me);
     if (!s) out->windows = me.win, me.win = NULL;
     free(me.win);
     free(me.ref_lp);
