@@ -18,6 +18,19 @@ static double now_s(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+/* A line every 30 s of a long measurement pass (a larger model's): how far it is. */
+typedef struct {
+    double t0, last;
+} progress_clock;
+
+static void progress(void *user, int done, int total) {
+    progress_clock *pc = user;
+    double t = now_s();
+    if (t - pc->last < 30 || done == total) return;
+    pc->last = t;
+    sq_log(SQ_LOG_INFO, "budget: measured %d of %d units (%.0f s)", done, total, t - pc->t0);
+}
+
 sq_status sq_budget_prepare(const sq_quantize_opts *o, sq_budget_result *r, sq_err *err) {
     memset(r, 0, sizeof *r);
     double t0 = now_s();
@@ -59,6 +72,9 @@ sq_status sq_budget_prepare(const sq_quantize_opts *o, sq_budget_result *r, sq_e
     sq_sens_opts so = {.stats = &st, .ids = ids, .n_ids = n_ids, .calib_nsamples = st.nsamples, .calib_seqlen = st.seqlen,
                        .calib_seed = st.seed, .measure_windows = o->budget_windows, .measure_ctx = o->budget_ctx, .damp = o->q.damp,
                        .validate = true, .act_order = o->q.act_order, .keep_bf16 = o->keep_dtype == SQ_KEEP_BF16};
+    progress_clock pc = {now_s(), now_s()};
+    so.progress = progress;
+    so.progress_user = &pc;
     if ((s = sq_sens_run(m, sc, ns, &so, &r->sens, err))) goto done;
     if (r->sens.heldout_windows < r->sens.measure_windows)
         sq_log(SQ_LOG_WARN, "only %d of the %d measurement windows of %d tokens share no token with the %d calibration windows of %d: "

@@ -140,6 +140,7 @@ static void add_budget(cJSON *j, const sq_budget_result *b, const sq_quantize_op
     cJSON_AddNumberToObject(bj, "heldout_kld", b->heldout_kld);
     cJSON_AddNumberToObject(bj, "heldout_windows", s->heldout_windows);
     cJSON_AddNumberToObject(bj, "measure_windows", s->measure_windows);
+    cJSON_AddNumberToObject(bj, "unit_windows", s->unit_windows);
     cJSON_AddNumberToObject(bj, "measure_ctx", s->measure_ctx);
     if (o->max_kld > 0) {
         cJSON_AddBoolToObject(bj, "max_kld_met", b->heldout_kld <= o->max_kld);

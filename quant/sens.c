@@ -426,6 +426,7 @@ sq_status sq_sens_run(sq_model *m, const sq_sens_scheme *schemes, int n_schemes,
     me.ref_lp = malloc((size_t)me.n_win * (size_t)(me.ctx - 1) * (size_t)me.vocab * sizeof *me.ref_lp);
     me.logits = malloc((size_t)me.ctx * (size_t)me.vocab * sizeof *me.logits);
     unit_work uw = {0};
+    int *all_win = NULL; /* every window, when the units' measurements take a subset (me.win) */
     float *wbuf = NULL, *hbuf = NULL, *d = NULL, *dh = NULL;
     if (!me.win || !me.ref_lp || !me.logits) {
         s = sq_fail(err, SQ_ERR_NOMEM, "out of memory for the measurement's %d windows of %d tokens", me.n_win, me.ctx);
@@ -434,6 +435,22 @@ sq_status sq_sens_run(sq_model *m, const sq_sens_scheme *schemes, int n_schemes,
     if ((s = pick_windows(o, &me, &out->heldout_windows, err)) || (s = sq_state_new(&me.st, m, me.ctx, me.ctx, err))) goto done;
     out->measure_windows = me.n_win;
     out->measure_ctx = me.ctx;
+    /* the units' measurements on a spread subset of the windows when there are many units (the whole choice is
+     * measured on every window): at most 64Ki tokens per measured scheme over the model's units, 2 windows at least */
+    int nu = o->unit_windows > 0 ? o->unit_windows : o->measure_windows > 0 ? me.n_win : (int)(65536 / ((int64_t)out->n_units * me.ctx));
+    nu = nu < 2 ? 2 : nu > me.n_win ? me.n_win : nu;
+    out->unit_windows = nu;
+    if (nu < me.n_win) {
+        all_win = me.win;
+        me.win = malloc((size_t)nu * (size_t)me.ctx * sizeof *me.win);
+        if (!me.win) {
+            s = sq_fail(err, SQ_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        for (int w = 0; w < nu; w++)
+            memcpy(me.win + (int64_t)w * me.ctx, all_win + (int64_t)(w * out->measure_windows / nu) * me.ctx, (size_t)me.ctx * sizeof(int));
+        me.n_win = nu;
+    }
     if (tail_load(m, &me)) {
         me.x0 = malloc((size_t)me.n_win * (size_t)me.ctx * (size_t)c->hidden * sizeof *me.x0);
         me.xb = malloc((size_t)me.ctx * (size_t)c->hidden * sizeof *me.xb);
@@ -537,7 +554,9 @@ sq_status sq_sens_run(sq_model *m, const sq_sens_scheme *schemes, int n_schemes,
                     val = si;
             }
             out->cost[rc] = out->kld[rc];
-            if (o->validate && val >= 0) {
+            int nv = o->validate_units > 0 ? o->validate_units : 24;
+            bool pick = nv >= out->n_units || (int)((int64_t)(u + 1) * nv / out->n_units) > (int)((int64_t)u * nv / out->n_units);
+            if (o->validate && pick && val >= 0) {
                 size_t vc = (size_t)u * (size_t)n_schemes + (size_t)val;
                 if ((s = measure_unit(m, &me, un, uw.q + (size_t)val * un->n_lin, &out->kld[vc], err))) break;
                 if (out->kld[vc] > 0 && out->cost[vc] > 0) {
@@ -573,6 +592,7 @@ done:
     free(wbuf), free(hbuf), free(d), free(dh);
     sq_state_free(me.st);
     tail_free(&me);
+    if (all_win) free(me.win), me.win = all_win;
     if (!s) out->windows = me.win, me.win = NULL;
     free(me.win);
     free(me.ref_lp);

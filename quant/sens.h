@@ -10,9 +10,10 @@
  * The proxy is in each unit's own units; one measurement per unit makes it a KLD: the unit alone
  * quantised to its reference scheme (its smallest), the rest of the model full precision, the mean
  * KL(full || quantised) of the next-token distributions over held-out windows of the calibration text
- * (none of the calibration windows' tokens), as ExLlama's measurement pass does; every other scheme
- * of the unit is predicted as kld_ref * err / err_ref. With validate, a second scheme per unit is
- * measured too, and the log-log correlation and median ratio of predicted to measured say how well the
+ * (none of the calibration windows' tokens; a spread subset of them for a model of many units, see
+ * unit_windows; the model run from the unit's layer on, the layers before it unchanged), as ExLlama's measurement pass does; every other scheme
+ * of the unit is predicted as kld_ref * err / err_ref. With validate, a second scheme of a unit is
+ * measured too (of every unit, or of validate_units spread over a larger model), and the log-log correlation and median ratio of predicted to measured say how well the
  * proxy predicts. Costs are taken to add over units. */
 #ifndef SQ_SENS_H
 #define SQ_SENS_H
@@ -61,6 +62,7 @@ typedef struct {
     double fixed_bytes;           /* every tensor outside the units (embeddings, norms, lm_head) */
     int64_t params;               /* the architecture's parameters, every tensor counted */
     int measure_windows, measure_ctx, heldout_windows; /* windows measured on, how many share no calibration token */
+    int unit_windows;             /* how many of them (spread) each unit's measurements take */
     int *windows;                 /* [measure_windows, measure_ctx] their tokens (owned) */
     int n_validate;               /* second measurements */
     double validate_r;            /* Pearson correlation of log predicted and log measured KLD over them */
@@ -75,8 +77,12 @@ typedef struct {
     int calib_nsamples, calib_seqlen; /* ...and its windows, which the measurement keeps out of */
     uint64_t calib_seed;
     int measure_windows, measure_ctx; /* 0: 8 windows of 128 tokens */
+    int unit_windows;             /* of them, the units' measurements take (spread) this many; 0: all when measure_windows
+                                   * is given, else as many as keep units x windows x ctx within 64Ki tokens (at least 2):
+                                   * every window on the bundled model's 20 units, 4 on SmolLM2-135M's 120 */
     double damp;                  /* GPTQ's damping (0: 0.01) */
-    bool validate;                /* measure a second scheme of each unit */
+    bool validate;                /* measure a second scheme of units spread over the model... */
+    int validate_units;           /* ...at most this many (0: 24; every unit of a model with no more) */
     bool act_order;               /* GPTQ in descending diag(H) with static groups (--act-order), as the pipeline writes it */
     bool keep_bf16;               /* --keep-dtype bf16: F32 matrices written unquantised (keep, and every matrix outside
                                    * the units: embeddings, lm_head) count 2 bytes a weight */
