@@ -124,6 +124,56 @@ int main(void) {
     CHECK_OK(sq_eval_ppl(m2, ref, s.windows, (int64_t)s.measure_windows * s.measure_ctx, &eo, &r, &err), &err);
     /* float32 log-probabilities on both sides, summed in other orders */
     CHECK(fabs(r.kld_mean - s.kld[2]) <= 1e-4 * s.kld[2], "eval's KLD %.9g, the measurement's %.9g", r.kld_mean, s.kld[2]);
+    /* the layer-wise path: layer 4's q/k/v (the last layer's, so layers 0-3 are taken from the kept inputs) at
+     * int4-g64-sym, through eval.c's whole forward */
+    sq_model *m3 = NULL;
+    CHECK_OK(sq_model_open(&m3, MODEL, ex, &err), &err);
+    float *keep4[3] = {0};
+    const sq_sens_unit *u4 = &s.units[16];
+    CHECK(u4->layer == 4 && strstr(u4->name, "q/k/v"), "unit 16: %s", u4->name);
+    for (int i = 0; i < u4->n_lin; i++) {
+        const sq_sens_lin *li = &u4->lin[i];
+        const sq_wmat *w = sq_model_linear_unit(m3, li->layer, li->unit, li->which);
+        const sq_stat_entry *e = sq_stats_find(&st, 4, SQ_SITE_QKV, 0);
+        float *h = malloc((size_t)(e->k * e->k) * sizeof *h), *q = malloc((size_t)(w->rows * w->cols) * sizeof *q);
+        sq_stats_hessian(&st, e, h);
+        sq_qparams p = {.bits = 4, .group_size = 64, .sym = true, .damp = 0.01, .block_size = 128, .grid = SQ_GRID_MSE};
+        sq_qmatrix qm;
+        CHECK_OK(sq_quant_gptq(w->data, h, w->rows, w->cols, &p, &qm, &err), &err);
+        sq_qmatrix_dequant(&qm, q);
+        sq_qmatrix_free(&qm);
+        sq_wmat nw = {.dtype = SQ_DT_F32, .rows = w->rows, .cols = w->cols, .data = q};
+        CHECK_OK(sq_model_set_linear_unit(m3, li->layer, li->unit, li->which, &nw, &err), &err);
+        keep4[i] = q;
+        free(h);
+    }
+    sq_eval_result r4;
+    CHECK_OK(sq_eval_ppl(m3, ref, s.windows, (int64_t)s.measure_windows * s.measure_ctx, &eo, &r4, &err), &err);
+    CHECK(fabs(r4.kld_mean - s.kld[16 * ns + 2]) <= 1e-4 * r4.kld_mean, "layer 4 q/k/v: eval's KLD %.9g, the measurement's %.9g",
+          r4.kld_mean, s.kld[16 * ns + 2]);
+    /* the units measured on 2 of the 4 windows (0 and 2), 3 units validated: the proxy and every window for the
+     * whole choice as before, layer 0's q/k/v the KLD eval.c gives on those two windows */
+    sq_sens_opts o2 = o;
+    o2.unit_windows = 2;
+    o2.validate_units = 3;
+    sq_sens s2;
+    CHECK_OK(sq_sens_run(m, sc, ns, &o2, &s2, &err), &err);
+    CHECK(s2.unit_windows == 2 && s2.measure_windows == 4 && s.unit_windows == 4, "unit windows %d of %d (all: %d)", s2.unit_windows,
+          s2.measure_windows, s.unit_windows);
+    CHECK(!memcmp(s2.windows, s.windows, (size_t)s.measure_windows * s.measure_ctx * sizeof(int)), "the same windows");
+    CHECK(!memcmp(s2.err, s.err, (size_t)s.n_units * ns * sizeof(double)), "the same proxy");
+    CHECK(s2.n_validate >= 1 && s2.n_validate <= 3, "validated %d units, at most 3", s2.n_validate);
+    int *w02 = malloc((size_t)2 * s.measure_ctx * sizeof *w02);
+    memcpy(w02, s.windows, (size_t)s.measure_ctx * sizeof *w02);
+    memcpy(w02 + s.measure_ctx, s.windows + 2 * s.measure_ctx, (size_t)s.measure_ctx * sizeof *w02);
+    sq_eval_result r02;
+    CHECK_OK(sq_eval_ppl(m2, ref, w02, (int64_t)2 * s.measure_ctx, &eo, &r02, &err), &err);
+    CHECK(fabs(r02.kld_mean - s2.kld[2]) <= 1e-4 * r02.kld_mean && fabs(r02.kld_mean - r.kld_mean) > 1e-3 * r.kld_mean,
+          "windows 0 and 2: eval's KLD %.9g, the measurement's %.9g (all four: %.9g)", r02.kld_mean, s2.kld[2], r.kld_mean);
+    free(w02);
+    sq_sens_free(&s2);
+    for (int i = 0; i < 3; i++) free(keep4[i]);
+    sq_model_close(m3);
     /* a whole choice measured at once: every unit kept is no change; layer 0's q/k/v alone at int4-g64-sym is
      * the model eval.c just scored */
     int *ch = malloc((size_t)s.n_units * sizeof *ch);
