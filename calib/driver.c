@@ -64,6 +64,7 @@ typedef struct {
     int level, index;
     int64_t t;
     float *h;
+    bool borrowed; /* h lies in the exchange's receive buffer (freed with it), not on its own */
 } hnode;
 #define HSTACK 8 /* the deepest stack: log2(C) + 2 */
 
@@ -71,13 +72,17 @@ typedef struct {
  * contracts no multiply-add; kernels/cuda/coll.cu's combine is its device twin). Into left. */
 static void combine(hnode *left, hnode *right, int64_t kk) {
     int64_t n = left->t, t = right->t;
-    if (t > 0 && n == 0) { float *p = left->h; left->h = right->h, right->h = p; }
+    if (t > 0 && n == 0) {
+        hnode keep = *left;
+        left->h = right->h, left->borrowed = right->borrowed;
+        right->h = keep.h, right->borrowed = keep.borrowed;
+    }
     else if (t > 0) {
         float keep = (float)((double)n / (double)(n + t)), add = (float)((double)t / (double)(n + t));
         for (int64_t i = 0; i < kk; i++) left->h[i] = keep * left->h[i] + add * right->h[i];
     }
     left->t = n + t;
-    free(right->h);
+    if (!right->borrowed) free(right->h);
     right->h = NULL;
 }
 
@@ -128,7 +133,7 @@ static sq_status run_collect(sq_calib *r, int l, const sq_backend_i *be, sq_err 
         double t1 = now();
         for (int u = r->u0; u < r->u1 && !s; u++) { /* the chunk's leaf up the tree (its h taken from part) */
             int64_t kk = r->hs[u].k * r->hs[u].k;
-            hnode leaf = {0, c, r->part[u].tokens, r->part[u].h};
+            hnode leaf = {0, c, r->part[u].tokens, r->part[u].h, false};
             r->part[u].h = NULL;
             push(st + (u - r->u0) * HSTACK, &depth[u - r->u0], leaf, C, kk);
         }
@@ -177,20 +182,29 @@ static sq_status run_collect(sq_calib *r, int l, const sq_backend_i *be, sq_err 
                 memcpy(head, all + at, sizeof head);
                 int u = (int)head[0];
                 int64_t kk = r->hs[u].k * r->hs[u].k;
-                hnode nd = {(int)head[1], (int)head[2], head[3], malloc((size_t)kk * sizeof(float))};
-                if (!nd.h) { s = sq_fail(err, SQ_ERR_NOMEM, "out of memory"); sq_par_abort(err); break; }
-                memcpy(nd.h, all + at + sizeof head, (size_t)kk * sizeof(float));
+                /* the node's floats stay where they came (all is 8-byte aligned by malloc and every record a
+                 * multiple of 4 bytes long, so they are float-aligned): no copy of rank 1's partials */
+                hnode nd = {(int)head[1], (int)head[2], head[3], (float *)(void *)(all + at + sizeof head), true};
                 push(st + (u - r->u0) * HSTACK, &depth[u - r->u0], nd, C, kk);
                 at += (int64_t)sizeof head + kk * (int64_t)sizeof(float);
             }
-        free(all);
         for (int u = r->u0; u < r->u1 && !s; u++) {
             if (!sq_calib_rank_needs(r, me, u) || depth[u - r->u0] == 0) continue;
             hnode *root = &st[(u - r->u0) * HSTACK];
+            int64_t kk = r->hs[u].k * r->hs[u].k;
+            if (root->borrowed) { /* a root that is still another rank's node whole (no chunk of this rank's) */
+                float *h = malloc((size_t)kk * sizeof *h);
+                if (!h) { s = sq_fail(err, SQ_ERR_NOMEM, "out of memory"); sq_par_abort(err); break; }
+                memcpy(h, root->h, (size_t)kk * sizeof *h);
+                root->h = h, root->borrowed = false;
+            }
             free(r->hs[u].h);
             r->hs[u].h = root->h, r->hs[u].tokens = root->t;
             root->h = NULL;
         }
+        for (int j = 0; j < nu * HSTACK && st; j++)
+            if (st[j].borrowed) st[j].h = NULL; /* the nodes left in the buffer go with it */
+        free(all);
     }
     th += now() - t1;
     for (int u = r->u0; u < r->u1; u++) sq_hessian_free(&r->part[u]);
