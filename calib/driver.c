@@ -492,6 +492,18 @@ sq_status sq_calib_collect(sq_model *m, const sq_calib_opts *o, sq_stats *st, sq
     st->hidden = c->hidden, st->n_layers = c->n_layers, st->vocab = c->vocab, st->n_experts = c->n_experts;
     st->text_tokens = cal.nids, st->nsamples = cal.o.nsamples, st->seqlen = cal.o.seqlen, st->seed = o->seed;
     if ((s = sq_par_start(SQ_OK, sq_ckpt_hash(ck, cal.hash), err))) goto done;
+    if (sq_par_root()) { /* every statistic's room at once: growing by doubling would copy them over and over */
+        int64_t n = 0;
+        for (int l = 0; l < c->n_layers; l++)
+            for (int si = 0; si < SQ_CALIB_NSTAGES; si++) {
+                bool ffn = stages[si].site == SQ_SITE_GATEUP || stages[si].site == SQ_SITE_DOWN;
+                for (int u = 0, units = ffn ? sq_model_ffn_units(m, l) : 1; u < units; u++) {
+                    int64_t k = sq_model_linear_unit(m, l, u, stages[si].lin[0])->cols;
+                    n += k * (k + 1) / 2;
+                }
+            }
+        s = sq_stats_reserve(st, n, err);
+    }
     for (int l = 0; l < c->n_layers && !s; l++) {
         s = sq_par_test_fault(l) ? sq_fail(err, SQ_ERR_INTERNAL, "test fault at block %d (SPOTQ_TEST_FAULT)", l) : calib_block(&cal, st, l, err);
         if (!s && progress) progress(progress_user, "calib", l + 1, c->n_layers, now() - t0);
