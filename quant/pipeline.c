@@ -236,7 +236,7 @@ static sq_status copy_others(sq_qrun *r, const sq_st *st, sq_err *err) {
     for (int64_t i = 0; i < sq_st_count(st) && !s; i++) {
         const sq_tensor *t = sq_st_get(st, i);
         if (linear[i]) continue;
-        if (r->meth->writes_tensor && r->meth->writes_tensor(t->name)) continue; /* e.g. what AWQ folds its scales into: written with its block */
+        if (r->meth->writes_tensor && r->meth->writes_tensor(r, t->name)) continue; /* e.g. what AWQ folds its scales into: written with its block */
         if ((s = sq_pl_check_finite(r, t->name, t->dtype, t->data, t->numel, err))) break;
         double t0 = sq_pl_now();
         s = sq_shards_add(r->w, t->name, t->dtype, t->ndim, t->shape, t->data, err);
@@ -551,6 +551,7 @@ sq_status sq_quantize_model(const sq_quantize_opts *opts, sq_err *err) {
                       .stats = o->stats_in ? &p.cal.stats : NULL, .moe_tokens = p.cal.moe_tokens, .moe_all = p.cal.moe_all,
                       .n_weights_q = r->n_weights_q, .packed_bytes = r->packed_bytes, .budget = use_budget ? &budget : NULL};
     if (r->meth->report.awq) sq_awq_fold_figures(r, &rep.fold_max, &rep.router_fold_max);
+    if (r->meth->report_figures) r->meth->report_figures(r, &rep);
     rep.out_bytes = sq_shards_bytes(r->w);
     char src_scheme[128]; /* the source's parameters and size, counted as bench counts them */
     sq_ckpt_describe(ck, src_scheme, sizeof src_scheme, &rep.src_params, &rep.src_bytes);
