@@ -46,7 +46,7 @@ typedef struct { int64_t cap_len, wbytes, dtype, n_weights_q; double packed_byte
 
 /* MPI: the solves of units u0 .. u1-1, each linear on its rank (solver_of; the unit's begin hook on
  * every rank), then each result sent in the order one process makes them: the weights the next
- * forward runs on (dequantised F32, or the E4M3 codes and scales) to every rank, the report row, and
+ * forward runs on (dequantised F32, or the E4M3 or INT8 codes and scales) to every rank, the report row, and
  * the tensors to rank 0 alone, which writes them. */
 static sq_status solve_group_par(sq_qrun *r, int l, int si, int units, int u0, int u1, const sq_lin *lin,
                                  char (*why)[SQ_LIN_COUNT][128], sq_err *err) {
@@ -80,7 +80,7 @@ static sq_status solve_group_par(sq_qrun *r, int l, int si, int units, int u0, i
                 hd[i] = (solve_head){.cap_len = r->cap_len, .dtype = wm->dtype, .n_weights_q = r->n_weights_q - nq,
                                      .packed_bytes = r->packed_bytes - pb, .t_quant = r->t_quant - tq,
                                      .wbytes = wm->dtype == SQ_DT_F32 ? nk * (int64_t)sizeof(float)
-                                             : wm->dtype == SQ_DT_F8_E4M3 ? (int64_t)sizeof(sq_fp8weight) + sq_fp8weight_nscales(wm->f8, wm->rows, wm->cols) * (int64_t)sizeof(float) + nk
+                                             : wm->dtype == SQ_DT_F8_E4M3 || wm->dtype == SQ_DT_I8 ? (int64_t)sizeof(sq_fp8weight) + sq_fp8weight_nscales(wm->f8, wm->rows, wm->cols) * (int64_t)sizeof(float) + nk
                                                                           : 0};
                 r->n_weights_q = nq, r->packed_bytes = pb, r->t_quant = tq;
                 if (!s && !(caps[i] = malloc(r->cap_len > 0 ? (size_t)r->cap_len : 1))) s = sq_fail(err, SQ_ERR_NOMEM, "out of memory");
@@ -126,10 +126,10 @@ static sq_status solve_group_par(sq_qrun *r, int l, int si, int units, int u0, i
                 if (me == root) free(wbuf);
                 else { /* the solver's weights into this rank's model, as the method put them there */
                     sq_wmat w = {.dtype = SQ_DT_F32, .rows = n, .cols = k, .data = wbuf};
-                    if (hd[i].dtype == SQ_DT_F8_E4M3) {
+                    if (hd[i].dtype == SQ_DT_F8_E4M3 || hd[i].dtype == SQ_DT_I8) { /* E4M3 or INT8 W8A8 codes after their scales */
                         sq_fp8weight *f = (sq_fp8weight *)wbuf;
                         f->scale = (const float *)(f + 1);
-                        w = (sq_wmat){.dtype = SQ_DT_F8_E4M3, .rows = n, .cols = k, .data = (const uint8_t *)(f->scale + sq_fp8weight_nscales(f, n, k)), .f8 = f};
+                        w = (sq_wmat){.dtype = (sq_dtype)hd[i].dtype, .rows = n, .cols = k, .data = (const uint8_t *)(f->scale + sq_fp8weight_nscales(f, n, k)), .f8 = f};
                     }
                     if ((s = sq_model_set_linear_unit(r->m, l, u, which, &w, err))) { free(wbuf); break; }
                     free(r->held[u * SQ_LIN_COUNT + which]);
