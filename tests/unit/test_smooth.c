@@ -74,12 +74,13 @@ static void block_unchanged(sq_exec *ex) {
     if (!m) return;
     CHECK_OK(sq_state_new(&st, m, 64, 0, &err), &err);
     const sq_config *c = sq_model_config(m);
+    int L = c->n_layers;
     int64_t H = c->hidden, T = 64;
     int ids[64];
     for (int i = 0; i < T; i++) ids[i] = i ? (int)(urand() * 500) + 3 : 1;
     float *x = malloc((size_t)(T * H) * sizeof *x), *y0 = malloc((size_t)(T * H) * sizeof *y0), *y1 = malloc((size_t)(T * H) * sizeof *y1);
     float *xmax = calloc((size_t)(2 * H), sizeof *xmax), *s = malloc((size_t)H * sizeof *s);
-    float *wf[SQ_LIN_COUNT] = {0};
+    float *wf[SQ_LIN_COUNT] = {0}, **held = calloc((size_t)c->n_layers * SQ_LIN_COUNT, sizeof *held);
     sq_model_embed(m, ids, (int)T, x);
     for (int l = 0; l < c->n_layers; l++) { /* every block on the previous one's outputs */
         for (int j = 0; j < SQ_LIN_COUNT; j++) { /* the linears as floats the fold may change */
@@ -111,11 +112,13 @@ static void block_unchanged(sq_exec *ex) {
         for (int64_t i = 0; i < T * H; i++) dmax = fmax(dmax, fabs((double)y1[i] - y0[i])), ymax = fmax(ymax, fabs((double)y0[i]));
         CHECK(dmax <= 1e-5 * ymax, "block %d: smoothing changed the output by %g of %g", l, dmax, ymax);
         memcpy(x, y0, (size_t)(T * H) * sizeof *x);
-        for (int j = 0; j < SQ_LIN_COUNT; j++) wf[j] = NULL; /* in use by the model until it closes */
+        for (int j = 0; j < SQ_LIN_COUNT; j++) held[l * SQ_LIN_COUNT + j] = wf[j], wf[j] = NULL; /* in use by the model until it closes */
     }
     free(x), free(y0), free(y1), free(xmax), free(s);
     sq_state_free(st);
     sq_model_close(m);
+    for (int i = 0; i < L * SQ_LIN_COUNT; i++) free(held[i]);
+    free(held);
 }
 
 int main(void) {
