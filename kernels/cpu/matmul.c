@@ -70,6 +70,104 @@ SQ_AVX2 float sq_cpu_dot_row(const sq_wmat *w, int64_t r, const float *x) {
     }
 }
 
+/* One row of W against NT tokens (NT a constant after inlining): each 32 columns of the row converted
+ * once and multiplied into every token's four accumulators, which take the very operations of
+ * dot_f32 / dot_f16 / dot_bf16 in the same order (4 accumulators over 32-column steps, one over the
+ * 8-column steps left, the same horizontal sum, the scalar tail), so out[t] equals sq_cpu_dot_row of
+ * token t bit for bit: a verify step gives the decode step's numbers while reading the row once.
+ * The AVX-512 variant is the same code on the 32 vector registers of AVX512VL (up to 6 tokens a
+ * pass; AVX2's 16 take 3). */
+#define DOTN_BODY(T, LOAD, SCALAR)                                                                      \
+    __m256 a[6][4];                                                                                     \
+    UNROLL6 for (int t = 0; t < NT; t++) a[t][0] = a[t][1] = a[t][2] = a[t][3] = _mm256_setzero_ps();   \
+    int64_t i = 0;                                                                                      \
+    for (; i + 32 <= k; i += 32) {                                                                      \
+        __m256 w0 = LOAD(p + i), w1 = LOAD(p + i + 8), w2 = LOAD(p + i + 16), w3 = LOAD(p + i + 24);    \
+        UNROLL6 for (int t = 0; t < NT; t++) {                                                          \
+            const float *xt = x + t * xs + i;                                                           \
+            a[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xt), a[t][0]);                                \
+            a[t][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xt + 8), a[t][1]);                            \
+            a[t][2] = _mm256_fmadd_ps(w2, _mm256_loadu_ps(xt + 16), a[t][2]);                           \
+            a[t][3] = _mm256_fmadd_ps(w3, _mm256_loadu_ps(xt + 24), a[t][3]);                           \
+        }                                                                                               \
+    }                                                                                                   \
+    for (; i + 8 <= k; i += 8) {                                                                        \
+        __m256 w0 = LOAD(p + i);                                                                        \
+        UNROLL6 for (int t = 0; t < NT; t++) a[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + t * xs + i), a[t][0]); \
+    }                                                                                                   \
+    UNROLL6 for (int t = 0; t < NT; t++) {                                                              \
+        float s = sq_hsum8(_mm256_add_ps(_mm256_add_ps(a[t][0], a[t][1]), _mm256_add_ps(a[t][2], a[t][3]))); \
+        for (int64_t ii = i; ii < k; ii++) s += SCALAR(p[ii]) * x[t * xs + ii];                         \
+        out[t * os] = s;                                                                                \
+    }
+
+#define UNROLL6 _Pragma("GCC unroll 6")
+#define F32_SCALAR(v) (v)
+#define DOTN_DEFS(TARGET, SUF)                                                                          \
+    TARGET static inline __attribute__((always_inline)) void dotn_f32_##SUF(const float *p, const float *x, int64_t xs, int64_t k, int NT, float *out, int64_t os) { DOTN_BODY(float, _mm256_loadu_ps, F32_SCALAR) } \
+    TARGET static inline __attribute__((always_inline)) void dotn_f16_##SUF(const uint16_t *p, const float *x, int64_t xs, int64_t k, int NT, float *out, int64_t os) { DOTN_BODY(uint16_t, sq_load_f16, sq_f16_to_f32) } \
+    TARGET static inline __attribute__((always_inline)) void dotn_bf16_##SUF(const uint16_t *p, const float *x, int64_t xs, int64_t k, int NT, float *out, int64_t os) { DOTN_BODY(uint16_t, sq_load_bf16, sq_bf16_to_f32) }
+DOTN_DEFS(SQ_AVX2, avx2)
+DOTN_DEFS(SQ_AVX512VNNI, avx512)
+
+/* Rows [lo, hi) of w against the n tokens of x (n <= 8), passes of up to MAXT tokens a row. */
+#define DENSE_ROWS(SUF, MAXT)                                                                           \
+    do {                                                                                                \
+        for (int64_t r = lo; r < hi; r++)                                                               \
+            for (int t0 = 0; t0 < n; t0 += MAXT) {                                                      \
+                int nt = n - t0 < MAXT ? n - t0 : MAXT;                                                 \
+                const float *xt = x + (int64_t)t0 * k;                                                  \
+                float *yt = y + (int64_t)t0 * rows + r;                                                 \
+                switch (w->dtype) {                                                                     \
+                case SQ_DT_F32: {                                                                       \
+                    const float *p = (const float *)w->data + r * k;                                    \
+                    switch (nt) {                                                                       \
+                    case 1: dotn_f32_##SUF(p, xt, k, k, 1, yt, rows); break;                            \
+                    case 2: dotn_f32_##SUF(p, xt, k, k, 2, yt, rows); break;                            \
+                    case 3: dotn_f32_##SUF(p, xt, k, k, 3, yt, rows); break;                            \
+                    case 4: dotn_f32_##SUF(p, xt, k, k, 4, yt, rows); break;                            \
+                    case 5: dotn_f32_##SUF(p, xt, k, k, 5, yt, rows); break;                            \
+                    default: dotn_f32_##SUF(p, xt, k, k, 6, yt, rows); break;                           \
+                    }                                                                                   \
+                    break;                                                                              \
+                }                                                                                       \
+                case SQ_DT_F16: {                                                                       \
+                    const uint16_t *p = (const uint16_t *)w->data + r * k;                              \
+                    switch (nt) {                                                                       \
+                    case 1: dotn_f16_##SUF(p, xt, k, k, 1, yt, rows); break;                            \
+                    case 2: dotn_f16_##SUF(p, xt, k, k, 2, yt, rows); break;                            \
+                    case 3: dotn_f16_##SUF(p, xt, k, k, 3, yt, rows); break;                            \
+                    case 4: dotn_f16_##SUF(p, xt, k, k, 4, yt, rows); break;                            \
+                    case 5: dotn_f16_##SUF(p, xt, k, k, 5, yt, rows); break;                            \
+                    default: dotn_f16_##SUF(p, xt, k, k, 6, yt, rows); break;                           \
+                    }                                                                                   \
+                    break;                                                                              \
+                }                                                                                       \
+                default: {                                                                              \
+                    const uint16_t *p = (const uint16_t *)w->data + r * k;                              \
+                    switch (nt) {                                                                       \
+                    case 1: dotn_bf16_##SUF(p, xt, k, k, 1, yt, rows); break;                           \
+                    case 2: dotn_bf16_##SUF(p, xt, k, k, 2, yt, rows); break;                           \
+                    case 3: dotn_bf16_##SUF(p, xt, k, k, 3, yt, rows); break;                           \
+                    case 4: dotn_bf16_##SUF(p, xt, k, k, 4, yt, rows); break;                           \
+                    case 5: dotn_bf16_##SUF(p, xt, k, k, 5, yt, rows); break;                           \
+                    default: dotn_bf16_##SUF(p, xt, k, k, 6, yt, rows); break;                          \
+                    }                                                                                   \
+                    break;                                                                              \
+                }                                                                                       \
+                }                                                                                       \
+            }                                                                                           \
+    } while (0)
+
+SQ_AVX2 static void dense_rows_avx2(const sq_wmat *w, const float *x, float *y, int n, int64_t lo, int64_t hi) {
+    int64_t k = w->cols, rows = w->rows;
+    DENSE_ROWS(avx2, 3);
+}
+SQ_AVX512VNNI static void dense_rows_avx512(const sq_wmat *w, const float *x, float *y, int n, int64_t lo, int64_t hi) {
+    int64_t k = w->cols, rows = w->rows;
+    DENSE_ROWS(avx512, 6);
+}
+
 /* Rows r0 .. r0+m-1 of w as floats into dst (m, cols). */
 SQ_AVX2 void sq_cpu_dense_rows_to_f32(const sq_wmat *w, int64_t r0, int64_t m, float *dst) {
     int64_t n = m * w->cols, i = 0;
@@ -97,21 +195,21 @@ typedef struct {
     _Atomic int64_t next;        /* next chunk to take */
 } mm_job;
 
-/* Each thread's chunk of rows read one row after the other, front to back, the row then dotted with
- * every token (it stays in L1 for the second and later ones). One sequential stream is what this
- * machine's prefetchers serve best: measured on the 2-core EPYC dev machine, an lm_head-sized F32 GEMV
- * (49152 x 576) ran at 25 GB/s one row at a time (the streaming-read rate) and at 8-12 GB/s with four
- * rows interleaved (the earlier dot4 kernel, with or without software prefetch). Each (row, token)
- * is the same sq_cpu_dot_row whatever n and the thread count. */
+/* Each thread's chunk of rows read one row after the other, front to back, each row once for all
+ * the tokens (dotn above). One sequential stream is what this machine's prefetchers serve best:
+ * measured on the 2-core EPYC dev machine, an lm_head-sized F32 GEMV (49152 x 576) ran at 25 GB/s one
+ * row at a time (the streaming-read rate) and at 8-12 GB/s with four rows interleaved (the earlier
+ * dot4 kernel, with or without software prefetch). Each (row, token) is the same sum whatever n,
+ * the thread count and the variant. */
 static void mm_gemv(void *arg, int ith, int nth) {
     (void)ith;
     (void)nth;
     mm_job *j = arg;
-    const sq_wmat *w = j->w;
-    int64_t lo, hi, k = w->cols, rows = w->rows;
-    while (sq_chunk_next(&j->next, rows, j->chunk, &lo, &hi)) {
-        for (int64_t r = lo; r < hi; r++)
-            for (int t = 0; t < j->n; t++) j->y[t * rows + r] = sq_cpu_dot_row(w, r, j->x + t * k);
+    int64_t lo, hi;
+    bool wide = sq_cpu_isa() >= SQ_ISA_AVX512;
+    while (sq_chunk_next(&j->next, j->w->rows, j->chunk, &lo, &hi)) {
+        if (wide) dense_rows_avx512(j->w, j->x, j->y, j->n, lo, hi);
+        else dense_rows_avx2(j->w, j->x, j->y, j->n, lo, hi);
         sq_cpu_add_bias(j->y, j->bias, j->n, j->w->rows, lo, hi);
     }
 }
