@@ -12,7 +12,7 @@
 #   NSAMPLES (16: the bundled calibration text is about 4.6k tokens, and 16 x 512 leave the budget's
 #   measurement windows held out), SEQLEN (512), TARGETS (bits per weight, default: those of the uniform rows, rounded down),
 #   UNIFORM (0: skip the uniform rows), UNIFORM_METHODS (rtn gptq gptq+act: gptq --act-order), UNIFORM_LIST (a file of
-#   --method argument lines instead), BUDGET (0: skip the budgeted rows), BUDGET_ARGS (--act-order; e.g. --budget-windows 4), KEEP_DTYPES (source bf16: the uniform rows with each --keep-dtype), KQUANTS (Q4_K_M Q5_K_M Q6_K and each +e16: token embeddings F16), SCRATCH (build/bench/pareto), PY.
+#   --method argument lines instead), BUDGET (0: skip the budgeted rows), BUDGET_ARGS (--act-order; e.g. --budget-windows 4, or --budget-windows 8 to measure every unit on every window: by default a model of many units measures them on a subset, see README; SmolLM2-135M's pass takes about 15 minutes on 2 shared cores), KEEP_DTYPES (source bf16: the uniform rows with each --keep-dtype), KQUANTS (Q4_K_M Q5_K_M Q6_K and each +e16: token embeddings F16), SCRATCH (build/bench/pareto), PY.
 set -e
 BIN=$(realpath "${1:-build/release/spotq}")
 cd "$(dirname "$0")/.."
