@@ -247,9 +247,11 @@ def fp4_transformers_check(spotq):
         with compressed-tensors' own compressor (the format's registered one, float32 as above) into a dense F32
         checkpoint and lets transformers load that (its own MoE conversion fuses the experts); MXFP4 experts,
         which have no global scale, load through transformers' compressed-tensors path directly.
-    W4A16 only: a W4A4 checkpoint's FP4 activations are a property of the serving kernel (vLLM's CUTLASS FP4 GEMM
-    quantises them at run time); transformers would run compressed-tensors' fake quantisation instead."""
-    import json, math, shutil, tempfile
+    The gate is for W4A16: a W4A4 checkpoint's FP4 activations are a property of the serving kernel (vLLM's
+    CUTLASS FP4 GEMM quantises them at run time, as spotq's runtime does), and transformers runs compressed-tensors'
+    fake quantisation of them instead (forward_quantize with the checkpoint's input_global_scale, per group of 16);
+    one W4A4 case is still run, held to 1e-3 (measured 1.2e-4 on the bundled model)."""
+    import json, math, tempfile
     import compressed_tensors.compressors.nvfp4.base as nvb
     from compressed_tensors.compressors import BaseCompressor
     from compressed_tensors.quantization import QuantizationConfig
@@ -257,11 +259,13 @@ def fp4_transformers_check(spotq):
     data = os.path.join(ROOT, "data/tinystories/eval.txt")
     ids = [int(x) for x in subprocess.check_output([spotq, "tokenize", os.path.join(ROOT, "models/stories260K"), data]).split()]
     calib = ["--calib", os.path.join(ROOT, "data/tinystories/calib.txt"), "--nsamples", "8", "--seqlen", "128"]
-    cases = [(None, ["--method", "nvfp4"]), (None, ["--method", "nvfp4+gptq"] + calib),
-             (None, ["--method", "mxfp4"]), (None, ["--method", "mxfp4+gptq"] + calib),
-             ("moe/mixtral", ["--method", "mxfp4"]), ("moe/qwen3_moe", ["--method", "mxfp4+gptq"] + calib),
-             ("moe/qwen2_moe", ["--method", "nvfp4"]), ("moe/mixtral", ["--method", "nvfp4+gptq"] + calib),
-             ("moe/qwen3_moe", ["--method", "nvfp4"])]
+    cases = [(None, ["--method", "nvfp4"], 1e-5), (None, ["--method", "nvfp4+gptq"] + calib, 1e-5),
+             (None, ["--method", "mxfp4"], 1e-5), (None, ["--method", "mxfp4+gptq"] + calib, 1e-5),
+             ("moe/mixtral", ["--method", "mxfp4"], 1e-5), ("moe/qwen3_moe", ["--method", "mxfp4+gptq"] + calib, 1e-5),
+             ("moe/qwen2_moe", ["--method", "nvfp4"], 1e-5), ("moe/mixtral", ["--method", "nvfp4+gptq"] + calib, 1e-5),
+             ("moe/qwen3_moe", ["--method", "nvfp4"], 1e-5),
+             # W4A4, informative: compressed-tensors' fake quantisation of the activations, not vLLM's kernel (measured 1.2e-4)
+             (None, ["--method", "nvfp4", "--act", "dynamic"] + calib, 1e-3)]
     unpack = nvb.unpack_fp4_from_uint8
     nvb.unpack_fp4_from_uint8 = lambda a, m, n, dtype=None: unpack(a, m, n, dtype=torch.float32)
 
@@ -285,7 +289,7 @@ def fp4_transformers_check(spotq):
     bad = 0
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            for i, (fixture, args) in enumerate(cases):
+            for i, (fixture, args, tol) in enumerate(cases):
                 src = os.path.join(ROOT, "tests/fixtures", fixture) if fixture else os.path.join(ROOT, "models/stories260K")
                 out = os.path.join(tmp, str(i))
                 subprocess.check_call([spotq, "quantize", src, "-o", out] + args, stderr=subprocess.DEVNULL)
@@ -304,8 +308,8 @@ def fp4_transformers_check(spotq):
                         n += 127
                 ppl = math.exp(nll / n)
                 missing = sorted(set(info.get("missing_keys", [])) | set(info.get("unexpected_keys", [])))
-                ok = abs(ppl / ev["ppl"] - 1) < 1e-5 and not missing
-                print(f"fp4 {fixture or 'stories260K'} {args[1]} ({route}): ppl {ppl:.6f}, spotq {ev['ppl']:.6f}, "
+                ok = abs(ppl / ev["ppl"] - 1) < tol and not missing
+                print(f"fp4 {fixture or 'stories260K'} {' '.join(args[1:4] if '--act' in args else args[1:2])} ({route}): ppl {ppl:.6f}, spotq {ev['ppl']:.6f}, "
                       f"relative {ppl / ev['ppl'] - 1:.1e}{', missing/unexpected ' + str(missing) if missing else ''}")
                 bad += not ok
     finally:
