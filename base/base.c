@@ -232,3 +232,27 @@ sq_status sq_path_check_output(const char *out, const char *const *inputs, const
     }
     return SQ_OK;
 }
+
+void sq_mirror_upper(float *h, int64_t k) {
+    /* 64 x 64 tiles: the column reads of a tile stay in cache (a plain loop reads one cache line per
+     * element of a row, which for k in the thousands costs as much as the ssyrk of a 256-token window) */
+    enum { TILE = 64 };
+    for (int64_t i0 = 0; i0 < k; i0 += TILE)
+        for (int64_t j0 = 0; j0 <= i0; j0 += TILE) {
+            int64_t i1 = i0 + TILE < k ? i0 + TILE : k, j1 = j0 + TILE < k ? j0 + TILE : k;
+            for (int64_t i = i0; i < i1; i++)
+                for (int64_t j = j0; j < j1 && j < i; j++) h[i * k + j] = h[j * k + i];
+        }
+}
+
+void sq_pack_upper(float *h, int64_t k) { /* row i moves down from i k + i to its packed place, never past it */
+    for (int64_t i = 0, at = 0; i < k; at += k - i, i++) memmove(h + at, h + i * k + i, (size_t)(k - i) * sizeof *h);
+}
+
+void sq_unpack_upper(float *h, int64_t k) { /* the last row first: each moves up, over nothing not yet moved */
+    for (int64_t i = k - 1, at = k * (k + 1) / 2; i >= 0; i--) {
+        at -= k - i;
+        memmove(h + i * k + i, h + at, (size_t)(k - i) * sizeof *h);
+    }
+    sq_mirror_upper(h, k);
+}

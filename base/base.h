@@ -82,4 +82,12 @@ sq_status sq_path_check_output(const char *out, const char *const *inputs, const
 /* Validates UTF-8 (no overlongs, no surrogates, max U+10FFFF). */
 bool sq_utf8_valid(const char *s, size_t n);
 
+/* Square matrices (row-major k x k) and their upper triangles (row i's columns i..k-1, rows one after
+ * another: k (k + 1) / 2 floats): the lower triangle copied from the upper, in cache-sized tiles; the
+ * upper triangle packed to the front of the matrix's own storage, and back to its place (in place,
+ * element for element the same floats). */
+void sq_mirror_upper(float *h, int64_t k);
+void sq_pack_upper(float *h, int64_t k);
+void sq_unpack_upper(float *h, int64_t k);
+
 #endif

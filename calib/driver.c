@@ -59,25 +59,33 @@ static int chunk_start(const sq_calib *r, int c) { return (int)((int64_t)c * r->
 /* A node of the fixed reduction tree over the C chunks: level L, index i covers chunks
  * [i 2^L, min((i+1) 2^L, C)); node (L, i) is (L-1, 2i) added to (L-1, 2i+1), or (L-1, 2i) itself where
  * that has no right sibling. The tree depends on C alone, so every node is the same bits whichever
- * rank adds it. h: the running-mean Hessian of its t tokens (the full matrix). */
+ * rank adds it. h: the running-mean Hessian of its t tokens, its upper triangle packed (sq_pack_upper:
+ * the lower is the same floats, so the tree adds, and the ranks send, half the matrix), in storage of
+ * k^2 floats where the node is a chunk's own (the root is unpacked in place). */
 typedef struct {
     int level, index;
     int64_t t;
     float *h;
+    bool borrowed; /* h lies in the exchange's receive buffer (freed with it), not on its own */
 } hnode;
 #define HSTACK 8 /* the deepest stack: log2(C) + 2 */
 
-/* H = nl/(nl+nr) L + nr/(nl+nr) R, element by element (the same float arithmetic everywhere: -std=c11
- * contracts no multiply-add; kernels/cuda/coll.cu's combine is its device twin). Into left. */
+/* H = nl/(nl+nr) L + nr/(nl+nr) R, element by element over the kk floats of the packed triangles (the
+ * same float arithmetic everywhere: -std=c11 contracts no multiply-add; kernels/cuda/coll.cu's combine
+ * is its device twin). Into left. */
 static void combine(hnode *left, hnode *right, int64_t kk) {
     int64_t n = left->t, t = right->t;
-    if (t > 0 && n == 0) { float *p = left->h; left->h = right->h, right->h = p; }
+    if (t > 0 && n == 0) {
+        hnode keep = *left;
+        left->h = right->h, left->borrowed = right->borrowed;
+        right->h = keep.h, right->borrowed = keep.borrowed;
+    }
     else if (t > 0) {
         float keep = (float)((double)n / (double)(n + t)), add = (float)((double)t / (double)(n + t));
         for (int64_t i = 0; i < kk; i++) left->h[i] = keep * left->h[i] + add * right->h[i];
     }
     left->t = n + t;
-    free(right->h);
+    if (!right->borrowed) free(right->h);
     right->h = NULL;
 }
 
@@ -104,7 +112,7 @@ static void push(hnode *st, int *d, hnode nd, int C, int64_t kk) {
  * (contiguous: base/par.h's rule that no result depends on N is kept by the fixed tree above). Each
  * rank runs its chunks' windows in order, each chunk into a partial Hessian per unit (part, on the
  * backend), and adds them up the tree as far as its chunks reach; the nodes left (one for 2 ranks and
- * 8 chunks, at most log2(C)+1) go whole to the ranks that solve from each unit
+ * 8 chunks, at most log2(C)+1; each its upper triangle) go to the ranks that solve from each unit
  * (sq_calib_rank_needs) in one exchange, which finish the tree in chunk order. One process takes the
  * same tree, so the Hessians are the same bits for every N. Token counts and max |x| are summed and
  * maxed over ranks (exact whatever the order). */
@@ -126,10 +134,11 @@ static sq_status run_collect(sq_calib *r, int l, const sq_backend_i *be, sq_err 
         }
         for (int u = r->u0; u < r->u1 && !s; u++) s = sq_hessian_finish(&r->part[u], err);
         double t1 = now();
-        for (int u = r->u0; u < r->u1 && !s; u++) { /* the chunk's leaf up the tree (its h taken from part) */
-            int64_t kk = r->hs[u].k * r->hs[u].k;
-            hnode leaf = {0, c, r->part[u].tokens, r->part[u].h};
+        for (int u = r->u0; u < r->u1 && !s; u++) { /* the chunk's leaf up the tree (its h taken from part, packed) */
+            int64_t k = r->hs[u].k, kk = k * (k + 1) / 2;
+            hnode leaf = {0, c, r->part[u].tokens, r->part[u].h, false};
             r->part[u].h = NULL;
+            sq_pack_upper(leaf.h, k);
             push(st + (u - r->u0) * HSTACK, &depth[u - r->u0], leaf, C, kk);
         }
         for (int u = r->u0; u < r->u1; u++) sq_hessian_free(&r->part[u]);
@@ -141,6 +150,7 @@ static sq_status run_collect(sq_calib *r, int l, const sq_backend_i *be, sq_err 
         for (int u = r->u0; u < r->u1; u++) {
             hnode *root = &st[(u - r->u0) * HSTACK];
             if (depth[u - r->u0] == 0) continue; /* no chunks */
+            sq_unpack_upper(root->h, r->hs[u].k); /* a chunk's own storage: k^2 floats */
             free(r->hs[u].h);
             r->hs[u].h = root->h, r->hs[u].tokens = root->t;
             root->h = NULL;
@@ -151,7 +161,7 @@ static sq_status run_collect(sq_calib *r, int l, const sq_backend_i *be, sq_err 
         for (int q = 0; q < N; q++) {
             cnt[q] = 0;
             for (int u = r->u0; u < r->u1; u++)
-                if (sq_calib_rank_needs(r, q, u)) cnt[q] += depth[u - r->u0] * (4 * (int64_t)sizeof(int64_t) + r->hs[u].k * r->hs[u].k * (int64_t)sizeof(float));
+                if (sq_calib_rank_needs(r, q, u)) cnt[q] += depth[u - r->u0] * (4 * (int64_t)sizeof(int64_t) + r->hs[u].k * (r->hs[u].k + 1) / 2 * (int64_t)sizeof(float));
             bytes += cnt[q];
         }
         char *send = malloc(bytes > 0 ? (size_t)bytes : 1), *to = send;
@@ -159,7 +169,7 @@ static sq_status run_collect(sq_calib *r, int l, const sq_backend_i *be, sq_err 
         for (int q = 0; q < N && send; q++)
             for (int u = r->u0; u < r->u1; u++) {
                 if (!sq_calib_rank_needs(r, q, u)) continue;
-                int64_t kk = r->hs[u].k * r->hs[u].k;
+                int64_t kk = r->hs[u].k * (r->hs[u].k + 1) / 2;
                 for (int j = 0; j < depth[u - r->u0]; j++) {
                     hnode *nd = &st[(u - r->u0) * HSTACK + j];
                     int64_t head[4] = {u, nd->level, nd->index, nd->t};
@@ -176,21 +186,31 @@ static sq_status run_collect(sq_calib *r, int l, const sq_backend_i *be, sq_err 
                 int64_t head[4];
                 memcpy(head, all + at, sizeof head);
                 int u = (int)head[0];
-                int64_t kk = r->hs[u].k * r->hs[u].k;
-                hnode nd = {(int)head[1], (int)head[2], head[3], malloc((size_t)kk * sizeof(float))};
-                if (!nd.h) { s = sq_fail(err, SQ_ERR_NOMEM, "out of memory"); sq_par_abort(err); break; }
-                memcpy(nd.h, all + at + sizeof head, (size_t)kk * sizeof(float));
+                int64_t kk = r->hs[u].k * (r->hs[u].k + 1) / 2;
+                /* the node's floats stay where they came (all is 8-byte aligned by malloc and every record a
+                 * multiple of 4 bytes long, so they are float-aligned): no copy of rank 1's partials */
+                hnode nd = {(int)head[1], (int)head[2], head[3], (float *)(void *)(all + at + sizeof head), true};
                 push(st + (u - r->u0) * HSTACK, &depth[u - r->u0], nd, C, kk);
                 at += (int64_t)sizeof head + kk * (int64_t)sizeof(float);
             }
-        free(all);
         for (int u = r->u0; u < r->u1 && !s; u++) {
             if (!sq_calib_rank_needs(r, me, u) || depth[u - r->u0] == 0) continue;
             hnode *root = &st[(u - r->u0) * HSTACK];
+            int64_t k = r->hs[u].k;
+            if (root->borrowed) { /* a root that is still another rank's node whole (no chunk of this rank's) */
+                float *h = malloc((size_t)(k * k) * sizeof *h);
+                if (!h) { s = sq_fail(err, SQ_ERR_NOMEM, "out of memory"); sq_par_abort(err); break; }
+                memcpy(h, root->h, (size_t)(k * (k + 1) / 2) * sizeof *h);
+                root->h = h, root->borrowed = false;
+            }
+            sq_unpack_upper(root->h, k);
             free(r->hs[u].h);
             r->hs[u].h = root->h, r->hs[u].tokens = root->t;
             root->h = NULL;
         }
+        for (int j = 0; j < nu * HSTACK && st; j++)
+            if (st[j].borrowed) st[j].h = NULL; /* the nodes left in the buffer go with it */
+        free(all);
     }
     th += now() - t1;
     for (int u = r->u0; u < r->u1; u++) sq_hessian_free(&r->part[u]);
@@ -478,6 +498,18 @@ sq_status sq_calib_collect(sq_model *m, const sq_calib_opts *o, sq_stats *st, sq
     st->hidden = c->hidden, st->n_layers = c->n_layers, st->vocab = c->vocab, st->n_experts = c->n_experts;
     st->text_tokens = cal.nids, st->nsamples = cal.o.nsamples, st->seqlen = cal.o.seqlen, st->seed = o->seed;
     if ((s = sq_par_start(SQ_OK, sq_ckpt_hash(ck, cal.hash), err))) goto done;
+    if (sq_par_root()) { /* every statistic's room at once: growing by doubling would copy them over and over */
+        int64_t n = 0;
+        for (int l = 0; l < c->n_layers; l++)
+            for (int si = 0; si < SQ_CALIB_NSTAGES; si++) {
+                bool ffn = stages[si].site == SQ_SITE_GATEUP || stages[si].site == SQ_SITE_DOWN;
+                for (int u = 0, units = ffn ? sq_model_ffn_units(m, l) : 1; u < units; u++) {
+                    int64_t k = sq_model_linear_unit(m, l, u, stages[si].lin[0])->cols;
+                    n += k * (k + 1) / 2;
+                }
+            }
+        s = sq_stats_reserve(st, n, err);
+    }
     for (int l = 0; l < c->n_layers && !s; l++) {
         s = sq_par_test_fault(l) ? sq_fail(err, SQ_ERR_INTERNAL, "test fault at block %d (SPOTQ_TEST_FAULT)", l) : calib_block(&cal, st, l, err);
         if (!s && progress) progress(progress_user, "calib", l + 1, c->n_layers, now() - t0);

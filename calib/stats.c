@@ -13,6 +13,15 @@
 
 #define MAGIC "SPOTQST1"
 
+sq_status sq_stats_reserve(sq_stats *st, int64_t n, sq_err *err) {
+    if (st->data_len + n <= st->data_cap) return SQ_OK;
+    float *g = realloc(st->data, (size_t)(st->data_len + n) * sizeof *g);
+    if (!g) return sq_fail(err, SQ_ERR_NOMEM, "out of memory for calibration statistics (%lld floats)", (long long)(st->data_len + n));
+    st->data = g;
+    st->data_cap = st->data_len + n;
+    return SQ_OK;
+}
+
 sq_status sq_stats_add(sq_stats *st, int layer, int site, int unit, int64_t k, int64_t tokens, float absmax, const float *h, sq_err *err) {
     int64_t tri = k * (k + 1) / 2;
     if (st->n == st->cap) {

@@ -34,6 +34,8 @@ typedef struct {
 } sq_stats;
 
 /* Adds an entry from a full symmetric k x k Hessian (its upper triangle is kept). */
+/* Room for n more floats of statistics, so that adding them moves nothing (optional: add grows as it must). */
+sq_status sq_stats_reserve(sq_stats *st, int64_t n, sq_err *err);
 sq_status sq_stats_add(sq_stats *st, int layer, int site, int unit, int64_t k, int64_t tokens, float absmax, const float *h, sq_err *err);
 /* Writes st to path (into path.tmp, then renamed). */
 sq_status sq_stats_write(const sq_stats *st, const char *path, sq_err *err);

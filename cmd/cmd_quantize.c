@@ -54,8 +54,8 @@ int cmd_quantize(int argc, char **argv) {
     const char *fp8_scheme = NULL, *act_mode = NULL, *grid = NULL;
     int bits = -1, group = -2, nsamples = 128, seqlen = 0, seed = 0, threads = 0;
     double damp = 0.01, target_bits = 0, max_kld = 0;
-    const char *schemes = NULL;
-    int budget_windows = 0;
+    const char *schemes = NULL, *keep_dtype = NULL;
+    int budget_windows = 0, budget_ctx = 0;
     bool sym = true, asym = false, act = false, stat = false, force = false, strict = false;
     sq_optlist ignore = {0};
     const sq_opt opts[] = {
@@ -69,7 +69,10 @@ int cmd_quantize(int argc, char **argv) {
         {"--max-kld", 'd', &max_kld, "the most mean KLD on the calibration text's held-out windows: the fewest bytes within it"},
         {"--schemes", 's', &schemes, "the budget's candidates, comma-separated (default int4-g128-sym,int4-g128-asym,int4-g64-sym,"
                                      "int4-g64-asym,int4-g32-sym,int4-g32-asym,int8-ch-sym,keep)"},
-        {"--budget-windows", 'i', &budget_windows, "held-out windows of 128 tokens the budget measures on (default 8)"},
+        {"--budget-windows", 'i', &budget_windows, "held-out windows the budget measures on (default 8)"},
+        {"--budget-ctx", 'i', &budget_ctx, "tokens per budget measurement window (default 128)"},
+        {"--keep-dtype", 's', &keep_dtype, "source or bf16: the dtype of the matrices written unquantised (embeddings, lm_head, kept "
+                                           "linears) of an F32 source (default bf16 with --target-bits or --max-kld, else source)"},
         {"--bits", 'i', &bits, "4 or 8 (default 4)"},
         {"--group-size", 'i', &group, "columns per scale group, -1 for one per output channel (default 128)"},
         {"--strict-group-size", 'f', &strict, "rtn, gptq: a group size that does not divide some linear's in_features is an error naming the sizes that fit (default: lowered per linear to the largest servable one that divides it, 128, 64 or 32, written as compressed-tensors)"},
@@ -113,7 +116,15 @@ int cmd_quantize(int argc, char **argv) {
                           .seed = (uint64_t)(unsigned)seed, .threads = threads, .force = force, .ignore = ignore.v,
                           .n_ignore = ignore.n, .progress = isatty(2) ? sq_cmd_progress : NULL, .max_shard_bytes = max_shard, .stats_in = stats,
                           .max_hessian_bytes = max_hess, .target_bits = target_bits, .max_kld = max_kld, .schemes = schemes,
-                          .scheme_given = bits != -1 || group != -2 || asym || sym_given(argc, argv), .budget_windows = budget_windows};
+                          .scheme_given = bits != -1 || group != -2 || asym || sym_given(argc, argv), .budget_windows = budget_windows,
+                          .budget_ctx = budget_ctx};
+    if (!keep_dtype) o.keep_dtype = SQ_KEEP_AUTO;
+    else if (!strcmp(keep_dtype, "source")) o.keep_dtype = SQ_KEEP_SOURCE;
+    else if (!strcmp(keep_dtype, "bf16")) o.keep_dtype = SQ_KEEP_BF16;
+    else {
+        fprintf(stderr, "spotq quantize: --keep-dtype %s: use source or bf16\n", keep_dtype);
+        return SQ_EXIT_USAGE;
+    }
     if (bits == -1) bits = 4;
     if (group == -2) group = 128;
     if (!sq_method_parse(method, &o.method)) {

@@ -47,13 +47,7 @@ static sq_status read(const sq_tensor_src *src, const char *module, int64_t n, i
 }
 
 static cJSON *config(const sq_scheme *p, cJSON *kept) {
-    cJSON *q = cJSON_CreateObject();
-    cJSON_InsertItemInArray(kept, 0, cJSON_CreateString("lm_head"));
-    cJSON_AddStringToObject(q, "quant_method", "compressed-tensors");
-    cJSON_AddStringToObject(q, "format", "float-quantized");
-    cJSON_AddStringToObject(q, "quantization_status", "compressed");
-    cJSON *g0 = cJSON_AddObjectToObject(cJSON_AddObjectToObject(q, "config_groups"), "group_0");
-    cJSON_AddItemToArray(cJSON_AddArrayToObject(g0, "targets"), cJSON_CreateString("Linear"));
+    cJSON *g0, *q = sq_fmt_ct_open("float-quantized", &g0);
     cJSON *wq = cJSON_AddObjectToObject(g0, "weights");
     cJSON_AddNumberToObject(wq, "num_bits", 8);
     cJSON_AddStringToObject(wq, "type", "float");
@@ -76,11 +70,7 @@ static cJSON *config(const sq_scheme *p, cJSON *kept) {
         cJSON_AddBoolToObject(ia, "dynamic", p->act == SQ_ACT_DYNAMIC);
         if (p->fp8_block) cJSON_AddNumberToObject(ia, "group_size", SQ_FP8_BLOCK);
     }
-    cJSON_AddNullToObject(g0, "output_activations");
-    cJSON_AddStringToObject(g0, "format", "float-quantized");
-    cJSON_AddItemToObject(q, "ignore", kept);
-    cJSON_AddNullToObject(q, "kv_cache_scheme");
-    return q;
+    return sq_fmt_ct_close(q, g0, "float-quantized", kept);
 }
 
 static bool recognise(const sq_config *cfg) {

@@ -64,13 +64,7 @@ static sq_status read(const sq_tensor_src *src, const char *module, int64_t N, i
 
 static cJSON *config(const sq_scheme *p, cJSON *kept) {
     (void)p;
-    cJSON *q = cJSON_CreateObject();
-    cJSON_InsertItemInArray(kept, 0, cJSON_CreateString("lm_head"));
-    cJSON_AddStringToObject(q, "quant_method", "compressed-tensors");
-    cJSON_AddStringToObject(q, "format", "int-quantized");
-    cJSON_AddStringToObject(q, "quantization_status", "compressed");
-    cJSON *g0 = cJSON_AddObjectToObject(cJSON_AddObjectToObject(q, "config_groups"), "group_0");
-    cJSON_AddItemToArray(cJSON_AddArrayToObject(g0, "targets"), cJSON_CreateString("Linear"));
+    cJSON *g0, *q = sq_fmt_ct_open("int-quantized", &g0);
     cJSON *wq = cJSON_AddObjectToObject(g0, "weights");
     cJSON_AddNumberToObject(wq, "num_bits", 8);
     cJSON_AddStringToObject(wq, "type", "int");
@@ -84,11 +78,7 @@ static cJSON *config(const sq_scheme *p, cJSON *kept) {
     cJSON_AddStringToObject(ia, "strategy", "token");
     cJSON_AddBoolToObject(ia, "symmetric", true);
     cJSON_AddBoolToObject(ia, "dynamic", true);
-    cJSON_AddNullToObject(g0, "output_activations");
-    cJSON_AddStringToObject(g0, "format", "int-quantized");
-    cJSON_AddItemToObject(q, "ignore", kept);
-    cJSON_AddNullToObject(q, "kv_cache_scheme");
-    return q;
+    return sq_fmt_ct_close(q, g0, "int-quantized", kept);
 }
 
 static bool recognise(const sq_config *cfg) { return cfg->quant_method == SQ_FORMAT_CT && !strcmp(cfg->quant_format, "int-quantized"); }

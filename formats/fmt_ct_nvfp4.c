@@ -85,13 +85,7 @@ sq_status sq_fmt_fp4_read(const sq_tensor_src *src, const char *module, sq_fp4_v
 cJSON *sq_fmt_fp4_config(const sq_scheme *p, cJSON *kept) {
     bool nv = p->fp4 == SQ_FP4_NV;
     const char *fmt = nv ? "nvfp4-pack-quantized" : "mxfp4-pack-quantized";
-    cJSON *q = cJSON_CreateObject();
-    cJSON_InsertItemInArray(kept, 0, cJSON_CreateString("lm_head"));
-    cJSON_AddStringToObject(q, "quant_method", "compressed-tensors");
-    cJSON_AddStringToObject(q, "format", fmt);
-    cJSON_AddStringToObject(q, "quantization_status", "compressed");
-    cJSON *g0 = cJSON_AddObjectToObject(cJSON_AddObjectToObject(q, "config_groups"), "group_0");
-    cJSON_AddItemToArray(cJSON_AddArrayToObject(g0, "targets"), cJSON_CreateString("Linear"));
+    cJSON *g0, *q = sq_fmt_ct_open(fmt, &g0);
     for (int a = 0; a < 2; a++) {
         if (a == 1 && p->act == SQ_ACT_NONE) {
             cJSON_AddNullToObject(g0, "input_activations");
@@ -108,11 +102,7 @@ cJSON *sq_fmt_fp4_config(const sq_scheme *p, cJSON *kept) {
         cJSON_AddStringToObject(o, "scale_dtype", nv ? "torch.float8_e4m3fn" : "torch.uint8");
         if (a && nv) cJSON_AddStringToObject(o, "observer", "static_minmax");
     }
-    cJSON_AddNullToObject(g0, "output_activations");
-    cJSON_AddStringToObject(g0, "format", fmt);
-    cJSON_AddItemToObject(q, "ignore", kept);
-    cJSON_AddNullToObject(q, "kv_cache_scheme");
-    return q;
+    return sq_fmt_ct_close(q, g0, fmt, kept);
 }
 
 void sq_fmt_fp4_check(sq_qc *x, sq_fp4_variant v, const char *module) {

@@ -77,14 +77,7 @@ static sq_status read(const sq_tensor_src *src, const char *module, int64_t N, i
 }
 
 static cJSON *config(const sq_scheme *p, cJSON *kept) {
-    cJSON *q = cJSON_CreateObject();
-    cJSON_AddStringToObject(q, "quant_method", "compressed-tensors");
-    cJSON_AddStringToObject(q, "format", "pack-quantized");
-    cJSON_AddStringToObject(q, "quantization_status", "compressed");
-    cJSON *groups = cJSON_AddObjectToObject(q, "config_groups");
-    cJSON *g0 = cJSON_AddObjectToObject(groups, "group_0");
-    cJSON *t = cJSON_AddArrayToObject(g0, "targets");
-    cJSON_AddItemToArray(t, cJSON_CreateString("Linear"));
+    cJSON *g0, *q = sq_fmt_ct_open("pack-quantized", &g0);
     cJSON *wq = cJSON_AddObjectToObject(g0, "weights");
     cJSON_AddNumberToObject(wq, "num_bits", p->bits);
     cJSON_AddStringToObject(wq, "type", "int");
@@ -96,12 +89,7 @@ static cJSON *config(const sq_scheme *p, cJSON *kept) {
     else cJSON_AddNullToObject(wq, "actorder");
     cJSON_AddBoolToObject(wq, "dynamic", false);
     cJSON_AddNullToObject(g0, "input_activations");
-    cJSON_AddNullToObject(g0, "output_activations");
-    cJSON_AddStringToObject(g0, "format", "pack-quantized");
-    cJSON_InsertItemInArray(kept, 0, cJSON_CreateString("lm_head"));
-    cJSON_AddItemToObject(q, "ignore", kept);
-    cJSON_AddNullToObject(q, "kv_cache_scheme");
-    return q;
+    return sq_fmt_ct_close(q, g0, "pack-quantized", kept);
 }
 
 static bool recognise(const sq_config *cfg) {

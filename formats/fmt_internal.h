@@ -30,9 +30,16 @@ sq_status sq_fmt_read_e4m3(const sq_tensor_src *src, const char *module, int64_t
 /* Whether module's weight is an F8_E4M3 tensor. */
 bool sq_fmt_has_e4m3(const sq_tensor_src *src, const char *module);
 
+/* The compressed-tensors quantization_config as its writers share it: sq_fmt_ct_open gives quant_method,
+ * format fmt, status compressed and config_groups.group_0 with targets ["Linear"] (in *g0), for the row
+ * to add its weights and input_activations; sq_fmt_ct_close adds group_0's output_activations (null) and
+ * format, then the ignore list kept with lm_head first, and kv_cache_scheme (null), and returns q. */
+struct cJSON;
+struct cJSON *sq_fmt_ct_open(const char *fmt, struct cJSON **g0);
+struct cJSON *sq_fmt_ct_close(struct cJSON *q, struct cJSON *g0, const char *fmt, struct cJSON *kept);
+
 /* FP4 (fmt_ct_nvfp4.c, shared with fmt_ct_mxfp4.c): whether variant v's row holds scheme s for an n x k
  * linear; its tensors written and read back (read aliases them); its config; its config checks. */
-struct cJSON;
 struct sq_qc;
 bool sq_fmt_fp4_shape(const sq_scheme *s, sq_fp4_variant v, int64_t n, int64_t k, char *why, size_t cap);
 sq_status sq_fmt_fp4_write(const char *module, const sq_qlinear *l, const sq_tensor_sink *out, double *bytes, sq_err *err);

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cJSON.h>
+
 #include "dtype.h"
 
 /* The rows (each defined in its fmt_*.c), in the order a linear's tensors are matched against them. */
@@ -76,6 +78,25 @@ void sq_qlinear_free(sq_qlinear *l) {
 }
 
 /* ---------------------------------------------------------------- reading */
+
+cJSON *sq_fmt_ct_open(const char *fmt, cJSON **g0) {
+    cJSON *q = cJSON_CreateObject();
+    cJSON_AddStringToObject(q, "quant_method", "compressed-tensors");
+    cJSON_AddStringToObject(q, "format", fmt);
+    cJSON_AddStringToObject(q, "quantization_status", "compressed");
+    *g0 = cJSON_AddObjectToObject(cJSON_AddObjectToObject(q, "config_groups"), "group_0");
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(*g0, "targets"), cJSON_CreateString("Linear"));
+    return q;
+}
+
+cJSON *sq_fmt_ct_close(cJSON *q, cJSON *g0, const char *fmt, cJSON *kept) {
+    cJSON_AddNullToObject(g0, "output_activations");
+    cJSON_AddStringToObject(g0, "format", fmt);
+    cJSON_InsertItemInArray(kept, 0, cJSON_CreateString("lm_head"));
+    cJSON_AddItemToObject(q, "ignore", kept);
+    cJSON_AddNullToObject(q, "kv_cache_scheme");
+    return q;
+}
 
 const sq_tensor *sq_fmt_tensor(const sq_tensor_src *src, const char *module, const char *suffix) {
     char name[300];

@@ -5,8 +5,7 @@
  * are therefore the same expressions. nvcc must not contract a * b + c here (the Makefile builds the
  * CUDA code with -fmad=false; the kernels write fmaf where they mean it).
  *
- * The fp16 and E4M3 conversions are formats/dtype.c's integer code restated (the formats layer is
- * compiled by cc only); tests/unit/test_backend_ops.c holds them equal over every input code. */
+ * The fp16 and E4M3 conversions are base/fpbits.h's, the very code formats/dtype.c runs. */
 #ifndef SQ_KERNELS_QMATH_H
 #define SQ_KERNELS_QMATH_H
 
@@ -14,6 +13,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "../base/fpbits.h"
 
 #ifdef __CUDACC__
 #define SQ_QM static inline __host__ __device__
@@ -39,79 +40,21 @@ SQ_STATIC_ASSERT(sizeof(float) == 4 && sizeof(int32_t) == 4, "float scales and i
 
 /* ---------------------------------------------------------------- bit patterns */
 
-SQ_QM uint32_t sq_qm_bits(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
+SQ_QM uint32_t sq_qm_bits(float f) { return sq_fp_bits(f); }
 
-SQ_QM float sq_qm_float(uint32_t u) {
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
+SQ_QM float sq_qm_float(uint32_t u) { return sq_fp_float(u); }
 
-/* f32 -> F16 bits, round to nearest even (dtype.c's f16_narrow). */
-SQ_QM uint32_t sq_qm_f16_narrow(uint32_t x) {
-    uint32_t sign = (x >> 16) & 0x8000u;
-    uint32_t a = x & 0x7FFFFFFFu;
-    uint32_t n = a - ((127u - 15u) << 23);
-    n = (n + 0x0FFFu + ((n >> 13) & 1u)) >> 13;
-    uint32_t e = a >> 23;
-    uint32_t m = (a & 0x7FFFFFu) | 0x800000u;
-    uint32_t sh = 126u - (e < 101u ? 101u : e > 112u ? 112u : e);
-    uint32_t q = (m + (1u << (sh - 1u)) - 1u + ((m >> sh) & 1u)) >> sh;
-    uint32_t r = a < 0x38800000u ? q : n;
-    r = a >= 0x477FF000u ? 0x7C00u : r;
-    r = a > 0x7F800000u ? 0x7E00u | ((a >> 13) & 0x1FFu) : r;
-    return sign | r;
-}
+/* f32 -> F16 bits, round to nearest even. */
+SQ_QM uint32_t sq_qm_f16_narrow(uint32_t x) { return sq_fp_f16_narrow(x); }
 
-/* F16 bits -> f32 bits (dtype.c's f16_widen). */
-SQ_QM uint32_t sq_qm_f16_widen(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t em = h & 0x7FFFu;
-    uint32_t normal = (em << 13) + ((127u - 15u) << 23);
-    uint32_t special = (em << 13) | 0x7F800000u | (em > 0x7C00u ? 0x00400000u : 0u);
-    uint32_t m = em, s = 0;
-    s += m < 0x008u ? 8u : 0u, m = m < 0x008u ? m << 8 : m;
-    s += m < 0x080u ? 4u : 0u, m = m < 0x080u ? m << 4 : m;
-    s += m < 0x200u ? 2u : 0u, m = m < 0x200u ? m << 2 : m;
-    s += m < 0x400u ? 1u : 0u, m = m < 0x400u ? m << 1 : m;
-    uint32_t sub = em == 0 ? 0u : ((113u - s) << 23) | ((m & 0x3FFu) << 13);
-    uint32_t r = em < 0x0400u ? sub : em >= 0x7C00u ? special : normal;
-    return sign | r;
-}
+/* F16 bits -> f32 bits. */
+SQ_QM uint32_t sq_qm_f16_widen(uint16_t h) { return sq_fp_f16_widen(h); }
 
-/* E4M3 (fn) code -> f32 (dtype.c's e4m3_widen): S.1111.111 is NaN; no Inf. */
-SQ_QM float sq_qm_e4m3_decode(uint8_t b) {
-    uint32_t sign = (uint32_t)(b & 0x80u) << 24;
-    uint32_t em = b & 0x7Fu;
-    uint32_t normal = (em << 20) + ((127u - 7u) << 23);
-    uint32_t m = em, s = 0;
-    s += m < 0x4u ? 2u : 0u, m = m < 0x4u ? m << 2 : m;
-    s += m < 0x8u ? 1u : 0u, m = m < 0x8u ? m << 1 : m;
-    uint32_t sub = em == 0 ? 0u : ((121u - s) << 23) | ((m & 0x7u) << 20);
-    uint32_t r = em < 0x08u ? sub : em == 0x7Fu ? 0x7FC00000u : normal;
-    return sq_qm_float(sign | r);
-}
+/* E4M3 (fn) code -> f32: S.1111.111 is NaN; no Inf. */
+SQ_QM float sq_qm_e4m3_decode(uint8_t b) { return sq_fp_float(sq_fp_e4m3_widen(b)); }
 
-/* f32 -> E4M3 (fn) code, round to nearest even, saturating at +-448; NaN gives 0x7F | sign (dtype.c's e4m3_narrow). */
-SQ_QM uint8_t sq_qm_e4m3_encode(float f) {
-    uint32_t x = sq_qm_bits(f);
-    uint32_t sign = (x >> 24) & 0x80u;
-    uint32_t a = x & 0x7FFFFFFFu;
-    uint32_t n = a - ((127u - 7u) << 23);
-    n = (n + 0x7FFFFu + ((n >> 20) & 1u)) >> 20;
-    uint32_t e = a >> 23;
-    uint32_t m = (a & 0x7FFFFFu) | 0x800000u;
-    uint32_t sh = 141u - (e < 116u ? 116u : e > 120u ? 120u : e);
-    uint32_t q = (m + (1u << (sh - 1u)) - 1u + ((m >> sh) & 1u)) >> sh;
-    uint32_t r = a < 0x3C800000u ? q : n;
-    r = a > 0x43E00000u ? 0x7Eu : r;
-    r = a > 0x7F800000u ? 0x7Fu : r;
-    return (uint8_t)(sign | r);
-}
+/* f32 -> E4M3 (fn) code, round to nearest even, saturating at +-448; NaN gives 0x7F | sign. */
+SQ_QM uint8_t sq_qm_e4m3_encode(float f) { return (uint8_t)sq_fp_e4m3_narrow(sq_fp_bits(f)); }
 
 /* The E4M3 code of w with scale s: e4m3(clamp(w / s, +-448)) (the clamp matters only for the last ulp
  * of the division, but it is what the peers do). */

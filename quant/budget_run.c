@@ -58,7 +58,7 @@ sq_status sq_budget_prepare(const sq_quantize_opts *o, sq_budget_result *r, sq_e
         goto done;
     sq_sens_opts so = {.stats = &st, .ids = ids, .n_ids = n_ids, .calib_nsamples = st.nsamples, .calib_seqlen = st.seqlen,
                        .calib_seed = st.seed, .measure_windows = o->budget_windows, .measure_ctx = o->budget_ctx, .damp = o->q.damp,
-                       .validate = true};
+                       .validate = true, .act_order = o->q.act_order, .keep_bf16 = o->keep_dtype == SQ_KEEP_BF16};
     if ((s = sq_sens_run(m, sc, ns, &so, &r->sens, err))) goto done;
     if (r->sens.heldout_windows < r->sens.measure_windows)
         sq_log(SQ_LOG_WARN, "only %d of the %d measurement windows of %d tokens share no token with the %d calibration windows of %d: "
@@ -93,6 +93,13 @@ sq_status sq_budget_prepare(const sq_quantize_opts *o, sq_budget_result *r, sq_e
         }
     }
     r->bits = r->sens.params ? 8 * r->bytes / (double)r->sens.params : 0;
+    if (!s) { /* a budget that keeps every linear quantises nothing: the pipeline would write no quantised checkpoint */
+        int kept = 0;
+        for (int u = 0; u < r->sens.n_units; u++) kept += r->sens.schemes[r->choice[u]].keep;
+        if (kept == r->sens.n_units)
+            s = sq_fail(err, SQ_ERR_ARG, "%s %g keeps every linear (%.3f bits per weight): nothing to quantise; ask for less, or drop keep from --schemes",
+                        o->target_bits > 0 ? "--target-bits" : "--max-kld", o->target_bits > 0 ? o->target_bits : o->max_kld, r->bits);
+    }
 done:
     r->seconds = now_s() - t0;
     free(ids);

@@ -239,7 +239,15 @@ static sq_status copy_others(sq_qrun *r, const sq_st *st, sq_err *err) {
         if (r->meth->writes_tensor && r->meth->writes_tensor(t->name)) continue; /* e.g. what AWQ folds its scales into: written with its block */
         if ((s = sq_pl_check_finite(r, t->name, t->dtype, t->data, t->numel, err))) break;
         double t0 = sq_pl_now();
-        s = sq_shards_add(r->w, t->name, t->dtype, t->ndim, t->shape, t->data, err);
+        if (sq_pl_keep_as_bf16(r, t->dtype, t->ndim)) {
+            uint16_t *b = sq_malloc((size_t)t->numel * sizeof *b, err);
+            if (!b) { s = SQ_ERR_NOMEM; break; }
+            sq_dtype_from_f32(SQ_DT_BF16, t->data, b, (size_t)t->numel);
+            s = sq_shards_add(r->w, t->name, SQ_DT_BF16, t->ndim, t->shape, b, err);
+            free(b);
+        } else {
+            s = sq_shards_add(r->w, t->name, t->dtype, t->ndim, t->shape, t->data, err);
+        }
         r->t_write += sq_pl_now() - t0;
     }
     free(linear);

@@ -283,6 +283,8 @@ sq_status sq_pl_write_report(const sq_qreport *r, sq_outdir *od, sq_err *err) {
     cJSON_AddNumberToObject(ck, "bytes", (double)r->out_bytes);
     cJSON_AddNumberToObject(ck, "source_bytes", (double)r->src_bytes);
     cJSON_AddNumberToObject(ck, "bits_per_weight", r->src_params ? 8.0 * (double)r->out_bytes / (double)r->src_params : 0);
+    if (o->keep_dtype == SQ_KEEP_BF16) /* --keep-dtype bf16: the F32 matrices written unquantised */
+        cJSON_AddStringToObject(ck, "unquantized_matrices_dtype", "BF16");
     cJSON_AddNumberToObject(ck, "source_bits_per_weight", r->src_params ? 8.0 * (double)r->src_bytes / (double)r->src_params : 0);
     cJSON *t = cJSON_AddObjectToObject(j, "seconds");
     cJSON_AddNumberToObject(t, "forward", r->t_forward);

@@ -11,6 +11,7 @@
  * held-out windows. */
 static sq_status resolve_budget(sq_quantize_opts *o, sq_err *err) {
     bool budget = o->target_bits != 0 || o->max_kld != 0;
+    if (o->keep_dtype == SQ_KEEP_AUTO) o->keep_dtype = budget ? SQ_KEEP_BF16 : SQ_KEEP_SOURCE;
     if (!budget) {
         if (o->schemes) return sq_fail(err, SQ_ERR_ARG, "--schemes restricts the candidates of --target-bits or --max-kld: give one of them");
         return SQ_OK;
@@ -27,8 +28,8 @@ static sq_status resolve_budget(sq_quantize_opts *o, sq_err *err) {
     if (o->format == SQ_FORMAT_AUTO) o->format = SQ_FORMAT_CT;
     if (o->format != SQ_FORMAT_CT)
         return sq_fail(err, SQ_ERR_ARG, "%s writes compressed-tensors (a config group per scheme): drop --format %s", opt, sq_format_name(o->format));
-    if (o->q.act_order || o->q.static_groups)
-        return sq_fail(err, SQ_ERR_ARG, "%s: --act-order and --static-groups are not measured by the budget's proxy", opt);
+    if (o->q.static_groups && !o->q.act_order)
+        return sq_fail(err, SQ_ERR_ARG, "%s: --static-groups goes with --act-order (which the budget measures with static groups)", opt);
     if (o->n_ignore) return sq_fail(err, SQ_ERR_ARG, "%s: --ignore is not supported with a budget (add keep to --schemes)", opt);
     if (o->backend) return sq_fail(err, SQ_ERR_UNSUPPORTED, "%s runs on the CPU for now: drop --device", opt);
     if (!o->calib)

@@ -13,6 +13,8 @@ typedef enum { SQ_METHOD_RTN, SQ_METHOD_GPTQ, SQ_METHOD_AWQ, SQ_METHOD_AWQ_GPTQ,
  * else compressed-tensors pack-quantized; for awq AWQ GEMM; for fp8 vLLM's fp8 where it holds the
  * scheme, else compressed-tensors float-quantized. */
 
+typedef enum { SQ_KEEP_AUTO, SQ_KEEP_SOURCE, SQ_KEEP_BF16 } sq_keep_dtype;
+
 typedef struct {
     const char *model;           /* source checkpoint */
     const char *out;             /* output directory */
@@ -56,6 +58,10 @@ typedef struct {
      * (auto chooses it). */
     const struct sq_plan *plan;
     bool strict_group_size;      /* no lowering: a group size that does not divide some linear is a usage error */
+    /* --keep-dtype: the dtype of the matrices written unquantised (embeddings, lm_head, kept linears) when the
+     * source stores them in F32. AUTO resolves (sq_quantize_resolve) to BF16 under a budget, whose bits per
+     * weight count every tensor, else SOURCE; vectors (norms, biases) keep the source's dtype always. */
+    sq_keep_dtype keep_dtype;
 } sq_quantize_opts;
 
 #endif

@@ -131,8 +131,19 @@ sq_status sq_pl_keep_linear(sq_qrun *r, int l, int unit, sq_lin which, const cha
     const sq_tensor *t = sq_st_find(sq_model_ckpt(r->m)->st, wname);
     if (wm->dtype == SQ_DT_F32 && t && t->dtype != SQ_DT_F32) /* the model runs it as floats (AWQ folded it): the source's dtype */
         return sq_pl_write_floats(r, wname, wm->data, err);
+    if (sq_pl_keep_as_bf16(r, wm->dtype, 2)) {
+        size_t n = (size_t)(wm->rows * wm->cols);
+        uint16_t *b = sq_malloc(n * sizeof *b, err);
+        if (!b) return SQ_ERR_NOMEM;
+        sq_dtype_from_f32(SQ_DT_BF16, wm->data, b, n);
+        s = add_tensor(r, rep->name, "weight", SQ_DT_BF16, 2, wm->rows, wm->cols, b, err);
+        free(b);
+        return s;
+    }
     return add_tensor(r, rep->name, "weight", wm->dtype, 2, wm->rows, wm->cols, wm->data, err);
 }
+
+bool sq_pl_keep_as_bf16(const sq_qrun *r, sq_dtype dt, int ndim) { return r->o->keep_dtype == SQ_KEEP_BF16 && dt == SQ_DT_F32 && ndim >= 2; }
 
 sq_status sq_pl_use_dequantized(sq_qrun *r, int l, int unit, sq_lin which, float *dq, sq_err *err) {
     const sq_wmat *wm = sq_model_linear_unit(r->m, l, unit, which);

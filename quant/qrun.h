@@ -68,6 +68,9 @@ sq_status sq_pl_write_floats(sq_qrun *r, const char *name, const float *v, sq_er
 sq_report_row *sq_pl_new_row(sq_qrun *r, int l, int unit, sq_lin which, const sq_wmat *wm);
 /* Keeps a linear in full precision: its row with the reason, its weight as the model holds it, in the
  * source tensor's dtype. */
+/* --keep-dtype bf16 (qopts.h): whether a tensor of dtype dt and ndim dimensions written unquantised goes as BF16
+ * (F32 matrices: embeddings, lm_head, kept linears; vectors stay as they are). */
+bool sq_pl_keep_as_bf16(const sq_qrun *r, sq_dtype dt, int ndim);
 sq_status sq_pl_keep_linear(sq_qrun *r, int l, int unit, sq_lin which, const char *why, sq_err *err);
 /* The relative output error over the calibration inputs; NaN (null in spotq.json) without them. */
 double sq_pl_output_error(const float *w, const float *q, const float *h, int64_t n, int64_t k);

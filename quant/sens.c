@@ -68,13 +68,15 @@ int sq_sens_default_schemes(sq_sens_scheme *out, int cap) {
     return n;
 }
 
-static sq_qparams qparams_of(const sq_sens_scheme *s, double damp) {
-    return (sq_qparams){.bits = s->bits, .group_size = s->group_size, .sym = s->sym, .damp = damp, .block_size = 128, .grid = SQ_GRID_MSE};
+/* act_order: --act-order, with static groups as the pipeline writes it into compressed-tensors (pipeline.c) */
+static sq_qparams qparams_of(const sq_sens_scheme *s, double damp, bool act_order) {
+    return (sq_qparams){.bits = s->bits, .group_size = s->group_size, .sym = s->sym, .damp = damp, .block_size = 128, .grid = SQ_GRID_MSE,
+                        .act_order = act_order, .static_groups = act_order};
 }
 
 double sq_sens_linear_bytes(const sq_sens_scheme *s, int64_t n, int64_t k, int dt_size) {
     if (s->keep) return (double)n * (double)k * dt_size;
-    sq_qparams p = qparams_of(s, 0.01);
+    sq_qparams p = qparams_of(s, 0.01, false);
     if (!sq_quant_fits(n, k, &p)) return 0;
     double groups = s->group_size > 0 ? (double)(k / s->group_size) : 1;
     double b = (double)n * (double)k * s->bits / 8 + (double)n * groups * 2; /* weight_packed, weight_scale (F16) */
@@ -325,6 +327,20 @@ sq_status sq_sens_run(sq_model *m, const sq_sens_scheme *schemes, int n_schemes,
     sq_ckpt_describe(ck, scheme_desc, sizeof scheme_desc, &params, &bytes_all);
     out->params = params;
     out->fixed_bytes = (double)bytes_all - unit_src; /* every stored tensor's data, less the units' */
+    if (o->keep_bf16) { /* the F32 matrices outside the units are written as BF16 (qrun.c's sq_pl_keep_as_bf16) */
+        double f32_mat = 0;
+        for (int64_t i = 0; i < sq_st_count(ck->st); i++) {
+            const sq_tensor *t = sq_st_get(ck->st, i);
+            if (t->dtype == SQ_DT_F32 && t->ndim >= 2) f32_mat += (double)t->numel * 4;
+        }
+        for (int u = 0; u < out->n_units; u++)
+            for (int i = 0; i < out->units[u].n_lin; i++) {
+                const sq_sens_lin *li = &out->units[u].lin[i];
+                const sq_wmat *w = sq_model_linear_unit(m, li->layer, li->unit, li->which);
+                if (w->dtype == SQ_DT_F32) f32_mat -= (double)(w->rows * w->cols) * 4;
+            }
+        out->fixed_bytes -= f32_mat / 2;
+    }
 
     /* the measurement's windows and the full-precision log-probabilities */
     measure me = {.n_win = o->measure_windows > 0 ? o->measure_windows : 8, .ctx = o->measure_ctx > 0 ? o->measure_ctx : 128,
@@ -365,7 +381,8 @@ sq_status sq_sens_run(sq_model *m, const sq_sens_scheme *schemes, int n_schemes,
         for (int i = 0; i < un->n_lin && !s; i++) {
             int64_t n, k;
             if ((s = weight_f32(m, &un->lin[i], &wbuf, &n, &k, err)) || (s = hessian_of(o->stats, &un->lin[i], k, &hbuf, err))) break;
-            int dts = (int)sq_dtype_size(sq_model_linear_unit(m, un->lin[i].layer, un->lin[i].unit, un->lin[i].which)->dtype);
+            sq_dtype ldt = sq_model_linear_unit(m, un->lin[i].layer, un->lin[i].unit, un->lin[i].which)->dtype;
+            int dts = o->keep_bf16 && ldt == SQ_DT_F32 ? 2 : (int)sq_dtype_size(ldt);
             d = malloc((size_t)(n * k) * sizeof *d);
             dh = malloc((size_t)(n * k) * sizeof *dh);
             if (!d || !dh) {
@@ -382,7 +399,7 @@ sq_status sq_sens_run(sq_model *m, const sq_sens_scheme *schemes, int n_schemes,
                 }
                 out->bytes[cell] += b;
                 if (schemes[si].keep) continue;
-                sq_qparams p = qparams_of(&schemes[si], damp);
+                sq_qparams p = qparams_of(&schemes[si], damp, o->act_order);
                 sq_qmatrix qm;
                 if ((s = sq_quant_gptq(wbuf, hbuf, n, k, &p, &qm, err))) break;
                 float *q = malloc((size_t)(n * k) * sizeof *q);
@@ -582,7 +599,7 @@ sq_status sq_sens_measure_choice(sq_model *m, const sq_sens *s, const int *choic
         for (int i = 0; i < un->n_lin && !st; i++) {
             int64_t n, k;
             if ((st = weight_f32(m, &un->lin[i], &wbuf, &n, &k, err)) || (st = hessian_of(o->stats, &un->lin[i], k, &hbuf, err))) break;
-            sq_qparams p = qparams_of(sc, damp);
+            sq_qparams p = qparams_of(sc, damp, o->act_order);
             sq_qmatrix qm;
             if ((st = sq_quant_gptq(wbuf, hbuf, n, k, &p, &qm, err))) break;
             float *dq = malloc((size_t)(n * k) * sizeof *dq);

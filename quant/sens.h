@@ -4,7 +4,7 @@
  * expert) together, gate/up apart from down.
  *
  * For every unit and scheme: its bytes (as compressed-tensors pack-quantized stores it: codes packed
- * along in_features, F16 scales, packed zero points when asymmetric, the I64 [2] weight_shape; the source's dtype when kept) and
+ * along in_features, F16 scales, packed zero points when asymmetric, the I64 [2] weight_shape; when kept the source's dtype, or BF16 for an F32 source with keep_bf16) and
  * the proxy GPTQ minimises, err = sum over its linears of tr(D H D^T) with D = W - Q, Q the linear after
  * GPTQ onto that scheme with the full-precision model's Hessian H (from `spotq calib`'s statistics).
  * The proxy is in each unit's own units; one measurement per unit makes it a KLD: the unit alone
@@ -22,7 +22,7 @@
 
 typedef struct {
     char name[24];       /* "int4-g128-sym", "int8-ch-sym", "keep" */
-    bool keep;           /* full precision, in the source's dtype */
+    bool keep;           /* full precision: the source's dtype, or BF16 (sq_sens_opts.keep_bf16) */
     int bits;            /* 4 or 8 */
     int group_size;      /* -1: per channel */
     bool sym;
@@ -77,6 +77,9 @@ typedef struct {
     int measure_windows, measure_ctx; /* 0: 8 windows of 128 tokens */
     double damp;                  /* GPTQ's damping (0: 0.01) */
     bool validate;                /* measure a second scheme of each unit */
+    bool act_order;               /* GPTQ in descending diag(H) with static groups (--act-order), as the pipeline writes it */
+    bool keep_bf16;               /* --keep-dtype bf16: F32 matrices written unquantised (keep, and every matrix outside
+                                   * the units: embeddings, lm_head) count 2 bytes a weight */
     void (*progress)(void *user, int done, int total);
     void *progress_user;
 } sq_sens_opts;

@@ -203,9 +203,12 @@ def transformers_check(spotq):
              (None, ["--method", "int8+gptq", "--format", "compressed-tensors"] + calib, 2e-3),
              # issue 18's budget: a config group per scheme (int4 g32/g64, int8 per channel), each module its own; the
              # symmetric candidates (transformers 5.24 sizes an asymmetric group's weight_zero_point [n, groups], where
-             # compressed-tensors packs it along n: a size mismatch on load)
+             # compressed-tensors packs it along n: a size mismatch on load); the tied embedding in BF16 (the budget's
+             # --keep-dtype), and GPTQ with --act-order (actorder "static" in each group)
              (None, ["--max-kld", "0.005", "--schemes", "int4-g32-sym,int4-g64-sym,int8-ch-sym,keep", "--format", "compressed-tensors", "--calib", os.path.join(ROOT, "data/tinystories/calib.txt"),
-                     "--nsamples", "16", "--seqlen", "512"], 1e-5)]
+                     "--nsamples", "16", "--seqlen", "512"], 1e-5),
+             (None, ["--target-bits", "9", "--schemes", "int4-g32-sym,int4-g64-sym,int8-ch-sym,keep", "--act-order", "--format", "compressed-tensors",
+                     "--calib", os.path.join(ROOT, "data/tinystories/calib.txt"), "--nsamples", "16", "--seqlen", "512"], 1e-5)]
     bad = 0
     with tempfile.TemporaryDirectory() as tmp:
         for i, (fixture, args, tol) in enumerate(cases):

@@ -39,9 +39,7 @@ sq_status sq_cpu_hess_add(sq_hess *hs, const float *x, int64_t t, sq_err *err) {
 
 sq_status sq_cpu_hess_finish(sq_hess *hs, sq_err *err) {
     (void)err;
-    int64_t k = hs->k;
-    for (int64_t i = 0; i < k; i++)
-        for (int64_t j = 0; j < i; j++) hs->h[i * k + j] = hs->h[j * k + i];
+    sq_mirror_upper(hs->h, hs->k);
     return SQ_OK;
 }
 

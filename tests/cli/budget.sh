@@ -37,6 +37,9 @@ usage "must be positive" --max-kld -0.5 $C
 usage "--ignore" --target-bits 12 --ignore '*.down_proj' $C
 usage "drop --grid minmax" --target-bits 12 --grid minmax $C
 usage "below the" --target-bits 4 $C
+usage "use source or bf16" --target-bits 12 --keep-dtype f8 $C
+usage "keeps every linear" --target-bits 20 $C
+usage "goes with --act-order" --target-bits 12 --static-groups $C
 
 # --target-bits: within the target, at most one solver grid step (and the candidates' granularity) below
 C16="--calib data/tinystories/calib.txt --nsamples 16 --seqlen 512"
@@ -50,6 +53,15 @@ $SPOTQ check $T/tb >$T/tb.check 2>&1 || fail "spotq check: $(tail -3 $T/tb.check
 [ "$(grep -c '"unit":' $T/tb/spotq.json)" -eq 20 ] || fail "want 20 units in spotq.json's budget"
 grep -q '"log_log_r":' $T/tb/spotq.json || fail "no proxy validation"
 grep -q '"quant_method":	"compressed-tensors"' $T/tb/config.json || fail "not compressed-tensors: $(head -c 400 $T/tb/config.json)"
+# the budget writes the F32 source's unquantised matrices (the tied embedding) as BF16, and counts them so (above)
+head -c 8192 $T/tb/model.safetensors | grep -aq '"model.embed_tokens.weight":{"dtype":"BF16"' || fail "embeddings not BF16 under a budget"
+grep -q '"unquantized_matrices_dtype":	"BF16"' $T/tb/spotq.json || fail "spotq.json does not say the kept matrices' dtype"
+# --keep-dtype source: F32 as the source, still within the target and as predicted; --act-order: measured and written with it
+$SPOTQ quantize $M -o $T/ts $C --target-bits 11.3 --keep-dtype source --act-order 2>$T/ts.log || fail "--keep-dtype source: $(cat $T/ts.log)"
+head -c 8192 $T/ts/model.safetensors | grep -aq '"model.embed_tokens.weight":{"dtype":"F32"' || fail "--keep-dtype source: embeddings not F32"
+bpw=$(jnum $T/ts/spotq.json bits_per_weight) && pred=$(jnum $T/ts/spotq.json predicted_bits_per_weight) || fail "no bits_per_weight"
+bound "--keep-dtype source --target-bits 11.3" 'b <= 11.3 && p - b < 0.01 && b - p < 0.01' p=$pred b=$bpw
+grep -q '"actorder":	"static"' $T/ts/config.json || fail "--act-order not in the config groups"
 
 # --max-kld: met on the held-out windows, as spotq.json and eval say
 $SPOTQ quantize $M -o $T/mk $C16 --max-kld 0.005 2>$T/mk.log || fail "--max-kld 0.005: $(cat $T/mk.log)"

@@ -652,11 +652,42 @@ static void test_wkinds(void) {
     free(codes);
 }
 
+/* base.c's triangles (the calibration tree's packed Hessians): the tiled mirror gives every lower element
+ * its upper twin, the packing holds the upper triangle row by row, and unpacking puts it back with its
+ * mirror; sizes around the 64-wide tiles. */
+static void test_triangles(void) {
+    const int64_t ks[] = {1, 2, 3, 63, 64, 65, 129, 200};
+    for (size_t n = 0; n < sizeof ks / sizeof ks[0]; n++) {
+        int64_t k = ks[n], bad = 0;
+        float *a = malloc((size_t)(k * k) * sizeof *a), *b = malloc((size_t)(k * k) * sizeof *b);
+        for (int64_t i = 0; i < k * k; i++) a[i] = (float)(i % 9973) * 0.5f - 7.0f;
+        memcpy(b, a, (size_t)(k * k) * sizeof *b);
+        sq_mirror_upper(b, k);
+        for (int64_t i = 0; i < k; i++)
+            for (int64_t j = 0; j < k; j++) bad += b[i * k + j] != (j >= i ? a[i * k + j] : a[j * k + i]);
+        CHECK(bad == 0, "mirror k %lld: %lld elements wrong", (long long)k, (long long)bad);
+        memcpy(b, a, (size_t)(k * k) * sizeof *b);
+        sq_pack_upper(b, k);
+        bad = 0;
+        for (int64_t i = 0, at = 0; i < k; i++)
+            for (int64_t j = i; j < k; j++) bad += b[at++] != a[i * k + j];
+        CHECK(bad == 0, "pack k %lld: %lld elements wrong", (long long)k, (long long)bad);
+        sq_unpack_upper(b, k);
+        bad = 0;
+        for (int64_t i = 0; i < k; i++)
+            for (int64_t j = 0; j < k; j++) bad += b[i * k + j] != (j >= i ? a[i * k + j] : a[j * k + i]);
+        CHECK(bad == 0, "unpack k %lld: %lld elements wrong", (long long)k, (long long)bad);
+        free(a);
+        free(b);
+    }
+}
+
 int main(void) {
     sq_err err = {0};
     cpu = sq_backend_cpu();
     ref = sq_backend_cpu_ref();
     test_qmath();
+    test_triangles();
     test_plan();
     test_wkinds();
     backends[nbackends++] = (backend){cpu, "cpu", true};
