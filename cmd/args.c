@@ -138,6 +138,8 @@ sq_status sq_cmd_open_draft(const char *path, sq_exec *ex, const sq_model *targe
     if (!s && sq_model_config(*dm)->vocab != sq_model_config(target)->vocab)
         s = sq_fail(err, SQ_ERR_FORMAT, "%s: the draft's vocabulary of %d is not the model's %d", path, sq_model_config(*dm)->vocab,
                     sq_model_config(target)->vocab);
+    bool head8 = false; /* a draft whose F32 head outweighs its layers runs the head in 8 bits */
+    if (!s) s = sq_model_draft_head(*dm, &head8, err);
     if (!s) s = sq_state_new(ds, *dm, room, 0, err);
     return s;
 }

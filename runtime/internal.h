@@ -75,5 +75,8 @@ void sq_rt_free_fp8(sq_model *m);
 /* A quantised matrix in the kernels' layout (what names it in errors); freed by sq_rt_qweight_free. */
 sq_status sq_rt_qweight_new(const sq_qmatrix *qm, const char *what, sq_qweight **out /* OUT */, sq_err *err);
 void sq_rt_qweight_free(sq_qweight *q); /* NULL is fine */
+/* lm_head (F32/F16/BF16, columns a multiple of 4) replaced by an 8-bit copy the model owns: per-row RTN,
+ * s = max|w| / 127, codes + 128, zero 128 (sq_model_draft_head's rule decides when; runtime.h). */
+sq_status sq_rt_head_int8(sq_model *m, sq_err *err);
 
 #endif

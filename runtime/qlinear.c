@@ -180,3 +180,54 @@ sq_status sq_rt_load_qlinear(sq_model *m, const char *weight_name, int64_t rows,
     sq_qlinear_free(&l);
     return s;
 }
+
+/* lm_head in 8 bits (internal.h). Per output row: s = max|w| / 127 (1 for an all-zero row), codes
+ * round(w / s) + 128 (1 .. 255), zero 128, one group a row: the kernels' INT8 layout, run by the
+ * integer GEMV. */
+sq_status sq_rt_head_int8(sq_model *m, sq_err *err) {
+    sq_wmat *h = &m->lm_head;
+    int64_t N = h->rows, K = h->cols, es = sq_dtype_size(h->dtype);
+    if (h->q || h->f8 || h->f4 || (h->dtype != SQ_DT_F32 && h->dtype != SQ_DT_F16 && h->dtype != SQ_DT_BF16) || K % 4)
+        return sq_fail(err, SQ_ERR_UNSUPPORTED, "%s: lm_head (%s, %lld columns) cannot be run in 8 bits", m->ck->weights_path,
+                       sq_dtype_name(h->dtype), (long long)K);
+    sq_qweight **list = realloc(m->qweights, (size_t)(m->n_qweights + 1) * sizeof *list);
+    if (!list) return sq_fail(err, SQ_ERR_NOMEM, "out of memory quantising lm_head");
+    m->qweights = list;
+    sq_qweight *q = sq_calloc(1, sizeof *q, err);
+    uint32_t *codes = q ? sq_malloc((size_t)(N * K), err) : NULL;
+    float *scale = codes ? sq_malloc((size_t)N * sizeof *scale, err) : NULL, *zero = scale ? sq_malloc((size_t)N * sizeof *zero, err) : NULL;
+    float *row = zero ? sq_malloc((size_t)K * sizeof *row, err) : NULL;
+    if (!row) {
+        free(q); free(codes); free(scale); free(zero);
+        return SQ_ERR_NOMEM;
+    }
+    for (int64_t r = 0; r < N; r++) {
+        sq_dtype_to_f32(h->dtype, (const char *)h->data + r * K * es, row, (size_t)K);
+        float amax = 0;
+        for (int64_t j = 0; j < K; j++) amax = fmaxf(amax, fabsf(row[j]));
+        float s = amax > 0 ? amax / 127.0f : 1.0f;
+        uint8_t *c = (uint8_t *)(codes + r * (K / 4)); /* code j is byte j of the row (code_at's order on little-endian) */
+        for (int64_t j = 0; j < K; j++) c[j] = (uint8_t)(128 + (int)fminf(127.0f, fmaxf(-127.0f, nearbyintf(row[j] / s))));
+        scale[r] = s;
+        zero[r] = 128.0f;
+    }
+    free(row);
+    *q = (sq_qweight){.bits = 8, .group_size = (int)K, .n_groups = 1, .codes = codes, .scale = scale, .zero = zero};
+    m->qweights[m->n_qweights++] = q;
+    *h = (sq_wmat){.dtype = SQ_DT_F32, .rows = N, .cols = K, .data = NULL, .q = q};
+    return SQ_OK;
+}
+
+/* runtime.h: the head in 8 bits when it is more bytes than the rest of the checkpoint. */
+sq_status sq_model_draft_head(sq_model *m, bool *changed, sq_err *err) {
+    *changed = false;
+    const sq_wmat *h = &m->lm_head;
+    if (h->q || h->f8 || h->f4 || (h->dtype != SQ_DT_F32 && h->dtype != SQ_DT_F16 && h->dtype != SQ_DT_BF16) || h->cols % 4) return SQ_OK;
+    int64_t head_bytes = h->rows * h->cols * (int64_t)sq_dtype_size(h->dtype), params, bytes;
+    char scheme[128];
+    sq_ckpt_describe(m->ck, scheme, sizeof scheme, &params, &bytes);
+    if (head_bytes <= bytes - head_bytes) return SQ_OK; /* a tied head is the embedding, counted once in the checkpoint's bytes */
+    sq_status s = sq_rt_head_int8(m, err);
+    *changed = s == SQ_OK;
+    return s;
+}

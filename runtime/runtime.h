@@ -35,6 +35,12 @@ sq_status sq_model_open(sq_model **out /* OUT */, const char *path, sq_exec *ex,
 void sq_model_close(sq_model *m);
 const sq_config *sq_model_config(const sq_model *m);
 const sq_ckpt *sq_model_ckpt(const sq_model *m);
+/* For a model opened as a speculative draft: when its lm_head (F32/F16/BF16) is more bytes than all the
+ * rest of its checkpoint (an INT4 copy of a small-hidden, large-vocabulary model: SmolLM's 49152 x 576
+ * F32 head is 113 MB beside 66 MB of INT4 layers), the head is run in 8 bits instead (per-row RTN,
+ * the integer GEMV), which a draft's proposals barely notice and its step time does; *changed says
+ * whether it was. The target's numbers are never touched (the target checks every drafted token). */
+sq_status sq_model_draft_head(sq_model *m, bool *changed /* OUT */, sq_err *err);
 
 /* ---------------------------------------------------------------- running a sequence */
 

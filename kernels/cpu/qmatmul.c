@@ -282,11 +282,9 @@ SQ_AVX2 static void qint_zero_bias(const qint_job *j, int64_t lo, int64_t hi) {
             for (; r < hi; r++) BLOCK(j, r, 1, t, 3);                                                                   \
             break;                                                                                                      \
         case 2:                                                                                                         \
-            for (; r + 2 <= hi; r += 2) BLOCK(j, r, 2, t, 2);                                                           \
             for (; r < hi; r++) BLOCK(j, r, 1, t, 2);                                                                   \
             break;                                                                                                      \
         case 1:                                                                                                         \
-            for (; r + 4 <= hi; r += 4) BLOCK(j, r, 4, t, 1);                                                           \
             for (; r < hi; r++) BLOCK(j, r, 1, t, 1);                                                                   \
             break;                                                                                                      \
         default: break;                                                                                                 \

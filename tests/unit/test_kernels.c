@@ -59,6 +59,18 @@ static void test_matmul(sq_kctx *c) {
                     CHECK(diff <= tol, "matmul %s %lldx%lld n=%d bias=%d threads=%d: %.3g > %.3g", sq_dtype_name(dts[d]), (long long)rows,
                           (long long)cols, n, b, c->threads, diff, tol);
                 }
+                /* the GEMV (n <= 8): each token's y the same bits as that token alone (a verify step
+                 * gives the decode step's numbers), and as sq_cpu_dot_row */
+                if (n <= 8) {
+                    bool same = true;
+                    for (int t = 0; t < n; t++) {
+                        CHECK_OK(sq_cpu_matmul(c, &w, bias, x + (int64_t)t * cols, yr, 1, &err), &err); /* y has the bias (b = 1) */
+                        same &= memcmp(yr, y + (int64_t)t * rows, (size_t)rows * sizeof *yr) == 0;
+                        for (int64_t r = 0; r < rows; r++) same &= sq_cpu_dot_row(&w, r, x + (int64_t)t * cols) + bias[r] == yr[r];
+                    }
+                    CHECK(same, "matmul %s %lldx%lld n=%d threads=%d: a token's y depends on the tokens beside it", sq_dtype_name(dts[d]),
+                          (long long)rows, (long long)cols, n, c->threads);
+                }
                 free(x);
                 free(y);
                 free(yr);

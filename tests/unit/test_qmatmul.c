@@ -105,6 +105,59 @@ static void check_kernels(sq_kctx *fast, sq_kctx *one, sq_kctx *ref, const sq_wm
     }
 }
 
+
+/* sq_rt_head_int8 on stories260K's F32 head: every weight within half a step (max|w| / 254) of the
+ * original, the largest of each row exact in magnitude (code 128 +- 127), the integer GEMV's logits
+ * near the F32 ones; sq_model_draft_head leaves a head alone that is no more bytes than the rest. */
+static void test_head_int8(void) {
+    sq_err err = {0};
+    sq_exec *ex = NULL;
+    sq_model *m = NULL;
+    CHECK_OK(sq_exec_new(&ex, "cpu", 1, &err), &err);
+    CHECK_OK(sq_model_open(&m, "models/stories260K", ex, &err), &err);
+    if (!m) return;
+    bool changed = true;
+    CHECK_OK(sq_model_draft_head(m, &changed, &err), &err);
+    CHECK(!changed && !m->lm_head.q, "stories260K's head (smaller than its layers) was changed");
+    sq_wmat f = m->lm_head;
+    CHECK(f.dtype == SQ_DT_F32 && !f.q, "stories260K's head is F32");
+    int64_t V = f.rows, H = f.cols;
+    float *orig = malloc((size_t)(V * H) * sizeof *orig), *row = malloc((size_t)H * sizeof *row), *x = malloc((size_t)H * sizeof *x);
+    float *y8 = malloc((size_t)V * sizeof *y8), *y32 = malloc((size_t)V * sizeof *y32);
+    memcpy(orig, f.data, (size_t)(V * H) * sizeof *orig);
+    for (int64_t j = 0; j < H; j++) x[j] = sinf((float)j * 0.7f);
+    sq_kctx *c = NULL;
+    CHECK_OK(sq_cpu_ctx_new(&c, 1, &err), &err);
+    CHECK_OK(sq_cpu_matmul(c, &f, NULL, x, y32, 1, &err), &err);
+    CHECK_OK(sq_rt_head_int8(m, &err), &err);
+    CHECK(m->lm_head.q && m->lm_head.q->bits == 8 && m->lm_head.q->n_groups == 1, "head in 8 bits, one group a row");
+    double worst = 0, ylim = 0, ydiff = 0;
+    int exact = 0;
+    for (int64_t r = 0; r < V && m->lm_head.q; r++) {
+        sq_cpu_qrow_to_f32(&m->lm_head, r, row);
+        float amax = 0;
+        for (int64_t j = 0; j < H; j++) amax = fmaxf(amax, fabsf(orig[r * H + j]));
+        for (int64_t j = 0; j < H; j++) {
+            worst = fmax(worst, fabs((double)row[j] - orig[r * H + j]) / (amax / 254.0 + 1e-30));
+            exact += fabsf(orig[r * H + j]) == amax && fabsf(fabsf(row[j]) - amax) <= 1e-6f * amax;
+        }
+        double bound = 0;
+        for (int64_t j = 0; j < H; j++) bound += (amax / 254.0 + 0.5 * 2.0 / 127.0 * fabs(orig[r * H + j])) * fabs(x[j]) + 1e-6;
+        ylim = fmax(ylim, bound);
+    }
+    CHECK(worst <= 1.0001, "8-bit head: a weight %.3g half-steps from the original", worst);
+    CHECK(exact >= V, "8-bit head: each row's largest |w| kept (%d of %lld rows)", exact, (long long)V);
+    if (m->lm_head.q) {
+        CHECK_OK(sq_cpu_matmul(c, &m->lm_head, NULL, x, y8, 1, &err), &err);
+        for (int64_t r = 0; r < V; r++) ydiff = fmax(ydiff, fabs((double)y8[r] - y32[r]));
+        CHECK(ydiff > 0 && ydiff <= ylim, "8-bit head logits %.3g from the F32 ones (bound %.3g)", ydiff, ylim);
+    }
+    sq_cpu_ctx_free(c);
+    free(orig); free(row); free(x); free(y8); free(y32);
+    sq_model_close(m);
+    sq_exec_free(ex);
+}
+
 int main(void) {
     sq_err err = {0};
     sq_st *packed = NULL, *peer = NULL;
@@ -115,6 +168,7 @@ int main(void) {
     CHECK_OK(sq_cpu_ctx_new(&fast, 2, &err), &err);
     CHECK_OK(sq_cpu_ctx_new(&one, 1, &err), &err);
     CHECK_OK(sq_cpu_ctx_new_ref(&ref, 1, &err), &err);
+    test_head_int8();
     uint16_t *mine = malloc((size_t)(N * K) * 2);
     for (size_t c = 0; c < sizeof configs / sizeof *configs; c++) {
         const char *nm = configs[c].name;
