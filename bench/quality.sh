@@ -3,7 +3,7 @@
 # tests/fixtures/moe/qwen2_moe, mixtral and qwen3_moe): each integer method at 4 bits, group 32; RTN and GPTQ on
 # both grids (--grid minmax and mse) at g32 and g64, sym and asym (the spotq rows of issue 17's table);
 # and every FP8 variant (per tensor or channel x activations none, static, dynamic; per 128x128 block with
-# dynamic per-group activations; rounded or through GPTQ); INT8 W8A8 (int8, int8+gptq). Calibrated on CALIB (data/tinystories/calib.txt, NSAMPLES x 512 tokens, 128), evaluated on
+# dynamic per-group activations; rounded or through GPTQ); INT8 W8A8 (int8, int8+gptq, each with and without --smoothquant 0.5 and 0.8). Calibrated on CALIB (data/tinystories/calib.txt, NSAMPLES x 512 tokens, 128), evaluated on
 # DATA (data/tinystories/eval.txt, ctx CTX=512, PROTOCOL=gptq) against the full-precision model.
 # Prints a markdown table (perplexity, ratio, KL divergence, top-1 agreement, bits per quantised weight,
 # quantisation time). ROWS=grid prints only the grid rows; ROWS=new only issue 14's schemes (FP8 128x128 block,
@@ -45,6 +45,8 @@ done
 # FP4: NVFP4 W4A16 and W4A4 (activations FP4 per group of 16 at run time), MXFP4 W4A16; RTN and GPTQ on the FP4 grid
 [ "$ROWS" = grid ] || set -- "$@" nvfp4 nvfp4+gptq "nvfp4 --act dynamic" "nvfp4+gptq --act dynamic" mxfp4 mxfp4+gptq
 [ "$ROWS" = grid ] || set -- "$@" int8 int8+gptq # INT8 W8A8: per-channel weights, activations INT8 dynamic per token
+# ...with SmoothQuant folded into the norms first, at the default strength and at 0.8
+[ "$ROWS" = grid ] || set -- "$@" "int8 --smoothquant 0.5" "int8+gptq --smoothquant 0.5" "int8 --smoothquant 0.8" "int8+gptq --smoothquant 0.8"
 if [ "$ROWS" = new ]; then
     for m in "$@"; do
         shift

@@ -264,6 +264,51 @@ sq_status sq_calib_forward(sq_calib *cal, int l, sq_tap_fn fn, void *user, sq_er
     return cal->x ? run_layer(cal, l, true, fn, user, err) : SQ_OK;
 }
 
+/* The per-channel max |x| of sq_calib_channel_absmax: the two sites' vectors, the layer's FFN units. */
+typedef struct {
+    float *v[2];
+    int units;
+    bool moe, bad;
+} chan_tap;
+
+static bool tap_channels(void *user, sq_site site, int unit, const float *x, int n, int dim) {
+    chan_tap *t = user;
+    int i = site == SQ_SITE_QKV ? 0 : site == SQ_SITE_GATEUP ? 1 : -1;
+    if (i < 0 || (i == 0 && unit != 0) || (i == 1 && t->moe && unit != t->units)) return false; /* an expert's rows: rows of the whole input */
+    float *v = t->v[i];
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t j = 0; j < dim; j++) {
+            float a = fabsf(x[r * dim + j]);
+            if (!isfinite(a)) t->bad = true;
+            else if (a > v[j]) v[j] = a;
+        }
+    return i == 1; /* nothing after the FFN's input is needed */
+}
+
+sq_status sq_calib_channel_absmax(sq_calib *r, int l, float *qkv, float *gateup, sq_err *err) {
+    int64_t T = r->o.seqlen, H = r->c->hidden;
+    memset(qkv, 0, (size_t)H * sizeof *qkv);
+    memset(gateup, 0, (size_t)H * sizeof *gateup);
+    if (!r->x) return SQ_OK;
+    chan_tap t = {{qkv, gateup}, sq_model_ffn_units(r->m, l), sq_config_moe_layer(r->c, l), false};
+    double t0 = now(), w0 = sq_par_wait_seconds();
+    sq_status s = SQ_OK;
+    for (int w = sq_par_rank(); w < r->o.nsamples && !s; w += sq_par_size()) {
+        memcpy(r->tmp, r->x + w * T * H, (size_t)(T * H) * sizeof *r->tmp);
+        s = sq_layer_forward(r->st, l, r->tmp, (int)T, tap_channels, &t, err);
+    }
+    if (sq_par_size() > 1) { /* every rank reaches the reduction: a failure travels as an Inf */
+        if (s || t.bad) qkv[0] = INFINITY;
+        sq_par_max_f32(qkv, H);
+        sq_par_max_f32(gateup, H);
+        if (!s && isinf(qkv[0])) t.bad = true;
+    }
+    r->t_forward += now() - t0 - (sq_par_wait_seconds() - w0);
+    if (s) return s;
+    if (t.bad) return sq_fail(err, SQ_ERR_NUMERIC, "%s: layer %d: a NaN or Inf in the calibration activations", r->o.model, l);
+    return SQ_OK;
+}
+
 void sq_calib_free_hessians(sq_calib *r) {
     for (int u = r->u0; u < r->u1; u++) sq_hessian_free(&r->hs[u]);
 }

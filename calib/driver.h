@@ -101,6 +101,12 @@ bool sq_calib_route_rare_experts(sq_calib *cal, int l);
  * then holds all the outputs; with one, every rank runs every window (its tap sees them all). */
 sq_status sq_calib_forward(sq_calib *cal, int l, sq_tap_fn tap, void *user, sq_err *err);
 
+/* Per input channel max |x| at the q/k/v (SQ_SITE_QKV) and gate/up (SQ_SITE_GATEUP; a mixture's whole
+ * input) sites of layer l over every calibration window, the block as the model holds it now; the
+ * windows are left as they are. MPI: window w on rank w mod N, then the max over ranks (exact), so
+ * every rank holds the same figures. A NaN or Inf input is an error. No text: all zero. */
+sq_status sq_calib_channel_absmax(sq_calib *cal, int l, float *qkv /* OUT (hidden) */, float *gateup /* OUT (hidden) */, sq_err *err);
+
 /* `spotq calib`: opens model, calibrates every block of the full-precision model (every site of every
  * unit) and writes the statistics to out (force: replacing it). progress (may be NULL) after each block. */
 typedef void (*sq_calib_progress_fn)(void *user, const char *what, int done, int total, double seconds);

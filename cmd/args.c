@@ -15,7 +15,7 @@ void sq_args_print_help(FILE *f, const char *cmd, const char *usage, const sq_op
     if (!opts || !opts[0].name) return;
     fprintf(f, "\noptions:\n");
     for (const sq_opt *o = opts; o->name; o++) {
-        const char *arg = o->type == 's' || o->type == 'l' ? " ARG" : o->type == 'i' ? " N" : o->type == 'd' ? " X" : "";
+        const char *arg = o->type == 's' || o->type == 'l' ? " ARG" : o->type == 'i' ? " N" : o->type == 'd' ? " X" : o->type == 'o' ? " [X]" : "";
         char left[64];
         snprintf(left, sizeof left, "%s%s", o->name, arg);
         fprintf(f, "  %-22s %s\n", left, o->help);
@@ -83,6 +83,18 @@ int sq_args_parse(const char *cmd, const char *usage, int argc, char **argv, con
         if (o->type == 'f' || o->type == 'n') {
             if (eq) return usage_error(cmd, "%s takes no value%s", o->name, "");
             *(bool *)o->dest = o->type == 'f';
+            continue;
+        }
+        if (o->type == 'o') { /* the number is optional: the next argument only when it reads whole as one */
+            sq_optnum *on = o->dest;
+            const char *v = eq ? eq + 1 : i + 1 < argc ? argv[i + 1] : NULL;
+            char *end = NULL;
+            errno = 0;
+            double x = v ? strtod(v, &end) : 0;
+            bool num = v && end != v && !*end && !errno;
+            if (eq && !num) return usage_error(cmd, "%s expects a number, got '%s'", o->name, v);
+            on->given = true, on->has_value = num;
+            if (num) on->v = x, i += !eq;
             continue;
         }
         const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);

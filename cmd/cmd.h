@@ -9,16 +9,23 @@
 enum { SQ_EXIT_OK = 0, SQ_EXIT_FAIL = 1, SQ_EXIT_USAGE = 2, SQ_EXIT_GATE = 3 };
 
 /* One option of a command. type: 'f' flag (bool), 's' string, 'i' int, 'd' double, 'l' a repeatable
- * string collected into an sq_optlist, 'n' a flag that sets a bool to false. */
+ * string collected into an sq_optlist, 'n' a flag that sets a bool to false, 'o' a flag with an optional
+ * number (sq_optnum: `--opt`, `--opt X` where X reads whole as a number, or `--opt=X`). */
 typedef struct {
     const char *v[64];
     int n;
 } sq_optlist;
 
 typedef struct {
+    bool given;         /* the option was given... */
+    bool has_value;     /* ...with this value (else the library's default applies) */
+    double v;
+} sq_optnum;
+
+typedef struct {
     const char *name;   /* "--json" */
     char type;
-    void *dest;         /* bool *, const char **, int *, double * */
+    void *dest;         /* bool *, const char **, int *, double *, sq_optnum * */
     const char *help;   /* one line; the default is stated here */
 } sq_opt;
 

@@ -1,4 +1,5 @@
 /* cmd_quantize.c: `spotq quantize MODEL -o OUT --method ...`: calibrate, quantise, write OUT. */
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +23,8 @@ static const char *USAGE =
     "or compressed-tensors float-quantized (weight-only or per-channel too); --method fp8+gptq chooses the same\n"
     "E4M3 codes with GPTQ's error compensation (--act-order and --damp apply).\n"
     "--method int8 writes INT8 W8A8 (compressed-tensors int-quantized: per-channel symmetric INT8 weights,\n"
-    "activations INT8 dynamic per token, as vLLM's CUTLASS scaled_mm runs them); int8+gptq chooses the codes with GPTQ.\n"
+    "activations INT8 dynamic per token, as vLLM's CUTLASS scaled_mm runs them); int8+gptq chooses the codes with GPTQ;\n"
+    "--smoothquant [ALPHA] first moves activation outliers into their weights (SmoothQuant, folded into the norms).\n"
     "--target-bits B (bits per weight of the whole checkpoint, every tensor counted) or --max-kld K (mean KLD on\n"
     "the calibration text's held-out windows) chooses one scheme per layer (q/k/v, o, gate/up, down; all experts\n"
     "of a layer together) from --schemes by GPTQ's Hessian-weighted error and one measured KLD per layer, and\n"
@@ -58,6 +60,7 @@ int cmd_quantize(int argc, char **argv) {
     int budget_windows = 0, budget_ctx = 0;
     bool sym = true, asym = false, act = false, stat = false, force = false, strict = false;
     sq_optlist ignore = {0};
+    sq_optnum smooth = {0};
     const sq_opt opts[] = {
         {"-o", 's', &out, "output directory (required)"},
         {"--out", 's', &out, "same as -o"},
@@ -86,6 +89,8 @@ int cmd_quantize(int argc, char **argv) {
         {"--awq-clip", 's', &clip, "AWQ: on (default; the clipping search, never on q and k) or off"},
         {"--fp8-scheme", 's', &fp8_scheme, "FP8: weight scales per tensor (default), per channel (compressed-tensors only) or per 128x128 block (activations dynamic per token and group of 128)"},
         {"--act", 's', &act_mode, "FP8: activations none (weight-only, default), static (scales from calibration) or dynamic (per token; the default and only choice for --fp8-scheme block)"},
+        {"--smoothquant", 'o', &smooth, "int8, int8+gptq: SmoothQuant with migration strength ALPHA in [0, 1] (default 0.5): per input "
+                                        "channel of q/k/v and gate/up, s = max|x|^ALPHA / max|W|^(1-ALPHA), the norm divided by s, the weights' columns multiplied"},
         {"--damp", 'd', &damp, "GPTQ: damping as a fraction of mean(diag H) (default 0.01)"},
         {"--nsamples", 'i', &nsamples, "calibration windows (default 128)"},
         {"--seqlen", 'i', &seqlen, "tokens per window (default 2048, or the model's maximum if smaller)"},
@@ -173,6 +178,8 @@ int cmd_quantize(int argc, char **argv) {
     o.q = (sq_qparams){.bits = bits, .group_size = group, .sym = sym && !asym, .act_order = act, .static_groups = stat,
                        .damp = damp, .block_size = 128};
     o.strict_group_size = strict;
+    o.smoothquant = smooth.given;
+    o.smooth_alpha = smooth.has_value ? smooth.v : NAN;
     o.grid_auto = !grid;
     o.act_auto = !act_mode;
     if (grid && !strcmp(grid, "mse")) o.q.grid = SQ_GRID_MSE;

@@ -37,10 +37,13 @@ static const sq_method_row rows[] = {
     {.id = SQ_METHOD_MXFP4_GPTQ, .name = "mxfp4+gptq", .needs = SQ_NEED_HESSIAN, FP4(SQ_FP4_MX), .own_grid = true,
      .report = {.fp4 = true, .gptq = true}, .init = sq_fp4_init, .fini = sq_fp4_fini, .unit_begin = sq_fp4_unit_begin, .quantize = sq_fp4_gptq_linear},
     /* INT8 W8A8 (compressed-tensors int-quantized): data-free RTN, or GPTQ on the fixed per-channel grid (CPU) */
-    {.id = SQ_METHOD_INT8, .name = "int8", .needs = SQ_NEED_HESSIAN, W8A8, .own_grid = true, .calib_optional = true,
-     .format_default = SQ_FORMAT_CT, .report = {0}, .init = sq_int8_init, .fini = sq_int8_fini, .quantize = sq_int8_linear},
-    {.id = SQ_METHOD_INT8_GPTQ, .name = "int8+gptq", .needs = SQ_NEED_HESSIAN, W8A8, .own_grid = true, .format_default = SQ_FORMAT_CT,
-     .report = {.gptq = true}, .init = sq_int8_init, .fini = sq_int8_fini, .quantize = sq_int8_gptq_linear},
+    /* INT8 W8A8 with --smoothquant: the block hooks smooth q/k/v and gate/up before the block's stages (smooth.h) */
+    {.id = SQ_METHOD_INT8, .name = "int8", .needs = SQ_NEED_HESSIAN, W8A8, .own_grid = true, .calib_optional = true, .smoothquant = true,
+     .format_default = SQ_FORMAT_CT, .report = {0}, .init = sq_int8_init, .fini = sq_int8_fini, .block_begin = sq_int8_block_begin,
+     .quantize = sq_int8_linear, .block_end = sq_int8_block_end, .writes_tensor = sq_int8_writes_tensor, .report_figures = sq_int8_report_figures},
+    {.id = SQ_METHOD_INT8_GPTQ, .name = "int8+gptq", .needs = SQ_NEED_HESSIAN, W8A8, .own_grid = true, .format_default = SQ_FORMAT_CT, .smoothquant = true,
+     .report = {.gptq = true}, .init = sq_int8_init, .fini = sq_int8_fini, .block_begin = sq_int8_block_begin, .quantize = sq_int8_gptq_linear,
+     .block_end = sq_int8_block_end, .writes_tensor = sq_int8_writes_tensor, .report_figures = sq_int8_report_figures},
 };
 
 const sq_method_row *sq_method_row_of(sq_method m) {

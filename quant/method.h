@@ -25,6 +25,7 @@ typedef struct sq_method_row {
     bool keep_at_end;            /* the linears it keeps written after the block's quantised ones, not with their stage */
     bool gpu;                    /* runs on the GPU (--device cuda): its Hessians and solve there */
     bool zero_point;             /* its grid has a zero point: asymmetric whatever --sym says */
+    bool smoothquant;            /* takes --smoothquant: its block hooks smooth q/k/v and gate/up first (smooth.h) */
     bool plan_groups;            /* the default plan lowers its group size per linear to one dividing in_features (plan.h) */
     sq_format format_default;    /* the format under SQ_FORMAT_AUTO (AUTO: chosen with the model, rtn and gptq) */
     sq_report_traits report;
@@ -44,8 +45,10 @@ typedef struct sq_method_row {
     sq_status (*quantize)(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err);
     /* After the block's stages; NULL: the quantised block's outputs are the next block's inputs. */
     sq_status (*block_end)(sq_qrun *r, int l, sq_err *err);
-    /* A source tensor the method writes itself with its block (AWQ: what it folds into); NULL: none. */
-    bool (*writes_tensor)(const char *name);
+    /* A source tensor the method writes itself with its block (AWQ, SmoothQuant: what they fold into); NULL: none. */
+    bool (*writes_tensor)(const sq_qrun *r, const char *name);
+    /* The method's own figures into the report (SmoothQuant's); NULL: none. */
+    void (*report_figures)(const sq_qrun *r, sq_qreport *rep);
 } sq_method_row;
 
 const sq_method_row *sq_method_row_of(sq_method m);
@@ -60,6 +63,10 @@ sq_status sq_fp8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hess
 sq_status sq_fp8_gptq_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err);
 sq_status sq_int8_init(sq_qrun *r, sq_err *err);
 void sq_int8_fini(sq_qrun *r);
+sq_status sq_int8_block_begin(sq_qrun *r, int l, sq_err *err);
+sq_status sq_int8_block_end(sq_qrun *r, int l, sq_err *err);
+bool sq_int8_writes_tensor(const sq_qrun *r, const char *name);
+void sq_int8_report_figures(const sq_qrun *r, sq_qreport *rep);
 sq_status sq_int8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err);
 sq_status sq_int8_gptq_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err);
 /* INT8 W8A8 codes (N, K) and per-row scales of W (method_int8.c's grid); NaN or Inf is an error beginning with what. */
@@ -70,7 +77,7 @@ sq_status sq_awq_block_begin(sq_qrun *r, int l, sq_err *err);
 sq_status sq_awq_stage_hessians(sq_qrun *r, int l, int si, int u0, int u1, sq_err *err);
 sq_status sq_awq_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err);
 sq_status sq_awq_gptq_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err);
-bool sq_awq_writes_tensor(const char *name);
+bool sq_awq_writes_tensor(const sq_qrun *r, const char *name);
 sq_status sq_fp4_init(sq_qrun *r, sq_err *err);
 void sq_fp4_fini(sq_qrun *r);
 sq_status sq_fp4_unit_begin(sq_qrun *r, int l, int si, int unit, const char (*why)[128], sq_err *err);

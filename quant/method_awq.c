@@ -542,7 +542,8 @@ static bool ends_with(const char *s, const char *tail) {
 
 /* The tensors AWQ folds its scales into, which it writes with their block (not copied from the source):
  * the norms, the linears' biases, a mixture's router and shared-expert gate. */
-bool sq_awq_writes_tensor(const char *name) {
+bool sq_awq_writes_tensor(const sq_qrun *r, const char *name) {
+    (void)r;
     if (strstr(name, "layernorm.weight") || (strstr(name, "_proj.bias") && strstr(name, "model.layers."))) return true;
     return !strncmp(name, "model.layers.", 13) &&
            (ends_with(name, ".mlp.gate.weight") || ends_with(name, ".block_sparse_moe.gate.weight") || ends_with(name, ".mlp.shared_expert_gate.weight"));

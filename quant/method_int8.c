@@ -13,22 +13,47 @@
 #include "../formats/dtype.h"
 #include "../kernels/qmath.h"
 #include "method.h"
+#include "smooth.h"
 
 /* The run's INT8 linears, in use by the model: (max_units, SQ_LIN_COUNT), each scales then codes in one allocation. */
-typedef struct { void **buf; /* sq_pl_slots */ } int8_state;
+typedef struct {
+    void **buf;                  /* sq_pl_slots */
+    sq_smooth *sm;               /* --smoothquant; else NULL */
+} int8_state;
 
 sq_status sq_int8_init(sq_qrun *r, sq_err *err) {
     int8_state *s = sq_calloc(1, sizeof *s, err);
     if (!s) return SQ_ERR_NOMEM;
     r->ms = s;
     s->buf = sq_pl_slots_new(r, err);
-    return s->buf ? SQ_OK : SQ_ERR_NOMEM;
+    if (!s->buf) return SQ_ERR_NOMEM;
+    return r->o->smoothquant ? sq_smooth_new(&s->sm, r, err) : SQ_OK;
+}
+
+/* --smoothquant: block l smoothed before its stages, its norms and routers written after them. */
+sq_status sq_int8_block_begin(sq_qrun *r, int l, sq_err *err) {
+    int8_state *s = r->ms;
+    return s->sm ? sq_smooth_block(r, s->sm, l, err) : SQ_OK;
+}
+
+sq_status sq_int8_block_end(sq_qrun *r, int l, sq_err *err) {
+    int8_state *s = r->ms;
+    sq_status st = s->sm ? sq_smooth_write_block(r, s->sm, l, err) : SQ_OK;
+    return st ? st : sq_calib_forward(r->cal, l, NULL, NULL, err);
+}
+
+bool sq_int8_writes_tensor(const sq_qrun *r, const char *name) { return r->o->smoothquant && sq_smooth_writes_tensor(name); }
+
+void sq_int8_report_figures(const sq_qrun *r, sq_qreport *rep) {
+    const int8_state *s = r->ms;
+    rep->smooth = s ? s->sm : NULL;
 }
 
 void sq_int8_fini(sq_qrun *r) {
     int8_state *s = r->ms;
     if (!s) return;
     sq_pl_slots_free(r, s->buf);
+    sq_smooth_free(s->sm, r);
     free(s);
     r->ms = NULL;
 }

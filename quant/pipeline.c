@@ -46,7 +46,7 @@ typedef struct { int64_t cap_len, wbytes, dtype, n_weights_q; double packed_byte
 
 /* MPI: the solves of units u0 .. u1-1, each linear on its rank (solver_of; the unit's begin hook on
  * every rank), then each result sent in the order one process makes them: the weights the next
- * forward runs on (dequantised F32, or the E4M3 codes and scales) to every rank, the report row, and
+ * forward runs on (dequantised F32, or the E4M3 or INT8 codes and scales) to every rank, the report row, and
  * the tensors to rank 0 alone, which writes them. */
 static sq_status solve_group_par(sq_qrun *r, int l, int si, int units, int u0, int u1, const sq_lin *lin,
                                  char (*why)[SQ_LIN_COUNT][128], sq_err *err) {
@@ -80,7 +80,7 @@ static sq_status solve_group_par(sq_qrun *r, int l, int si, int units, int u0, i
                 hd[i] = (solve_head){.cap_len = r->cap_len, .dtype = wm->dtype, .n_weights_q = r->n_weights_q - nq,
                                      .packed_bytes = r->packed_bytes - pb, .t_quant = r->t_quant - tq,
                                      .wbytes = wm->dtype == SQ_DT_F32 ? nk * (int64_t)sizeof(float)
-                                             : wm->dtype == SQ_DT_F8_E4M3 ? (int64_t)sizeof(sq_fp8weight) + sq_fp8weight_nscales(wm->f8, wm->rows, wm->cols) * (int64_t)sizeof(float) + nk
+                                             : wm->dtype == SQ_DT_F8_E4M3 || wm->dtype == SQ_DT_I8 ? (int64_t)sizeof(sq_fp8weight) + sq_fp8weight_nscales(wm->f8, wm->rows, wm->cols) * (int64_t)sizeof(float) + nk
                                                                           : 0};
                 r->n_weights_q = nq, r->packed_bytes = pb, r->t_quant = tq;
                 if (!s && !(caps[i] = malloc(r->cap_len > 0 ? (size_t)r->cap_len : 1))) s = sq_fail(err, SQ_ERR_NOMEM, "out of memory");
@@ -126,10 +126,10 @@ static sq_status solve_group_par(sq_qrun *r, int l, int si, int units, int u0, i
                 if (me == root) free(wbuf);
                 else { /* the solver's weights into this rank's model, as the method put them there */
                     sq_wmat w = {.dtype = SQ_DT_F32, .rows = n, .cols = k, .data = wbuf};
-                    if (hd[i].dtype == SQ_DT_F8_E4M3) {
+                    if (hd[i].dtype == SQ_DT_F8_E4M3 || hd[i].dtype == SQ_DT_I8) { /* E4M3 or INT8 W8A8 codes after their scales */
                         sq_fp8weight *f = (sq_fp8weight *)wbuf;
                         f->scale = (const float *)(f + 1);
-                        w = (sq_wmat){.dtype = SQ_DT_F8_E4M3, .rows = n, .cols = k, .data = (const uint8_t *)(f->scale + sq_fp8weight_nscales(f, n, k)), .f8 = f};
+                        w = (sq_wmat){.dtype = (sq_dtype)hd[i].dtype, .rows = n, .cols = k, .data = (const uint8_t *)(f->scale + sq_fp8weight_nscales(f, n, k)), .f8 = f};
                     }
                     if ((s = sq_model_set_linear_unit(r->m, l, u, which, &w, err))) { free(wbuf); break; }
                     free(r->held[u * SQ_LIN_COUNT + which]);
@@ -236,7 +236,7 @@ static sq_status copy_others(sq_qrun *r, const sq_st *st, sq_err *err) {
     for (int64_t i = 0; i < sq_st_count(st) && !s; i++) {
         const sq_tensor *t = sq_st_get(st, i);
         if (linear[i]) continue;
-        if (r->meth->writes_tensor && r->meth->writes_tensor(t->name)) continue; /* e.g. what AWQ folds its scales into: written with its block */
+        if (r->meth->writes_tensor && r->meth->writes_tensor(r, t->name)) continue; /* e.g. what AWQ folds its scales into: written with its block */
         if ((s = sq_pl_check_finite(r, t->name, t->dtype, t->data, t->numel, err))) break;
         double t0 = sq_pl_now();
         if (sq_pl_keep_as_bf16(r, t->dtype, t->ndim)) {
@@ -559,6 +559,7 @@ sq_status sq_quantize_model(const sq_quantize_opts *opts, sq_err *err) {
                       .stats = o->stats_in ? &p.cal.stats : NULL, .moe_tokens = p.cal.moe_tokens, .moe_all = p.cal.moe_all,
                       .n_weights_q = r->n_weights_q, .packed_bytes = r->packed_bytes, .budget = use_budget ? &budget : NULL};
     if (r->meth->report.awq) sq_awq_fold_figures(r, &rep.fold_max, &rep.router_fold_max);
+    if (r->meth->report_figures) r->meth->report_figures(r, &rep);
     rep.out_bytes = sq_shards_bytes(r->w);
     char src_scheme[128]; /* the source's parameters and size, counted as bench counts them */
     sq_ckpt_describe(ck, src_scheme, sizeof src_scheme, &rep.src_params, &rep.src_bytes);

@@ -9,6 +9,7 @@
 
 #include "budget_run.h"
 #include "report.h"
+#include "smooth.h"
 
 /* ---------------------------------------------------------------- config.json and spotq.json */
 
@@ -217,6 +218,29 @@ sq_status sq_pl_write_report(const sq_qreport *r, sq_outdir *od, sq_err *err) {
         if (r->c->n_experts) cJSON_AddNumberToObject(j, "awq_router_fold_max_relative_change", r->router_fold_max);
         cJSON_AddBoolToObject(a, "awq_duo", o->awq_duo);
         cJSON_AddBoolToObject(a, "awq_clip", o->awq_clip);
+    }
+    if (r->smooth) { /* SmoothQuant: its strength and what it did at each site (smooth.h) */
+        const sq_smooth *sm = r->smooth;
+        cJSON_AddNumberToObject(a, "smoothquant", sm->alpha);
+        cJSON *sj = cJSON_AddObjectToObject(j, "smoothquant");
+        cJSON_AddNumberToObject(sj, "alpha", sm->alpha);
+        cJSON_AddNumberToObject(sj, "fold_max_relative_change", sm->fold_max);
+        if (r->c->n_experts) cJSON_AddNumberToObject(sj, "router_fold_max_relative_change", sm->router_fold_max);
+        static const char *site_name[2] = {"q_k_v", "gate_up"};
+        cJSON *sites = cJSON_AddArrayToObject(sj, "sites");
+        for (int i = 0; i < 2; i++) {
+            const sq_smooth_site *st = &sm->site[i];
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "site", site_name[i]);
+            cJSON_AddStringToObject(e, "norm", i ? "post_attention_layernorm" : "input_layernorm");
+            cJSON_AddNumberToObject(e, "blocks_smoothed", st->blocks);
+            cJSON_AddNumberToObject(e, "scale_min", st->blocks ? st->s_min : 0);
+            cJSON_AddNumberToObject(e, "scale_max", st->s_max);
+            cJSON_AddNumberToObject(e, "act_absmax_max", st->xmax);
+            cJSON_AddNumberToObject(e, "act_channel_spread_before", st->spread_before); /* max_j over mean_j of max|x_j|, the largest over blocks */
+            cJSON_AddNumberToObject(e, "act_channel_spread_after", st->spread_after);
+            cJSON_AddItemToArray(sites, e);
+        }
     }
     cJSON *c = cJSON_AddObjectToObject(j, "calibration");
     char hex[20];

@@ -1,10 +1,12 @@
 /* policy.c: the rules that tie quantize's options together (sq_quantize_resolve): one check of the
  * whole options struct with a one-line error naming the option, and the choices it makes said once. */
+#include <math.h>
 #include <stdio.h>
 
 #include "../base/par.h"
 #include "method.h"
 #include "sens.h"
+#include "smooth.h"
 
 /* The budget's rules (issue 18): one of --target-bits and --max-kld, GPTQ (whose error the proxy is) into
  * compressed-tensors (one config group per scheme), the candidates from --schemes, calibration text for the
@@ -49,6 +51,16 @@ sq_status sq_quantize_resolve(sq_quantize_opts *o, sq_err *err) {
     if (bs) return bs;
     const sq_method_row *m = sq_method_row_of(o->method);
     if (!m) return sq_fail(err, SQ_ERR_ARG, "--method %d: use rtn, gptq, awq, awq+gptq, fp8, fp8+gptq, nvfp4, nvfp4+gptq, mxfp4, mxfp4+gptq, int8 or int8+gptq", (int)o->method);
+    if (o->smoothquant) { /* SmoothQuant flattens the activations for a per-token INT8 grid: the W8A8 rows' block hooks */
+        if (!m->smoothquant)
+            return sq_fail(err, SQ_ERR_ARG, "--smoothquant applies to --method int8 and int8+gptq (W8A8), not %s", m->name);
+        if (isnan(o->smooth_alpha)) o->smooth_alpha = SQ_SMOOTH_DEFAULT_ALPHA;
+        if (!(o->smooth_alpha >= 0 && o->smooth_alpha <= 1))
+            return sq_fail(err, SQ_ERR_ARG, "--smoothquant %g: the migration strength ALPHA is between 0 and 1", o->smooth_alpha);
+        if (o->stats_in)
+            return sq_fail(err, SQ_ERR_ARG, "--smoothquant needs --calib FILE: a statistics file holds no per-channel max |x| of the smoothed block inputs");
+        if (!o->calib) return sq_fail(err, SQ_ERR_ARG, "--smoothquant needs --calib FILE (calibration text): its scales come from each channel's max |x|");
+    }
     if (m->scheme == SQ_SCHEME_FP4) { /* compressed-tensors nvfp4/mxfp4-pack-quantized; activations none (W4A16) or dynamic (W4A4) */
         if (o->act_auto) o->act = SQ_ACT_NONE;
         o->act_auto = false;

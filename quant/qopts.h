@@ -40,6 +40,8 @@ typedef struct {
     bool fp8_block;              /* fp8: one weight scale per 128 x 128 block, activations dynamic per token and group of 128 */
     sq_act act;                  /* fp8: activations (vLLM's fp8 format has no weight-only form: static or dynamic) */
     bool act_auto;               /* act is the library's choice: dynamic for block-wise FP8, else as given (none) */
+    bool smoothquant;            /* int8, int8+gptq: SmoothQuant's migration of activation outliers into the weights (smooth.h) */
+    double smooth_alpha;         /* its strength in [0, 1]; NaN: SQ_SMOOTH_DEFAULT_ALPHA (0.5) */
     const struct sq_backend_i *backend; /* gptq: the backend of the Hessian accumulation and the GPTQ solve (--device; NULL: the CPU) */
     int64_t max_shard_bytes;     /* tensor bytes per output shard (0: SQ_DEFAULT_SHARD_BYTES) */
     int64_t max_hessian_bytes;   /* Hessians collected in one pass, e.g. a group of experts (0: SQ_CALIB_DEFAULT_HESSIAN_BYTES) */

@@ -51,6 +51,7 @@ typedef struct {
     const uint8_t *moe_all;
     /* AWQ: the largest relative change folding made to a block's output, and to a router's logits */
     double fold_max, router_fold_max;
+    const struct sq_smooth *smooth; /* --smoothquant: its alpha and each site's figures (smooth.h); else NULL */
     /* the output */
     const sq_serve_summary *serve; /* vLLM's kernel rules applied to the output; NULL: not checked */
     int64_t n_weights_q;

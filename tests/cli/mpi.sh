@@ -1,6 +1,6 @@
 #!/bin/sh
-# mpi.sh: `mpirun -np 2` and `-np 3` give the bytes of one process: gptq, awq and fp8 on the bundled
-# model, gptq (with expert groups), fp8+gptq and awq (its searches round the ranks) on the qwen2_moe fixture, spotq calib's statistics; eval the
+# mpi.sh: `mpirun -np 2` and `-np 3` give the bytes of one process: gptq, awq, fp8 and int8+gptq with
+# SmoothQuant on the bundled model, int8 with SmoothQuant, gptq (with expert groups), fp8+gptq and awq (its searches round the ranks) on the qwen2_moe fixture, spotq calib's statistics; eval the
 # same ppl and KLD; a rank that fails or is killed mid-run ends the job non-zero with no OUT and no
 # temporary directory, its error in one line naming the rank; ranks with different arguments refuse to
 # start. Skips (saying why) where mpirun is absent or this spotq has no MPI.
@@ -47,6 +47,8 @@ same fp8-static $M --method fp8 --act static $C
 same moe-gptq-groups $Q --method gptq --group-size 32 --max-hessian-memory 20k $C
 same moe-fp8gptq $Q --method fp8+gptq --act static $C
 same moe-awq $Q --method awq --group-size 32 $C
+same int8gptq-smoothquant $M --method int8+gptq --smoothquant $C
+same moe-int8-smoothquant $Q --method int8 --smoothquant 0.8 $C
 
 # spotq calib on the MoE fixture: experts round the ranks, each Hessian sent to rank 0
 $SPOTQ calib $Q $C -o $T/m1 --threads 1 2>/dev/null || fail "calib moe failed"
@@ -89,4 +91,4 @@ ASAN_OPTIONS=$NOLEAK mpirun --allow-run-as-root --oversubscribe -np 1 "$SPOTQ" q
 [ ! -e $T/g/out ] || fail "mismatched ranks: OUT written"
 [ "$(grep -c '^spotq: error:' $T/err)" -eq 1 ] || fail "mismatched ranks: not one error line: $(cat $T/err)"
 grep -q "rank 1: its binary or arguments differ from rank 0's" $T/err || fail "mismatched ranks: $(cat $T/err)"
-echo "mpi: -np 2 and 3 the bytes of one process (6 cases, calib), eval the same numbers, faults end the job"
+echo "mpi: -np 2 and 3 the bytes of one process (8 cases, calib), eval the same numbers, faults end the job"
