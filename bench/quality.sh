@@ -1,12 +1,13 @@
 #!/bin/sh
 # quality.sh: quantisation quality on the bundled stories260K (or MODEL=DIR, e.g. the MoE fixtures
-# tests/fixtures/moe/qwen2_moe and mixtral): each integer method at 4 bits, group 32; RTN and GPTQ on
+# tests/fixtures/moe/qwen2_moe, mixtral and qwen3_moe): each integer method at 4 bits, group 32; RTN and GPTQ on
 # both grids (--grid minmax and mse) at g32 and g64, sym and asym (the spotq rows of issue 17's table);
 # and every FP8 variant (per tensor or channel x activations none, static, dynamic; per 128x128 block with
 # dynamic per-group activations; rounded or through GPTQ); INT8 W8A8 (int8, int8+gptq, each with and without --smoothquant 0.5 and 0.8). Calibrated on CALIB (data/tinystories/calib.txt, NSAMPLES x 512 tokens, 128), evaluated on
 # DATA (data/tinystories/eval.txt, ctx CTX=512, PROTOCOL=gptq) against the full-precision model.
 # Prints a markdown table (perplexity, ratio, KL divergence, top-1 agreement, bits per quantised weight,
-# quantisation time). ROWS=grid prints only the grid rows.
+# quantisation time). ROWS=grid prints only the grid rows; ROWS=new only issue 14's schemes (FP8 128x128 block,
+# NVFP4, MXFP4, INT8 W8A8: the rows whose method is fp4 or int8 or whose scheme is block), as README's table of them.
 # Usage: sh bench/quality.sh [BIN] [extra quantize args, split on spaces].
 set -e
 BIN=${1:-build/release/spotq}
@@ -46,6 +47,12 @@ done
 [ "$ROWS" = grid ] || set -- "$@" int8 int8+gptq # INT8 W8A8: per-channel weights, activations INT8 dynamic per token
 # ...with SmoothQuant folded into the norms first, at the default strength and at 0.8
 [ "$ROWS" = grid ] || set -- "$@" "int8 --smoothquant 0.5" "int8+gptq --smoothquant 0.5" "int8 --smoothquant 0.8" "int8+gptq --smoothquant 0.8"
+if [ "$ROWS" = new ]; then
+    for m in "$@"; do
+        shift
+        case "$m" in *"--fp8-scheme block"*|nvfp4*|mxfp4*|int8*) set -- "$@" "$m" ;; esac
+    done
+fi
 for m in "$@"; do
     dir="$OUT/$(echo "$m" | tr -c 'a-z0-9\n' _)"
     "$BIN" quantize $M -o "$dir" --method $m $QA --force $EXTRA 2>/dev/null
