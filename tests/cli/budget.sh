@@ -5,12 +5,8 @@
 # heldout_kld, and spotq eval on those windows' text), one scheme per fused set, the serving check passes,
 # spotq.json names the scheme of every unit; combinations that do not fit together are one-line usage errors.
 set -e
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-M=models/stories260K
-C="--calib data/tinystories/calib.txt --nsamples 8 --seqlen 128"
-. tests/cli/lib/num.sh
-fail() { echo "budget: $*"; exit 1; }
+NAME=budget
+. tests/cli/lib/quant.sh
 
 # usage errors: one line each, exit 2, nothing written
 usage() { # usage WANT ARGS...

@@ -4,15 +4,9 @@
 # down_proj kept (172 is not a multiple of 16), evaluation gates, GPTQ below RTN per matrix and overall,
 # NVFP4 W4A4 (--act dynamic) with its input_global_scale, the serving check, and the combinations refused.
 set -e
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-M=models/stories260K
-C="--calib data/tinystories/calib.txt --nsamples 8 --seqlen 128"
-. tests/cli/lib/num.sh
-fail() { echo "fp4: $*"; exit 1; }
-field() { jnum "$@" || { echo "fp4: no number \"$2\" in $1" >&2; exit 1; }; }
+NAME=fp4
+. tests/cli/lib/quant.sh
 q() { out=$1; shift; $SPOTQ quantize $M -o $T/$out "$@" 2>$T/$out.log || { cat $T/$out.log; fail "quantize $out"; }; }
-ev() { evalj $T/$1.json $T/$1 --data data/tinystories/eval.txt --ctx 256 --ref ${2:-$M}; }
 
 q nv --method nvfp4
 q nvg --method nvfp4+gptq $C

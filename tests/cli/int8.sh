@@ -5,14 +5,8 @@
 # nothing rejected), quality close to the source with GPTQ below RTN on KLD and on every linear's output
 # error, outputs that do not depend on --threads, and bad combinations refused with one line each.
 set -e
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-M=models/stories260K
-C="--calib data/tinystories/calib.txt --nsamples 8 --seqlen 128"
-. tests/cli/lib/num.sh
-fail() { echo "int8: $*"; exit 1; }
-field() { jnum "$@" || { echo "int8: no number \"$2\" in $1" >&2; exit 1; }; }
-ev() { evalj $T/$1.json $T/$1 --data data/tinystories/eval.txt --ctx 256 --ref $2; }
+NAME=int8
+. tests/cli/lib/quant.sh
 
 $SPOTQ quantize $M -o $T/r --method int8 2>$T/r.log || { cat $T/r.log; fail "int8"; }
 $SPOTQ quantize $M -o $T/r1 --method int8 --threads 1 2>/dev/null

@@ -5,14 +5,8 @@
 # (the fold left each block's output unchanged); the serving check; quality within the KLD gate and not
 # worse than INT8 without it; --smoothquant alone is alpha 0.5; bad combinations one usage line each.
 set -e
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-M=models/stories260K
-C="--calib data/tinystories/calib.txt --nsamples 8 --seqlen 128"
-. tests/cli/lib/num.sh
-fail() { echo "smooth: $*"; exit 1; }
-field() { jnum "$@" || { echo "smooth: no number \"$2\" in $1" >&2; exit 1; }; }
-ev() { evalj $T/$1.json $T/$1 --data data/tinystories/eval.txt --ctx 256 --ref $2; }
+NAME=smooth
+. tests/cli/lib/quant.sh
 # tbytes FILE NAME: the raw bytes of tensor NAME of a safetensors FILE (its header's data_offsets)
 tbytes() {
     _h=$(od -An -tu8 -N8 "$1" | tr -d ' ')
