@@ -164,18 +164,13 @@ static sq_status fp4_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_
     free(dq);
     free(codes);
     if (s) { free(blk); free(raw); return s; }
-    rep->quantized = true;
-    r->n_weights_q += n * k;
     sq_qlinear fl = {.kind = SQ_SCHEME_FP4, .n = n, .k = k, .fp4 = v, .group = (int)g, .fp4_packed = packed, .fp4_scale = raw,
                      .global_scale = gs, .input_global_scale = gs_in};
-    s = sq_pl_write_linear(r, rep->name, &fl, err);
-    free(raw);
     *f = (sq_fp4weight){.scale = eff, .group = (int)g, .act_fp4 = w4a4, .input_global_scale = gs_in};
     sq_wmat fw = {.dtype = SQ_DT_U8, .rows = n, .cols = k, .data = packed, .f4 = f};
-    if (!s) s = sq_model_set_linear_unit(r->m, l, unit, which, &fw, err);
-    if (s) { free(blk); return s; }
-    sq_pl_slots_put(st->buf, unit, which, blk);
-    return SQ_OK;
+    s = sq_pl_finish_coded(r, rep, l, unit, which, &fl, &fw, st->buf, blk, err);
+    free(raw);
+    return s;
 }
 
 sq_status sq_fp4_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err) {

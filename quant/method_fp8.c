@@ -110,20 +110,14 @@ static sq_status fp8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_
     free(w);
     free(dq);
     if (s) { free(f); return s; }
-    rep->quantized = true;
-    r->n_weights_q += n * k;
     sq_qlinear fl = {.kind = SQ_SCHEME_FP8, .n = n, .k = k, .codes = codes, .scale = scale, .per_channel = pc, .input_scale = in_scale,
                      .block_n = blk ? SQ_FP8_BLOCK : 0, .block_k = blk ? SQ_FP8_BLOCK : 0};
-    s = sq_pl_write_linear(r, rep->name, &fl, err);
     *f = (sq_fp8weight){.scale = scale, .per_channel = pc, .input_scale = in_scale,
                         .act = r->o->act == SQ_ACT_STATIC ? SQ_FP8_ACT_STATIC : r->o->act == SQ_ACT_DYNAMIC ? SQ_FP8_ACT_DYNAMIC_TOKEN : SQ_FP8_ACT_NONE,
                         .block_n = blk ? SQ_FP8_BLOCK : 0, .block_k = blk ? SQ_FP8_BLOCK : 0};
     if (blk) f->act = SQ_FP8_ACT_DYNAMIC_GROUP; /* per token and group of 128, as vLLM's block-wise linear */
     sq_wmat fw = {.dtype = SQ_DT_F8_E4M3, .rows = n, .cols = k, .data = codes, .f8 = f};
-    if (!s) s = sq_model_set_linear_unit(r->m, l, unit, which, &fw, err);
-    if (s) { free(f); return s; }
-    sq_pl_slots_put(f8s->f8buf, unit, which, f);
-    return SQ_OK;
+    return sq_pl_finish_coded(r, rep, l, unit, which, &fl, &fw, f8s->f8buf, f, err);
 }
 
 

@@ -126,16 +126,10 @@ static sq_status int8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq
     free(w);
     free(dq);
     if (s) { free(f); return s; }
-    rep->quantized = true;
-    r->n_weights_q += n * k;
     sq_qlinear ql = {.kind = SQ_SCHEME_W8A8, .n = n, .k = k, .codes = (const uint8_t *)codes, .scale = scale, .per_channel = true};
-    s = sq_pl_write_linear(r, rep->name, &ql, err);
     *f = (sq_fp8weight){.scale = scale, .per_channel = true, .act = SQ_FP8_ACT_DYNAMIC_TOKEN};
     sq_wmat iw = {.dtype = SQ_DT_I8, .rows = n, .cols = k, .data = codes, .f8 = f};
-    if (!s) s = sq_model_set_linear_unit(r->m, l, unit, which, &iw, err);
-    if (s) { free(f); return s; }
-    sq_pl_slots_put(st->buf, unit, which, f);
-    return SQ_OK;
+    return sq_pl_finish_coded(r, rep, l, unit, which, &ql, &iw, st->buf, f, err);
 }
 
 sq_status sq_int8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, sq_err *err) {

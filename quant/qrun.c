@@ -162,6 +162,17 @@ void sq_pl_slots_put(void **slots, int unit, sq_lin which, void *p) {
     slots[unit * SQ_LIN_COUNT + which] = p;
 }
 
+sq_status sq_pl_finish_coded(sq_qrun *r, sq_report_row *rep, int l, int unit, sq_lin which, const sq_qlinear *ql, const sq_wmat *w,
+                             void **slots, void *block, sq_err *err) {
+    rep->quantized = true;
+    r->n_weights_q += ql->n * ql->k;
+    sq_status s = sq_pl_write_linear(r, rep->name, ql, err);
+    if (!s) s = sq_model_set_linear_unit(r->m, l, unit, which, w, err);
+    if (s) { free(block); return s; }
+    sq_pl_slots_put(slots, unit, which, block);
+    return SQ_OK;
+}
+
 void sq_pl_slots_free(const sq_qrun *r, void **slots) {
     for (int j = 0; slots && j < r->max_units * SQ_LIN_COUNT; j++) free(slots[j]);
     free(slots);

@@ -81,6 +81,11 @@ sq_status sq_pl_use_dequantized(sq_qrun *r, int l, int unit, sq_lin which, float
  * per (unit, linear) of r->max_units x SQ_LIN_COUNT (FP8, FP4, INT8 W8A8 rows). new: NULL on no memory;
  * put: the slot takes p, freeing what it held; free: every slot, then the array (NULL is fine). */
 void **sq_pl_slots_new(const sq_qrun *r, sq_err *err);
+/* The end of a coded linear (FP8, FP4, INT8 W8A8 rows): rep counted as quantised, the tensors ql written,
+ * the weights w the next forward runs on set in the model, and block (what w's codes or scales point
+ * into) kept in slot (unit, which) of slots; on a failure block is freed. */
+sq_status sq_pl_finish_coded(sq_qrun *r, sq_report_row *rep, int l, int unit, sq_lin which, const sq_qlinear *ql, const sq_wmat *w,
+                             void **slots, void *block, sq_err *err);
 void sq_pl_slots_put(void **slots, int unit, sq_lin which, void *p);
 void sq_pl_slots_free(const sq_qrun *r, void **slots);
 /* max |w| of a weight in its source dtype, NaN and Inf skipped (the quantisers report them). */
