@@ -181,6 +181,21 @@ def fp8_model_check(spotq):
             bad += not ok
     return bad
 
+def hf_ppl(path, ids, ctx=128):
+    """transformers' perplexity of the checkpoint at path (loaded in float32) over ids in windows of ctx
+    tokens, as spotq eval --ctx ctx counts it, and the keys it found missing or unexpected."""
+    import math
+    from transformers import AutoModelForCausalLM
+    m, info = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, output_loading_info=True)
+    nll, n = 0.0, 0
+    with torch.no_grad():
+        for w in range(len(ids) // ctx):
+            x = torch.tensor([ids[w * ctx:(w + 1) * ctx]])
+            lp = torch.log_softmax(m(x).logits[0].double(), -1)
+            nll -= lp[torch.arange(ctx - 1), x[0, 1:]].sum().item()
+            n += ctx - 1
+    return math.exp(nll / n), sorted(set(info.get("missing_keys", [])) | set(info.get("unexpected_keys", [])))
+
 def transformers_check(spotq):
     """Checkpoints spotq writes, loaded by transformers itself (compressed-tensors decompressing them): the
     MoE fixtures in pack-quantized INT4 and float-quantized FP8, and the bundled model sharded. transformers'
@@ -189,7 +204,6 @@ def transformers_check(spotq):
     which transformers 5 decompresses into float16 fused expert tensors (rounding w = s (q - z), exact in spotq,
     to 11 bits: measured 1e-4 to 2e-4)."""
     import json, math, tempfile
-    from transformers import AutoModelForCausalLM
     ids = [int(x) for x in subprocess.check_output([spotq, "tokenize", os.path.join(ROOT, "models/stories260K"),
                                                     os.path.join(ROOT, "data/tinystories/eval.txt")]).split()]
     calib = ["--calib", os.path.join(ROOT, "data/tinystories/calib.txt"), "--nsamples", "8", "--seqlen", "128"]
@@ -222,16 +236,7 @@ def transformers_check(spotq):
             subprocess.check_call([spotq, "quantize", src, "-o", out] + args, stderr=subprocess.DEVNULL)
             ev = json.loads(subprocess.check_output([spotq, "eval", out, "--data", os.path.join(ROOT, "data/tinystories/eval.txt"),
                                                      "--ctx", "128", "--json"]))
-            m, info = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, output_loading_info=True)
-            nll, n = 0.0, 0
-            with torch.no_grad():
-                for w in range(len(ids) // 128):
-                    x = torch.tensor([ids[w * 128:(w + 1) * 128]])
-                    lp = torch.log_softmax(m(x).logits[0].double(), -1)
-                    nll -= lp[torch.arange(127), x[0, 1:]].sum().item()
-                    n += 127
-            ppl = math.exp(nll / n)
-            missing = sorted(set(info.get("missing_keys", [])) | set(info.get("unexpected_keys", [])))
+            ppl, missing = hf_ppl(out, ids)
             ok = abs(ppl / ev["ppl"] - 1) < tol and not missing
             sq = f" --smoothquant {args[args.index('--smoothquant') + 1]}" if "--smoothquant" in args else ""
             print(f"transformers loads {fixture or 'stories260K'} {' '.join(args[:2])}{sq} {args[args.index('--format') + 1]}: "
@@ -264,7 +269,6 @@ def fp4_transformers_check(spotq):
     import compressed_tensors.compressors.nvfp4.base as nvb
     from compressed_tensors.compressors import BaseCompressor
     from compressed_tensors.quantization import QuantizationConfig
-    from transformers import AutoModelForCausalLM
     data = os.path.join(ROOT, "data/tinystories/eval.txt")
     ids = [int(x) for x in subprocess.check_output([spotq, "tokenize", os.path.join(ROOT, "models/stories260K"), data]).split()]
     calib = ["--calib", os.path.join(ROOT, "data/tinystories/calib.txt"), "--nsamples", "8", "--seqlen", "128"]
@@ -307,16 +311,7 @@ def fp4_transformers_check(spotq):
                 if fixture and args[1].startswith("nvfp4"):
                     dense_copy(out, out + "-dense")
                     out, route = out + "-dense", "compressed-tensors decompresses it, transformers loads that"
-                m, info = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, output_loading_info=True)
-                nll, n = 0.0, 0
-                with torch.no_grad():
-                    for w in range(len(ids) // 128):
-                        x = torch.tensor([ids[w * 128:(w + 1) * 128]])
-                        lp = torch.log_softmax(m(x).logits[0].double(), -1)
-                        nll -= lp[torch.arange(127), x[0, 1:]].sum().item()
-                        n += 127
-                ppl = math.exp(nll / n)
-                missing = sorted(set(info.get("missing_keys", [])) | set(info.get("unexpected_keys", [])))
+                ppl, missing = hf_ppl(out, ids)
                 ok = abs(ppl / ev["ppl"] - 1) < tol and not missing
                 print(f"fp4 {fixture or 'stories260K'} {' '.join(args[1:4] if '--act' in args else args[1:2])} ({route}): ppl {ppl:.6f}, spotq {ev['ppl']:.6f}, "
                       f"relative {ppl / ev['ppl'] - 1:.1e}{', missing/unexpected ' + str(missing) if missing else ''}")
@@ -332,7 +327,6 @@ def groups_check(spotq):
     it with no parameter missing or unused, and its logits must be spotq's runtime's: perplexity under the
     GPTQ protocol (ctx 128, every window from position 0) equal to `spotq eval`'s to 1e-5 relative."""
     import json, math, tempfile
-    from transformers import AutoModelForCausalLM
     src = os.path.join(ROOT, "tests/fixtures/groups/llama576")
     data = os.path.join(ROOT, "data/tinystories/eval.txt")
     with tempfile.TemporaryDirectory() as tmp:
@@ -341,17 +335,7 @@ def groups_check(spotq):
         groups = json.load(open(os.path.join(out, "config.json")))["quantization_config"]["config_groups"]
         sizes = sorted(g["weights"]["group_size"] for g in groups.values())
         ev = json.loads(subprocess.check_output([spotq, "eval", out, "--data", data, "--ctx", "128", "--json"]))
-        m, info = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, output_loading_info=True)
-        all_ids = [int(x) for x in subprocess.check_output([spotq, "tokenize", src, data]).split()]
-        nll, n = 0.0, 0
-        with torch.no_grad():
-            for w in range(len(all_ids) // 128):
-                x = torch.tensor([all_ids[w * 128:(w + 1) * 128]])
-                lp = torch.log_softmax(m(x).logits[0].double(), -1)
-                nll -= lp[torch.arange(127), x[0, 1:]].sum().item()
-                n += 127
-        ppl = math.exp(nll / n)
-        missing = sorted(set(info.get("missing_keys", [])) | set(info.get("unexpected_keys", [])))
+        ppl, missing = hf_ppl(out, [int(x) for x in subprocess.check_output([spotq, "tokenize", src, data]).split()])
         ok = sizes == [64, 128] and abs(ppl / ev["ppl"] - 1) < 1e-5 and not missing
         print(f"transformers loads groups/llama576 rtn (config groups at g{sizes}): ppl {ppl:.6f}, spotq {ev['ppl']:.6f}"
               f"{', missing/unexpected ' + str(missing) if missing else ''}")
@@ -389,7 +373,7 @@ def config_loaders_check(spotq):
     these checkpoints either. For fp8 this check parses the config as vLLM's Fp8Config.from_config reads
     it (quant_method, activation_scheme, ignored_layers) and holds the tensors to it."""
     import json, math, re, shutil, tempfile
-    from transformers import AutoModelForCausalLM, AwqConfig, GPTQConfig
+    from transformers import AwqConfig, GPTQConfig
     QuantLinear = autogptq_quantlinear()
     dequantize_gemm = autoawq_dequantize_gemm()
     AutoAwqConfig = autoawq_config_class()
@@ -466,16 +450,7 @@ def config_loaders_check(spotq):
             save_file({k: v.contiguous() for k, v in dense.items()}, os.path.join(d, "model.safetensors"))
             ev = json.loads(subprocess.check_output([spotq, "eval", out, "--data", os.path.join(ROOT, "data/tinystories/eval.txt"),
                                                      "--ctx", "128", "--json"]))
-            m_, info = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, output_loading_info=True)
-            nll, n = 0.0, 0
-            with torch.no_grad():
-                for w in range(len(ids) // 128):
-                    x = torch.tensor([ids[w * 128:(w + 1) * 128]])
-                    lp = torch.log_softmax(m_(x).logits[0].double(), -1)
-                    nll -= lp[torch.arange(127), x[0, 1:]].sum().item()
-                    n += 127
-            ppl = math.exp(nll / n)
-            missing = sorted(set(info.get("missing_keys", [])) | set(info.get("unexpected_keys", [])))
+            ppl, missing = hf_ppl(d, ids)
             want_kept = json.load(open(os.path.join(out, "spotq.json")))["kept_in_full_precision"]
             ok = abs(ppl / ev["ppl"] - 1) < 1e-3 and not missing and sorted(kept) == sorted(want_kept)
             print(f"{desc} ({what}): ppl {ppl:.6f}, spotq {ev['ppl']:.6f}, {len(kept)} modules left alone"
