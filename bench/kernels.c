@@ -2,7 +2,7 @@
  * shape, 1 and 5 rows of x) in GB/s of weights next to a memcpy and a streaming-read rate, and
  * prefill (256 rows of x) in GFLOP/s next to OpenBLAS sgemm on the same shapes. Random weights;
  * each figure is the fastest of --reps runs (the machine may be shared). Prints numbers; not a test.
- * Usage: build/release/bench/kernels [--shape llama|135m] [--threads N] [--reps N] [--layers N] [--cpu-time 1]
+ * Usage: build/release/bench/kernels [--shape llama|135m] [--threads N] [--reps N] [--layers N] [--cpu-time 1] [--sgemm M,N,K]
  * (--cpu-time 1 with --threads 1: the thread's CPU time instead of wall time, for comparing kernels
  * on a machine others are using; the memory rates then still depend on them). */
 #include <cblas.h>
@@ -117,20 +117,54 @@ static void free_weight(sq_wmat *w) {
     } else free((void *)w->data);
 }
 
+/* --sgemm M,N,K: OpenBLAS's sgemm C[M,N] = A[M,K] B[N,K]^T (a linear's shape: M tokens) and ssyrk of
+ * K-wide rows over M (a Hessian update) on `threads` threads, GFLOP/s, the fastest of reps: the
+ * machine's rate that bench/quant.sh puts next to each stage of spotq quantize. */
+static int sgemm_rates(const char *spec, int threads, int reps) {
+    long m, n, k;
+    if (sscanf(spec, "%ld,%ld,%ld", &m, &n, &k) != 3 || m < 1 || n < 1 || k < 1) {
+        fprintf(stderr, "kernels: --sgemm %s: want M,N,K\n", spec);
+        return 2;
+    }
+    float *a = malloc((size_t)(m * k) * sizeof *a), *b = malloc((size_t)(n * k) * sizeof *b), *c = malloc((size_t)(m * n) * sizeof *c);
+    float *h = malloc((size_t)(k * k) * sizeof *h);
+    if (!a || !b || !c || !h) return 1;
+    for (long i = 0; i < m * k; i++) a[i] = frand();
+    for (long i = 0; i < n * k; i++) b[i] = frand();
+    memset(h, 0, (size_t)(k * k) * sizeof *h);
+    openblas_set_num_threads(threads);
+    double bg = 1e9, bs = 1e9;
+    for (int r = 0; r < reps + 1; r++) {
+        double t0 = now_s();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)k, 1.0f, a, (int)k, b, (int)k, 0.0f, c, (int)n);
+        double t1 = now_s();
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)k, (int)m, 1.0f, a, (int)k, 1.0f, h, (int)k);
+        double t2 = now_s();
+        if (r > 0 && t1 - t0 < bg) bg = t1 - t0;
+        if (r > 0 && t2 - t1 < bs) bs = t2 - t1;
+    }
+    printf("sgemm %ldx%ldx%ld threads %d: %.1f GFLOP/s\n", m, n, k, threads, 2.0 * m * n * k / bg / 1e9);
+    printf("ssyrk k %ld over %ld rows threads %d: %.1f GFLOP/s\n", k, m, threads, (double)k * (k + 1) * m / bs / 1e9);
+    free(a), free(b), free(c), free(h);
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    const char *shape_name = "135m";
+    const char *shape_name = "135m", *sgemm = NULL;
     int threads = 2, reps = 5, layers = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--shape")) shape_name = argv[i + 1];
+        else if (!strcmp(argv[i], "--sgemm")) sgemm = argv[i + 1];
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--layers")) layers = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--cpu-time")) clock_id = atoi(argv[i + 1]) ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC;
         else {
-            fprintf(stderr, "usage: %s [--shape llama|135m] [--threads N] [--reps N] [--layers N] [--cpu-time 1]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--shape llama|135m] [--threads N] [--reps N] [--layers N] [--cpu-time 1] [--sgemm M,N,K]\n", argv[0]);
             return 2;
         }
     }
+    if (sgemm) return sgemm_rates(sgemm, threads, reps);
     int64_t H, F, Q, KV, V, L;
     if (!strcmp(shape_name, "135m")) H = 576, F = 1536, Q = 576, KV = 192, V = 49152, L = 30;
     else if (!strcmp(shape_name, "llama")) H = 1024, F = 2816, Q = 1024, KV = 256, V = 512, L = 8;

@@ -40,6 +40,7 @@ static bool tap(void *user, sq_site site, int unit, const float *x, int n, int d
     double t = now();
     if (unit >= r->u0 && unit < r->u1 && !r->hess_err.code) {
         sq_hessian_add(&r->part[unit], x, n, &r->hess_err); /* this chunk's partial (run_collect) */
+        r->f_hessian += (double)dim * (dim + 1) * n;
     }
     if (r->counting) r->unit_tokens[unit] += n;
     if (r->counting && r->o.absmax) { /* max |x|: FP8 scales, and kept by spotq calib */

@@ -128,6 +128,7 @@ typedef struct {
     const float *imp;        /* mse: importance of each input column [K] (NULL: all 1); GPTQ takes diag(H) itself */
     /* FP4 (SQ_QGRID_FP4): E2M1 with fixed effective scales (N, K / group_size) in fp8_scale. */
     const float *fp8_scale;  /* FP8: (N) per channel, (ceil(N/128), ceil(K/128)) block-wise (SQ_QM_FP8_BLOCK), or (1) */
+    int threads;             /* CPU threads rtn and gptq may use (<= 1: one); the result is the same bits for every count */
 } sq_qgrid;
 
 /* Where a quantiser's codes go: integer grids fill q (allocated by the caller with
@@ -195,7 +196,7 @@ typedef struct sq_backend_i {
     /* Round to nearest of W onto g (integer: g_idx c / group_size). */
     sq_status (*rtn)(const float *w, int64_t n, int64_t k, const sq_qgrid *g, sq_qout *out, sq_err *err);
     /* ||W X^T - Q X^T||_F / ||W X^T||_F from H: sqrt(tr(D H D^T) / tr(W H W^T)), D = W - Q. */
-    sq_status (*output_error)(const float *w, const float *q, const float *h, int64_t n, int64_t k, double *out /* OUT */, sq_err *err);
+    sq_status (*output_error)(const float *w, const float *q, const float *h, int64_t n, int64_t k, int threads, double *out /* OUT */, sq_err *err);
     /* max |x| over n values; NaN or Inf gives -1 with *bad its index (else -1). */
     float (*absmax)(const float *x, int64_t n, int64_t *bad /* OUT */);
 } sq_backend_i;

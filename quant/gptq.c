@@ -8,16 +8,16 @@
 #include "quant_internal.h"
 
 
-double sq_quant_output_error(const float *w, const float *q, const float *h, int64_t n, int64_t k) {
+double sq_quant_output_error(const float *w, const float *q, const float *h, int64_t n, int64_t k, int threads) {
     double e = NAN;
-    return sq_backend_cpu()->output_error(w, q, h, n, k, &e, NULL) ? NAN : e;
+    return sq_backend_cpu()->output_error(w, q, h, n, k, threads, &e, NULL) ? NAN : e;
 }
 
 /* ---------------------------------------------------------------- RTN and GPTQ */
 
 sq_qgrid sq_quant_int_grid(const sq_qparams *p, const float *imp) {
     return (sq_qgrid){.kind = p->grid == SQ_GRID_MSE ? SQ_QGRID_INT_MSE : SQ_QGRID_INT_MINMAX, .bits = p->bits, .group_size = p->group_size,
-                      .sym = p->sym, .static_groups = p->static_groups, .norm = p->grid_norm, .imp = imp};
+                      .sym = p->sym, .static_groups = p->static_groups, .norm = p->grid_norm, .imp = imp, .threads = p->threads};
 }
 
 static sq_status need(const sq_backend_i *be, sq_op op, sq_qgrid_kind kind, sq_err *err) {

@@ -144,7 +144,7 @@ static sq_status fp4_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_
     }
     if (!s) {
         dequant(codes, eff, n, k, g, dq);
-        rep->err_rtn = rep->err = sq_pl_output_error(w, dq, hs->h, n, k);
+        rep->err_rtn = rep->err = sq_pl_output_error(w, dq, hs->h, n, k, r->o->threads);
     }
     if (!s && gptq) {
         sq_gptq_args a = {.act_order = r->o->q.act_order, .damp = r->o->q.damp, .block_size = 128};
@@ -155,7 +155,7 @@ static sq_status fp4_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_
         }
         if (!s) {
             dequant(codes, eff, n, k, g, dq);
-            rep->err = sq_pl_output_error(w, dq, hs->h, n, k);
+            rep->err = sq_pl_output_error(w, dq, hs->h, n, k, r->o->threads);
         }
     }
     r->t_quant += sq_pl_now() - t;

@@ -91,7 +91,7 @@ static sq_status fp8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_
     if (!s) {
         if (blk) sq_fp8_dequant_block(codes, scale, n, k, dq);
         else sq_fp8_dequant(codes, scale, n, k, pc, dq);
-        rep->err_rtn = rep->err = output_error(w, dq, h, n, k);
+        rep->err_rtn = rep->err = output_error(w, dq, h, n, k, r->o->threads);
     }
     if (!s && gptq) {
         s = blk ? sq_fp8_gptq_block(w, h, n, k, scale, r->o->q.act_order, r->o->q.damp, codes, &rep->damp, err)
@@ -103,7 +103,7 @@ static sq_status fp8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_
         if (!s) {
             if (blk) sq_fp8_dequant_block(codes, scale, n, k, dq);
             else sq_fp8_dequant(codes, scale, n, k, pc, dq);
-            rep->err = output_error(w, dq, h, n, k);
+            rep->err = output_error(w, dq, h, n, k, r->o->threads);
         }
     }
     r->t_quant += sq_pl_now() - t;

@@ -105,7 +105,7 @@ static sq_status int8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq
     sq_status s = sq_int8_quantize(w, n, k, codes, scale, what, err);
     if (!s) {
         dequant(codes, scale, n, k, dq);
-        rep->err_rtn = rep->err = sq_pl_output_error(w, dq, h, n, k);
+        rep->err_rtn = rep->err = sq_pl_output_error(w, dq, h, n, k, r->o->threads);
     }
     if (!s && gptq && h) {
         sq_qgrid g = {.kind = SQ_QGRID_INT8_CHANNEL, .fp8_scale = scale};
@@ -119,7 +119,7 @@ static sq_status int8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq
         }
         if (!s) {
             dequant(codes, scale, n, k, dq);
-            rep->err = sq_pl_output_error(w, dq, h, n, k);
+            rep->err = sq_pl_output_error(w, dq, h, n, k, r->o->threads);
         }
     }
     r->t_quant += sq_pl_now() - t;

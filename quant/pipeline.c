@@ -444,6 +444,9 @@ static void pipeline_free(pipeline *p) {
     sq_exec_free(p->ex);
 }
 
+/* GFLOP/s of f operations in t seconds (0 when nothing ran). */
+static double gflops(double f, double t) { return t > 0 ? f / t / 1e9 : 0; }
+
 sq_status sq_quantize_model(const sq_quantize_opts *opts, sq_err *err) {
     double t0 = sq_pl_now();
     sq_quantize_opts resolved = *opts; /* the rules applied, then the format chosen for SQ_FORMAT_AUTO */
@@ -588,6 +591,7 @@ sq_status sq_quantize_model(const sq_quantize_opts *opts, sq_err *err) {
         sq_ckpt_close(oc);
     }
     rep.t_forward = p.cal.t_forward, rep.t_hessian = p.cal.t_hessian, rep.t_quant = r->t_quant, rep.t_write = r->t_write;
+    rep.f_forward = p.cal.st ? sq_state_flops(p.cal.st) : 0, rep.f_hessian = p.cal.f_hessian, rep.f_quant = r->f_quant;
     rep.total = sq_pl_now() - t0;
     if ((s = sq_pl_write_report(&rep, p.od, err))) goto done;
     s = sq_outdir_commit(p.od, err);
@@ -600,11 +604,12 @@ sq_status sq_quantize_model(const sq_quantize_opts *opts, sq_err *err) {
         sq_human_bytes(rep.src_bytes, a, sizeof a);
         sq_human_bytes(rep.out_bytes, b, sizeof b);
         sq_log(SQ_LOG_INFO, "quantized %d of %d linear layers (%.2f bits per quantized weight): the checkpoint %.2f bits per weight, %s "
-               "(source %s, %.2f bits per weight) in %.1f s: forward %.1f, hessian %.1f, %s %.1f, write %.1f; peak RSS %.0f MiB",
+               "(source %s, %.2f bits per weight) in %.1f s: forward %.1f (%.1f GFLOP/s), hessian %.1f (%.1f), %s %.1f (%.1f), write %.1f; peak RSS %.0f MiB",
                r->nrows - nkept, r->nrows, r->n_weights_q ? 8.0 * r->packed_bytes / (double)r->n_weights_q : 0.0,
                rep.src_params ? 8.0 * (double)rep.out_bytes / (double)rep.src_params : 0.0, b, a,
                rep.src_params ? 8.0 * (double)rep.src_bytes / (double)rep.src_params : 0.0, sq_pl_now() - t0, p.cal.t_forward,
-               p.cal.t_hessian, r->meth->name, r->t_quant, r->t_write, (double)ru.ru_maxrss / 1024.0);
+               gflops(rep.f_forward, p.cal.t_forward), p.cal.t_hessian, gflops(rep.f_hessian, p.cal.t_hessian), r->meth->name, r->t_quant,
+               gflops(rep.f_quant, r->t_quant), r->t_write, (double)ru.ru_maxrss / 1024.0);
     }
 done:
     pipeline_free(&p);

@@ -317,6 +317,10 @@ sq_status sq_pl_write_report(const sq_qreport *r, sq_outdir *od, sq_err *err) {
     cJSON_AddNumberToObject(t, "quantize", r->t_quant);
     cJSON_AddNumberToObject(t, "write", r->t_write);
     cJSON_AddNumberToObject(t, "total", total);
+    cJSON *gf = cJSON_AddObjectToObject(j, "gflop"); /* the operations behind those seconds (GEMM-shaped work) */
+    cJSON_AddNumberToObject(gf, "forward", r->f_forward / 1e9);
+    cJSON_AddNumberToObject(gf, "hessian", r->f_hessian / 1e9);
+    cJSON_AddNumberToObject(gf, "quantize", r->f_quant / 1e9);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     cJSON_AddNumberToObject(j, "peak_rss_mib", (double)ru.ru_maxrss / 1024.0);

@@ -26,6 +26,7 @@ sq_scheme sq_pl_lin_scheme(const sq_qrun *r, int l, sq_lin which) {
 sq_qparams sq_pl_lin_qparams(const sq_qrun *r, int l, sq_lin which) {
     sq_scheme sc = sq_pl_lin_scheme(r, l, which);
     sq_qparams q = r->o->q;
+    q.threads = r->o->threads;
     if (sc.kind == SQ_SCHEME_INT) q.bits = sc.bits, q.group_size = sc.group_size, q.sym = sc.sym;
     return q;
 }
@@ -78,8 +79,8 @@ sq_status sq_pl_add_tensor(sq_qrun *r, const char *module, const char *suffix, s
 }
 #define add_tensor sq_pl_add_tensor
 
-double sq_pl_output_error(const float *w, const float *q, const float *h, int64_t n, int64_t k) {
-    return h ? sq_quant_output_error(w, q, h, n, k) : NAN;
+double sq_pl_output_error(const float *w, const float *q, const float *h, int64_t n, int64_t k, int threads) {
+    return h ? sq_quant_output_error(w, q, h, n, k, threads) : NAN;
 }
 
 sq_report_row *sq_pl_new_row(sq_qrun *r, int l, int unit, sq_lin which, const sq_wmat *wm) {

@@ -26,6 +26,7 @@ typedef struct sq_qrun {
     int64_t n_weights_q, n_weights_kept;
     double packed_bytes;         /* bytes of every quantised tensor written (codes, scales, zeros, g_idx) */
     double t_quant, t_write;
+    double f_quant;      /* operations of the solves and output errors (their GEMM-shaped work), for the GFLOP/s reported */
     int max_units;
     float **deq;                 /* (max_units, SQ_LIN_COUNT) this block's dequantised weights, in use by the model */
     void *ms;                    /* the method's own state (method_awq.c, method_fp8.c) */
@@ -73,7 +74,7 @@ sq_report_row *sq_pl_new_row(sq_qrun *r, int l, int unit, sq_lin which, const sq
 bool sq_pl_keep_as_bf16(const sq_qrun *r, sq_dtype dt, int ndim);
 sq_status sq_pl_keep_linear(sq_qrun *r, int l, int unit, sq_lin which, const char *why, sq_err *err);
 /* The relative output error over the calibration inputs; NaN (null in spotq.json) without them. */
-double sq_pl_output_error(const float *w, const float *q, const float *h, int64_t n, int64_t k);
+double sq_pl_output_error(const float *w, const float *q, const float *h, int64_t n, int64_t k, int threads);
 /* Makes the forward pass run dq (n, k), the dequantised linear, owned by the run from then on. */
 sq_status sq_pl_use_dequantized(sq_qrun *r, int l, int unit, sq_lin which, float *dq, sq_err *err);
 

@@ -24,6 +24,7 @@ typedef struct {
     int block_size;      /* GPTQ lazy-batch width (128) */
     sq_grid grid;        /* SQ_GRID_MINMAX (0) or SQ_GRID_MSE */
     double grid_norm;    /* mse: the exponent of the error it minimises (0: 2, the output error's) */
+    int threads;         /* CPU threads the solve may use (<= 1: one); the same bytes for every count */
 } sq_qparams;
 
 /* True when a K-column matrix can be packed at these settings (K multiple of the group size and of
@@ -49,6 +50,6 @@ sq_status sq_quant_gptq_on(const sq_backend_i *be, const float *w, const sq_hess
 
 /* ||W X^T - Q X^T||_F / ||W X^T||_F over the calibration inputs, computed from H (no X needed):
  * tr(D H D^T) / tr(W H W^T) with D = W - Q, square-rooted. NaN when out of memory. */
-double sq_quant_output_error(const float *w, const float *q, const float *h, int64_t n, int64_t k);
+double sq_quant_output_error(const float *w, const float *q, const float *h, int64_t n, int64_t k, int threads);
 
 #endif

@@ -58,6 +58,7 @@ typedef struct {
     double packed_bytes;
     int64_t out_bytes, src_bytes, src_params;
     double t_forward, t_hessian, t_quant, t_write, total;
+    double f_forward, f_hessian, f_quant; /* their operations (the forward's linears and attention, the Hessian updates, the solves) */
     const struct sq_budget_result_s *budget; /* --target-bits / --max-kld: the choice and its measurement; else NULL */
 } sq_qreport;
 

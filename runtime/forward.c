@@ -30,7 +30,17 @@ struct sq_state {
     sq_tap_fn tap;               /* calibration: sees the input of each linear site (NULL: none) */
     void *tap_user;
     bool stopped;                /* the tap asked to stop the layer */
+    double flops;                /* floating-point operations of the linears and attention so far (sq_state_flops) */
 };
+
+/* be->matmul, counting its 2 n rows cols operations. */
+static sq_status mm(sq_state *s, const sq_backend_i *be, sq_kctx *kc, const sq_wmat *w, const float *bias, const float *x, float *y, int n,
+                    sq_err *err) {
+    s->flops += 2.0 * n * (double)w->rows * (double)w->cols;
+    return be->matmul(kc, w, bias, x, y, n, err);
+}
+
+double sq_state_flops(const sq_state *s) { return s->flops; }
 
 /* Calls the tap; when it asks to stop, the sub-block returns at once (sq_layer_forward sees why). */
 #define TAP(s, site, unit, x, n, dim)                                                              \
@@ -136,11 +146,11 @@ static sq_status mlp(sq_state *s, const sq_mlp *p, int unit, const float *x, int
     sq_kctx *kc = s->m->ex->kc;
     sq_status st;
     TAP(s, SQ_SITE_GATEUP, unit, x, n, (int)p->gate.cols);
-    if ((st = be->matmul(kc, &p->gate, p->b_gate, x, s->g, n, err))) return st;
-    if ((st = be->matmul(kc, &p->up, p->b_up, x, s->u, n, err))) return st;
+    if ((st = mm(s, be, kc, &p->gate, p->b_gate, x, s->g, n, err))) return st;
+    if ((st = mm(s, be, kc, &p->up, p->b_up, x, s->u, n, err))) return st;
     be->swiglu(kc, s->g, s->u, s->g, (int64_t)n * p->gate.rows);
     TAP(s, SQ_SITE_DOWN, unit, s->g, n, (int)p->down.cols);
-    return be->matmul(kc, &p->down, p->b_down, s->g, out, n, err);
+    return mm(s, be, kc, &p->down, p->b_down, s->g, out, n, err);
 }
 
 /* Each token's top_k experts (pick, in descending probability, the lower index first among equals)
@@ -181,7 +191,7 @@ static sq_status moe(sq_state *s, const sq_ffn *f, int n, sq_err *err) {
     int H = c->hidden, K = f->top_k;
     sq_status st;
     TAP(s, SQ_SITE_GATEUP, f->n_experts + f->has_shared, s->xn, n, H); /* the whole input, for AWQ */
-    if ((st = be->matmul(kc, &f->router, NULL, s->xn, s->route, n, err))) return st;
+    if ((st = mm(s, be, kc, &f->router, NULL, s->xn, s->route, n, err))) return st;
     route_tokens(s, f, n);
     memset(s->tmp, 0, (size_t)n * (size_t)H * sizeof *s->tmp);
     for (int e = 0; e < f->n_experts; e++) {
@@ -205,7 +215,7 @@ static sq_status moe(sq_state *s, const sq_ffn *f, int n, sq_err *err) {
     }
     if (!f->has_shared) return SQ_OK;
     if ((st = mlp(s, &f->shared, f->n_experts, s->xn, n, s->ye, err)) || s->stopped) return st;
-    if ((st = be->matmul(kc, &f->shared_gate, NULL, s->xn, s->route, n, err))) return st; /* (n, 1) */
+    if ((st = mm(s, be, kc, &f->shared_gate, NULL, s->xn, s->route, n, err))) return st; /* (n, 1) */
     for (int t = 0; t < n; t++) {
         float gate = 1.0f / (1.0f + expf(-s->route[t]));
         for (int d = 0; d < H; d++) s->tmp[(int64_t)t * H + d] += gate * s->ye[(int64_t)t * H + d];
@@ -234,9 +244,9 @@ static sq_status attention_core(sq_state *s, int l, int n, sq_err *err) {
     float *kl = s->kcache + (int64_t)l * s->max_ctx * m->kv_dim, *vl = s->vcache + (int64_t)l * s->max_ctx * m->kv_dim;
     float *knew = kl + (int64_t)pos * m->kv_dim, *vnew = vl + (int64_t)pos * m->kv_dim;
     sq_status st;
-    if ((st = be->matmul(kc, &L->wq, L->bq, s->xn, s->q, n, err))) return st;
-    if ((st = be->matmul(kc, &L->wk, L->bk, s->xn, knew, n, err))) return st;
-    if ((st = be->matmul(kc, &L->wv, L->bv, s->xn, vnew, n, err))) return st;
+    if ((st = mm(s, be, kc, &L->wq, L->bq, s->xn, s->q, n, err))) return st;
+    if ((st = mm(s, be, kc, &L->wk, L->bk, s->xn, knew, n, err))) return st;
+    if ((st = mm(s, be, kc, &L->wv, L->bv, s->xn, vnew, n, err))) return st;
     if (L->q_norm) { /* Qwen3: each head of q and k normed on its own, before RoPE */
         be->rmsnorm(kc, s->q, L->q_norm, c->norm_eps, s->q, n * c->n_heads, c->head_dim);
         be->rmsnorm(kc, knew, L->k_norm, c->norm_eps, knew, n * c->n_kv_heads, c->head_dim);
@@ -247,9 +257,14 @@ static sq_status attention_core(sq_state *s, int l, int n, sq_err *err) {
     sq_attn a = {.q = s->q, .k = kl, .v = vl, .out = s->att, .n = n, .pos0 = pos, .n_heads = c->n_heads,
                  .n_kv_heads = c->n_kv_heads, .head_dim = c->head_dim, .kv_stride = m->kv_dim,
                  .scale = (float)(1.0 / sqrt((double)c->head_dim)), .window = sq_config_window(c, l)};
+    for (int i = 0; i < n; i++) { /* QK and AV: 4 head_dim operations per head and key attended */
+        int keys = pos + i + 1;
+        if (a.window > 0 && keys > a.window) keys = a.window;
+        s->flops += 4.0 * c->head_dim * c->n_heads * keys;
+    }
     if ((st = be->attention(kc, &a, err))) return st;
     TAP(s, SQ_SITE_O, 0, s->att, n, m->q_dim);
-    return be->matmul(kc, &L->wo, L->bo, s->att, s->tmp, n, err);
+    return mm(s, be, kc, &L->wo, L->bo, s->att, s->tmp, n, err);
 }
 
 /* Attention half of layer l for n tokens at positions pos .. pos+n-1: x += o_proj(attn(norm(x))). */

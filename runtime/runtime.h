@@ -51,6 +51,7 @@ sq_status sq_state_new(sq_state **out /* OUT */, sq_model *m, int max_ctx, int m
 void sq_state_free(sq_state *s);
 int sq_state_pos(const sq_state *s);     /* positions held in the KV cache */
 int sq_state_max_ctx(const sq_state *s);
+double sq_state_flops(const sq_state *s); /* operations of the linears and attention run so far */
 sq_model *sq_state_model(const sq_state *s);
 /* Forgets every position from pos on (0: start afresh). A speculative step rewinds to its last
  * accepted token this way. */

@@ -47,8 +47,29 @@ void sq_cpu_hess_free(sq_hess *hs) { free(hs); }
 
 /* ---------------------------------------------------------------- output error, absmax */
 
-sq_status sq_cpu_output_error(const float *w, const float *q, const float *h, int64_t n, int64_t k, double *out, sq_err *err) {
-    /* ||D X^T||^2 / ||W X^T||^2 = tr(D H D^T) / tr(W H W^T); both share the factor T/2. */
+/* Rows of D per chunk of the output error's D H (fixed: the same sums for every thread count). */
+#define OE_ROWS 64
+
+typedef struct {
+    const float *w, *q, *h;
+    int64_t n, k;
+    float *d, *dh;
+    int pass;
+} oe_job;
+
+static void oe_chunk(void *arg, int64_t c, int ith) {
+    (void)ith;
+    const oe_job *j = arg;
+    int64_t r0 = c * OE_ROWS, r1 = r0 + OE_ROWS < j->n ? r0 + OE_ROWS : j->n, k = j->k;
+    float *d = j->d + r0 * k;
+    for (int64_t i = 0; i < (r1 - r0) * k; i++) d[i] = j->pass ? j->w[r0 * k + i] : j->w[r0 * k + i] - j->q[r0 * k + i];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(r1 - r0), (int)k, (int)k, 1.0f, d, (int)k, j->h, (int)k, 0.0f, j->dh + r0 * k,
+                (int)k);
+}
+
+sq_status sq_cpu_output_error(const float *w, const float *q, const float *h, int64_t n, int64_t k, int threads, double *out, sq_err *err) {
+    /* ||D X^T||^2 / ||W X^T||^2 = tr(D H D^T) / tr(W H W^T); both share the factor T/2. D H in fixed
+     * chunks of rows on the threads, the traces summed in element order on one. */
     float *d = malloc((size_t)(n * k) * sizeof *d), *dh = malloc((size_t)(n * k) * sizeof *dh);
     if (!d || !dh) {
         free(d);
@@ -58,8 +79,8 @@ sq_status sq_cpu_output_error(const float *w, const float *q, const float *h, in
     }
     double num = 0, den = 0;
     for (int pass = 0; pass < 2; pass++) {
-        for (int64_t i = 0; i < n * k; i++) d[i] = pass ? w[i] : w[i] - q[i];
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)k, (int)k, 1.0f, d, (int)k, h, (int)k, 0.0f, dh, (int)k);
+        oe_job j = {w, q, h, n, k, d, dh, pass};
+        sq_cpu_par_chunks(threads < 1 ? 1 : threads, (n + OE_ROWS - 1) / OE_ROWS, oe_chunk, &j);
         double acc = 0;
         for (int64_t i = 0; i < n * k; i++) acc += (double)d[i] * dh[i];
         if (pass) den = acc; else num = acc;
@@ -133,12 +154,15 @@ static bool is_int(sq_qgrid_kind kind) { return kind == SQ_QGRID_INT_MINMAX || k
 
 /* Grid of rows [c0, c1) of wt ([K, N]: column c of W is row c) into scale/zero [N]. The mse grid
  * weights column c by imp[c] (the Hessian's diagonal at the column in that position). */
-static void group_grid(const float *wt, int64_t n, int64_t c0, int64_t c1, const sq_qgrid *p, const float *imp, float *scale, int32_t *zero) {
+static void group_grid(const float *wt, int64_t n, int64_t r0, int64_t r1, int64_t c0, int64_t c1, const sq_qgrid *p, const float *imp,
+                       float *scale, int32_t *zero) {
     if (p->kind == SQ_QGRID_INT_MSE) {
-        for (int64_t r = 0; r < n; r++) sq_qm_grid_search(wt + c0 * n + r, n, imp + c0, c1 - c0, p->bits, p->sym, p->norm, &scale[r], &zero[r]);
+        int64_t r = r0;
+        for (; r + 8 <= r1; r += 8) sq_cpu_grid_search8(wt + c0 * n + r, n, imp + c0, c1 - c0, p->bits, p->sym, p->norm, &scale[r], &zero[r]);
+        for (; r < r1; r++) sq_qm_grid_search(wt + c0 * n + r, n, imp + c0, c1 - c0, p->bits, p->sym, p->norm, &scale[r], &zero[r]);
         return;
     }
-    for (int64_t r = 0; r < n; r++) {
+    for (int64_t r = r0; r < r1; r++) {
         float lo = wt[c0 * n + r], hi = lo;
         for (int64_t c = c0 + 1; c < c1; c++) { lo = fminf(lo, wt[c * n + r]); hi = fmaxf(hi, wt[c * n + r]); }
         sq_qm_grid_params(lo, hi, p->bits, p->sym, &scale[r], &zero[r]);
@@ -151,25 +175,25 @@ static sq_status grid_begin(grid_state *g, const float *wt, sq_err *err) {
     int64_t n = g->n, k = g->k, gs = g->gs;
     sq_qmatrix *q = g->out->q;
     /* Per-channel (group_size -1): one grid from the whole, not yet updated, W. */
-    if (g->g->group_size <= 0) group_grid(wt, n, 0, k, g->g, g->imp, q->scale, q->zero);
+    if (g->g->group_size <= 0) group_grid(wt, n, 0, n, 0, k, g->g, g->imp, q->scale, q->zero);
     /* Static groups: every grid from the original (dead-zeroed) W, before any update or permutation. */
     if (g->g->static_groups && g->g->group_size > 0) {
         g->sscale = malloc((size_t)(q->n_groups * n) * sizeof *g->sscale);
         g->szero = malloc((size_t)(q->n_groups * n) * sizeof *g->szero);
         if (!g->sscale || !g->szero) return sq_fail(err, SQ_ERR_NOMEM, "GPTQ: out of memory");
         for (int64_t c = 0; c < q->n_groups; c++)
-            group_grid(wt, n, c * gs, (c + 1) * gs < k ? (c + 1) * gs : k, g->g, g->imp, g->sscale + c * n, g->szero + c * n);
+            group_grid(wt, n, 0, n, c * gs, (c + 1) * gs < k ? (c + 1) * gs : k, g->g, g->imp, g->sscale + c * n, g->szero + c * n);
     }
     return SQ_OK;
 }
 
 /* Rounds wc [N], the current values of source column src (position col of the sweep's order), keeping
  * its codes, and gives the values they stand for in dq [N]. wt is W^T as updated before this lazy block. */
-static void grid_column(grid_state *g, int64_t col, int64_t src, const float *wt, const float *wc, float *dq) {
+static void grid_column(grid_state *g, int64_t r0, int64_t r1, int64_t col, int64_t src, const float *wt, const float *wc, float *dq) {
     int64_t n = g->n, k = g->k, gs = g->gs;
     if (g->g->kind == SQ_QGRID_FP4) { /* the scale of the source column's group, fixed before the sweep */
         int64_t gs4 = g->g->group_size, ng = k / gs4;
-        for (int64_t r = 0; r < n; r++) {
+        for (int64_t r = r0; r < r1; r++) {
             float s = g->g->fp8_scale[r * ng + src / gs4];
             uint8_t c = sq_qm_fp4_code(wc[r], s);
             g->out->codes[r * k + src] = c;
@@ -178,7 +202,7 @@ static void grid_column(grid_state *g, int64_t col, int64_t src, const float *wt
         return;
     }
     if (g->g->kind == SQ_QGRID_INT8_CHANNEL) {
-        for (int64_t r = 0; r < n; r++) {
+        for (int64_t r = r0; r < r1; r++) {
             float s = g->g->fp8_scale[r];
             int8_t c = sq_qm_i8_code(wc[r], s);
             g->out->codes[r * k + src] = (uint8_t)c;
@@ -188,7 +212,7 @@ static void grid_column(grid_state *g, int64_t col, int64_t src, const float *wt
     }
     if (!is_int(g->g->kind)) {
         bool pc = g->g->kind == SQ_QGRID_FP8_CHANNEL, blk = g->g->kind == SQ_QGRID_FP8_BLOCK;
-        for (int64_t r = 0; r < n; r++) { /* block-wise: the scale of the source column's block, fixed before the sweep */
+        for (int64_t r = r0; r < r1; r++) { /* block-wise: the scale of the source column's block, fixed before the sweep */
             float s = g->g->fp8_scale[sq_qm_fp8_scale_idx(pc, blk, r, src, k)];
             uint8_t c = sq_qm_fp8_code(wc[r], s);
             g->out->codes[r * k + src] = c;
@@ -211,16 +235,14 @@ static void grid_column(grid_state *g, int64_t col, int64_t src, const float *wt
             zr = out->zero + q * n;
             /* The reference reads W here, not the block copy: in-block updates are not seen. */
             if (col % gs == 0) {
-                if (g->imp && col == 0) /* the importances in the sweep's order, once */
-                    for (int64_t c = 0; c < k; c++) g->imp[k + c] = g->imp[g->perm[c]];
-                group_grid(wt, n, col, col + gs < k ? col + gs : k, g->g, g->imp ? g->imp + k : NULL, sc, zr);
+                group_grid(wt, n, r0, r1, col, col + gs < k ? col + gs : k, g->g, g->imp ? g->imp + k : NULL, sc, zr);
             }
         }
         out->g_idx[src] = (int32_t)q;
     }
     int maxq = (1 << g->g->bits) - 1;
     uint8_t *qc = out->q + src * n;
-    for (int64_t r = 0; r < n; r++) {
+    for (int64_t r = r0; r < r1; r++) {
         qc[r] = sq_qm_grid_quant(wc[r], sc[r], zr[r], maxq);
         dq[r] = sc[r] * (float)((int32_t)qc[r] - zr[r]);
     }
@@ -236,21 +258,70 @@ static int cmp_diag_desc(const void *a, const void *b) {
     return (x->idx > y->idx) - (x->idx < y->idx); /* stable, like torch.argsort(stable) */
 }
 
+/* The lazy-batch sweep over rows [r0, r1) of W (columns of wt): GPTQ's updates never mix rows, so
+ * rows go in fixed chunks (SWEEP_ROWS, whatever the thread count) and each chunk's arithmetic is the
+ * whole matrix's (the same saxpy and sgemm sums per element), the same bytes for every --threads. */
+#define SWEEP_ROWS 64
+
+typedef struct {
+    const float *u;
+    float *wt;
+    int64_t n, k, bs;
+    grid_state *g;
+    float **w1, **e1, **dq; /* per thread: [B, N], [B, N], [N] */
+} sweep_job;
+
+static void sweep_rows(const sweep_job *j, int64_t r0, int64_t r1, int ith) {
+    int64_t n = j->n, k = j->k, bs = j->bs, nr = r1 - r0;
+    const float *u = j->u;
+    float *wt = j->wt, *w1 = j->w1[ith], *e1 = j->e1[ith], *dq = j->dq[ith];
+    const int64_t *perm = j->g->perm;
+    for (int64_t i1 = 0; i1 < k; i1 += bs) {
+        int64_t i2 = i1 + bs < k ? i1 + bs : k, cnt = i2 - i1;
+        for (int64_t i = 0; i < cnt; i++) memcpy(w1 + i * n + r0, wt + (i1 + i) * n + r0, (size_t)nr * sizeof *w1);
+        for (int64_t i = 0; i < cnt; i++) {
+            int64_t col = i1 + i;
+            float d = u[col * k + col];
+            float *wc = w1 + i * n, *ec = e1 + i * n;
+            grid_column(j->g, r0, r1, col, perm[col], wt, wc, dq);
+            for (int64_t r = r0; r < r1; r++) ec[r] = (wc[r] - dq[r]) / d;
+            for (int64_t jj = i + 1; jj < cnt; jj++) cblas_saxpy((int)nr, -u[col * k + i1 + jj], ec + r0, 1, w1 + jj * n + r0, 1);
+        }
+        if (i2 < k)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(k - i2), (int)nr, (int)cnt, -1.0f, u + i1 * k + i2, (int)k, e1 + r0,
+                        (int)n, 1.0f, wt + i2 * n + r0, (int)n);
+    }
+}
+
+static void sweep_chunk(void *arg, int64_t c, int ith) {
+    const sweep_job *j = arg;
+    int64_t r0 = c * SWEEP_ROWS, r1 = r0 + SWEEP_ROWS < j->n ? r0 + SWEEP_ROWS : j->n;
+    sweep_rows(j, r0, r1, ith);
+}
+
 static sq_status sweep(const float *w, const float *h, int64_t n, int64_t k, bool act_order, double damp0, int64_t bs, grid_state *g,
-                       double *damp_used, sq_err *err) {
+                       int threads, double *damp_used, sq_err *err) {
     if (bs <= 0) bs = 128;
+    int64_t nchunks = (n + SWEEP_ROWS - 1) / SWEEP_ROWS;
+    if (threads < 1) threads = 1;
+    if (threads > nchunks) threads = (int)nchunks;
     sq_status s = SQ_OK;
     float *wt = calloc((size_t)(n * k), sizeof *wt);     /* [K, N] W transposed, then permuted */
     float *tmp = NULL;
     float *hp = malloc((size_t)(k * k) * sizeof *hp);    /* [K, K] H permuted */
     float *u = malloc((size_t)(k * k) * sizeof *u);      /* [K, K] upper factor of H^-1 */
-    float *w1 = malloc((size_t)(bs * n) * sizeof *w1);   /* [B, N] the block being quantised */
-    float *e1 = malloc((size_t)(bs * n) * sizeof *e1);   /* [B, N] its scaled errors */
-    float *dq = malloc((size_t)n * sizeof *dq);
+    float *w1[SQ_PAR_MAX_THREADS] = {0}, *e1[SQ_PAR_MAX_THREADS] = {0}, *dq[SQ_PAR_MAX_THREADS] = {0};
+    bool bufs = true;
+    for (int t = 0; t < threads; t++) {
+        w1[t] = malloc((size_t)(bs * n) * sizeof *w1[t]); /* [B, N] the block being quantised */
+        e1[t] = malloc((size_t)(bs * n) * sizeof *e1[t]); /* [B, N] its scaled errors */
+        dq[t] = malloc((size_t)n * sizeof *dq[t]);
+        bufs = bufs && w1[t] && e1[t] && dq[t];
+    }
     int64_t *perm = malloc((size_t)k * sizeof *perm);
     diag_item *items = malloc((size_t)k * sizeof *items);
     *damp_used = -1;
-    if (!wt || !hp || !u || !w1 || !e1 || !dq || !perm || !items) { s = sq_fail(err, SQ_ERR_NOMEM, "GPTQ: out of memory (K=%lld)", (long long)k); goto done; }
+    if (!wt || !hp || !u || !bufs || !perm || !items) { s = sq_fail(err, SQ_ERR_NOMEM, "GPTQ: out of memory (K=%lld)", (long long)k); goto done; }
 
     /* Dead inputs (no calibration signal): H[d,d] = 1, W[:,d] = 0. u holds the fixed H for now. */
     memcpy(u, h, (size_t)(k * k) * sizeof *u);
@@ -265,6 +336,8 @@ static sq_status sweep(const float *w, const float *h, int64_t n, int64_t k, boo
     if (act_order) qsort(items, (size_t)k, sizeof *items, cmp_diag_desc);
     for (int64_t c = 0; c < k; c++) perm[c] = items[c].idx;
     g->perm = perm;
+    if (g->imp) /* the importances in the sweep's order */
+        for (int64_t c = 0; c < k; c++) g->imp[k + c] = g->imp[perm[c]];
     for (int64_t i = 0; i < k; i++)
         for (int64_t j = 0; j < k; j++) hp[i * k + j] = u[perm[i] * k + perm[j]];
     if (!(tmp = malloc((size_t)(n * k) * sizeof *tmp))) { s = sq_fail(err, SQ_ERR_NOMEM, "GPTQ: out of memory"); goto done; }
@@ -278,29 +351,14 @@ static sq_status sweep(const float *w, const float *h, int64_t n, int64_t k, boo
     if (damp < 0) goto done;
     *damp_used = damp;
 
-    for (int64_t i1 = 0; i1 < k; i1 += bs) {
-        int64_t i2 = i1 + bs < k ? i1 + bs : k, cnt = i2 - i1;
-        memcpy(w1, wt + i1 * n, (size_t)(cnt * n) * sizeof *w1);
-        for (int64_t i = 0; i < cnt; i++) {
-            int64_t col = i1 + i;
-            float d = u[col * k + col];
-            float *wc = w1 + i * n, *ec = e1 + i * n;
-            grid_column(g, col, perm[col], wt, wc, dq);
-            for (int64_t r = 0; r < n; r++) ec[r] = (wc[r] - dq[r]) / d;
-            for (int64_t j = i + 1; j < cnt; j++) cblas_saxpy((int)n, -u[col * k + i1 + j], ec, 1, w1 + j * n, 1);
-        }
-        if (i2 < k)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(k - i2), (int)n, (int)cnt, -1.0f, u + i1 * k + i2, (int)k, e1,
-                        (int)n, 1.0f, wt + i2 * n, (int)n);
-    }
+    sweep_job job = {.u = u, .wt = wt, .n = n, .k = k, .bs = bs, .g = g, .w1 = w1, .e1 = e1, .dq = dq};
+    sq_cpu_par_chunks(threads, nchunks, sweep_chunk, &job);
 done:
     free(wt);
     free(tmp);
     free(hp);
     free(u);
-    free(w1);
-    free(e1);
-    free(dq);
+    for (int t = 0; t < threads; t++) free(w1[t]), free(e1[t]), free(dq[t]);
     free(perm);
     free(items);
     g->perm = NULL;
@@ -326,7 +384,7 @@ sq_status sq_cpu_gptq(const float *w, const float *h, const sq_hess *hs, int64_t
         if (!(g.imp = malloc((size_t)(2 * k) * sizeof *g.imp))) return sq_fail(err, SQ_ERR_NOMEM, "GPTQ: out of memory");
         for (int64_t c = 0; c < k; c++) g.imp[c] = h[c * k + c];
     }
-    s = sweep(w, h, n, k, a->act_order, a->damp, a->block_size, &g, damp_used, err);
+    s = sweep(w, h, n, k, a->act_order, a->damp, a->block_size, &g, p->threads, damp_used, err);
     if (!s && *damp_used >= 0 && is_int(p->kind) && p->static_groups && p->group_size > 0) {
         sq_qmatrix *q = out->q;
         memcpy(q->scale, g.sscale, (size_t)(q->n_groups * n) * sizeof *g.sscale);
@@ -340,6 +398,43 @@ sq_status sq_cpu_gptq(const float *w, const float *h, const sq_hess *hs, int64_t
 }
 
 /* ---------------------------------------------------------------- RTN */
+
+typedef struct {
+    const float *w;
+    int64_t n, k, gs;
+    int maxq;
+    const sq_qgrid *p;
+    const float *imp;
+    sq_qmatrix *out;
+    bool nomem;
+} rtn_job;
+
+/* RTN on the mse grid of rows [c SWEEP_ROWS, (c+1) SWEEP_ROWS): each group's tile of eight rows
+ * transposed and searched side by side. */
+static void rtn_chunk(void *arg, int64_t ch, int ith) {
+    (void)ith;
+    rtn_job *j = arg;
+    int64_t n = j->n, k = j->k, gs = j->gs;
+    sq_qmatrix *out = j->out;
+    float *tile = malloc((size_t)gs * 8 * sizeof *tile);
+    if (!tile) { j->nomem = true; return; }
+    for (int64_t r0 = ch * SWEEP_ROWS; r0 < (ch + 1) * SWEEP_ROWS; r0 += 8)
+        for (int64_t g = 0; g < out->n_groups; g++) {
+            int64_t c0 = g * gs, c1 = c0 + gs < k ? c0 + gs : k;
+            for (int64_t c = c0; c < c1; c++)
+                for (int t = 0; t < 8; t++) tile[(c - c0) * 8 + t] = j->w[(r0 + t) * k + c];
+            float sc[8];
+            int32_t z[8];
+            sq_cpu_grid_search8(tile, 8, j->imp ? j->imp + c0 : NULL, c1 - c0, j->p->bits, j->p->sym, j->p->norm, sc, z);
+            for (int t = 0; t < 8; t++) {
+                int64_t r = r0 + t;
+                out->scale[g * n + r] = sc[t];
+                out->zero[g * n + r] = z[t];
+                for (int64_t c = c0; c < c1; c++) out->q[c * n + r] = sq_qm_grid_quant(j->w[r * k + c], sc[t], z[t], j->maxq);
+            }
+        }
+    free(tile);
+}
 
 sq_status sq_cpu_rtn(const float *w, int64_t n, int64_t k, const sq_qgrid *p, sq_qout *o, sq_err *err) {
     sq_status s = check_grid(p, k, o, err);
@@ -366,7 +461,14 @@ sq_status sq_cpu_rtn(const float *w, int64_t n, int64_t k, const sq_qgrid *p, sq
     int maxq = (1 << p->bits) - 1;
     const float *imp = p->imp;
     for (int64_t c = 0; c < k; c++) out->g_idx[c] = (int32_t)(c / gs);
-    for (int64_t r = 0; r < n; r++) {
+    int64_t r0 = 0;
+    if (p->kind == SQ_QGRID_INT_MSE) { /* rows in fixed chunks on the threads, eight at a time within */
+        rtn_job j = {w, n, k, gs, maxq, p, imp, out, false};
+        r0 = n / SWEEP_ROWS * SWEEP_ROWS;
+        sq_cpu_par_chunks(p->threads < 1 ? 1 : p->threads, n / SWEEP_ROWS, rtn_chunk, &j);
+        if (j.nomem) return sq_fail(err, SQ_ERR_NOMEM, "RTN: out of memory");
+    }
+    for (int64_t r = r0; r < n; r++) {
         const float *row = w + r * k;
         for (int64_t g = 0; g < out->n_groups; g++) {
             int64_t c0 = g * gs, c1 = c0 + gs < k ? c0 + gs : k;

@@ -15,6 +15,12 @@
 /* AVX-512 F/BW/VL with VNNI (vpdpbusd), for the variants chosen at run time (sq_cpu_isa). */
 #define SQ_AVX512VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 bool sq_cpu_has_avx2(void); /* sq_cpu_isa() >= SQ_ISA_AVX2 */
+/* The mse grid search of eight groups side by side (lane j of value i at x[i * stride + j]), the bits of
+ * sq_qm_grid_search on each lane (AVX2 for the squared error; the _ref, and other norms, lane by lane). */
+void sq_cpu_grid_search8(const float *x, int64_t stride, const float *d, int64_t m, int bits, bool sym, double norm, float *scale,
+                         int32_t *zero);
+void sq_cpu_grid_search8_ref(const float *x, int64_t stride, const float *d, int64_t m, int bits, bool sym, double norm, float *scale,
+                             int32_t *zero);
 
 /* The instruction set the kernels use, from one binary: the most the CPU has (cpuid), lowered by
  * SPOTQ_CPU_ISA=scalar|avx2|avx512 (read once; a name above what the CPU has is taken as its most).
@@ -40,6 +46,12 @@ void sq_pool_run(sq_pool *p, sq_pool_fn fn, void *arg);
 /* Below this many multiply-adds a kernel runs on the calling thread alone: waking the others would
  * cost more than it saves (and on a loaded machine, much more). */
 #define SQ_PAR_MIN_WORK (1 << 16)
+/* fn(arg, c, ith) for every chunk c in [0, nchunks), on `threads` threads (ith < threads, the caller
+ * being 0) that take the chunks in turn: for work whose chunks are fixed by its size, so that the
+ * result does not depend on the thread count. At most SQ_PAR_MAX_THREADS threads. */
+#define SQ_PAR_MAX_THREADS 256
+void sq_cpu_par_chunks(int threads, int64_t nchunks, void (*fn)(void *arg, int64_t c, int ith), void *arg);
+
 /* sq_pool_run when work is worth the threads, else fn on the caller alone. */
 static inline void sq_pool_run_work(sq_pool *p, sq_pool_fn fn, void *arg, int64_t work) {
     if (work < SQ_PAR_MIN_WORK) fn(arg, 0, 1);
@@ -223,7 +235,7 @@ sq_status sq_cpu_factor(const float *h, float *u, int64_t k, double damp, double
 sq_status sq_cpu_gptq(const float *w, const float *h, const sq_hess *hs, int64_t n, int64_t k, const sq_qgrid *g, const sq_gptq_args *a,
                       sq_qout *out, double *damp_used, sq_err *err);
 sq_status sq_cpu_rtn(const float *w, int64_t n, int64_t k, const sq_qgrid *g, sq_qout *out, sq_err *err);
-sq_status sq_cpu_output_error(const float *w, const float *q, const float *h, int64_t n, int64_t k, double *out, sq_err *err);
+sq_status sq_cpu_output_error(const float *w, const float *q, const float *h, int64_t n, int64_t k, int threads, double *out, sq_err *err);
 float sq_cpu_absmax(const float *x, int64_t n, int64_t *bad);
 #define SQ_CPU_CALIB_OPS                                                                                          \
     .supports = sq_cpu_supports, .hess_new = sq_cpu_hess_new, .hess_add = sq_cpu_hess_add, .hess_finish = sq_cpu_hess_finish, \

@@ -342,9 +342,9 @@ static void test_output_error_absmax(const backend *bk) {
             float *x = rand_acts(t, k), *h = hessian_on(cpu, x, t, k), *w = rand_vec(n * k, 0.1f), *q = malloc((size_t)(n * k) * sizeof *q);
             for (int64_t i = 0; i < n * k; i++) q[i] = w[i] + 0.01f * nrand();
             double e = -1, er = output_error_ref(w, q, x, n, k, t);
-            CHECK_OK(bk->b->output_error(w, q, h, n, k, &e, &err), &err);
+            CHECK_OK(bk->b->output_error(w, q, h, n, k, 1, &e, &err), &err);
             CHECK(fabs(e - er) <= 1e-4 * er, "%s output_error %s: %.7g vs %.7g", bk->name, sh, e, er);
-            CHECK_OK(bk->b->output_error(w, w, h, n, k, &e, &err), &err);
+            CHECK_OK(bk->b->output_error(w, w, h, n, k, 1, &e, &err), &err);
             CHECK(e == 0, "%s output_error of W against itself: %g", bk->name, e);
             note(bk->name, "output_error", sh, "ok (rel 1e-4 vs double from X)");
             free(x);
@@ -384,10 +384,12 @@ static int64_t fp8_idx(sq_qgrid_kind kind, int64_t r, int64_t c, int64_t k) {
 static bool is_int(sq_qgrid_kind k) { return k == SQ_QGRID_INT_MINMAX || k == SQ_QGRID_INT_MSE; }
 
 /* Quantises with op (GPTQ or RTN) on b; dq gets the values the codes stand for. */
+static int quant_threads = 1; /* the threads rtn and gptq are given (test_threads changes it) */
+
 static sq_status quantise(const sq_backend_i *b, bool gptq, const float *w, const float *h, int64_t n, int64_t k, const gcase *gc, const float *imp,
                           sq_qmatrix *q, uint8_t *codes, const float *fscale, float *dq, double *damp, sq_err *err) {
     sq_qgrid g = {.kind = gc->kind, .bits = gc->bits, .group_size = gc->gs, .sym = gc->sym, .static_groups = gc->stat, .imp = imp,
-                  .fp8_scale = fscale};
+                  .fp8_scale = fscale, .threads = quant_threads};
     sq_gptq_args a = {.act_order = gc->act, .damp = 0.01, .block_size = 16};
     sq_qout o = {.codes = codes};
     sq_status s = SQ_OK;
@@ -402,6 +404,69 @@ static sq_status quantise(const sq_backend_i *b, bool gptq, const float *w, cons
         for (int64_t r = 0; r < n; r++)
             for (int64_t c = 0; c < k; c++) dq[r * k + c] = sq_e4m3_to_f32(codes[r * k + c]) * fscale[fp8_idx(gc->kind, r, c, k)];
     return SQ_OK;
+}
+
+/* The CPU's solves in fixed chunks of rows: rtn, gptq and the output error give the same bits on 1
+ * and on 3 threads (the shapes of more than 64 rows have several chunks and a short one), and the
+ * eight-lane mse grid search gives the scalar search's scales and zeros. */
+static void test_threads(void) {
+    sq_err err = {0};
+    int bad = 0, cases = 0;
+    for (int rep = 0; rep < 200; rep++) { /* the grid search, lane by lane against the scalar one */
+        int64_t m = 1 + (int64_t)(urand() * 130);
+        float *x = rand_vec(8 * m, rep % 3 ? 0.05f : 3.0f), *d = rand_vec(m, 1.0f);
+        for (int64_t i = 0; i < m; i++) d[i] = fabsf(d[i]) + 0.01f;
+        if (rep % 7 == 0) for (int64_t i = 0; i < m; i++) x[i * 8 + 3] = 0; /* a lane of zeros */
+        int bits = rep % 4 == 3 ? 8 : 4;
+        bool sym = rep % 2, withd = rep % 5 != 0;
+        double norm = rep % 11 == 0 ? 2.4 : rep % 2 ? 0 : 2;
+        float s1[8], s2[8];
+        int32_t z1[8], z2[8];
+        sq_cpu_grid_search8(x, 8, withd ? d : NULL, m, bits, sym, norm, s1, z1);
+        sq_cpu_grid_search8_ref(x, 8, withd ? d : NULL, m, bits, sym, norm, s2, z2);
+        bad += memcmp(s1, s2, sizeof s1) != 0 || memcmp(z1, z2, sizeof z1) != 0;
+        free(x);
+        free(d);
+    }
+    CHECK(bad == 0, "grid_search8: %d of 200 searches off the scalar search", bad);
+    note("cpu", "grid_search8", "200 random groups", bad ? "FAILED" : "ok (bit-identical to the scalar search)");
+    for (size_t si = 1; si < sizeof cshapes / sizeof *cshapes; si++) {
+        int64_t n = cshapes[si].n, k = cshapes[si].k, t = cshapes[si].t;
+        float *x = rand_acts(t, k), *h = hessian_on(cpu, x, t, k), *w = rand_vec(n * k, 0.05f);
+        float *imp = malloc((size_t)k * sizeof *imp), *fs = malloc((size_t)(n + ((n + 127) / 128) * ((k + 127) / 128)) * sizeof *fs);
+        float *dq1 = malloc((size_t)(n * k) * sizeof *dq1), *dq3 = malloc((size_t)(n * k) * sizeof *dq3);
+        uint8_t *c1 = calloc((size_t)(n * k), 1), *c3 = calloc((size_t)(n * k), 1);
+        for (int64_t c = 0; c < k; c++) imp[c] = h[c * k + c];
+        float tmax = (float)max_abs(w, n * k);
+        for (int64_t r = 0; r < n; r++) fs[r] = tmax / 448.0f;
+        for (size_t gi = 0; gi < sizeof gcases / sizeof *gcases; gi++) {
+            const gcase *gc = &gcases[gi];
+            if (gc->kind != SQ_QGRID_INT_MSE && gc->kind != SQ_QGRID_INT_MINMAX && gc->kind != SQ_QGRID_FP8_TENSOR) continue;
+            for (int gptq = 0; gptq < 2; gptq++) {
+                sq_qmatrix q1, q3;
+                double d1, d3, e1, e3;
+                quant_threads = 1;
+                CHECK_OK(quantise(cpu, gptq, w, h, n, k, gc, imp, &q1, c1, fs, dq1, &d1, &err), &err);
+                quant_threads = 3;
+                CHECK_OK(quantise(cpu, gptq, w, h, n, k, gc, imp, &q3, c3, fs, dq3, &d3, &err), &err);
+                quant_threads = 1;
+                CHECK_OK(cpu->output_error(w, dq1, h, n, k, 1, &e1, &err), &err);
+                CHECK_OK(cpu->output_error(w, dq3, h, n, k, 3, &e3, &err), &err);
+                bool same = !memcmp(dq1, dq3, (size_t)(n * k) * sizeof *dq1) && !memcmp(c1, c3, (size_t)(n * k)) && e1 == e3 && d1 == d3;
+                if (same && q1.q) same = !memcmp(q1.q, q3.q, (size_t)(n * k)) && !memcmp(q1.scale, q3.scale, (size_t)(q1.n_groups * n) * 4) &&
+                                         !memcmp(q1.zero, q3.zero, (size_t)(q1.n_groups * n) * 4);
+                CHECK(same, "cpu %s %lldx%lld %s b%d g%d: 3 threads differ from 1", gptq ? "gptq" : "rtn", (long long)n, (long long)k,
+                      sq_qgrid_name(gc->kind), gc->bits, gc->gs);
+                cases++;
+                sq_qmatrix_free(&q1);
+                sq_qmatrix_free(&q3);
+            }
+        }
+        free(x), free(h), free(w), free(imp), free(fs), free(dq1), free(dq3), free(c1), free(c3);
+    }
+    char what[64];
+    snprintf(what, sizeof what, "ok (%d cases: 3 threads = 1, bytes and error)", cases);
+    note("cpu", "rtn/gptq", "every shape, int/fp8", what);
 }
 
 static void test_quantisers(const backend *bk) {
@@ -470,10 +535,10 @@ static void test_quantisers(const backend *bk) {
             if (!bk->b->supports(SQ_OP_GPTQ, gc->kind)) { note(bk->name, "gptq", sh, "skipped (not on this backend)"); continue; }
             /* RTN's error on the same grid, the bar GPTQ must clear (FP8 RTN: the same fixed scales) */
             CHECK_OK(quantise(cpu, false, w, h, n, k, gc, imp, &qr, codesr, fs, dqr, &dampr, &err), &err);
-            CHECK_OK(cpu->output_error(w, dqr, h, n, k, &err_rtn, &err), &err);
+            CHECK_OK(cpu->output_error(w, dqr, h, n, k, 1, &err_rtn, &err), &err);
             sq_qmatrix_free(&qr);
             CHECK_OK(quantise(bk->b, true, w, h, n, k, gc, imp, &q, codes, fs, dq, &damp, &err), &err);
-            CHECK_OK(cpu->output_error(w, dq, h, n, k, &err_gptq, &err), &err);
+            CHECK_OK(cpu->output_error(w, dq, h, n, k, 1, &err_gptq, &err), &err);
             CHECK(damp == 0.01, "%s gptq %s: damping %g", bk->name, sh, damp);
             CHECK(err_gptq < 0.9 * err_rtn, "%s gptq %s: output error %.4g not below RTN's %.4g", bk->name, sh, err_gptq, err_rtn);
             int range = 0;
@@ -486,7 +551,7 @@ static void test_quantisers(const backend *bk) {
                 note(bk->name, "gptq", sh, what);
             } else {
                 CHECK_OK(quantise(cpu, true, w, h, n, k, gc, imp, &qr, codesr, fs, dqr, &dampr, &err), &err);
-                CHECK_OK(cpu->output_error(w, dqr, h, n, k, &erq, &err), &err);
+                CHECK_OK(cpu->output_error(w, dqr, h, n, k, 1, &erq, &err), &err);
                 const uint8_t *a = is_int(gc->kind) ? q.q : codes, *b = is_int(gc->kind) ? qr.q : codesr;
                 int64_t same = 0;
                 for (int64_t i = 0; i < n * k; i++) same += a[i] == b[i];
@@ -708,6 +773,7 @@ int main(void) {
     /* supports(): the CPU has every op and grid */
     for (int op = 0; op < SQ_OP_COUNT; op++)
         for (int g = 0; g < SQ_QGRID_COUNT; g++) CHECK(cpu->supports((sq_op)op, (sq_qgrid_kind)g), "cpu supports %s", sq_op_name((sq_op)op));
+    test_threads();
     for (int i = 0; i < nbackends; i++) {
         const backend *bk = &backends[i];
         printf("%s:\n", bk->name);

@@ -206,7 +206,7 @@ static void test_gptq(void) {
             }
             for (int64_t r = 0; r < n; r++)
                 for (int64_t j = 0; j < k; j++) dq[r * k + j] = sq_qm_e2m1_decode(codes[r * k + j]) * eff[r * ng + j / g];
-            CHECK_OK(sq_backend_cpu()->output_error(w, dq, h, n, k, &errs[pass], &err), &err);
+            CHECK_OK(sq_backend_cpu()->output_error(w, dq, h, n, k, 1, &errs[pass], &err), &err);
         }
         CHECK(errs[1] < 0.9 * errs[0], "fp4 %d: GPTQ error %g not below RTN's %g", v, errs[1], errs[0]);
         CHECK(errs[0] < 0.5, "fp4 %d: RTN output error %g", v, errs[0]);

@@ -36,7 +36,7 @@ static void check_config(const char *name, int bits, int gs, bool sym, bool act,
     CHECK(memcmp(m.g_idx, get(key, SQ_DT_I32, K), (size_t)K * 4) == 0, "%s: g_idx", name);
     float *dq = malloc((size_t)(N * K) * sizeof *dq);
     sq_qmatrix_dequant(&m, dq);
-    double e = sq_quant_output_error(w, dq, h, N, K);
+    double e = sq_quant_output_error(w, dq, h, N, K, 1);
     snprintf(key, sizeof key, "%s.err", name);
     double re = *(const double *)get(key, SQ_DT_F64, 1);
     CHECK(fabs(e - re) <= 0.01 * re, "%s: GPTQ output error %.6f vs reference %.6f", name, e, re);
@@ -55,7 +55,7 @@ static void check_config(const char *name, int bits, int gs, bool sym, bool act,
     snprintf(key, sizeof key, "%s.rtn_zero", name);
     CHECK(memcmp(m.zero, get(key, SQ_DT_I32, ng * N), (size_t)(ng * N) * 4) == 0, "%s: RTN zeros", name);
     sq_qmatrix_dequant(&m, dq);
-    e = sq_quant_output_error(w, dq, h, N, K);
+    e = sq_quant_output_error(w, dq, h, N, K, 1);
     snprintf(key, sizeof key, "%s.rtn_err", name);
     re = *(const double *)get(key, SQ_DT_F64, 1);
     CHECK(fabs(e - re) <= 1e-3 * re, "%s: RTN output error %.6f vs reference %.6f", name, e, re);
@@ -77,7 +77,7 @@ static void check_fp8(const char *name, bool per_channel, bool act, const float 
     snprintf(key, sizeof key, "%s.scale", name);
     CHECK(memcmp(scales, get(key, SQ_DT_F32, ns), (size_t)ns * 4) == 0, "%s: scales", name);
     sq_fp8_dequant(codes, scales, N, K, per_channel, dq);
-    double rtn_err = sq_quant_output_error(w, dq, h, N, K);
+    double rtn_err = sq_quant_output_error(w, dq, h, N, K, 1);
     double damp;
     CHECK_OK(sq_fp8_gptq(w, h, N, K, per_channel, scales, act, 0.01, codes, &damp, &err), &err);
     CHECK(damp == 0.01, "%s: damping %g", name, damp);
@@ -88,7 +88,7 @@ static void check_fp8(const char *name, bool per_channel, bool act, const float 
     double agree = (double)same / (double)(N * K);
     CHECK(agree >= 0.999, "%s: GPTQ codes agree on %.4f%%", name, 100 * agree);
     sq_fp8_dequant(codes, scales, N, K, per_channel, dq);
-    double e = sq_quant_output_error(w, dq, h, N, K);
+    double e = sq_quant_output_error(w, dq, h, N, K, 1);
     snprintf(key, sizeof key, "%s.err", name);
     double re = *(const double *)get(key, SQ_DT_F64, 1);
     CHECK(fabs(e - re) <= 0.01 * re, "%s: GPTQ output error %.6f vs reference %.6f", name, e, re);

@@ -194,8 +194,8 @@ static void test_gptq(void) {
     for (int r = 0; r < N; r++)
         for (int j = 0; j < K; j++) d0[r * K + j] = (float)(int8_t)rtn[r * K + j] * scale[r], d1[r * K + j] = (float)(int8_t)gq[r * K + j] * scale[r];
     double e0, e1;
-    CHECK_OK(sq_backend_cpu()->output_error(w, d0, h, N, K, &e0, &err), &err);
-    CHECK_OK(sq_backend_cpu()->output_error(w, d1, h, N, K, &e1, &err), &err);
+    CHECK_OK(sq_backend_cpu()->output_error(w, d0, h, N, K, 1, &e0, &err), &err);
+    CHECK_OK(sq_backend_cpu()->output_error(w, d1, h, N, K, 1, &e1, &err), &err);
     CHECK(damp >= 0 && e1 < 0.9 * e0, "GPTQ error %g vs RTN %g", e1, e0);
     free(w), free(h), free(x), free(rtn), free(gq), free(d0), free(d1);
 }

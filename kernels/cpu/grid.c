@@ -1,0 +1,85 @@
+/* grid.c: the mse grid search (kernels/qmath.h's sq_qm_grid_search) of eight groups at once, the
+ * groups side by side in memory (lane j of value i at x[i * stride + j]: eight rows of W^T in GPTQ's
+ * sweep, or a transposed tile of eight rows of W in RTN). Each lane does the scalar search's float
+ * and double operations in the scalar order (no contraction: the build is -std=c11, fp-contract off),
+ * so the scales and zeros are the scalar reference's bits; test_kernels holds it to that. */
+#include <immintrin.h>
+#include <math.h>
+
+#include "../qmath.h"
+#include "cpu.h"
+
+/* The scalar reference: each lane through sq_qm_grid_search. */
+void sq_cpu_grid_search8_ref(const float *x, int64_t stride, const float *d, int64_t m, int bits, bool sym, double norm, float *scale,
+                             int32_t *zero) {
+    for (int j = 0; j < 8; j++) sq_qm_grid_search(x + j, stride, d, m, bits, sym, norm, &scale[j], &zero[j]);
+}
+
+#define NCAND (1 + SQ_QM_GRID_SHRINK_STEPS)
+
+void sq_cpu_grid_search8(const float *x, int64_t stride, const float *d, int64_t m, int bits, bool sym, double norm, float *scale,
+                         int32_t *zero) {
+    if (!sq_cpu_has_avx2() || (norm > 0 && norm != 2) || m <= 0) {
+        sq_cpu_grid_search8_ref(x, stride, d, m, bits, sym, norm, scale, zero);
+        return;
+    }
+    int maxq = (1 << bits) - 1;
+    int32_t half = (maxq + 1) / 2;
+    /* Every lane's candidates (the min/max grid first, then the 80 shrunk ones), as the scalar search. */
+    float cs[NCAND][8], cz[NCAND][8];
+    int32_t czi[NCAND][8];
+    bool live[8];
+    for (int j = 0; j < 8; j++) {
+        float lo = x[j], hi = x[j], ext = x[j];
+        for (int64_t i = 1; i < m; i++) {
+            float xi = x[i * stride + j];
+            lo = fminf(lo, xi);
+            hi = fmaxf(hi, xi);
+            if (fabsf(xi) > fabsf(ext)) ext = xi;
+        }
+        sq_qm_grid_params(lo, hi, bits, sym, &cs[0][j], &czi[0][j]);
+        live[j] = ext != 0;
+        float s0 = ext < 0 ? -ext / (float)half : ext / (float)(half - 1);
+        for (int i = 0; i < SQ_QM_GRID_SHRINK_STEPS; i++) {
+            float p = 1.0f - (float)i / (float)SQ_QM_GRID_STEPS;
+            if (!live[j]) {
+                cs[i + 1][j] = cs[0][j], czi[i + 1][j] = czi[0][j];
+                continue;
+            }
+            if (sym) {
+                cs[i + 1][j] = sq_qm_f16_scale(p * s0);
+                czi[i + 1][j] = half;
+            } else sq_qm_grid_params(p * lo, p * hi, bits, false, &cs[i + 1][j], &czi[i + 1][j]);
+        }
+        for (int c = 0; c < NCAND; c++) cz[c][j] = (float)czi[c][j];
+    }
+    const __m256 zero8 = _mm256_setzero_ps(), maxq8 = _mm256_set1_ps((float)maxq);
+    double err[NCAND][8];
+    for (int c = 0; c < NCAND; c++) {
+        __m256 s = _mm256_loadu_ps(cs[c]), z = _mm256_loadu_ps(cz[c]);
+        __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
+        for (int64_t i = 0; i < m; i++) {
+            __m256 xi = _mm256_loadu_ps(x + i * stride);
+            __m256 q = _mm256_add_ps(_mm256_round_ps(_mm256_div_ps(xi, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), z);
+            /* q < 0 ? 0 : q > maxq ? maxq : q */
+            q = _mm256_blendv_ps(q, zero8, _mm256_cmp_ps(q, zero8, _CMP_LT_OQ));
+            q = _mm256_blendv_ps(q, maxq8, _mm256_cmp_ps(q, maxq8, _CMP_GT_OQ));
+            __m256 e = _mm256_sub_ps(_mm256_mul_ps(s, _mm256_sub_ps(q, z)), xi);
+            __m256d e0 = _mm256_cvtps_pd(_mm256_castps256_ps128(e)), e1 = _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1));
+            __m256d t0 = _mm256_mul_pd(e0, e0), t1 = _mm256_mul_pd(e1, e1);
+            if (d) {
+                __m256d di = _mm256_set1_pd((double)d[i]);
+                t0 = _mm256_mul_pd(di, t0), t1 = _mm256_mul_pd(di, t1);
+            }
+            a0 = _mm256_add_pd(a0, t0), a1 = _mm256_add_pd(a1, t1);
+        }
+        _mm256_storeu_pd(err[c], a0);
+        _mm256_storeu_pd(err[c] + 4, a1);
+    }
+    for (int j = 0; j < 8; j++) {
+        double best = err[0][j];
+        scale[j] = cs[0][j], zero[j] = czi[0][j];
+        for (int c = 1; c < NCAND && live[j]; c++)
+            if (err[c][j] < best) best = err[c][j], scale[j] = cs[c][j], zero[j] = czi[c][j];
+    }
+}
