@@ -74,9 +74,9 @@ def main():
         ]
     size = {"F32": 4, "F16": 2, "BF16": 2}[dtype]
     header, off = {}, 0
-    for name, shape in shapes:
-        n = int(np.prod(shape)) * size
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [off, off + n]}
+    for name, dims in shapes:
+        n = int(np.prod(dims)) * size
+        header[name] = {"dtype": dtype, "shape": list(dims), "data_offsets": [off, off + n]}
         off += n
     h = json.dumps(header, separators=(",", ":")).encode()
     h += b" " * (-len(h) % 8)
@@ -84,11 +84,11 @@ def main():
     with open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(h)))
         f.write(h)
-        for name, shape in shapes:
+        for name, dims in shapes:
             if name.endswith("norm.weight"):
-                a = np.ones(shape, dtype=np.float32)
+                a = np.ones(dims, dtype=np.float32)
             else:
-                a = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)
+                a = rng.standard_normal(dims, dtype=np.float32) * np.float32(0.02)
             f.write(to_dtype(a, dtype))
     os.replace(tmp, st_path)
     here = os.path.dirname(os.path.abspath(__file__))
