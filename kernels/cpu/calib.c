@@ -80,7 +80,7 @@ sq_status sq_cpu_output_error(const float *w, const float *q, const float *h, in
     double num = 0, den = 0;
     for (int pass = 0; pass < 2; pass++) {
         oe_job j = {w, q, h, n, k, d, dh, pass};
-        sq_cpu_par_chunks(threads < 1 ? 1 : threads, (n + OE_ROWS - 1) / OE_ROWS, oe_chunk, &j);
+        sq_cpu_par_chunks(threads, (n + OE_ROWS - 1) / OE_ROWS, oe_chunk, &j);
         double acc = 0;
         for (int64_t i = 0; i < n * k; i++) acc += (double)d[i] * dh[i];
         if (pass) den = acc; else num = acc;
@@ -406,7 +406,7 @@ typedef struct {
     const sq_qgrid *p;
     const float *imp;
     sq_qmatrix *out;
-    bool nomem;
+    _Atomic bool nomem;          /* a chunk could not get its tile */
 } rtn_job;
 
 /* RTN on the mse grid of rows [c SWEEP_ROWS, (c+1) SWEEP_ROWS): each group's tile of eight rows
@@ -465,7 +465,7 @@ sq_status sq_cpu_rtn(const float *w, int64_t n, int64_t k, const sq_qgrid *p, sq
     if (p->kind == SQ_QGRID_INT_MSE) { /* rows in fixed chunks on the threads, eight at a time within */
         rtn_job j = {w, n, k, gs, maxq, p, imp, out, false};
         r0 = n / SWEEP_ROWS * SWEEP_ROWS;
-        sq_cpu_par_chunks(p->threads < 1 ? 1 : p->threads, n / SWEEP_ROWS, rtn_chunk, &j);
+        sq_cpu_par_chunks(p->threads, n / SWEEP_ROWS, rtn_chunk, &j);
         if (j.nomem) return sq_fail(err, SQ_ERR_NOMEM, "RTN: out of memory");
     }
     for (int64_t r = r0; r < n; r++) {

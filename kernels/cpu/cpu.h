@@ -47,8 +47,9 @@ void sq_pool_run(sq_pool *p, sq_pool_fn fn, void *arg);
  * cost more than it saves (and on a loaded machine, much more). */
 #define SQ_PAR_MIN_WORK (1 << 16)
 /* fn(arg, c, ith) for every chunk c in [0, nchunks), on `threads` threads (ith < threads, the caller
- * being 0) that take the chunks in turn: for work whose chunks are fixed by its size, so that the
- * result does not depend on the thread count. At most SQ_PAR_MAX_THREADS threads. */
+ * being 0) that take the chunks in turn (a pool of its own for the call; threads < 2: the caller
+ * alone): for work whose chunks are fixed by its size, so that the result does not depend on the
+ * thread count. At most SQ_PAR_MAX_THREADS threads. */
 #define SQ_PAR_MAX_THREADS 256
 void sq_cpu_par_chunks(int threads, int64_t nchunks, void (*fn)(void *arg, int64_t c, int ith), void *arg);
 

@@ -140,33 +140,19 @@ typedef struct {
     _Atomic int64_t next;
 } par_job;
 
-typedef struct {
-    par_job *j;
-    int ith;
-} par_arg;
-
-static void par_loop(par_job *j, int ith) {
-    for (int64_t c; (c = atomic_fetch_add(&j->next, 1)) < j->nchunks;) j->fn(j->arg, c, ith);
-}
-
-static void *par_worker(void *v) {
-    par_arg *a = v;
-    par_loop(a->j, a->ith);
-    return NULL;
+static void par_run(void *v, int ith, int nth) {
+    (void)nth;
+    par_job *j = v;
+    int64_t lo, hi;
+    while (sq_chunk_next(&j->next, j->nchunks, 1, &lo, &hi)) j->fn(j->arg, lo, ith);
 }
 
 void sq_cpu_par_chunks(int threads, int64_t nchunks, void (*fn)(void *arg, int64_t c, int ith), void *arg) {
     if (threads > SQ_PAR_MAX_THREADS) threads = SQ_PAR_MAX_THREADS;
     if (threads > nchunks) threads = (int)nchunks;
     par_job j = {fn, arg, nchunks, 0};
-    pthread_t tid[SQ_PAR_MAX_THREADS];
-    par_arg pa[SQ_PAR_MAX_THREADS];
-    int started = 1;
-    for (int t = 1; t < threads; t++) { /* a thread that will not start leaves its chunks to the others */
-        pa[t] = (par_arg){&j, t};
-        if (pthread_create(&tid[started], NULL, par_worker, &pa[t]) != 0) break;
-        started++;
-    }
-    par_loop(&j, 0);
-    for (int t = 1; t < started; t++) pthread_join(tid[t], NULL);
+    sq_pool *p = NULL;
+    if (threads > 1 && sq_pool_new(&p, threads, NULL)) p = NULL; /* threads that will not start: the caller alone */
+    sq_pool_run(p, par_run, &j);
+    sq_pool_free(p);
 }
