@@ -121,7 +121,7 @@ static sq_status run_collect(sq_calib *r, int l, const sq_backend_i *be, sq_err 
     int64_t T = r->o.seqlen, H = r->c->hidden;
     int N = sq_par_size(), me = sq_par_rank(), C = nchunks(r), nu = r->u1 - r->u0;
     int c0 = (int)((int64_t)me * C / N), c1 = (int)((int64_t)(me + 1) * C / N);
-    double t = now(), th = 0, w0 = sq_par_wait_seconds();
+    double t = now(), th = 0, w0 = sq_par_wait_seconds(), f0 = sq_state_flops(r->st);
     hnode *st = sq_calloc((size_t)nu * HSTACK, sizeof *st, err);
     int *depth = sq_calloc((size_t)nu, sizeof *depth, err);
     int64_t *off = malloc((size_t)(N + 1) * sizeof *off), *cnt = malloc((size_t)N * sizeof *cnt);
@@ -227,6 +227,7 @@ static sq_status run_collect(sq_calib *r, int l, const sq_backend_i *be, sq_err 
     }
     r->t_hessian += th;
     r->t_forward += now() - t - th - (sq_par_wait_seconds() - w0); /* the forward alone, not the waits */
+    r->f_forward += sq_state_flops(r->st) - f0;
     return SQ_OK;
 }
 
@@ -235,13 +236,14 @@ static sq_status run_collect(sq_calib *r, int l, const sq_backend_i *be, sq_err 
 static sq_status run_layer_par(sq_calib *r, int l, sq_err *err) {
     int64_t T = r->o.seqlen, H = r->c->hidden;
     int N = sq_par_size(), me = sq_par_rank();
-    double t = now(), w0 = sq_par_wait_seconds();
+    double t = now(), w0 = sq_par_wait_seconds(), f0 = sq_state_flops(r->st);
     for (int w = me; w < r->o.nsamples; w += N) {
         sq_status s = sq_layer_forward(r->st, l, r->x + w * T * H, (int)T, NULL, NULL, err);
         if (s) return s;
     }
     sq_par_gather_chunks(r->x, r->o.nsamples, T * H * (int64_t)sizeof *r->x);
     r->t_forward += now() - t - (sq_par_wait_seconds() - w0);
+    r->f_forward += sq_state_flops(r->st) - f0;
     return SQ_OK;
 }
 
@@ -249,7 +251,7 @@ static sq_status run_layer_par(sq_calib *r, int l, sq_err *err) {
 static sq_status run_layer(sq_calib *r, int l, bool keep_outputs, sq_tap_fn fn, void *user, sq_err *err) {
     if (sq_par_size() > 1 && keep_outputs && !fn) return run_layer_par(r, l, err);
     int64_t T = r->o.seqlen, H = r->c->hidden;
-    double t = now();
+    double t = now(), f0 = sq_state_flops(r->st);
     for (int smp = 0; smp < r->o.nsamples; smp++) {
         float *xs = r->x + smp * T * H;
         float *buf = keep_outputs ? xs : r->tmp;
@@ -258,6 +260,7 @@ static sq_status run_layer(sq_calib *r, int l, bool keep_outputs, sq_tap_fn fn, 
         if (s) return s;
     }
     r->t_forward += now() - t;
+    r->f_forward += sq_state_flops(r->st) - f0;
     return SQ_OK;
 }
 
@@ -292,7 +295,7 @@ sq_status sq_calib_channel_absmax(sq_calib *r, int l, float *qkv, float *gateup,
     memset(gateup, 0, (size_t)H * sizeof *gateup);
     if (!r->x) return SQ_OK;
     chan_tap t = {{qkv, gateup}, sq_model_ffn_units(r->m, l), sq_config_moe_layer(r->c, l), false};
-    double t0 = now(), w0 = sq_par_wait_seconds();
+    double t0 = now(), w0 = sq_par_wait_seconds(), f0 = sq_state_flops(r->st);
     sq_status s = SQ_OK;
     for (int w = sq_par_rank(); w < r->o.nsamples && !s; w += sq_par_size()) {
         memcpy(r->tmp, r->x + w * T * H, (size_t)(T * H) * sizeof *r->tmp);
@@ -305,6 +308,7 @@ sq_status sq_calib_channel_absmax(sq_calib *r, int l, float *qkv, float *gateup,
         if (!s && isinf(qkv[0])) t.bad = true;
     }
     r->t_forward += now() - t0 - (sq_par_wait_seconds() - w0);
+    r->f_forward += sq_state_flops(r->st) - f0;
     if (s) return s;
     if (t.bad) return sq_fail(err, SQ_ERR_NUMERIC, "%s: layer %d: a NaN or Inf in the calibration activations", r->o.model, l);
     return SQ_OK;

@@ -71,6 +71,7 @@ typedef struct {
     int64_t *moe_tokens;         /* (n_layers, n_experts) tokens routed to each expert */
     uint8_t *moe_all;            /* (n_layers, n_experts) the experts calibrated on every token */
     double t_forward, t_hessian;
+    double f_forward;            /* operations of the forwards timed in t_forward (sq_state_flops over them) */
     double f_hessian;            /* operations of the Hessian updates (k (k + 1) per token of a k-wide input) */
     sq_hessian *part;            /* (max_units) the partial Hessians of the chunk at hand (run_collect), on the backend */
     uint64_t *need;              /* (max_units; NULL with one rank) the ranks (bit q) that accumulate each unit's

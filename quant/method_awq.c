@@ -359,13 +359,14 @@ sq_status sq_awq_block_begin(sq_qrun *r, int l, sq_err *err) {
     memcpy(x0, cal->x, (size_t)(T * H) * sizeof *x0);
     if (a->moe) { /* the tokens routed to each expert; the rare ones are calibrated on every token */
         for (int e = 0; e < c->n_experts; e++) cal->unit_tokens[e] = 0;
-        double t0 = sq_pl_now();
+        double t0 = sq_pl_now(), f0 = sq_state_flops(cal->st);
         int64_t T2 = cal->o.seqlen;
         for (int smp = 0; smp < cal->o.nsamples && !s; smp++) {
             memcpy(cal->tmp, cal->x + smp * T2 * H, (size_t)(T2 * H) * sizeof *cal->tmp);
             s = sq_layer_forward(cal->st, l, cal->tmp, (int)T2, tap_count, cal, err);
         }
         cal->t_forward += sq_pl_now() - t0;
+        cal->f_forward += sq_state_flops(cal->st) - f0;
         if (!s) sq_calib_route_rare_experts(cal, l);
     }
     /* The full-precision block: every site's inputs, and its outputs as the next block's inputs. */
