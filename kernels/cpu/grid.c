@@ -17,6 +17,33 @@ void sq_cpu_grid_search8_ref(const float *x, int64_t stride, const float *d, int
 
 #define NCAND (1 + SQ_QM_GRID_SHRINK_STEPS)
 
+/* err[c][j]: lane j's squared error (weighted by d) on candidate c, in the scalar order. */
+static SQ_AVX2 void errors8(const float *x, int64_t stride, const float *d, int64_t m, int maxq, float cs[][8], float cz[][8],
+                            double err[][8]) {
+    const __m256 zero8 = _mm256_setzero_ps(), maxq8 = _mm256_set1_ps((float)maxq);
+    for (int c = 0; c < NCAND; c++) {
+        __m256 s = _mm256_loadu_ps(cs[c]), z = _mm256_loadu_ps(cz[c]);
+        __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
+        for (int64_t i = 0; i < m; i++) {
+            __m256 xi = _mm256_loadu_ps(x + i * stride);
+            __m256 q = _mm256_add_ps(_mm256_round_ps(_mm256_div_ps(xi, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), z);
+            /* q < 0 ? 0 : q > maxq ? maxq : q */
+            q = _mm256_blendv_ps(q, zero8, _mm256_cmp_ps(q, zero8, _CMP_LT_OQ));
+            q = _mm256_blendv_ps(q, maxq8, _mm256_cmp_ps(q, maxq8, _CMP_GT_OQ));
+            __m256 e = _mm256_sub_ps(_mm256_mul_ps(s, _mm256_sub_ps(q, z)), xi);
+            __m256d e0 = _mm256_cvtps_pd(_mm256_castps256_ps128(e)), e1 = _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1));
+            __m256d t0 = _mm256_mul_pd(e0, e0), t1 = _mm256_mul_pd(e1, e1);
+            if (d) {
+                __m256d di = _mm256_set1_pd((double)d[i]);
+                t0 = _mm256_mul_pd(di, t0), t1 = _mm256_mul_pd(di, t1);
+            }
+            a0 = _mm256_add_pd(a0, t0), a1 = _mm256_add_pd(a1, t1);
+        }
+        _mm256_storeu_pd(err[c], a0);
+        _mm256_storeu_pd(err[c] + 4, a1);
+    }
+}
+
 void sq_cpu_grid_search8(const float *x, int64_t stride, const float *d, int64_t m, int bits, bool sym, double norm, float *scale,
                          int32_t *zero) {
     if (!sq_cpu_has_avx2() || (norm > 0 && norm != 2) || m <= 0) {
@@ -53,29 +80,8 @@ void sq_cpu_grid_search8(const float *x, int64_t stride, const float *d, int64_t
         }
         for (int c = 0; c < NCAND; c++) cz[c][j] = (float)czi[c][j];
     }
-    const __m256 zero8 = _mm256_setzero_ps(), maxq8 = _mm256_set1_ps((float)maxq);
     double err[NCAND][8];
-    for (int c = 0; c < NCAND; c++) {
-        __m256 s = _mm256_loadu_ps(cs[c]), z = _mm256_loadu_ps(cz[c]);
-        __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
-        for (int64_t i = 0; i < m; i++) {
-            __m256 xi = _mm256_loadu_ps(x + i * stride);
-            __m256 q = _mm256_add_ps(_mm256_round_ps(_mm256_div_ps(xi, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), z);
-            /* q < 0 ? 0 : q > maxq ? maxq : q */
-            q = _mm256_blendv_ps(q, zero8, _mm256_cmp_ps(q, zero8, _CMP_LT_OQ));
-            q = _mm256_blendv_ps(q, maxq8, _mm256_cmp_ps(q, maxq8, _CMP_GT_OQ));
-            __m256 e = _mm256_sub_ps(_mm256_mul_ps(s, _mm256_sub_ps(q, z)), xi);
-            __m256d e0 = _mm256_cvtps_pd(_mm256_castps256_ps128(e)), e1 = _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1));
-            __m256d t0 = _mm256_mul_pd(e0, e0), t1 = _mm256_mul_pd(e1, e1);
-            if (d) {
-                __m256d di = _mm256_set1_pd((double)d[i]);
-                t0 = _mm256_mul_pd(di, t0), t1 = _mm256_mul_pd(di, t1);
-            }
-            a0 = _mm256_add_pd(a0, t0), a1 = _mm256_add_pd(a1, t1);
-        }
-        _mm256_storeu_pd(err[c], a0);
-        _mm256_storeu_pd(err[c] + 4, a1);
-    }
+    errors8(x, stride, d, m, maxq, cs, cz, err);
     for (int j = 0; j < 8; j++) {
         double best = err[0][j];
         scale[j] = cs[0][j], zero[j] = czi[0][j];
