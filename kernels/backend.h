@@ -106,6 +106,7 @@ typedef enum {
     SQ_OP_RTN,           /* round to nearest (per grid kind) */
     SQ_OP_OUTPUT_ERROR,
     SQ_OP_ABSMAX,
+    SQ_OP_AWQ_CLIP,      /* AWQ's clipping search */
     SQ_OP_COUNT
 } sq_op;
 const char *sq_op_name(sq_op op);
@@ -199,6 +200,12 @@ typedef struct sq_backend_i {
     sq_status (*output_error)(const float *w, const float *q, const float *h, int64_t n, int64_t k, int threads, double *out /* OUT */, sq_err *err);
     /* max |x| over n values; NaN or Inf gives -1 with *bad its index (else -1). */
     float (*absmax)(const float *x, int64_t n, int64_t *bad /* OUT */);
+    /* AWQ's clipping search for w [n, k] (scaled) with inputs x [t, k], every max(t / 512, 1)-th token
+     * used: per row and group, max |w| shrunk by (1 - i/20), i = 0..9, keeping the least mean squared
+     * error of the group's output over those tokens (the first on ties); w is clamped to the chosen
+     * range in place, max_val (n, k / gs; may be NULL) gets it. The same bits for every thread count. */
+    sq_status (*awq_clip)(float *w, int64_t n, int64_t k, int gs, int bits, const float *x, int64_t t, int threads, float *max_val /* OUT */,
+                          sq_err *err);
 } sq_backend_i;
 
 const sq_backend_i *sq_backend_cpu(void);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../formats/dtype.h"
+#include "../kernels/backend.h"
 
 static void awq_grid(float lo, float hi, int maxq, float *scale, float *zero) {
     float s = fmaxf(hi - lo, 1e-5f) / (float)maxq;
@@ -142,52 +143,6 @@ done:
     return st;
 }
 
-sq_status sq_awq_clip(float *w, int64_t n, int64_t k, int gs, int bits, const float *x, int64_t t, float *max_val, sq_err *err) {
-    if (gs <= 0) gs = (int)k;
-    int64_t G = k / gs, step = t / 512 > 1 ? t / 512 : 1, nt = (t + step - 1) / step;
-    int maxq = (1 << bits) - 1;
-    float *q = malloc((size_t)gs * sizeof *q);
-    double *org = malloc((size_t)nt * sizeof *org);
-    if (!q || !org) { free(q); free(org); return sq_fail(err, SQ_ERR_NOMEM, "AWQ clip: out of memory"); }
-    for (int64_t r = 0; r < n; r++)
-        for (int64_t g = 0; g < G; g++) {
-            float *wg = w + r * k + g * gs;
-            float amax = 0;
-            for (int i = 0; i < gs; i++) amax = fmaxf(amax, fabsf(wg[i]));
-            for (int64_t ti = 0; ti < nt; ti++) {
-                const float *xg = x + ti * step * k + g * gs;
-                float acc = 0;
-                for (int i = 0; i < gs; i++) acc += xg[i] * wg[i];
-                org[ti] = acc;
-            }
-            float best = amax;
-            double best_err = 1e9;
-            for (int is = 0; is < 10; is++) {
-                float mx = amax * (1.0f - (float)is / 20.0f), mn = -mx;
-                float lo = INFINITY, hi = -INFINITY;
-                for (int i = 0; i < gs; i++) {
-                    q[i] = fminf(fmaxf(wg[i], mn), mx);
-                    lo = fminf(lo, q[i]);
-                    hi = fmaxf(hi, q[i]);
-                }
-                float s, z;
-                awq_grid(lo, hi, maxq, &s, &z);
-                for (int i = 0; i < gs; i++) q[i] = awq_fq(q[i], s, z, maxq);
-                double e = 0;
-                for (int64_t ti = 0; ti < nt; ti++) {
-                    const float *xg = x + ti * step * k + g * gs;
-                    float acc = 0;
-                    for (int i = 0; i < gs; i++) acc += xg[i] * q[i];
-                    double d = (double)acc - org[ti];
-                    e += d * d;
-                }
-                e /= (double)nt;
-                if (e < best_err) { best_err = e; best = mx; }
-            }
-            for (int i = 0; i < gs; i++) wg[i] = fminf(fmaxf(wg[i], -best), best);
-            if (max_val) max_val[r * G + g] = best;
-        }
-    free(q);
-    free(org);
-    return SQ_OK;
+sq_status sq_awq_clip(float *w, int64_t n, int64_t k, int gs, int bits, const float *x, int64_t t, int threads, float *max_val, sq_err *err) {
+    return sq_backend_cpu()->awq_clip(w, n, k, gs, bits, x, t, threads, max_val, err);
 }

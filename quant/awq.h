@@ -36,7 +36,9 @@ sq_status sq_awq_search(const float *const *ws, const int64_t *ns, int nl, int64
 
 /* Clipping search for w [n, k] (already scaled) with inputs x [t, k] (at most 512 tokens are used,
  * every t/512-th): per row and group, max |w| shrunk by (1 - i/20), i = 0..9, keeping the least error
- * of the group's output; w is clamped to the chosen range in place. max_val (n, k / gs) may be NULL. */
-sq_status sq_awq_clip(float *w, int64_t n, int64_t k, int gs, int bits, const float *x, int64_t t, float *max_val /* OUT */, sq_err *err);
+ * of the group's output; w is clamped to the chosen range in place. max_val (n, k / gs) may be NULL.
+ * The CPU backend's awq_clip on `threads` threads (the same bits for every count). */
+sq_status sq_awq_clip(float *w, int64_t n, int64_t k, int gs, int bits, const float *x, int64_t t, int threads, float *max_val /* OUT */,
+                      sq_err *err);
 
 #endif

@@ -462,7 +462,7 @@ sq_status sq_awq_block_begin(sq_qrun *r, int l, sq_err *err) {
             const feat_buf *f = feat(a, lin_site[j], u);
             if (a->why[u][j][0] || !r->o->awq_clip || which == SQ_LIN_Q || which == SQ_LIN_K || f->n == 0) continue;
             double tc0 = sq_pl_now();
-            s = sq_awq_clip(*wf(a, u, which), wm->rows, wm->cols, r->o->q.group_size, r->o->q.bits, f->x, f->n, NULL, err);
+            s = sq_awq_clip(*wf(a, u, which), wm->rows, wm->cols, r->o->q.group_size, r->o->q.bits, f->x, f->n, r->o->threads, NULL, err);
             r->t_quant += sq_pl_now() - tc0;
             if (s) return s;
         }

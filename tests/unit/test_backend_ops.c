@@ -327,6 +327,90 @@ static double output_error_ref(const float *w, const float *q, const float *x, i
     return sqrt(num / den);
 }
 
+/* AWQ's clipping search as AutoAWQ writes it: each sampled token's group output for each candidate,
+ * in double; max_val (n, k / gs). */
+static void awq_clip_ref(const float *w, int64_t n, int64_t k, int gs, int bits, const float *x, int64_t t, float *max_val, double *errs) {
+    int64_t G = k / gs, step = t / 512 > 1 ? t / 512 : 1, nt = (t + step - 1) / step;
+    int maxq = (1 << bits) - 1;
+    float *q = malloc((size_t)gs * sizeof *q);
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t g = 0; g < G; g++) {
+            const float *wg = w + r * k + g * gs;
+            float amax = 0, best = 0;
+            for (int i = 0; i < gs; i++) amax = fmaxf(amax, fabsf(wg[i]));
+            double best_err = INFINITY;
+            for (int is = 0; is < 10; is++) {
+                float mx = amax * (1.0f - (float)is / 20.0f), lo = INFINITY, hi = -INFINITY;
+                for (int i = 0; i < gs; i++) {
+                    q[i] = fminf(fmaxf(wg[i], -mx), mx);
+                    lo = fminf(lo, q[i]), hi = fmaxf(hi, q[i]);
+                }
+                float s = fmaxf(hi - lo, 1e-5f) / (float)maxq, z = -nearbyintf(lo / s);
+                z = z < 0 ? 0 : z > (float)maxq ? (float)maxq : z;
+                for (int i = 0; i < gs; i++) {
+                    float c = nearbyintf(q[i] / s) + z;
+                    q[i] = ((c < 0 ? 0 : c > (float)maxq ? (float)maxq : c) - z) * s;
+                }
+                double e = 0;
+                for (int64_t ti = 0; ti < nt; ti++) {
+                    const float *xg = x + ti * step * k + g * gs;
+                    double a = 0;
+                    for (int i = 0; i < gs; i++) a += (double)xg[i] * (q[i] - wg[i]);
+                    e += a * a;
+                }
+                errs[(r * G + g) * 10 + is] = e / (double)nt;
+                if (e / (double)nt < best_err) best_err = e / (double)nt, best = mx;
+            }
+            max_val[r * G + g] = best;
+        }
+    free(q);
+}
+
+static void test_awq_clip(const backend *bk) {
+    static const struct { int64_t n, k, t; int gs, bits; } sh[] = {{70, 256, 300, 128, 4}, {130, 384, 1500, 64, 4}, {33, 96, 40, 32, 3}, {8, 64, 9, 64, 8}};
+    char name[64];
+    for (size_t si = 0; si < sizeof sh / sizeof *sh; si++) {
+        int64_t n = sh[si].n, k = sh[si].k, t = sh[si].t, G = k / sh[si].gs;
+        snprintf(name, sizeof name, "%lldx%lld T%lld g%d %dbit", (long long)n, (long long)k, (long long)t, sh[si].gs, sh[si].bits);
+        if (!bk->present || !bk->b->supports(SQ_OP_AWQ_CLIP, 0)) {
+            note(bk->name, "awq_clip", name, bk->present ? "skipped (not on this backend yet)" : "skipped (no device)");
+            continue;
+        }
+        sq_err err = {0};
+        float *x = rand_acts(t, k), *w = rand_vec(n * k, 0.1f), *w1 = malloc((size_t)(n * k) * sizeof *w1), *w3 = malloc((size_t)(n * k) * sizeof *w3);
+        float *mv1 = malloc((size_t)(n * G) * sizeof *mv1), *mv3 = malloc((size_t)(n * G) * sizeof *mv3), *mvr = malloc((size_t)(n * G) * sizeof *mvr);
+        double *errs = malloc((size_t)(n * G * 10) * sizeof *errs);
+        memcpy(w1, w, (size_t)(n * k) * sizeof *w);
+        memcpy(w3, w, (size_t)(n * k) * sizeof *w);
+        awq_clip_ref(w, n, k, sh[si].gs, sh[si].bits, x, t, mvr, errs);
+        CHECK_OK(bk->b->awq_clip(w1, n, k, sh[si].gs, sh[si].bits, x, t, 1, mv1, &err), &err);
+        CHECK_OK(bk->b->awq_clip(w3, n, k, sh[si].gs, sh[si].bits, x, t, 3, mv3, &err), &err);
+        CHECK(!memcmp(w1, w3, (size_t)(n * k) * sizeof *w1) && !memcmp(mv1, mv3, (size_t)(n * G) * sizeof *mv1),
+              "%s awq_clip %s: 1 and 3 threads differ", bk->name, name);
+        /* the same range as the reference, or one whose error is within 1e-5 of the reference's best */
+        int same = 0, bad = 0;
+        for (int64_t i = 0; i < n * G; i++) {
+            if (mv1[i] == mvr[i]) { same++; continue; }
+            float amax = 0;
+            for (int c = 0; c < sh[si].gs; c++) amax = fmaxf(amax, fabsf(w[(i / G) * k + (i % G) * sh[si].gs + c]));
+            int is = (int)lround((1.0 - mv1[i] / amax) * 20), ir = (int)lround((1.0 - mvr[i] / amax) * 20);
+            if (is < 0 || is > 9 || errs[i * 10 + is] > errs[i * 10 + ir] * (1 + 1e-5)) bad++;
+        }
+        CHECK(bad == 0, "%s awq_clip %s: %d of %lld ranges worse than the reference's", bk->name, name, bad, (long long)(n * G));
+        int outside = 0;
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t c = 0; c < k; c++) {
+                float m = mv1[r * G + c / sh[si].gs];
+                outside += w1[r * k + c] != fminf(fmaxf(w[r * k + c], -m), m);
+            }
+        CHECK(outside == 0, "%s awq_clip %s: %d weights not clamped to their range", bk->name, name, outside);
+        char what[96];
+        snprintf(what, sizeof what, "ok (%d of %lld ranges the reference's, the rest as good; 1 = 3 threads)", same, (long long)(n * G));
+        note(bk->name, "awq_clip", name, what);
+        free(x), free(w), free(w1), free(w3), free(mv1), free(mv3), free(mvr), free(errs);
+    }
+}
+
 static void test_output_error_absmax(const backend *bk) {
     char sh[64];
     for (size_t si = 0; si < sizeof cshapes / sizeof *cshapes; si++) {
@@ -781,6 +865,7 @@ int main(void) {
         test_hessian(bk);
         test_factor(bk);
         test_output_error_absmax(bk);
+        test_awq_clip(bk);
         test_quantisers(bk);
         test_method(bk);
     }

@@ -1,0 +1,116 @@
+/* awq_clip.c: AWQ's clipping search (AutoAWQ's _compute_best_clip) for the CPU backend. The error of a
+ * candidate q for one row's group is the mean over the sampled tokens of (x_g . q - x_g . w)^2, which is
+ * d^T H_g d / T with d = q - w and H_g = X_g^T X_g the group's Gram matrix over the same tokens: the
+ * Gram matrices are made once per group (shared by every row), and the ten candidates of a chunk of
+ * rows go through one sgemm D H_g. Chunks are fixed by the shape (a group and AC_ROWS rows), so the
+ * result is the same bits for every thread count. */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu.h"
+
+#define AC_ROWS 64   /* rows of a chunk */
+#define AC_CANDS 10  /* max |w| shrunk by (1 - i/20), i = 0..9 */
+#define AC_TOKENS 512
+
+typedef struct {
+    float *w;
+    int64_t n, k, nt;
+    int gs, maxq;
+    const float *xs; /* (nt, k): the sampled tokens */
+    float *gram;     /* (G, gs, gs) */
+    float *max_val;
+    float *scratch;  /* per thread: D and D H (AC_ROWS * AC_CANDS, gs) each */
+} ac_job;
+
+static void ac_gram(void *arg, int64_t g, int ith) {
+    (void)ith;
+    const ac_job *j = arg;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, j->gs, j->gs, (int)j->nt, 1.0f, j->xs + g * j->gs, (int)j->k, j->xs + g * j->gs,
+                (int)j->k, 0.0f, j->gram + g * j->gs * j->gs, j->gs);
+}
+
+static void ac_grid(float lo, float hi, int maxq, float *scale, float *zero) {
+    float s = fmaxf(hi - lo, 1e-5f) / (float)maxq;
+    float z = -nearbyintf(lo / s);
+    *scale = s;
+    *zero = z < 0 ? 0 : z > (float)maxq ? (float)maxq : z;
+}
+
+static void ac_chunk(void *arg, int64_t c, int ith) {
+    const ac_job *j = arg;
+    int64_t rchunks = (j->n + AC_ROWS - 1) / AC_ROWS, g = c / rchunks, r0 = (c % rchunks) * AC_ROWS;
+    int64_t r1 = r0 + AC_ROWS < j->n ? r0 + AC_ROWS : j->n, nr = r1 - r0, k = j->k, G = k / j->gs;
+    int gs = j->gs, m = (int)(nr * AC_CANDS);
+    float *d = j->scratch + (size_t)ith * 2 * AC_ROWS * AC_CANDS * gs, *dh = d + AC_ROWS * AC_CANDS * gs;
+    float amax[AC_ROWS];
+    bool dup[AC_ROWS * AC_CANDS];
+    for (int64_t r = r0; r < r1; r++) {
+        const float *wg = j->w + r * k + g * gs;
+        float a = 0;
+        for (int i = 0; i < gs; i++) a = fmaxf(a, fabsf(wg[i]));
+        amax[r - r0] = a;
+        for (int is = 0; is < AC_CANDS; is++) {
+            float mx = a * (1.0f - (float)is / 20.0f), mn = -mx, lo = INFINITY, hi = -INFINITY;
+            float *dc = d + ((r - r0) * AC_CANDS + is) * gs;
+            for (int i = 0; i < gs; i++) {
+                float v = fminf(fmaxf(wg[i], mn), mx);
+                lo = fminf(lo, v);
+                hi = fmaxf(hi, v);
+                dc[i] = v;
+            }
+            float s, z;
+            ac_grid(lo, hi, j->maxq, &s, &z);
+            for (int i = 0; i < gs; i++) {
+                float q = nearbyintf(dc[i] / s) + z;
+                q = q < 0 ? 0 : q > (float)j->maxq ? (float)j->maxq : q;
+                dc[i] = (q - z) * s - wg[i];
+            }
+            /* the same codes as the previous candidate: the same error (the first wins a tie) */
+            dup[(r - r0) * AC_CANDS + is] = is > 0 && !memcmp(dc, dc - gs, (size_t)gs * sizeof *dc);
+        }
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, gs, gs, 1.0f, d, gs, j->gram + g * gs * gs, gs, 0.0f, dh, gs);
+    for (int64_t r = r0; r < r1; r++) {
+        float best = amax[r - r0];
+        double best_err = INFINITY;
+        for (int is = 0; is < AC_CANDS; is++) {
+            int64_t row = (r - r0) * AC_CANDS + is;
+            if (dup[row]) continue;
+            const float *dc = d + row * gs, *hc = dh + row * gs;
+            double e = 0;
+            for (int i = 0; i < gs; i++) e += (double)dc[i] * hc[i];
+            if (e < best_err) {
+                best_err = e;
+                best = amax[r - r0] * (1.0f - (float)is / 20.0f);
+            }
+        }
+        float *wg = j->w + r * k + g * gs;
+        for (int i = 0; i < gs; i++) wg[i] = fminf(fmaxf(wg[i], -best), best);
+        if (j->max_val) j->max_val[r * G + g] = best;
+    }
+}
+
+sq_status sq_cpu_awq_clip(float *w, int64_t n, int64_t k, int gs, int bits, const float *x, int64_t t, int threads, float *max_val,
+                          sq_err *err) {
+    if (gs <= 0) gs = (int)k;
+    if (k % gs || t < 1 || bits < 2 || bits > 8)
+        return sq_fail(err, SQ_ERR_ARG, "AWQ clip: %lld columns in groups of %d, %lld tokens, %d bits", (long long)k, gs, (long long)t, bits);
+    int64_t G = k / gs, step = t / AC_TOKENS > 1 ? t / AC_TOKENS : 1, nt = (t + step - 1) / step;
+    if (threads < 1) threads = 1;
+    if (threads > SQ_PAR_MAX_THREADS) threads = SQ_PAR_MAX_THREADS;
+    float *xs = malloc((size_t)(nt * k) * sizeof *xs), *gram = malloc((size_t)(G * gs * gs) * sizeof *gram);
+    float *scratch = malloc((size_t)threads * 2 * AC_ROWS * AC_CANDS * (size_t)gs * sizeof *scratch);
+    if (!xs || !gram || !scratch) {
+        free(xs), free(gram), free(scratch);
+        return sq_fail(err, SQ_ERR_NOMEM, "AWQ clip: out of memory [%lld x %lld]", (long long)n, (long long)k);
+    }
+    for (int64_t ti = 0; ti < nt; ti++) memcpy(xs + ti * k, x + ti * step * k, (size_t)k * sizeof *xs);
+    ac_job j = {w, n, k, nt, gs, (1 << bits) - 1, xs, gram, max_val, scratch};
+    sq_cpu_par_chunks(threads, G, ac_gram, &j);
+    sq_cpu_par_chunks(threads, G * ((n + AC_ROWS - 1) / AC_ROWS), ac_chunk, &j);
+    free(xs), free(gram), free(scratch);
+    return SQ_OK;
+}
