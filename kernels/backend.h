@@ -107,6 +107,7 @@ typedef enum {
     SQ_OP_OUTPUT_ERROR,
     SQ_OP_ABSMAX,
     SQ_OP_AWQ_CLIP,      /* AWQ's clipping search */
+    SQ_OP_GRAM,          /* X^T X */
     SQ_OP_COUNT
 } sq_op;
 const char *sq_op_name(sq_op op);
@@ -198,6 +199,12 @@ typedef struct sq_backend_i {
     sq_status (*rtn)(const float *w, int64_t n, int64_t k, const sq_qgrid *g, sq_qout *out, sq_err *err);
     /* ||W X^T - Q X^T||_F / ||W X^T||_F from H: sqrt(tr(D H D^T) / tr(W H W^T)), D = W - Q. */
     sq_status (*output_error)(const float *w, const float *q, const float *h, int64_t n, int64_t k, int threads, double *out /* OUT */, sq_err *err);
+    /* tr(D H D^T), D = W - Q (Q NULL: D = W), H [K, K]: output_error's two traces. */
+    sq_status (*quad_error)(const float *w, const float *q, const float *h, int64_t n, int64_t k, int threads, double *out /* OUT */,
+                            sq_err *err);
+    /* h [K, K] = X^T X (symmetric, both triangles) for x [T, K], on `threads` threads: the same bits for
+     * every count. */
+    sq_status (*gram)(const float *x, int64_t t, int64_t k, int threads, float *h /* OUT */, sq_err *err);
     /* max |x| over n values; NaN or Inf gives -1 with *bad its index (else -1). */
     float (*absmax)(const float *x, int64_t n, int64_t *bad /* OUT */);
     /* AWQ's clipping search for w [n, k] (scaled) with inputs x [t, k], every max(t / 512, 1)-th token

@@ -106,6 +106,19 @@ void sq_awq_scales(const float *x_mean, const float *w_mean, int64_t k, double a
     }
 }
 
+/* The set's weights for grid point alpha into tmp: Q(W diag(s)) diag(s)^-1, s the scales of alpha. */
+static void awq_candidate(const float *const *ws, const int64_t *ns, int nl, int64_t k, const float *x_mean, const float *w_mean,
+                          const sq_awq_params *p, double alpha, float *s, float **tmp) {
+    sq_awq_scales(x_mean, w_mean, k, alpha, p->duo, s);
+    for (int i = 0; i < nl; i++) {
+        for (int64_t r = 0; r < ns[i]; r++)
+            for (int64_t c = 0; c < k; c++) tmp[i][r * k + c] = ws[i][r * k + c] * s[c];
+        sq_awq_fake_quant(tmp[i], ns[i], k, p->gs, p->bits);
+        for (int64_t r = 0; r < ns[i]; r++)
+            for (int64_t c = 0; c < k; c++) tmp[i][r * k + c] /= s[c];
+    }
+}
+
 sq_status sq_awq_search(const float *const *ws, const int64_t *ns, int nl, int64_t k, const float *x_mean, const sq_awq_params *p,
                         sq_awq_loss_fn loss, void *user, float *best_scales, double *best_alpha, double *best_loss, sq_err *err) {
     float *w_mean = malloc((size_t)k * sizeof *w_mean), *s = malloc((size_t)k * sizeof *s);
@@ -117,17 +130,35 @@ sq_status sq_awq_search(const float *const *ws, const int64_t *ns, int nl, int64
     sq_awq_w_mean(ws, ns, nl, k, p->gs, w_mean);
     *best_loss = INFINITY;
     *best_alpha = -1;
-    for (int gi = 0; gi < 20; gi++) {
-        double alpha = gi / 20.0;
-        sq_awq_scales(x_mean, w_mean, k, alpha, p->duo, s);
-        for (int i = 0; i < nl; i++) {
-            for (int64_t r = 0; r < ns[i]; r++)
-                for (int64_t c = 0; c < k; c++) tmp[i][r * k + c] = ws[i][r * k + c] * s[c];
-            sq_awq_fake_quant(tmp[i], ns[i], k, p->gs, p->bits);
-            for (int64_t r = 0; r < ns[i]; r++)
-                for (int64_t c = 0; c < k; c++) tmp[i][r * k + c] /= s[c];
+    /* Every grid point on the subsample (rescore > 0) or on everything; then the rescore best of the
+     * subsample on everything, in grid order (the first wins a tie). */
+    double sub[SQ_AWQ_GRID];
+    bool full[SQ_AWQ_GRID];
+    int rescore = p->rescore > 0 ? (p->rescore < SQ_AWQ_GRID ? p->rescore : SQ_AWQ_GRID) : 0;
+    for (int gi = 0; gi < SQ_AWQ_GRID; gi++) {
+        double alpha = gi / (double)SQ_AWQ_GRID;
+        awq_candidate(ws, ns, nl, k, x_mean, w_mean, p, alpha, s, tmp);
+        double l = loss(user, tmp, rescore == 0);
+        if (!isfinite(l)) { st = sq_fail(err, SQ_ERR_NUMERIC, "AWQ: the scale search loss is not finite (alpha %.2f)", alpha); goto done; }
+        sub[gi] = l;
+        full[gi] = false;
+        if (rescore == 0 && l < *best_loss) {
+            *best_loss = l;
+            *best_alpha = alpha;
+            memcpy(best_scales, s, (size_t)k * sizeof *s);
         }
-        double l = loss(user, tmp);
+    }
+    for (int n = 0; n < rescore; n++) { /* the n-th least subsample loss (the lower alpha on ties) */
+        int pick = -1;
+        for (int gi = 0; gi < SQ_AWQ_GRID; gi++)
+            if (!full[gi] && (pick < 0 || sub[gi] < sub[pick])) pick = gi;
+        full[pick] = true;
+    }
+    for (int gi = 0; gi < SQ_AWQ_GRID && rescore; gi++) {
+        if (!full[gi]) continue;
+        double alpha = gi / (double)SQ_AWQ_GRID;
+        awq_candidate(ws, ns, nl, k, x_mean, w_mean, p, alpha, s, tmp);
+        double l = loss(user, tmp, true);
         if (!isfinite(l)) { st = sq_fail(err, SQ_ERR_NUMERIC, "AWQ: the scale search loss is not finite (alpha %.2f)", alpha); goto done; }
         if (l < *best_loss) {
             *best_loss = l;

@@ -24,11 +24,17 @@ void sq_awq_scales(const float *x_mean, const float *w_mean, int64_t k, double a
 
 /* The search: for alpha = 0, 1/20, ..., 19/20, each linear becomes Q(W diag(s)) diag(s)^-1 and
  * `loss` runs the scale set's module on them (weights[i] is linear i, [ns[i], k]) and returns the MSE
- * against the full-precision output. Picks the least loss (the first on ties). */
-typedef double (*sq_awq_loss_fn)(void *user, float *const *weights);
+ * against the full-precision output: on every calibration token (full) or on a subsample. Picks the
+ * least loss (the first on ties). With rescore = R > 0, every alpha is scored on the subsample and the
+ * R best of those again on every token, the least of which is picked; 0: every alpha on every token
+ * (AutoAWQ's search). */
+#define SQ_AWQ_GRID 20
+#define SQ_AWQ_RESCORE 3 /* --awq-search-tokens: the subsample's best rescored on every token */
+typedef double (*sq_awq_loss_fn)(void *user, float *const *weights, bool full);
 typedef struct {
     int gs, bits;
     bool duo;
+    int rescore;
 } sq_awq_params;
 sq_status sq_awq_search(const float *const *ws, const int64_t *ns, int nl, int64_t k, const float *x_mean, const sq_awq_params *p,
                         sq_awq_loss_fn loss, void *user, float *best_scales /* OUT (k) */, double *best_alpha /* OUT */,

@@ -14,6 +14,7 @@
 
 #include "../base/par.h"
 #include "../formats/dtype.h"
+#include "../kernels/backend.h"
 #include "awq.h"
 #include "method.h"
 
@@ -135,12 +136,15 @@ typedef struct {
     const float *fp;             /* the module's full-precision output (ntok, out) */
     float *out;                  /* scratch (ntok, out) */
     int64_t out_dim;
+    const float *h;              /* a single linear's set: X^T X [k, k] of its input (NULL: its output compared) */
+    const float *w;              /* that linear's weights as they are */
+    int wstep;                   /* the subsample: every wstep-th calibration window (1: every one) */
     sq_err *err;
     sq_status status;
 } awq_ctx;
 
 /* The module's output on every calibration token with the set's linears as given (NULL: as they are). */
-static sq_status awq_module(awq_ctx *c, float *const *weights, float *out) {
+static sq_status awq_module(awq_ctx *c, float *const *weights, float *out, int step) {
     sq_qrun *r = c->r;
     awq_state *a = r->ms;
     const awq_set *set = c->set;
@@ -157,8 +161,9 @@ static sq_status awq_module(awq_ctx *c, float *const *weights, float *out) {
         const sq_wmat *w = sq_model_linear_unit(r->m, c->l, set->unit[0], set->lin[0]);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ntok, (int)w->rows, (int)k, 1.0f, x, (int)k, w->data, (int)k, 0.0f, out,
                     (int)w->rows);
+        r->f_quant += 2.0 * (double)ntok * (double)w->rows * (double)k;
     } else
-        for (int smp = 0; smp < cal->o.nsamples && !s; smp++)
+        for (int smp = 0; smp < cal->o.nsamples && !s; smp += step)
             s = sq_layer_part(cal->st, c->l, set->module == 0 ? SQ_PART_ATTENTION : SQ_PART_FFN, x + smp * T * k, (int)T,
                               out + smp * T * c->out_dim, c->err);
     for (int i = 0; i < set->nl && weights; i++) { /* back to the (scaled) full-precision weights */
@@ -170,18 +175,35 @@ static sq_status awq_module(awq_ctx *c, float *const *weights, float *out) {
     return s;
 }
 
-static double awq_loss(void *user, float *const *weights) {
+static double awq_loss(void *user, float *const *weights, bool full) {
     awq_ctx *c = user;
-    sq_status s = awq_module(c, weights, c->out);
+    if (c->h) { /* ||X W^T - X Q^T||^2 = tr(D X^T X D^T), D = W - Q */
+        const sq_wmat *wm = sq_model_linear_unit(c->r->m, c->l, c->set->unit[0], c->set->lin[0]);
+        double q = NAN;
+        sq_status s = sq_backend_cpu()->quad_error(c->w, weights[0], c->h, wm->rows, wm->cols, c->r->o->threads, &q, c->err);
+        if (s) {
+            c->status = s;
+            return NAN;
+        }
+        c->r->f_quant += 2.0 * (double)wm->rows * (double)wm->cols * (double)wm->cols;
+        return q / ((double)c->set->x->n * (double)wm->rows);
+    }
+    int step = full ? 1 : c->wstep;
+    sq_status s = awq_module(c, weights, c->out, step);
     if (s) {
         c->status = s;
         return NAN;
     }
-    int64_t m = c->set->x->n * c->out_dim;
+    /* the windows it ran on (a module-2 set runs on every token) */
+    int64_t win = c->set->module == 2 ? c->set->x->n * c->out_dim : (int64_t)c->r->cal->o.seqlen * c->out_dim, m = 0;
+    if (c->set->module == 2) step = 1;
     double acc = 0;
-    for (int64_t i = 0; i < m; i++) {
-        double d = (double)c->fp[i] - c->out[i];
-        acc += d * d;
+    for (int64_t i0 = 0; i0 < c->set->x->n * c->out_dim; i0 += step * win) {
+        for (int64_t i = i0; i < i0 + win; i++) {
+            double d = (double)c->fp[i] - c->out[i];
+            acc += d * d;
+        }
+        m += win;
     }
     return acc / (double)m;
 }
@@ -258,21 +280,41 @@ static sq_status awq_search_set(sq_qrun *r, int l, const awq_set *set, float *s,
         ns[i] = sq_model_linear_unit(r->m, l, set->unit[i], set->lin[i])->rows;
     }
     int64_t out_dim = set->module == 2 ? ns[0] : r->c->hidden;
-    float *x = set->x->x;
+    /* A single linear's loss from its input's X^T X where that costs less than its output (k < ntok)
+     * and fits (k <= 8192). */
+    bool gram = set->module == 2 && k < ntok && k <= 8192;
+    float *x = set->x->x, *h = NULL, *fp = NULL, *out = NULL;
     float *x_mean = calloc((size_t)k, sizeof *x_mean);
-    float *fp = malloc((size_t)(ntok * out_dim) * sizeof *fp), *out = malloc((size_t)(ntok * out_dim) * sizeof *out);
+    if (gram) h = malloc((size_t)(k * k) * sizeof *h);
+    else {
+        fp = malloc((size_t)(ntok * out_dim) * sizeof *fp);
+        out = malloc((size_t)(ntok * out_dim) * sizeof *out);
+    }
     sq_status st = SQ_OK;
-    if (!x_mean || !fp || !out) { st = sq_fail(err, SQ_ERR_NOMEM, "AWQ: out of memory"); goto done; }
+    if (!x_mean || (gram ? !h : !fp || !out)) { st = sq_fail(err, SQ_ERR_NOMEM, "AWQ: out of memory"); goto done; }
     double *acc = calloc((size_t)k, sizeof *acc);
     if (!acc) { st = sq_fail(err, SQ_ERR_NOMEM, "AWQ: out of memory"); goto done; }
     for (int64_t t = 0; t < ntok; t++)
         for (int64_t c = 0; c < k; c++) acc[c] += fabsf(x[t * k + c]);
     for (int64_t c = 0; c < k; c++) x_mean[c] = (float)(acc[c] / (double)ntok);
     free(acc);
-    awq_ctx ctx = {r, l, set, fp, out, out_dim, err, SQ_OK};
+    /* The subsample of a module run window by window (--awq-search-tokens): evenly spaced windows,
+     * at least the tokens asked. */
+    int nwin = r->cal->o.nsamples, T = r->cal->o.seqlen, wstep = 1;
+    int64_t want = r->o->awq_search_tokens;
+    if (set->module != 2 && want > 0 && want < ntok && ntok == (int64_t)nwin * T) {
+        int sub = (int)((want + T - 1) / T);
+        wstep = nwin / sub;
+    }
+    awq_ctx ctx = {r, l, set, fp, out, out_dim, h, ws[0], wstep, err, SQ_OK};
     double t0 = sq_pl_now();
-    if ((st = awq_module(&ctx, NULL, fp))) goto done;
-    sq_awq_params p = {.gs = r->o->q.group_size, .bits = r->o->q.bits, .duo = r->o->awq_duo};
+    if (gram) {
+        st = sq_backend_cpu()->gram(x, ntok, k, r->o->threads, h, err);
+        r->f_quant += (double)k * (double)(k + 1) * (double)ntok;
+    }
+    else st = awq_module(&ctx, NULL, fp, 1);
+    if (st) goto done;
+    sq_awq_params p = {.gs = r->o->q.group_size, .bits = r->o->q.bits, .duo = r->o->awq_duo, .rescore = wstep > 1 ? SQ_AWQ_RESCORE : 0};
     double best_loss;
     st = sq_awq_search(ws, ns, set->nl, k, x_mean, &p, awq_loss, &ctx, s, alpha_out, &best_loss, err);
     if (!st && ctx.status) st = ctx.status;
@@ -281,6 +323,7 @@ done:
     free(ws);
     free(ns);
     free(x_mean);
+    free(h);
     free(fp);
     free(out);
     return st;
@@ -465,6 +508,9 @@ sq_status sq_awq_block_begin(sq_qrun *r, int l, sq_err *err) {
             s = sq_awq_clip(*wf(a, u, which), wm->rows, wm->cols, r->o->q.group_size, r->o->q.bits, f->x, f->n, r->o->threads, NULL, err);
             r->t_quant += sq_pl_now() - tc0;
             if (s) return s;
+            /* its Gram matrices (G gs^2 over at most 512 tokens) and D H (10 candidates a row) */
+            double gs = r->o->q.group_size > 0 ? r->o->q.group_size : (double)wm->cols, nt = f->n < 512 ? (double)f->n : 512;
+            r->f_quant += (double)wm->cols * gs * nt * 2 + 20.0 * (double)wm->rows * (double)wm->cols * gs;
         }
     return SQ_OK;
 }
@@ -482,6 +528,7 @@ sq_status sq_awq_stage_hessians(sq_qrun *r, int l, int si, int u0, int u1, sq_er
         const feat_buf *f = feat(a, site, u);
         int64_t k = sq_model_linear_unit(r->m, l, u, sq_calib_stages[si].lin[0])->cols;
         if ((s = sq_hessian_init(&cal->hs[u], k, err))) break;
+        cal->f_hessian += (double)k * (double)(k + 1) * (double)f->n;
         if ((f->n && (s = sq_hessian_add(&cal->hs[u], f->x, f->n, err))) || (s = sq_hessian_finish(&cal->hs[u], err))) {
             sq_hessian_free(&cal->hs[u]);
             break;

@@ -36,6 +36,8 @@ typedef struct {
     void *progress_user;
     bool awq_duo;                /* AWQ: duo scaling (AutoAWQ's default); false: llm-awq's x_mean^alpha */
     bool awq_clip;               /* AWQ: the clipping search (default on; never on q and k) */
+    int64_t awq_search_tokens;   /* AWQ: the scale search's subsample of whole windows (>= this many tokens) on which every
+                                  * alpha is scored, its SQ_AWQ_RESCORE best then on every token; 0: every alpha on every token */
     bool fp8_per_channel;        /* fp8: one weight scale per output channel (compressed-tensors only); else per tensor */
     bool fp8_block;              /* fp8: one weight scale per 128 x 128 block, activations dynamic per token and group of 128 */
     sq_act act;                  /* fp8: activations (vLLM's fp8 format has no weight-only form: static or dynamic) */

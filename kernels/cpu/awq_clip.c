@@ -114,3 +114,31 @@ sq_status sq_cpu_awq_clip(float *w, int64_t n, int64_t k, int gs, int bits, cons
     free(xs), free(gram), free(scratch);
     return SQ_OK;
 }
+
+/* ---------------------------------------------------------------- X^T X */
+
+#define GRAM_COLS 128 /* rows of H per chunk: H[i0:i1, i0:K] = X[:, i0:i1]^T X[:, i0:K], then mirrored */
+
+typedef struct {
+    const float *x;
+    int64_t t, k;
+    float *h;
+} gram_job;
+
+static void gram_chunk(void *arg, int64_t c, int ith) {
+    (void)ith;
+    const gram_job *j = arg;
+    int64_t i0 = c * GRAM_COLS, i1 = i0 + GRAM_COLS < j->k ? i0 + GRAM_COLS : j->k;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(i1 - i0), (int)(j->k - i0), (int)j->t, 1.0f, j->x + i0, (int)j->k, j->x + i0,
+                (int)j->k, 0.0f, j->h + i0 * j->k + i0, (int)j->k);
+}
+
+sq_status sq_cpu_gram(const float *x, int64_t t, int64_t k, int threads, float *h, sq_err *err) {
+    if (t < 1 || k < 1) return sq_fail(err, SQ_ERR_ARG, "gram of %lld tokens x %lld", (long long)t, (long long)k);
+    gram_job j = {x, t, k, h};
+    sq_cpu_par_chunks(threads < 1 ? 1 : threads > SQ_PAR_MAX_THREADS ? SQ_PAR_MAX_THREADS : threads, (k + GRAM_COLS - 1) / GRAM_COLS, gram_chunk,
+                      &j);
+    for (int64_t a = 1; a < k; a++)
+        for (int64_t b = 0; b < a; b++) h[a * k + b] = h[b * k + a];
+    return SQ_OK;
+}

@@ -67,9 +67,8 @@ static void oe_chunk(void *arg, int64_t c, int ith) {
                 (int)k);
 }
 
-sq_status sq_cpu_output_error(const float *w, const float *q, const float *h, int64_t n, int64_t k, int threads, double *out, sq_err *err) {
-    /* ||D X^T||^2 / ||W X^T||^2 = tr(D H D^T) / tr(W H W^T); both share the factor T/2. D H in fixed
-     * chunks of rows on the threads, the traces summed in element order on one. */
+sq_status sq_cpu_quad_error(const float *w, const float *q, const float *h, int64_t n, int64_t k, int threads, double *out, sq_err *err) {
+    /* D H in fixed chunks of rows on the threads, the trace summed in element order on one. */
     float *d = malloc((size_t)(n * k) * sizeof *d), *dh = malloc((size_t)(n * k) * sizeof *dh);
     if (!d || !dh) {
         free(d);
@@ -77,16 +76,25 @@ sq_status sq_cpu_output_error(const float *w, const float *q, const float *h, in
         *out = NAN;
         return sq_fail(err, SQ_ERR_NOMEM, "output error: out of memory [%lld x %lld]", (long long)n, (long long)k);
     }
-    double num = 0, den = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        oe_job j = {w, q, h, n, k, d, dh, pass};
-        sq_cpu_par_chunks(threads, (n + OE_ROWS - 1) / OE_ROWS, oe_chunk, &j);
-        double acc = 0;
-        for (int64_t i = 0; i < n * k; i++) acc += (double)d[i] * dh[i];
-        if (pass) den = acc; else num = acc;
-    }
+    oe_job j = {w, q, h, n, k, d, dh, q == NULL};
+    sq_cpu_par_chunks(threads, (n + OE_ROWS - 1) / OE_ROWS, oe_chunk, &j);
+    double acc = 0;
+    for (int64_t i = 0; i < n * k; i++) acc += (double)d[i] * dh[i];
     free(d);
     free(dh);
+    *out = acc;
+    return SQ_OK;
+}
+
+sq_status sq_cpu_output_error(const float *w, const float *q, const float *h, int64_t n, int64_t k, int threads, double *out, sq_err *err) {
+    /* ||D X^T||^2 / ||W X^T||^2 = tr(D H D^T) / tr(W H W^T); both share the factor T/2. */
+    double num = 0, den = 0;
+    sq_status s = sq_cpu_quad_error(w, q, h, n, k, threads, &num, err);
+    if (!s) s = sq_cpu_quad_error(w, NULL, h, n, k, threads, &den, err);
+    if (s) {
+        *out = NAN;
+        return s;
+    }
     if (den <= 0) *out = num <= 0 ? 0.0 : INFINITY;
     else *out = sqrt(fmax(num, 0.0) / den);
     return SQ_OK;

@@ -22,22 +22,33 @@ static const void *get(const char *name) {
 }
 
 /* The module's output: each linear applied to X, side by side; loss = MSE against full precision. */
-typedef struct { int nl; } set;
-static double loss(void *user, float *const *weights) {
-    const set *st = user;
+typedef struct {
+    int nl;
+    int calls, full_calls;
+    double sub[64], full[64];  /* each call's loss, by kind, in call order */
+} set;
+static double loss(void *user, float *const *weights, bool full) {
+    set *st = user;
+    int rows = full ? T : T / 4; /* the subsample: the first quarter of the tokens */
     const float *fps[2] = {fp1, fp2};
     const int ns[2] = {N1, N2};
     double acc = 0;
     int64_t count = 0;
     for (int i = 0; i < st->nl; i++) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, ns[i], K, 1.0f, X, K, weights[i], K, 0.0f, out, ns[i]);
-        for (int64_t j = 0; j < (int64_t)T * ns[i]; j++) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, ns[i], K, 1.0f, X, K, weights[i], K, 0.0f, out, ns[i]);
+        for (int64_t j = 0; j < (int64_t)rows * ns[i]; j++) {
             double d = (double)fps[i][j] - out[j];
             acc += d * d;
         }
-        count += (int64_t)T * ns[i];
+        count += (int64_t)rows * ns[i];
     }
-    return acc / (double)count;
+    double l = acc / (double)count;
+    if (st->calls < 64) {
+        if (full) st->full[st->full_calls++] = l;
+        else st->sub[st->calls - st->full_calls] = l;
+        st->calls++;
+    }
+    return l;
 }
 
 static void check_search(const char *tag, int nl, bool duo) {
@@ -55,6 +66,26 @@ static void check_search(const char *tag, int nl, bool duo) {
     double alpha, best;
     sq_err err = {0};
     CHECK_OK(sq_awq_search(ws, ns, nl, K, x_mean, &p, loss, &st, s, &alpha, &best, &err), &err);
+    CHECK(st.calls == SQ_AWQ_GRID && st.full_calls == SQ_AWQ_GRID, "%s: %d losses, %d on every token", tag, st.calls, st.full_calls);
+    /* the two-fidelity search: every alpha on the subsample, its 3 best on every token */
+    sq_awq_params p3 = p;
+    p3.rescore = 3;
+    set s3 = {nl};
+    float sc3[K];
+    double alpha3, best3;
+    CHECK_OK(sq_awq_search(ws, ns, nl, K, x_mean, &p3, loss, &s3, sc3, &alpha3, &best3, &err), &err);
+    CHECK(s3.calls == SQ_AWQ_GRID + 3 && s3.full_calls == 3, "%s rescore 3: %d losses, %d on every token", tag, s3.calls, s3.full_calls);
+    int top[3], nt = 0;
+    for (int gi = 0; gi < SQ_AWQ_GRID; gi++) { /* the 3 least subsample losses, in grid order */
+        int below = 0;
+        for (int j = 0; j < SQ_AWQ_GRID; j++) below += s3.sub[j] < s3.sub[gi] || (s3.sub[j] == s3.sub[gi] && j < gi);
+        if (below < 3) top[nt++] = gi;
+    }
+    int want = -1;
+    for (int i = 0; i < 3 && nt == 3; i++)
+        if (want < 0 || st.full[top[i]] < st.full[want]) want = top[i];
+    CHECK(nt == 3 && alpha3 == want / 20.0 && best3 == st.full[want], "%s rescore 3: alpha %.2f (loss %.6g), want %.2f", tag, alpha3, best3,
+          want / 20.0);
     snprintf(key, sizeof key, "%s.alpha", tag);
     double ra = *(const double *)get(key);
     CHECK(alpha == ra, "%s: alpha %.2f, reference %.2f", tag, alpha, ra);

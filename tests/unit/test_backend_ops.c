@@ -366,6 +366,51 @@ static void awq_clip_ref(const float *w, int64_t n, int64_t k, int gs, int bits,
     free(q);
 }
 
+static void test_gram_quad(const backend *bk) {
+    static const struct { int64_t t, k, n; } sh[] = {{300, 200, 33}, {64, 384, 130}, {5, 17, 3}};
+    char name[64];
+    for (size_t si = 0; si < sizeof sh / sizeof *sh; si++) {
+        int64_t t = sh[si].t, k = sh[si].k, n = sh[si].n;
+        snprintf(name, sizeof name, "T%lld K%lld N%lld", (long long)t, (long long)k, (long long)n);
+        if (!bk->present || !bk->b->supports(SQ_OP_GRAM, 0) || !bk->b->supports(SQ_OP_OUTPUT_ERROR, 0)) {
+            note(bk->name, "gram, quad_error", name, bk->present ? "skipped (not on this backend yet)" : "skipped (no device)");
+            continue;
+        }
+        sq_err err = {0};
+        float *x = rand_acts(t, k), *h1 = malloc((size_t)(k * k) * sizeof *h1), *h3 = malloc((size_t)(k * k) * sizeof *h3);
+        CHECK_OK(bk->b->gram(x, t, k, 1, h1, &err), &err);
+        CHECK_OK(bk->b->gram(x, t, k, 3, h3, &err), &err);
+        CHECK(!memcmp(h1, h3, (size_t)(k * k) * sizeof *h1), "%s gram %s: 1 and 3 threads differ", bk->name, name);
+        double worst = 0, scale = 0;
+        int64_t asym = 0;
+        for (int64_t a = 0; a < k; a++)
+            for (int64_t b = 0; b < k; b++) {
+                double acc = 0;
+                for (int64_t i = 0; i < t; i++) acc += (double)x[i * k + a] * x[i * k + b];
+                worst = fmax(worst, fabs(acc - h1[a * k + b]));
+                scale = fmax(scale, fabs(acc));
+                asym += h1[a * k + b] != h1[b * k + a];
+            }
+        CHECK(asym == 0, "%s gram %s: %lld entries not symmetric", bk->name, name, (long long)asym);
+        CHECK(worst <= 1e-5 * scale, "%s gram %s: %.3g off (scale %.3g)", bk->name, name, worst, scale);
+        /* quad_error: tr(D H D^T) = ||D X^T||^2, from X in double */
+        float *w = rand_vec(n * k, 0.1f), *q = malloc((size_t)(n * k) * sizeof *q);
+        for (int64_t i = 0; i < n * k; i++) q[i] = w[i] + 0.01f * nrand();
+        double num = 0, den = 0, e = -1, e0 = -1;
+        for (int64_t i = 0; i < t; i++)
+            for (int64_t r = 0; r < n; r++) {
+                double a = 0, b = 0;
+                for (int64_t c = 0; c < k; c++) a += (double)w[r * k + c] * x[i * k + c], b += (double)(w[r * k + c] - q[r * k + c]) * x[i * k + c];
+                den += a * a, num += b * b;
+            }
+        CHECK_OK(bk->b->quad_error(w, q, h1, n, k, 3, &e, &err), &err);
+        CHECK_OK(bk->b->quad_error(w, NULL, h1, n, k, 1, &e0, &err), &err);
+        CHECK(fabs(e - num) <= 1e-4 * num && fabs(e0 - den) <= 1e-4 * den, "%s quad_error %s: %.7g vs %.7g, %.7g vs %.7g", bk->name, name, e, num, e0, den);
+        note(bk->name, "gram, quad_error", name, "ok (rel 1e-5 / 1e-4 vs double from X; 1 = 3 threads)");
+        free(x), free(h1), free(h3), free(w), free(q);
+    }
+}
+
 static void test_awq_clip(const backend *bk) {
     static const struct { int64_t n, k, t; int gs, bits; } sh[] = {{70, 256, 300, 128, 4}, {130, 384, 1500, 64, 4}, {33, 96, 40, 32, 3}, {8, 64, 9, 64, 8}};
     char name[64];
@@ -866,6 +911,7 @@ int main(void) {
         test_factor(bk);
         test_output_error_absmax(bk);
         test_awq_clip(bk);
+        test_gram_quad(bk);
         test_quantisers(bk);
         test_method(bk);
     }
