@@ -121,7 +121,7 @@ static sq_status run_collect(sq_calib *r, int l, const sq_backend_i *be, sq_err 
     int64_t T = r->o.seqlen, H = r->c->hidden;
     int N = sq_par_size(), me = sq_par_rank(), C = nchunks(r), nu = r->u1 - r->u0;
     int c0 = (int)((int64_t)me * C / N), c1 = (int)((int64_t)(me + 1) * C / N);
-    double t = now(), th = 0, w0 = sq_par_wait_seconds(), f0 = sq_state_flops(r->st);
+    double t = now(), th = 0, w0 = sq_par_wait_seconds(), f0 = sq_state_flops(r->st), tap0 = r->t_hessian; /* the tap's Hessian adds */
     hnode *st = sq_calloc((size_t)nu * HSTACK, sizeof *st, err);
     int *depth = sq_calloc((size_t)nu, sizeof *depth, err);
     int64_t *off = malloc((size_t)(N + 1) * sizeof *off), *cnt = malloc((size_t)N * sizeof *cnt);
@@ -225,8 +225,9 @@ static sq_status run_collect(sq_calib *r, int l, const sq_backend_i *be, sq_err 
         sq_par_sum_i64(r->unit_tokens, r->units);
         sq_par_max_f32(r->act_absmax, r->units);
     }
+    /* the forward alone: not the Hessians (the tap's adds, timed by the tap, and the tree), nor the waits */
+    r->t_forward += now() - t - th - (r->t_hessian - tap0) - (sq_par_wait_seconds() - w0);
     r->t_hessian += th;
-    r->t_forward += now() - t - th - (sq_par_wait_seconds() - w0); /* the forward alone, not the waits */
     r->f_forward += sq_state_flops(r->st) - f0;
     return SQ_OK;
 }
