@@ -557,13 +557,14 @@ static sq_status awq_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_
     float *dq = malloc((size_t)(n * k) * sizeof *dq);
     if (!dq) { sq_qmatrix_free(&q); return sq_fail(err, SQ_ERR_NOMEM, "out of memory"); }
     sq_qmatrix_dequant(&q, dq);
-    rep->err = sq_quant_output_error(w, dq, h, n, k, r->o->threads);
+    double den = NAN;
+    rep->err = sq_pl_output_error_den(w, dq, h, n, k, r->o->threads, &den);
     if (q.fallback) snprintf(rep->note, sizeof rep->note, "Hessian would not factor: RTN used");
     rep->damp = q.damp_used;
     sq_qmatrix rq;
     if (!(s = sq_awq_quantize(w, n, k, r->o->q.group_size, r->o->q.bits, false, &rq, err))) {
         sq_qmatrix_dequant(&rq, dq);
-        rep->err_rtn = sq_quant_output_error(w, dq, h, n, k, r->o->threads);
+        rep->err_rtn = sq_pl_output_error_den(w, dq, h, n, k, r->o->threads, &den);
         sq_qmatrix_free(&rq);
     }
     r->t_quant += sq_pl_now() - tq;

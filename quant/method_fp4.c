@@ -142,9 +142,10 @@ static sq_status fp4_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_
         sq_fp4_scales(w, n, k, v, gs, raw, eff);
         s = sq_backend_cpu()->rtn(w, n, k, &grid, &qo, err);
     }
+    double den = NAN; /* tr(W H W^T), shared by both errors */
     if (!s) {
         dequant(codes, eff, n, k, g, dq);
-        rep->err_rtn = rep->err = sq_pl_output_error(w, dq, hs->h, n, k, r->o->threads);
+        rep->err_rtn = rep->err = sq_pl_output_error_den(w, dq, hs->h, n, k, r->o->threads, &den);
     }
     if (!s && gptq) {
         sq_gptq_args a = {.act_order = r->o->q.act_order, .damp = r->o->q.damp, .block_size = 128};
@@ -155,7 +156,7 @@ static sq_status fp4_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_
         }
         if (!s) {
             dequant(codes, eff, n, k, g, dq);
-            rep->err = sq_pl_output_error(w, dq, hs->h, n, k, r->o->threads);
+            rep->err = sq_pl_output_error_den(w, dq, hs->h, n, k, r->o->threads, &den);
         }
     }
     r->t_quant += sq_pl_now() - t;

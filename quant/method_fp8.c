@@ -87,11 +87,12 @@ static sq_status fp8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_
     uint8_t *codes = (uint8_t *)(scale + ns);
     sq_dtype_to_f32(wm->dtype, wm->data, w, (size_t)(n * k));
     double t = sq_pl_now();
+    double den = NAN; /* tr(W H W^T), shared by both errors */
     sq_status s = blk ? sq_fp8_quantize_block(w, n, k, codes, scale, what, err) : sq_fp8_quantize(w, n, k, pc, tensor_absmax, codes, scale, what, err);
     if (!s) {
         if (blk) sq_fp8_dequant_block(codes, scale, n, k, dq);
         else sq_fp8_dequant(codes, scale, n, k, pc, dq);
-        rep->err_rtn = rep->err = output_error(w, dq, h, n, k, r->o->threads);
+        rep->err_rtn = rep->err = sq_pl_output_error_den(w, dq, h, n, k, r->o->threads, &den);
     }
     if (!s && gptq) {
         s = blk ? sq_fp8_gptq_block(w, h, n, k, scale, r->o->q.act_order, r->o->q.damp, codes, &rep->damp, err)
@@ -103,7 +104,7 @@ static sq_status fp8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_
         if (!s) {
             if (blk) sq_fp8_dequant_block(codes, scale, n, k, dq);
             else sq_fp8_dequant(codes, scale, n, k, pc, dq);
-            rep->err = output_error(w, dq, h, n, k, r->o->threads);
+            rep->err = sq_pl_output_error_den(w, dq, h, n, k, r->o->threads, &den);
         }
     }
     r->t_quant += sq_pl_now() - t;

@@ -102,10 +102,11 @@ static sq_status int8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq
     int8_t *codes = (int8_t *)(scale + n);
     sq_dtype_to_f32(wm->dtype, wm->data, w, (size_t)(n * k));
     double t = sq_pl_now();
+    double den = NAN; /* tr(W H W^T), shared by both errors */
     sq_status s = sq_int8_quantize(w, n, k, codes, scale, what, err);
     if (!s) {
         dequant(codes, scale, n, k, dq);
-        rep->err_rtn = rep->err = sq_pl_output_error(w, dq, h, n, k, r->o->threads);
+        rep->err_rtn = rep->err = sq_pl_output_error_den(w, dq, h, n, k, r->o->threads, &den);
     }
     if (!s && gptq && h) {
         sq_qgrid g = {.kind = SQ_QGRID_INT8_CHANNEL, .fp8_scale = scale};
@@ -119,7 +120,7 @@ static sq_status int8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq
         }
         if (!s) {
             dequant(codes, scale, n, k, dq);
-            rep->err = sq_pl_output_error(w, dq, h, n, k, r->o->threads);
+            rep->err = sq_pl_output_error_den(w, dq, h, n, k, r->o->threads, &den);
         }
     }
     r->t_quant += sq_pl_now() - t;

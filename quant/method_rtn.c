@@ -37,9 +37,10 @@ static sq_status quantize_linear(sq_qrun *r, int l, int unit, sq_lin which, cons
     sq_status s = sq_quant_rtn_weighted(w, n, k, &qp, imp, &q, err);
     if (s) { free(w); free(dq); free(imp); return s; }
     sq_qmatrix_dequant(&q, dq);
-    rep->err_rtn = rep->err = output_error(w, dq, h, n, k, r->o->threads);
-    double oe = h ? 4.0 * (double)n * (double)k * (double)k : 0; /* an output error: D H and W H */
-    r->f_quant += oe;
+    double den = NAN; /* tr(W H W^T), shared by the output errors */
+    rep->err_rtn = rep->err = sq_pl_output_error_den(w, dq, h, n, k, r->o->threads, &den);
+    double oe = h ? 2.0 * (double)n * (double)k * (double)k : 0; /* an output error's D H (W H once more, the first time) */
+    r->f_quant += 2 * oe;
     rep->err_grid[0] = rep->err_grid[1] = NAN;
     rep->err_grid[r->o->q.grid] = rep->err_rtn;
     if (h) { /* RTN on the other grid too, for spotq.json */
@@ -49,7 +50,7 @@ static sq_status quantize_linear(sq_qrun *r, int l, int unit, sq_lin which, cons
         if ((s = sq_quant_rtn_weighted(w, n, k, &other, imp, &q2, err))) { sq_qmatrix_free(&q); free(w); free(dq); free(imp); return s; }
         sq_qmatrix_dequant(&q2, dq);
         sq_qmatrix_free(&q2);
-        rep->err_grid[other.grid] = output_error(w, dq, h, n, k, r->o->threads);
+        rep->err_grid[other.grid] = sq_pl_output_error_den(w, dq, h, n, k, r->o->threads, &den);
         r->f_quant += oe;
         sq_qmatrix_dequant(&q, dq);
     }
@@ -59,7 +60,7 @@ static sq_status quantize_linear(sq_qrun *r, int l, int unit, sq_lin which, cons
         s = sq_quant_gptq_on(r->o->backend ? r->o->backend : sq_backend_cpu(), w, hs, n, k, &qp, &q, err);
         if (s) { free(w); free(dq); return s; }
         sq_qmatrix_dequant(&q, dq);
-        rep->err = output_error(w, dq, h, n, k, r->o->threads);
+        rep->err = sq_pl_output_error_den(w, dq, h, n, k, r->o->threads, &den);
         /* the output error, the sweep's updates (n k^2) and the factor of H^-1 (potrf, potri, potrf: 4/3 k^3) */
         r->f_quant += oe + (double)n * (double)k * (double)k + 4.0 / 3.0 * (double)k * (double)k * (double)k;
         rep->damp = q.damp_used;

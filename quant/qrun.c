@@ -83,6 +83,15 @@ double sq_pl_output_error(const float *w, const float *q, const float *h, int64_
     return h ? sq_quant_output_error(w, q, h, n, k, threads) : NAN;
 }
 
+double sq_pl_output_error_den(const float *w, const float *q, const float *h, int64_t n, int64_t k, int threads, double *den) {
+    if (!h) return NAN;
+    const sq_backend_i *be = sq_backend_cpu();
+    double num = NAN;
+    if ((isnan(*den) && be->quad_error(w, NULL, h, n, k, threads, den, NULL)) || be->quad_error(w, q, h, n, k, threads, &num, NULL)) return NAN;
+    if (*den <= 0) return num <= 0 ? 0.0 : INFINITY;
+    return sqrt(fmax(num, 0.0) / *den);
+}
+
 sq_report_row *sq_pl_new_row(sq_qrun *r, int l, int unit, sq_lin which, const sq_wmat *wm) {
     sq_report_row *rep = &r->rows[r->nrows++];
     memset(rep, 0, sizeof *rep);
