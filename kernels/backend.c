@@ -69,7 +69,7 @@ sq_status sq_backend_get(const char *name, const sq_backend_i **out, sq_err *err
 
 const char *sq_op_name(sq_op op) {
     static const char *names[SQ_OP_COUNT] = {"matmul", "embed", "rmsnorm", "rope", "attention", "swiglu", "add", "hessian",
-                                             "factor", "gptq", "rtn", "output_error", "absmax", "awq_clip", "gram"};
+                                             "factor", "gptq", "rtn", "output_error", "absmax", "awq_clip", "gram", "awq_candidate"};
     return op >= 0 && op < SQ_OP_COUNT ? names[op] : "?";
 }
 

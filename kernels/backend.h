@@ -108,6 +108,7 @@ typedef enum {
     SQ_OP_ABSMAX,
     SQ_OP_AWQ_CLIP,      /* AWQ's clipping search */
     SQ_OP_GRAM,          /* X^T X */
+    SQ_OP_AWQ_CANDIDATE, /* a scale search's fake-quantised weights */
     SQ_OP_COUNT
 } sq_op;
 const char *sq_op_name(sq_op op);
@@ -202,6 +203,11 @@ typedef struct sq_backend_i {
     /* tr(D H D^T), D = W - Q (Q NULL: D = W), H [K, K]: output_error's two traces. */
     sq_status (*quad_error)(const float *w, const float *q, const float *h, int64_t n, int64_t k, int threads, double *out /* OUT */,
                             sq_err *err);
+    /* out [N, K] = Q(W diag(s)) diag(s)^-1 on AWQ's zero-point grid (per group of gs: scale
+     * max(max - min, 1e-5) / (2^bits - 1), zero clamp(-round(min / scale))): a scale search's candidate,
+     * the same values as quant/awq.c's sq_awq_fake_quant of W diag(s), divided by s. */
+    sq_status (*awq_candidate)(const float *w, const float *s, int64_t n, int64_t k, int gs, int bits, int threads, float *out /* OUT */,
+                               sq_err *err);
     /* h [K, K] = X^T X (symmetric, both triangles) for x [T, K], on `threads` threads: the same bits for
      * every count. */
     sq_status (*gram)(const float *x, int64_t t, int64_t k, int threads, float *h /* OUT */, sq_err *err);

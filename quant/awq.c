@@ -107,16 +107,12 @@ void sq_awq_scales(const float *x_mean, const float *w_mean, int64_t k, double a
 }
 
 /* The set's weights for grid point alpha into tmp: Q(W diag(s)) diag(s)^-1, s the scales of alpha. */
-static void awq_candidate(const float *const *ws, const int64_t *ns, int nl, int64_t k, const float *x_mean, const float *w_mean,
-                          const sq_awq_params *p, double alpha, float *s, float **tmp) {
+static sq_status awq_candidate(const float *const *ws, const int64_t *ns, int nl, int64_t k, const float *x_mean, const float *w_mean,
+                               const sq_awq_params *p, double alpha, float *s, float **tmp, sq_err *err) {
     sq_awq_scales(x_mean, w_mean, k, alpha, p->duo, s);
-    for (int i = 0; i < nl; i++) {
-        for (int64_t r = 0; r < ns[i]; r++)
-            for (int64_t c = 0; c < k; c++) tmp[i][r * k + c] = ws[i][r * k + c] * s[c];
-        sq_awq_fake_quant(tmp[i], ns[i], k, p->gs, p->bits);
-        for (int64_t r = 0; r < ns[i]; r++)
-            for (int64_t c = 0; c < k; c++) tmp[i][r * k + c] /= s[c];
-    }
+    sq_status st = SQ_OK;
+    for (int i = 0; i < nl && !st; i++) st = sq_backend_cpu()->awq_candidate(ws[i], s, ns[i], k, p->gs, p->bits, p->threads, tmp[i], err);
+    return st;
 }
 
 sq_status sq_awq_search(const float *const *ws, const int64_t *ns, int nl, int64_t k, const float *x_mean, const sq_awq_params *p,
@@ -137,7 +133,7 @@ sq_status sq_awq_search(const float *const *ws, const int64_t *ns, int nl, int64
     int rescore = p->rescore > 0 ? (p->rescore < SQ_AWQ_GRID ? p->rescore : SQ_AWQ_GRID) : 0;
     for (int gi = 0; gi < SQ_AWQ_GRID; gi++) {
         double alpha = gi / (double)SQ_AWQ_GRID;
-        awq_candidate(ws, ns, nl, k, x_mean, w_mean, p, alpha, s, tmp);
+        if ((st = awq_candidate(ws, ns, nl, k, x_mean, w_mean, p, alpha, s, tmp, err))) goto done;
         double l = loss(user, tmp, rescore == 0);
         if (!isfinite(l)) { st = sq_fail(err, SQ_ERR_NUMERIC, "AWQ: the scale search loss is not finite (alpha %.2f)", alpha); goto done; }
         sub[gi] = l;
@@ -157,7 +153,7 @@ sq_status sq_awq_search(const float *const *ws, const int64_t *ns, int nl, int64
     for (int gi = 0; gi < SQ_AWQ_GRID && rescore; gi++) {
         if (!full[gi]) continue;
         double alpha = gi / (double)SQ_AWQ_GRID;
-        awq_candidate(ws, ns, nl, k, x_mean, w_mean, p, alpha, s, tmp);
+        if ((st = awq_candidate(ws, ns, nl, k, x_mean, w_mean, p, alpha, s, tmp, err))) goto done;
         double l = loss(user, tmp, true);
         if (!isfinite(l)) { st = sq_fail(err, SQ_ERR_NUMERIC, "AWQ: the scale search loss is not finite (alpha %.2f)", alpha); goto done; }
         if (l < *best_loss) {

@@ -35,6 +35,7 @@ typedef struct {
     int gs, bits;
     bool duo;
     int rescore;
+    int threads;                 /* of the candidates' fake quantisation (the same values for every count) */
 } sq_awq_params;
 sq_status sq_awq_search(const float *const *ws, const int64_t *ns, int nl, int64_t k, const float *x_mean, const sq_awq_params *p,
                         sq_awq_loss_fn loss, void *user, float *best_scales /* OUT (k) */, double *best_alpha /* OUT */,

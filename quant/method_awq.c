@@ -314,7 +314,8 @@ static sq_status awq_search_set(sq_qrun *r, int l, const awq_set *set, float *s,
     }
     else st = awq_module(&ctx, NULL, fp, 1);
     if (st) goto done;
-    sq_awq_params p = {.gs = r->o->q.group_size, .bits = r->o->q.bits, .duo = r->o->awq_duo, .rescore = wstep > 1 ? SQ_AWQ_RESCORE : 0};
+    sq_awq_params p = {.gs = r->o->q.group_size, .bits = r->o->q.bits, .duo = r->o->awq_duo, .rescore = wstep > 1 ? SQ_AWQ_RESCORE : 0,
+                       .threads = r->o->threads};
     double best_loss;
     st = sq_awq_search(ws, ns, set->nl, k, x_mean, &p, awq_loss, &ctx, s, alpha_out, &best_loss, err);
     if (!st && ctx.status) st = ctx.status;

@@ -239,13 +239,14 @@ sq_status sq_cpu_rtn(const float *w, int64_t n, int64_t k, const sq_qgrid *g, sq
 sq_status sq_cpu_output_error(const float *w, const float *q, const float *h, int64_t n, int64_t k, int threads, double *out, sq_err *err);
 float sq_cpu_absmax(const float *x, int64_t n, int64_t *bad);
 sq_status sq_cpu_quad_error(const float *w, const float *q, const float *h, int64_t n, int64_t k, int threads, double *out, sq_err *err);
-sq_status sq_cpu_gram(const float *x, int64_t t, int64_t k, int threads, float *h, sq_err *err); /* awq_clip.c */
+sq_status sq_cpu_gram(const float *x, int64_t t, int64_t k, int threads, float *h, sq_err *err); /* awq.c */
+sq_status sq_cpu_awq_candidate(const float *w, const float *s, int64_t n, int64_t k, int gs, int bits, int threads, float *out, sq_err *err);
 sq_status sq_cpu_awq_clip(float *w, int64_t n, int64_t k, int gs, int bits, const float *x, int64_t t, int threads, float *max_val,
-                          sq_err *err); /* awq_clip.c */
+                          sq_err *err); /* awq.c */
 #define SQ_CPU_CALIB_OPS                                                                                          \
     .supports = sq_cpu_supports, .hess_new = sq_cpu_hess_new, .hess_add = sq_cpu_hess_add, .hess_finish = sq_cpu_hess_finish, \
     .hess_free = sq_cpu_hess_free, .factor = sq_cpu_factor, .gptq = sq_cpu_gptq, .rtn = sq_cpu_rtn,                 \
     .output_error = sq_cpu_output_error, .absmax = sq_cpu_absmax, .awq_clip = sq_cpu_awq_clip, \
-    .quad_error = sq_cpu_quad_error, .gram = sq_cpu_gram
+    .quad_error = sq_cpu_quad_error, .gram = sq_cpu_gram, .awq_candidate = sq_cpu_awq_candidate
 
 #endif

@@ -62,7 +62,7 @@ static void check_search(const char *tag, int nl, bool duo) {
         x_mean[c] = a / (float)T;
     }
     sq_awq_params p = {.gs = GS, .bits = 4, .duo = duo};
-    set st = {nl};
+    set st = {.nl = nl};
     double alpha, best;
     sq_err err = {0};
     CHECK_OK(sq_awq_search(ws, ns, nl, K, x_mean, &p, loss, &st, s, &alpha, &best, &err), &err);
@@ -70,7 +70,7 @@ static void check_search(const char *tag, int nl, bool duo) {
     /* the two-fidelity search: every alpha on the subsample, its 3 best on every token */
     sq_awq_params p3 = p;
     p3.rescore = 3;
-    set s3 = {nl};
+    set s3 = {.nl = nl};
     float sc3[K];
     double alpha3, best3;
     CHECK_OK(sq_awq_search(ws, ns, nl, K, x_mean, &p3, loss, &s3, sc3, &alpha3, &best3, &err), &err);

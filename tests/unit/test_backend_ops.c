@@ -19,6 +19,7 @@
 #include "../../kernels/cpu/cpu.h"
 #include "../../kernels/gptq_plan.h"
 #include "../../kernels/qmath.h"
+#include "../../quant/awq.h"
 #include "../../quant/quant.h"
 #include "check.h"
 
@@ -408,6 +409,47 @@ static void test_gram_quad(const backend *bk) {
         CHECK(fabs(e - num) <= 1e-4 * num && fabs(e0 - den) <= 1e-4 * den, "%s quad_error %s: %.7g vs %.7g, %.7g vs %.7g", bk->name, name, e, num, e0, den);
         note(bk->name, "gram, quad_error", name, "ok (rel 1e-5 / 1e-4 vs double from X; 1 = 3 threads)");
         free(x), free(h1), free(h3), free(w), free(q);
+    }
+}
+
+/* A scale search's candidate against quant/awq.c's scalar fake quantisation of W diag(s), divided by s:
+ * the same values (== : the sign of a zero may differ), on every ISA the machine has, 1 = 3 threads. */
+static void test_awq_candidate(const backend *bk) {
+    static const struct { int64_t n, k; int gs, bits; } sh[] = {{70, 256, 128, 4}, {33, 192, 64, 4}, {17, 96, 32, 3}, {9, 60, 20, 4}, {5, 64, -1, 8}};
+    char name[64];
+    for (size_t si = 0; si < sizeof sh / sizeof *sh; si++) {
+        int64_t n = sh[si].n, k = sh[si].k;
+        snprintf(name, sizeof name, "%lldx%lld g%d %dbit", (long long)n, (long long)k, sh[si].gs, sh[si].bits);
+        if (!bk->present || !bk->b->supports(SQ_OP_AWQ_CANDIDATE, 0)) {
+            note(bk->name, "awq_candidate", name, bk->present ? "skipped (not on this backend yet)" : "skipped (no device)");
+            continue;
+        }
+        sq_err err = {0};
+        float *w = rand_vec(n * k, 0.1f), *s = rand_vec(k, 1.0f), *want = malloc((size_t)(n * k) * sizeof *ref);
+        float *o1 = malloc((size_t)(n * k) * sizeof *o1), *o3 = malloc((size_t)(n * k) * sizeof *o3);
+        for (int64_t c = 0; c < k; c++) s[c] = 0.05f + fabsf(s[c]);
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t c = 0; c < k; c++) want[r * k + c] = w[r * k + c] * s[c];
+        sq_awq_fake_quant(want, n, k, sh[si].gs, sh[si].bits);
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t c = 0; c < k; c++) want[r * k + c] /= s[c];
+        sq_isa was = sq_cpu_isa();
+        char isas[64] = "";
+        for (int isa = SQ_ISA_SCALAR; isa <= (int)sq_cpu_isa_max(); isa++) {
+            sq_cpu_set_isa((sq_isa)isa);
+            CHECK_OK(bk->b->awq_candidate(w, s, n, k, sh[si].gs, sh[si].bits, 1, o1, &err), &err);
+            CHECK_OK(bk->b->awq_candidate(w, s, n, k, sh[si].gs, sh[si].bits, 3, o3, &err), &err);
+            int64_t diff = 0, diff3 = 0;
+            for (int64_t i = 0; i < n * k; i++) diff += o1[i] != want[i], diff3 += o1[i] != o3[i];
+            CHECK(diff == 0 && diff3 == 0, "%s awq_candidate %s (%s): %lld values differ from the scalar reference, %lld between 1 and 3 threads",
+                  bk->name, name, sq_cpu_isa_name((sq_isa)isa), (long long)diff, (long long)diff3);
+            snprintf(isas + strlen(isas), sizeof isas - strlen(isas), "%s%s", isa ? ", " : "", sq_cpu_isa_name((sq_isa)isa));
+        }
+        sq_cpu_set_isa(was);
+        char what[128];
+        snprintf(what, sizeof what, "ok (the reference's values; %s; 1 = 3 threads)", isas);
+        note(bk->name, "awq_candidate", name, what);
+        free(w), free(s), free(want), free(o1), free(o3);
     }
 }
 
@@ -911,6 +953,7 @@ int main(void) {
         test_factor(bk);
         test_output_error_absmax(bk);
         test_awq_clip(bk);
+        test_awq_candidate(bk);
         test_gram_quad(bk);
         test_quantisers(bk);
         test_method(bk);

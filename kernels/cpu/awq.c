@@ -1,10 +1,11 @@
-/* awq_clip.c: AWQ's clipping search (AutoAWQ's _compute_best_clip) for the CPU backend. The error of a
+/* awq.c: AWQ's clipping search (AutoAWQ's _compute_best_clip) for the CPU backend. The error of a
  * candidate q for one row's group is the mean over the sampled tokens of (x_g . q - x_g . w)^2, which is
  * d^T H_g d / T with d = q - w and H_g = X_g^T X_g the group's Gram matrix over the same tokens: the
  * Gram matrices are made once per group (shared by every row), and the ten candidates of a chunk of
  * rows go through one sgemm D H_g. Chunks are fixed by the shape (a group and AC_ROWS rows), so the
  * result is the same bits for every thread count. */
 #include <cblas.h>
+#include <immintrin.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,5 +141,78 @@ sq_status sq_cpu_gram(const float *x, int64_t t, int64_t k, int threads, float *
                       &j);
     for (int64_t a = 1; a < k; a++)
         for (int64_t b = 0; b < a; b++) h[a * k + b] = h[b * k + a];
+    return SQ_OK;
+}
+
+/* ---------------------------------------------------------------- a scale search's candidate */
+
+#define FQ_ROWS 16 /* rows of a chunk */
+
+typedef struct {
+    const float *w, *s;
+    float *out;
+    int64_t n, k;
+    int gs, maxq;
+} fq_job;
+
+/* One group of gs: out = Q(w s) / s on the zero-point grid, as quant/awq.c's sq_awq_fake_quant does it. */
+static void fq_group(const float *w, const float *s, float *out, int gs, int maxq) {
+    for (int i = 0; i < gs; i++) out[i] = w[i] * s[i];
+    float lo = out[0], hi = out[0];
+    for (int i = 1; i < gs; i++) { lo = fminf(lo, out[i]); hi = fmaxf(hi, out[i]); }
+    float sc, z;
+    ac_grid(lo, hi, maxq, &sc, &z);
+    for (int i = 0; i < gs; i++) {
+        float q = nearbyintf(out[i] / sc) + z;
+        q = q < 0 ? 0 : q > (float)maxq ? (float)maxq : q;
+        out[i] = (q - z) * sc / s[i];
+    }
+}
+
+/* The same eight lanes at a time (gs a multiple of 8): the same operations, so the same values (min and
+ * max of finite numbers do not depend on the order). */
+SQ_AVX2 static void fq_group_avx2(const float *w, const float *s, float *out, int gs, int maxq) {
+    __m256 vlo = _mm256_set1_ps(INFINITY), vhi = _mm256_set1_ps(-INFINITY);
+    for (int i = 0; i < gs; i += 8) {
+        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(s + i));
+        _mm256_storeu_ps(out + i, v);
+        vlo = _mm256_min_ps(vlo, v);
+        vhi = _mm256_max_ps(vhi, v);
+    }
+    float l8[8], h8[8];
+    _mm256_storeu_ps(l8, vlo);
+    _mm256_storeu_ps(h8, vhi);
+    float lo = l8[0], hi = h8[0];
+    for (int i = 1; i < 8; i++) { lo = fminf(lo, l8[i]); hi = fmaxf(hi, h8[i]); }
+    float sc, z;
+    ac_grid(lo, hi, maxq, &sc, &z);
+    const __m256 vs = _mm256_set1_ps(sc), vz = _mm256_set1_ps(z), vmax = _mm256_set1_ps((float)maxq), v0 = _mm256_setzero_ps();
+    for (int i = 0; i < gs; i += 8) {
+        __m256 q = _mm256_add_ps(_mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(out + i), vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), vz);
+        q = _mm256_min_ps(_mm256_max_ps(q, v0), vmax);
+        _mm256_storeu_ps(out + i, _mm256_div_ps(_mm256_mul_ps(_mm256_sub_ps(q, vz), vs), _mm256_loadu_ps(s + i)));
+    }
+}
+
+static void fq_chunk(void *arg, int64_t c, int ith) {
+    (void)ith;
+    const fq_job *j = arg;
+    int64_t r0 = c * FQ_ROWS, r1 = r0 + FQ_ROWS < j->n ? r0 + FQ_ROWS : j->n;
+    bool avx = j->gs % 8 == 0 && sq_cpu_isa() >= SQ_ISA_AVX2;
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t c0 = 0; c0 < j->k; c0 += j->gs) {
+            const float *w = j->w + r * j->k + c0, *s = j->s + c0;
+            float *o = j->out + r * j->k + c0;
+            if (avx) fq_group_avx2(w, s, o, j->gs, j->maxq);
+            else fq_group(w, s, o, j->gs, j->maxq);
+        }
+}
+
+sq_status sq_cpu_awq_candidate(const float *w, const float *s, int64_t n, int64_t k, int gs, int bits, int threads, float *out, sq_err *err) {
+    if (gs <= 0) gs = (int)k;
+    if (k % gs || bits < 2 || bits > 8)
+        return sq_fail(err, SQ_ERR_ARG, "AWQ candidate: %lld columns in groups of %d, %d bits", (long long)k, gs, bits);
+    fq_job j = {w, s, out, n, k, gs, (1 << bits) - 1};
+    sq_cpu_par_chunks(threads < 1 ? 1 : threads > SQ_PAR_MAX_THREADS ? SQ_PAR_MAX_THREADS : threads, (n + FQ_ROWS - 1) / FQ_ROWS, fq_chunk, &j);
     return SQ_OK;
 }
