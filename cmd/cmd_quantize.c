@@ -52,12 +52,12 @@ static bool sym_given(int argc, char **argv) {
 }
 
 int cmd_quantize(int argc, char **argv) {
-    const char *stats = NULL, *out = NULL, *method = NULL, *calib = NULL, *format = NULL, *device = "cpu", *duo = "on", *clip = "on", *shard_size = "4G", *hess_mem = "1G";
+    const char *stats = NULL, *out = NULL, *method = NULL, *calib = NULL, *format = NULL, *device = "cpu", *duo = "on", *clip = "on", *awq_tokens = "auto", *shard_size = "4G", *hess_mem = "1G";
     const char *fp8_scheme = NULL, *act_mode = NULL, *grid = NULL;
     int bits = -1, group = -2, nsamples = 128, seqlen = 0, seed = 0, threads = 0;
     double damp = 0.01, target_bits = 0, max_kld = 0;
     const char *schemes = NULL, *keep_dtype = NULL;
-    int budget_windows = 0, budget_ctx = 0, awq_tokens = 0;
+    int budget_windows = 0, budget_ctx = 0;
     bool sym = true, asym = false, act = false, stat = false, force = false, strict = false;
     sq_optlist ignore = {0};
     sq_optnum smooth = {0};
@@ -87,8 +87,9 @@ int cmd_quantize(int argc, char **argv) {
                                "weighted by the calibration's diag(H); unweighted data-free) (default mse; minmax for awq, fp8, --device cuda and 8-bit rtn without data)"},
         {"--awq-duo", 's', &duo, "AWQ: on (AutoAWQ's duo scaling, default) or off (llm-awq's x_mean^alpha)"},
         {"--awq-clip", 's', &clip, "AWQ: on (default; the clipping search, never on q and k) or off"},
-        {"--awq-search-tokens", 'i', &awq_tokens, "AWQ: score the scale search's 20 alphas on evenly spaced windows of at least N "
-                                                  "tokens, then its 3 best on every token (default 0: every alpha on every token, as AutoAWQ)"},
+        {"--awq-search-tokens", 's', &awq_tokens, "AWQ: score the scale search's 20 alphas on evenly spaced windows of at least N "
+                                                  "tokens, then its 3 best on every token; 0: every alpha on every token, as AutoAWQ "
+                                                  "(default auto: an eighth of the tokens, at least 1024)"},
         {"--fp8-scheme", 's', &fp8_scheme, "FP8: weight scales per tensor (default), per channel (compressed-tensors only) or per 128x128 block (activations dynamic per token and group of 128)"},
         {"--act", 's', &act_mode, "FP8: activations none (weight-only, default), static (scales from calibration) or dynamic (per token; the default and only choice for --fp8-scheme block)"},
         {"--smoothquant", 'o', &smooth, "int8, int8+gptq: SmoothQuant with migration strength ALPHA in [0, 1] (default 0.5): per input "
@@ -165,7 +166,16 @@ int cmd_quantize(int argc, char **argv) {
     }
     o.awq_duo = !strcmp(duo, "on");
     o.awq_clip = !strcmp(clip, "on");
-    o.awq_search_tokens = awq_tokens;
+    if (!strcmp(awq_tokens, "auto")) o.awq_search_tokens = SQ_AWQ_SEARCH_AUTO;
+    else {
+        char *end;
+        long long v = strtoll(awq_tokens, &end, 10);
+        if (!*awq_tokens || *end || v < 0) {
+            fprintf(stderr, "spotq quantize: --awq-search-tokens %s: give a number of tokens, 0 for all or auto\n", awq_tokens);
+            return SQ_EXIT_USAGE;
+        }
+        o.awq_search_tokens = v;
+    }
     if (strcmp(device, "cpu")) {
         /* No GPU (or no CUDA in this build) fails here, with one line and exit 1. */
         const sq_backend_i *be;

@@ -302,6 +302,7 @@ static sq_status awq_search_set(sq_qrun *r, int l, const awq_set *set, float *s,
      * at least the tokens asked. */
     int nwin = r->cal->o.nsamples, T = r->cal->o.seqlen, wstep = 1;
     int64_t want = r->o->awq_search_tokens;
+    if (want == SQ_AWQ_SEARCH_AUTO) want = ntok / 8 > SQ_AWQ_SEARCH_MIN ? ntok / 8 : SQ_AWQ_SEARCH_MIN;
     if (set->module != 2 && want > 0 && want < ntok && ntok == (int64_t)nwin * T) {
         int sub = (int)((want + T - 1) / T);
         wstep = nwin / sub;

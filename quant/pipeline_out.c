@@ -219,7 +219,8 @@ sq_status sq_pl_write_report(const sq_qreport *r, sq_outdir *od, sq_err *err) {
         if (r->c->n_experts) cJSON_AddNumberToObject(j, "awq_router_fold_max_relative_change", r->router_fold_max);
         cJSON_AddBoolToObject(a, "awq_duo", o->awq_duo);
         cJSON_AddBoolToObject(a, "awq_clip", o->awq_clip);
-        cJSON_AddNumberToObject(a, "awq_search_tokens", (double)o->awq_search_tokens);
+        if (o->awq_search_tokens == SQ_AWQ_SEARCH_AUTO) cJSON_AddStringToObject(a, "awq_search_tokens", "auto");
+        else cJSON_AddNumberToObject(a, "awq_search_tokens", (double)o->awq_search_tokens);
     }
     if (r->smooth) { /* SmoothQuant: its strength and what it did at each site (smooth.h) */
         const sq_smooth *sm = r->smooth;

@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "../base/par.h"
+#include "awq.h"
 #include "method.h"
 #include "sens.h"
 #include "smooth.h"
@@ -51,9 +52,11 @@ sq_status sq_quantize_resolve(sq_quantize_opts *o, sq_err *err) {
     if (bs) return bs;
     const sq_method_row *m = sq_method_row_of(o->method);
     if (!m) return sq_fail(err, SQ_ERR_ARG, "--method %d: use rtn, gptq, awq, awq+gptq, fp8, fp8+gptq, nvfp4, nvfp4+gptq, mxfp4, mxfp4+gptq, int8 or int8+gptq", (int)o->method);
-    if (o->awq_search_tokens < 0) return sq_fail(err, SQ_ERR_ARG, "--awq-search-tokens %lld: give a number of tokens, or 0 for all", (long long)o->awq_search_tokens);
-    if (o->awq_search_tokens && !m->report.awq)
+    if (o->awq_search_tokens < 0 && o->awq_search_tokens != SQ_AWQ_SEARCH_AUTO)
+        return sq_fail(err, SQ_ERR_ARG, "--awq-search-tokens %lld: give a number of tokens, 0 for all or auto", (long long)o->awq_search_tokens);
+    if (o->awq_search_tokens > 0 && !m->report.awq)
         return sq_fail(err, SQ_ERR_ARG, "--awq-search-tokens applies to --method awq and awq+gptq, not %s", m->name);
+    if (!m->report.awq) o->awq_search_tokens = 0;
     if (o->smoothquant) { /* SmoothQuant flattens the activations for a per-token INT8 grid: the W8A8 rows' block hooks */
         if (!m->smoothquant)
             return sq_fail(err, SQ_ERR_ARG, "--smoothquant applies to --method int8 and int8+gptq (W8A8), not %s", m->name);

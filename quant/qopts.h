@@ -15,6 +15,10 @@ typedef enum { SQ_METHOD_RTN, SQ_METHOD_GPTQ, SQ_METHOD_AWQ, SQ_METHOD_AWQ_GPTQ,
 
 typedef enum { SQ_KEEP_AUTO, SQ_KEEP_SOURCE, SQ_KEEP_BF16 } sq_keep_dtype;
 
+/* --awq-search-tokens auto: an eighth of the calibration tokens, at least 1024 (fewer: every token) */
+#define SQ_AWQ_SEARCH_AUTO (-1)
+#define SQ_AWQ_SEARCH_MIN 1024
+
 typedef struct {
     const char *model;           /* source checkpoint */
     const char *out;             /* output directory */
@@ -37,7 +41,8 @@ typedef struct {
     bool awq_duo;                /* AWQ: duo scaling (AutoAWQ's default); false: llm-awq's x_mean^alpha */
     bool awq_clip;               /* AWQ: the clipping search (default on; never on q and k) */
     int64_t awq_search_tokens;   /* AWQ: the scale search's subsample of whole windows (>= this many tokens) on which every
-                                  * alpha is scored, its SQ_AWQ_RESCORE best then on every token; 0: every alpha on every token */
+                                  * alpha is scored, its SQ_AWQ_RESCORE best then on every token; 0: every alpha on every token;
+                                  * SQ_AWQ_SEARCH_AUTO (-1, the CLI's default): an eighth of the tokens, at least 1024 */
     bool fp8_per_channel;        /* fp8: one weight scale per output channel (compressed-tensors only); else per tensor */
     bool fp8_block;              /* fp8: one weight scale per 128 x 128 block, activations dynamic per token and group of 128 */
     sq_act act;                  /* fp8: activations (vLLM's fp8 format has no weight-only form: static or dynamic) */
