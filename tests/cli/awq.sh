@@ -3,7 +3,8 @@
 # margin (KLD and perplexity excess), folding leaves the full-precision block unchanged while the folded
 # norms did change, clipping lowers the KLD against no clipping, writes AWQ GEMM with its config, the
 # same scaled and clipped weights run identically from the gptq and compressed-tensors formats, awq+gptq
-# runs and beats RTN too, 8-bit AWQ GEMM is refused.
+# runs and beats RTN too, 8-bit AWQ GEMM is refused; the default --awq-search-tokens auto against the
+# full search, and the same bytes for every --threads.
 set -e
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
@@ -55,6 +56,11 @@ paste $T/e1 $T/e2 | awk 'NF != 2 || !($1 ~ /^[0-9.e-]+$/) || !($2 ~ /^[0-9.e-]+$
 # windows, the 3 best on all of them; against the full search (0): most sets take its alpha, and the
 # KLD stays within 5% of it
 $SPOTQ quantize $M -o $T/full --method awq --awq-search-tokens 0 $C 2>/dev/null
+# the same bytes for every --threads (the searches' Gram matrices, candidates and clipping in fixed chunks)
+for n in 1 3; do
+    $SPOTQ quantize $M -o $T/t$n --method awq $C --threads $n 2>/dev/null
+    cmp -s $T/awq/model.safetensors $T/t$n/model.safetensors || fail "the output of --threads $n differs from the default's"
+done
 grep -q '"awq_search_tokens":	"auto"' $T/awq/spotq.json || fail "spotq.json: awq_search_tokens not auto by default"
 grep -q '"awq_search_tokens":	0' $T/full/spotq.json || fail "spotq.json: no awq_search_tokens 0"
 alphas() { awk '/"awq_alpha":/ { sub(/,$/, "", $2); print $2 }' "$1"; }
