@@ -88,7 +88,7 @@ int cmd_quantize(int argc, char **argv) {
         {"--awq-duo", 's', &duo, "AWQ: on (AutoAWQ's duo scaling, default) or off (llm-awq's x_mean^alpha)"},
         {"--awq-clip", 's', &clip, "AWQ: on (default; the clipping search, never on q and k) or off"},
         {"--awq-search-tokens", 's', &awq_tokens, "AWQ: score the scale search's 20 alphas on evenly spaced windows of at least N "
-                                                  "tokens, then its 3 best on every token; 0: every alpha on every token, as AutoAWQ "
+                                                  "tokens, then its 2 best on every token; 0: every alpha on every token, as AutoAWQ "
                                                   "(default auto: an eighth of the tokens, at least 1024)"},
         {"--fp8-scheme", 's', &fp8_scheme, "FP8: weight scales per tensor (default), per channel (compressed-tensors only) or per 128x128 block (activations dynamic per token and group of 128)"},
         {"--act", 's', &act_mode, "FP8: activations none (weight-only, default), static (scales from calibration) or dynamic (per token; the default and only choice for --fp8-scheme block)"},

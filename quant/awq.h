@@ -29,7 +29,7 @@ void sq_awq_scales(const float *x_mean, const float *w_mean, int64_t k, double a
  * R best of those again on every token, the least of which is picked; 0: every alpha on every token
  * (AutoAWQ's search). */
 #define SQ_AWQ_GRID 20
-#define SQ_AWQ_RESCORE 3 /* --awq-search-tokens: the subsample's best rescored on every token */
+#define SQ_AWQ_RESCORE 2 /* --awq-search-tokens: the subsample's best rescored on every token */
 typedef double (*sq_awq_loss_fn)(void *user, float *const *weights, bool full);
 typedef struct {
     int gs, bits;

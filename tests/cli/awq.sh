@@ -53,7 +53,7 @@ errs $T/awq/spotq.json >$T/e1; errs $T/noclip/spotq.json >$T/e2
 paste $T/e1 $T/e2 | awk 'NF != 2 || !($1 ~ /^[0-9.e-]+$/) || !($2 ~ /^[0-9.e-]+$/) { bad++ } $1 + 0 > $2 + 0 { worse++ }
                          END { exit !(NR == 20 && !bad && !worse) }' || { echo "awq: clipping raised some matrix's output error"; paste $T/e1 $T/e2; exit 1; }
 # --awq-search-tokens auto (the default; here 1024 of the 4096 tokens): the 20 alphas on 4 of the 16
-# windows, the 3 best on all of them; against the full search (0): most sets take its alpha, and the
+# windows, the 2 best on all of them; against the full search (0): most sets take its alpha, and the
 # KLD stays within 5% of it
 $SPOTQ quantize $M -o $T/full --method awq --awq-search-tokens 0 $C 2>/dev/null
 # the same bytes for every --threads (the searches' Gram matrices, candidates and clipping in fixed chunks)
