@@ -136,7 +136,7 @@ static sq_status fp4_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_
     if (sq_backend_cpu()->absmax(w, n * k, &bad) < 0)
         s = sq_fail(err, SQ_ERR_NUMERIC, "%s: tensor '%s.weight' has a NaN or Inf at element %lld", r->o->model, rep->name, (long long)bad);
     double t = sq_pl_now();
-    sq_qgrid grid = {.kind = SQ_QGRID_FP4, .group_size = (int)g, .fp8_scale = eff};
+    sq_qgrid grid = {.kind = SQ_QGRID_FP4, .group_size = (int)g, .fp8_scale = eff, .threads = r->o->threads};
     sq_qout qo = {.codes = codes};
     if (!s) {
         sq_fp4_scales(w, n, k, v, gs, raw, eff);

@@ -95,8 +95,8 @@ static sq_status fp8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_
         rep->err_rtn = rep->err = sq_pl_output_error_den(w, dq, h, n, k, r->o->threads, &den);
     }
     if (!s && gptq) {
-        s = blk ? sq_fp8_gptq_block(w, h, n, k, scale, r->o->q.act_order, r->o->q.damp, codes, &rep->damp, err)
-                : sq_fp8_gptq(w, h, n, k, pc, scale, r->o->q.act_order, r->o->q.damp, codes, &rep->damp, err);
+        s = blk ? sq_fp8_gptq_block(w, h, n, k, scale, r->o->q.act_order, r->o->q.damp, r->o->threads, codes, &rep->damp, err)
+                : sq_fp8_gptq(w, h, n, k, pc, scale, r->o->q.act_order, r->o->q.damp, r->o->threads, codes, &rep->damp, err);
         if (!s && rep->damp < 0) {
             rep->damp = 0;
             snprintf(rep->note, sizeof rep->note, "Hessian would not factor: RTN used");

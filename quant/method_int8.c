@@ -109,7 +109,7 @@ static sq_status int8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq
         rep->err_rtn = rep->err = sq_pl_output_error_den(w, dq, h, n, k, r->o->threads, &den);
     }
     if (!s && gptq && h) {
-        sq_qgrid g = {.kind = SQ_QGRID_INT8_CHANNEL, .fp8_scale = scale};
+        sq_qgrid g = {.kind = SQ_QGRID_INT8_CHANNEL, .fp8_scale = scale, .threads = r->o->threads};
         sq_gptq_args a = {.act_order = r->o->q.act_order, .damp = r->o->q.damp, .block_size = 128};
         sq_qout o = {.codes = (uint8_t *)codes};
         s = sq_backend_cpu()->gptq(w, h, NULL, n, k, &g, &a, &o, &rep->damp, err);

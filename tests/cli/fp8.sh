@@ -152,6 +152,13 @@ done
 [ "$(field $T/bk.json ppl)" != "$(field $T/td.json ppl)" ] || fail "block and per-tensor dynamic evaluate the same"
 q bk1 --fp8-scheme block --threads 1
 cmp $T/bk/model.safetensors $T/bk1/model.safetensors || fail "block: output depends on --threads"
+# GPTQ on the FP8, FP4 and INT8 grids sweeps rows in fixed chunks on the threads: the same bytes for 1 and 3
+for m in "fp8+gptq" "fp8+gptq --fp8-scheme channel" "fp8+gptq --fp8-scheme block" "nvfp4+gptq" "int8+gptq"; do
+    for n in 1 3; do
+        $SPOTQ quantize $M -o $T/gt$n --method $m $C --threads $n --force 2>/dev/null || fail "--method $m --threads $n failed"
+    done
+    cmp -s $T/gt1/model.safetensors $T/gt3/model.safetensors || fail "--method $m: output depends on --threads"
+done
 # fp8+gptq on the block grid: every linear below plain rounding's error, the same config and scales
 $SPOTQ quantize $M -o $T/bg --method fp8+gptq --fp8-scheme block $C 2>/dev/null
 below_rtn $T/bg/spotq.json || fail "block fp8+gptq: a layer's error is not below RTN's"

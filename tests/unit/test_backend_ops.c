@@ -612,7 +612,9 @@ static void test_threads(void) {
         for (int64_t r = 0; r < n; r++) fs[r] = tmax / 448.0f;
         for (size_t gi = 0; gi < sizeof gcases / sizeof *gcases; gi++) {
             const gcase *gc = &gcases[gi];
-            if (gc->kind != SQ_QGRID_INT_MSE && gc->kind != SQ_QGRID_INT_MINMAX && gc->kind != SQ_QGRID_FP8_TENSOR) continue;
+            if (gc->kind != SQ_QGRID_INT_MSE && gc->kind != SQ_QGRID_INT_MINMAX && gc->kind != SQ_QGRID_FP8_TENSOR &&
+                gc->kind != SQ_QGRID_FP8_CHANNEL && gc->kind != SQ_QGRID_FP8_BLOCK)
+                continue;
             for (int gptq = 0; gptq < 2; gptq++) {
                 sq_qmatrix q1, q3;
                 double d1, d3, e1, e3;
