@@ -125,6 +125,21 @@ SQ_QM uint8_t sq_qm_grid_quant(float x, float s, int32_t z, int maxq) {
     return (uint8_t)q;
 }
 
+/* AWQ's zero-point grid (AutoAWQ's pseudo_quantize_tensor) for a group spanning [lo, hi]: scale
+ * max(hi - lo, 1e-5) / maxq, zero clamp(-round(lo / scale), 0, maxq); kept in float. */
+SQ_QM void sq_qm_awq_grid(float lo, float hi, int maxq, float *scale, float *zero) {
+    float s = fmaxf(hi - lo, 1e-5f) / (float)maxq;
+    float z = -nearbyintf(lo / s);
+    *scale = s;
+    *zero = z < 0 ? 0 : z > (float)maxq ? (float)maxq : z;
+}
+/* x through AWQ's grid: (clamp(round(x / s) + z, 0, maxq) - z) * s. */
+SQ_QM float sq_qm_awq_fq(float x, float s, float z, int maxq) {
+    float q = nearbyintf(x / s) + z;
+    q = q < 0 ? 0 : q > (float)maxq ? (float)maxq : q;
+    return (q - z) * s;
+}
+
 /* Scale and zero of a group whose values span [xmin, xmax] (the GPTQ reference's quantizer). */
 SQ_QM void sq_qm_grid_params(float xmin, float xmax, int bits, bool sym, float *scale, int32_t *zero) {
     int maxq = (1 << bits) - 1;

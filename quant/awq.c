@@ -7,19 +7,7 @@
 
 #include "../formats/dtype.h"
 #include "../kernels/backend.h"
-
-static void awq_grid(float lo, float hi, int maxq, float *scale, float *zero) {
-    float s = fmaxf(hi - lo, 1e-5f) / (float)maxq;
-    float z = -nearbyintf(lo / s);
-    *scale = s;
-    *zero = z < 0 ? 0 : z > (float)maxq ? (float)maxq : z;
-}
-
-static float awq_fq(float x, float s, float z, int maxq) {
-    float q = nearbyintf(x / s) + z;
-    q = q < 0 ? 0 : q > (float)maxq ? (float)maxq : q;
-    return (q - z) * s;
-}
+#include "../kernels/qmath.h"
 
 void sq_awq_fake_quant(float *w, int64_t n, int64_t k, int gs, int bits) {
     int maxq = (1 << bits) - 1;
@@ -30,8 +18,8 @@ void sq_awq_fake_quant(float *w, int64_t n, int64_t k, int gs, int bits) {
             float lo = g[0], hi = g[0];
             for (int i = 1; i < gs; i++) { lo = fminf(lo, g[i]); hi = fmaxf(hi, g[i]); }
             float s, z;
-            awq_grid(lo, hi, maxq, &s, &z);
-            for (int i = 0; i < gs; i++) g[i] = awq_fq(g[i], s, z, maxq);
+            sq_qm_awq_grid(lo, hi, maxq, &s, &z);
+            for (int i = 0; i < gs; i++) g[i] = sq_qm_awq_fq(g[i], s, z, maxq);
         }
 }
 
@@ -47,7 +35,7 @@ sq_status sq_awq_quantize(const float *w, int64_t n, int64_t k, int gs, int bits
             float lo = x[0], hi = x[0];
             for (int64_t i = 1; i < g; i++) { lo = fminf(lo, x[i]); hi = fmaxf(hi, x[i]); }
             float s, z;
-            awq_grid(lo, hi, maxq, &s, &z);
+            sq_qm_awq_grid(lo, hi, maxq, &s, &z);
             if (v1_safe && z == 0) { /* the group is >= 0 up to s/2: one step below 0 keeps it covered */
                 z = 1;
                 s = fmaxf(hi, 1e-5f) / (float)(maxq - 1);

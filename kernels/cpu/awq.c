@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../qmath.h"
 #include "cpu.h"
 
 #define AC_ROWS 64   /* rows of a chunk */
@@ -31,13 +32,6 @@ static void ac_gram(void *arg, int64_t g, int ith) {
     const ac_job *j = arg;
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, j->gs, j->gs, (int)j->nt, 1.0f, j->xs + g * j->gs, (int)j->k, j->xs + g * j->gs,
                 (int)j->k, 0.0f, j->gram + g * j->gs * j->gs, j->gs);
-}
-
-static void ac_grid(float lo, float hi, int maxq, float *scale, float *zero) {
-    float s = fmaxf(hi - lo, 1e-5f) / (float)maxq;
-    float z = -nearbyintf(lo / s);
-    *scale = s;
-    *zero = z < 0 ? 0 : z > (float)maxq ? (float)maxq : z;
 }
 
 static void ac_chunk(void *arg, int64_t c, int ith) {
@@ -63,12 +57,8 @@ static void ac_chunk(void *arg, int64_t c, int ith) {
                 dc[i] = v;
             }
             float s, z;
-            ac_grid(lo, hi, j->maxq, &s, &z);
-            for (int i = 0; i < gs; i++) {
-                float q = nearbyintf(dc[i] / s) + z;
-                q = q < 0 ? 0 : q > (float)j->maxq ? (float)j->maxq : q;
-                dc[i] = (q - z) * s - wg[i];
-            }
+            sq_qm_awq_grid(lo, hi, j->maxq, &s, &z);
+            for (int i = 0; i < gs; i++) dc[i] = sq_qm_awq_fq(dc[i], s, z, j->maxq) - wg[i];
             /* the same codes as the previous candidate: the same error (the first wins a tie) */
             dup[(r - r0) * AC_CANDS + is] = is > 0 && !memcmp(dc, dc - gs, (size_t)gs * sizeof *dc);
         }
@@ -161,11 +151,9 @@ static void fq_group(const float *w, const float *s, float *out, int gs, int max
     float lo = out[0], hi = out[0];
     for (int i = 1; i < gs; i++) { lo = fminf(lo, out[i]); hi = fmaxf(hi, out[i]); }
     float sc, z;
-    ac_grid(lo, hi, maxq, &sc, &z);
+    sq_qm_awq_grid(lo, hi, maxq, &sc, &z);
     for (int i = 0; i < gs; i++) {
-        float q = nearbyintf(out[i] / sc) + z;
-        q = q < 0 ? 0 : q > (float)maxq ? (float)maxq : q;
-        out[i] = (q - z) * sc / s[i];
+        out[i] = sq_qm_awq_fq(out[i], sc, z, maxq) / s[i];
     }
 }
 
@@ -185,7 +173,7 @@ SQ_AVX2 static void fq_group_avx2(const float *w, const float *s, float *out, in
     float lo = l8[0], hi = h8[0];
     for (int i = 1; i < 8; i++) { lo = fminf(lo, l8[i]); hi = fmaxf(hi, h8[i]); }
     float sc, z;
-    ac_grid(lo, hi, maxq, &sc, &z);
+    sq_qm_awq_grid(lo, hi, maxq, &sc, &z);
     const __m256 vs = _mm256_set1_ps(sc), vz = _mm256_set1_ps(z), vmax = _mm256_set1_ps((float)maxq), v0 = _mm256_setzero_ps();
     for (int i = 0; i < gs; i += 8) {
         __m256 q = _mm256_add_ps(_mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(out + i), vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), vz);
