@@ -194,9 +194,8 @@ static double awq_loss(void *user, float *const *weights, bool full) {
         c->status = s;
         return NAN;
     }
-    /* the windows it ran on (a module-2 set runs on every token) */
+    /* the windows it ran on (a module-2 set runs on every token at once; its wstep is 1) */
     int64_t win = c->set->module == 2 ? c->set->x->n * c->out_dim : (int64_t)c->r->cal->o.seqlen * c->out_dim, m = 0;
-    if (c->set->module == 2) step = 1;
     double acc = 0;
     for (int64_t i0 = 0; i0 < c->set->x->n * c->out_dim; i0 += step * win) {
         for (int64_t i = i0; i < i0 + win; i++) {
@@ -560,13 +559,13 @@ static sq_status awq_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_
     if (!dq) { sq_qmatrix_free(&q); return sq_fail(err, SQ_ERR_NOMEM, "out of memory"); }
     sq_qmatrix_dequant(&q, dq);
     double den = NAN;
-    rep->err = sq_pl_output_error_den(w, dq, h, n, k, r->o->threads, &den);
+    rep->err = sq_pl_output_error(r, w, dq, h, n, k, &den);
     if (q.fallback) snprintf(rep->note, sizeof rep->note, "Hessian would not factor: RTN used");
     rep->damp = q.damp_used;
     sq_qmatrix rq;
     if (!(s = sq_awq_quantize(w, n, k, r->o->q.group_size, r->o->q.bits, false, &rq, err))) {
         sq_qmatrix_dequant(&rq, dq);
-        rep->err_rtn = sq_pl_output_error_den(w, dq, h, n, k, r->o->threads, &den);
+        rep->err_rtn = sq_pl_output_error(r, w, dq, h, n, k, &den);
         sq_qmatrix_free(&rq);
     }
     r->t_quant += sq_pl_now() - tq;

@@ -145,8 +145,7 @@ static sq_status fp4_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_
     double den = NAN; /* tr(W H W^T), shared by both errors */
     if (!s) {
         dequant(codes, eff, n, k, g, dq);
-        rep->err_rtn = rep->err = sq_pl_output_error_den(w, dq, hs->h, n, k, r->o->threads, &den);
-        if (hs->h) r->f_quant += 4.0 * (double)n * (double)k * (double)k; /* D H and W H */
+        rep->err_rtn = rep->err = sq_pl_output_error(r, w, dq, hs->h, n, k, &den);
     }
     if (!s && gptq) {
         sq_gptq_args a = {.act_order = r->o->q.act_order, .damp = r->o->q.damp, .block_size = 128};
@@ -157,9 +156,9 @@ static sq_status fp4_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_
         }
         if (!s) {
             dequant(codes, eff, n, k, g, dq);
-            rep->err = sq_pl_output_error_den(w, dq, hs->h, n, k, r->o->threads, &den);
-            /* its D H, the sweep's updates (n k^2) and the factor of H^-1 (4/3 k^3) */
-            r->f_quant += 3.0 * (double)n * (double)k * (double)k + 4.0 / 3.0 * (double)k * (double)k * (double)k;
+            rep->err = sq_pl_output_error(r, w, dq, hs->h, n, k, &den);
+            /* the sweep's updates (n k^2) and the factor of H^-1 (4/3 k^3) */
+            r->f_quant += (double)n * (double)k * (double)k + 4.0 / 3.0 * (double)k * (double)k * (double)k;
         }
     }
     r->t_quant += sq_pl_now() - t;

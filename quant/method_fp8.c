@@ -11,7 +11,6 @@
 #include "fp8.h"
 #include "method.h"
 
-#define output_error sq_pl_output_error
 #define add_tensor sq_pl_add_tensor
 #define stages sq_calib_stages
 
@@ -92,8 +91,7 @@ static sq_status fp8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_
     if (!s) {
         if (blk) sq_fp8_dequant_block(codes, scale, n, k, dq);
         else sq_fp8_dequant(codes, scale, n, k, pc, dq);
-        rep->err_rtn = rep->err = sq_pl_output_error_den(w, dq, h, n, k, r->o->threads, &den);
-        if (h) r->f_quant += 4.0 * (double)n * (double)k * (double)k; /* D H and W H */
+        rep->err_rtn = rep->err = sq_pl_output_error(r, w, dq, h, n, k, &den);
     }
     if (!s && gptq) {
         s = blk ? sq_fp8_gptq_block(w, h, n, k, scale, r->o->q.act_order, r->o->q.damp, r->o->threads, codes, &rep->damp, err)
@@ -105,9 +103,9 @@ static sq_status fp8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_
         if (!s) {
             if (blk) sq_fp8_dequant_block(codes, scale, n, k, dq);
             else sq_fp8_dequant(codes, scale, n, k, pc, dq);
-            rep->err = sq_pl_output_error_den(w, dq, h, n, k, r->o->threads, &den);
-            /* its D H, the sweep's updates (n k^2) and the factor of H^-1 (4/3 k^3) */
-            r->f_quant += 3.0 * (double)n * (double)k * (double)k + 4.0 / 3.0 * (double)k * (double)k * (double)k;
+            rep->err = sq_pl_output_error(r, w, dq, h, n, k, &den);
+            /* the sweep's updates (n k^2) and the factor of H^-1 (4/3 k^3) */
+            r->f_quant += (double)n * (double)k * (double)k + 4.0 / 3.0 * (double)k * (double)k * (double)k;
         }
     }
     r->t_quant += sq_pl_now() - t;

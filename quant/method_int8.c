@@ -106,8 +106,7 @@ static sq_status int8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq
     sq_status s = sq_int8_quantize(w, n, k, codes, scale, what, err);
     if (!s) {
         dequant(codes, scale, n, k, dq);
-        rep->err_rtn = rep->err = sq_pl_output_error_den(w, dq, h, n, k, r->o->threads, &den);
-        if (h) r->f_quant += 4.0 * (double)n * (double)k * (double)k; /* D H and W H */
+        rep->err_rtn = rep->err = sq_pl_output_error(r, w, dq, h, n, k, &den);
     }
     if (!s && gptq && h) {
         sq_qgrid g = {.kind = SQ_QGRID_INT8_CHANNEL, .fp8_scale = scale, .threads = r->o->threads};
@@ -121,9 +120,9 @@ static sq_status int8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq
         }
         if (!s) {
             dequant(codes, scale, n, k, dq);
-            rep->err = sq_pl_output_error_den(w, dq, h, n, k, r->o->threads, &den);
-            /* its D H, the sweep's updates (n k^2) and the factor of H^-1 (4/3 k^3) */
-            r->f_quant += 3.0 * (double)n * (double)k * (double)k + 4.0 / 3.0 * (double)k * (double)k * (double)k;
+            rep->err = sq_pl_output_error(r, w, dq, h, n, k, &den);
+            /* the sweep's updates (n k^2) and the factor of H^-1 (4/3 k^3) */
+            r->f_quant += (double)n * (double)k * (double)k + 4.0 / 3.0 * (double)k * (double)k * (double)k;
         }
     }
     r->t_quant += sq_pl_now() - t;

@@ -9,8 +9,6 @@
 #include "../formats/dtype.h"
 #include "method.h"
 
-#define output_error sq_pl_output_error
-
 /* Quantises linear `which` of unit `unit` of layer l with that unit's Hessian; swaps the dequantised
  * weights into the model so the rest of the block runs on them. */
 static sq_status quantize_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_hessian *hs, bool gptq, sq_err *err) {
@@ -38,9 +36,7 @@ static sq_status quantize_linear(sq_qrun *r, int l, int unit, sq_lin which, cons
     if (s) { free(w); free(dq); free(imp); return s; }
     sq_qmatrix_dequant(&q, dq);
     double den = NAN; /* tr(W H W^T), shared by the output errors */
-    rep->err_rtn = rep->err = sq_pl_output_error_den(w, dq, h, n, k, r->o->threads, &den);
-    double oe = h ? 2.0 * (double)n * (double)k * (double)k : 0; /* an output error's D H (W H once more, the first time) */
-    r->f_quant += 2 * oe;
+    rep->err_rtn = rep->err = sq_pl_output_error(r, w, dq, h, n, k, &den);
     rep->err_grid[0] = rep->err_grid[1] = NAN;
     rep->err_grid[r->o->q.grid] = rep->err_rtn;
     if (h) { /* RTN on the other grid too, for spotq.json */
@@ -50,8 +46,7 @@ static sq_status quantize_linear(sq_qrun *r, int l, int unit, sq_lin which, cons
         if ((s = sq_quant_rtn_weighted(w, n, k, &other, imp, &q2, err))) { sq_qmatrix_free(&q); free(w); free(dq); free(imp); return s; }
         sq_qmatrix_dequant(&q2, dq);
         sq_qmatrix_free(&q2);
-        rep->err_grid[other.grid] = sq_pl_output_error_den(w, dq, h, n, k, r->o->threads, &den);
-        r->f_quant += oe;
+        rep->err_grid[other.grid] = sq_pl_output_error(r, w, dq, h, n, k, &den);
         sq_qmatrix_dequant(&q, dq);
     }
     free(imp);
@@ -60,9 +55,9 @@ static sq_status quantize_linear(sq_qrun *r, int l, int unit, sq_lin which, cons
         s = sq_quant_gptq_on(r->o->backend ? r->o->backend : sq_backend_cpu(), w, hs, n, k, &qp, &q, err);
         if (s) { free(w); free(dq); return s; }
         sq_qmatrix_dequant(&q, dq);
-        rep->err = sq_pl_output_error_den(w, dq, h, n, k, r->o->threads, &den);
-        /* the output error, the sweep's updates (n k^2) and the factor of H^-1 (potrf, potri, potrf: 4/3 k^3) */
-        r->f_quant += oe + (double)n * (double)k * (double)k + 4.0 / 3.0 * (double)k * (double)k * (double)k;
+        rep->err = sq_pl_output_error(r, w, dq, h, n, k, &den);
+        /* the sweep's updates (n k^2) and the factor of H^-1 (potrf, potri, potrf: 4/3 k^3) */
+        r->f_quant += (double)n * (double)k * (double)k + 4.0 / 3.0 * (double)k * (double)k * (double)k;
         rep->damp = q.damp_used;
         if (q.fallback) snprintf(rep->note, sizeof rep->note, "Hessian would not factor: RTN used");
     }

@@ -4,7 +4,6 @@
 #include <stdio.h>
 
 #include "../base/par.h"
-#include "awq.h"
 #include "method.h"
 #include "sens.h"
 #include "smooth.h"

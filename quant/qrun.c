@@ -79,15 +79,16 @@ sq_status sq_pl_add_tensor(sq_qrun *r, const char *module, const char *suffix, s
 }
 #define add_tensor sq_pl_add_tensor
 
-double sq_pl_output_error(const float *w, const float *q, const float *h, int64_t n, int64_t k, int threads) {
-    return h ? sq_quant_output_error(w, q, h, n, k, threads) : NAN;
-}
-
-double sq_pl_output_error_den(const float *w, const float *q, const float *h, int64_t n, int64_t k, int threads, double *den) {
+double sq_pl_output_error(sq_qrun *r, const float *w, const float *q, const float *h, int64_t n, int64_t k, double *den) {
     if (!h) return NAN;
     const sq_backend_i *be = sq_backend_cpu();
-    double num = NAN;
-    if ((isnan(*den) && be->quad_error(w, NULL, h, n, k, threads, den, NULL)) || be->quad_error(w, q, h, n, k, threads, &num, NULL)) return NAN;
+    double num = NAN, dh = 2.0 * (double)n * (double)k * (double)k; /* one D H (or W H) */
+    if (isnan(*den)) {
+        if (be->quad_error(w, NULL, h, n, k, r->o->threads, den, NULL)) return NAN;
+        r->f_quant += dh;
+    }
+    if (be->quad_error(w, q, h, n, k, r->o->threads, &num, NULL)) return NAN;
+    r->f_quant += dh;
     if (*den <= 0) return num <= 0 ? 0.0 : INFINITY;
     return sqrt(fmax(num, 0.0) / *den);
 }

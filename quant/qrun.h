@@ -74,9 +74,10 @@ sq_report_row *sq_pl_new_row(sq_qrun *r, int l, int unit, sq_lin which, const sq
 bool sq_pl_keep_as_bf16(const sq_qrun *r, sq_dtype dt, int ndim);
 sq_status sq_pl_keep_linear(sq_qrun *r, int l, int unit, sq_lin which, const char *why, sq_err *err);
 /* The relative output error over the calibration inputs; NaN (null in spotq.json) without them. */
-double sq_pl_output_error(const float *w, const float *q, const float *h, int64_t n, int64_t k, int threads);
-/* The same, with tr(W H W^T) kept in *den (NaN: not yet computed) across the errors of one W. */
-double sq_pl_output_error_den(const float *w, const float *q, const float *h, int64_t n, int64_t k, int threads, double *den);
+/* ||W X^T - Q X^T|| / ||W X^T|| from H (NaN where H is NULL: data-free), on r's threads, with
+ * tr(W H W^T) kept in *den (NaN: not yet computed) across the errors of one W; its D H (and W H) counted
+ * in r->f_quant. */
+double sq_pl_output_error(sq_qrun *r, const float *w, const float *q, const float *h, int64_t n, int64_t k, double *den);
 /* Makes the forward pass run dq (n, k), the dequantised linear, owned by the run from then on. */
 sq_status sq_pl_use_dequantized(sq_qrun *r, int l, int unit, sq_lin which, float *dq, sq_err *err);
 
