@@ -3,9 +3,10 @@
 # bench/make_model.py and on the 135M shape (hidden 576, 30 layers, vocab 49152, tied embeddings),
 # random weights: F32, INT8 per channel vs Q8_0, INT4 g32 and g64 vs Q4_0 (RTN, symmetric), lm_head /
 # token embedding F32 in both. The same F32 weights go to llama.cpp through bench/hf_to_gguf.py (its
-# gguf-py writer), then llama-quantize. Prefill PP tokens and decode TG tokens at THREADS threads,
-# `spotq bench` next to `llama-bench`, each the median of ROUNDS alternating rounds (the machine is
-# shared: rounds alternate the two tools so that a burst of load hits both). Prints a table; not a test.
+# gguf-py writer), then llama-quantize. Prefill PP tokens and decode TG tokens (from an empty context
+# in both, as llama-bench's tg test runs) at THREADS threads, `spotq bench` next to `llama-bench`,
+# each the median of ROUNDS alternating rounds (the machine is shared: rounds alternate the two tools
+# so that a burst of load hits both). Prints a table; not a test.
 # llama.cpp is built outside the repo (LLAMACPP_SRC/build/bin, as bench/llamacpp.sh builds it).
 # Usage: LLAMACPP_SRC=DIR sh bench/vs_llamacpp.sh [BIN]
 #   SCRATCH (/tmp/spotq-vs-llamacpp), SHAPES ("default 135m"), THREADS (2), ROUNDS (3), PP (256), TG (64),
@@ -33,9 +34,15 @@ llama_run() {
         { gsub(/"/, ""); if ($c["n_prompt"] == pp && $c["n_gen"] == 0) p = $c["avg_ts"]; if ($c["n_prompt"] == 0 && $c["n_gen"] == tg) g = $c["avg_ts"] }
         END { print p, g }'
 }
+# spotq's prefill of PP tokens, then TG decode steps from a 1-token prompt: llama-bench's tg test decodes
+# from an empty context, so decoding after the PP-token prompt would time attention over PP more
+# positions than llama.cpp's does.
 spotq_run() {
-    "$BIN" bench "$1" --threads "$T" --prompt-len "$PP" --gen "$TG" --reps 1 --json | tr ',{}' '\n\n\n' | awk -F: '
-        /"prefill_tokens_per_second"/ { p = $2 } /"decode_tokens_per_second"/ { g = $2 } END { print p + 0, g + 0 }'
+    p=$("$BIN" bench "$1" --threads "$T" --prompt-len "$PP" --gen 1 --reps 1 --json | tr ',{}' '\n\n\n' | awk -F: '
+        /"prefill_tokens_per_second"/ { p = $2 } END { print p + 0 }')
+    g=$("$BIN" bench "$1" --threads "$T" --prompt-len 1 --gen "$TG" --reps 1 --json | tr ',{}' '\n\n\n' | awk -F: '
+        /"decode_tokens_per_second"/ { g = $2 } END { print g + 0 }')
+    echo "$p $g"
 }
 
 for shape in ${SHAPES:-default 135m}; do

@@ -35,12 +35,24 @@ void sq_qmatrix_free(sq_qmatrix *m) {
 }
 
 void sq_qmatrix_dequant(const sq_qmatrix *m, float *out) {
-    for (int64_t c = 0; c < m->k; c++) {
-        int64_t g = m->g_idx[c];
-        const float *s = m->scale + g * m->n;
-        const int32_t *z = m->zero + g * m->n;
-        const uint8_t *q = m->q + c * m->n;
-        for (int64_t r = 0; r < m->n; r++) out[r * m->k + c] = s[r] * (float)((int32_t)q[r] - z[r]);
+    /* tiles of 64 rows x 16 columns through a local buffer, each output row's 16 floats then written
+     * as one cache line (a column at a time over all N rows wrote one float per line, at a stride
+     * that maps the lines to one L1 set, and took 8% of a GPTQ run) */
+    enum { TR = 64, TC = 16 };
+    float tile[TR][TC];
+    for (int64_t r0 = 0; r0 < m->n; r0 += TR) {
+        int64_t r1 = r0 + TR < m->n ? r0 + TR : m->n;
+        for (int64_t c0 = 0; c0 < m->k; c0 += TC) {
+            int64_t c1 = c0 + TC < m->k ? c0 + TC : m->k;
+            for (int64_t c = c0; c < c1; c++) {
+                int64_t g = m->g_idx[c];
+                const float *s = m->scale + g * m->n;
+                const int32_t *z = m->zero + g * m->n;
+                const uint8_t *q = m->q + c * m->n;
+                for (int64_t r = r0; r < r1; r++) tile[r - r0][c - c0] = s[r] * (float)((int32_t)q[r] - z[r]);
+            }
+            for (int64_t r = r0; r < r1; r++) memcpy(out + r * m->k + c0, tile[r - r0], (size_t)(c1 - c0) * sizeof *out);
+        }
     }
 }
 
