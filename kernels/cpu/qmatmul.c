@@ -142,8 +142,9 @@ static int64_t int_chunk(int64_t rows, int nth) {
 }
 /* Software prefetch this many bytes ahead in the weight stream: one 32-byte load of codes takes
  * ~14 instructions of work, so the out-of-order window alone keeps too few lines in flight (INT4
- * decode read ~11 GB/s against the F32 GEMV's ~40 on the 2-core EPYC; 2 KiB ahead: ~20). */
-#define QINT_PF 2048
+ * decode read ~11 GB/s against the F32 GEMV's ~40 on the 2-core EPYC; 2-4 KiB ahead: ~20). */
+#define QINT_PF 4096
+#define QINT_HINT _MM_HINT_T0
 
 bool sq_cpu_qmatmul_int_ok(const sq_wmat *w, int n) {
     const sq_qweight *q = w->q;
@@ -266,14 +267,15 @@ SQ_AVX2 static inline __m256 reduce8(const __m256 a[8]) {
 }
 
 /* y[t, r] -= sum_g s_g z_g zs[t, g] (z - 128 for 8-bit codes, which the dot took as q - 128), then the
- * bias. Eight rows at a time, the groups in the lanes (masked past G); the rows past the matrix's
- * last multiple of 8 go through the same arithmetic (their lanes repeat the last row), so each row's
- * sum has one order whatever chunk or thread computed it. */
+ * bias. Eight rows at a time: the groups in whole eights in the lanes, then the G % 8 left one by
+ * one per row; the rows past the matrix's last multiple of 8 go through the same arithmetic (their
+ * lanes repeat the last row), so each row's sum has one order whatever chunk or thread computed it.
+ * (Masked loads for the last eight groups cost more than all the rest on the EPYC.) */
 SQ_AVX2 static void qint_zero_bias(const qint_job *j, int64_t lo, int64_t hi) {
     const sq_qweight *q = j->w->q;
-    int64_t G = q->n_groups, rows = j->w->rows;
-    const __m256 vo = _mm256_set1_ps(q->bits == 8 ? 128.0f : 0.0f);
-    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    int64_t G = q->n_groups, G8 = G / 8 * 8, rows = j->w->rows;
+    float off = q->bits == 8 ? 128.0f : 0.0f;
+    const __m256 vo = _mm256_set1_ps(off);
     for (int64_t r0 = lo; r0 < hi; r0 += 8) {
         int nr = hi - r0 < 8 ? (int)(hi - r0) : 8;
         const float *s[8], *z[8];
@@ -283,18 +285,26 @@ SQ_AVX2 static void qint_zero_bias(const qint_job *j, int64_t lo, int64_t hi) {
         }
         for (int t = 0; t < j->n; t++) {
             const float *zs = j->zs + (int64_t)t * G;
-            __m256 a[8];
-            for (int b = 0; b < 8; b++) a[b] = _mm256_setzero_ps();
-            for (int64_t g = 0; g < G; g += 8) {
-                __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(G - g < 8 ? G - g : 8)), iota);
-                __m256 zv = _mm256_maskload_ps(zs + g, m);
-                for (int b = 0; b < 8; b++)
-                    a[b] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_maskload_ps(s[b] + g, m), _mm256_sub_ps(_mm256_maskload_ps(z[b] + g, m), vo)), zv, a[b]);
-            }
             float out[8];
-            _mm256_storeu_ps(out, reduce8(a));
+            if (G8) {
+                __m256 a[8];
+                _Pragma("GCC unroll 8")
+                for (int b = 0; b < 8; b++) a[b] = _mm256_setzero_ps();
+                for (int64_t g = 0; g < G8; g += 8) {
+                    __m256 zv = _mm256_loadu_ps(zs + g);
+                    _Pragma("GCC unroll 8")
+                    for (int b = 0; b < 8; b++)
+                        a[b] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(s[b] + g), _mm256_sub_ps(_mm256_loadu_ps(z[b] + g), vo)), zv, a[b]);
+                }
+                _mm256_storeu_ps(out, reduce8(a));
+            } else
+                for (int b = 0; b < 8; b++) out[b] = 0;
             float *yt = j->y + (int64_t)t * rows + r0;
-            for (int b = 0; b < nr; b++) yt[b] -= out[b];
+            for (int b = 0; b < nr; b++) {
+                float sum = out[b];
+                for (int64_t g = G8; g < G; g++) sum += s[b][g] * (z[b][g] - off) * zs[g];
+                yt[b] -= sum;
+            }
         }
     }
     sq_cpu_add_bias(j->y, j->bias, j->n, rows, lo, hi);
