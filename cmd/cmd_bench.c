@@ -94,7 +94,9 @@ int cmd_bench(int argc, char **argv) {
     float *logits = NULL;
     double *tp = NULL, *td = NULL, *tsp = NULL;
     sq_spec_stats spec = {0};
-    if (sq_exec_new(&ex, device, threads, &err) || sq_model_open(&m, pos[0], ex, &err)) goto fail;
+    if (sq_exec_new(&ex, device, threads, &err)) goto fail;
+    sq_exec_set_int_prefill(ex, true); /* the prompt through the integer kernels, as llama.cpp runs it */
+    if (sq_model_open(&m, pos[0], ex, &err)) goto fail;
     const sq_config *cfg = sq_model_config(m);
     if (prompt_len + gen > cfg->max_pos)
         sq_log(SQ_LOG_WARN, "--prompt-len + --gen = %d is beyond the model's %d positions (timed anyway)", prompt_len + gen, cfg->max_pos);

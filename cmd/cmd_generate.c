@@ -159,7 +159,9 @@ int cmd_generate(int argc, char **argv) {
     sq_tok *tok = NULL;
     int *ids = NULL, n_prompt = 0, rc = SQ_EXIT_FAIL;
     float *logits = NULL;
-    if (sq_exec_new(&ex, device, threads, &err) || sq_model_open(&m, pos[0], ex, &err)) goto fail;
+    if (sq_exec_new(&ex, device, threads, &err)) goto fail;
+    sq_exec_set_int_prefill(ex, true); /* the prompt through the integer kernels, as llama.cpp runs it */
+    if (sq_model_open(&m, pos[0], ex, &err)) goto fail;
     const sq_config *cfg = sq_model_config(m);
     const sq_ckpt *ck = sq_model_ckpt(m);
     if (ck->tokenizer_path[0] && sq_tok_load(&tok, ck->tokenizer_path, &err)) goto fail;

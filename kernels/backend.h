@@ -160,6 +160,11 @@ typedef struct sq_backend_i {
     sq_status (*ctx_new)(sq_kctx **out /* OUT */, int threads, sq_err *err);
     void (*ctx_free)(sq_kctx *c); /* NULL is fine */
     int (*ctx_threads)(const sq_kctx *c);
+    /* Up to how many rows of x a matmul of INT4/INT8 weights quantises x per block of 32 to int8 and
+     * runs the integer kernels (llama.cpp's q8 path); more rows run dequantised weights against float
+     * x (as the serving engines' W4A16 kernels do). Default 8 (decode and verify steps); NULL when the
+     * backend has one path. */
+    void (*ctx_set_int_rows)(sq_kctx *c, int rows);
 
     /* y (n, w->rows) = x (n, w->cols) . W^T + bias (w->rows, or NULL). x and y do not overlap. */
     sq_status (*matmul)(sq_kctx *c, const sq_wmat *w, const float *bias, const float *x, float *y, int n, sq_err *err);

@@ -1,4 +1,5 @@
 /* model.c: the execution context, and a checkpoint turned into weight views for the forward pass. */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,9 @@ void sq_exec_free(sq_exec *ex) {
 }
 
 int sq_exec_threads(const sq_exec *ex) { return ex->be->ctx_threads(ex->kc); }
+void sq_exec_set_int_prefill(sq_exec *ex, bool on) {
+    if (ex->be->ctx_set_int_rows) ex->be->ctx_set_int_rows(ex->kc, on ? INT_MAX : 0);
+}
 const char *sq_exec_backend(const sq_exec *ex) { return ex->be->name; }
 
 /* ---------------------------------------------------------------- weights */

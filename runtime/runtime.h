@@ -25,6 +25,14 @@ sq_status sq_exec_new(sq_exec **out /* OUT */, const char *backend, int threads,
 void sq_exec_free(sq_exec *ex);
 int sq_exec_threads(const sq_exec *ex);
 const char *sq_exec_backend(const sq_exec *ex);
+/* How forward passes of more than 8 tokens (a prefill, eval's windows) run INT4/INT8 weights. false
+ * (the default): dequantised tiles against float activations, as the serving engines' W4A16/W8A16
+ * kernels compute, so that eval's perplexities are the checkpoint's own. true: the integer kernels
+ * of decode, the activations quantised per block of 32 to int8 (llama.cpp's q8 path; each token's
+ * numbers then those of a decode step), ~1.5x faster on AVX512-VNNI; generate and bench set it.
+ * Decode and verify steps (up to 8 tokens) always run the integer kernels. No-op on a backend with
+ * one path. */
+void sq_exec_set_int_prefill(sq_exec *ex, bool on);
 
 /* ---------------------------------------------------------------- model */
 

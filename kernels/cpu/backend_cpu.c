@@ -78,6 +78,7 @@ sq_status sq_cpu_ctx_new(sq_kctx **out, int threads, sq_err *err) {
     sq_kctx *c = sq_calloc(1, sizeof *c, err);
     if (!c) return SQ_ERR_NOMEM;
     c->threads = threads;
+    c->int_rows = SQ_CPU_INT_ROWS;
     c->scratch = sq_calloc((size_t)threads, sizeof *c->scratch, err);
     c->scratch_cap = sq_calloc((size_t)threads, sizeof *c->scratch_cap, err);
     sq_status s = c->scratch && c->scratch_cap ? sq_pool_new(&c->pool, threads, err) : SQ_ERR_NOMEM;
@@ -102,6 +103,7 @@ void sq_cpu_ctx_free(sq_kctx *c) {
 }
 
 int sq_cpu_ctx_threads(const sq_kctx *c) { return c->threads; }
+void sq_cpu_ctx_set_int_rows(sq_kctx *c, int rows) { c->int_rows = rows < SQ_CPU_INT_ROWS ? SQ_CPU_INT_ROWS : rows; }
 
 sq_status sq_kctx_reserve(sq_kctx *c, size_t n, sq_err *err) {
     for (int i = 0; i < c->threads; i++) {
@@ -138,6 +140,7 @@ static const sq_backend_i cpu_backend = {
     .ctx_new = sq_cpu_ctx_new,
     .ctx_free = sq_cpu_ctx_free,
     .ctx_threads = sq_cpu_ctx_threads,
+    .ctx_set_int_rows = sq_cpu_ctx_set_int_rows,
     .matmul = sq_cpu_matmul,
     .embed = sq_cpu_embed,
     .rmsnorm = sq_cpu_rmsnorm,

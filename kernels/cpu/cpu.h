@@ -90,6 +90,7 @@ static inline void sq_cpu_add_bias(float *y, const float *bias, int n, int64_t r
 struct sq_kctx {
     sq_pool *pool;
     int threads;
+    int int_rows;                /* matmul: rows of x up to which INT4/INT8 weights run the integer kernels */
     /* Per-thread scratch (float), grown by sq_kctx_reserve from the calling thread only. */
     float **scratch;
     size_t *scratch_cap;         /* in floats */
@@ -101,6 +102,7 @@ sq_status sq_cpu_ctx_new(sq_kctx **out, int threads, sq_err *err);
 sq_status sq_cpu_ctx_new_ref(sq_kctx **out, int threads, sq_err *err); /* always one thread */
 void sq_cpu_ctx_free(sq_kctx *c);
 int sq_cpu_ctx_threads(const sq_kctx *c);
+void sq_cpu_ctx_set_int_rows(sq_kctx *c, int rows);
 /* Makes every thread's scratch hold at least n floats. */
 sq_status sq_kctx_reserve(sq_kctx *c, size_t n, sq_err *err);
 /* The shared buffer, at least `bytes` long and 64-byte aligned (its contents are not kept when it
@@ -116,10 +118,13 @@ sq_status sq_cpu_qmatmul_ref(sq_kctx *c, const sq_wmat *w, const float *bias, co
 /* The integer GEMV (qmatmul.c) runs 4- and 8-bit weights against activations quantised per block of
  * 32 to int8 (d = max|x| / 127, codes round(x / d), ties to even): sum_j s (q_j - z) x_j becomes
  * s sum_b d_b (sum_{j in b} q_j c_j) - s z sum_b d_b sum_{j in b} c_j, the inner sums in integers.
- * It takes a few rows of x (decode and verify steps) where cols is a multiple of 64 and the group
- * size a multiple of 32; prefill keeps the float path. Against the exact product the error is at most
- * sum_b (d_b / 2) sum_{j in b} |W_j| (the rounding of x) plus float rounding. */
-bool sq_cpu_qmatmul_int_ok(const sq_wmat *w, int n);
+ * It takes up to c->int_rows rows of x (SQ_CPU_INT_ROWS, decode and verify steps, unless the
+ * context was set for more: ctx_set_int_rows) where cols is a multiple of 64 and the group size a
+ * multiple of 32; more rows keep the float path. Each token's y is the same whatever the rows beside
+ * it. Against the exact product the error is at most sum_b (d_b / 2) sum_{j in b} |W_j| (the rounding
+ * of x) plus float rounding. c NULL: the default limit. */
+#define SQ_CPU_INT_ROWS 8
+bool sq_cpu_qmatmul_int_ok(const sq_kctx *c, const sq_wmat *w, int n);
 /* One row x (cols, a multiple of 32) quantised for the integer GEMV: codes (cols) (for 4-bit weights
  * each 64 columns stored as their 32 even then their 32 odd ones, the order of the packed nibbles),
  * block scales d (cols / 32) and ds = d * the sum of the block's codes. The fast version equals the

@@ -302,7 +302,7 @@ static void test_qint(sq_kctx *c) {
                 float *d = malloc((size_t)(K / 32) * sizeof *d), *ds = malloc((size_t)(K / 32) * sizeof *ds);
                 for (int ni = 0; ni < 6; ni++) {
                     int n = ns[ni];
-                    CHECK(sq_cpu_qmatmul_int_ok(&w, n), "integer GEMV takes %d-bit g%lld %lldx%lld n=%d", bits, (long long)gs, (long long)R, (long long)K, n);
+                    CHECK(sq_cpu_qmatmul_int_ok(c, &w, n), "integer GEMV takes %d-bit g%lld %lldx%lld n=%d", bits, (long long)gs, (long long)R, (long long)K, n);
                     CHECK_OK(sq_cpu_qmatmul(c, &w, bias, x, y, n, &err), &err);
                     CHECK_OK(sq_cpu_qmatmul(one, &w, bias, x, y1, n, &err), &err);
                     CHECK(!memcmp(y, y1, (size_t)(n * R) * sizeof *y), "integer GEMV %d-bit g%lld n=%d: %d threads differ from 1", bits, (long long)gs, n, c->threads);

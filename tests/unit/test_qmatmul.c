@@ -65,9 +65,10 @@ static void q8_expected(const sq_wmat *w, const float *x, const float *bias, int
     free(row); free(xp); free(d); free(ds); free(codes);
 }
 
-/* fast (2 threads) against the reference, and bit for bit against one thread. Up to 8 rows of x
- * (GEMV; the integer kernel where the shape allows): within 1e-5 relative of its own reference and
- * within the rounding bound (plus 1e-5) of the exact product; more rows (tiled sgemm): 1e-5 relative. */
+/* fast (2 threads) against the reference, and bit for bit against one thread. Up to fast->int_rows
+ * rows of x (8, or all when set for an integer prefill; the integer kernels where the shape allows):
+ * within 1e-5 relative of its own reference and within the rounding bound (plus 1e-5) of the exact
+ * product, each token's outputs those of its decode step; more rows (tiled sgemm): 1e-5 relative. */
 static void check_kernels(sq_kctx *fast, sq_kctx *one, sq_kctx *ref, const sq_wmat *w, const char *name) {
     static const int ns[] = {1, 3, 5, 8, 9, 200}; /* 1-8: GEMV (4 tokens a pass, then 1-3); 9 and 200: tiled sgemm (BLAS picks other kernels as shapes grow) */
     for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++) {
@@ -82,8 +83,19 @@ static void check_kernels(sq_kctx *fast, sq_kctx *one, sq_kctx *ref, const sq_wm
         CHECK_OK(sq_cpu_qmatmul(one, w, bias, x, y2, n, &err), &err);
         CHECK(memcmp(y1, y2, (size_t)(n * N) * sizeof *y1) == 0, "%s n=%d: 2 threads differ from 1", name, n);
         CHECK_OK(sq_cpu_qmatmul_ref(ref, w, bias, x, y2, n, &err), &err);
-        bool integer = sq_cpu_qmatmul_int_ok(w, n);
-        CHECK(integer == (n <= 8), "%s n=%d: the integer GEMV %s", name, n, integer ? "ran" : "did not run");
+        bool integer = sq_cpu_qmatmul_int_ok(fast, w, n);
+        CHECK(integer == (n <= fast->int_rows && K % 64 == 0 && w->q->group_size % 32 == 0), "%s n=%d (integer up to %d rows): the integer kernels %s",
+              name, n, fast->int_rows, integer ? "ran" : "did not run");
+        if (integer && n > 1) { /* each token's outputs are a decode step's (one row of x alone), bit for bit */
+            bool same = true;
+            float *y3 = malloc((size_t)N * sizeof *y3);
+            for (int t = 0; t < n && same; t++) {
+                CHECK_OK(sq_cpu_qmatmul(fast, w, bias, x + (int64_t)t * K, y3, 1, &err), &err);
+                same = !memcmp(y3, y1 + (int64_t)t * N, (size_t)N * sizeof *y3);
+                CHECK(same, "%s n=%d: token %d's outputs differ from its decode step's", name, n, t);
+            }
+            free(y3);
+        }
         if (integer) q8_expected(w, x, bias, n, yq, bound);
         double worst = 0, scale = 0, worst_q = 0, over = 0;
         for (int64_t i = 0; i < n * N; i++) {
@@ -193,6 +205,12 @@ int main(void) {
             CHECK(theirs && memcmp(mine, theirs, (size_t)(N * K * 2)) == 0, "%s (%s): runtime weights differ from the peer's", nm,
                   fmt == 0 ? "GPTQ v1 / AutoGPTQ" : "pack-quantized / compressed-tensors");
             check_kernels(fast, one, ref, &w, nm);
+            /* a prefill through the integer kernels (generate and bench): the same checks, n 9 and 200 included */
+            sq_cpu_ctx_set_int_rows(fast, 1 << 20);
+            sq_cpu_ctx_set_int_rows(one, 1 << 20);
+            check_kernels(fast, one, ref, &w, nm);
+            sq_cpu_ctx_set_int_rows(fast, 0);
+            sq_cpu_ctx_set_int_rows(one, 0);
             sq_rt_qweight_free(q);
         }
     }
