@@ -28,6 +28,7 @@ typedef struct {
     const float *scale;      /* (rows, n_groups) */
     const float *zero;       /* (rows, n_groups) */
     const int32_t *perm;     /* (cols) the input column of each packed column (act-order); NULL: identity */
+    bool zero_uniform;       /* every zero equals zero[0] (symmetric schemes): kernels may skip reading them */
 } sq_qweight;
 
 /* An FP8 weight: the codes are the sq_wmat's data, E4M3 (rows, cols) read in place, and

@@ -72,7 +72,10 @@ sq_status sq_rt_qweight_new(const sq_qmatrix *qm, const char *what, sq_qweight *
     if (perm)
         for (int64_t j = 0; j < K; j++) perm[j] = order[j].col;
     free(order);
-    *q = (sq_qweight){.bits = bits, .group_size = (int)gs, .n_groups = G, .codes = codes, .scale = scale, .zero = zero, .perm = perm};
+    bool uniform = true;
+    for (int64_t i = 1; i < N * G && uniform; i++) uniform = zero[i] == zero[0];
+    *q = (sq_qweight){.bits = bits, .group_size = (int)gs, .n_groups = G, .codes = codes, .scale = scale, .zero = zero, .perm = perm,
+                      .zero_uniform = uniform};
     *out = q;
     return SQ_OK;
 }
@@ -212,7 +215,7 @@ sq_status sq_rt_head_int8(sq_model *m, sq_err *err) {
         zero[r] = 128.0f;
     }
     free(row);
-    *q = (sq_qweight){.bits = 8, .group_size = (int)K, .n_groups = 1, .codes = codes, .scale = scale, .zero = zero};
+    *q = (sq_qweight){.bits = 8, .group_size = (int)K, .n_groups = 1, .codes = codes, .scale = scale, .zero = zero, .zero_uniform = true};
     m->qweights[m->n_qweights++] = q;
     *h = (sq_wmat){.dtype = SQ_DT_F32, .rows = N, .cols = K, .data = NULL, .q = q};
     return SQ_OK;

@@ -277,6 +277,12 @@ SQ_AVX2 static void qint_zero_bias(const qint_job *j, int64_t lo, int64_t hi) {
     int64_t G = q->n_groups, G8 = G / 8 * 8, rows = j->w->rows;
     float off = q->bits == 8 ? 128.0f : 0.0f;
     const __m256 vo = _mm256_set1_ps(off);
+    /* symmetric weights: one zero, z - off the same in every lane, the zeros (as many bytes as the
+     * scales) never read */
+    bool uni = q->zero_uniform;
+    float zu = q->zero[0];
+    const __m256 zuo = _mm256_set1_ps(zu - off);
+#define ZMINUS(zp) (uni ? zuo : _mm256_sub_ps(_mm256_loadu_ps(zp), vo))
     float cb[8 * ZB_MAX_G];
     for (int64_t r0 = lo; r0 < hi; r0 += 8) {
         int nr = hi - r0 < 8 ? (int)(hi - r0) : 8;
@@ -290,7 +296,7 @@ SQ_AVX2 static void qint_zero_bias(const qint_job *j, int64_t lo, int64_t hi) {
         bool keep = G8 <= ZB_MAX_G;
         for (int64_t g = 0; keep && g < G8; g += 8)
             for (int b = 0; b < 8; b++)
-                _mm256_storeu_ps(cb + b * G8 + g, _mm256_mul_ps(_mm256_loadu_ps(s[b] + g), _mm256_sub_ps(_mm256_loadu_ps(z[b] + g), vo)));
+                _mm256_storeu_ps(cb + b * G8 + g, _mm256_mul_ps(_mm256_loadu_ps(s[b] + g), ZMINUS(z[b] + g)));
         for (int t = 0; t < j->n; t++) {
             const float *zs = j->zs + (int64_t)t * G;
             float out[8];
@@ -303,7 +309,7 @@ SQ_AVX2 static void qint_zero_bias(const qint_job *j, int64_t lo, int64_t hi) {
                     _Pragma("GCC unroll 8")
                     for (int b = 0; b < 8; b++)
                         a[b] = _mm256_fmadd_ps(keep ? _mm256_loadu_ps(cb + b * G8 + g)
-                                                    : _mm256_mul_ps(_mm256_loadu_ps(s[b] + g), _mm256_sub_ps(_mm256_loadu_ps(z[b] + g), vo)),
+                                                    : _mm256_mul_ps(_mm256_loadu_ps(s[b] + g), ZMINUS(z[b] + g)),
                                                zv, a[b]);
                 }
                 _mm256_storeu_ps(out, reduce8(a));
@@ -312,12 +318,13 @@ SQ_AVX2 static void qint_zero_bias(const qint_job *j, int64_t lo, int64_t hi) {
             float *yt = j->y + (int64_t)t * rows + r0;
             for (int b = 0; b < nr; b++) {
                 float sum = out[b];
-                for (int64_t g = G8; g < G; g++) sum += s[b][g] * (z[b][g] - off) * zs[g];
+                for (int64_t g = G8; g < G; g++) sum += s[b][g] * ((uni ? zu : z[b][g]) - off) * zs[g];
                 yt[b] -= sum;
             }
         }
     }
     sq_cpu_add_bias(j->y, j->bias, j->n, rows, lo, hi);
+#undef ZMINUS
 }
 
 /* Rows [lo, hi) against every token: passes of 4 tokens over QINT_PASS_RB rows at a time (each

@@ -209,6 +209,22 @@ int main(void) {
             sq_cpu_ctx_set_int_rows(fast, 1 << 20);
             sq_cpu_ctx_set_int_rows(one, 1 << 20);
             check_kernels(fast, one, ref, &w, nm);
+            /* symmetric schemes' one zero point: the kernels that skip reading the zeros give the general path's bits */
+            CHECK(q->zero_uniform == configs[c].sym, "%s: zero_uniform %d for a %s scheme", nm, q->zero_uniform, configs[c].sym ? "symmetric" : "asymmetric");
+            if (q->zero_uniform) {
+                float *x = malloc((size_t)(200 * K) * sizeof *x), *ya = malloc((size_t)(200 * N) * sizeof *ya), *yb = malloc((size_t)(200 * N) * sizeof *yb);
+                for (int64_t i = 0; i < 200 * K; i++) x[i] = (float)cos(0.11 * (double)i);
+                static const int zn[] = {1, 5, 200};
+                for (int i = 0; i < 3; i++) {
+                    q->zero_uniform = true;
+                    CHECK_OK(sq_cpu_qmatmul(fast, &w, NULL, x, ya, zn[i], &err), &err);
+                    q->zero_uniform = false;
+                    CHECK_OK(sq_cpu_qmatmul(fast, &w, NULL, x, yb, zn[i], &err), &err);
+                    CHECK(!memcmp(ya, yb, (size_t)(zn[i] * N) * sizeof *ya), "%s n=%d: the uniform-zero path differs from the general one", nm, zn[i]);
+                }
+                q->zero_uniform = true;
+                free(x); free(ya); free(yb);
+            }
             sq_cpu_ctx_set_int_rows(fast, 0);
             sq_cpu_ctx_set_int_rows(one, 0);
             sq_rt_qweight_free(q);
