@@ -299,7 +299,7 @@ SQ_AVX2 static void qint_zero_bias(const qint_job *j, int64_t lo, int64_t hi) {
                 _mm256_storeu_ps(cb + b * G8 + g, _mm256_mul_ps(_mm256_loadu_ps(s[b] + g), ZMINUS(z[b] + g)));
         for (int t = 0; t < j->n; t++) {
             const float *zs = j->zs + (int64_t)t * G;
-            float out[8];
+            __m256 res = _mm256_setzero_ps();
             if (G8) {
                 __m256 a[8];
                 _Pragma("GCC unroll 8")
@@ -312,14 +312,21 @@ SQ_AVX2 static void qint_zero_bias(const qint_job *j, int64_t lo, int64_t hi) {
                                                     : _mm256_mul_ps(_mm256_loadu_ps(s[b] + g), ZMINUS(z[b] + g)),
                                                zv, a[b]);
                 }
-                _mm256_storeu_ps(out, reduce8(a));
-            } else
-                for (int b = 0; b < 8; b++) out[b] = 0;
+                res = reduce8(a);
+            }
+            if (G8 < G) {
+                float out[8];
+                _mm256_storeu_ps(out, res);
+                for (int b = 0; b < 8; b++)
+                    for (int64_t g = G8; g < G; g++) out[b] += s[b][g] * ((uni ? zu : z[b][g]) - off) * zs[g];
+                res = _mm256_loadu_ps(out);
+            }
             float *yt = j->y + (int64_t)t * rows + r0;
-            for (int b = 0; b < nr; b++) {
-                float sum = out[b];
-                for (int64_t g = G8; g < G; g++) sum += s[b][g] * ((uni ? zu : z[b][g]) - off) * zs[g];
-                yt[b] -= sum;
+            if (nr == 8) _mm256_storeu_ps(yt, _mm256_sub_ps(_mm256_loadu_ps(yt), res));
+            else {
+                float out[8];
+                _mm256_storeu_ps(out, res);
+                for (int b = 0; b < nr; b++) yt[b] -= out[b];
             }
         }
     }
