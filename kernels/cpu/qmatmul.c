@@ -276,6 +276,11 @@ SQ_AVX2 static void qint_zero_bias(const qint_job *j, int64_t lo, int64_t hi) {
     const sq_qweight *q = j->w->q;
     int64_t G = q->n_groups, G8 = G / 8 * 8, rows = j->w->rows;
     float off = q->bits == 8 ? 128.0f : 0.0f;
+    /* nothing to subtract: an 8-bit weight's one zero point is 128, which the dot took */
+    if (q->zero_uniform && q->zero[0] == off) {
+        sq_cpu_add_bias(j->y, j->bias, j->n, rows, lo, hi);
+        return;
+    }
     const __m256 vo = _mm256_set1_ps(off);
     /* symmetric weights: one zero, z - off the same in every lane, the zeros (as many bytes as the
      * scales) never read */

@@ -274,6 +274,9 @@ static void test_qint(sq_kctx *c) {
     const int64_t shapes[][2] = {{37, 64}, {130, 384}, {5, 384}};
     const int gss[] = {32, 64, 128, -1};
     const int ns[] = {1, 2, 3, 4, 5, 8};
+    /* uni: one zero point (symmetric: 8 or 128), the kernels' zero_uniform paths (the zeros not read;
+     * 8-bit: no correction at all) */
+    for (int uni = 0; uni < 2; uni++)
     for (int bits = 4; bits <= 8; bits += 4)
         for (int si = 0; si < 3; si++)
             for (int gi = 0; gi < 4; gi++) {
@@ -289,9 +292,9 @@ static void test_qint(sq_kctx *c) {
                 for (int64_t i = 0; i < R * G; i++) {
                     sc[i] = 0.01f + 0.005f * frand();
                     rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
-                    zr[i] = (float)((rng >> 40) % (1u << bits));
+                    zr[i] = uni ? (float)(1u << (bits - 1)) : (float)((rng >> 40) % (1u << bits));
                 }
-                sq_qweight q = {.bits = bits, .group_size = (int)gs, .n_groups = G, .codes = codes, .scale = sc, .zero = zr};
+                sq_qweight q = {.bits = bits, .group_size = (int)gs, .n_groups = G, .codes = codes, .scale = sc, .zero = zr, .zero_uniform = uni};
                 sq_wmat w = {.dtype = SQ_DT_F32, .rows = R, .cols = K, .q = &q};
                 float *x = malloc((size_t)(8 * K) * sizeof *x), *bias = malloc((size_t)R * sizeof *bias), *row = malloc((size_t)K * sizeof *row);
                 float *y = malloc((size_t)(8 * R) * sizeof *y), *y1 = malloc((size_t)(8 * R) * sizeof *y1), *yr = malloc((size_t)(8 * R) * sizeof *yr);
