@@ -139,6 +139,7 @@ typedef struct {
     const float *h;              /* a single linear's set: X^T X [k, k] of its input (NULL: its output compared) */
     const float *w;              /* that linear's weights as they are */
     int wstep;                   /* the subsample: every wstep-th calibration window (1: every one) */
+    bool m2win;                  /* a single linear's set run window by window (its subsample cheaper than X^T X) */
     sq_err *err;
     sq_status status;
 } awq_ctx;
@@ -157,7 +158,13 @@ static sq_status awq_module(awq_ctx *c, float *const *weights, float *out, int s
     }
     int64_t T = cal->o.seqlen, k = set->x->dim, ntok = set->x->n;
     const float *x = set->x->x;
-    if (set->module == 2) {
+    if (set->module == 2 && c->m2win) { /* the windows of the subsample, each through the runtime's threaded GEMM */
+        const sq_wmat *w = sq_model_linear_unit(r->m, c->l, set->unit[0], set->lin[0]);
+        for (int smp = 0; smp < cal->o.nsamples && !s; smp += step) {
+            s = sq_state_matmul(cal->st, w, x + smp * T * k, out + smp * T * w->rows, (int)T, c->err);
+            r->f_quant += 2.0 * (double)T * (double)w->rows * (double)k;
+        }
+    } else if (set->module == 2) {
         const sq_wmat *w = sq_model_linear_unit(r->m, c->l, set->unit[0], set->lin[0]);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ntok, (int)w->rows, (int)k, 1.0f, x, (int)k, w->data, (int)k, 0.0f, out,
                     (int)w->rows);
@@ -195,7 +202,7 @@ static double awq_loss(void *user, float *const *weights, bool full) {
         return NAN;
     }
     /* the windows it ran on (a module-2 set runs on every token at once; its wstep is 1) */
-    int64_t win = c->set->module == 2 ? c->set->x->n * c->out_dim : (int64_t)c->r->cal->o.seqlen * c->out_dim, m = 0;
+    int64_t win = c->set->module == 2 && !c->m2win ? c->set->x->n * c->out_dim : (int64_t)c->r->cal->o.seqlen * c->out_dim, m = 0;
     double acc = 0;
     for (int64_t i0 = 0; i0 < c->set->x->n * c->out_dim; i0 += step * win) {
         for (int64_t i = i0; i < i0 + win; i++) {
@@ -302,11 +309,33 @@ static sq_status awq_search_set(sq_qrun *r, int l, const awq_set *set, float *s,
     int nwin = r->cal->o.nsamples, T = r->cal->o.seqlen, wstep = 1;
     int64_t want = r->o->awq_search_tokens;
     if (want == SQ_AWQ_SEARCH_AUTO) want = ntok / 8 > SQ_AWQ_SEARCH_MIN ? ntok / 8 : SQ_AWQ_SEARCH_MIN;
-    if (set->module != 2 && want > 0 && want < ntok && ntok == (int64_t)nwin * T) {
+    bool windows = want > 0 && want < ntok && ntok == (int64_t)nwin * T, m2win = false;
+    if (windows) {
         int sub = (int)((want + T - 1) / T);
         wstep = nwin / sub;
     }
-    awq_ctx ctx = {r, l, set, fp, out, out_dim, h, ws[0], wstep, err, SQ_OK};
+    /* A single linear's set scored on its windows where that costs fewer operations than the path above
+     * (the reference output and the SQ_AWQ_RESCORE best on every token, each alpha on the windows;
+     * against X^T X and each alpha's D (X^T X), or every alpha's output on every token): a down
+     * projection's k^2 outgrows the Gram path, and past k = 8192 every alpha ran on every token. */
+    if (set->module == 2 && windows && wstep > 1) {
+        double kk = (double)k, nn = (double)ns[0], nt = (double)ntok, nw = (double)((nwin + wstep - 1) / wstep) * (double)T;
+        double c_now = gram ? nt * kk * kk + 2.0 * SQ_AWQ_GRID * nn * kk * kk : 2.0 * kk * nn * nt * (1 + SQ_AWQ_GRID);
+        double c_win = 2.0 * kk * nn * (nt * (1 + SQ_AWQ_RESCORE) + SQ_AWQ_GRID * nw);
+        m2win = c_win < c_now;
+        const char *force = getenv("SPOTQ_AWQ_SCORE"); /* tests: windows for every single-linear set that has them */
+        if (force && !strcmp(force, "windows")) m2win = true;
+    }
+    if (m2win && gram) {
+        gram = false;
+        free(h);
+        h = NULL;
+        fp = malloc((size_t)(ntok * out_dim) * sizeof *fp);
+        out = malloc((size_t)(ntok * out_dim) * sizeof *out);
+        if (!fp || !out) { st = sq_fail(err, SQ_ERR_NOMEM, "AWQ: out of memory"); goto done; }
+    } else if (set->module == 2 && !m2win)
+        wstep = 1; /* a single linear's set is scored on every token (X^T X or its output) */
+    awq_ctx ctx = {r, l, set, fp, out, out_dim, h, ws[0], wstep, m2win, err, SQ_OK};
     double t0 = sq_pl_now();
     if (gram) {
         st = sq_backend_cpu()->gram(x, ntok, k, r->o->threads, h, err);

@@ -360,6 +360,11 @@ sq_status sq_layer_forward(sq_state *s, int l, float *x, int n, sq_tap_fn tap, v
     return st;
 }
 
+sq_status sq_state_matmul(sq_state *s, const sq_wmat *w, const float *x, float *y, int n, sq_err *err) {
+    const sq_model *m = s->m;
+    return m->ex->be->matmul(m->ex->kc, w, NULL, x, y, n, err);
+}
+
 sq_status sq_layer_part(sq_state *s, int l, sq_layer_part_kind part, const float *xn, int n, float *out, sq_err *err) {
     const sq_model *m = s->m;
     const sq_config *c = &m->cfg;

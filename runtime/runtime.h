@@ -197,6 +197,10 @@ sq_status sq_layer_forward(sq_state *s, int l, float *x, int n, sq_tap_fn tap, v
  * modules whose outputs AWQ's scale search compares. */
 typedef enum { SQ_PART_ATTENTION, SQ_PART_FFN } sq_layer_part_kind;
 sq_status sq_layer_part(sq_state *s, int l, sq_layer_part_kind part, const float *xn, int n, float *out /* OUT */, sq_err *err);
+/* y (n, w->rows) = x (n, w->cols) . W^T on the state's kernels (threaded, the same numbers for every
+ * thread count), no bias: one linear alone, as AWQ's search runs a lone o or down projection window
+ * by window. */
+sq_status sq_state_matmul(sq_state *s, const sq_wmat *w, const float *x, float *y, int n, sq_err *err);
 /* The norm weights the forward pass uses (hidden floats, owned by the model, writable: AWQ folds its
  * scales into them): which 0 = input_layernorm, 1 = post_attention_layernorm. */
 float *sq_model_norm(sq_model *m, int l, int which);
