@@ -2,12 +2,34 @@
  * by diag(H) when calibrated), and GPTQ's error compensation on it, for one linear; the dequantised
  * weights then run in the model, so that later sites calibrate on what deployment computes. */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../formats/dtype.h"
 #include "method.h"
+
+/* GPTQ of one linear on a thread of its own while the caller computes the RTN baseline and its output
+ * errors: GPTQ's factorisation is LAPACK on one thread (for thread-independent bytes), which otherwise
+ * leaves the other cores idle. Every part is chunked by its shapes alone, so the bytes are those of
+ * running one after the other. The CPU backend only (a device keeps its one stream). */
+typedef struct {
+    const sq_backend_i *be;
+    const float *w;
+    const sq_hessian *hs;
+    int64_t n, k;
+    sq_qparams qp;
+    sq_qmatrix q;
+    sq_status s;
+    sq_err err;
+} gptq_job;
+
+static void *gptq_job_run(void *arg) {
+    gptq_job *g = arg;
+    g->s = sq_quant_gptq_on(g->be, g->w, g->hs, g->n, g->k, &g->qp, &g->q, &g->err);
+    return NULL;
+}
 
 /* Quantises linear `which` of unit `unit` of layer l with that unit's Hessian; swaps the dequantised
  * weights into the model so the rest of the block runs on them. */
@@ -32,8 +54,20 @@ static sq_status quantize_linear(sq_qrun *r, int l, int unit, sq_lin which, cons
     for (int64_t c = 0; h && c < k; c++) imp[c] = h[c * k + c];
     sq_qmatrix q;
     sq_qparams qp = sq_pl_lin_qparams(r, l, which); /* the plan's bits, group and symmetry for this linear */
+    const sq_backend_i *be = r->o->backend ? r->o->backend : sq_backend_cpu();
+    gptq_job job = {.be = be, .w = w, .hs = hs, .n = n, .k = k, .qp = qp};
+    pthread_t tid;
+    bool bg = gptq && be == sq_backend_cpu() && pthread_create(&tid, NULL, gptq_job_run, &job) == 0;
+#define JOIN()                                                                                          \
+    do {                                                                                                \
+        if (bg) {                                                                                       \
+            pthread_join(tid, NULL);                                                                    \
+            bg = false;                                                                                 \
+            if (!job.s) sq_qmatrix_free(&job.q);                                                        \
+        }                                                                                               \
+    } while (0)
     sq_status s = sq_quant_rtn_weighted(w, n, k, &qp, imp, &q, err);
-    if (s) { free(w); free(dq); free(imp); return s; }
+    if (s) { JOIN(); free(w); free(dq); free(imp); return s; }
     sq_qmatrix_dequant(&q, dq);
     double den = NAN; /* tr(W H W^T), shared by the output errors */
     rep->err_rtn = rep->err = sq_pl_output_error(r, w, dq, h, n, k, &den);
@@ -43,7 +77,7 @@ static sq_status quantize_linear(sq_qrun *r, int l, int unit, sq_lin which, cons
         sq_qparams other = qp;
         other.grid = other.grid == SQ_GRID_MSE ? SQ_GRID_MINMAX : SQ_GRID_MSE;
         sq_qmatrix q2;
-        if ((s = sq_quant_rtn_weighted(w, n, k, &other, imp, &q2, err))) { sq_qmatrix_free(&q); free(w); free(dq); free(imp); return s; }
+        if ((s = sq_quant_rtn_weighted(w, n, k, &other, imp, &q2, err))) { JOIN(); sq_qmatrix_free(&q); free(w); free(dq); free(imp); return s; }
         sq_qmatrix_dequant(&q2, dq);
         sq_qmatrix_free(&q2);
         rep->err_grid[other.grid] = sq_pl_output_error(r, w, dq, h, n, k, &den);
@@ -52,7 +86,14 @@ static sq_status quantize_linear(sq_qrun *r, int l, int unit, sq_lin which, cons
     free(imp);
     if (gptq) {
         sq_qmatrix_free(&q);
-        s = sq_quant_gptq_on(r->o->backend ? r->o->backend : sq_backend_cpu(), w, hs, n, k, &qp, &q, err);
+        if (bg) {
+            pthread_join(tid, NULL);
+            bg = false;
+            s = job.s;
+            if (s) *err = job.err;
+            else q = job.q;
+        } else
+            s = sq_quant_gptq_on(be, w, hs, n, k, &qp, &q, err);
         if (s) { free(w); free(dq); return s; }
         sq_qmatrix_dequant(&q, dq);
         rep->err = sq_pl_output_error(r, w, dq, h, n, k, &den);
@@ -61,6 +102,7 @@ static sq_status quantize_linear(sq_qrun *r, int l, int unit, sq_lin which, cons
         rep->damp = q.damp_used;
         if (q.fallback) snprintf(rep->note, sizeof rep->note, "Hessian would not factor: RTN used");
     }
+#undef JOIN
     r->t_quant += sq_pl_now() - t;
     rep->quantized = true;
     r->n_weights_q += n * k;
