@@ -28,7 +28,7 @@ QINT_TARGET static inline __attribute__((always_inline)) void QINT_NAME(q4_block
         __m256 sv[4];
         UNROLL
         for (int b = 0; b < RB; b++) {
-            _mm_prefetch((const char *)(wb + b * wpr * 4 + 32 * c + QINT_PF), QINT_HINT);
+            _mm_prefetch((const char *)(wb + b * wpr * 4 + 32 * c + QINT_PF), _MM_HINT_T0);
             __m256i v = _mm256_loadu_si256((const __m256i *)(wb + b * wpr * 4 + 32 * c));
             lo[b] = _mm256_and_si256(v, m4);
             hi[b] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
@@ -79,7 +79,7 @@ QINT_TARGET static inline __attribute__((always_inline)) void QINT_NAME(q8_block
             __m256i v[4], av[4];
             UNROLL
             for (int b = 0; b < RB; b++) {
-                _mm_prefetch((const char *)(wb + b * K + QBLK * k + QINT_PF), QINT_HINT);
+                _mm_prefetch((const char *)(wb + b * K + QBLK * k + QINT_PF), _MM_HINT_T0);
                 v[b] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(wb + b * K + QBLK * k)), flip);
                 av[b] = _mm256_abs_epi8(v[b]);
             }

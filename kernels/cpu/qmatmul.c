@@ -144,7 +144,6 @@ static int64_t int_chunk(int64_t rows, int nth) {
  * ~14 instructions of work, so the out-of-order window alone keeps too few lines in flight (INT4
  * decode read ~11 GB/s against the F32 GEMV's ~40 on the 2-core EPYC; 2-4 KiB ahead: ~20). */
 #define QINT_PF 4096
-#define QINT_HINT _MM_HINT_T0
 
 bool sq_cpu_qmatmul_int_ok(const sq_kctx *c, const sq_wmat *w, int n) {
     const sq_qweight *q = w->q;

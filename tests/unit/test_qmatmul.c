@@ -221,10 +221,7 @@ int main(void) {
                     CHECK_OK(sq_cpu_qmatmul(fast, &w, NULL, x, ya, zn[i], &err), &err);
                     q->zero_uniform = false;
                     CHECK_OK(sq_cpu_qmatmul(fast, &w, NULL, x, yb, zn[i], &err), &err);
-                    double dmax = 0, ymax = 0;
-                    for (int64_t e = 0; e < zn[i] * N; e++) dmax = fmax(dmax, fabs((double)ya[e] - yb[e])), ymax = fmax(ymax, fabs((double)yb[e]));
-                    CHECK(!memcmp(ya, yb, (size_t)(zn[i] * N) * sizeof *ya),
-                          "%s n=%d: the uniform-zero path differs from the general one by %.3g (scale %.3g)", nm, zn[i], dmax, ymax);
+                    CHECK(!memcmp(ya, yb, (size_t)(zn[i] * N) * sizeof *ya), "%s n=%d: the uniform-zero path differs from the general one", nm, zn[i]);
                 }
                 q->zero_uniform = true;
                 free(x); free(ya); free(yb);
