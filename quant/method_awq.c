@@ -286,9 +286,32 @@ static sq_status awq_search_set(sq_qrun *r, int l, const awq_set *set, float *s,
         ns[i] = sq_model_linear_unit(r->m, l, set->unit[i], set->lin[i])->rows;
     }
     int64_t out_dim = set->module == 2 ? ns[0] : r->c->hidden;
+    /* The subsample of a module run window by window (--awq-search-tokens): evenly spaced windows,
+     * at least the tokens asked. */
+    int nwin = r->cal->o.nsamples, T = r->cal->o.seqlen, wstep = 1;
+    int64_t want = r->o->awq_search_tokens;
+    if (want == SQ_AWQ_SEARCH_AUTO) want = ntok / 8 > SQ_AWQ_SEARCH_MIN ? ntok / 8 : SQ_AWQ_SEARCH_MIN;
+    bool windows = want > 0 && want < ntok && ntok == (int64_t)nwin * T, m2win = false;
+    if (windows) {
+        int sub = (int)((want + T - 1) / T);
+        wstep = nwin / sub;
+    }
     /* A single linear's loss from its input's X^T X where that costs less than its output (k < ntok)
-     * and fits (k <= 8192). */
+     * and fits (k <= 8192); or on its windows where that costs fewer operations still (the reference
+     * output and the SQ_AWQ_RESCORE best on every token, each alpha on the windows; against X^T X and
+     * each alpha's D (X^T X), or every alpha's output on every token): a down projection's k^2
+     * outgrows the Gram path, and past k = 8192 every alpha ran on every token. */
     bool gram = set->module == 2 && k < ntok && k <= 8192;
+    if (set->module == 2 && windows && wstep > 1) {
+        double kk = (double)k, nn = (double)ns[0], nt = (double)ntok, nw = (double)((nwin + wstep - 1) / wstep) * (double)T;
+        double c_now = gram ? nt * kk * kk + 2.0 * SQ_AWQ_GRID * nn * kk * kk : 2.0 * kk * nn * nt * (1 + SQ_AWQ_GRID);
+        double c_win = 2.0 * kk * nn * (nt * (1 + SQ_AWQ_RESCORE) + SQ_AWQ_GRID * nw);
+        m2win = c_win < c_now;
+        const char *force = getenv("SPOTQ_AWQ_SCORE"); /* tests: windows for every single-linear set that has them */
+        if (force && !strcmp(force, "windows")) m2win = true;
+    }
+    if (m2win) gram = false;
+    else if (set->module == 2) wstep = 1; /* a single linear's set is scored on every token (X^T X or its output) */
     float *x = set->x->x, *h = NULL, *fp = NULL, *out = NULL;
     float *x_mean = calloc((size_t)k, sizeof *x_mean);
     if (gram) h = malloc((size_t)(k * k) * sizeof *h);
@@ -304,37 +327,6 @@ static sq_status awq_search_set(sq_qrun *r, int l, const awq_set *set, float *s,
         for (int64_t c = 0; c < k; c++) acc[c] += fabsf(x[t * k + c]);
     for (int64_t c = 0; c < k; c++) x_mean[c] = (float)(acc[c] / (double)ntok);
     free(acc);
-    /* The subsample of a module run window by window (--awq-search-tokens): evenly spaced windows,
-     * at least the tokens asked. */
-    int nwin = r->cal->o.nsamples, T = r->cal->o.seqlen, wstep = 1;
-    int64_t want = r->o->awq_search_tokens;
-    if (want == SQ_AWQ_SEARCH_AUTO) want = ntok / 8 > SQ_AWQ_SEARCH_MIN ? ntok / 8 : SQ_AWQ_SEARCH_MIN;
-    bool windows = want > 0 && want < ntok && ntok == (int64_t)nwin * T, m2win = false;
-    if (windows) {
-        int sub = (int)((want + T - 1) / T);
-        wstep = nwin / sub;
-    }
-    /* A single linear's set scored on its windows where that costs fewer operations than the path above
-     * (the reference output and the SQ_AWQ_RESCORE best on every token, each alpha on the windows;
-     * against X^T X and each alpha's D (X^T X), or every alpha's output on every token): a down
-     * projection's k^2 outgrows the Gram path, and past k = 8192 every alpha ran on every token. */
-    if (set->module == 2 && windows && wstep > 1) {
-        double kk = (double)k, nn = (double)ns[0], nt = (double)ntok, nw = (double)((nwin + wstep - 1) / wstep) * (double)T;
-        double c_now = gram ? nt * kk * kk + 2.0 * SQ_AWQ_GRID * nn * kk * kk : 2.0 * kk * nn * nt * (1 + SQ_AWQ_GRID);
-        double c_win = 2.0 * kk * nn * (nt * (1 + SQ_AWQ_RESCORE) + SQ_AWQ_GRID * nw);
-        m2win = c_win < c_now;
-        const char *force = getenv("SPOTQ_AWQ_SCORE"); /* tests: windows for every single-linear set that has them */
-        if (force && !strcmp(force, "windows")) m2win = true;
-    }
-    if (m2win && gram) {
-        gram = false;
-        free(h);
-        h = NULL;
-        fp = malloc((size_t)(ntok * out_dim) * sizeof *fp);
-        out = malloc((size_t)(ntok * out_dim) * sizeof *out);
-        if (!fp || !out) { st = sq_fail(err, SQ_ERR_NOMEM, "AWQ: out of memory"); goto done; }
-    } else if (set->module == 2 && !m2win)
-        wstep = 1; /* a single linear's set is scored on every token (X^T X or its output) */
     awq_ctx ctx = {r, l, set, fp, out, out_dim, h, ws[0], wstep, m2win, err, SQ_OK};
     double t0 = sq_pl_now();
     if (gram) {
