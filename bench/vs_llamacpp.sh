@@ -26,6 +26,9 @@ TG=${TG:-64}
 mkdir -p "$S"
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg); $T threads, median of $R rounds"
 
+# OpenBLAS's kernels set spotq's F32 prefill rate (OPENBLAS_CORETYPE, when set, chooses them): say which ran.
+echo "spotq: $("$BIN" bench models/stories260K --threads "$T" --prompt-len 4 --gen 1 --reps 1 | sed -n 's/^threads: *//p'); OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset)}"
+
 median() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 # llama.cpp PP/TG tokens/s of GGUF: "pp tg"
 llama_run() {

@@ -6,6 +6,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "../kernels/backend.h"
 #include "../runtime/runtime.h"
 #include "cmd.h"
 
@@ -141,6 +142,11 @@ int cmd_bench(int argc, char **argv) {
     sq_ckpt_describe(sq_model_ckpt(m), dt, sizeof dt, &nparams, &nbytes);
     double bpw = nparams ? 8.0 * (double)nbytes / (double)nparams : 0;
     int nthreads = sq_exec_threads(ex);
+    /* The kernels the run used (the ISA variants, OpenBLAS's core): a rate means little without them. */
+    char cpu[256] = "cpu";
+    const sq_backend_i *be;
+    sq_err qerr = {0};
+    if (sq_backend_get("cpu", &be, &qerr) || be->query(cpu, sizeof cpu, &qerr)) snprintf(cpu, sizeof cpu, "cpu");
     if (json) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "model", pos[0]);
@@ -149,6 +155,7 @@ int cmd_bench(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "parameters", (double)nparams);
         cJSON_AddNumberToObject(o, "bits_per_weight", bpw);
         cJSON_AddNumberToObject(o, "threads", nthreads);
+        cJSON_AddStringToObject(o, "cpu", cpu);
         cJSON_AddNumberToObject(o, "prompt_len", prompt_len);
         cJSON_AddNumberToObject(o, "gen", gen);
         cJSON_AddNumberToObject(o, "reps", reps);
@@ -170,7 +177,7 @@ int cmd_bench(int argc, char **argv) {
     } else {
         printf("model:     %s (%s, %d layers, hidden %d, %s weights, %.2f bits per weight)\n", pos[0], sq_arch_name(cfg->arch), cfg->n_layers,
                cfg->hidden, dt, bpw);
-        printf("threads:   %d\n", nthreads);
+        printf("threads:   %d (%s)\n", nthreads, cpu);
         printf("prefill:   %8.1f tokens/s  (%d tokens in %.3f s, median of %d)\n", prefill_rate, prompt_len, p, reps);
         printf("decode:    %8.1f tokens/s  (%d tokens in %.3f s, after %d of prompt)\n", decode_rate, gen, d, prompt_len);
         if (draft_path)

@@ -57,10 +57,19 @@ sq_isa sq_cpu_isa(void) {
 
 bool sq_cpu_has_avx2(void) { return sq_cpu_isa() >= SQ_ISA_AVX2; }
 
+/* OpenBLAS's kernels: a DYNAMIC_ARCH OpenBLAS picks them by CPU model when it loads (Debian 12's 0.3.21
+ * gives AVX-512 CPUs with BF16 its "Cooperlake" ones, SkylakeX's sgemm), unless OPENBLAS_CORETYPE names
+ * others (make test pins "Haswell" for its golden bytes). Their rate differs by up to 2x, so bench prints it. */
+const char *sq_cpu_blas_core(void) {
+    const char *n = openblas_get_corename();
+    return n ? n : "unknown";
+}
+
 static sq_status cpu_query(char *desc, size_t cap, sq_err *err) {
     (void)err;
     long n = sysconf(_SC_NPROCESSORS_ONLN);
-    snprintf(desc, cap, "cpu: %ld cores, %s kernels (cpu has %s)", n, sq_cpu_isa_name(sq_cpu_isa()), sq_cpu_isa_name(sq_cpu_isa_max()));
+    snprintf(desc, cap, "cpu: %ld cores, %s kernels (cpu has %s), OpenBLAS %s", n, sq_cpu_isa_name(sq_cpu_isa()), sq_cpu_isa_name(sq_cpu_isa_max()),
+             sq_cpu_blas_core());
     return SQ_OK;
 }
 

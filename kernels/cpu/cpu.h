@@ -15,6 +15,7 @@
 /* AVX-512 F/BW/VL with VNNI (vpdpbusd), for the variants chosen at run time (sq_cpu_isa). */
 #define SQ_AVX512VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 bool sq_cpu_has_avx2(void); /* sq_cpu_isa() >= SQ_ISA_AVX2 */
+const char *sq_cpu_blas_core(void); /* the OpenBLAS kernels in use ("SkylakeX", "Haswell", ...): see backend_cpu.c */
 /* The mse grid search of eight groups side by side (lane j of value i at x[i * stride + j]), the bits of
  * sq_qm_grid_search on each lane (AVX2 for the squared error; the _ref, and other norms, lane by lane). */
 void sq_cpu_grid_search8(const float *x, int64_t stride, const float *d, int64_t m, int bits, bool sym, double norm, float *scale,

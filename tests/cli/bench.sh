@@ -10,6 +10,10 @@ for k in prefill_tokens_per_second decode_tokens_per_second peak_rss_mib; do
     isnum "$v" && awk -v v="$v" 'BEGIN { exit !(v > 0) }' || fail "$k = '$v': $out"
 done
 echo "$out" | grep -qF '"weights_dtype":	"F32"' || fail "dtype: $out"
+# The kernels the rates came from: the ISA variants and OpenBLAS's core, which OPENBLAS_CORETYPE chooses.
+OPENBLAS_CORETYPE=Haswell $SPOTQ bench models/stories260K --prompt-len 4 --gen 1 --reps 1 | grep -q '^threads: .*kernels (cpu has .*), OpenBLAS Haswell)$' ||
+    fail "no OpenBLAS core on the threads line: $($SPOTQ bench models/stories260K --prompt-len 4 --gen 1 --reps 1)"
+echo "$out" | grep -q '"cpu":.*OpenBLAS [A-Za-z]' || fail "no cpu field: $out"
 out=$($SPOTQ bench tests/fixtures/runtime/llama_bf16 --prompt-len 16 --gen 4 --reps 1 --threads 1)
 echo "$out" | grep -qE "^prefill: +[0-9.]+ tokens/s +\(16 tokens" || fail "text: $out"
 echo "$out" | grep -qF "BF16 weights" || fail "text dtype: $out"
