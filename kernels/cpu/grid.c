@@ -44,6 +44,39 @@ static SQ_AVX2 void errors8(const float *x, int64_t stride, const float *d, int6
     }
 }
 
+#define SQ_AVX512F __attribute__((target("avx2,fma,f16c,avx512f")))
+
+/* errors8 on 512-bit registers: two candidates at once (candidate c in the low eight lanes, c + 1 in
+ * the high eight, x broadcast to both), each lane's operations those of errors8, in its order. */
+static SQ_AVX512F void errors8_512(const float *x, int64_t stride, const float *d, int64_t m, int maxq, float cs[][8], float cz[][8],
+                                   double err[][8]) {
+    const __m512 zero16 = _mm512_setzero_ps(), maxq16 = _mm512_set1_ps((float)maxq);
+#define PAIR(a, b) _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(a)), _mm256_castps_pd(b), 1))
+    for (int c = 0; c < NCAND; c += 2) {
+        int c2 = c + 1 < NCAND ? c + 1 : c;
+        __m512 s = PAIR(_mm256_loadu_ps(cs[c]), _mm256_loadu_ps(cs[c2])), z = PAIR(_mm256_loadu_ps(cz[c]), _mm256_loadu_ps(cz[c2]));
+        __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
+        for (int64_t i = 0; i < m; i++) {
+            __m512 xi = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(x + i * stride))));
+            __m512 q = _mm512_add_ps(_mm512_roundscale_ps(_mm512_div_ps(xi, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), z);
+            q = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(q, zero16, _CMP_LT_OQ), q, zero16);
+            q = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(q, maxq16, _CMP_GT_OQ), q, maxq16);
+            __m512 e = _mm512_sub_ps(_mm512_mul_ps(s, _mm512_sub_ps(q, z)), xi);
+            __m512d e0 = _mm512_cvtps_pd(_mm512_castps512_ps256(e));
+            __m512d e1 = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1)));
+            __m512d t0 = _mm512_mul_pd(e0, e0), t1 = _mm512_mul_pd(e1, e1);
+            if (d) {
+                __m512d di = _mm512_set1_pd((double)d[i]);
+                t0 = _mm512_mul_pd(di, t0), t1 = _mm512_mul_pd(di, t1);
+            }
+            a0 = _mm512_add_pd(a0, t0), a1 = _mm512_add_pd(a1, t1);
+        }
+        _mm512_storeu_pd(err[c], a0);
+        if (c2 != c) _mm512_storeu_pd(err[c2], a1);
+    }
+#undef PAIR
+}
+
 void sq_cpu_grid_search8(const float *x, int64_t stride, const float *d, int64_t m, int bits, bool sym, double norm, float *scale,
                          int32_t *zero) {
     if (!sq_cpu_has_avx2() || (norm > 0 && norm != 2) || m <= 0) {
@@ -81,7 +114,8 @@ void sq_cpu_grid_search8(const float *x, int64_t stride, const float *d, int64_t
         for (int c = 0; c < NCAND; c++) cz[c][j] = (float)czi[c][j];
     }
     double err[NCAND][8];
-    errors8(x, stride, d, m, maxq, cs, cz, err);
+    if (sq_cpu_isa() >= SQ_ISA_AVX512) errors8_512(x, stride, d, m, maxq, cs, cz, err);
+    else errors8(x, stride, d, m, maxq, cs, cz, err);
     for (int j = 0; j < 8; j++) {
         double best = err[0][j];
         scale[j] = cs[0][j], zero[j] = czi[0][j];

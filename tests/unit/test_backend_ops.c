@@ -583,6 +583,7 @@ static sq_status quantise(const sq_backend_i *b, bool gptq, const float *w, cons
 static void test_threads(void) {
     sq_err err = {0};
     int bad = 0, cases = 0;
+    sq_isa top = sq_cpu_isa();
     for (int rep = 0; rep < 200; rep++) { /* the grid search, lane by lane against the scalar one */
         int64_t m = 1 + (int64_t)(urand() * 130);
         float *x = rand_vec(8 * m, rep % 3 ? 0.05f : 3.0f), *d = rand_vec(m, 1.0f);
@@ -593,14 +594,19 @@ static void test_threads(void) {
         double norm = rep % 11 == 0 ? 2.4 : rep % 2 ? 0 : 2;
         float s1[8], s2[8];
         int32_t z1[8], z2[8];
-        sq_cpu_grid_search8(x, 8, withd ? d : NULL, m, bits, sym, norm, s1, z1);
         sq_cpu_grid_search8_ref(x, 8, withd ? d : NULL, m, bits, sym, norm, s2, z2);
-        bad += memcmp(s1, s2, sizeof s1) != 0 || memcmp(z1, z2, sizeof z1) != 0;
+        for (int v = SQ_ISA_AVX2; v <= (int)top; v++) { /* every variant the CPU has: avx2, avx512 */
+            sq_cpu_set_isa((sq_isa)v);
+            sq_cpu_grid_search8(x, 8, withd ? d : NULL, m, bits, sym, norm, s1, z1);
+            bad += memcmp(s1, s2, sizeof s1) != 0 || memcmp(z1, z2, sizeof z1) != 0;
+        }
+        sq_cpu_set_isa(top);
         free(x);
         free(d);
     }
     CHECK(bad == 0, "grid_search8: %d of 200 searches off the scalar search", bad);
-    note("cpu", "grid_search8", "200 random groups", bad ? "FAILED" : "ok (bit-identical to the scalar search)");
+    note("cpu", "grid_search8", top == SQ_ISA_AVX512 ? "200 random groups, avx2 and avx512" : "200 random groups, avx2 (no avx512 here)",
+         bad ? "FAILED" : "ok (bit-identical to the scalar search)");
     for (size_t si = 1; si < sizeof cshapes / sizeof *cshapes; si++) {
         int64_t n = cshapes[si].n, k = cshapes[si].k, t = cshapes[si].t;
         float *x = rand_acts(t, k), *h = hessian_on(cpu, x, t, k), *w = rand_vec(n * k, 0.05f);
