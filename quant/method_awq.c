@@ -28,7 +28,8 @@ typedef struct {
 typedef struct {
     int units;                   /* this block's FFN units */
     int max_units;
-    feat_buf *feat;              /* (4, max_units + 1): [site][unit]; unit `units` at SQ_SITE_GATEUP: a mixture's whole input */
+    feat_buf *feat;              /* (AWQ_SITES, max_units + 1): [site][unit]; unit `units` at SQ_SITE_GATEUP: a mixture's whole input;
+                                  * SQ_SITE_ATTN_OUT, SQ_SITE_FFN_OUT (unit 0): the full-precision block's module outputs */
     float **wf;                  /* (max_units, SQ_LIN_COUNT) the block's weights as floats (scaled), in use by the model */
     char (*why)[SQ_LIN_COUNT][128]; /* (max_units) why each linear is kept ("" when quantised) */
     double *alpha;               /* (max_units, SQ_LIN_COUNT) the exponent of its scale set (-1: not scaled) */
@@ -37,6 +38,9 @@ typedef struct {
     double fold_max, router_fold_max;
     bool moe;                    /* this block is a mixture of experts */
 } awq_state;
+
+/* The sites whose rows a block keeps: the four linear inputs and the two module outputs (unit 0). */
+#define AWQ_SITES 6
 
 static const sq_site lin_site[SQ_LIN_COUNT] = {SQ_SITE_QKV, SQ_SITE_QKV, SQ_SITE_QKV, SQ_SITE_O,
                                                SQ_SITE_GATEUP, SQ_SITE_GATEUP, SQ_SITE_DOWN};
@@ -49,7 +53,7 @@ sq_status sq_awq_init(sq_qrun *r, sq_err *err) {
     if (!a) return SQ_ERR_NOMEM;
     r->ms = a;
     a->max_units = r->max_units;
-    a->feat = sq_calloc((size_t)(4 * (a->max_units + 1)), sizeof *a->feat, err);
+    a->feat = sq_calloc((size_t)(AWQ_SITES * (a->max_units + 1)), sizeof *a->feat, err);
     a->wf = sq_calloc((size_t)(a->max_units * SQ_LIN_COUNT), sizeof *a->wf, err);
     a->why = sq_calloc((size_t)a->max_units, sizeof *a->why, err);
     a->alpha = sq_calloc((size_t)(a->max_units * SQ_LIN_COUNT), sizeof *a->alpha, err);
@@ -59,7 +63,7 @@ sq_status sq_awq_init(sq_qrun *r, sq_err *err) {
 void sq_awq_fini(sq_qrun *r) {
     awq_state *a = r->ms;
     if (!a) return;
-    for (int i = 0; a->feat && i < 4 * (a->max_units + 1); i++) free(a->feat[i].x);
+    for (int i = 0; a->feat && i < AWQ_SITES * (a->max_units + 1); i++) free(a->feat[i].x);
     for (int i = 0; a->wf && i < a->max_units * SQ_LIN_COUNT; i++) free(a->wf[i]);
     free(a->feat);
     free(a->wf);
@@ -88,6 +92,7 @@ static bool tap_all(void *user, sq_site site, int unit, const float *x, int n, i
     tap_ctx *t = user;
     awq_state *a = t->a;
     if (unit > a->units || (unit == a->units && (site != SQ_SITE_GATEUP || !a->moe)) || t->failed) return false;
+    if (site == SQ_SITE_FFN_OUT && a->moe) return false; /* a mixture's output is not a reference (see kept_output) */
     feat_buf *f = feat(a, site, unit);
     if (f->n + n > f->cap) {
         int64_t cap = f->cap ? f->cap : n;
@@ -271,6 +276,22 @@ static bool awq_set_skipped(sq_qrun *r, int l, const awq_set *set) {
     return set->x->n == 0; /* an expert no calibration token reached */
 }
 
+/* The full-precision output a set's search compares with, as the block's forward gave it (NULL: it is
+ * computed): the attention's output for q/k/v, and for a lone o scored window by window when o has no
+ * bias; a dense FFN's output for gate/up, and for a lone down so scored without a bias. They are the
+ * bits awq_module gives (sq_layer_part and sq_state_matmul run the forward's own code on the same
+ * windows); a mixture's output is left out (its calibration forward may route every token to a rare
+ * expert, sq_state_route_all). */
+static const float *kept_output(sq_qrun *r, int l, const awq_set *set, bool m2win) {
+    awq_state *a = r->ms;
+    const feat_buf *f = NULL;
+    if (set->module == 0) f = feat(a, SQ_SITE_ATTN_OUT, 0);
+    else if (set->module == 1 && !a->moe) f = feat(a, SQ_SITE_FFN_OUT, 0);
+    else if (set->module == 2 && m2win && set->unit[0] == 0 && !sq_model_bias(r->m, l, set->lin[0]))
+        f = set->lin[0] == SQ_LIN_O ? feat(a, SQ_SITE_ATTN_OUT, 0) : set->lin[0] == SQ_LIN_DOWN && !a->moe ? feat(a, SQ_SITE_FFN_OUT, 0) : NULL;
+    return f && f->n == set->x->n && f->x ? f->x : NULL;
+}
+
 /* Searches one (not skipped) scale set's scales s (k) and *alpha_out. A search reads only its own
  * linears, the modules they make and its own inputs, none of which an earlier set's fold changes, so
  * the searches of a block can run apart (MPI: round the ranks) before the folds, in order. */
@@ -313,27 +334,28 @@ static sq_status awq_search_set(sq_qrun *r, int l, const awq_set *set, float *s,
     if (m2win) gram = false;
     else if (set->module == 2) wstep = 1; /* a single linear's set is scored on every token (X^T X or its output) */
     float *x = set->x->x, *h = NULL, *fp = NULL, *out = NULL;
+    const float *kept = gram ? NULL : kept_output(r, l, set, m2win);
     float *x_mean = calloc((size_t)k, sizeof *x_mean);
     if (gram) h = malloc((size_t)(k * k) * sizeof *h);
     else {
-        fp = malloc((size_t)(ntok * out_dim) * sizeof *fp);
+        if (!kept) fp = malloc((size_t)(ntok * out_dim) * sizeof *fp);
         out = malloc((size_t)(ntok * out_dim) * sizeof *out);
     }
     sq_status st = SQ_OK;
-    if (!x_mean || (gram ? !h : !fp || !out)) { st = sq_fail(err, SQ_ERR_NOMEM, "AWQ: out of memory"); goto done; }
+    if (!x_mean || (gram ? !h : (!fp && !kept) || !out)) { st = sq_fail(err, SQ_ERR_NOMEM, "AWQ: out of memory"); goto done; }
     double *acc = calloc((size_t)k, sizeof *acc);
     if (!acc) { st = sq_fail(err, SQ_ERR_NOMEM, "AWQ: out of memory"); goto done; }
     for (int64_t t = 0; t < ntok; t++)
         for (int64_t c = 0; c < k; c++) acc[c] += fabsf(x[t * k + c]);
     for (int64_t c = 0; c < k; c++) x_mean[c] = (float)(acc[c] / (double)ntok);
     free(acc);
-    awq_ctx ctx = {r, l, set, fp, out, out_dim, h, ws[0], wstep, m2win, err, SQ_OK};
+    awq_ctx ctx = {r, l, set, kept ? kept : fp, out, out_dim, h, ws[0], wstep, m2win, err, SQ_OK};
     double t0 = sq_pl_now();
     if (gram) {
         st = sq_backend_cpu()->gram(x, ntok, k, r->o->threads, h, err);
         r->f_quant += (double)k * (double)(k + 1) * (double)ntok;
     }
-    else st = awq_module(&ctx, NULL, fp, 1);
+    else if (!kept) st = awq_module(&ctx, NULL, fp, 1);
     if (st) goto done;
     sq_awq_params p = {.gs = r->o->q.group_size, .bits = r->o->q.bits, .duo = r->o->awq_duo, .rescore = wstep > 1 ? SQ_AWQ_RESCORE : 0,
                        .threads = r->o->threads};
@@ -417,7 +439,7 @@ sq_status sq_awq_block_begin(sq_qrun *r, int l, sq_err *err) {
             sq_dtype_to_f32(wm->dtype, wm->data, *p, (size_t)(wm->rows * wm->cols));
             a->alpha[u * SQ_LIN_COUNT + j] = -1;
         }
-    for (int i = 0; i < 4 * (a->max_units + 1); i++) a->feat[i].n = 0;
+    for (int i = 0; i < AWQ_SITES * (a->max_units + 1); i++) a->feat[i].n = 0;
     int64_t T = cal->o.seqlen, H = c->hidden;
     float *x0 = malloc((size_t)(T * H) * sizeof *x0); /* window 0's input, to check the folding below */
     if (!x0) return sq_fail(err, SQ_ERR_NOMEM, "AWQ: out of memory");
@@ -436,7 +458,9 @@ sq_status sq_awq_block_begin(sq_qrun *r, int l, sq_err *err) {
     }
     /* The full-precision block: every site's inputs, and its outputs as the next block's inputs. */
     tap_ctx tc = {a, err, false};
+    sq_state_tap_outputs(cal->st, true); /* the modules' outputs too: the searches' references */
     if (!s) s = sq_calib_forward(cal, l, tap_all, &tc, err);
+    sq_state_tap_outputs(cal->st, false);
     if (!s && tc.failed) s = SQ_ERR_NOMEM;
     if (s) { free(x0); return s; }
     for (int u = 0; u < a->units; u++)

@@ -30,6 +30,7 @@ struct sq_state {
     sq_tap_fn tap;               /* calibration: sees the input of each linear site (NULL: none) */
     void *tap_user;
     bool stopped;                /* the tap asked to stop the layer */
+    bool tap_outputs;            /* the tap sees the modules' outputs too (sq_state_tap_outputs) */
     double flops;                /* floating-point operations of the linears and attention so far (sq_state_flops) */
 };
 
@@ -277,6 +278,7 @@ static sq_status attention_block(sq_state *s, int l, int n, sq_err *err) {
     TAP(s, SQ_SITE_QKV, 0, s->xn, n, c->hidden);
     sq_status st = attention_core(s, l, n, err);
     if (st || s->stopped) return st;
+    if (s->tap_outputs) TAP(s, SQ_SITE_ATTN_OUT, 0, s->tmp, n, c->hidden);
     be->add(kc, s->x, s->tmp, (int64_t)n * c->hidden);
     return SQ_OK;
 }
@@ -350,6 +352,9 @@ sq_status sq_layer_forward(sq_state *s, int l, float *x, int n, sq_tap_fn tap, v
         be->rmsnorm(kc, s->x, m->layers[l].ffn_norm, c->norm_eps, s->xn, n, c->hidden);
         st = ffn(s, &m->layers[l].ffn, n, err);
     }
+    if (!st && !s->stopped && s->tap_outputs && s->tap) {
+        if (s->tap(s->tap_user, SQ_SITE_FFN_OUT, 0, s->tmp, n, c->hidden)) s->stopped = true;
+    }
     if (!st && !s->stopped) {
         be->add(kc, s->x, s->tmp, (int64_t)n * c->hidden);
         memcpy(x, s->x, (size_t)n * (size_t)c->hidden * sizeof *x);
@@ -359,6 +364,8 @@ sq_status sq_layer_forward(sq_state *s, int l, float *x, int n, sq_tap_fn tap, v
     s->stopped = false;
     return st;
 }
+
+void sq_state_tap_outputs(sq_state *s, bool on) { s->tap_outputs = on; }
 
 sq_status sq_state_matmul(sq_state *s, const sq_wmat *w, const float *x, float *y, int n, sq_err *err) {
     const sq_model *m = s->m;

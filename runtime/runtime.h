@@ -157,6 +157,8 @@ typedef enum {
     SQ_SITE_O,      /* attention output: input of o_proj (n, q_dim) */
     SQ_SITE_GATEUP, /* post_attention_layernorm(h): input of gate, up (n, hidden) */
     SQ_SITE_DOWN,   /* silu(gate) * up: input of down_proj (n, f) */
+    SQ_SITE_ATTN_OUT, /* the attention's output, o_proj's (n, hidden, before the residual); see sq_state_tap_outputs */
+    SQ_SITE_FFN_OUT,  /* the FFN's output (n, hidden, before the residual); see sq_state_tap_outputs */
 } sq_site;
 /* The FFN of a layer is made of units, each an MLP with its own gate, up and down: one for a dense
  * layer (unit 0); for a mixture of experts, expert e is unit e and the shared expert (Qwen2-MoE)
@@ -191,6 +193,10 @@ void sq_model_embed(sq_model *m, const int *ids, int n, float *out);
  * sees the input of each site. When the tap stops the layer, x is left unchanged. n <= the state's
  * max_batch. */
 sq_status sq_layer_forward(sq_state *s, int l, float *x, int n, sq_tap_fn tap, void *user, sq_err *err);
+/* on: sq_layer_forward's tap also sees the outputs of the layer's two modules (SQ_SITE_ATTN_OUT,
+ * SQ_SITE_FFN_OUT), the bits sq_layer_part gives for the same input; off (the default): the tap sees
+ * the linears' inputs only. AWQ's scale search compares its candidates with those outputs. */
+void sq_state_tap_outputs(sq_state *s, bool on);
 
 /* The attention (q, k, v, attention, o_proj) or the FFN of layer l alone, on an already normed input
  * xn (n, hidden) of one sequence from position 0, into out (n, hidden), without the residual: the
