@@ -16,6 +16,7 @@ typedef struct {
     int32_t *g_idx;      /* [K] group of each input column */
     int fallback;        /* GPTQ: 0, or 1 when the Hessian would not factor and RTN was used */
     double damp_used;    /* GPTQ: the damping fraction that factored */
+    bool factor_kept;    /* GPTQ: the factor of H^-1 was the previous solve's over the same H (sq_qout.factor_kept) */
 } sq_qmatrix;
 
 /* Allocates every array (group_size -1 = one group of K). sq_qmatrix_free(NULL-filled) is fine. */

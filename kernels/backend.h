@@ -140,6 +140,8 @@ typedef struct {
 typedef struct {
     sq_qmatrix *q;
     uint8_t *codes;
+    bool factor_kept;        /* OUT (gptq): the factor of H^-1 was not computed but kept from the previous solve over the
+                              * same H, damping and column order (q, k and v share one Hessian): the same bits */
 } sq_qout;
 
 /* GPTQ's settings besides the grid. */

@@ -50,11 +50,12 @@ void sq_fp8_dequant(const uint8_t *codes, const float *scales, int64_t n, int64_
 }
 
 static sq_status gptq(const float *w, const float *h, int64_t n, int64_t k, sq_qgrid_kind kind, const float *scales, bool act_order,
-                      double damp, int threads, uint8_t *codes, double *damp_used, sq_err *err) {
+                      double damp, int threads, uint8_t *codes, double *damp_used, bool *factor_kept, sq_err *err) {
     sq_qgrid g = {.kind = kind, .fp8_scale = scales, .threads = threads};
     sq_gptq_args a = {.act_order = act_order, .damp = damp, .block_size = 128};
     sq_qout o = {.codes = codes};
     sq_status s = sq_backend_cpu()->gptq(w, h, NULL, n, k, &g, &a, &o, damp_used, err);
+    if (factor_kept) *factor_kept = !s && o.factor_kept;
     if (!s && *damp_used < 0)
         sq_log(SQ_LOG_WARN, "GPTQ: Hessian [%lld x %lld] will not factor even with damping %.3g; using RTN for this matrix",
                (long long)k, (long long)k, damp * 1000);
@@ -62,13 +63,14 @@ static sq_status gptq(const float *w, const float *h, int64_t n, int64_t k, sq_q
 }
 
 sq_status sq_fp8_gptq(const float *w, const float *h, int64_t n, int64_t k, bool per_channel, const float *scales, bool act_order,
-                      double damp, int threads, uint8_t *codes, double *damp_used, sq_err *err) {
-    return gptq(w, h, n, k, per_channel ? SQ_QGRID_FP8_CHANNEL : SQ_QGRID_FP8_TENSOR, scales, act_order, damp, threads, codes, damp_used, err);
+                      double damp, int threads, uint8_t *codes, double *damp_used, bool *factor_kept, sq_err *err) {
+    return gptq(w, h, n, k, per_channel ? SQ_QGRID_FP8_CHANNEL : SQ_QGRID_FP8_TENSOR, scales, act_order, damp, threads, codes, damp_used,
+                factor_kept, err);
 }
 
 sq_status sq_fp8_gptq_block(const float *w, const float *h, int64_t n, int64_t k, const float *scales, bool act_order, double damp,
-                            int threads, uint8_t *codes, double *damp_used, sq_err *err) {
-    return gptq(w, h, n, k, SQ_QGRID_FP8_BLOCK, scales, act_order, damp, threads, codes, damp_used, err);
+                            int threads, uint8_t *codes, double *damp_used, bool *factor_kept, sq_err *err) {
+    return gptq(w, h, n, k, SQ_QGRID_FP8_BLOCK, scales, act_order, damp, threads, codes, damp_used, factor_kept, err);
 }
 
 /* ---------------------------------------------------------------- block-wise */

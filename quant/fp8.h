@@ -26,9 +26,11 @@ sq_status sq_fp8_quantize(const float *w, int64_t n, int64_t k, bool per_channel
  * yet rounded through the inverse Hessian H [K, K] of the calibration inputs. codes (N, K) holds the
  * round-to-nearest codes on entry; *damp_used is -1 when H would not factor, and codes are then left as
  * they were (with a warning through sq_log). act_order and damp as in sq_quant_gptq; the sweep on `threads`
- * threads in fixed chunks of rows (the same codes for every count). */
+ * threads in fixed chunks of rows (the same codes for every count). *factor_kept (may be NULL): the
+ * factor of H^-1 was the previous solve's over the same H (sq_qout.factor_kept), not computed. */
 sq_status sq_fp8_gptq(const float *w, const float *h, int64_t n, int64_t k, bool per_channel, const float *scales, bool act_order,
-                      double damp, int threads, uint8_t *codes /* IN/OUT */, double *damp_used /* OUT */, sq_err *err);
+                      double damp, int threads, uint8_t *codes /* IN/OUT */, double *damp_used /* OUT */, bool *factor_kept /* OUT */,
+                      sq_err *err);
 
 /* Block-wise (compressed-tensors' strategy "block", block_structure [128, 128]): scales (ceil(N/128),
  * ceil(K/128)), each the max |w| of its block (the edge blocks zero-padded, which leaves their max as it
@@ -40,7 +42,7 @@ sq_status sq_fp8_quantize_block(const float *w, int64_t n, int64_t k, uint8_t *c
  * strategy: its quantize_weight raises for it; this is the fixed-scale sweep it runs per tensor and per
  * channel). Arguments as sq_fp8_gptq's. */
 sq_status sq_fp8_gptq_block(const float *w, const float *h, int64_t n, int64_t k, const float *scales, bool act_order, double damp,
-                            int threads, uint8_t *codes /* IN/OUT */, double *damp_used /* OUT */, sq_err *err);
+                            int threads, uint8_t *codes /* IN/OUT */, double *damp_used /* OUT */, bool *factor_kept /* OUT */, sq_err *err);
 void sq_fp8_dequant_block(const uint8_t *codes, const float *scales, int64_t n, int64_t k, float *out);
 
 /* out (N, K) = the values those codes and scales stand for. */

@@ -53,6 +53,7 @@ sq_status sq_quant_gptq_on(const sq_backend_i *be, const float *w, const sq_hess
     if (s || (s = sq_qmatrix_alloc(out, n, k, p->bits, p->group_size, err))) return s;
     sq_qout o = {.q = out};
     s = be->gptq(w, hs->h, hs->be == be ? hs->acc : NULL, n, k, &g, &a, &o, &out->damp_used, err);
+    out->factor_kept = !s && o.factor_kept;
     if (!s && out->damp_used < 0) {
         sq_log(SQ_LOG_WARN, "GPTQ: Hessian [%lld x %lld] will not factor even with damping %.3g; using RTN for this matrix",
                (long long)k, (long long)k, p->damp * 1000);

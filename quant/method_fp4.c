@@ -157,8 +157,8 @@ static sq_status fp4_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_
         if (!s) {
             dequant(codes, eff, n, k, g, dq);
             rep->err = sq_pl_output_error(r, w, dq, hs->h, n, k, &den);
-            /* the sweep's updates (n k^2) and the factor of H^-1 (4/3 k^3) */
-            r->f_quant += (double)n * (double)k * (double)k + 4.0 / 3.0 * (double)k * (double)k * (double)k;
+            /* the sweep's updates (n k^2) and the factor of H^-1 (4/3 k^3), unless kept from the last solve */
+            r->f_quant += (double)n * (double)k * (double)k + (qo.factor_kept ? 0 : 4.0 / 3.0 * (double)k * (double)k * (double)k);
         }
     }
     r->t_quant += sq_pl_now() - t;

@@ -94,8 +94,9 @@ static sq_status fp8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_
         rep->err_rtn = rep->err = sq_pl_output_error(r, w, dq, h, n, k, &den);
     }
     if (!s && gptq) {
-        s = blk ? sq_fp8_gptq_block(w, h, n, k, scale, r->o->q.act_order, r->o->q.damp, r->o->threads, codes, &rep->damp, err)
-                : sq_fp8_gptq(w, h, n, k, pc, scale, r->o->q.act_order, r->o->q.damp, r->o->threads, codes, &rep->damp, err);
+        bool kept = false;
+        s = blk ? sq_fp8_gptq_block(w, h, n, k, scale, r->o->q.act_order, r->o->q.damp, r->o->threads, codes, &rep->damp, &kept, err)
+                : sq_fp8_gptq(w, h, n, k, pc, scale, r->o->q.act_order, r->o->q.damp, r->o->threads, codes, &rep->damp, &kept, err);
         if (!s && rep->damp < 0) {
             rep->damp = 0;
             snprintf(rep->note, sizeof rep->note, "Hessian would not factor: RTN used");
@@ -104,8 +105,8 @@ static sq_status fp8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq_
             if (blk) sq_fp8_dequant_block(codes, scale, n, k, dq);
             else sq_fp8_dequant(codes, scale, n, k, pc, dq);
             rep->err = sq_pl_output_error(r, w, dq, h, n, k, &den);
-            /* the sweep's updates (n k^2) and the factor of H^-1 (4/3 k^3) */
-            r->f_quant += (double)n * (double)k * (double)k + 4.0 / 3.0 * (double)k * (double)k * (double)k;
+            /* the sweep's updates (n k^2) and the factor of H^-1 (4/3 k^3), unless kept from the last solve */
+            r->f_quant += (double)n * (double)k * (double)k + (kept ? 0 : 4.0 / 3.0 * (double)k * (double)k * (double)k);
         }
     }
     r->t_quant += sq_pl_now() - t;

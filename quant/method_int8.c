@@ -121,8 +121,8 @@ static sq_status int8_linear(sq_qrun *r, int l, int unit, sq_lin which, const sq
         if (!s) {
             dequant(codes, scale, n, k, dq);
             rep->err = sq_pl_output_error(r, w, dq, h, n, k, &den);
-            /* the sweep's updates (n k^2) and the factor of H^-1 (4/3 k^3) */
-            r->f_quant += (double)n * (double)k * (double)k + 4.0 / 3.0 * (double)k * (double)k * (double)k;
+            /* the sweep's updates (n k^2) and the factor of H^-1 (4/3 k^3), unless kept from the last solve */
+            r->f_quant += (double)n * (double)k * (double)k + (o.factor_kept ? 0 : 4.0 / 3.0 * (double)k * (double)k * (double)k);
         }
     }
     r->t_quant += sq_pl_now() - t;

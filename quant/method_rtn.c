@@ -97,8 +97,9 @@ static sq_status quantize_linear(sq_qrun *r, int l, int unit, sq_lin which, cons
         if (s) { free(w); free(dq); return s; }
         sq_qmatrix_dequant(&q, dq);
         rep->err = sq_pl_output_error(r, w, dq, h, n, k, &den);
-        /* the sweep's updates (n k^2) and the factor of H^-1 (potrf, potri, potrf: 4/3 k^3) */
-        r->f_quant += (double)n * (double)k * (double)k + 4.0 / 3.0 * (double)k * (double)k * (double)k;
+        /* the sweep's updates (n k^2) and the factor of H^-1 (potrf, potri, potrf: 4/3 k^3), unless kept from the
+         * previous solve over the same H */
+        r->f_quant += (double)n * (double)k * (double)k + (q.factor_kept ? 0 : 4.0 / 3.0 * (double)k * (double)k * (double)k);
         rep->damp = q.damp_used;
         if (q.fallback) snprintf(rep->note, sizeof rep->note, "Hessian would not factor: RTN used");
     }

@@ -4,6 +4,7 @@
 #include <cblas.h>
 #include <lapacke.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -175,6 +176,52 @@ static void damped_factor(const float *hp, float *u, int64_t k, double damp0, do
     *damp_used = ok ? damp / 10 : -1;
 }
 
+/* The last factor the sweep computed, kept for the next solve over the same matrix: q, k and v share
+ * one Hessian, as do gate and up, and a budget solves each unit's Hessian once per candidate scheme.
+ * A hit needs the same K, damping and bytes of H (the permuted, dead-fixed matrix the factor is of, so
+ * act-order is in it), and gives the factor's bits, as computing it again would. One entry, replaced
+ * on a miss, held until then (or the process's end); matrices past FACTOR_KEEP_K are not kept (two
+ * K x K copies: 512 MiB at 8192). */
+#define FACTOR_KEEP_K 8192
+static struct {
+    pthread_mutex_t mu;
+    int64_t k;
+    double damp0, damp;
+    float *hp, *u;
+} kept = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void kept_drop(void) {
+    free(kept.hp);
+    free(kept.u);
+    kept.hp = kept.u = NULL;
+    kept.k = 0;
+}
+
+/* damped_factor through the kept entry: hp and u [K, K]; true when the kept factor was used. */
+static bool factor_kept(const float *hp, float *u, int64_t k, double damp0, double *damp_used) {
+    size_t bytes = (size_t)(k * k) * sizeof *hp;
+    pthread_mutex_lock(&kept.mu);
+    if (kept.k == k && kept.damp0 == damp0 && !memcmp(kept.hp, hp, bytes)) {
+        memcpy(u, kept.u, bytes);
+        *damp_used = kept.damp;
+        pthread_mutex_unlock(&kept.mu);
+        return true;
+    }
+    kept_drop();
+    pthread_mutex_unlock(&kept.mu);
+    damped_factor(hp, u, k, damp0, damp_used);
+    if (k > FACTOR_KEEP_K) return false;
+    float *a = malloc(bytes), *b = malloc(bytes);
+    if (!a || !b) { free(a); free(b); return false; }
+    memcpy(a, hp, bytes);
+    memcpy(b, u, bytes);
+    pthread_mutex_lock(&kept.mu);
+    kept_drop();
+    kept.hp = a, kept.u = b, kept.k = k, kept.damp0 = damp0, kept.damp = *damp_used;
+    pthread_mutex_unlock(&kept.mu);
+    return false;
+}
+
 sq_status sq_cpu_factor(const float *h, float *u, int64_t k, double damp, double *damp_used, sq_err *err) {
     (void)err;
     damped_factor(h, u, k, damp, damp_used);
@@ -344,7 +391,7 @@ static void sweep_chunk(void *arg, int64_t c, int ith) {
 }
 
 static sq_status sweep(const float *w, const float *h, int64_t n, int64_t k, bool act_order, double damp0, int64_t bs, grid_state *g,
-                       int threads, double *damp_used, sq_err *err) {
+                       int threads, double *damp_used, bool *kept_used, sq_err *err) {
     if (bs <= 0) bs = 128;
     int64_t nchunks = (n + SWEEP_ROWS - 1) / SWEEP_ROWS;
     if (threads < 1) threads = 1;
@@ -394,7 +441,7 @@ static sq_status sweep(const float *w, const float *h, int64_t n, int64_t k, boo
     tmp = NULL;
 
     double damp;
-    damped_factor(hp, u, k, damp0, &damp);
+    *kept_used = factor_kept(hp, u, k, damp0, &damp);
     if (damp < 0) goto done;
     *damp_used = damp;
 
@@ -431,7 +478,8 @@ sq_status sq_cpu_gptq(const float *w, const float *h, const sq_hess *hs, int64_t
         if (!(g.imp = malloc((size_t)(2 * k) * sizeof *g.imp))) return sq_fail(err, SQ_ERR_NOMEM, "GPTQ: out of memory");
         for (int64_t c = 0; c < k; c++) g.imp[c] = h[c * k + c];
     }
-    s = sweep(w, h, n, k, a->act_order, a->damp, a->block_size, &g, p->threads, damp_used, err);
+    out->factor_kept = false;
+    s = sweep(w, h, n, k, a->act_order, a->damp, a->block_size, &g, p->threads, damp_used, &out->factor_kept, err);
     if (!s && *damp_used >= 0 && is_int(p->kind) && p->static_groups && p->group_size > 0) {
         sq_qmatrix *q = out->q;
         memcpy(q->scale, g.sscale, (size_t)(q->n_groups * n) * sizeof *g.sscale);

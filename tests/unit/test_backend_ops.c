@@ -926,6 +926,43 @@ static void test_triangles(void) {
     }
 }
 
+/* GPTQ's kept factor: a second solve over the same H (q, k, v) takes the first one's factor of H^-1 and
+ * says so, with the bits a solve that computes it gives; another H, damping or column order computes. */
+static void test_factor_kept(void) {
+    sq_err err = {0};
+    int64_t n = 80, k = 48, t = 200;
+    float *x = rand_acts(t, k), *h = hessian_on(cpu, x, t, k), *w = rand_vec(n * k, 0.05f);
+    float *h2 = malloc((size_t)(k * k) * sizeof *h2);
+    memcpy(h2, h, (size_t)(k * k) * sizeof *h2);
+    h2[1 * k + 2] *= 1.001f, h2[2 * k + 1] = h2[1 * k + 2];
+    struct { const float *h; double damp; bool act; bool kept; } steps[] = {
+        {h2, 0.01, false, false}, {h, 0.01, false, false}, {h, 0.01, false, true}, {h, 0.01, false, true},
+        {h, 0.02, false, false}, {h, 0.01, true, false}, {h, 0.01, true, true}, {h2, 0.01, false, false}, {h, 0.01, false, false},
+    };
+    sq_qmatrix first = {0}, q;
+    int bad = 0;
+    for (size_t i = 0; i < sizeof steps / sizeof *steps; i++) {
+        sq_qgrid g = {.kind = SQ_QGRID_INT_MINMAX, .bits = 4, .group_size = 16, .threads = 2};
+        sq_gptq_args a = {.act_order = steps[i].act, .damp = steps[i].damp, .block_size = 16};
+        CHECK_OK(sq_qmatrix_alloc(&q, n, k, 4, 16, &err), &err);
+        sq_qout o = {.q = &q};
+        double damp = 0;
+        CHECK_OK(cpu->gptq(w, steps[i].h, NULL, n, k, &g, &a, &o, &damp, &err), &err);
+        CHECK(o.factor_kept == steps[i].kept, "factor kept at step %zu: %d, expected %d", i, o.factor_kept, steps[i].kept);
+        if (i == 1) first = q;
+        else {
+            /* steps 2, 3 and 8 solve what step 1 did: the same codes, scales and zeros, kept factor or not */
+            if ((i == 2 || i == 3 || i == 8) && (memcmp(first.q, q.q, (size_t)(n * k)) || memcmp(first.scale, q.scale, (size_t)(q.n_groups * n) * 4)))
+                bad++;
+            sq_qmatrix_free(&q);
+        }
+    }
+    CHECK(bad == 0, "kept factor: %d solves differ from the one that computed it", bad);
+    note("cpu", "gptq", "factor kept over the same H", bad ? "FAILED" : "ok (hits and misses as expected, the same bits)");
+    sq_qmatrix_free(&first);
+    free(x), free(h), free(h2), free(w);
+}
+
 int main(void) {
     sq_err err = {0};
     cpu = sq_backend_cpu();
@@ -953,6 +990,7 @@ int main(void) {
     for (int op = 0; op < SQ_OP_COUNT; op++)
         for (int g = 0; g < SQ_QGRID_COUNT; g++) CHECK(cpu->supports((sq_op)op, (sq_qgrid_kind)g), "cpu supports %s", sq_op_name((sq_op)op));
     test_threads();
+    test_factor_kept();
     for (int i = 0; i < nbackends; i++) {
         const backend *bk = &backends[i];
         printf("%s:\n", bk->name);

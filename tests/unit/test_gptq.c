@@ -79,7 +79,7 @@ static void check_fp8(const char *name, bool per_channel, bool act, const float 
     sq_fp8_dequant(codes, scales, N, K, per_channel, dq);
     double rtn_err = sq_quant_output_error(w, dq, h, N, K, 1);
     double damp;
-    CHECK_OK(sq_fp8_gptq(w, h, N, K, per_channel, scales, act, 0.01, 1, codes, &damp, &err), &err);
+    CHECK_OK(sq_fp8_gptq(w, h, N, K, per_channel, scales, act, 0.01, 1, codes, &damp, NULL, &err), &err);
     CHECK(damp == 0.01, "%s: damping %g", name, damp);
     snprintf(key, sizeof key, "%s.q", name);
     const uint8_t *rq = get(key, SQ_DT_U8, N * K);
@@ -156,7 +156,7 @@ static void test_degenerate(const float *w) {
     double damp;
     CHECK_OK(sq_fp8_quantize(w, N, K, false, 0, codes, &scale, "W", &err), &err);
     memcpy(rtn, codes, (size_t)(N * K));
-    CHECK_OK(sq_fp8_gptq(w, hs.h, N, K, false, &scale, true, 0.01, 1, codes, &damp, &err), &err);
+    CHECK_OK(sq_fp8_gptq(w, hs.h, N, K, false, &scale, true, 0.01, 1, codes, &damp, NULL, &err), &err);
     CHECK(damp == -1 && memcmp(codes, rtn, (size_t)(N * K)) == 0, "NaN Hessian, FP8: damp %g, codes changed", damp);
     free(codes);
     free(rtn);
