@@ -222,6 +222,9 @@ typedef struct {
     const float *d;          /* (n, cols / 32) block scales */
     const float *dx;         /* 4-bit: (n, cols / 8) the block scales spread over the 8 lanes of each 64 columns */
     const float *zs;         /* (n, n_groups) sum over the group's blocks of d_b * sum of the block's codes */
+    const int8_t *xp;        /* on 512-bit registers: tokens in pairs (q4_pairs, q8_pairs), or NULL */
+    const float *dxp;        /* with xp: the pairs' dx (4-bit) or d (8-bit) */
+    const int32_t *sp;       /* 8-bit with xp: the pairs' -128 (sums of 4 codes) */
     float *y;
     int n;
     int64_t chunk;           /* rows per chunk of work (int_chunk) */
@@ -383,17 +386,180 @@ SQ_AVX2 static void qint_zero_bias(const qint_job *j, int64_t lo, int64_t hi) {
 #define QINT_DOT2(a, x, b, y) _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), a, x), b, y)
 #include "qint_body.h"
 
+/* 4-bit rows r0 .. r0+RB-1 against the token pairs p0 .. p0+NP-1 (tokens 2p and 2p+1) on 512-bit
+ * registers: a pair's two tokens side by side, lanes 0-7 the first token's and 8-15 the second's, each
+ * 64 columns' codes broadcast to both halves. For a 64-column span c, pair p's activations are 128
+ * bytes at xp + (p * cols/64 + c) * 128: the first token's even columns, the second's, the first's odd,
+ * the second's, and its dx 16 floats (the first token's 8, the second's). Every lane does what
+ * q4_block does for its token, in its order (the same integers, products and sums), so each token's y
+ * is q4_block's to the bit; the single tokens left over go through q4_block itself. */
+SQ_AVX512VNNI static inline __attribute__((always_inline)) void q4_pairs(const qint_job *j, int64_t r0, int RB, int p0, int NP) {
+    const sq_qweight *q = j->w->q;
+    int64_t K = j->w->cols, G = q->n_groups, gs = q->group_size, wpr = K / 8, nblk = K / 64;
+    const uint8_t *wb = (const uint8_t *)(q->codes + r0 * wpr);
+    const float *s = q->scale + r0 * G;
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i pair = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
+    __m512 acc[4][2];
+    UNROLL
+    for (int b = 0; b < RB; b++) {
+        UNROLL
+        for (int p = 0; p < NP; p++) acc[b][p] = _mm512_setzero_ps();
+    }
+    int64_t cpg = gs / 64, g = 0, left = cpg;
+    for (int64_t c = 0; c < nblk; c++) {
+        __m512i lo[4], hi[4];
+        __m512 sv[4];
+        UNROLL
+        for (int b = 0; b < RB; b++) {
+            _mm_prefetch((const char *)(wb + b * wpr * 4 + 32 * c + QINT_PF), _MM_HINT_T0);
+            __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wb + b * wpr * 4 + 32 * c)));
+            lo[b] = _mm512_and_si512(v, m4);
+            hi[b] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+            sv[b] = gs == 32 ? _mm512_permutexvar_ps(pair, _mm512_castps128_ps512(_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(s + b * G + 2 * c)))))
+                             : _mm512_set1_ps(s[b * G + g]);
+        }
+        if (gs != 32 && --left == 0) {
+            g++;
+            left = cpg;
+        }
+        UNROLL
+        for (int p = 0; p < NP; p++) {
+            const int8_t *xt = j->xp + ((int64_t)(p0 + p) * nblk + c) * 128;
+            __m512i xe = _mm512_loadu_si512((const void *)xt), xo = _mm512_loadu_si512((const void *)(xt + 64));
+            __m512 dx = _mm512_loadu_ps(j->dxp + ((int64_t)(p0 + p) * nblk + c) * 16);
+            UNROLL
+            for (int b = 0; b < RB; b++) {
+                __m512 f = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[b], xe), hi[b], xo));
+                acc[b][p] = _mm512_fmadd_ps(f, _mm512_mul_ps(dx, sv[b]), acc[b][p]);
+            }
+        }
+    }
+    __m256 a8[4][4];
+    UNROLL
+    for (int b = 0; b < RB; b++) {
+        UNROLL
+        for (int p = 0; p < NP; p++) {
+            a8[b][2 * p] = _mm512_castps512_ps256(acc[b][p]);
+            a8[b][2 * p + 1] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[b][p]), 1));
+        }
+    }
+    store_acc(j, a8, r0, RB, 2 * p0, 2 * NP);
+}
+
+/* The same for 8-bit rows: a pair's 32 activation codes of block k at xp + (p * cols/32 + k) * 64 (the
+ * first token's, then the second's), their d spread over each token's 8 lanes at dxp + (..) * 16, and
+ * at sp + (..) * 16 each lane's -128 (c_4i + .. + c_4i+3). vpdpbusd of the unsigned codes q, started
+ * from that, sums (q - 128) c exactly: the integers q8_block's sign trick sums, so each token's y is
+ * q8_block's to the bit. */
+SQ_AVX512VNNI static inline __attribute__((always_inline)) void q8_pairs(const qint_job *j, int64_t r0, int RB, int p0, int NP) {
+    const sq_qweight *q = j->w->q;
+    int64_t K = j->w->cols, G = q->n_groups, gs = q->group_size, bpg = gs / QBLK, nb = K / QBLK;
+    const uint8_t *wb = (const uint8_t *)(q->codes + r0 * (K / 4));
+    const float *s = q->scale + r0 * G;
+    __m512 acc[4][2];
+    UNROLL
+    for (int b = 0; b < RB; b++) {
+        UNROLL
+        for (int p = 0; p < NP; p++) acc[b][p] = _mm512_setzero_ps();
+    }
+    for (int64_t g = 0; g < G; g++) {
+        __m512 ag[4][2];
+        UNROLL
+        for (int b = 0; b < RB; b++) {
+            UNROLL
+            for (int p = 0; p < NP; p++) ag[b][p] = _mm512_setzero_ps();
+        }
+        for (int64_t k = g * bpg; k < (g + 1) * bpg; k++) {
+            __m512i v[4];
+            UNROLL
+            for (int b = 0; b < RB; b++) {
+                _mm_prefetch((const char *)(wb + b * K + QBLK * k + QINT_PF), _MM_HINT_T0);
+                v[b] = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wb + b * K + QBLK * k)));
+            }
+            UNROLL
+            for (int p = 0; p < NP; p++) {
+                int64_t at = (int64_t)(p0 + p) * nb + k;
+                __m512i xt = _mm512_loadu_si512((const void *)(j->xp + at * 64)), s0 = _mm512_loadu_si512((const void *)(j->sp + at * 16));
+                __m512 d = _mm512_loadu_ps(j->dxp + at * 16);
+                UNROLL
+                for (int b = 0; b < RB; b++) ag[b][p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(s0, v[b], xt)), d, ag[b][p]);
+            }
+        }
+        UNROLL
+        for (int b = 0; b < RB; b++) {
+            __m512 sv = _mm512_set1_ps(s[b * G + g]);
+            UNROLL
+            for (int p = 0; p < NP; p++) acc[b][p] = _mm512_fmadd_ps(ag[b][p], sv, acc[b][p]);
+        }
+    }
+    __m256 a8[4][4];
+    UNROLL
+    for (int b = 0; b < RB; b++) {
+        UNROLL
+        for (int p = 0; p < NP; p++) {
+            a8[b][2 * p] = _mm512_castps512_ps256(acc[b][p]);
+            a8[b][2 * p + 1] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[b][p]), 1));
+        }
+    }
+    store_acc(j, a8, r0, RB, 2 * p0, 2 * NP);
+}
+
+/* The vnni variant with passes of two token pairs over QINT_PAIR_RB rows, then q*_block_vnni's passes
+ * for the 1-3 tokens left. */
+#define QINT_PAIR_RB 4
+#define PAIR_ROWS(PAIRS, BLOCK)                                                                                         \
+    do {                                                                                                                \
+        for (int t = 0; t < n4; t += 4) {                                                                               \
+            int64_t r = lo;                                                                                             \
+            for (; r + QINT_PAIR_RB <= hi; r += QINT_PAIR_RB) PAIRS(j, r, QINT_PAIR_RB, t / 2, 2);                      \
+            for (; r < hi; r++) PAIRS(j, r, 1, t / 2, 2);                                                               \
+        }                                                                                                               \
+        int64_t r = lo;                                                                                                 \
+        switch (j->n - n4) {                                                                                            \
+        case 3:                                                                                                         \
+            for (; r < hi; r++) BLOCK(j, r, 1, n4, 3);                                                                  \
+            break;                                                                                                      \
+        case 2:                                                                                                         \
+            for (; r < hi; r++) BLOCK(j, r, 1, n4, 2);                                                                  \
+            break;                                                                                                      \
+        case 1:                                                                                                         \
+            for (; r < hi; r++) BLOCK(j, r, 1, n4, 1);                                                                  \
+            break;                                                                                                      \
+        default: break;                                                                                                 \
+        }                                                                                                               \
+    } while (0)
+SQ_AVX512VNNI static void qint_gemv_vnni_pairs(void *arg, int ith, int nth) {
+    (void)ith, (void)nth;
+    qint_job *j = arg;
+    int64_t lo, hi;
+    int n4 = j->n / 4 * 4;
+    while (sq_chunk_next(&j->next, j->w->rows, j->chunk, &lo, &hi)) {
+        if (j->w->q->bits == 4) PAIR_ROWS(q4_pairs, q4_block_vnni);
+        else PAIR_ROWS(q8_pairs, q8_block_vnni);
+        qint_zero_bias(j, lo, hi);
+    }
+}
+#undef PAIR_ROWS
+
 /* The integer kernels on n <= c->int_rows rows of xin (packed column order); buffers from the context. */
 static sq_status qmatmul_int(sq_kctx *c, const sq_wmat *w, const float *bias, const float *xin, float *y, int n, sq_err *err) {
     const sq_qweight *q = w->q;
     int64_t K = w->cols, G = q->n_groups, nb = K / QBLK, bpg = q->group_size / QBLK;
     size_t xq_b = ((size_t)n * (size_t)K + 63) / 64 * 64, d_b = (size_t)n * (size_t)nb * sizeof(float);
     size_t dx_b = q->bits == 4 ? (size_t)n * (size_t)(K / 8) * sizeof(float) : 0, zs_b = (size_t)n * (size_t)G * sizeof(float);
-    char *buf = sq_kctx_shared(c, xq_b + 2 * d_b + dx_b + zs_b + 64, err);
+    bool pairs = n >= 4 && sq_cpu_isa() >= SQ_ISA_AVX512; /* passes of token pairs (q4_pairs, q8_pairs) */
+    int np = pairs ? n / 4 * 2 : 0;
+    size_t xp_b = (size_t)np * (size_t)K * 2, dxp_b = (size_t)np * (size_t)(K / (q->bits == 4 ? 4 : 2)) * sizeof(float);
+    size_t sp_b = q->bits == 8 ? (size_t)np * (size_t)(K / 2) * sizeof(int32_t) : 0;
+    char *buf = sq_kctx_shared(c, xq_b + 2 * d_b + dx_b + zs_b + xp_b + dxp_b + sp_b + 256, err);
     if (!buf) return SQ_ERR_NOMEM;
     int8_t *xq = (int8_t *)buf;
     float *d = (float *)(buf + xq_b), *ds = (float *)(buf + xq_b + d_b), *dx = (float *)(buf + xq_b + 2 * d_b);
     float *zs = (float *)(buf + xq_b + 2 * d_b + dx_b);
+    int8_t *xp = (int8_t *)(buf + (xq_b + 2 * d_b + dx_b + zs_b + 63) / 64 * 64);
+    float *dxp = (float *)((char *)xp + (xp_b + 63) / 64 * 64);
+    int32_t *sp = (int32_t *)((char *)dxp + (dxp_b + 63) / 64 * 64);
     for (int t = 0; t < n; t++) {
         int8_t *ct = xq + (int64_t)t * K;
         float *dt = d + (int64_t)t * nb, *dst = ds + (int64_t)t * nb;
@@ -407,9 +573,31 @@ static sq_status qmatmul_int(sq_kctx *c, const sq_wmat *w, const float *bias, co
             zs[(int64_t)t * G + g] = sum;
         }
     }
-    qint_job j = {.w = w, .bias = bias, .xq = xq, .d = d, .dx = q->bits == 4 ? dx : NULL, .zs = zs, .y = y, .n = n,
-                  .chunk = int_chunk(w->rows, sq_pool_threads(c->pool))};
-    sq_pool_run_work(c->pool, sq_cpu_isa() >= SQ_ISA_AVX512 ? qint_gemv_vnni : qint_gemv_avx2, &j, (int64_t)n * w->rows * K);
+    int64_t nblk = K / 64;
+    for (int p = 0; p < np && q->bits == 8; p++) /* the pairs' activations, as q8_pairs reads them */
+        for (int64_t k = 0; k < nb; k++)
+            for (int h = 0; h < 2; h++) {
+                int64_t at = (int64_t)p * nb + k, t = 2 * p + h;
+                const int8_t *xk = xq + t * K + QBLK * k;
+                memcpy(xp + at * 64 + 32 * h, xk, 32);
+                for (int l = 0; l < 8; l++) {
+                    dxp[at * 16 + 8 * h + l] = d[t * nb + k];
+                    sp[at * 16 + 8 * h + l] = -128 * (xk[4 * l] + xk[4 * l + 1] + xk[4 * l + 2] + xk[4 * l + 3]);
+                }
+            }
+    for (int p = 0; p < np && q->bits == 4; p++) /* the pairs' activations, as q4_pairs reads them */
+        for (int64_t cb = 0; cb < nblk; cb++) {
+            int8_t *o = xp + ((int64_t)p * nblk + cb) * 128;
+            const int8_t *x0 = xq + (int64_t)(2 * p) * K + 64 * cb, *x1 = x0 + K;
+            memcpy(o, x0, 32), memcpy(o + 32, x1, 32), memcpy(o + 64, x0 + 32, 32), memcpy(o + 96, x1 + 32, 32);
+            float *od = dxp + ((int64_t)p * nblk + cb) * 16;
+            memcpy(od, dx + (int64_t)(2 * p) * (K / 8) + 8 * cb, 8 * sizeof *od);
+            memcpy(od + 8, dx + (int64_t)(2 * p + 1) * (K / 8) + 8 * cb, 8 * sizeof *od);
+        }
+    qint_job j = {.w = w, .bias = bias, .xq = xq, .d = d, .dx = q->bits == 4 ? dx : NULL, .zs = zs, .xp = pairs ? xp : NULL,
+                  .dxp = pairs ? dxp : NULL, .sp = pairs ? sp : NULL, .y = y, .n = n, .chunk = int_chunk(w->rows, sq_pool_threads(c->pool))};
+    void (*fn)(void *, int, int) = pairs ? qint_gemv_vnni_pairs : sq_cpu_isa() >= SQ_ISA_AVX512 ? qint_gemv_vnni : qint_gemv_avx2;
+    sq_pool_run_work(c->pool, fn, &j, (int64_t)n * w->rows * K);
     return SQ_OK;
 }
 

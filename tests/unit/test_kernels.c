@@ -448,7 +448,7 @@ int main(void) {
            sq_cpu_isa_name(top));
     for (int v = SQ_ISA_AVX2; v <= (int)top; v++) {
     sq_cpu_set_isa((sq_isa)v);
-    printf("variant %s: integer GEMV on %s\n", sq_cpu_isa_name((sq_isa)v), v == SQ_ISA_AVX512 ? "vpdpbusd (avx512vnni, 256-bit)" : "maddubs (avx2)");
+    printf("variant %s: integer GEMV on %s\n", sq_cpu_isa_name((sq_isa)v), v == SQ_ISA_AVX512 ? "vpdpbusd (avx512vnni: 256-bit, and 512-bit token pairs from 4 tokens on)" : "maddubs (avx2)");
     test_pool();
     for (int t = 1; t <= 3; t++) {
         sq_kctx *c;
