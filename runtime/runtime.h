@@ -30,8 +30,9 @@ const char *sq_exec_backend(const sq_exec *ex);
  * kernels compute, so that eval's perplexities are the checkpoint's own. true: the integer kernels
  * of decode, the activations quantised per block of 32 to int8 (llama.cpp's q8 path; each token's
  * numbers then those of a decode step), ~1.5x faster on AVX512-VNNI; generate and bench set it.
- * Decode and verify steps (up to 8 tokens) always run the integer kernels. No-op on a backend with
- * one path. */
+ * Decode and verify steps (up to 8 tokens) always run the integer kernels. On AVX-512 it also runs
+ * dense (F32, F16, BF16) weights' prefill in the decode step's order (each token's numbers its decode
+ * step's) instead of sgemm's. No-op on a backend with one path. */
 void sq_exec_set_int_prefill(sq_exec *ex, bool on);
 
 /* ---------------------------------------------------------------- model */

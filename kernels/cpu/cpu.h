@@ -91,7 +91,8 @@ static inline void sq_cpu_add_bias(float *y, const float *bias, int n, int64_t r
 struct sq_kctx {
     sq_pool *pool;
     int threads;
-    int int_rows;                /* matmul: rows of x up to which INT4/INT8 weights run the integer kernels */
+    int int_rows;                /* matmul: rows of x up to which INT4/INT8 weights run the integer kernels, and dense
+                                  * weights (AVX-512) the decode step's sums (dense_prefill, matmul.c) */
     /* Per-thread scratch (float), grown by sq_kctx_reserve from the calling thread only. */
     float **scratch;
     size_t *scratch_cap;         /* in floats */

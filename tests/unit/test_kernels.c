@@ -78,6 +78,46 @@ static void test_matmul(sq_kctx *c) {
             free(bias);
             free(wd);
         }
+    /* A context set for the decode kernels (generate, bench): on AVX-512 a prefill of more than 8 tokens
+     * gives each token its decode step's bits (cols a multiple of 32; rows past a multiple of 6 and
+     * tokens past a multiple of 8 included), and stays within the reference's tolerance everywhere. */
+    const int64_t pshapes[][2] = {{37, 256}, {100, 1024}, {7, 96}, {13, 100}};
+    const int pns[] = {9, 16, 17, 40};
+    sq_cpu_ctx_set_int_rows(c, 1 << 20);
+    for (int d = 0; d < 3; d++)
+        for (int si = 0; si < 4; si++) {
+            int64_t rows = pshapes[si][0], cols = pshapes[si][1];
+            void *wd = make_weights(dts[d], rows, cols);
+            sq_wmat w = {.dtype = dts[d], .rows = rows, .cols = cols, .data = wd};
+            float *bias = malloc((size_t)rows * sizeof *bias);
+            fill(bias, rows, 1.0f);
+            for (int ni = 0; ni < 4; ni++) {
+                int n = pns[ni];
+                float *x = malloc((size_t)(n * cols) * sizeof *x), *y = malloc((size_t)(n * rows) * sizeof *y),
+                      *yr = malloc((size_t)(n * rows) * sizeof *yr);
+                fill(x, n * cols, 1.0f);
+                CHECK_OK(sq_cpu_matmul_ref(c, &w, bias, x, yr, n, &err), &err);
+                CHECK_OK(sq_cpu_matmul(c, &w, bias, x, y, n, &err), &err);
+                double diff = max_abs_diff(y, yr, n * rows), tol = 1e-5 * sqrt((double)cols);
+                CHECK(diff <= tol, "prefill %s %lldx%lld n=%d threads=%d: %.3g > %.3g", sq_dtype_name(dts[d]), (long long)rows, (long long)cols, n,
+                      c->threads, diff, tol);
+                if (sq_cpu_isa() >= SQ_ISA_AVX512 && cols % 32 == 0) {
+                    bool same = true;
+                    for (int t = 0; t < n; t++) {
+                        CHECK_OK(sq_cpu_matmul(c, &w, bias, x + (int64_t)t * cols, yr, 1, &err), &err);
+                        same &= memcmp(yr, y + (int64_t)t * rows, (size_t)rows * sizeof *yr) == 0;
+                    }
+                    CHECK(same, "prefill %s %lldx%lld n=%d threads=%d: a token's y is not its decode step's", sq_dtype_name(dts[d]),
+                          (long long)rows, (long long)cols, n, c->threads);
+                }
+                free(x);
+                free(y);
+                free(yr);
+            }
+            free(bias);
+            free(wd);
+        }
+    sq_cpu_ctx_set_int_rows(c, 0);
     float *x = calloc(4, sizeof *x), *y = calloc(4, sizeof *y);
     sq_wmat bad = {.dtype = SQ_DT_I8, .rows = 2, .cols = 2, .data = x};
     CHECK(sq_cpu_matmul(c, &bad, NULL, x, y, 1, &err) == SQ_ERR_UNSUPPORTED, "I8 weights refused");
