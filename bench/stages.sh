@@ -27,6 +27,7 @@ H=${dims% *}
 F=${dims#* }
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "model: $MODEL (hidden $H, intermediate $F); $NS x $SL calibration tokens, $THREADS threads"
+echo "spotq: $("$BIN" bench models/stories260K --threads "$THREADS" --prompt-len 4 --gen 1 --reps 1 | sed -n 's/^threads: *//p'); OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset)}"
 fwd=$($KB --sgemm "$SL,$F,$H" --threads "$THREADS" --reps 5)
 sq=$($KB --sgemm "$H,$H,$H" --threads "$THREADS" --reps 5)
 r_fwd=$(echo "$fwd" | sed -n 's/^sgemm.*: \([0-9.]*\) GFLOP.*/\1/p')
