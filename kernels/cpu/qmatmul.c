@@ -352,16 +352,21 @@ SQ_AVX2 static void qint_zero_bias(const qint_job *j, int64_t lo, int64_t hi) {
             for (; r + QINT_PASS_RB <= hi; r += QINT_PASS_RB) BLOCK(j, r, QINT_PASS_RB, t, 4);                          \
             for (; r < hi; r++) BLOCK(j, r, 1, t, 4);                                                                   \
         }                                                                                                               \
+        QINT_TAIL(BLOCK, t);                                                                                            \
+    } while (0)
+/* The 1-3 tokens from t0 on that the 4-token passes left, a row at a time. */
+#define QINT_TAIL(BLOCK, t0)                                                                                            \
+    do {                                                                                                                \
         int64_t r = lo;                                                                                                 \
-        switch (j->n - t) {                                                                                             \
+        switch (j->n - (t0)) {                                                                                          \
         case 3:                                                                                                         \
-            for (; r < hi; r++) BLOCK(j, r, 1, t, 3);                                                                   \
+            for (; r < hi; r++) BLOCK(j, r, 1, (t0), 3);                                                                \
             break;                                                                                                      \
         case 2:                                                                                                         \
-            for (; r < hi; r++) BLOCK(j, r, 1, t, 2);                                                                   \
+            for (; r < hi; r++) BLOCK(j, r, 1, (t0), 2);                                                                \
             break;                                                                                                      \
         case 1:                                                                                                         \
-            for (; r < hi; r++) BLOCK(j, r, 1, t, 1);                                                                   \
+            for (; r < hi; r++) BLOCK(j, r, 1, (t0), 1);                                                                \
             break;                                                                                                      \
         default: break;                                                                                                 \
         }                                                                                                               \
@@ -515,19 +520,7 @@ SQ_AVX512VNNI static inline __attribute__((always_inline)) void q8_pairs(const q
             for (; r + QINT_PAIR_RB <= hi; r += QINT_PAIR_RB) PAIRS(j, r, QINT_PAIR_RB, t / 2, 2);                      \
             for (; r < hi; r++) PAIRS(j, r, 1, t / 2, 2);                                                               \
         }                                                                                                               \
-        int64_t r = lo;                                                                                                 \
-        switch (j->n - n4) {                                                                                            \
-        case 3:                                                                                                         \
-            for (; r < hi; r++) BLOCK(j, r, 1, n4, 3);                                                                  \
-            break;                                                                                                      \
-        case 2:                                                                                                         \
-            for (; r < hi; r++) BLOCK(j, r, 1, n4, 2);                                                                  \
-            break;                                                                                                      \
-        case 1:                                                                                                         \
-            for (; r < hi; r++) BLOCK(j, r, 1, n4, 1);                                                                  \
-            break;                                                                                                      \
-        default: break;                                                                                                 \
-        }                                                                                                               \
+        QINT_TAIL(BLOCK, n4);                                                                                           \
     } while (0)
 SQ_AVX512VNNI static void qint_gemv_vnni_pairs(void *arg, int ith, int nth) {
     (void)ith, (void)nth;

@@ -34,89 +34,59 @@ static void *make_weights(sq_dtype dt, int64_t rows, int64_t cols) {
     return h;
 }
 
-/* matmul: |fast - ref| <= 1e-5 * sqrt(cols) (values of x and W in [-1, 1], float vs double sums). */
+/* One matmul case, n tokens of x against W (rows, cols) of dtype dt: |fast - ref| <= 1e-5 * sqrt(cols)
+ * (values of x and W in [-1, 1], float vs double sums), with and without bias. Each token's y the
+ * same bits as that token alone (its decode step), where the kernels promise it: the GEMV (n <= 8,
+ * also sq_cpu_dot_row's), and with decode_kernels (a context set for them: generate, bench) a prefill
+ * of more than 8 tokens on AVX-512 with cols a multiple of 32. */
+static void matmul_case(sq_kctx *c, sq_dtype dt, int64_t rows, int64_t cols, int n, bool decode_kernels) {
+    sq_err err = {0};
+    void *wd = make_weights(dt, rows, cols);
+    sq_wmat w = {.dtype = dt, .rows = rows, .cols = cols, .data = wd};
+    float *bias = malloc((size_t)rows * sizeof *bias), *x = malloc((size_t)(n * cols) * sizeof *x), *y = malloc((size_t)(n * rows) * sizeof *y),
+          *yr = malloc((size_t)(n * rows) * sizeof *yr);
+    fill(bias, rows, 1.0f);
+    fill(x, n * cols, 1.0f);
+    const char *what = decode_kernels ? "prefill" : "matmul";
+    for (int b = 0; b < 2; b++) {
+        CHECK_OK(sq_cpu_matmul_ref(c, &w, b ? bias : NULL, x, yr, n, &err), &err);
+        CHECK_OK(sq_cpu_matmul(c, &w, b ? bias : NULL, x, y, n, &err), &err);
+        double diff = max_abs_diff(y, yr, n * rows), tol = 1e-5 * sqrt((double)cols);
+        CHECK(diff <= tol, "%s %s %lldx%lld n=%d bias=%d threads=%d: %.3g > %.3g", what, sq_dtype_name(dt), (long long)rows, (long long)cols, n, b,
+              c->threads, diff, tol);
+    }
+    if (n <= 8 || (decode_kernels && sq_cpu_isa() >= SQ_ISA_AVX512 && cols % 32 == 0)) {
+        bool same = true;
+        for (int t = 0; t < n; t++) {
+            CHECK_OK(sq_cpu_matmul(c, &w, bias, x + (int64_t)t * cols, yr, 1, &err), &err); /* y has the bias (b = 1) */
+            same &= memcmp(yr, y + (int64_t)t * rows, (size_t)rows * sizeof *yr) == 0;
+            for (int64_t r = 0; r < rows && n <= 8; r++) same &= sq_cpu_dot_row(&w, r, x + (int64_t)t * cols) + bias[r] == yr[r];
+        }
+        CHECK(same, "%s %s %lldx%lld n=%d threads=%d: a token's y is not its decode step's", what, sq_dtype_name(dt), (long long)rows,
+              (long long)cols, n, c->threads);
+    }
+    free(x);
+    free(y);
+    free(yr);
+    free(bias);
+    free(wd);
+}
+
 static void test_matmul(sq_kctx *c) {
     sq_err err = {0};
     const sq_dtype dts[] = {SQ_DT_F32, SQ_DT_F16, SQ_DT_BF16};
     const int64_t shapes[][2] = {{37, 70}, {300, 256}, {200, 4100}, {16, 8}, {5, 1}};
     const int ns[] = {1, 3, 4, 5, 33};
     for (int d = 0; d < 3; d++)
-        for (int si = 0; si < 5; si++) {
-            int64_t rows = shapes[si][0], cols = shapes[si][1];
-            void *wd = make_weights(dts[d], rows, cols);
-            sq_wmat w = {.dtype = dts[d], .rows = rows, .cols = cols, .data = wd};
-            float *bias = malloc((size_t)rows * sizeof *bias);
-            fill(bias, rows, 1.0f);
-            for (int ni = 0; ni < 5; ni++) {
-                int n = ns[ni];
-                float *x = malloc((size_t)(n * cols) * sizeof *x), *y = malloc((size_t)(n * rows) * sizeof *y),
-                      *yr = malloc((size_t)(n * rows) * sizeof *yr);
-                fill(x, n * cols, 1.0f);
-                for (int b = 0; b < 2; b++) {
-                    CHECK_OK(sq_cpu_matmul_ref(c, &w, b ? bias : NULL, x, yr, n, &err), &err);
-                    CHECK_OK(sq_cpu_matmul(c, &w, b ? bias : NULL, x, y, n, &err), &err);
-                    double diff = max_abs_diff(y, yr, n * rows), tol = 1e-5 * sqrt((double)cols);
-                    CHECK(diff <= tol, "matmul %s %lldx%lld n=%d bias=%d threads=%d: %.3g > %.3g", sq_dtype_name(dts[d]), (long long)rows,
-                          (long long)cols, n, b, c->threads, diff, tol);
-                }
-                /* the GEMV (n <= 8): each token's y the same bits as that token alone (a verify step
-                 * gives the decode step's numbers), and as sq_cpu_dot_row */
-                if (n <= 8) {
-                    bool same = true;
-                    for (int t = 0; t < n; t++) {
-                        CHECK_OK(sq_cpu_matmul(c, &w, bias, x + (int64_t)t * cols, yr, 1, &err), &err); /* y has the bias (b = 1) */
-                        same &= memcmp(yr, y + (int64_t)t * rows, (size_t)rows * sizeof *yr) == 0;
-                        for (int64_t r = 0; r < rows; r++) same &= sq_cpu_dot_row(&w, r, x + (int64_t)t * cols) + bias[r] == yr[r];
-                    }
-                    CHECK(same, "matmul %s %lldx%lld n=%d threads=%d: a token's y depends on the tokens beside it", sq_dtype_name(dts[d]),
-                          (long long)rows, (long long)cols, n, c->threads);
-                }
-                free(x);
-                free(y);
-                free(yr);
-            }
-            free(bias);
-            free(wd);
-        }
-    /* A context set for the decode kernels (generate, bench): on AVX-512 a prefill of more than 8 tokens
-     * gives each token its decode step's bits (cols a multiple of 32; rows past a multiple of 6 and
-     * tokens past a multiple of 8 included), and stays within the reference's tolerance everywhere. */
+        for (int si = 0; si < 5; si++)
+            for (int ni = 0; ni < 5; ni++) matmul_case(c, dts[d], shapes[si][0], shapes[si][1], ns[ni], false);
+    /* decode kernels: rows past a multiple of 6 and tokens past a multiple of 8 included */
     const int64_t pshapes[][2] = {{37, 256}, {100, 1024}, {7, 96}, {13, 100}};
     const int pns[] = {9, 16, 17, 40};
     sq_cpu_ctx_set_int_rows(c, 1 << 20);
     for (int d = 0; d < 3; d++)
-        for (int si = 0; si < 4; si++) {
-            int64_t rows = pshapes[si][0], cols = pshapes[si][1];
-            void *wd = make_weights(dts[d], rows, cols);
-            sq_wmat w = {.dtype = dts[d], .rows = rows, .cols = cols, .data = wd};
-            float *bias = malloc((size_t)rows * sizeof *bias);
-            fill(bias, rows, 1.0f);
-            for (int ni = 0; ni < 4; ni++) {
-                int n = pns[ni];
-                float *x = malloc((size_t)(n * cols) * sizeof *x), *y = malloc((size_t)(n * rows) * sizeof *y),
-                      *yr = malloc((size_t)(n * rows) * sizeof *yr);
-                fill(x, n * cols, 1.0f);
-                CHECK_OK(sq_cpu_matmul_ref(c, &w, bias, x, yr, n, &err), &err);
-                CHECK_OK(sq_cpu_matmul(c, &w, bias, x, y, n, &err), &err);
-                double diff = max_abs_diff(y, yr, n * rows), tol = 1e-5 * sqrt((double)cols);
-                CHECK(diff <= tol, "prefill %s %lldx%lld n=%d threads=%d: %.3g > %.3g", sq_dtype_name(dts[d]), (long long)rows, (long long)cols, n,
-                      c->threads, diff, tol);
-                if (sq_cpu_isa() >= SQ_ISA_AVX512 && cols % 32 == 0) {
-                    bool same = true;
-                    for (int t = 0; t < n; t++) {
-                        CHECK_OK(sq_cpu_matmul(c, &w, bias, x + (int64_t)t * cols, yr, 1, &err), &err);
-                        same &= memcmp(yr, y + (int64_t)t * rows, (size_t)rows * sizeof *yr) == 0;
-                    }
-                    CHECK(same, "prefill %s %lldx%lld n=%d threads=%d: a token's y is not its decode step's", sq_dtype_name(dts[d]),
-                          (long long)rows, (long long)cols, n, c->threads);
-                }
-                free(x);
-                free(y);
-                free(yr);
-            }
-            free(bias);
-            free(wd);
-        }
+        for (int si = 0; si < 4; si++)
+            for (int ni = 0; ni < 4; ni++) matmul_case(c, dts[d], pshapes[si][0], pshapes[si][1], pns[ni], true);
     sq_cpu_ctx_set_int_rows(c, 0);
     float *x = calloc(4, sizeof *x), *y = calloc(4, sizeof *y);
     sq_wmat bad = {.dtype = SQ_DT_I8, .rows = 2, .cols = 2, .data = x};
