@@ -391,6 +391,22 @@ SQ_AVX2 static void qint_zero_bias(const qint_job *j, int64_t lo, int64_t hi) {
 #define QINT_DOT2(a, x, b, y) _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), a, x), b, y)
 #include "qint_body.h"
 
+/* acc of RB rows x NP token pairs (lanes 0-7 the pair's first token, 8-15 its second) -> y, through
+ * store_acc's reduction (each token's sums as a 256-bit pass gives them). */
+SQ_AVX512VNNI static inline __attribute__((always_inline)) void store_pairs(const qint_job *j, __m512 acc[4][2], int64_t r0, int RB, int p0,
+                                                                           int NP) {
+    __m256 a8[4][4];
+    UNROLL
+    for (int b = 0; b < RB; b++) {
+        UNROLL
+        for (int p = 0; p < NP; p++) {
+            a8[b][2 * p] = _mm512_castps512_ps256(acc[b][p]);
+            a8[b][2 * p + 1] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[b][p]), 1));
+        }
+    }
+    store_acc(j, a8, r0, RB, 2 * p0, 2 * NP);
+}
+
 /* 4-bit rows r0 .. r0+RB-1 against the token pairs p0 .. p0+NP-1 (tokens 2p and 2p+1) on 512-bit
  * registers: a pair's two tokens side by side, lanes 0-7 the first token's and 8-15 the second's, each
  * 64 columns' codes broadcast to both halves. For a 64-column span c, pair p's activations are 128
@@ -440,16 +456,7 @@ SQ_AVX512VNNI static inline __attribute__((always_inline)) void q4_pairs(const q
             }
         }
     }
-    __m256 a8[4][4];
-    UNROLL
-    for (int b = 0; b < RB; b++) {
-        UNROLL
-        for (int p = 0; p < NP; p++) {
-            a8[b][2 * p] = _mm512_castps512_ps256(acc[b][p]);
-            a8[b][2 * p + 1] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[b][p]), 1));
-        }
-    }
-    store_acc(j, a8, r0, RB, 2 * p0, 2 * NP);
+    store_pairs(j, acc, r0, RB, p0, NP);
 }
 
 /* The same for 8-bit rows: a pair's 32 activation codes of block k at xp + (p * cols/32 + k) * 64 (the
@@ -498,16 +505,7 @@ SQ_AVX512VNNI static inline __attribute__((always_inline)) void q8_pairs(const q
             for (int p = 0; p < NP; p++) acc[b][p] = _mm512_fmadd_ps(ag[b][p], sv, acc[b][p]);
         }
     }
-    __m256 a8[4][4];
-    UNROLL
-    for (int b = 0; b < RB; b++) {
-        UNROLL
-        for (int p = 0; p < NP; p++) {
-            a8[b][2 * p] = _mm512_castps512_ps256(acc[b][p]);
-            a8[b][2 * p + 1] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[b][p]), 1));
-        }
-    }
-    store_acc(j, a8, r0, RB, 2 * p0, 2 * NP);
+    store_pairs(j, acc, r0, RB, p0, NP);
 }
 
 /* The vnni variant with passes of two token pairs over QINT_PAIR_RB rows, then q*_block_vnni's passes
